@@ -1,0 +1,3 @@
+from ivrserver.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,302 @@
+"""Settings: frozen dataclasses, one per external system, from a YAML file plus IVRSERVER_* env.
+
+Precedence: defaults < YAML file < environment. An environment variable names a key by its path,
+upper-cased and joined with `__`: `IVRSERVER_AMI__PORT=5039` sets `ami.port`.
+Every value is validated at start; errors name the key, what was wrong and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+ENV_PREFIX = "IVRSERVER_"
+
+
+class ConfigError(ValueError):
+    """One or more invalid settings; `errors` lists them one per line."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("invalid configuration:\n  " + "\n  ".join(errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "ivr"
+    # Retention of contact history and IVR paths, in days.
+    retention_days: int = 365
+
+
+@dataclass(frozen=True)
+class AmiSettings:
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "ivrserver"
+    secret: str = "ivrserver"
+    action_timeout: float = 5.0
+    ping_interval: float = 5.0
+    # No bytes from Asterisk for this long closes the socket and forces a reconnect.
+    silence_timeout: float = 20.0
+    reconnect_max_delay: float = 10.0
+
+
+@dataclass(frozen=True)
+class AgiSettings:
+    host: str = "127.0.0.1"
+    port: int = 4573
+    header_timeout: float = 5.0
+    # Longest wait for one AGI reply; a prompt plus its input timeout must fit inside.
+    command_timeout: float = 120.0
+    # On shutdown, running calls get this long to finish before they are handed to the dialplan.
+    drain_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Agent sockets: bounded per-socket queue and missed-pop backlog.
+    socket_queue: int = 256
+    backlog_seconds: int = 3600
+    heartbeat: float = 15.0
+
+
+@dataclass(frozen=True)
+class AsteriskSettings:
+    # Where `doctor` and `menus check` read Asterisk's own configuration and sounds.
+    config_dir: str = "/etc/asterisk"
+    sounds_dir: str = "/usr/share/asterisk/sounds"
+    hotline: str = "1860"
+    dialplan_context: str = "ivrserver-inbound"
+    callback_context: str = "ivrserver-callback"
+    notify_context: str = "ivrserver-notify"
+    # How a customer number is dialled for callbacks: {number} is replaced.
+    customer_dial: str = "PJSIP/{number}@customers"
+
+
+@dataclass(frozen=True)
+class MenuSettings:
+    dir: str = str(REPO_DIR / "menus")
+    entry: str = "hotline"
+    watch: bool = True
+    watch_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class RoutingSettings:
+    policy_file: str = str(PACKAGE_DIR / "defaults" / "routing.yaml")
+    agents_file: str = str(PACKAGE_DIR / "defaults" / "agents.yaml")
+
+
+@dataclass(frozen=True)
+class CallbackSettings:
+    enabled: bool = True
+    poll_interval: float = 0.2
+    lease_seconds: float = 60.0
+    # Company-wide calling hours (local time of the customer).
+    calling_from: str = "08:00"
+    calling_until: str = "21:00"
+    max_attempts: int = 3
+    agent_ring_seconds: int = 20
+    grace_seconds: int = 120
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = "INFO"
+    format: str = "text"  # "text" or "json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    ami: AmiSettings = field(default_factory=AmiSettings)
+    agi: AgiSettings = field(default_factory=AgiSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    asterisk: AsteriskSettings = field(default_factory=AsteriskSettings)
+    menus: MenuSettings = field(default_factory=MenuSettings)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
+    callbacks: CallbackSettings = field(default_factory=CallbackSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    instance: str = "ivrserver"
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "log.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
+    "log.format": ("text", "json"),
+}
+_PORTS = {"ami.port", "agi.port", "web.port"}
+
+
+def describe() -> list[tuple[str, str, Any]]:
+    """Every configuration key as (dotted key, type name, default), for docs and `ivrserver config`."""
+    rows: list[tuple[str, str, Any]] = []
+    for section in dataclasses.fields(Settings):
+        hints = typing.get_type_hints(Settings)
+        kind = hints[section.name]
+        if dataclasses.is_dataclass(kind):
+            sub_hints = typing.get_type_hints(kind)
+            default = kind()
+            for f in dataclasses.fields(kind):
+                rows.append((f"{section.name}.{f.name}", _type_name(sub_hints[f.name]),
+                             getattr(default, f.name)))
+        else:
+            rows.append((section.name, _type_name(kind), section.default))
+    return rows
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, raw: Any, tp: Any, errors: list[str], from_env: bool) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if raw is None or (from_env and raw == ""):
+            return None
+        tp = args[0]
+    if tp is bool:
+        if isinstance(raw, bool):
+            return raw
+        if from_env and isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return raw.lower() in ("1", "true", "yes", "on")
+        errors.append(f"{key}: expected true or false, got {raw!r}")
+        return None
+    if tp is int:
+        if isinstance(raw, bool):
+            errors.append(f"{key}: expected a whole number, got {raw!r}")
+            return None
+        if isinstance(raw, int):
+            return raw
+        if from_env and isinstance(raw, str):
+            try:
+                return int(raw)
+            except ValueError:
+                pass
+        errors.append(f"{key}: expected a whole number, got {raw!r}")
+        return None
+    if tp is float:
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            return float(raw)
+        if from_env and isinstance(raw, str):
+            try:
+                return float(raw)
+            except ValueError:
+                pass
+        errors.append(f"{key}: expected a number, got {raw!r}")
+        return None
+    if tp is str:
+        if isinstance(raw, (str, int)) and not isinstance(raw, bool):
+            return str(raw)
+        errors.append(f"{key}: expected text, got {raw!r}")
+        return None
+    errors.append(f"{key}: unsupported setting type {tp!r}")
+    return None
+
+
+def _check(key: str, value: Any, errors: list[str]) -> None:
+    if key in _PORTS and not (1 <= value <= 65535):
+        errors.append(f"{key}: port must be 1..65535, got {value}")
+    if key in _CHOICES and value not in _CHOICES[key]:
+        errors.append(f"{key}: must be one of {', '.join(_CHOICES[key])}, got {value!r}")
+    if key.endswith(("_timeout", "_interval", "_seconds", "heartbeat")) and isinstance(value, (int, float)) \
+            and value <= 0:
+        errors.append(f"{key}: must be greater than 0, got {value}")
+    if key in ("callbacks.calling_from", "callbacks.calling_until"):
+        parts = value.split(":")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts) or not (
+                0 <= int(parts[0]) <= 24 and 0 <= int(parts[1]) < 60):
+            errors.append(f"{key}: expected HH:MM, got {value!r}")
+    if key == "redis.url" and not value.startswith(("redis://", "rediss://", "unix://")):
+        errors.append(f"{key}: expected a redis://, rediss:// or unix:// URL, got {value!r}")
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str] | str]:
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name.startswith(ENV_PREFIX + "TEST_"):
+            continue
+        path = name[len(ENV_PREFIX):].lower().split("__")
+        if name == ENV_PREFIX + "CONFIG":
+            continue
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
+
+
+def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Load settings from `path` (or $IVRSERVER_CONFIG, or defaults) and the environment."""
+    environ = os.environ if environ is None else environ
+    path = path or environ.get(ENV_PREFIX + "CONFIG")
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError([f"{path}: expected a mapping of sections at the top level"])
+        data = loaded
+    return from_mapping(data, _env_overrides(environ))
+
+
+def from_mapping(data: Mapping[str, Any], env: Mapping[str, Any] | None = None) -> Settings:
+    """Build validated Settings from a file mapping plus env-style (string) overrides."""
+    errors: list[str] = []
+    hints = typing.get_type_hints(Settings)
+    kwargs: dict[str, Any] = {}
+    env = env or {}
+    known = {f.name for f in dataclasses.fields(Settings)}
+    for name in list(data) + list(env):
+        if name not in known:
+            errors.append(f"{name}: unknown section; allowed: {', '.join(sorted(known))}")
+    for section in dataclasses.fields(Settings):
+        kind = hints[section.name]
+        if not dataclasses.is_dataclass(kind):
+            for raw, from_env in ((data.get(section.name), False), (env.get(section.name), True)):
+                if raw is not None:
+                    value = _coerce(section.name, raw, kind, errors, from_env)
+                    if value is not None:
+                        kwargs[section.name] = value
+            continue
+        sub_hints = typing.get_type_hints(kind)
+        sub_known = {f.name for f in dataclasses.fields(kind)}
+        values: dict[str, Any] = {}
+        for source, from_env in ((data.get(section.name), False), (env.get(section.name), True)):
+            if source is None:
+                continue
+            if not isinstance(source, dict):
+                errors.append(f"{section.name}: expected a mapping of keys, got {source!r}")
+                continue
+            for key, raw in source.items():
+                dotted = f"{section.name}.{key}"
+                if key not in sub_known:
+                    errors.append(f"{dotted}: unknown key; allowed: {', '.join(sorted(sub_known))}")
+                    continue
+                value = _coerce(dotted, raw, sub_hints[key], errors, from_env)
+                if value is not None:
+                    _check(dotted, value, errors)
+                    values[key] = value
+        kwargs[section.name] = kind(**values)
+    if errors:
+        raise ConfigError(errors)
+    return Settings(**kwargs)

@@ -1,0 +1,126 @@
+"""Core domain records shared by menus, routing, screen-pop and callbacks.
+
+Pure: stdlib only, frozen dataclasses, no clock reads (times are epoch seconds passed in).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class Tier(enum.StrEnum):
+    VIP = "vip"
+    GOLD = "gold"
+    STANDARD = "standard"
+
+
+class Segment(enum.StrEnum):
+    GOVERNMENT = "government"
+    ENTERPRISE = "enterprise"
+    FAMILY = "family"
+    INDIVIDUAL = "individual"
+
+
+@dataclass(frozen=True)
+class ContactPreferences:
+    """When a customer may be called: local hours [start, end) in their IANA time zone."""
+
+    timezone: str = "UTC"
+    allowed_from: str = "09:00"
+    allowed_until: str = "20:00"
+    do_not_call: bool = False
+
+
+@dataclass(frozen=True)
+class Customer:
+    id: str
+    name: str
+    phones: tuple[str, ...]
+    tier: Tier = Tier.STANDARD
+    segment: Segment = Segment.INDIVIDUAL
+    language: str = "en"
+    account_manager: str | None = None
+    account_number: str | None = None
+    pin_hash: str | None = None
+    preferences: ContactPreferences = field(default_factory=ContactPreferences)
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+class AgentState(enum.StrEnum):
+    LOGGED_OUT = "logged_out"
+    READY = "ready"
+    PAUSED = "paused"
+    RINGING = "ringing"
+    ON_CALL = "on_call"
+    WRAP_UP = "wrap_up"
+
+
+@dataclass(frozen=True)
+class Agent:
+    id: str
+    name: str
+    endpoint: str  # dialable interface, e.g. "PJSIP/agent1001"
+    tiers: tuple[str, ...] = ()
+    skills: tuple[str, ...] = ()
+    supervisor: bool = False
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    agent_id: str
+    state: AgentState
+    since: float
+
+
+class CaseStatus(enum.StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    customer_id: str
+    status: CaseStatus
+    summary: str
+    opened_at: float
+    owner_agent: str | None = None
+    severity: int = 3  # 1 = most severe
+    still_needed: str = ""
+    next_step: str = ""
+
+
+class ContactKind(enum.StrEnum):
+    INBOUND = "inbound"
+    CALLBACK = "callback"
+    NOTIFICATION = "notification"
+
+
+class Outcome(enum.StrEnum):
+    SELF_SERVED = "self_served"
+    ANSWERED = "answered"
+    ABANDONED = "abandoned"
+    FAILED = "failed"
+    IN_PROGRESS = "in_progress"
+
+
+@dataclass(frozen=True)
+class Contact:
+    """One call as the contact history keeps it."""
+
+    id: str
+    kind: ContactKind
+    number: str
+    started_at: float
+    customer_id: str | None = None
+    ended_at: float | None = None
+    ivr_path: tuple[str, ...] = ()
+    routing_reason: str = ""
+    queue: str | None = None
+    wait_seconds: float | None = None
+    agents: tuple[str, ...] = ()
+    outcome: Outcome = Outcome.IN_PROGRESS
+    disposition: str = ""
+    notes: str = ""

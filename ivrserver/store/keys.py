@@ -1,0 +1,100 @@
+"""Every Redis key ivrserver uses, in one place, under one configurable prefix.
+
+Keys are built only here so that a reader can see the whole data layout at a glance and two
+modules can never disagree on a name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "ivr"
+
+    # customers
+    def customer(self, customer_id: str) -> str:
+        return f"{self.prefix}:customer:{customer_id}"
+
+    def customer_ids(self) -> str:
+        return f"{self.prefix}:customers"
+
+    def phone(self, number: str) -> str:
+        return f"{self.prefix}:phone:{number}"
+
+    def account(self, account_number: str) -> str:
+        return f"{self.prefix}:account:{account_number}"
+
+    def pin_failures(self, account_number: str) -> str:
+        return f"{self.prefix}:pinfail:{account_number}"
+
+    # contact history and cases
+    def contact(self, contact_id: str) -> str:
+        return f"{self.prefix}:contact:{contact_id}"
+
+    def timeline(self, customer_id: str) -> str:
+        return f"{self.prefix}:timeline:{customer_id}"
+
+    def case(self, case_id: str) -> str:
+        return f"{self.prefix}:case:{case_id}"
+
+    def open_cases(self, customer_id: str) -> str:
+        return f"{self.prefix}:opencases:{customer_id}"
+
+    def case_seq(self) -> str:
+        return f"{self.prefix}:seq:case"
+
+    def call_by_linkedid(self, linkedid: str) -> str:
+        return f"{self.prefix}:linkedid:{linkedid}"
+
+    # IVR path analytics
+    def ivr_path(self, call_id: str) -> str:
+        return f"{self.prefix}:ivrpath:{call_id}"
+
+    def ivr_calls(self, menu: str) -> str:
+        return f"{self.prefix}:ivrcalls:{menu}"
+
+    def announcement(self, menu: str) -> str:
+        return f"{self.prefix}:announcement:{menu}"
+
+    # agents
+    def agent_state(self, agent_id: str) -> str:
+        return f"{self.prefix}:agentstate:{agent_id}"
+
+    def agent_states(self) -> str:
+        return f"{self.prefix}:agentstates"
+
+    def agent_events(self, agent_id: str) -> str:
+        return f"{self.prefix}:agentevents:{agent_id}"
+
+    def agent_event_seq(self, agent_id: str) -> str:
+        return f"{self.prefix}:seq:agentevent:{agent_id}"
+
+    def pop_channel(self) -> str:
+        return f"{self.prefix}:pops"
+
+    def unacked_pops(self) -> str:
+        return f"{self.prefix}:unacked"
+
+    def audit(self) -> str:
+        return f"{self.prefix}:audit"
+
+    def agent_access(self, agent_id: str) -> str:
+        return f"{self.prefix}:access:{agent_id}"
+
+    # callbacks
+    def callback(self, callback_id: str) -> str:
+        return f"{self.prefix}:callback:{callback_id}"
+
+    def callbacks_due(self) -> str:
+        return f"{self.prefix}:callbacks:due"
+
+    def callbacks_leased(self) -> str:
+        return f"{self.prefix}:callbacks:leased"
+
+    def callback_placed(self, callback_id: str, attempt: int) -> str:
+        return f"{self.prefix}:callback:placed:{callback_id}:{attempt}"
+
+    def callback_index(self) -> str:
+        return f"{self.prefix}:callbacks:all"
