@@ -124,3 +124,14 @@ class Contact:
     outcome: Outcome = Outcome.IN_PROGRESS
     disposition: str = ""
     notes: str = ""
+
+
+@dataclass(frozen=True)
+class CallerSnapshot:
+    """What one pipelined Redis round trip tells about a calling number at call entry."""
+
+    number: str
+    customer: Customer | None = None
+    open_cases: tuple[Case, ...] = ()
+    last_contact: Contact | None = None
+    anonymous: bool = False
