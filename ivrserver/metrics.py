@@ -1,0 +1,30 @@
+"""Prometheus metrics of one ivrserver process, on a private registry served at /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.agi_calls = Counter("ivrserver_agi_calls", "FastAGI connections handled", ["script", "result"],
+                                 registry=r)
+        self.agi_active = Gauge("ivrserver_agi_active_calls", "FastAGI calls in progress", registry=r)
+        self.agi_command_seconds = Histogram(
+            "ivrserver_agi_command_seconds", "Round trip of one AGI command", ["command"], registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5, 30))
+        self.ami_connected = Gauge("ivrserver_ami_connected", "1 when logged in to AMI", registry=r)
+        self.ami_events = Counter("ivrserver_ami_events", "AMI events received", ["event"], registry=r)
+        self.ami_reconnects = Counter("ivrserver_ami_reconnects", "AMI connections re-established",
+                                      registry=r)
+        self.ami_dropped = Counter("ivrserver_ami_events_dropped", "AMI events dropped: consumer too slow",
+                                   registry=r)
+        self.ami_parse_errors = Counter("ivrserver_ami_parse_errors", "AMI events that failed strict parsing",
+                                        ["event"], registry=r)
+        self.menu_reloads = Counter("ivrserver_menu_reloads", "Menu reloads", ["result"], registry=r)
+        self.routes = Counter("ivrserver_routes", "Routing decisions", ["action"], registry=r)
+        self.pops = Counter("ivrserver_pops_published", "Screen-pops published", ["phase"], registry=r)
+        self.callbacks = Counter("ivrserver_callbacks_attempts", "Callback dial attempts", ["result"], registry=r)
+        self.ws_clients = Gauge("ivrserver_agent_sockets", "Connected agent websockets", registry=r)

@@ -1,0 +1,68 @@
+import pytest
+
+from ivrserver import config
+from ivrserver.config import ConfigError
+
+
+def test_defaults_match_the_documented_local_stack() -> None:
+    s = config.load(environ={})
+    assert (s.ami.host, s.ami.port) == ("127.0.0.1", 5038)
+    assert (s.agi.host, s.agi.port) == ("127.0.0.1", 4573)
+    assert (s.web.host, s.web.port) == ("127.0.0.1", 8080)
+    assert s.asterisk.hotline == "1860"
+
+
+def test_file_then_environment_precedence(tmp_path) -> None:
+    path = tmp_path / "ivrserver.yaml"
+    path.write_text("ami:\n  port: 6000\n  username: pbx\nweb:\n  port: 9000\n")
+    s = config.load(path, environ={"IVRSERVER_AMI__PORT": "6001", "IVRSERVER_CALLBACKS__ENABLED": "no"})
+    assert s.ami.port == 6001
+    assert s.ami.username == "pbx"
+    assert s.web.port == 9000
+    assert s.callbacks.enabled is False
+
+
+@pytest.mark.parametrize(("data", "env", "message"), [
+    ({"ami": {"port": 70000}}, {}, "ami.port: port must be 1..65535, got 70000"),
+    ({"ami": {"port": "5038"}}, {}, "ami.port: expected a whole number, got '5038'"),
+    ({"ami": {"prot": 5038}}, {}, "ami.prot: unknown key; allowed: action_timeout, host, ping_interval, port, "
+                                  "reconnect_max_delay, secret, silence_timeout, username"),
+    ({"amy": {}}, {}, "amy: unknown section; allowed: agi, ami, asterisk, callbacks, instance, log, menus, "
+                      "redis, routing, web"),
+    ({"log": {"level": "LOUD"}}, {}, "log.level: must be one of DEBUG, INFO, WARNING, ERROR, got 'LOUD'"),
+    ({"redis": {"url": "localhost:6379"}}, {}, "redis.url: expected a redis://, rediss:// or unix:// URL, "
+                                               "got 'localhost:6379'"),
+    ({"callbacks": {"calling_from": "8am"}}, {}, "callbacks.calling_from: expected HH:MM, got '8am'"),
+    ({"agi": {"command_timeout": 0}}, {}, "agi.command_timeout: must be greater than 0, got 0.0"),
+    ({"web": {"port": True}}, {}, "web.port: expected a whole number, got True"),
+    ({}, {"web": {"port": "eighty"}}, "web.port: expected a whole number, got 'eighty'"),
+    ({"ami": [1, 2]}, {}, "ami: expected a mapping of keys, got [1, 2]"),
+])
+def test_precise_errors(data, env, message) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.from_mapping(data, env)
+    assert message in info.value.errors
+
+
+def test_all_errors_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        config.from_mapping({"ami": {"port": 0}, "web": {"port": -1}})
+    assert len(info.value.errors) == 2
+
+
+def test_unreadable_and_malformed_files(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load(tmp_path / "missing.yaml", environ={})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ami: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config.load(bad, environ={})
+    top = tmp_path / "list.yaml"
+    top.write_text("- 1\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        config.load(top, environ={})
+
+
+def test_describe_lists_every_key() -> None:
+    keys = {row[0] for row in config.describe()}
+    assert {"ami.port", "agi.port", "web.port", "redis.url", "menus.dir", "instance"} <= keys
