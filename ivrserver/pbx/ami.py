@@ -215,7 +215,8 @@ class AmiClient:
 
     async def originate(self, *, channel: str, context: str, exten: str, priority: int = 1,
                         channel_id: str, other_channel_id: str | None = None, caller_id: str = "",
-                        variables: Mapping[str, str] | None = None, timeout_s: int = 30) -> ami_events.OriginateResponse:
+                        variables: Mapping[str, str] | None = None,
+                        timeout_s: int = 30) -> ami_events.OriginateResponse:
         """Originate asynchronously and wait for OriginateResponse.
 
         `channel_id` pre-assigns the new channel's uniqueid: Asterisk refuses a second

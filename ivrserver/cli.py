@@ -1,0 +1,63 @@
+"""Command line: `ivrserver run | doctor | config | menus … | customers … | callbacks …`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ivrserver import __version__, config
+
+# Each feature module contributes its own sub-commands through `register(subparsers)`.
+COMMAND_MODULES = ("doctor", "menus", "customers", "callbacks")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ivrserver import app
+
+    try:
+        settings = config.load(args.config)
+    except config.ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return app.main(settings)
+
+
+def _show_config(args: argparse.Namespace) -> int:
+    try:
+        settings = config.load(args.config)
+    except config.ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    for key, _, _ in config.describe():
+        value: object = settings
+        for part in key.split("."):
+            value = getattr(value, part)
+        if key.endswith("secret"):
+            value = "***"
+        print(f"{key} = {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ivrserver", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"ivrserver {__version__}")
+    parser.add_argument("-c", "--config", help="settings YAML (default: $IVRSERVER_CONFIG, else built-in defaults)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the server (FastAGI, AMI, web)")
+    run.set_defaults(func=_run)
+    show = sub.add_parser("config", help="print the effective settings")
+    show.set_defaults(func=_show_config)
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"ivrserver.commands.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,195 @@
+"""`ivrserver doctor`: check what newcomers get wrong, and say how to fix each thing."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import socket
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from ivrserver import config
+from ivrserver.pbx.asterisk_conf import ConfReadError, queue_names, read_conf
+
+# What ivrserver does over AMI, and the manager.conf class each needs.
+NEEDED_READ = {"call": "channel, dial and originate events", "agent": "queue member events",
+               "user": "UserEvent", "system": "FullyBooted at login"}
+NEEDED_WRITE = {"originate": "placing callbacks", "call": "hang-up and redirect", "agent": "pausing queue members"}
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+async def _check_redis(settings: config.Settings) -> Check:
+    client = aioredis.Redis.from_url(settings.redis.url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        await client.ping()
+        return Check("redis", True, f"{settings.redis.url} answers PING")
+    except Exception as exc:
+        return Check("redis", False, f"{settings.redis.url}: {exc}",
+                     "start redis-server, or set redis.url / IVRSERVER_REDIS__URL to where it runs")
+    finally:
+        await client.aclose()
+
+
+async def _ami_login(settings: config.Settings) -> Check:
+    ami = settings.ami
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(ami.host, ami.port), 3)
+    except (OSError, TimeoutError) as exc:
+        return Check("ami.login", False, f"cannot connect to AMI at {ami.host}:{ami.port}: {exc}",
+                     "enable AMI in manager.conf ([general] enabled = yes, port, bindaddr) "
+                     "and set ami.host / ami.port")
+    try:
+        banner = await asyncio.wait_for(reader.readline(), 3)
+        if not banner.startswith(b"Asterisk Call Manager"):
+            return Check("ami.login", False, f"{ami.host}:{ami.port} is not an AMI port (banner {banner[:40]!r})",
+                         "point ami.port at Asterisk's manager port (5038 by default)")
+        writer.write(f"Action: Login\r\nUsername: {ami.username}\r\nSecret: {ami.secret}\r\n"
+                     f"Events: off\r\nActionID: doctor\r\n\r\n".encode())
+        await writer.drain()
+        reply = b""
+        while not reply.endswith(b"\r\n\r\n"):
+            chunk = await asyncio.wait_for(reader.read(1024), 3)
+            if not chunk:
+                break
+            reply += chunk
+        if b"Response: Success" in reply:
+            return Check("ami.login", True, f"logged in as {ami.username} at {ami.host}:{ami.port}")
+        return Check("ami.login", False, f"login as {ami.username} refused",
+                     f"add a [{ami.username}] user with this secret to manager.conf, then `manager reload`")
+    except (OSError, TimeoutError) as exc:
+        return Check("ami.login", False, f"AMI did not answer: {exc}", "check Asterisk is running")
+    finally:
+        writer.close()
+
+
+def _classes(value: str) -> set[str]:
+    return {part.strip() for part in value.split(",") if part.strip()}
+
+
+def _check_ami_permissions(settings: config.Settings, conf_dir: Path) -> list[Check]:
+    try:
+        sections = {s.name: s for s in read_conf(conf_dir / "manager.conf")}
+    except ConfReadError as exc:
+        return [Check("ami.permissions", False, str(exc), f"set asterisk.config_dir to Asterisk's config directory "
+                      f"(now {conf_dir})")]
+    user = sections.get(settings.ami.username)
+    if user is None:
+        return [Check("ami.permissions", False, f"no [{settings.ami.username}] user in manager.conf",
+                      f"add [{settings.ami.username}] with secret, read and write (see README)")]
+    checks = []
+    for kind, needed in (("read", NEEDED_READ), ("write", NEEDED_WRITE)):
+        have = _classes(",".join(user.get_all(kind)))
+        missing = [c for c in needed if c not in have and "all" not in have]
+        if missing:
+            why = "; ".join(f"{c}: {needed[c]}" for c in missing)
+            checks.append(Check(f"ami.{kind}", False, f"{kind} = {','.join(sorted(have)) or '(none)'} lacks {why}",
+                                f"add {','.join(missing)} to `{kind} =` of [{settings.ami.username}]"))
+        else:
+            checks.append(Check(f"ami.{kind}", True, f"{kind} permissions cover {', '.join(needed)}"))
+    return checks
+
+
+def _check_dialplan(settings: config.Settings, conf_dir: Path) -> list[Check]:
+    path = conf_dir / "extensions.conf"
+    if not path.is_file():
+        return [Check("dialplan", False, f"{path}: no such file", "set asterisk.config_dir")]
+    text = path.read_text(encoding="utf-8", errors="replace")
+    checks = []
+    if not re.search(r"^\s*#include\s+\"?[^\n]*ivrserver\.conf", text, re.M):
+        checks.append(Check("dialplan.include", False, "extensions.conf does not #include ivrserver.conf",
+                            "copy dialplans/ivrserver.conf next to extensions.conf and add "
+                            "`#include ivrserver.conf`"))
+    else:
+        checks.append(Check("dialplan.include", True, "extensions.conf includes ivrserver.conf"))
+    match = re.search(r"^\s*IVRSERVER_AGI\s*=>?\s*(\S+)", text, re.M)
+    want = f"{settings.agi.host}:{settings.agi.port}"
+    if match is None:
+        checks.append(Check("dialplan.agi", False, "no IVRSERVER_AGI in [globals] of extensions.conf",
+                            f"add `IVRSERVER_AGI={want}` under [globals]"))
+    elif match.group(1) != want:
+        checks.append(Check("dialplan.agi", False, f"Asterisk will call FastAGI at {match.group(1)}, "
+                            f"ivrserver listens on {want}",
+                            f"set IVRSERVER_AGI={want} in [globals], or agi.host/agi.port to match"))
+    else:
+        checks.append(Check("dialplan.agi", True, f"Asterisk calls FastAGI at {want}"))
+    return checks
+
+
+def _check_queues(conf_dir: Path, needed: dict[str, str]) -> list[Check]:
+    try:
+        defined = queue_names(conf_dir / "queues.conf")
+    except ConfReadError as exc:
+        return [Check("queues", False, str(exc), "set asterisk.config_dir")]
+    missing = {q: where for q, where in needed.items() if q not in defined}
+    if missing:
+        return [Check("queues", False, "queues used but not defined in queues.conf: "
+                      + ", ".join(f"{q} (by {w})" for q, w in sorted(missing.items())),
+                      "add a [queue] section for each to queues.conf, then `queue reload all`")]
+    return [Check("queues", True, f"all {len(needed)} queues used by menus and routing exist")]
+
+
+def _check_agi_port(settings: config.Settings) -> Check:
+    with socket.socket() as s:
+        try:
+            s.bind((settings.agi.host, settings.agi.port))
+        except OSError:
+            return Check("fastagi.port", True, f"{settings.agi.host}:{settings.agi.port} is in use "
+                         "(fine if ivrserver is running)")
+    return Check("fastagi.port", True, f"{settings.agi.host}:{settings.agi.port} is free for ivrserver")
+
+
+QueueSource = Callable[[config.Settings], dict[str, str]]
+# Features that name queues register a source here (menus, routing), so doctor checks them all.
+QUEUE_SOURCES: list[QueueSource] = []
+
+
+async def diagnose(settings: config.Settings) -> list[Check]:
+    conf_dir = Path(settings.asterisk.config_dir)
+    checks = [await _check_redis(settings), await _ami_login(settings)]
+    checks += _check_ami_permissions(settings, conf_dir)
+    checks += _check_dialplan(settings, conf_dir)
+    needed: dict[str, str] = {"general": "dialplan fallback"}
+    for source in QUEUE_SOURCES:
+        try:
+            needed.update(source(settings))
+        except Exception as exc:
+            checks.append(Check("queues.source", False, f"cannot read queue names: {exc}",
+                                "run `ivrserver menus check` for details"))
+    checks += _check_queues(conf_dir, needed)
+    checks.append(_check_agi_port(settings))
+    return checks
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    try:
+        settings = config.load(args.config)
+    except config.ConfigError as exc:
+        print(exc)
+        return 2
+    checks = asyncio.run(diagnose(settings))
+    if args.format == "json":
+        print(json.dumps([asdict(c) for c in checks], indent=2))
+    else:
+        for c in checks:
+            print(f"[{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}")
+            if not c.ok and c.fix:
+                print(f"       fix: {c.fix}")
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("doctor", help="check Redis, AMI, dialplan and queues; say how to fix each")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=run_doctor)

@@ -1,0 +1,68 @@
+"""Read the parts of Asterisk's own .conf files that ivrserver cares about.
+
+Uses pyst2's `asterisk.config` parser: it is synchronous and file-based, which is right for
+`doctor` and `menus check` (never called on the event loop of the running server). pyst2 cannot
+parse template sections (`[name](!)`), so those files are reported as unreadable, not guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import asterisk.config as pyst_config
+
+
+class ConfReadError(Exception):
+    """A .conf file is missing or cannot be parsed."""
+
+
+@dataclass(frozen=True)
+class ConfSection:
+    name: str
+    items: tuple[tuple[str, str], ...]
+
+    def get(self, key: str, default: str = "") -> str:
+        for name, value in self.items:
+            if name == key:
+                return value
+        return default
+
+    def get_all(self, key: str) -> list[str]:
+        return [value for name, value in self.items if name == key]
+
+
+def read_conf(path: str | Path) -> list[ConfSection]:
+    """Sections of one .conf file, in order (items keep duplicates, e.g. `member =`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfReadError(f"{path}: no such file")
+    try:
+        parsed = pyst_config.Config(str(path))
+    except pyst_config.ParseError as exc:
+        line, message = exc.args if len(exc.args) == 2 else ("?", exc)
+        raise ConfReadError(f"{path}:{line}: {message}") from exc
+    except Exception as exc:  # pyst2 raises bare Exceptions on odd input (e.g. templates)
+        raise ConfReadError(f"{path}: cannot parse: {exc}") from exc
+    return [ConfSection(cat.name, tuple((item.name, item.value) for item in cat.items))
+            for cat in parsed.categories]
+
+
+# app_queue reads a [general] section as its global settings, so no queue can be called
+# "general": every queue ivrserver routes to is named "ivr-<name>" in queues.conf.
+QUEUE_PREFIX = "ivr-"
+
+
+def asterisk_queue(name: str) -> str:
+    """The queues.conf name of ivrserver queue `name` ("general" → "ivr-general")."""
+    return QUEUE_PREFIX + name
+
+
+def ivr_queue(asterisk_name: str) -> str | None:
+    """ivrserver's name for an Asterisk queue, None when it is not one of ours."""
+    return asterisk_name[len(QUEUE_PREFIX):] if asterisk_name.startswith(QUEUE_PREFIX) else None
+
+
+def queue_names(queues_conf: str | Path) -> set[str]:
+    """ivrserver queue names defined in queues.conf (sections `[ivr-<name>]`)."""
+    return {name for s in read_conf(queues_conf) if (name := ivr_queue(s.name)) is not None}
