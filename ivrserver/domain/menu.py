@@ -1,0 +1,845 @@
+"""IVR menu definition, built from a position-annotated tree, and its validation and lint.
+
+Pure: stdlib only. The YAML text is parsed elsewhere (services/menu_files.py) into plain values
+(dict / list / str / int / float / bool / None) plus a side table of source positions; this module
+turns that into frozen dataclasses and reports precise issues (file, line, column, message, hint).
+
+Shape rules (types, allowed keys) are checked first by menus/schema.json in the services layer;
+`build()` still never trusts the shape blindly: anything unexpected becomes an Issue, not a crash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+TreePath = tuple[str | int, ...]
+
+DTMF_KEYS = "0123456789*#"
+HUMAN_KEY = "0"
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+SOUND_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+QUEUE_RE = re.compile(r"^[a-z0-9_]+$")  # what the dialplan accepts in IVR_QUEUE
+ENDPOINT_RE = re.compile(r"^PJSIP/[A-Za-z0-9_.\-]+$")  # what the dialplan accepts in IVR_AGENT
+LANGUAGE_RE = re.compile(r"^[a-z]{2}(_[A-Z]{2})?$")
+RANGE_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+# ---------------------------------------------------------------------------------------------
+# Source positions and issues
+
+
+@dataclass(frozen=True)
+class Position:
+    line: int  # 1-based
+    column: int  # 1-based
+
+
+@dataclass(frozen=True)
+class Source:
+    """Parsed menu file: plain data plus where each value (and each mapping key) starts.
+
+    `values[path]` is where the value at `path` starts; `keys[path]` is where the mapping key
+    naming that value starts (so `keys[("nodes", "main")]` points at the text `main:`).
+    """
+
+    file: str
+    data: Any
+    values: Mapping[TreePath, Position] = field(default_factory=dict)
+    keys: Mapping[TreePath, Position] = field(default_factory=dict)
+
+    def at(self, path: TreePath, *, key: bool = False) -> Position:
+        """Position of the value (or its key) at `path`, else of the nearest ancestor."""
+        table = self.keys if key else self.values
+        probe = tuple(path)
+        while True:
+            if probe in table:
+                return table[probe]
+            if probe in self.values:
+                return self.values[probe]
+            if not probe:
+                return Position(1, 1)
+            probe = probe[:-1]
+
+
+class Severity(enum.StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Issue:
+    file: str
+    line: int
+    column: int
+    severity: Severity
+    code: str
+    message: str
+    hint: str = ""
+
+    def format(self) -> str:
+        text = f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.message}"
+        return f"{text} ({self.hint})" if self.hint else text
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def dotted(path: TreePath) -> str:
+    return ".".join(str(p) for p in path) or "<top>"
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """'did you mean 'x'?' for the closest choice, else 'allowed: a, b, c' (short lists only)."""
+    pool = sorted(set(choices))
+    close = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    if not pool:
+        return ""
+    if len(pool) <= 12:
+        return "allowed: " + ", ".join(pool)
+    return ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Definition
+
+
+class SayKind(enum.StrEnum):
+    NUMBER = "number"
+    DIGITS = "digits"
+    DATE = "date"
+
+
+@dataclass(frozen=True)
+class SoundPrompt:
+    file: str
+
+
+@dataclass(frozen=True)
+class SayPrompt:
+    """Say the value of a collected variable (or a looked-up field) as a number, digits or date."""
+
+    kind: SayKind
+    var: str
+
+
+PromptItem = SoundPrompt | SayPrompt
+
+
+class Flow(enum.StrEnum):
+    GOTO = "goto"
+    BACK = "back"
+    REPEAT = "repeat"
+    QUEUE = "queue"
+    TRANSFER = "transfer"
+    CALLBACK = "callback"
+    HANGUP = "hangup"
+
+
+FLOW_KEYS = tuple(f.value for f in Flow)
+TERMINAL_FLOWS = frozenset({Flow.QUEUE, Flow.TRANSFER, Flow.CALLBACK, Flow.HANGUP})
+HUMAN_FLOWS = frozenset({Flow.QUEUE, Flow.TRANSFER, Flow.CALLBACK})
+
+
+@dataclass(frozen=True)
+class Action:
+    flow: Flow
+    target: str = ""  # goto: node; queue/callback: queue name; transfer: dial string
+    priority: int | None = None
+    ring_seconds: int = 20  # transfer: ring the endpoint this long, then fall back to the queue
+    fallback_queue: str = ""  # transfer: default is the human queue
+    served: bool = True  # hangup: the caller got what they called for (counts as self-served)
+    play: tuple[PromptItem, ...] = ()
+    language: str = ""
+    path: TreePath = ()
+
+    def describe(self) -> str:
+        return f"{self.flow}:{self.target}" if self.target else str(self.flow)
+
+
+class NodeKind(enum.StrEnum):
+    MENU = "menu"
+    COLLECT = "collect"
+    LOOKUP = "lookup"
+    IDENTIFY = "identify"
+    PLAY = "play"
+
+
+INPUT_KINDS = frozenset({NodeKind.MENU, NodeKind.COLLECT})
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    kind: NodeKind
+    path: TreePath
+    prompts: tuple[PromptItem, ...] = ()
+    # menu
+    options: Mapping[str, Action] = field(default_factory=dict)
+    human_key: bool = True
+    # menu and collect
+    tries: int = 3
+    timeout_ms: int = 5000
+    digit_timeout_ms: int = 3000
+    invalid: Action | None = None
+    timeout: Action | None = None
+    failure: Action | None = None
+    # collect
+    variable: str = ""
+    min_digits: int = 1
+    max_digits: int = 1
+    terminator: str = ""
+    # lookup
+    lookup_field: str = ""
+    say: SayKind = SayKind.NUMBER
+    after: tuple[PromptItem, ...] = ()
+    missing: Action | None = None
+    # identify
+    account_var: str = ""
+    pin_var: str = ""
+    failed: Action | None = None
+    locked: Action | None = None
+    # collect, lookup, identify, play
+    next: Action | None = None
+
+    def actions(self) -> list[tuple[str, Action]]:
+        """Every explicit action of the node with a label (option key or handler name)."""
+        out: list[tuple[str, Action]] = [(k, a) for k, a in self.options.items()]
+        for label in ("invalid", "timeout", "failure", "missing", "failed", "locked", "next"):
+            action = getattr(self, label)
+            if action is not None:
+                out.append((label, action))
+        return out
+
+
+@dataclass(frozen=True)
+class Hours:
+    """Opening hours: per weekday (0 = Monday) a list of [start, end) minute ranges; holidays."""
+
+    weekly: Mapping[int, tuple[tuple[int, int], ...]]
+    holidays: frozenset[str]
+    timezone: str
+
+    def state(self, now: datetime) -> str:
+        """'holiday', 'open' or 'closed' for a local datetime (already in `timezone`)."""
+        if now.date().isoformat() in self.holidays:
+            return "holiday"
+        minute = now.hour * 60 + now.minute
+        for start, end in self.weekly.get(now.weekday(), ()):
+            if start <= minute < end:
+                return "open"
+        return "closed"
+
+
+@dataclass(frozen=True)
+class LintLimits:
+    max_depth: int = 4  # operators' figures: past 4 levels 52% of callers give up
+    max_options: int = 5
+    max_prompt_seconds: float = 20.0  # used when sound durations are known
+    max_prompt_files: int = 6  # used when they are not
+
+
+@dataclass(frozen=True)
+class Menu:
+    name: str
+    file: str
+    language: str
+    entry_open: str
+    entry_closed: str
+    entry_holiday: str
+    hours: Hours | None
+    human: Action
+    announcement_interruptible: bool
+    nodes: Mapping[str, Node]
+    lint: LintLimits = field(default_factory=LintLimits)
+
+    def entry_for(self, now: datetime) -> tuple[str, str]:
+        """(entry node, 'open' | 'closed' | 'holiday') for a local datetime in the menu's zone."""
+        if self.hours is None:
+            return self.entry_open, "open"
+        state = self.hours.state(now)
+        if state == "holiday":
+            return self.entry_holiday, state
+        if state == "closed":
+            return self.entry_closed, state
+        return self.entry_open, state
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What the Asterisk side offers, when known (None: not checked)."""
+
+    sounds: Mapping[str, float | None] | None = None  # sound name → estimated seconds (or None)
+    queues: Collection[str] | None = None
+    timezones: Collection[str] | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Build
+
+
+class _Builder:
+    def __init__(self, src: Source, name: str) -> None:
+        self.src = src
+        self.name = name
+        self.issues: list[Issue] = []
+
+    def error(self, path: TreePath, code: str, message: str, hint: str = "", *, key: bool = False) -> None:
+        pos = self.src.at(path, key=key)
+        self.issues.append(Issue(self.src.file, pos.line, pos.column, Severity.ERROR, code, message, hint))
+
+    def warn(self, path: TreePath, code: str, message: str, hint: str = "", *, key: bool = False) -> None:
+        pos = self.src.at(path, key=key)
+        self.issues.append(Issue(self.src.file, pos.line, pos.column, Severity.WARNING, code, message, hint))
+
+    # -- typed getters (the schema already checked types; these only guard)
+    def mapping(self, value: Any, path: TreePath) -> Mapping[str, Any]:
+        if isinstance(value, Mapping):
+            return value
+        if value is not None:
+            self.error(path, "type", f"{dotted(path)}: expected a mapping")
+        return {}
+
+    def integer(self, value: Any, path: TreePath, default: int, minimum: int, maximum: int) -> int:
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            self.error(path, "type", f"{dotted(path)}: expected a whole number {minimum}..{maximum}, "
+                                     f"got {value!r}")
+            return default
+        return value
+
+    def millis(self, value: Any, path: TreePath, default_ms: int) -> int:
+        if value is None:
+            return default_ms
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.5 <= value <= 60:
+            self.error(path, "type", f"{dotted(path)}: expected seconds between 0.5 and 60, got {value!r}")
+            return default_ms
+        return round(value * 1000)
+
+    def text(self, value: Any, path: TreePath, pattern: re.Pattern[str], what: str) -> str:
+        if isinstance(value, str) and pattern.match(value):
+            return value
+        self.error(path, "type", f"{dotted(path)}: expected {what}, got {value!r}")
+        return ""
+
+    def prompts(self, value: Any, path: TreePath) -> tuple[PromptItem, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.error(path, "type", f"{dotted(path)}: expected a list of prompts")
+            return ()
+        out: list[PromptItem] = []
+        for i, item in enumerate(value):
+            ipath = (*path, i)
+            if isinstance(item, str):
+                if SOUND_RE.match(item) and ".." not in item:
+                    out.append(SoundPrompt(item))
+                else:
+                    self.error(ipath, "sound-name", f"{dotted(ipath)}: '{item}' is not a sound name",
+                               "use a name relative to the sounds directory, without extension, "
+                               "e.g. 'vm-intro' or 'digits/5'")
+            elif isinstance(item, Mapping) and set(item) == {"say", "var"}:
+                kind = item.get("say")
+                if kind not in tuple(SayKind):
+                    self.error((*ipath, "say"), "say-kind", f"{dotted(ipath)}: cannot say as {kind!r}",
+                               did_you_mean(str(kind), tuple(SayKind)))
+                    continue
+                var = self.text(item.get("var"), (*ipath, "var"), NAME_RE, "a variable name")
+                if var:
+                    out.append(SayPrompt(SayKind(kind), var))
+            else:
+                self.error(ipath, "type", f"{dotted(ipath)}: expected a sound name or "
+                                          "{say: number|digits|date, var: NAME}")
+        return tuple(out)
+
+    def action(self, value: Any, path: TreePath) -> Action | None:
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            self.error(path, "type", f"{dotted(path)}: expected an action mapping")
+            return None
+        flows = [k for k in FLOW_KEYS if k in value]
+        if len(flows) != 1:
+            if flows:
+                self.error(path, "action", f"{dotted(path)}: an action takes exactly one of "
+                                           f"{', '.join(FLOW_KEYS)}; got {', '.join(flows)}")
+            else:
+                self.error(path, "action", f"{dotted(path)}: the action says what happens next with one of "
+                                           f"{', '.join(FLOW_KEYS)}")
+            return None
+        flow = Flow(flows[0])
+        raw = value[flow.value]
+        fpath = (*path, flow.value)
+        kwargs: dict[str, Any] = {
+            "flow": flow,
+            "play": self.prompts(value.get("play"), (*path, "play")),
+            "path": path,
+        }
+        if "language" in value:
+            kwargs["language"] = self.text(value["language"], (*path, "language"), LANGUAGE_RE,
+                                           "a language code such as 'en' or 'fr_CA'")
+        if "priority" in value:
+            kwargs["priority"] = self.integer(value["priority"], (*path, "priority"), 0, 0, 999)
+        if flow is Flow.GOTO:
+            kwargs["target"] = self.text(raw, fpath, NAME_RE, "a node name")
+        elif flow in (Flow.QUEUE, Flow.CALLBACK):
+            kwargs["target"] = self.text(raw, fpath, QUEUE_RE, "a queue name (a-z, 0-9, _)")
+        elif flow is Flow.TRANSFER:
+            kwargs["target"] = self.text(raw, fpath, ENDPOINT_RE, "a dial string such as 'PJSIP/agent1001'")
+            kwargs["ring_seconds"] = self.integer(value.get("ring"), (*path, "ring"), 20, 5, 120)
+            if "fallback_queue" in value:
+                kwargs["fallback_queue"] = self.text(value["fallback_queue"], (*path, "fallback_queue"),
+                                                     QUEUE_RE, "a queue name (a-z, 0-9, _)")
+        elif flow is Flow.HANGUP:
+            if raw is not True:
+                self.error(fpath, "type", f"{dotted(fpath)}: write 'hangup: true'")
+            served = value.get("served", True)
+            kwargs["served"] = served if isinstance(served, bool) else True
+        elif raw is not True:
+            self.error(fpath, "type", f"{dotted(fpath)}: write '{flow}: true'")
+        return Action(**kwargs)
+
+    def hours(self, value: Any, path: TreePath) -> Hours | None:
+        if value is None:
+            return None
+        data = self.mapping(value, path)
+        weekly: dict[int, tuple[tuple[int, int], ...]] = {}
+        wpath = (*path, "weekly")
+        for day, ranges in self.mapping(data.get("weekly"), wpath).items():
+            dpath = (*wpath, day)
+            if day not in WEEKDAYS:
+                self.error(dpath, "weekday", f"{dotted(dpath)}: '{day}' is not a weekday",
+                           did_you_mean(day, WEEKDAYS), key=True)
+                continue
+            spans: list[tuple[int, int]] = []
+            for i, text in enumerate(ranges if isinstance(ranges, list) else []):
+                m = RANGE_RE.match(text) if isinstance(text, str) else None
+                if m is None:
+                    self.error((*dpath, i), "hours", f"{dotted((*dpath, i))}: expected 'HH:MM-HH:MM', "
+                                                     f"got {text!r}")
+                    continue
+                start = int(m[1]) * 60 + int(m[2])
+                end = int(m[3]) * 60 + int(m[4])
+                if end <= start or end > 24 * 60:
+                    self.error((*dpath, i), "hours", f"{dotted((*dpath, i))}: the range {text} ends "
+                                                     "before it starts")
+                    continue
+                spans.append((start, end))
+            weekly[WEEKDAYS.index(day)] = tuple(spans)
+        holidays: set[str] = set()
+        hpath = (*path, "holidays")
+        raw_holidays = data.get("holidays") or []
+        for i, day in enumerate(raw_holidays if isinstance(raw_holidays, list) else []):
+            text = str(day)
+            if not DATE_RE.match(text) or not _valid_date(text):
+                self.error((*hpath, i), "date", f"{dotted((*hpath, i))}: expected a date YYYY-MM-DD, "
+                                                f"got {day!r}")
+            else:
+                holidays.add(text)
+        tz = data.get("timezone")
+        return Hours(weekly, frozenset(holidays), tz if isinstance(tz, str) else "UTC")
+
+
+def _valid_date(text: str) -> bool:
+    try:
+        datetime.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        return False
+    return True
+
+
+def build(src: Source, name: str) -> tuple[Menu | None, list[Issue]]:
+    """Build the menu `name` from a parsed file; issues found while building (never raises)."""
+    b = _Builder(src, name)
+    top = b.mapping(src.data, ())
+    defaults = b.mapping(top.get("defaults"), ("defaults",))
+    dhandlers = b.mapping(defaults.get("handlers"), ("defaults", "handlers"))
+    d_tries = b.integer(defaults.get("tries"), ("defaults", "tries"), 3, 1, 9)
+    d_timeout = b.millis(defaults.get("timeout"), ("defaults", "timeout"), 5000)
+    d_digit = b.millis(defaults.get("digit_timeout"), ("defaults", "digit_timeout"), 3000)
+    d_human_key = defaults.get("human_key", True) is not False
+    d_invalid = b.action(dhandlers.get("invalid"), ("defaults", "handlers", "invalid"))
+    d_timeout_h = b.action(dhandlers.get("timeout"), ("defaults", "handlers", "timeout"))
+    d_failure = b.action(dhandlers.get("failure"), ("defaults", "handlers", "failure"))
+
+    human = b.action(top.get("human"), ("human",)) or Action(Flow.QUEUE, target="general", path=("human",))
+    lint_raw = b.mapping(top.get("lint"), ("lint",))
+    lint = LintLimits(
+        max_depth=b.integer(lint_raw.get("max_depth"), ("lint", "max_depth"), 4, 1, 20),
+        max_options=b.integer(lint_raw.get("max_options"), ("lint", "max_options"), 5, 1, 12),
+        max_prompt_seconds=float(lint_raw.get("max_prompt_seconds", 20.0))
+        if isinstance(lint_raw.get("max_prompt_seconds", 20.0), (int, float)) else 20.0,
+        max_prompt_files=b.integer(lint_raw.get("max_prompt_files"), ("lint", "max_prompt_files"), 6, 1, 50),
+    )
+    announcement = b.mapping(top.get("announcement"), ("announcement",))
+    language = top.get("language", "en")
+    if not isinstance(language, str) or not LANGUAGE_RE.match(language):
+        b.error(("language",), "type", f"language: expected a code such as 'en', got {language!r}")
+        language = "en"
+
+    entry = b.mapping(top.get("entry"), ("entry",))
+    entry_open = entry.get("open") if isinstance(entry.get("open"), str) else ""
+    entry_closed = entry.get("closed") if isinstance(entry.get("closed"), str) else entry_open
+    entry_holiday = entry.get("holiday") if isinstance(entry.get("holiday"), str) else entry_closed
+    if not entry_open:
+        b.error(("entry",), "entry", "entry.open: missing: the node callers reach during opening hours")
+    hours = b.hours(top.get("hours"), ("hours",))
+    if hours is not None and "closed" not in entry:
+        b.error(("entry",), "entry", "entry.closed: missing: 'hours' is set, so say which node callers "
+                                     "reach outside them", key=True)
+
+    nodes: dict[str, Node] = {}
+    for node_name, raw in b.mapping(top.get("nodes"), ("nodes",)).items():
+        npath: TreePath = ("nodes", node_name)
+        if not NAME_RE.match(node_name):
+            b.error(npath, "node-name", f"nodes.{node_name}: a node name is letters, digits and '_'",
+                    key=True)
+            continue
+        data = b.mapping(raw, npath)
+        kind_raw = data.get("type", "menu")
+        if kind_raw not in tuple(NodeKind):
+            b.error((*npath, "type"), "node-type", f"{dotted(npath)}.type: unknown node type {kind_raw!r}",
+                    did_you_mean(str(kind_raw), tuple(NodeKind)))
+            continue
+        kind = NodeKind(kind_raw)
+        handlers = b.mapping(data.get("handlers"), (*npath, "handlers"))
+        kw: dict[str, Any] = {
+            "name": node_name,
+            "kind": kind,
+            "path": npath,
+            "prompts": b.prompts(data.get("prompts"), (*npath, "prompts")),
+        }
+        if kind in INPUT_KINDS:
+            kw["tries"] = b.integer(data.get("tries"), (*npath, "tries"), d_tries, 1, 9)
+            kw["timeout_ms"] = b.millis(data.get("timeout"), (*npath, "timeout"), d_timeout)
+            kw["digit_timeout_ms"] = b.millis(data.get("digit_timeout"), (*npath, "digit_timeout"), d_digit)
+            kw["invalid"] = b.action(handlers.get("invalid"), (*npath, "handlers", "invalid")) or d_invalid
+            kw["timeout"] = b.action(handlers.get("timeout"), (*npath, "handlers", "timeout")) or d_timeout_h
+            kw["failure"] = b.action(handlers.get("failure"), (*npath, "handlers", "failure")) or d_failure
+        if kind is NodeKind.MENU:
+            options: dict[str, Action] = {}
+            for key, raw_action in b.mapping(data.get("options"), (*npath, "options")).items():
+                opath = (*npath, "options", key)
+                if len(key) != 1 or key not in DTMF_KEYS:
+                    b.error(opath, "key", f"{dotted(opath)}: '{key}' is not a phone key",
+                            "use one of 0-9, '*' or '#' (quote * and #)", key=True)
+                    continue
+                act = b.action(raw_action, opath)
+                if act is not None:
+                    options[key] = act
+            kw["options"] = options
+            hk = data.get("human_key", d_human_key)
+            kw["human_key"] = hk if isinstance(hk, bool) else d_human_key
+        elif kind is NodeKind.COLLECT:
+            kw["variable"] = b.text(data.get("variable"), (*npath, "variable"), NAME_RE, "a variable name")
+            kw["min_digits"] = b.integer(data.get("min_digits"), (*npath, "min_digits"), 1, 1, 32)
+            kw["max_digits"] = b.integer(data.get("max_digits"), (*npath, "max_digits"), 16, 1, 32)
+            term = data.get("terminator", "#")
+            if term not in ("", "#", "*"):
+                b.error((*npath, "terminator"), "terminator",
+                        f"{dotted(npath)}.terminator: expected '#', '*' or '', got {term!r}")
+                term = "#"
+            kw["terminator"] = term
+            if kw["min_digits"] > kw["max_digits"]:
+                b.error((*npath, "min_digits"), "digits",
+                        f"{dotted(npath)}: min_digits ({kw['min_digits']}) is more than max_digits "
+                        f"({kw['max_digits']})")
+        elif kind is NodeKind.LOOKUP:
+            kw["lookup_field"] = b.text(data.get("field"), (*npath, "field"), NAME_RE, "a field name")
+            say = data.get("say", "number")
+            if say not in tuple(SayKind):
+                b.error((*npath, "say"), "say-kind", f"{dotted(npath)}.say: cannot say as {say!r}",
+                        did_you_mean(str(say), tuple(SayKind)))
+                say = "number"
+            kw["say"] = SayKind(say)
+            kw["after"] = b.prompts(data.get("after"), (*npath, "after"))
+            kw["missing"] = b.action(data.get("missing"), (*npath, "missing"))
+        elif kind is NodeKind.IDENTIFY:
+            kw["account_var"] = b.text(data.get("account"), (*npath, "account"), NAME_RE, "a variable name")
+            kw["pin_var"] = b.text(data.get("pin"), (*npath, "pin"), NAME_RE, "a variable name")
+            kw["failed"] = b.action(data.get("failed"), (*npath, "failed"))
+            kw["locked"] = b.action(data.get("locked"), (*npath, "locked"))
+        if kind is not NodeKind.MENU:
+            kw["next"] = b.action(data.get("next"), (*npath, "next"))
+            if kw["next"] is None and "next" not in data:
+                b.error(npath, "next", f"{dotted(npath)}: a '{kind}' node needs 'next': what happens after it",
+                        key=True)
+        nodes[node_name] = Node(**kw)
+
+    if any(i.severity is Severity.ERROR for i in b.issues):
+        return None, b.issues
+    menu = Menu(
+        name=name, file=src.file, language=language, entry_open=entry_open, entry_closed=entry_closed,
+        entry_holiday=entry_holiday, hours=hours, human=human,
+        announcement_interruptible=announcement.get("interruptible", True) is not False,
+        nodes=nodes, lint=lint,
+    )
+    return menu, b.issues
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation and lint
+
+
+def edges(node: Node, menu: Menu) -> list[tuple[str, Action]]:
+    """Every action a node can take, including the menu's human key and default failure."""
+    out = node.actions()
+    if node.kind is NodeKind.MENU and node.human_key and HUMAN_KEY not in node.options:
+        out.append((HUMAN_KEY, menu.human))
+    if node.kind in INPUT_KINDS and node.failure is None:
+        out.append(("failure", menu.human))
+    if node.kind is NodeKind.LOOKUP and node.missing is None:
+        out.append(("missing", menu.human))
+    if node.kind is NodeKind.IDENTIFY:
+        if node.failed is None:
+            out.append(("failed", menu.human))
+        if node.locked is None:
+            out.append(("locked", menu.human))
+    return out
+
+
+def _targets(node: Node, menu: Menu) -> list[str]:
+    return [a.target for _, a in edges(node, menu) if a.flow is Flow.GOTO and a.target in menu.nodes]
+
+
+def _entries(menu: Menu) -> list[str]:
+    return list(dict.fromkeys(n for n in (menu.entry_open, menu.entry_closed, menu.entry_holiday)
+                              if n in menu.nodes))
+
+
+def levels(menu: Menu) -> dict[str, int]:
+    """Shortest depth of each reachable node, counted in menu levels (menu and collect nodes)."""
+    depth: dict[str, int] = {}
+    frontier: list[str] = []
+    for name in _entries(menu):
+        depth[name] = 1 if menu.nodes[name].kind in INPUT_KINDS else 0
+        frontier.append(name)
+    # 0-1 BFS: entering a non-input node adds no level.
+    while frontier:
+        frontier.sort(key=lambda n: depth[n])
+        name = frontier.pop(0)
+        for target in _targets(menu.nodes[name], menu):
+            step = 1 if menu.nodes[target].kind in INPUT_KINDS else 0
+            if target not in depth or depth[name] + step < depth[target]:
+                depth[target] = depth[name] + step
+                frontier.append(target)
+    return depth
+
+
+def _sccs(menu: Menu) -> list[list[str]]:
+    """Strongly connected components over goto edges (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+    counter = 0
+    for root in menu.nodes:
+        if root in index:
+            continue
+        work: list[tuple[str, int]] = [(root, 0)]
+        while work:
+            name, i = work.pop()
+            if i == 0:
+                index[name] = low[name] = counter
+                counter += 1
+                stack.append(name)
+                on_stack.add(name)
+            targets = _targets(menu.nodes[name], menu)
+            if i < len(targets):
+                work.append((name, i + 1))
+                t = targets[i]
+                if t not in index:
+                    work.append((t, 0))
+                elif t in on_stack:
+                    low[name] = min(low[name], index[t])
+                continue
+            if low[name] == index[name]:
+                comp: list[str] = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    comp.append(w)
+                    if w == name:
+                        break
+                out.append(comp)
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[name])
+    return out
+
+
+def _prompt_items(node: Node) -> list[tuple[TreePath, PromptItem]]:
+    items: list[tuple[TreePath, PromptItem]] = [((*node.path, "prompts", i), p)
+                                                for i, p in enumerate(node.prompts)]
+    items += [((*node.path, "after", i), p) for i, p in enumerate(node.after)]
+    for _, action in node.actions():
+        items += [((*action.path, "play", i), p) for i, p in enumerate(action.play)]
+    return items
+
+
+def validate(menu: Menu, src: Source, resources: Resources | None = None) -> list[Issue]:
+    """Semantic errors and lint warnings of a built menu, in file order."""
+    resources = resources or Resources()
+    b = _Builder(src, menu.name)
+    names = list(menu.nodes)
+
+    def check_target(action: Action, where: TreePath) -> None:
+        if action.flow is Flow.GOTO and action.target not in menu.nodes:
+            b.error((*where, "goto"), "unknown-node", f"{dotted(where)}: goto '{action.target}': no such node",
+                    did_you_mean(action.target, names))
+        if action.flow in (Flow.QUEUE, Flow.CALLBACK) and resources.queues is not None \
+                and action.target not in resources.queues:
+            b.error((*where, str(action.flow)), "unknown-queue",
+                    f"{dotted(where)}: queue '{action.target}' is not defined in Asterisk's queues.conf",
+                    did_you_mean(action.target, resources.queues))
+        if action.flow is Flow.TRANSFER and action.fallback_queue and resources.queues is not None \
+                and action.fallback_queue not in resources.queues:
+            b.error((*where, "fallback_queue"), "unknown-queue",
+                    f"{dotted(where)}: queue '{action.fallback_queue}' is not defined in Asterisk's queues.conf",
+                    did_you_mean(action.fallback_queue, resources.queues))
+
+    # entry and hours
+    for key, target in (("open", menu.entry_open), ("closed", menu.entry_closed),
+                        ("holiday", menu.entry_holiday)):
+        if target and target not in menu.nodes and ("entry", key) in src.values:
+            b.error(("entry", key), "unknown-node", f"entry.{key}: no such node '{target}'",
+                    did_you_mean(target, names))
+    if menu.hours is not None and resources.timezones is not None \
+            and menu.hours.timezone not in resources.timezones:
+        b.error(("hours", "timezone"), "timezone", f"hours.timezone: unknown time zone '{menu.hours.timezone}'",
+                did_you_mean(menu.hours.timezone, resources.timezones))
+    check_target(menu.human, ("human",))
+    if menu.human.flow not in HUMAN_FLOWS:
+        b.error(("human",), "human", f"human: must send callers to a person (queue, transfer or callback), "
+                                     f"not '{menu.human.flow}'")
+
+    variables = {n.variable for n in menu.nodes.values() if n.kind is NodeKind.COLLECT}
+    fields = {n.lookup_field for n in menu.nodes.values() if n.kind is NodeKind.LOOKUP}
+    for node in menu.nodes.values():
+        for label, action in node.actions():
+            check_target(action, action.path)
+            if label == "failure" and action.flow is Flow.HANGUP:
+                b.error((*action.path, "hangup"), "failure-hangup",
+                        f"{dotted(action.path)}: a failure handler must not hang up",
+                        "callers whose input failed go to a human: remove it to use 'human'")
+        if node.kind is NodeKind.MENU and not node.options:
+            b.error(node.path, "dead-end", f"{dotted(node.path)}: dead end: the menu offers no option",
+                    "add options, or make it a 'play' node with 'next'", key=True)
+        if node.kind is NodeKind.IDENTIFY:
+            for attr, key in (("account_var", "account"), ("pin_var", "pin")):
+                var = getattr(node, attr)
+                if var not in variables:
+                    b.error((*node.path, key), "unknown-variable",
+                            f"{dotted(node.path)}.{key}: no collect node fills variable '{var}'",
+                            did_you_mean(var, variables))
+        for ipath, item in _prompt_items(node):
+            if isinstance(item, SayPrompt) and item.var not in variables | fields:
+                b.error((*ipath, "var"), "unknown-variable",
+                        f"{dotted(ipath)}: no collect or lookup node provides '{item.var}'",
+                        did_you_mean(item.var, variables | fields))
+            if isinstance(item, SoundPrompt) and resources.sounds is not None \
+                    and item.file not in resources.sounds:
+                b.error(ipath, "missing-sound", f"{dotted(ipath)}: sound file '{item.file}' not found "
+                                                "in the sounds directory",
+                        did_you_mean(item.file, resources.sounds))
+
+    # graph: reachability, cycles with no exit
+    depth = levels(menu)
+    for name, node in menu.nodes.items():
+        if name not in depth:
+            b.error(node.path, "unreachable", f"nodes.{name}: unreachable: no entry or goto leads here",
+                    key=True)
+    for comp in _sccs(menu):
+        members = set(comp)
+        name0 = comp[0]
+        looped = len(comp) > 1 or name0 in _targets(menu.nodes[name0], menu)
+        if not looped:
+            continue
+        ordered = [n for n in names if n in members]
+        ring = " → ".join([*ordered, ordered[0]])
+        if not any(menu.nodes[n].kind in INPUT_KINDS for n in ordered):
+            b.error(menu.nodes[ordered[0]].path, "cycle-no-input",
+                    f"nodes.{ordered[0]}: cycle {ring} never waits for the caller", key=True)
+            continue
+        exits = [(n, a) for n in ordered for _, a in edges(menu.nodes[n], menu)
+                 if a.flow in TERMINAL_FLOWS or (a.flow is Flow.GOTO and a.target not in members)]
+        if not exits:
+            b.error(menu.nodes[ordered[0]].path, "cycle-no-exit",
+                    f"nodes.{ordered[0]}: cycle with no exit: {ring}",
+                    "callers can never leave it: give one node an option or failure handler to a human",
+                    key=True)
+
+    # lint
+    for name, node in menu.nodes.items():
+        if depth.get(name, 0) > menu.lint.max_depth:
+            b.warn(node.path, "depth", f"nodes.{name}: {depth[name]} levels deep (more than "
+                                       f"{menu.lint.max_depth})",
+                   "past 4 levels 52% of callers give up: flatten the menu", key=True)
+        if node.kind is NodeKind.MENU and len(node.options) > menu.lint.max_options:
+            b.warn((*node.path, "options"), "options",
+                   f"{dotted(node.path)}: {len(node.options)} options (more than {menu.lint.max_options})",
+                   "callers forget long lists: split or drop options", key=True)
+        if node.kind in INPUT_KINDS | {NodeKind.PLAY, NodeKind.LOOKUP}:
+            _lint_prompt_length(b, menu, node, resources)
+    if not _human_reachable(menu, depth):
+        b.warn(("nodes",), "no-human", "no route to a human: no menu offers '0', a queue or a transfer",
+               "the IVR serves about 78% of needs; the rest must reach a person", key=True)
+    return sorted(b.issues, key=lambda i: (i.line, i.column, i.code))
+
+
+def _human_reachable(menu: Menu, depth: Mapping[str, int]) -> bool:
+    for name in depth:
+        node = menu.nodes[name]
+        if node.kind is NodeKind.MENU and node.human_key:
+            return True
+        if any(a.flow in HUMAN_FLOWS for k, a in node.options.items()):
+            return True
+        if node.next is not None and node.next.flow in HUMAN_FLOWS:
+            return True
+    return False
+
+
+def _lint_prompt_length(b: _Builder, menu: Menu, node: Node, resources: Resources) -> None:
+    """Prompt length: estimated seconds when sound durations are known, else the count of items.
+
+    Durations come from the sound files' sizes (the services layer knows the codecs' byte rates);
+    a say-prompt counts as 1 second. Without a sounds directory, more than `max_prompt_files`
+    items in one node is the warning.
+    """
+    items = [*node.prompts, *node.after]
+    if not items:
+        return
+    where = (*node.path, "prompts") if node.prompts else (*node.path, "after")
+    sounds = resources.sounds
+    if sounds is not None:
+        secs = [1.0 if isinstance(p, SayPrompt) else sounds.get(p.file) for p in items]
+        known = [s for s in secs if s is not None]
+        total = sum(known)
+        if known and total > menu.lint.max_prompt_seconds:
+            b.warn(where, "prompt-length",
+                   f"{dotted(node.path)}: prompts last about {total:.0f} s (more than "
+                   f"{menu.lint.max_prompt_seconds:.0f} s)", "callers abandon long prompts: shorten them",
+                   key=True)
+            return
+        if len(known) == len(secs):
+            return
+    if len(items) > menu.lint.max_prompt_files:
+        b.warn(where, "prompt-length",
+               f"{dotted(node.path)}: {len(items)} prompt files (more than {menu.lint.max_prompt_files})",
+               "callers abandon long prompts: shorten them", key=True)
+
+
+def has_errors(issues: Sequence[Issue]) -> bool:
+    return any(i.severity is Severity.ERROR for i in issues)

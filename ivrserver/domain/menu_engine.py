@@ -1,0 +1,510 @@
+"""MenuRun: the whole IVR state machine for one call, pure.
+
+`start(context)` and `feed(event)` return the commands to execute, in order. The driver (the
+FastAGI service, the simulator, the tests) executes them and feeds back what happened. Commands
+that wait for something (Collect, Lookup, Identify, OfferCallback) are always last in a batch;
+a batch ending in Transfer, ToAgent or Hangup ends the run (`run.exit` is then set).
+
+Caller input is only ever *matched* against the keys the menu defines; nothing typed by a caller
+is put into a command except collected digits, which are checked to be digits 0-9 first.
+
+Every step is recorded in `run.path` (PathEvent), stamped with the time the driver passed in
+(`StartContext.now`, each event's `at`): the engine never reads a clock.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ivrserver.domain.menu import (
+    DTMF_KEYS,
+    HUMAN_KEY,
+    Action,
+    Flow,
+    Menu,
+    Node,
+    NodeKind,
+    PromptItem,
+    SayKind,
+    SayPrompt,
+    SoundPrompt,
+)
+
+# A run that enters this many nodes without waiting for the caller is stopped (validation
+# rejects such loops; this guards a menu built without validation).
+MAX_STEPS_WITHOUT_INPUT = 32
+DIGITS = frozenset("0123456789")
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands (imperative)
+
+
+@dataclass(frozen=True)
+class Sound:
+    file: str
+
+
+@dataclass(frozen=True)
+class Say:
+    kind: SayKind
+    value: str  # number: optional '-' and digits; digits: 0-9; date: epoch seconds
+
+
+Prompt = Sound | Say
+
+
+@dataclass(frozen=True)
+class Play:
+    prompts: tuple[Prompt, ...]
+    interruptible_by: str = ""  # DTMF keys that stop the playback (the key is discarded)
+
+
+@dataclass(frozen=True)
+class Collect:
+    prompts: tuple[Prompt, ...]
+    max_digits: int
+    timeout_ms: int
+    digit_timeout_ms: int
+    terminator: str = ""
+    interruptible_by: str = DTMF_KEYS  # a key during the prompts is the first key of the input
+
+
+@dataclass(frozen=True)
+class Lookup:
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Identify:
+    account: str
+    pin: str
+
+
+@dataclass(frozen=True)
+class SetLanguage:
+    language: str
+
+
+@dataclass(frozen=True)
+class Transfer:
+    queue: str
+    priority: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ToAgent:
+    endpoint: str
+    ring_seconds: int
+    fallback_queue: str
+    priority: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class OfferCallback:
+    queue: str
+    priority: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Hangup:
+    reason: str
+
+
+Command = Play | Collect | Lookup | Identify | SetLanguage | Transfer | ToAgent | OfferCallback | Hangup
+
+
+# ---------------------------------------------------------------------------------------------
+# Events (past tense). `at` is epoch seconds, set by the driver.
+
+
+@dataclass(frozen=True)
+class DigitsEntered:
+    digits: str
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class InputTimedOut:
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class LookupDone:
+    values: Mapping[str, str | None]
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class CallerIdentified:
+    customer_id: str
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class IdentificationFailed:
+    locked: bool = False
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class CallbackScheduled:
+    accepted: bool
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class CallerHungUp:
+    at: float = 0.0
+
+
+Event = (DigitsEntered | InputTimedOut | LookupDone | CallerIdentified | IdentificationFailed
+         | CallbackScheduled | CallerHungUp)
+
+
+class UnexpectedEvent(ValueError):
+    """The driver fed an event the run is not waiting for (a driver bug, never caller input)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Path
+
+
+class PathKind(enum.StrEnum):
+    START = "start"  # detail: open | closed | holiday
+    ANNOUNCEMENT = "announcement"
+    ENTER = "enter"
+    KEY = "key"  # key, target: what the key did (goto:billing, queue:sales, human)
+    INVALID = "invalid"  # key (only a known DTMF key, else '?')
+    TIMEOUT = "timeout"
+    FAILURE = "failure"
+    COLLECTED = "collected"  # detail: variable name and length, never the digits
+    LOOKUP = "lookup"  # detail: found | missing
+    IDENTIFIED = "identified"  # detail: ok | failed | locked
+    LANGUAGE = "language"
+    EXIT = "exit"  # detail: ExitReason, target: queue / endpoint
+
+
+class ExitReason(enum.StrEnum):
+    SELF_SERVED = "self_served"
+    QUEUE = "queue"
+    AGENT = "agent"
+    CALLBACK = "callback"
+    CALLER_HANGUP = "caller_hangup"
+    ENDED = "ended"  # the IVR hung up without serving the caller (e.g. a closed notice)
+
+
+HUMAN_REASONS = frozenset({ExitReason.QUEUE, ExitReason.AGENT, ExitReason.CALLBACK})
+
+
+@dataclass(frozen=True)
+class PathEvent:
+    kind: PathKind
+    node: str
+    at: float
+    key: str = ""
+    target: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Exit:
+    reason: ExitReason
+    node: str
+    queue: str = ""
+    priority: int = 0
+    endpoint: str = ""
+    ring_seconds: int = 0
+
+
+@dataclass(frozen=True)
+class StartContext:
+    now: datetime  # local time in the menu's time zone: chooses the entry node
+    announcement: tuple[str, ...] = ()  # sound names switched on at runtime for this menu
+    language: str = ""  # the channel's language; "" → the menu's
+
+
+class _Wait(enum.Enum):
+    NOTHING = 0
+    INPUT = 1
+    LOOKUP = 2
+    IDENTIFY = 3
+    CALLBACK = 4
+    DONE = 5
+
+
+@dataclass
+class MenuRun:
+    """One caller's walk through one menu version."""
+
+    menu: Menu
+    path: list[PathEvent] = field(default_factory=list)
+    variables: dict[str, str] = field(default_factory=dict)
+    language: str = ""
+    exit: Exit | None = None
+    node: str = ""
+    customer_id: str | None = None
+    _wait: _Wait = _Wait.NOTHING
+    _tries: int = 0
+    _history: list[str] = field(default_factory=list)
+    _at: float = 0.0
+    _steps: int = 0
+    _pending: Action | None = None
+
+    # -- public ------------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self._wait is _Wait.DONE
+
+    def start(self, context: StartContext) -> list[Command]:
+        if self._wait is not _Wait.NOTHING:
+            raise UnexpectedEvent("the run has already started")
+        self._at = context.now.timestamp()
+        self.language = context.language or self.menu.language
+        entry, state = self.menu.entry_for(context.now)
+        self._record(PathKind.START, entry, detail=state)
+        out: list[Command] = []
+        if context.announcement:
+            self._record(PathKind.ANNOUNCEMENT, entry, detail=str(len(context.announcement)))
+            keys = DTMF_KEYS if self.menu.announcement_interruptible else ""
+            out.append(Play(tuple(Sound(f) for f in context.announcement), interruptible_by=keys))
+        self._enter(entry, out)
+        return out
+
+    def feed(self, event: Event) -> list[Command]:
+        self._at = event.at or self._at
+        if isinstance(event, CallerHungUp):
+            if self._wait is not _Wait.DONE:
+                self._finish(Exit(ExitReason.CALLER_HANGUP, self.node), [])
+            return []
+        out: list[Command] = []
+        self._steps = 0
+        if self._wait is _Wait.INPUT and isinstance(event, (DigitsEntered, InputTimedOut)):
+            self._on_input(event, out)
+        elif self._wait is _Wait.LOOKUP and isinstance(event, LookupDone):
+            self._on_lookup(event, out)
+        elif self._wait is _Wait.IDENTIFY and isinstance(event, (CallerIdentified, IdentificationFailed)):
+            self._on_identify(event, out)
+        elif self._wait is _Wait.CALLBACK and isinstance(event, CallbackScheduled):
+            self._on_callback(event, out)
+        else:
+            raise UnexpectedEvent(f"{type(event).__name__} while waiting for {self._wait.name.lower()}")
+        return out
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def _record(self, kind: PathKind, node: str, *, key: str = "", target: str = "", detail: str = "") -> None:
+        self.path.append(PathEvent(kind, node, self._at, key=key, target=target, detail=detail))
+
+    def _finish(self, exit_: Exit, out: list[Command]) -> None:
+        self.exit = exit_
+        self._wait = _Wait.DONE
+        target = exit_.queue or exit_.endpoint
+        self._record(PathKind.EXIT, exit_.node, target=target, detail=str(exit_.reason))
+
+    # -- prompts -----------------------------------------------------------------------------
+
+    def _prompts(self, items: tuple[PromptItem, ...]) -> tuple[Prompt, ...]:
+        out: list[Prompt] = []
+        for item in items:
+            if isinstance(item, SoundPrompt):
+                out.append(Sound(item.file))
+            elif isinstance(item, SayPrompt):
+                value = self.variables.get(item.var)
+                if value is not None and _sayable(item.kind, value):
+                    out.append(Say(item.kind, value))
+        return tuple(out)
+
+    # -- nodes -------------------------------------------------------------------------------
+
+    def _enter(self, name: str, out: list[Command], *, reset: bool = True) -> None:
+        self._steps += 1
+        node = self.menu.nodes.get(name)
+        if node is None or self._steps > MAX_STEPS_WITHOUT_INPUT:
+            self._act(self.menu.human, self.node or name, out, label="human")
+            return
+        self.node = name
+        self._record(PathKind.ENTER, name)
+        if reset:
+            self._tries = 0
+        if node.kind is NodeKind.MENU and (not self._history or self._history[-1] != name):
+            self._history.append(name)
+        if node.kind in (NodeKind.MENU, NodeKind.COLLECT):
+            out.append(self._collect(node))
+            self._wait = _Wait.INPUT
+        elif node.kind is NodeKind.PLAY:
+            if node.prompts:
+                out.append(Play(self._prompts(node.prompts)))
+            self._act(node.next or self.menu.human, name, out, label="next")
+        elif node.kind is NodeKind.LOOKUP:
+            out.append(Lookup((node.lookup_field,)))
+            self._wait = _Wait.LOOKUP
+        elif node.kind is NodeKind.IDENTIFY:
+            account = self.variables.get(node.account_var)
+            pin = self.variables.get(node.pin_var)
+            if not account or not pin:
+                self._record(PathKind.IDENTIFIED, name, detail="failed")
+                self._act(node.failed or self.menu.human, name, out, label="failed")
+                return
+            out.append(Identify(account, pin))
+            self._wait = _Wait.IDENTIFY
+
+    def _collect(self, node: Node, extra: tuple[Prompt, ...] = ()) -> Collect:
+        if node.kind is NodeKind.MENU:
+            return Collect((*extra, *self._prompts(node.prompts)), max_digits=1, timeout_ms=node.timeout_ms,
+                           digit_timeout_ms=node.digit_timeout_ms)
+        return Collect((*extra, *self._prompts(node.prompts)), max_digits=node.max_digits,
+                       timeout_ms=node.timeout_ms, digit_timeout_ms=node.digit_timeout_ms,
+                       terminator=node.terminator)
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def _act(self, action: Action, at_node: str, out: list[Command], *, label: str, retry: bool = False) -> None:
+        """Do an action: play its prompts, switch language, then its flow."""
+        prompts = self._prompts(action.play)
+        if action.language and action.language != self.language:
+            self.language = action.language
+            self._record(PathKind.LANGUAGE, at_node, detail=action.language)
+            out.append(SetLanguage(action.language))
+        flow = action.flow
+        if flow is Flow.REPEAT:
+            node = self.menu.nodes.get(at_node)
+            if node is not None and retry and node.kind in (NodeKind.MENU, NodeKind.COLLECT):
+                out.append(self._collect(node, prompts))  # a retry: same tries count
+                self._wait = _Wait.INPUT
+                return
+            self._play(prompts, out)
+            self._enter(at_node, out)
+            return
+        self._play(prompts, out)
+        if flow is Flow.GOTO:
+            self._enter(action.target, out)
+        elif flow is Flow.BACK:
+            if self._history and self._history[-1] == at_node:
+                self._history.pop()
+            target = self._history.pop() if self._history else at_node
+            self._enter(target, out)
+        elif flow is Flow.QUEUE:
+            priority = action.priority or 0
+            out.append(Transfer(action.target, priority, reason=f"ivr:{at_node}:{label}"))
+            self._finish(Exit(ExitReason.QUEUE, at_node, queue=action.target, priority=priority), out)
+        elif flow is Flow.TRANSFER:
+            priority = action.priority or 0
+            fallback = action.fallback_queue or _queue_of(self.menu.human)
+            out.append(ToAgent(action.target, action.ring_seconds, fallback, priority,
+                               reason=f"ivr:{at_node}:{label}"))
+            self._finish(Exit(ExitReason.AGENT, at_node, queue=fallback, priority=priority,
+                              endpoint=action.target, ring_seconds=action.ring_seconds), out)
+        elif flow is Flow.CALLBACK:
+            self._pending = action
+            out.append(OfferCallback(action.target, action.priority or 0, reason=f"ivr:{at_node}:{label}"))
+            self._wait = _Wait.CALLBACK
+        elif flow is Flow.HANGUP:
+            reason = ExitReason.SELF_SERVED if action.served else ExitReason.ENDED
+            out.append(Hangup(str(reason)))
+            self._finish(Exit(reason, at_node), out)
+
+    @staticmethod
+    def _play(prompts: tuple[Prompt, ...], out: list[Command]) -> None:
+        if prompts:
+            out.append(Play(prompts))
+
+    # -- event handlers ----------------------------------------------------------------------
+
+    def _on_input(self, event: DigitsEntered | InputTimedOut, out: list[Command]) -> None:
+        node = self.menu.nodes[self.node]
+        digits = event.digits if isinstance(event, DigitsEntered) else ""
+        if node.kind is NodeKind.COLLECT and digits.endswith(node.terminator or "\0"):
+            digits = digits[: -len(node.terminator)]
+        if not digits:
+            self._record(PathKind.TIMEOUT, node.name)
+            self._miss(node, node.timeout, out)
+            return
+        if node.kind is NodeKind.MENU:
+            key = digits if len(digits) == 1 and digits in DTMF_KEYS else ""
+            action = node.options.get(key) if key else None
+            if action is not None:
+                self._record(PathKind.KEY, node.name, key=key, target=action.describe())
+                self._act(action, node.name, out, label=key)
+                return
+            if key == HUMAN_KEY and node.human_key:
+                self._record(PathKind.KEY, node.name, key=key, target="human")
+                self._act(self.menu.human, node.name, out, label="human")
+                return
+            self._record(PathKind.INVALID, node.name, key=key or "?")
+            self._miss(node, node.invalid, out)
+            return
+        if set(digits) <= DIGITS and node.min_digits <= len(digits) <= node.max_digits:
+            self.variables[node.variable] = digits
+            self._record(PathKind.COLLECTED, node.name, detail=f"{node.variable}:{len(digits)}")
+            self._act(node.next or self.menu.human, node.name, out, label="next")
+            return
+        self._record(PathKind.INVALID, node.name, key=f"len{len(digits)}")
+        self._miss(node, node.invalid, out)
+
+    def _miss(self, node: Node, handler: Action | None, out: list[Command]) -> None:
+        """An invalid or missing input: retry through the handler until tries are used up."""
+        self._tries += 1
+        if self._tries >= node.tries:
+            self._record(PathKind.FAILURE, node.name)
+            self._act(node.failure or self.menu.human, node.name, out, label="failure")
+            return
+        self._act(handler or Action(Flow.REPEAT), node.name, out, label="retry", retry=True)
+
+    def _on_lookup(self, event: LookupDone, out: list[Command]) -> None:
+        node = self.menu.nodes[self.node]
+        value = event.values.get(node.lookup_field)
+        if value is None or not _sayable(node.say, value):
+            self._record(PathKind.LOOKUP, node.name, detail="missing")
+            self._act(node.missing or self.menu.human, node.name, out, label="missing")
+            return
+        self._record(PathKind.LOOKUP, node.name, detail="found")
+        self.variables[node.lookup_field] = value
+        out.append(Play((*self._prompts(node.prompts), Say(node.say, value), *self._prompts(node.after))))
+        self._act(node.next or self.menu.human, node.name, out, label="next")
+
+    def _on_identify(self, event: CallerIdentified | IdentificationFailed, out: list[Command]) -> None:
+        node = self.menu.nodes[self.node]
+        if isinstance(event, CallerIdentified):
+            self.customer_id = event.customer_id
+            self._record(PathKind.IDENTIFIED, node.name, detail="ok")
+            self._act(node.next or self.menu.human, node.name, out, label="next")
+        elif event.locked:
+            self._record(PathKind.IDENTIFIED, node.name, detail="locked")
+            self._act(node.locked or self.menu.human, node.name, out, label="locked")
+        else:
+            self._record(PathKind.IDENTIFIED, node.name, detail="failed")
+            self._act(node.failed or self.menu.human, node.name, out, label="failed")
+
+    def _on_callback(self, event: CallbackScheduled, out: list[Command]) -> None:
+        action = self._pending or self.menu.human
+        self._pending = None
+        if event.accepted:
+            out.append(Hangup(str(ExitReason.CALLBACK)))
+            self._finish(Exit(ExitReason.CALLBACK, self.node, queue=action.target,
+                              priority=action.priority or 0), out)
+            return
+        fallback = self.menu.human if self.menu.human.flow is not Flow.CALLBACK \
+            else Action(Flow.QUEUE, target=self.menu.human.target)
+        self._act(fallback, self.node, out, label="callback-declined")
+
+
+def _queue_of(action: Action) -> str:
+    return action.fallback_queue if action.flow is Flow.TRANSFER else action.target
+
+
+def _sayable(kind: SayKind, value: str) -> bool:
+    """Only values that SAY NUMBER / DIGITS / DATE accept as such ever reach a command."""
+    if not value or len(value) > 18:
+        return False
+    if kind is SayKind.NUMBER:
+        body = value[1:] if value.startswith("-") else value
+        return body.isascii() and body.isdigit()
+    return value.isascii() and value.isdigit()

@@ -1,0 +1,336 @@
+"""Menu files on disk: YAML → position-annotated tree, JSON Schema check, Asterisk resources.
+
+- `parse(text, file)`: YAML is *composed* (not loaded) so every value and mapping key keeps its
+  line and column, and duplicate mapping keys — which PyYAML's loader silently accepts, keeping the
+  last — are reported. Mapping keys stay the text the admin wrote (`1:` is the key "1", `on:` is
+  "on", not True).
+- `schema_issues(source)`: menus/schema.json (draft 2020-12) over the plain data; each error is
+  mapped back to a line and column, unknown keys get a "did you mean".
+- `load_menu(path, resources)`: the whole pipeline for one file → (Menu | None, issues).
+- `sound_catalog(dir)`: sound names available (relative, no extension) → estimated seconds.
+- `queue_names(queues_conf)`: queue sections of an Asterisk queues.conf.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import wave
+import zoneinfo
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from ivrserver.config import REPO_DIR
+from ivrserver.domain import menu as m
+
+SCHEMA_PATH = REPO_DIR / "menus" / "schema.json"
+MAX_VALUES = 20_000  # aliases can multiply a small file: refuse to expand past this
+MAX_DEPTH = 40
+MAX_FILE_BYTES = 1_000_000
+
+# Bytes per second of audio by Asterisk file extension (8 kHz unless noted).
+BYTE_RATES = {
+    "gsm": 1650.0, "ulaw": 8000.0, "ul": 8000.0, "alaw": 8000.0, "al": 8000.0, "pcm": 8000.0,
+    "g722": 8000.0, "g729": 1000.0, "sln": 16000.0, "raw": 16000.0, "sln16": 32000.0,
+    "g726": 4000.0, "ilbc": 1900.0,
+}
+SOUND_EXTENSIONS = frozenset({*BYTE_RATES, "wav", "WAV", "mp3", "ogg", "siren7", "siren14", "h263"})
+
+
+class _Limit(Exception):
+    pass
+
+
+class _TreeBuilder:
+    """Composed YAML nodes → plain values plus positions; duplicate keys become issues."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.values: dict[m.TreePath, m.Position] = {}
+        self.keys: dict[m.TreePath, m.Position] = {}
+        self.issues: list[m.Issue] = []
+        self.count = 0
+        self.constructor = SafeConstructor()
+
+    @staticmethod
+    def pos(node: Node) -> m.Position:
+        return m.Position(node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def error(self, node: Node, code: str, message: str, hint: str = "") -> None:
+        p = self.pos(node)
+        self.issues.append(m.Issue(self.file, p.line, p.column, m.Severity.ERROR, code, message, hint))
+
+    def convert(self, node: Node, path: m.TreePath) -> Any:
+        self.count += 1
+        if self.count > MAX_VALUES or len(path) > MAX_DEPTH:
+            raise _Limit
+        self.values[path] = self.pos(node)
+        if isinstance(node, ScalarNode):
+            try:
+                return self.constructor.construct_object(node, deep=True)
+            except ConstructorError as exc:
+                self.error(node, "yaml", f"{m.dotted(path)}: {exc.problem}")
+                return node.value
+        if isinstance(node, SequenceNode):
+            return [self.convert(child, (*path, i)) for i, child in enumerate(node.value)]
+        if isinstance(node, MappingNode):
+            out: dict[str, Any] = {}
+            first: dict[str, Node] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, ScalarNode):
+                    self.error(key_node, "yaml", f"{m.dotted(path)}: a mapping key must be plain text")
+                    continue
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    self.error(key_node, "yaml", f"{m.dotted(path)}: merge keys ('<<') are not supported",
+                               "write the keys out; anchors and aliases of whole values are fine")
+                    continue
+                key = key_node.value
+                if key in first:
+                    line = first[key].start_mark.line + 1
+                    self.error(key_node, "duplicate-key",
+                               f"{m.dotted((*path, key))}: duplicate key '{key}' (first defined on line {line})",
+                               "YAML keeps only the last one: remove or rename one")
+                    continue
+                first[key] = key_node
+                self.keys[(*path, key)] = self.pos(key_node)
+                out[key] = self.convert(value_node, (*path, key))
+            return out
+        raise TypeError(f"unexpected YAML node {node!r}")  # pragma: no cover - composer yields only 3 kinds
+
+
+def parse(text: str, file: str) -> tuple[m.Source | None, list[m.Issue]]:
+    """YAML text → Source with positions; syntax errors and duplicate keys as issues."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = exc.problem or exc.context or "invalid YAML"
+        return None, [m.Issue(file, line, col, m.Severity.ERROR, "yaml", f"not valid YAML: {problem}")]
+    except yaml.YAMLError as exc:
+        return None, [m.Issue(file, 1, 1, m.Severity.ERROR, "yaml", f"not valid YAML: {exc}")]
+    if root is None:
+        return None, [m.Issue(file, 1, 1, m.Severity.ERROR, "empty", "the file is empty")]
+    tb = _TreeBuilder(file)
+    try:
+        data = tb.convert(root, ())
+    except (_Limit, RecursionError):
+        return None, [m.Issue(file, 1, 1, m.Severity.ERROR, "yaml",
+                              f"too large or too deeply nested once aliases are expanded "
+                              f"(limit {MAX_VALUES} values, depth {MAX_DEPTH})")]
+    return m.Source(file, data, tb.values, tb.keys), tb.issues
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def _subschema_properties(error: jsonschema.ValidationError) -> list[str]:
+    props = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+    return list(props)
+
+
+def _schema_issue(src: m.Source, error: jsonschema.ValidationError) -> Iterator[m.Issue]:
+    path: m.TreePath = tuple(error.absolute_path)
+    where = m.dotted(path)
+
+    def issue(p: m.TreePath, message: str, hint: str = "", *, key: bool = False) -> m.Issue:
+        pos = src.at(p, key=key)
+        return m.Issue(src.file, pos.line, pos.column, m.Severity.ERROR, "schema", message, hint)
+
+    if "propertyNames" in error.schema_path and isinstance(error.instance, str):
+        # A mapping key that is not allowed: point at the key itself.
+        bad = error.instance
+        if error.validator == "enum":
+            hint = m.did_you_mean(bad, [str(c) for c in error.validator_value])
+        else:
+            hint = error.schema.get("description", "") if isinstance(error.schema, dict) else ""
+        yield issue((*path, bad), f"{m.dotted((*path, bad))}: key '{bad}' is not allowed here", hint, key=True)
+        return
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = _subschema_properties(error)
+        for extra in error.instance:
+            if extra not in allowed:
+                yield issue((*path, extra), f"{m.dotted((*path, extra))}: unknown key '{extra}'",
+                            m.did_you_mean(extra, allowed), key=True)
+        return
+    if error.validator == "required":
+        missing = re.findall(r"'([^']+)' is a required property", error.message)
+        yield issue(path, f"{where}: missing required key '{missing[0] if missing else error.message}'",
+                    key=True)
+        return
+    if error.validator == "enum":
+        choices = [str(c) for c in error.validator_value]
+        yield issue(path, f"{where}: {error.instance!r} is not allowed",
+                    m.did_you_mean(str(error.instance), choices))
+        return
+    if error.validator in ("oneOf", "anyOf"):
+        # Actions: exactly one of the flow keys. Say that instead of jsonschema's generic text.
+        if isinstance(error.instance, dict):
+            flows = [k for k in m.FLOW_KEYS if k in error.instance]
+            if len(flows) != 1:
+                got = f"; got {', '.join(flows)}" if flows else ""
+                yield issue(path, f"{where}: an action takes exactly one of {', '.join(m.FLOW_KEYS)}{got}")
+                return
+        context = error.context or []
+        best = jsonschema.exceptions.best_match([c for c in context if c.validator != "type"] or context)
+        if best is not None:
+            yield from _schema_issue(src, best)
+            return
+    description = error.schema.get("description", "") if isinstance(error.schema, dict) else ""
+    if error.validator == "pattern" and description:
+        yield issue(path, f"{where}: {error.instance!r} is not valid", description)
+        return
+    text = error.message
+    if len(text) > 160:
+        text = text[:157] + "..."
+    yield issue(path, f"{where}: {text}", description if error.validator == "pattern" else "")
+
+
+def schema_issues(src: m.Source) -> list[m.Issue]:
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = list(validator.iter_errors(src.data))
+    # An unknown key inside an action also fails "exactly one flow key": report only the unknown key.
+    unknown_at = {tuple(err.absolute_path) for err in errors if err.validator == "additionalProperties"}
+    issues: list[m.Issue] = []
+    for error in errors:
+        if error.validator == "oneOf" and tuple(error.absolute_path) in unknown_at:
+            continue
+        issues.extend(_schema_issue(src, error))
+    return sorted(dict.fromkeys(issues), key=lambda i: (i.line, i.column))
+
+
+def check_text(text: str, file: str, name: str, resources: m.Resources | None = None
+               ) -> tuple[m.Menu | None, list[m.Issue]]:
+    """The whole pipeline for one menu's text: YAML, schema, build, validate and lint."""
+    src, issues = parse(text, file)
+    if src is None or m.has_errors(issues):
+        return None, issues
+    issues = schema_issues(src)
+    if issues:
+        return None, issues
+    menu, issues = m.build(src, name)
+    if menu is None:
+        return None, sorted(issues, key=lambda i: (i.line, i.column, i.code))
+    issues = list(dict.fromkeys([*issues, *m.validate(menu, src, resources)]))
+    issues.sort(key=lambda i: (i.line, i.column, i.code))
+    return (None if m.has_errors(issues) else menu), issues
+
+
+def load_menu(path: str | os.PathLike[str], resources: m.Resources | None = None
+              ) -> tuple[m.Menu | None, list[m.Issue]]:
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        return None, [m.Issue(str(p), 1, 1, m.Severity.ERROR, "io", f"cannot read: {exc.strerror}")]
+    if len(raw) > MAX_FILE_BYTES:
+        return None, [m.Issue(str(p), 1, 1, m.Severity.ERROR, "io", f"larger than {MAX_FILE_BYTES} bytes")]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, [m.Issue(str(p), 1, 1, m.Severity.ERROR, "io", f"not UTF-8: {exc.reason}")]
+    return check_text(text, str(p), p.stem, resources)
+
+
+def menu_files(directory: str | os.PathLike[str]) -> list[Path]:
+    d = Path(directory)
+    if d.is_file():
+        return [d]
+    return sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+# ---------------------------------------------------------------------------------------------
+# Asterisk resources
+
+
+def _seconds(path: Path, ext: str) -> float | None:
+    if ext.lower() == "wav":
+        try:
+            with wave.open(str(path), "rb") as w:
+                return w.getnframes() / float(w.getframerate() or 8000)
+        except (wave.Error, EOFError, OSError):
+            return None
+    rate = BYTE_RATES.get(ext)
+    if rate is None:
+        return None
+    try:
+        return path.stat().st_size / rate
+    except OSError:
+        return None
+
+
+def sound_catalog(directory: str | os.PathLike[str], language: str = "en") -> dict[str, float | None]:
+    """Sound names under `directory` (or its `language` subdirectory) → estimated seconds.
+
+    Names are relative paths without extension ('vm-intro', 'digits/5'), as STREAM FILE takes
+    them. The duration comes from the file size and the codec's byte rate (gsm: 1650 B/s);
+    None when the format's rate is unknown.
+    """
+    base = Path(directory)
+    if (base / language).is_dir():
+        base = base / language
+    out: dict[str, float | None] = {}
+    if not base.is_dir():
+        raise FileNotFoundError(f"sounds directory not found: {base}")
+    for root, _dirs, files in os.walk(base, followlinks=False):
+        for fname in files:
+            stem, dot, ext = fname.rpartition(".")
+            if not dot or ext not in SOUND_EXTENSIONS:
+                continue
+            rel = os.path.relpath(os.path.join(root, stem), base).replace(os.sep, "/")
+            secs = _seconds(Path(root) / fname, ext)
+            prev = out.get(rel)
+            out[rel] = secs if prev is None else prev
+    return out
+
+
+def queue_names(queues_conf: str | os.PathLike[str], prefix: str = "ivr-") -> set[str]:
+    """Queue names a menu may use, from an Asterisk queues.conf.
+
+    app_queue reads [general] as its global settings and `(!)` sections are templates; the others
+    are queues. The dialplan runs Queue(ivr-${IVR_QUEUE}), so only sections named `prefix` + name
+    count, and the name without the prefix is what menus write.
+    """
+    names: set[str] = set()
+    section = re.compile(r"^\s*\[([^\]]+)\]\s*(\(([^)]*)\))?")
+    for line in Path(queues_conf).read_text(encoding="utf-8", errors="replace").splitlines():
+        mt = section.match(line)
+        if mt is None:
+            continue
+        name, options = mt[1].strip(), (mt[3] or "")
+        if name.lower() == "general" or "!" in options or not name.startswith(prefix):
+            continue
+        names.add(name[len(prefix):])
+    return names
+
+
+def timezones() -> set[str]:
+    return set(zoneinfo.available_timezones())
+
+
+def resources(sounds_dir: str | None = None, queues_conf: str | None = None, language: str = "en",
+              queue_prefix: str = "ivr-") -> tuple[m.Resources, list[str]]:
+    """Resources for validation, plus notes on what could not be checked."""
+    notes: list[str] = []
+    sounds = queues = None
+    if sounds_dir:
+        try:
+            sounds = sound_catalog(sounds_dir, language)
+        except OSError as exc:
+            notes.append(f"sounds not checked: {exc}")
+    if queues_conf:
+        try:
+            queues = queue_names(queues_conf, queue_prefix)
+        except OSError as exc:
+            notes.append(f"queues not checked: cannot read {queues_conf}: {exc.strerror}")
+    return m.Resources(sounds=sounds, queues=queues, timezones=timezones()), notes

@@ -1,0 +1,122 @@
+"""IVR call paths in Redis: one list per call, an index per menu, both expiring.
+
+Layout (names from store/keys.py):
+- `ivr_path(call_id)`: LIST; item 0 is the header {"call","menu","version","started_at"}, then one
+  compact JSON object per PathEvent. Expires after the retention period.
+- `ivr_calls(menu)`: ZSET call_id scored by start time (epoch seconds); entries older than the
+  retention are trimmed on every write.
+- `announcement(menu)`: STRING, comma-separated sound names played at entry while it exists.
+
+A call's path is written in ONE pipelined round trip when the call leaves the menu (before the
+dialplan takes over, so the screen-pop can read it as soon as an agent rings).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+
+from ivrserver.domain.menu_engine import PathEvent, PathKind
+from ivrserver.domain.menu_stats import CallPath
+from ivrserver.store.keys import Keys
+
+ANNOUNCEMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
+
+
+class PathRecorder(Protocol):
+    async def record(self, path: CallPath) -> None: ...
+
+
+def encode_event(e: PathEvent) -> str:
+    data: dict[str, Any] = {"k": str(e.kind), "n": e.node, "t": round(e.at, 3)}
+    if e.key:
+        data["key"] = e.key
+    if e.target:
+        data["to"] = e.target
+    if e.detail:
+        data["d"] = e.detail
+    return json.dumps(data, separators=(",", ":"))
+
+
+def decode_event(raw: str) -> PathEvent | None:
+    try:
+        data = json.loads(raw)
+        return PathEvent(PathKind(data["k"]), str(data["n"]), float(data["t"]), key=str(data.get("key", "")),
+                         target=str(data.get("to", "")), detail=str(data.get("d", "")))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class RedisPathRecorder:
+    def __init__(self, redis: Redis, keys: Keys, retention_seconds: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.retention = int(retention_seconds)
+
+    async def record(self, path: CallPath) -> None:
+        key = self.keys.ivr_path(path.call_id)
+        index = self.keys.ivr_calls(path.menu)
+        header = json.dumps({"call": path.call_id, "menu": path.menu, "version": path.version,
+                             "started_at": path.started_at}, separators=(",", ":"))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(key)
+            pipe.rpush(key, header, *[encode_event(e) for e in path.events])
+            pipe.expire(key, self.retention)
+            pipe.zadd(index, {path.call_id: path.started_at})
+            pipe.zremrangebyscore(index, "-inf", f"({path.started_at - self.retention}")
+            pipe.expire(index, self.retention)
+            await pipe.execute()
+
+
+def _parse(raw: Sequence[str]) -> CallPath | None:
+    if not raw:
+        return None
+    try:
+        head = json.loads(raw[0])
+        call_id, menu, version = str(head["call"]), str(head["menu"]), str(head["version"])
+        started = float(head["started_at"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    events = tuple(e for e in (decode_event(r) for r in raw[1:]) if e is not None)
+    return CallPath(call_id, menu, version, started, events)
+
+
+async def read_path(redis: Redis, keys: Keys, call_id: str) -> CallPath | None:
+    return _parse(await redis.lrange(keys.ivr_path(call_id), 0, -1))
+
+
+async def recent_paths(redis: Redis, keys: Keys, menu: str, since: float, until: float = float("inf"),
+                       limit: int = 100_000, batch: int = 500) -> list[CallPath]:
+    """Paths of calls to `menu` started in [since, until], oldest first, pipelined in batches."""
+    ids: list[str] = await redis.zrangebyscore(keys.ivr_calls(menu), since, until, start=0, num=limit)
+    out: list[CallPath] = []
+    for i in range(0, len(ids), batch):
+        async with redis.pipeline(transaction=False) as pipe:
+            for call_id in ids[i:i + batch]:
+                pipe.lrange(keys.ivr_path(call_id), 0, -1)
+            results = await pipe.execute()
+        out.extend(p for p in (_parse(r) for r in results) if p is not None)
+    return out
+
+
+async def read_announcement(redis: Redis, keys: Keys, menu: str) -> tuple[str, ...]:
+    raw = await redis.get(keys.announcement(menu))
+    if not raw:
+        return ()
+    return tuple(f for f in raw.split(",") if ANNOUNCEMENT_RE.match(f) and ".." not in f)
+
+
+async def set_announcement(redis: Redis, keys: Keys, menu: str, sounds: Sequence[str],
+                           ttl_seconds: int | None = None) -> None:
+    """Switch the entry announcement on (sounds) or off (empty). Names are validated."""
+    bad = [s for s in sounds if not ANNOUNCEMENT_RE.match(s) or ".." in s]
+    if bad:
+        raise ValueError(f"not sound names: {', '.join(bad)}")
+    if not sounds:
+        await redis.delete(keys.announcement(menu))
+        return
+    await redis.set(keys.announcement(menu), ",".join(sounds), ex=ttl_seconds)
