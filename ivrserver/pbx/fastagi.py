@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -38,6 +39,7 @@ class AgiHangup(AgiError):
     """The caller hung up (or the connection closed): stop the script."""
 
 
+_LANGUAGE = re.compile(r"^[a-z]{2,3}(_[A-Za-z0-9]{1,20})?$")
 Handler = Callable[["AgiChannel"], Awaitable[None]]
 
 
@@ -171,6 +173,12 @@ class AgiChannel:
 
     async def set_variable(self, name: str, value: str) -> None:
         await self.send("SET VARIABLE", agi_wire.check_var_name(name), value)
+
+    async def set_language(self, code: str) -> None:
+        """Switch the channel's prompt language (CHANNEL(language) is a function: fixed name here)."""
+        if not _LANGUAGE.match(code):
+            raise agi_wire.AgiEncodingError(f"not a language code: {code!r}")
+        await self.send("SET VARIABLE", "CHANNEL(language)", code)
 
     async def get_variable(self, name: str) -> str | None:
         reply = await self.send("GET VARIABLE", agi_wire.check_var_name(name))

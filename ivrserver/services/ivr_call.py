@@ -51,6 +51,7 @@ class Channel(Protocol):
     async def say_digits(self, digits: str, escape_digits: str = "") -> str | None: ...
     async def say_date(self, epoch: int, escape_digits: str = "") -> str | None: ...
     async def set_variable(self, name: str, value: str) -> None: ...
+    async def set_language(self, code: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -225,9 +226,7 @@ async def _execute(driver: _Driver, run: e.MenuRun, cmd: e.Command) -> e.Event |
     if isinstance(cmd, e.OfferCallback):
         return await driver.callback(cmd, run.customer_id or (driver.customer.id if driver.customer else None))
     if isinstance(cmd, e.SetLanguage):
-        setter = getattr(driver.channel, "set_language", None)
-        if setter is not None:
-            await setter(cmd.language)
+        await driver.channel.set_language(cmd.language)
         await driver.channel.set_variable("IVR_LANGUAGE", cmd.language)
         return None
     await driver.final(cmd)

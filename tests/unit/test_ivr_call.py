@@ -81,6 +81,9 @@ class FakeChannel:
     async def set_variable(self, name: str, value: str) -> None:
         self.calls.append(("set", name, value))
 
+    async def set_language(self, code: str) -> None:
+        self.calls.append(("language", code))
+
 
 class Recorder:
     def __init__(self, fail: bool = False) -> None:
