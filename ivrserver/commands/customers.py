@@ -1,0 +1,428 @@
+"""`ivrserver customers import | export | show`.
+
+Import reads CSV or YAML (by extension, or --format), validates every row with the shared rules
+(`ivrserver.domain.customer_validation`), reports each bad row with its line number and imports
+nothing unless every row is valid — or, with --partial, only the valid rows. Rows are upserts by
+id. A row without pin/pin_hash keeps the PIN the customer already has.
+
+CSV columns: id, name, phones (separated by ';'), tier, segment, language, account_manager,
+account_number, pin, pin_hash, timezone, allowed_from, allowed_until, do_not_call, attr.NAME...
+YAML: a list of customer mappings (or `customers:` holding that list); every scalar is read as
+text, so PINs and numbers with leading zeros survive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import dataclasses
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TextIO
+
+import redis.asyncio as aioredis
+import yaml
+from redis.exceptions import RedisError
+
+from ivrserver import config
+from ivrserver.domain import customer_validation as cv
+from ivrserver.domain.customer_validation import FieldError, ValidCustomer
+from ivrserver.domain.model import Customer
+from ivrserver.store import customers as store
+from ivrserver.store import history
+from ivrserver.store.keys import Keys
+
+MAX_FILE_BYTES = 50 * 1024 * 1024
+MAX_ROWS = 200_000
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("customers", help="import, export and show customers")
+    sub = parser.add_subparsers(dest="customers_command", metavar="COMMAND", required=True)
+
+    imp = sub.add_parser("import", help="import customers from a CSV or YAML file")
+    imp.add_argument("file", help="a .csv, .yaml or .yml file")
+    imp.add_argument("--format", choices=("csv", "yaml"), help="file format (default: from the extension)")
+    imp.add_argument("--partial", action="store_true",
+                     help="import the valid rows even if some rows are bad (default: all or nothing)")
+    imp.add_argument("--default-country", default="", metavar="CC",
+                     help="country code for national numbers written with a leading 0, e.g. 49")
+    _common(imp)
+    imp.set_defaults(func=run_import)
+
+    exp = sub.add_parser("export", help="write every customer as CSV or YAML (with PIN hashes)")
+    exp.add_argument("--format", choices=("csv", "yaml"), default="csv")
+    exp.add_argument("--output", "-o", help="file to write (default: standard output)")
+    _common(exp)
+    exp.set_defaults(func=run_export)
+
+    show = sub.add_parser("show", help="show one customer with open cases and recent contacts")
+    show.add_argument("id")
+    _common(show)
+    show.set_defaults(func=run_show)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis-url", help="Redis URL (default: redis.url from the configuration)")
+
+
+def _connection(args: argparse.Namespace) -> tuple[str, Keys]:
+    settings = config.load(getattr(args, "config", None))
+    return args.redis_url or settings.redis.url, Keys(prefix=settings.redis.prefix)
+
+
+def _run(args: argparse.Namespace, body: Any) -> int:
+    try:
+        url, keys = _connection(args)
+    except config.ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        print(f"--redis-url: expected a redis://, rediss:// or unix:// URL, got {url!r}", file=sys.stderr)
+        return 2
+
+    async def main() -> int:
+        client = aioredis.Redis.from_url(url, decode_responses=True)
+        try:
+            return int(await body(client, keys))
+        finally:
+            await client.aclose()
+    try:
+        return asyncio.run(main())
+    except (RedisError, OSError) as exc:
+        print(f"Redis at {url}: {exc}", file=sys.stderr)
+        return 3
+
+
+# --- import --------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Row:
+    line: int
+    data: Any
+
+
+@dataclasses.dataclass
+class RowError:
+    line: int
+    error: FieldError | str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.error}"
+
+
+class _TextLoader(yaml.SafeLoader):
+    """SafeLoader that reads every plain scalar as text (only `null`/`~`/empty stays None) and
+    refuses aliases (no billion-laughs expansion)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+_TextLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag == "tag:yaml.org,2002:null"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def parse_yaml(text: str) -> tuple[list[Row], list[Row], list[RowError]]:
+    """(customer rows, case rows, errors) of a YAML document: a list of customers, or a mapping
+    with `customers:` (a list) and optionally `cases:` (a list of cases to open)."""
+    loader = _TextLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        return [], [], [RowError(line, f"not valid YAML: {problem}")]
+    finally:
+        loader.dispose()
+    if data is None or node is None:
+        return [], [], []
+    if isinstance(data, list):
+        sections: dict[str, tuple[Any, Any]] = {"customers": (node, data)}
+    elif isinstance(data, dict) and data and set(data) <= {"customers", "cases"}:
+        sections = {key.value: (value, data[key.value]) for key, value in node.value}
+    else:
+        return [], [], [RowError(1, "expected a list of customers, or a mapping with `customers:` "
+                                    "and optionally `cases:` lists")]
+    out: dict[str, list[Row]] = {"customers": [], "cases": []}
+    for name, (section_node, value) in sections.items():
+        if value is None:
+            continue
+        if not isinstance(value, list):
+            return [], [], [RowError(section_node.start_mark.line + 1, f"{name}: expected a list")]
+        out[name] = [Row(item.start_mark.line + 1, v) for item, v in zip(section_node.value, value, strict=True)]
+    return out["customers"], out["cases"], []
+
+
+def parse_csv(text: str) -> tuple[list[Row], list[RowError]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = reader.fieldnames or []
+    except csv.Error as exc:
+        return [], [RowError(1, f"not valid CSV: {exc}")]
+    if not header:
+        return [], [RowError(1, "empty file: expected a header row")]
+    header_errors = cv.check_flat_columns([h.strip() for h in header])
+    if header_errors:
+        return [], [RowError(1, f"header: {e}") for e in header_errors]
+    reader.fieldnames = [h.strip() for h in header]
+    rows: list[Row] = []
+    errors: list[RowError] = []
+    last = reader.line_num
+    try:
+        for record in reader:
+            start, last = last + 1, reader.line_num
+            if None in record:
+                errors.append(RowError(start, "more cells than columns in the header"))
+                continue
+            rows.append(Row(start, cv.from_flat_row(record)))
+    except csv.Error as exc:
+        errors.append(RowError(reader.line_num, f"not valid CSV: {exc}"))
+    return rows, errors
+
+
+def read_rows(path: Path, fmt: str | None) -> tuple[list[Row], list[Row], list[RowError]]:
+    """(customer rows, case rows, errors) of a file; cases only come from YAML."""
+    fmt = fmt or {".csv": "csv", ".yaml": "yaml", ".yml": "yaml"}.get(path.suffix.lower())
+    if fmt is None:
+        return [], [], [RowError(0, "cannot tell the format from the file name: use --format csv|yaml")]
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            return [], [], [RowError(0, f"file larger than {MAX_FILE_BYTES // (1024 * 1024)} MB")]
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        return [], [], [RowError(0, "not UTF-8 text")]
+    except OSError as exc:
+        return [], [], [RowError(0, f"cannot read: {exc.strerror}")]
+    if fmt == "csv":
+        rows, errors = parse_csv(text)
+        cases: list[Row] = []
+    else:
+        rows, cases, errors = parse_yaml(text)
+    if len(rows) + len(cases) > MAX_ROWS:
+        return [], [], [RowError(0, f"more than {MAX_ROWS} rows: split the file")]
+    return rows, cases, errors
+
+
+def validate_rows(rows: Iterable[Row], default_country: str) -> tuple[list[tuple[int, ValidCustomer]],
+                                                                       list[RowError]]:
+    """Validate every row and the rules between rows (unique ids and account numbers)."""
+    valid: list[tuple[int, ValidCustomer]] = []
+    errors: list[RowError] = []
+    ids: dict[str, int] = {}
+    accounts: dict[str, int] = {}
+    for row in rows:
+        result, problems = cv.validate_customer(row.data, default_country=default_country)
+        if result is None:
+            errors.extend(RowError(row.line, p) for p in problems)
+            continue
+        customer = result.customer
+        if customer.id in ids:
+            errors.append(RowError(row.line, FieldError("id", f"duplicate of line {ids[customer.id]}")))
+            continue
+        ids[customer.id] = row.line
+        if customer.account_number:
+            if customer.account_number in accounts:
+                errors.append(RowError(row.line, FieldError(
+                    "account_number", f"same account number as line {accounts[customer.account_number]}")))
+                continue
+            accounts[customer.account_number] = row.line
+        valid.append((row.line, result))
+    return valid, errors
+
+
+async def _check_store(redis: aioredis.Redis, keys: Keys, valid: list[tuple[int, ValidCustomer]]
+                       ) -> tuple[dict[str, Customer], list[RowError]]:
+    """Existing profiles of the rows' ids, and rows whose account number another customer owns."""
+    errors: list[RowError] = []
+    existing: dict[str, Customer] = {}
+    for start in range(0, len(valid), 1000):
+        chunk = valid[start:start + 1000]
+        async with redis.pipeline(transaction=False) as pipe:
+            for _, item in chunk:
+                pipe.get(keys.customer(item.customer.id))
+                if item.customer.account_number:
+                    pipe.get(keys.account(item.customer.account_number))
+                else:
+                    pipe.echo("")
+            replies = await pipe.execute()
+        for i, (line, item) in enumerate(chunk):
+            found = store.customer_from_json(replies[2 * i])
+            if found is not None:
+                existing[found.id] = found
+            owner = replies[2 * i + 1]
+            if owner and owner != item.customer.id:
+                errors.append(RowError(line, FieldError("account_number",
+                                                        f"already belongs to customer {owner}")))
+    return existing, errors
+
+
+def _to_store(item: ValidCustomer, existing: Customer | None) -> Customer:
+    customer = item.to_customer(os.urandom(16))
+    if not item.pin_given and existing is not None and existing.pin_hash \
+            and existing.account_number == customer.account_number:
+        customer = dataclasses.replace(customer, pin_hash=existing.pin_hash)
+    return customer
+
+
+def _report(errors: list[RowError], source: str, out: TextIO) -> None:
+    for error in sorted(errors, key=lambda e: e.line):
+        prefix = f"{source}:{error.line}" if error.line else source
+        print(f"{prefix}: {error.error}", file=out)
+
+
+def validate_cases(rows: Iterable[Row]) -> tuple[list[tuple[int, dict[str, Any]]], list[RowError]]:
+    valid: list[tuple[int, dict[str, Any]]] = []
+    errors: list[RowError] = []
+    for row in rows:
+        fields, problems = cv.validate_case_create(row.data)
+        if fields is None:
+            errors.extend(RowError(row.line, FieldError(f"cases: {p.field}", p.message)) for p in problems)
+        else:
+            valid.append((row.line, fields))
+    return valid, errors
+
+
+async def _open_cases(redis: aioredis.Redis, keys: Keys, cases: list[tuple[int, dict[str, Any]]],
+                      now: float) -> int:
+    """Open the cases a customer does not already have open (same summary): re-imports are no-ops."""
+    opened = 0
+    for _, fields in cases:
+        current = await history.list_open_cases(redis, keys, fields["customer_id"])
+        if any(c.summary == fields["summary"] for c in current):
+            continue
+        await history.open_case(redis, keys, now=now, **fields)
+        opened += 1
+    return opened
+
+
+def run_import(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if args.default_country and not (args.default_country.isascii() and args.default_country.isdigit()
+                                     and 1 <= len(args.default_country) <= 3):
+        print("--default-country: expected 1-3 digits, e.g. 49", file=sys.stderr)
+        return 2
+    rows, case_rows, errors = read_rows(path, args.format)
+    if errors and not rows and not case_rows:
+        _report(errors, str(path), sys.stderr)
+        print("nothing imported", file=sys.stderr)
+        return 1
+    valid, row_errors = validate_rows(rows, args.default_country)
+    cases, case_errors = validate_cases(case_rows)
+    errors += row_errors + case_errors
+
+    async def body(redis: aioredis.Redis, keys: Keys) -> int:
+        existing, store_errors = await _check_store(redis, keys, valid)
+        errors.extend(store_errors)
+        bad_lines = {e.line for e in errors}
+        todo = [(line, item) for line, item in valid if line not in bad_lines]
+        known = {item.customer.id for _, item in todo}
+        for line, fields in cases:
+            if fields["customer_id"] not in known and not await redis.exists(keys.customer(fields["customer_id"])):
+                errors.append(RowError(line, FieldError("cases: customer_id", "no such customer in this file "
+                                                                              "or in the store")))
+        bad_lines = {e.line for e in errors}
+        todo_cases = [(line, fields) for line, fields in cases if line not in bad_lines]
+        if errors and not args.partial:
+            _report(errors, str(path), sys.stderr)
+            print(f"{len(bad_lines)} bad row(s); nothing imported (use --partial to import the "
+                  f"{len(todo) + len(todo_cases)} valid row(s))", file=sys.stderr)
+            return 1
+        prepared = await asyncio.to_thread(
+            lambda: [(line, _to_store(item, existing.get(item.customer.id))) for line, item in todo])
+        imported = 0
+        for line, customer in prepared:
+            try:
+                await store.save_customer(redis, keys, customer)
+                imported += 1
+            except store.AccountInUse as exc:
+                errors.append(RowError(line, FieldError("account_number", f"already belongs to customer "
+                                                                          f"{exc.owner}")))
+        opened = await _open_cases(redis, keys, todo_cases, time.time())
+        if errors:
+            _report(errors, str(path), sys.stderr)
+        skipped = len({e.line for e in errors})
+        print(f"imported {imported} customer(s)" + (f", opened {opened} case(s)" if opened else "")
+              + (f", skipped {skipped} bad row(s)" if skipped else ""))
+        return 1 if errors else 0
+
+    return _run(args, body)
+
+
+# --- export / show -------------------------------------------------------------------------------
+
+async def _all_customers(redis: aioredis.Redis, keys: Keys) -> list[Customer]:
+    return [c async for c in store.iter_customers(redis, keys)]
+
+
+def write_csv(customers: list[Customer], out: TextIO) -> None:
+    attr_columns = sorted({cv.ATTRIBUTE_COLUMN_PREFIX + k for c in customers for k in c.attributes})
+    columns = [c for c in cv.FLAT_COLUMNS if c != "pin"] + attr_columns
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for customer in customers:
+        writer.writerow(cv.to_flat_row(customer))
+
+
+def write_yaml(customers: list[Customer], out: TextIO) -> None:
+    items = []
+    for customer in customers:
+        item = cv.customer_to_dict(customer, include_pin_hash=True)
+        items.append({k: v for k, v in item.items() if v is not None})
+    yaml.safe_dump({"customers": items}, out, sort_keys=False, allow_unicode=True)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    customers: list[Customer] = []
+
+    async def body(redis: aioredis.Redis, keys: Keys) -> int:
+        customers.extend(await _all_customers(redis, keys))
+        return 0
+
+    status = _run(args, body)
+    if status:
+        return status
+    buffer = io.StringIO()
+    (write_csv if args.format == "csv" else write_yaml)(customers, buffer)
+    if not args.output:
+        sys.stdout.write(buffer.getvalue())
+        return 0
+    try:
+        Path(args.output).write_text(buffer.getvalue(), encoding="utf-8")
+    except OSError as exc:
+        print(f"{args.output}: cannot write: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"exported {len(customers)} customer(s) to {args.output}", file=sys.stderr)
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    async def body(redis: aioredis.Redis, keys: Keys) -> int:
+        customer = await store.get_customer(redis, keys, args.id)
+        if customer is None:
+            print(f"no customer with id {args.id!r}", file=sys.stderr)
+            return 1
+        document = {
+            "customer": cv.customer_to_dict(customer),
+            "open_cases": [history.case_to_dict(c) for c in await history.list_open_cases(redis, keys, customer.id)],
+            "recent_contacts": [history.contact_to_dict(c)
+                                for c in await history.list_timeline(redis, keys, customer.id, limit=10)],
+        }
+        # Round-trip through JSON: plain types only, so safe_dump never meets an enum.
+        yaml.safe_dump(json.loads(json.dumps(document)), sys.stdout, sort_keys=False, allow_unicode=True)
+        return 0
+
+    return _run(args, body)

@@ -1,0 +1,160 @@
+"""ContactTracker: turns AMI events (correlated by Linkedid) plus FastAGI reports into contact records.
+
+Feeding:
+- `await tracker.handle_event(event)` for every AMI event (a typed event object from
+  `ivrserver.pbx.ami_events`, or a raw header dict); untracked event types are ignored cheaply.
+  Or let `await tracker.run(queue)` consume an asyncio.Queue of events.
+- `await tracker.report(uniqueid, CallFacts(...))` from the FastAGI side (agi_uniqueid of the channel
+  running the script): customer identified, IVR step taken, routing reason, self-served, failure;
+  callbacks/notifications report `kind` the same way for the channel they originated (ChannelId).
+- `await tracker.sweep()` periodically (run() does it) ends calls whose Hangup was never seen.
+
+A call gets a contact record (outcome in_progress) as soon as it is worth one (the IVR reported it,
+it joined a queue, reached an agent or failed to originate); `call_by_linkedid` maps its Linkedid to
+the contact id. The record is rewritten with its outcome when the call ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from ivrserver.domain import contact_tracking as ct
+from ivrserver.domain import phone
+from ivrserver.domain.contact_tracking import CallFacts, CallState
+from ivrserver.domain.model import Contact
+from ivrserver.store import customers as customer_store
+from ivrserver.store import history as history_store
+from ivrserver.store.keys import Keys
+
+log = logging.getLogger(__name__)
+
+
+class AmiCallEvent(Protocol):
+    """The attributes ContactTracker reads from a typed AMI event (class name = event name)."""
+
+    uniqueid: str
+    linkedid: str
+    channel: str
+    caller_id_num: str
+    context_id: str
+
+
+class ContactTracker:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, *, retention_days: int = 365,
+                 default_country: str = "", agents: Mapping[str, str] | None = None,
+                 max_call_age: float = 6 * 3600, sweep_interval: float = 60.0,
+                 clock: Callable[[], float] = time.time,
+                 new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> None:
+        """`agents` maps dial interfaces (``PJSIP/agent1003``) to agent ids (from the agents config)."""
+        self.redis = redis
+        self.keys = keys
+        self.retention_days = retention_days
+        self.default_country = default_country
+        self.max_call_age = max_call_age
+        self.sweep_interval = sweep_interval
+        self.clock = clock
+        self.new_id = new_id
+        self.book = ct.CallBook(agents=agents)
+        # linkedid → contact id of calls with a record (kept a while after the end for late facts)
+        self._contact_ids: OrderedDict[str, str] = OrderedDict()
+        self._written: dict[str, Contact] = {}  # linkedid → last record written, calls in progress
+        self._last_sweep = clock()
+
+    def contact_id(self, linkedid: str) -> str | None:
+        """The contact id of a call this process tracks (see also history.contact_id_for_call)."""
+        return self._contact_ids.get(linkedid)
+
+    async def handle_event(self, event: AmiCallEvent | Mapping[str, str] | object,
+                           now: float | None = None) -> None:
+        is_headers = isinstance(event, Mapping)
+        call_event = ct.event_from_headers(event) if is_headers else ct.event_from_object(event)
+        if call_event is None:
+            return
+        now = self.clock() if now is None else now
+        for state in self.book.on_event(call_event, now):
+            await self._persist(state, now)
+
+    async def report(self, uniqueid: str, facts: CallFacts, now: float | None = None) -> None:
+        """Facts from the FastAGI side. Never raises on a store failure: a call must not fail
+        because its history could not be written (the failure is logged)."""
+        now = self.clock() if now is None else now
+        state = self.book.on_facts(uniqueid, facts, now)
+        if state is None:
+            return
+        try:
+            await self._persist(state, now)
+        except (RedisError, OSError) as exc:
+            log.error("contact history not updated for call %s (store unavailable): %s", state.linkedid, exc)
+
+    async def sweep(self, now: float | None = None) -> None:
+        now = self.clock() if now is None else now
+        self._last_sweep = now
+        for state in self.book.expire(now, self.max_call_age):
+            log.warning("call %s ended without a Hangup seen; recorded as %s", state.linkedid,
+                        ct.outcome(state).value)
+            await self._persist(state, now)
+
+    async def run(self, events: asyncio.Queue[object]) -> None:
+        """Consume events forever; a failing event is logged and skipped, never fatal."""
+        while True:
+            try:
+                event = await asyncio.wait_for(events.get(), timeout=self.sweep_interval)
+            except TimeoutError:
+                event = None
+            try:
+                if event is not None:
+                    await self.handle_event(event)
+                if self.clock() - self._last_sweep >= self.sweep_interval:
+                    await self.sweep()
+            except (RedisError, OSError) as exc:
+                log.error("contact history not updated (store unavailable): %s", exc)
+            except Exception:
+                log.exception("contact tracking failed on an event; continuing")
+
+    async def _persist(self, state: CallState, now: float) -> None:
+        """Write the call's contact record if it is worth one and changed since the last write."""
+        finished = state.ended_at is not None
+        contact_id = self._contact_ids.get(state.linkedid)
+        if contact_id is None:
+            if not state.interesting:
+                return
+            contact_id = self.new_id()
+            self._remember(state.linkedid, contact_id)
+            await history_store.link_call(self.redis, self.keys, state.linkedid, contact_id)
+        if finished and state.customer_id is None:
+            state = await self._attach_customer(state)
+        contact = ct.to_contact(state, contact_id, self.default_country)
+        if self._written.get(state.linkedid) == contact:
+            return
+        await history_store.save_contact(self.redis, self.keys, contact, now=now,
+                                         retention_days=self.retention_days)
+        if finished:
+            self._written.pop(state.linkedid, None)
+            log.info("call %s recorded: contact %s outcome=%s queue=%s agents=%s", state.linkedid,
+                     contact_id, contact.outcome.value, contact.queue or "-", ",".join(contact.agents) or "-")
+        else:
+            self._written[state.linkedid] = contact
+
+    def _remember(self, linkedid: str, contact_id: str) -> None:
+        self._contact_ids[linkedid] = contact_id
+        while len(self._contact_ids) > self.book.max_calls + 10000:
+            self._contact_ids.popitem(last=False)
+
+    async def _attach_customer(self, state: CallState) -> CallState:
+        """A finished call the IVR never identified: its number, if one customer has it."""
+        number = phone.try_normalise(state.number, self.default_country)
+        if number is None:
+            return state
+        ids = await customer_store.customer_ids_for_phone(self.redis, self.keys, number)
+        if len(ids) != 1:
+            return state
+        return self.book.on_facts(state.linkedid, CallFacts(customer_id=ids[0]), state.last_seen_at) or state

@@ -1,0 +1,331 @@
+"""Customers in Redis: profiles, phone and account indexes, caller snapshot, account + PIN identification.
+
+Layout (every name from `Keys`):
+- ``customer:{id}``     STRING  JSON profile (canonical mapping, with pin_hash)
+- ``customers``         ZSET    every customer id, score 0 (ordered by id, for paging)
+- ``phone:{number}``    SET     ids of the customers with this normalised number (a shared
+                                family line has several; the snapshot then names nobody)
+- ``account:{number}``  STRING  id of the customer with this account number (unique)
+- ``pinfail:{account}`` HASH    failures (comma-separated epoch seconds), locked_until; expires
+
+The caller snapshot is one EVALSHA: a Lua script follows phone → id → profile, open cases and the
+newest finished contact, so that call entry costs a single round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+
+from ivrserver.domain import identification, phone
+from ivrserver.domain.customer_validation import customer_to_dict
+from ivrserver.domain.identification import Locked, LockoutPolicy
+from ivrserver.domain.model import CallerSnapshot, ContactPreferences, Customer, Segment, Tier
+from ivrserver.store import history
+from ivrserver.store.keys import Keys
+
+log = logging.getLogger(__name__)
+
+MAX_SNAPSHOT_CASES = 20
+
+
+class CustomerExists(Exception):
+    def __init__(self, customer_id: str) -> None:
+        super().__init__(f"customer {customer_id} already exists")
+        self.customer_id = customer_id
+
+
+class CustomerNotFound(LookupError):
+    def __init__(self, customer_id: str) -> None:
+        super().__init__(f"no customer {customer_id}")
+        self.customer_id = customer_id
+
+
+class AccountInUse(Exception):
+    def __init__(self, account_number: str, owner: str) -> None:
+        super().__init__(f"account number {phone.masked(account_number)} belongs to customer {owner}")
+        self.account_number = account_number
+        self.owner = owner
+
+
+def customer_to_json(customer: Customer) -> str:
+    return json.dumps(customer_to_dict(customer, include_pin_hash=True), separators=(",", ":"),
+                      ensure_ascii=False)
+
+
+def customer_from_json(raw: str | None) -> Customer | None:
+    """The stored profile, or None when absent or unreadable (logged, never raised)."""
+    if not raw:
+        return None
+    try:
+        d = json.loads(raw)
+        prefs = d.get("preferences") or {}
+        return Customer(
+            id=str(d["id"]), name=str(d["name"]), phones=tuple(str(p) for p in d.get("phones") or ()),
+            tier=Tier(d.get("tier", "standard")), segment=Segment(d.get("segment", "individual")),
+            language=str(d.get("language") or "en"), account_manager=d.get("account_manager"),
+            account_number=d.get("account_number"), pin_hash=d.get("pin_hash"),
+            preferences=ContactPreferences(
+                timezone=str(prefs.get("timezone", "UTC")), allowed_from=str(prefs.get("allowed_from", "09:00")),
+                allowed_until=str(prefs.get("allowed_until", "20:00")),
+                do_not_call=bool(prefs.get("do_not_call", False))),
+            attributes={str(k): str(v) for k, v in (d.get("attributes") or {}).items()},
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.error("unreadable customer record skipped: %s", exc)
+        return None
+
+
+# --- profiles ------------------------------------------------------------------------------------
+
+async def save_customer(redis: aioredis.Redis, keys: Keys, customer: Customer, *,
+                        mode: Literal["upsert", "create", "update"] = "upsert") -> None:
+    """Store a validated customer and keep the phone and account indexes in step, atomically.
+
+    `create` refuses an existing id (CustomerExists), `update` a missing one (CustomerNotFound).
+    An account number owned by another customer raises AccountInUse.
+    """
+    if not customer.id:
+        raise ValueError("customer id is required")
+    key = keys.customer(customer.id)
+    account_key = keys.account(customer.account_number) if customer.account_number else None
+    watched = [key] + ([account_key] if account_key else [])
+    async with redis.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                await pipe.watch(*watched)
+                old_raw = await pipe.get(key)
+                if mode == "create" and old_raw is not None:
+                    raise CustomerExists(customer.id)
+                if mode == "update" and old_raw is None:
+                    raise CustomerNotFound(customer.id)
+                if account_key is not None:
+                    owner = await pipe.get(account_key)
+                    if owner is not None and owner != customer.id:
+                        raise AccountInUse(customer.account_number or "", owner)
+                old = customer_from_json(old_raw)
+                pipe.multi()
+                if old is not None:
+                    for number in set(old.phones) - set(customer.phones):
+                        pipe.srem(keys.phone(number), customer.id)
+                    if old.account_number and old.account_number != customer.account_number:
+                        pipe.delete(keys.account(old.account_number), keys.pin_failures(old.account_number))
+                pipe.set(key, customer_to_json(customer))
+                pipe.zadd(keys.customer_ids(), {customer.id: 0})
+                for number in customer.phones:
+                    pipe.sadd(keys.phone(number), customer.id)
+                if account_key is not None:
+                    pipe.set(account_key, customer.id)
+                await pipe.execute()
+                return
+            except WatchError:
+                continue
+
+
+async def get_customer(redis: aioredis.Redis, keys: Keys, customer_id: str) -> Customer | None:
+    return customer_from_json(await redis.get(keys.customer(customer_id)))
+
+
+async def get_customers(redis: aioredis.Redis, keys: Keys, customer_ids: list[str]) -> list[Customer]:
+    if not customer_ids:
+        return []
+    raws = await redis.mget([keys.customer(i) for i in customer_ids])
+    return [c for c in (customer_from_json(r) for r in raws) if c is not None]
+
+
+async def delete_customer(redis: aioredis.Redis, keys: Keys, customer_id: str, *,
+                          with_history: bool = True) -> bool:
+    """Delete a customer, their index entries and (by default) their contacts and cases."""
+    key = keys.customer(customer_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                await pipe.watch(key)
+                old = customer_from_json(await pipe.get(key))
+                if old is None:
+                    await pipe.reset()
+                    await redis.zrem(keys.customer_ids(), customer_id)
+                    return False
+                pipe.multi()
+                for number in old.phones:
+                    pipe.srem(keys.phone(number), customer_id)
+                if old.account_number:
+                    pipe.delete(keys.account(old.account_number), keys.pin_failures(old.account_number))
+                pipe.delete(key)
+                pipe.zrem(keys.customer_ids(), customer_id)
+                await pipe.execute()
+                break
+            except WatchError:
+                continue
+    if with_history:
+        await history.delete_history(redis, keys, customer_id)
+    return True
+
+
+async def list_customers(redis: aioredis.Redis, keys: Keys, *, offset: int = 0,
+                         limit: int = 50) -> tuple[list[Customer], int]:
+    """A page of customers ordered by id, and the total count."""
+    offset = max(0, offset)
+    limit = max(1, min(limit, 1000))
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zrange(keys.customer_ids(), offset, offset + limit - 1)
+        pipe.zcard(keys.customer_ids())
+        ids, total = await pipe.execute()
+    return await get_customers(redis, keys, list(ids)), int(total)
+
+
+async def iter_customers(redis: aioredis.Redis, keys: Keys, *, batch: int = 500) -> AsyncIterator[Customer]:
+    """Every customer, ordered by id."""
+    offset = 0
+    while True:
+        page, _ = await list_customers(redis, keys, offset=offset, limit=batch)
+        if not page:
+            return
+        for customer in page:
+            yield customer
+        offset += batch
+
+
+async def customer_ids_for_phone(redis: aioredis.Redis, keys: Keys, number: str) -> list[str]:
+    """Ids of the customers with this (already normalised) number, sorted."""
+    return sorted(await redis.smembers(keys.phone(number)))
+
+
+async def account_owner(redis: aioredis.Redis, keys: Keys, account_number: str) -> str | None:
+    value = await redis.get(keys.account(account_number))
+    return str(value) if value is not None else None
+
+
+# --- caller snapshot -----------------------------------------------------------------------------
+
+_SNAPSHOT_LUA = """
+-- KEYS[1]: phone index set. ARGV: key prefixes built by Keys (customer, open cases, case,
+-- timeline, contact) and the maximum number of open cases to return.
+local ids = redis.call('SMEMBERS', KEYS[1])
+if #ids ~= 1 then return {#ids} end
+local id = ids[1]
+local profile = redis.call('GET', ARGV[1] .. id)
+if not profile then return {0} end
+local cases = {}
+local case_ids = redis.call('ZREVRANGE', ARGV[2] .. id, 0, tonumber(ARGV[6]) - 1)
+for _, case_id in ipairs(case_ids) do
+  local case = redis.call('GET', ARGV[3] .. case_id)
+  if case then cases[#cases + 1] = case end
+end
+local last = ''
+local recent = redis.call('ZREVRANGE', ARGV[4] .. id, 0, 9)
+for _, contact_id in ipairs(recent) do
+  local contact = redis.call('GET', ARGV[5] .. contact_id)
+  if contact then
+    local ok, decoded = pcall(cjson.decode, contact)
+    if ok and type(decoded) == 'table' and decoded['outcome'] ~= 'in_progress' then
+      last = contact
+      break
+    end
+  end
+end
+return {1, profile, cases, last}
+"""
+
+
+async def load_scripts(redis: aioredis.Redis) -> None:
+    """Load the snapshot script at start-up so that the first call's EVALSHA already hits."""
+    await redis.script_load(_SNAPSHOT_LUA)
+
+
+async def snapshot_by_number(redis: aioredis.Redis, keys: Keys, number: str | None, *,
+                             default_country: str = "") -> CallerSnapshot:
+    """What the store knows about a calling number, in one round trip (one EVALSHA).
+
+    Withheld or malformed caller IDs are `anonymous=True` with number '' and cost no round trip.
+    A number shared by several customers (or unknown) gives `customer=None`: identify by account.
+    """
+    normalised = phone.try_normalise(number, default_country)
+    if normalised is None:
+        return CallerSnapshot(number="", anonymous=True)
+    script = redis.register_script(_SNAPSHOT_LUA)
+    reply: list[Any] = await script(
+        keys=[keys.phone(normalised)],
+        args=[keys.customer(""), keys.open_cases(""), keys.case(""), keys.timeline(""), keys.contact(""),
+              MAX_SNAPSHOT_CASES],
+    )
+    if not reply or reply[0] != 1 or len(reply) < 4:
+        return CallerSnapshot(number=normalised)
+    customer = customer_from_json(reply[1])
+    if customer is None:
+        return CallerSnapshot(number=normalised)
+    cases = tuple(c for c in (history.case_from_json(r) for r in reply[2] or ()) if c is not None)
+    return CallerSnapshot(number=normalised, customer=customer, open_cases=cases,
+                          last_contact=history.contact_from_json(reply[3] or None))
+
+
+# --- account + PIN identification ----------------------------------------------------------------
+
+async def _read_attempts(redis: aioredis.Redis, keys: Keys,
+                         account: str) -> tuple[identification.Attempts, str | None]:
+    """The account's failure record and owner, in one round trip."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.pin_failures(account))
+        pipe.get(keys.account(account))
+        fields, owner = await pipe.execute()
+    return identification.decode_attempts(fields or {}), owner
+
+
+async def _record_failure(redis: aioredis.Redis, keys: Keys, account: str, now: float,
+                          policy: LockoutPolicy) -> identification.Attempts:
+    key = keys.pin_failures(account)
+    async with redis.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                await pipe.watch(key)
+                current = identification.decode_attempts(await pipe.hgetall(key) or {})
+                updated = identification.after_failure(current, now, policy)
+                pipe.multi()
+                pipe.delete(key)
+                pipe.hset(key, mapping=identification.encode_attempts(updated))
+                pipe.expire(key, identification.expiry_seconds(updated, now, policy))
+                await pipe.execute()
+                return updated
+            except WatchError:
+                continue
+
+
+async def identify_by_account(redis: aioredis.Redis, keys: Keys, account: str, pin: str, now: float, *,
+                              policy: LockoutPolicy | None = None) -> Customer | Locked | None:
+    """The customer whose account number and PIN match, Locked while the account is locked, else None.
+
+    Wrong PINs and unknown accounts both count towards the lockout and take the same time (a dummy
+    hash is verified), so the answer does not tell whether an account exists. The PIN is never
+    logged; the account number only masked.
+    """
+    policy = policy or LockoutPolicy()
+    if not identification.is_valid_account_number(account):
+        log.info("identification refused: malformed account number")
+        return None
+    attempts, owner = await _read_attempts(redis, keys, account)
+    until = identification.locked_until(attempts, now)
+    if until is not None:
+        log.info("identification refused: account %s locked", phone.masked(account))
+        return Locked(until)
+    customer = await get_customer(redis, keys, owner) if owner else None
+    stored = customer.pin_hash if customer is not None else None
+    matched = await asyncio.to_thread(identification.verify_pin, pin, stored or identification.dummy_hash())
+    if matched and customer is not None and stored is not None:
+        await redis.delete(keys.pin_failures(account))
+        log.info("identified customer %s by account %s", customer.id, phone.masked(account))
+        return customer
+    updated = await _record_failure(redis, keys, account, now, policy)
+    locked = identification.locked_until(updated, now)
+    if locked is not None:
+        log.warning("account %s locked until %.0f after %d wrong PINs", phone.masked(account), locked,
+                    policy.max_failures)
+        return Locked(locked)
+    log.info("identification failed for account %s (%d recent failures)", phone.masked(account),
+             len(updated.failures))
+    return None

@@ -1,0 +1,280 @@
+"""Contact history and cases in Redis.
+
+Layout (every name from `Keys`):
+- ``contact:{id}``        STRING  JSON of a `Contact`; EXPIREAT started_at + retention
+- ``timeline:{customer}`` ZSET    contact ids scored by started_at; entries older than the
+                                  retention are trimmed on every write; the key expires with them
+- ``linkedid:{linkedid}`` STRING  contact id of an Asterisk call (Linkedid), expires after a day
+- ``case:{id}``           STRING  JSON of a `Case` (kept until the customer is deleted)
+- ``opencases:{customer}`` ZSET   ids of the customer's open cases scored by opened_at
+- ``cases:{customer}``    ZSET    ids of all the customer's cases scored by opened_at
+- ``seq:case``            STRING  INCR counter giving case ids "1", "2", ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+
+from ivrserver.domain.model import Case, CaseStatus, Contact, ContactKind, Outcome
+from ivrserver.store.keys import Keys
+
+log = logging.getLogger(__name__)
+
+DAY = 86400
+LINKEDID_TTL = DAY
+DEFAULT_RETENTION_DAYS = 365
+MAX_TIMELINE_LIMIT = 500
+
+
+class CaseNotFound(LookupError):
+    pass
+
+
+def customer_cases_key(keys: Keys, customer_id: str) -> str:
+    # TODO move to keys.py
+    return f"{keys.prefix}:cases:{customer_id}"
+
+
+# --- serialisation -------------------------------------------------------------------------------
+
+def contact_to_json(contact: Contact) -> str:
+    data = dataclasses.asdict(contact)
+    data["kind"] = contact.kind.value
+    data["outcome"] = contact.outcome.value
+    data["ivr_path"] = list(contact.ivr_path)
+    data["agents"] = list(contact.agents)
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def contact_from_json(raw: str | None) -> Contact | None:
+    """The stored contact, or None when absent or unreadable (logged, never raised)."""
+    if not raw:
+        return None
+    try:
+        d = json.loads(raw)
+        return Contact(
+            id=str(d["id"]), kind=ContactKind(d["kind"]), number=str(d["number"]),
+            started_at=float(d["started_at"]), customer_id=d.get("customer_id"),
+            ended_at=_opt_float(d.get("ended_at")), ivr_path=tuple(d.get("ivr_path") or ()),
+            routing_reason=str(d.get("routing_reason") or ""), queue=d.get("queue"),
+            wait_seconds=_opt_float(d.get("wait_seconds")), agents=tuple(d.get("agents") or ()),
+            outcome=Outcome(d.get("outcome", "in_progress")), disposition=str(d.get("disposition") or ""),
+            notes=str(d.get("notes") or ""),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        log.error("unreadable contact record skipped: %s", exc)
+        return None
+
+
+def contact_to_dict(contact: Contact) -> dict[str, Any]:
+    return json.loads(contact_to_json(contact))  # type: ignore[no-any-return]
+
+
+def case_to_json(case: Case) -> str:
+    data = dataclasses.asdict(case)
+    data["status"] = case.status.value
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def case_to_dict(case: Case) -> dict[str, Any]:
+    return json.loads(case_to_json(case))  # type: ignore[no-any-return]
+
+
+def case_from_json(raw: str | None) -> Case | None:
+    if not raw:
+        return None
+    try:
+        d = json.loads(raw)
+        return Case(
+            id=str(d["id"]), customer_id=str(d["customer_id"]), status=CaseStatus(d["status"]),
+            summary=str(d["summary"]), opened_at=float(d["opened_at"]), owner_agent=d.get("owner_agent"),
+            severity=int(d.get("severity", 3)), still_needed=str(d.get("still_needed") or ""),
+            next_step=str(d.get("next_step") or ""),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        log.error("unreadable case record skipped: %s", exc)
+        return None
+
+
+# --- contacts ------------------------------------------------------------------------------------
+
+def _retention_seconds(retention_days: int) -> int:
+    if retention_days < 1:
+        raise ValueError("retention_days must be at least 1")
+    return retention_days * DAY
+
+
+async def save_contact(redis: aioredis.Redis, keys: Keys, contact: Contact, *, now: float,
+                       retention_days: int = DEFAULT_RETENTION_DAYS) -> None:
+    """Create or replace a contact record and keep the customer's timeline in step.
+
+    If the record moved to another customer (caller-ID match corrected by account + PIN), it leaves
+    the old customer's timeline. Timeline entries older than the retention are trimmed.
+    """
+    keep = _retention_seconds(retention_days)
+    key = keys.contact(contact.id)
+    old = contact_from_json(await redis.get(key))
+    expire_at = math.ceil(contact.started_at + keep)
+    cutoff = now - keep
+    async with redis.pipeline(transaction=True) as pipe:
+        if old is not None and old.customer_id and old.customer_id != contact.customer_id:
+            pipe.zrem(keys.timeline(old.customer_id), contact.id)
+        pipe.set(key, contact_to_json(contact))
+        pipe.expireat(key, expire_at)
+        if contact.customer_id:
+            timeline = keys.timeline(contact.customer_id)
+            pipe.zadd(timeline, {contact.id: contact.started_at})
+            pipe.zremrangebyscore(timeline, "-inf", f"({cutoff}")
+            pipe.expire(timeline, keep)
+        await pipe.execute()
+
+
+async def get_contact(redis: aioredis.Redis, keys: Keys, contact_id: str) -> Contact | None:
+    return contact_from_json(await redis.get(keys.contact(contact_id)))
+
+
+async def update_contact_notes(redis: aioredis.Redis, keys: Keys, contact_id: str, changes: Mapping[str, str],
+                               *, now: float, retention_days: int = DEFAULT_RETENTION_DAYS) -> Contact | None:
+    """Set disposition and/or notes on a contact; None if there is no such contact."""
+    contact = await get_contact(redis, keys, contact_id)
+    if contact is None:
+        return None
+    allowed = {k: v for k, v in changes.items() if k in ("disposition", "notes")}
+    updated = dataclasses.replace(contact, **allowed)
+    await save_contact(redis, keys, updated, now=now, retention_days=retention_days)
+    return updated
+
+
+async def list_timeline(redis: aioredis.Redis, keys: Keys, customer_id: str, *, limit: int = 50,
+                        now: float | None = None, retention_days: int | None = None) -> list[Contact]:
+    """The customer's contacts, newest first (expired records are skipped).
+
+    With `now` and `retention_days`, contacts older than the retention are left out too.
+    """
+    limit = max(1, min(limit, MAX_TIMELINE_LIMIT))
+    low = "-inf" if now is None or retention_days is None else now - _retention_seconds(retention_days)
+    ids = await redis.zrevrangebyscore(keys.timeline(customer_id), "+inf", low, start=0, num=limit)
+    if not ids:
+        return []
+    raws = await redis.mget([keys.contact(i) for i in ids])
+    return [c for c in (contact_from_json(r) for r in raws) if c is not None]
+
+
+async def prune_timeline(redis: aioredis.Redis, keys: Keys, customer_id: str, *, now: float,
+                         retention_days: int = DEFAULT_RETENTION_DAYS) -> int:
+    """Drop timeline entries older than the retention; returns how many were removed."""
+    cutoff = now - _retention_seconds(retention_days)
+    return int(await redis.zremrangebyscore(keys.timeline(customer_id), "-inf", f"({cutoff}"))
+
+
+async def link_call(redis: aioredis.Redis, keys: Keys, linkedid: str, contact_id: str,
+                    ttl: int = LINKEDID_TTL) -> None:
+    await redis.set(keys.call_by_linkedid(linkedid), contact_id, ex=ttl)
+
+
+async def contact_id_for_call(redis: aioredis.Redis, keys: Keys, linkedid: str) -> str | None:
+    value = await redis.get(keys.call_by_linkedid(linkedid))
+    return str(value) if value is not None else None
+
+
+# --- cases ---------------------------------------------------------------------------------------
+
+async def open_case(redis: aioredis.Redis, keys: Keys, *, customer_id: str, summary: str, now: float,
+                    owner_agent: str | None = None, severity: int = 3, still_needed: str = "",
+                    next_step: str = "") -> Case:
+    """Open a new case with the next id from the case sequence."""
+    case_id = str(await redis.incr(keys.case_seq()))
+    case = Case(id=case_id, customer_id=customer_id, status=CaseStatus.OPEN, summary=summary, opened_at=now,
+                owner_agent=owner_agent, severity=severity, still_needed=still_needed, next_step=next_step)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(keys.case(case_id), case_to_json(case))
+        pipe.zadd(keys.open_cases(customer_id), {case_id: now})
+        pipe.zadd(customer_cases_key(keys, customer_id), {case_id: now})
+        await pipe.execute()
+    return case
+
+
+async def get_case(redis: aioredis.Redis, keys: Keys, case_id: str) -> Case | None:
+    return case_from_json(await redis.get(keys.case(case_id)))
+
+
+async def update_case(redis: aioredis.Redis, keys: Keys, case_id: str, changes: Mapping[str, Any]) -> Case:
+    """Apply validated changes (summary, still_needed, next_step, owner_agent, severity, status).
+
+    Closing or reopening moves the case out of / into the customer's open cases. Concurrent
+    updates of one case are serialised with WATCH. Raises CaseNotFound.
+    """
+    allowed = {"summary", "still_needed", "next_step", "owner_agent", "severity", "status"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
+    key = keys.case(case_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                await pipe.watch(key)
+                case = case_from_json(await pipe.get(key))
+                if case is None:
+                    raise CaseNotFound(case_id)
+                updated = dataclasses.replace(case, **changes)
+                pipe.multi()
+                pipe.set(key, case_to_json(updated))
+                if updated.status is CaseStatus.OPEN:
+                    pipe.zadd(keys.open_cases(case.customer_id), {case_id: case.opened_at})
+                else:
+                    pipe.zrem(keys.open_cases(case.customer_id), case_id)
+                await pipe.execute()
+                return updated
+            except WatchError:
+                continue
+
+
+async def close_case(redis: aioredis.Redis, keys: Keys, case_id: str, *, next_step: str | None = None) -> Case:
+    changes: dict[str, Any] = {"status": CaseStatus.CLOSED}
+    if next_step is not None:
+        changes["next_step"] = next_step
+    return await update_case(redis, keys, case_id, changes)
+
+
+async def _cases(redis: aioredis.Redis, keys: Keys, index: str, limit: int) -> list[Case]:
+    ids = await redis.zrevrange(index, 0, max(1, limit) - 1)
+    if not ids:
+        return []
+    raws = await redis.mget([keys.case(i) for i in ids])
+    return [c for c in (case_from_json(r) for r in raws) if c is not None]
+
+
+async def list_open_cases(redis: aioredis.Redis, keys: Keys, customer_id: str, *, limit: int = 100) -> list[Case]:
+    """The customer's open cases, newest first."""
+    return await _cases(redis, keys, keys.open_cases(customer_id), limit)
+
+
+async def list_cases(redis: aioredis.Redis, keys: Keys, customer_id: str, *, limit: int = 100) -> list[Case]:
+    """All the customer's cases (open and closed), newest first."""
+    return await _cases(redis, keys, customer_cases_key(keys, customer_id), limit)
+
+
+async def delete_history(redis: aioredis.Redis, keys: Keys, customer_id: str) -> None:
+    """Remove every contact and case of a customer (used when the customer is deleted)."""
+    contact_ids = await redis.zrange(keys.timeline(customer_id), 0, -1)
+    case_ids = await redis.zrange(customer_cases_key(keys, customer_id), 0, -1)
+    async with redis.pipeline(transaction=True) as pipe:
+        for cid in contact_ids:
+            pipe.delete(keys.contact(cid))
+        for cid in case_ids:
+            pipe.delete(keys.case(cid))
+        pipe.delete(keys.timeline(customer_id), keys.open_cases(customer_id),
+                    customer_cases_key(keys, customer_id))
+        await pipe.execute()

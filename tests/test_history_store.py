@@ -1,0 +1,249 @@
+"""Contact history and cases against the real Redis, and ContactTracker fed with AMI events."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis.asyncio as aioredis
+
+from ivrserver.domain.contact_tracking import CallFacts
+from ivrserver.domain.model import CaseStatus, Contact, ContactKind, Customer, Outcome
+from ivrserver.services.history import ContactTracker
+from ivrserver.store import customers as customer_store
+from ivrserver.store import history
+from ivrserver.store.keys import Keys
+
+NOW = float(int(time.time()))
+DAY = 86400
+
+
+def contact(cid: str, started: float, customer_id: str | None = "c1", **kw: object) -> Contact:
+    base = dict(id=cid, kind=ContactKind.INBOUND, number="15550001", started_at=started, customer_id=customer_id,
+                ended_at=started + 30, outcome=Outcome.ANSWERED, agents=("agent1003",), queue="vip",
+                wait_seconds=4.5, ivr_path=("hotline", "hotline/1"), routing_reason="vip")
+    base.update(kw)
+    return Contact(**base)  # type: ignore[arg-type]
+
+
+async def test_contact_round_trip_and_timeline_newest_first(redis_client: aioredis.Redis, keys: Keys) -> None:
+    for i, age in enumerate([3 * DAY, 60, 2 * DAY]):
+        await history.save_contact(redis_client, keys, contact(f"k{i}", NOW - age), now=NOW)
+    timeline = await history.list_timeline(redis_client, keys, "c1")
+    assert [c.id for c in timeline] == ["k1", "k2", "k0"]
+    assert timeline[0] == contact("k1", NOW - 60)
+    assert [c.id for c in await history.list_timeline(redis_client, keys, "c1", limit=2)] == ["k1", "k2"]
+    assert await history.get_contact(redis_client, keys, "nope") is None
+
+
+async def test_retention_trims_timeline_and_expires_records(redis_client: aioredis.Redis, keys: Keys) -> None:
+    await history.save_contact(redis_client, keys, contact("old", NOW - 40 * DAY), now=NOW, retention_days=30)
+    assert not await redis_client.exists(keys.contact("old"))      # EXPIREAT in the past: gone at once
+    await history.save_contact(redis_client, keys, contact("new", NOW - DAY), now=NOW, retention_days=30)
+    assert await redis_client.zrange(keys.timeline("c1"), 0, -1) == ["new"]   # "old" trimmed on write
+    ttl = await redis_client.ttl(keys.contact("new"))
+    assert 28 * DAY < ttl <= 29 * DAY + 1
+    assert 29 * DAY < await redis_client.ttl(keys.timeline("c1")) <= 30 * DAY
+    # A shorter retention applied later hides and prunes older entries.
+    assert await history.list_timeline(redis_client, keys, "c1", now=NOW + 10, retention_days=1) == []
+    assert len(await history.list_timeline(redis_client, keys, "c1", now=NOW - 10, retention_days=1)) == 1
+    assert await history.prune_timeline(redis_client, keys, "c1", now=NOW + DAY, retention_days=1) == 1
+    with pytest.raises(ValueError):
+        await history.save_contact(redis_client, keys, contact("x", NOW), now=NOW, retention_days=0)
+
+
+async def test_contact_moving_to_another_customer_leaves_old_timeline(redis_client: aioredis.Redis,
+                                                                      keys: Keys) -> None:
+    await history.save_contact(redis_client, keys, contact("k", NOW, customer_id="c1"), now=NOW)
+    await history.save_contact(redis_client, keys, contact("k", NOW, customer_id="c2"), now=NOW)
+    assert await history.list_timeline(redis_client, keys, "c1") == []
+    assert [c.id for c in await history.list_timeline(redis_client, keys, "c2")] == ["k"]
+
+
+async def test_contact_without_customer_has_no_timeline(redis_client: aioredis.Redis, keys: Keys) -> None:
+    await history.save_contact(redis_client, keys, contact("k", NOW, customer_id=None), now=NOW)
+    assert await history.get_contact(redis_client, keys, "k") is not None
+    assert await redis_client.keys(f"{keys.prefix}:timeline:*") == []
+
+
+async def test_update_contact_notes(redis_client: aioredis.Redis, keys: Keys) -> None:
+    await history.save_contact(redis_client, keys, contact("k", NOW), now=NOW)
+    updated = await history.update_contact_notes(redis_client, keys, "k", {"disposition": "resolved",
+                                                                          "notes": "refund granted"}, now=NOW)
+    assert updated is not None and (updated.disposition, updated.notes) == ("resolved", "refund granted")
+    assert await history.get_contact(redis_client, keys, "k") == updated
+    assert await history.update_contact_notes(redis_client, keys, "none", {"notes": "x"}, now=NOW) is None
+
+
+async def test_unreadable_contact_skipped(redis_client: aioredis.Redis, keys: Keys) -> None:
+    await redis_client.set(keys.contact("bad"), '{"id": "bad"}')
+    await redis_client.zadd(keys.timeline("c1"), {"bad": NOW})
+    await history.save_contact(redis_client, keys, contact("good", NOW - 10), now=NOW)
+    assert [c.id for c in await history.list_timeline(redis_client, keys, "c1")] == ["good"]
+
+
+async def test_linkedid_mapping(redis_client: aioredis.Redis, keys: Keys) -> None:
+    await history.link_call(redis_client, keys, "1718000000.10", "k1", ttl=60)
+    assert await history.contact_id_for_call(redis_client, keys, "1718000000.10") == "k1"
+    assert 0 < await redis_client.ttl(keys.call_by_linkedid("1718000000.10")) <= 60
+    assert await history.contact_id_for_call(redis_client, keys, "nope") is None
+
+
+async def test_case_lifecycle(redis_client: aioredis.Redis, keys: Keys) -> None:
+    first = await history.open_case(redis_client, keys, customer_id="c1", summary="SMS refund", now=NOW,
+                                    owner_agent="agent1003", severity=2, still_needed="date of charge",
+                                    next_step="billing confirms")
+    second = await history.open_case(redis_client, keys, customer_id="c1", summary="Slow line", now=NOW + 1)
+    assert (first.id, second.id) == ("1", "2")
+    assert first.status is CaseStatus.OPEN and first.owner_agent == "agent1003"
+    assert await history.get_case(redis_client, keys, "1") == first
+    assert [c.id for c in await history.list_open_cases(redis_client, keys, "c1")] == ["2", "1"]
+    updated = await history.update_case(redis_client, keys, "1", {"next_step": "call back", "owner_agent": None})
+    assert (updated.next_step, updated.owner_agent, updated.summary) == ("call back", None, "SMS refund")
+    closed = await history.close_case(redis_client, keys, "1")
+    assert closed.status is CaseStatus.CLOSED
+    assert [c.id for c in await history.list_open_cases(redis_client, keys, "c1")] == ["2"]
+    assert [c.id for c in await history.list_cases(redis_client, keys, "c1")] == ["2", "1"]
+    reopened = await history.update_case(redis_client, keys, "1", {"status": CaseStatus.OPEN})
+    assert reopened.status is CaseStatus.OPEN
+    assert [c.id for c in await history.list_open_cases(redis_client, keys, "c1")] == ["2", "1"]
+    with pytest.raises(history.CaseNotFound):
+        await history.update_case(redis_client, keys, "99", {"summary": "x"})
+    with pytest.raises(ValueError):
+        await history.update_case(redis_client, keys, "1", {"customer_id": "c2"})
+
+
+async def test_concurrent_case_updates_do_not_lose_fields(redis_client: aioredis.Redis, keys: Keys) -> None:
+    case = await history.open_case(redis_client, keys, customer_id="c1", summary="s", now=NOW)
+    await asyncio.gather(
+        history.update_case(redis_client, keys, case.id, {"next_step": "n"}),
+        history.update_case(redis_client, keys, case.id, {"still_needed": "w"}),
+        history.update_case(redis_client, keys, case.id, {"severity": 1}),
+    )
+    final = await history.get_case(redis_client, keys, case.id)
+    assert final is not None and (final.next_step, final.still_needed, final.severity) == ("n", "w", 1)
+
+
+# --- ContactTracker against Redis ----------------------------------------------------------------
+
+CALLER = "1718000000.10"
+
+
+def ami(event: str, uid: str = CALLER, **extra: str) -> dict[str, str]:
+    return {"Event": event, "Channel": "PJSIP/callers-00000001", "CallerIDNum": "15550001", "Uniqueid": uid,
+            "Linkedid": CALLER, **extra}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def tracker(redis_client: aioredis.Redis, keys: Keys) -> tuple[ContactTracker, Clock]:
+    clock = Clock()
+    ids = iter(f"contact-{i}" for i in range(100))
+    return ContactTracker(redis_client, keys, clock=clock, new_id=lambda: next(ids),
+                          agents={"PJSIP/agent1003": "agent1003"}), clock
+
+
+async def test_tracker_records_an_answered_call(redis_client: aioredis.Redis, keys: Keys,
+                                                tracker: tuple[ContactTracker, Clock]) -> None:
+    t, clock = tracker
+    await t.handle_event(ami("Newchannel"))
+    await t.handle_event(ami("VarSet", Variable="X"))          # untracked: ignored
+    assert await redis_client.keys("*") == []                  # not worth a record yet
+    clock.now += 1
+    await t.report(CALLER, CallFacts(customer_id="c1", ivr_step="hotline", routing_reason="repeat caller"))
+    assert await history.contact_id_for_call(redis_client, keys, CALLER) == "contact-0"
+    in_progress = await history.get_contact(redis_client, keys, "contact-0")
+    assert in_progress is not None and in_progress.outcome is Outcome.IN_PROGRESS
+    assert in_progress.customer_id == "c1" and in_progress.number == "15550001"
+    clock.now += 2
+    await t.handle_event(ami("DialBegin", DestChannel="PJSIP/agent1003-00000002", DestUniqueid="2.2"))
+    clock.now += 5
+    await t.handle_event(ami("DialEnd", DestChannel="PJSIP/agent1003-00000002", DialStatus="ANSWER"))
+    clock.now += 60
+    await t.handle_event(ami("Hangup", uid="2.2"))
+    await t.handle_event(ami("Hangup"))
+    final = await history.get_contact(redis_client, keys, "contact-0")
+    assert final is not None
+    assert (final.outcome, final.agents, final.wait_seconds, final.routing_reason) == (
+        Outcome.ANSWERED, ("agent1003",), 5.0, "repeat caller")
+    assert final.started_at == NOW and final.ended_at == NOW + 68
+    assert [c.id for c in await history.list_timeline(redis_client, keys, "c1")] == ["contact-0"]
+
+
+async def test_tracker_attaches_customer_by_number_at_the_end(redis_client: aioredis.Redis, keys: Keys,
+                                                              tracker: tuple[ContactTracker, Clock]) -> None:
+    t, clock = tracker
+    await customer_store.save_customer(redis_client, keys, Customer(id="c7", name="N", phones=("15550001",)))
+    await t.handle_event(ami("Newchannel"))
+    await t.handle_event(ami("QueueCallerJoin", Queue="general"))
+    clock.now += 40
+    await t.handle_event(ami("QueueCallerAbandon", Queue="general", HoldTime="40"))
+    await t.handle_event(ami("Hangup"))
+    timeline = await history.list_timeline(redis_client, keys, "c7")
+    assert [(c.outcome, c.queue, c.wait_seconds) for c in timeline] == [(Outcome.ABANDONED, "general", 40.0)]
+
+
+async def test_tracker_late_self_served_report_rewrites_the_record(redis_client: aioredis.Redis, keys: Keys,
+                                                                   tracker: tuple[ContactTracker, Clock]) -> None:
+    t, _ = tracker
+    await t.handle_event(ami("Newchannel"))
+    await t.report(CALLER, CallFacts(ivr_step="hotline/balance"))
+    await t.handle_event(ami("Hangup"))
+    first = await history.get_contact(redis_client, keys, "contact-0")
+    assert first is not None and first.outcome is Outcome.ABANDONED
+    await t.report(CALLER, CallFacts(self_served=True))
+    second = await history.get_contact(redis_client, keys, "contact-0")
+    assert second is not None and second.outcome is Outcome.SELF_SERVED
+
+
+async def test_tracker_run_consumes_a_queue_and_survives_bad_events(redis_client: aioredis.Redis, keys: Keys,
+                                                                    tracker: tuple[ContactTracker, Clock]) -> None:
+    t, _ = tracker
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    for item in [object(), {"Event": "Hangup"}, ami("Newchannel"), ami("QueueCallerJoin", Queue="vip"),
+                 ami("Hangup")]:
+        queue.put_nowait(item)
+    task = asyncio.create_task(t.run(queue))
+    try:
+        for _ in range(100):
+            found = await history.get_contact(redis_client, keys, "contact-0")
+            if found is not None and found.outcome is Outcome.ABANDONED:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the tracker never recorded the call")
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_tracker_sweep_records_calls_whose_hangup_was_missed(redis_client: aioredis.Redis, keys: Keys,
+                                                                   tracker: tuple[ContactTracker, Clock]) -> None:
+    t, clock = tracker
+    await t.handle_event(ami("Newchannel"))
+    await t.report(CALLER, CallFacts(kind=ContactKind.INBOUND, ivr_step="hotline"))
+    clock.now += t.max_call_age + 1
+    await t.sweep()
+    found = await history.get_contact(redis_client, keys, "contact-0")
+    assert found is not None and found.outcome is Outcome.ABANDONED and found.ended_at == NOW
+
+
+async def test_tracker_report_survives_a_dead_store(keys: Keys) -> None:
+    dead = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    try:
+        t = ContactTracker(dead, keys)
+        await t.handle_event(ami("Newchannel"))                       # not worth a record: no I/O
+        await t.report(CALLER, CallFacts(ivr_step="hotline"))          # write fails, logged, not raised
+        with pytest.raises(Exception):                                 # noqa: B017 - the event path raises
+            await t.handle_event(ami("QueueCallerJoin", Queue="vip"))  # (run() logs and continues)
+    finally:
+        await dead.aclose()
