@@ -7,6 +7,7 @@ parse template sections (`[name](!)`), so those files are reported as unreadable
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,27 @@ def ivr_queue(asterisk_name: str) -> str | None:
     return asterisk_name[len(QUEUE_PREFIX):] if asterisk_name.startswith(QUEUE_PREFIX) else None
 
 
-def queue_names(queues_conf: str | Path) -> set[str]:
-    """ivrserver queue names defined in queues.conf (sections `[ivr-<name>]`)."""
-    return {name for s in read_conf(queues_conf) if (name := ivr_queue(s.name)) is not None}
+_SECTION = re.compile(r"^\s*\[([^\]]+)\]\s*(\(([^)]*)\))?")
+
+
+def queue_names(queues_conf: str | Path, prefix: str = QUEUE_PREFIX) -> set[str]:
+    """ivrserver queue names defined in queues.conf (sections `[ivr-<name>]`, prefix stripped).
+
+    queues.conf uses template sections (`[queue-defaults](!)`), which pyst2 cannot parse, so the
+    section headers are read directly; [general] and templates are not queues.
+    """
+    path = Path(queues_conf)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise ConfReadError(f"{path}: {exc.strerror}") from exc
+    names: set[str] = set()
+    for line in text.splitlines():
+        mt = _SECTION.match(line)
+        if mt is None:
+            continue
+        name, options = mt[1].strip(), (mt[3] or "")
+        if name.lower() == "general" or "!" in options or not name.startswith(prefix):
+            continue
+        names.add(name[len(prefix):])
+    return names

@@ -8,7 +8,7 @@
   mapped back to a line and column, unknown keys get a "did you mean".
 - `load_menu(path, resources)`: the whole pipeline for one file → (Menu | None, issues).
 - `sound_catalog(dir)`: sound names available (relative, no extension) → estimated seconds.
-- `queue_names(queues_conf)`: queue sections of an Asterisk queues.conf.
+- queue names come from `ivrserver.pbx.asterisk_conf.queue_names` (one reader for queues.conf).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ivrserver.config import REPO_DIR
 from ivrserver.domain import menu as m
+from ivrserver.pbx.asterisk_conf import ConfReadError, queue_names
 
 SCHEMA_PATH = REPO_DIR / "menus" / "schema.json"
 MAX_VALUES = 20_000  # aliases can multiply a small file: refuse to expand past this
@@ -294,26 +295,6 @@ def sound_catalog(directory: str | os.PathLike[str], language: str = "en") -> di
     return out
 
 
-def queue_names(queues_conf: str | os.PathLike[str], prefix: str = "ivr-") -> set[str]:
-    """Queue names a menu may use, from an Asterisk queues.conf.
-
-    app_queue reads [general] as its global settings and `(!)` sections are templates; the others
-    are queues. The dialplan runs Queue(ivr-${IVR_QUEUE}), so only sections named `prefix` + name
-    count, and the name without the prefix is what menus write.
-    """
-    names: set[str] = set()
-    section = re.compile(r"^\s*\[([^\]]+)\]\s*(\(([^)]*)\))?")
-    for line in Path(queues_conf).read_text(encoding="utf-8", errors="replace").splitlines():
-        mt = section.match(line)
-        if mt is None:
-            continue
-        name, options = mt[1].strip(), (mt[3] or "")
-        if name.lower() == "general" or "!" in options or not name.startswith(prefix):
-            continue
-        names.add(name[len(prefix):])
-    return names
-
-
 def timezones() -> set[str]:
     return set(zoneinfo.available_timezones())
 
@@ -331,6 +312,6 @@ def resources(sounds_dir: str | None = None, queues_conf: str | None = None, lan
     if queues_conf:
         try:
             queues = queue_names(queues_conf, queue_prefix)
-        except OSError as exc:
-            notes.append(f"queues not checked: cannot read {queues_conf}: {exc.strerror}")
+        except ConfReadError as exc:
+            notes.append(f"queues not checked: {exc}")
     return m.Resources(sounds=sounds, queues=queues, timezones=timezones()), notes

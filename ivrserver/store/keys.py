@@ -48,6 +48,9 @@ class Keys:
     def call_by_linkedid(self, linkedid: str) -> str:
         return f"{self.prefix}:linkedid:{linkedid}"
 
+    def call_context(self, context_id: str) -> str:
+        return f"{self.prefix}:callctx:{context_id}"
+
     # IVR path analytics
     def ivr_path(self, call_id: str) -> str:
         return f"{self.prefix}:ivrpath:{call_id}"

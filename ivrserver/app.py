@@ -1,0 +1,226 @@
+"""Composition root: builds adapters and services, owns every long-lived task and the shutdown.
+
+No business rules here. Order of shutdown: stop taking calls (running ones finish or go back to
+the dialplan), stop background loops, close the web server, AMI and Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from ivrserver import logs
+from ivrserver.config import Settings
+from ivrserver.metrics import Metrics
+from ivrserver.pbx.ami import AmiClient
+from ivrserver.pbx.fastagi import FastAgiServer
+from ivrserver.services import menu_files, routing_files
+from ivrserver.services.agent_state import AgentStateService
+from ivrserver.services.history import ContactTracker
+from ivrserver.services.hotline import HotlineService
+from ivrserver.services.menus import MenuRegistry
+from ivrserver.services.routing import RoutingService
+from ivrserver.store import customers
+from ivrserver.store.keys import Keys
+from ivrserver.web import api_customers, api_menus
+from ivrserver.web.app import HealthCheck, build_app
+
+log = logging.getLogger("ivrserver.app")
+
+
+class StartupError(Exception):
+    """The server cannot start: a configuration file is invalid (the message says which)."""
+
+
+class EventFanout:
+    """One consumer of AMI events feeding one bounded queue per subscriber.
+
+    A slow subscriber loses events (counted), it never blocks the others or the AMI reader.
+    """
+
+    def __init__(self, source: asyncio.Queue[Any], metrics: Metrics) -> None:
+        self._source = source
+        self._metrics = metrics
+        self._queues: list[asyncio.Queue[Any]] = []
+
+    def subscribe(self, size: int = 10000) -> asyncio.Queue[Any]:
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=size)
+        self._queues.append(queue)
+        return queue
+
+    async def run(self) -> None:
+        while True:
+            event = await self._source.get()
+            for queue in self._queues:
+                try:
+                    queue.put_nowait(event)
+                except asyncio.QueueFull:
+                    self._metrics.ami_dropped.inc()
+
+
+class IvrServer:
+    """One ivrserver process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.keys = Keys(settings.redis.prefix)
+        self.stopping = asyncio.Event()
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+            settings.redis.url, decode_responses=True, socket_connect_timeout=3, socket_timeout=5,
+            health_check_interval=15)
+        self.ami = AmiClient(settings.ami, self.metrics)
+        self.fanout = EventFanout(self.ami.events, self.metrics)
+        self.fastagi = FastAgiServer(settings.agi.host, settings.agi.port, header_timeout=settings.agi.header_timeout,
+                                     command_timeout=settings.agi.command_timeout, metrics=self.metrics)
+        self.menus = self._build_menus()
+        policy, agents = self._load_routing()
+        self.agent_defs = agents.agents
+        self.agent_state = AgentStateService(self.redis, self.keys, agents.agents,
+                                             wrap_up_seconds=agents.wrap_up_seconds)
+        self.tracker = ContactTracker(self.redis, self.keys, retention_days=settings.redis.retention_days,
+                                      agents={a.endpoint: a.id for a in agents.agents.values()})
+        self.routing = RoutingService(self.redis, self.keys, policy, agents.agents)
+        self.hotline = HotlineService(self.redis, self.keys, self.menus, self.routing, self.tracker,
+                                      entry=settings.menus.entry, retention_days=settings.redis.retention_days)
+        self.fastagi.route(settings.menus.entry, self.hotline.handle)
+        self.tasks: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        self._runner: web.AppRunner | None = None
+        self.web_port = settings.web.port
+
+    # -- building -------------------------------------------------------------------------
+    def _queues_conf(self) -> str | None:
+        path = Path(self.settings.asterisk.config_dir) / "queues.conf"
+        return str(path) if path.is_file() else None
+
+    def _build_menus(self) -> MenuRegistry:
+        sounds = Path(self.settings.asterisk.sounds_dir)
+        resources, notes = menu_files.resources(str(sounds) if sounds.is_dir() else None, self._queues_conf())
+        for note in notes:
+            log.info("menu check: %s", note)
+        registry = MenuRegistry(self.settings.menus.dir, resources=resources)
+        result = registry.reload()
+        if not result.ok:
+            raise StartupError("menus invalid:\n  " + "\n  ".join(str(e) for e in result.errors))
+        if self.settings.menus.entry not in registry.current.menus:
+            raise StartupError(f"menus.entry: no menu named {self.settings.menus.entry!r} in {self.settings.menus.dir}"
+                               f" (found: {', '.join(sorted(registry.current.menus)) or 'none'})")
+        return registry
+
+    def _load_routing(self) -> tuple[Any, routing_files.AgentsConfig]:
+        try:
+            return routing_files.load_routing(self.settings.routing)
+        except routing_files.RoutingFileError as exc:
+            raise StartupError("routing configuration invalid:\n  " + "\n  ".join(exc.problems)) from exc
+
+    def web_app(self) -> web.Application:
+        health: dict[str, HealthCheck] = {"redis": self._redis_ok, "ami": self._ami_ok, "fastagi": self._agi_ok}
+        routes = [
+            api_menus.routes(self.menus, redis=self.redis, keys=self.keys),
+            api_customers.routes(self.redis, self.keys, retention_days=self.settings.redis.retention_days),
+        ]
+        return build_app(self.metrics, health, routes)
+
+    # -- health ---------------------------------------------------------------------------
+    async def _redis_ok(self) -> tuple[bool, str]:
+        try:
+            await asyncio.wait_for(self.redis.ping(), 2)
+            return True, "PONG"
+        except Exception as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+
+    async def _ami_ok(self) -> tuple[bool, str]:
+        if self.ami.logged_in:
+            return True, f"logged in to {self.settings.ami.host}:{self.settings.ami.port}"
+        return False, self.ami.login_error or "not connected"
+
+    async def _agi_ok(self) -> tuple[bool, str]:
+        if self.fastagi.serving:
+            return True, f"listening on {self.settings.agi.host}:{self.fastagi.port}, {self.fastagi.active_calls} calls"
+        return False, "not listening"
+
+    # -- running --------------------------------------------------------------------------
+    def reload_menus(self) -> None:
+        result = self.menus.reload()
+        self.metrics.menu_reloads.labels("ok" if result.ok else "rejected").inc()
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Start everything, serve until `stopping` is set, then shut down in order."""
+        try:
+            await customers.load_scripts(self.redis)
+        except Exception as exc:  # Redis may come later; calls are still served (as unknown callers)
+            log.error("Redis not reachable at start", extra={"error": str(exc)})
+        with contextlib.suppress(Exception):
+            await self.agent_state.start()
+        await self.ami.start()
+        await self.fastagi.start()
+        self._runner = web.AppRunner(self.web_app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.web.host, self.settings.web.port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            self.web_port = server.sockets[0].getsockname()[1]
+        background: list[asyncio.Task[None]] = [
+            asyncio.create_task(self.fanout.run(), name="ami-fanout"),
+            asyncio.create_task(self.agent_state.run(self.fanout.subscribe()), name="agent-state"),
+            asyncio.create_task(self.tracker.run(self.fanout.subscribe()), name="contact-tracker"),
+        ]
+        if self.settings.menus.watch:
+            background.append(asyncio.create_task(self.menus.watch(self.settings.menus.watch_interval),
+                                                  name="menu-watch"))
+        for name, factory in self.tasks:
+            background.append(asyncio.create_task(factory(), name=name))
+        log.info("ivrserver running", extra={"agi": f"{self.settings.agi.host}:{self.fastagi.port}",
+                                             "web": f"http://{self.settings.web.host}:{self.web_port}"})
+        if ready is not None:
+            ready.set()
+        stopper = asyncio.create_task(self.stopping.wait(), name="stop-signal")
+        try:
+            done, _ = await asyncio.wait([stopper, *background], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopper and task.exception() is not None:
+                    log.error("background task died", extra={"task": task.get_name()}, exc_info=task.exception())
+        finally:
+            stopper.cancel()
+            await self.shutdown(background)
+
+    async def shutdown(self, background: list[asyncio.Task[None]]) -> None:
+        log.info("shutting down: no new calls; running calls get %ss", self.settings.agi.drain_timeout)
+        await self.fastagi.stop(self.settings.agi.drain_timeout)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.ami.close()
+        await self.redis.aclose()
+        log.info("stopped")
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads the menus."""
+    server = IvrServer(settings)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, server.stopping.set)
+    loop.add_signal_handler(signal.SIGINT, server.stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_menus)
+    await server.run()
+
+
+def main(settings: Settings) -> int:
+    logs.setup(settings.log.level, settings.log.format)
+    try:
+        asyncio.run(serve(settings))
+    except StartupError as exc:
+        log.error(str(exc))
+        return 2
+    return 0

@@ -1,0 +1,117 @@
+"""The inbound hotline call, end to end on the ivrserver side.
+
+Caller ID → caller snapshot (one Redis round trip) → routing decision (VIP / repeat callers skip
+the menu) → otherwise the menu → the call context the agent's screen-pop will show. Every step
+that fails leaves the dialplan's fallback in charge: the caller still reaches a queue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from ivrserver.domain import menu_engine as e
+from ivrserver.domain.contact_tracking import CallFacts
+from ivrserver.domain.model import CallerSnapshot, ContactKind, Customer
+from ivrserver.domain.routing import Action
+from ivrserver.pbx.fastagi import AgiChannel
+from ivrserver.services.history import ContactTracker
+from ivrserver.services.ivr_call import OfferCallbackFn, run_menu
+from ivrserver.services.menus import MenuRegistry
+from ivrserver.services.routing import RoutingService
+from ivrserver.store import call_context, callpath, customers
+from ivrserver.store.call_context import CallContext
+from ivrserver.store.callpath import RedisPathRecorder
+from ivrserver.store.keys import Keys
+
+log = logging.getLogger("ivrserver.hotline")
+
+
+def path_dicts(path: tuple[e.PathEvent, ...]) -> tuple[dict[str, Any], ...]:
+    return tuple({k: v for k, v in dataclasses.asdict(p).items() if v not in (None, "")} for p in path)
+
+
+class HotlineService:
+    """Handles one FastAGI `hotline` call (register `handle` as the route)."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, menus: MenuRegistry, routing: RoutingService,
+                 tracker: ContactTracker | None, *, entry: str, retention_days: int, default_country: str = "",
+                 offer_callback: OfferCallbackFn | None = None,
+                 on_context: Callable[[CallContext], Awaitable[None]] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._menus = menus
+        self._entry = entry
+        self._routing = routing
+        self._tracker = tracker
+        self._recorder = RedisPathRecorder(redis, keys, retention_days * 86400)
+        self._country = default_country
+        self._offer_callback = offer_callback
+        self._on_context = on_context
+        self._clock = clock
+
+    async def _snapshot(self, number: str) -> CallerSnapshot:
+        try:
+            return await customers.snapshot_by_number(self._redis, self._keys, number,
+                                                      default_country=self._country)
+        except (RedisError, OSError) as exc:
+            # Redis down: the caller is served as unknown (menu, then a human), never dropped.
+            log.error("caller lookup failed; serving the caller as unknown", extra={"error": str(exc)})
+            return CallerSnapshot(number="")
+
+    async def _identify(self, account: str, pin: str) -> object:
+        return await customers.identify_by_account(self._redis, self._keys, account, pin, self._clock())
+
+    async def handle(self, channel: AgiChannel) -> None:
+        started = self._clock()
+        version = self._menus.current  # the call keeps this version even if menus reload meanwhile
+        context_id = f"c-{uuid.uuid4().hex[:16]}"
+        snapshot = await self._snapshot(channel.request.callerid)
+        customer: Customer | None = snapshot.customer
+        await self._report(channel, CallFacts(kind=ContactKind.INBOUND, number=snapshot.number or None,
+                                              customer_id=customer.id if customer else None, context_id=context_id))
+        decision = await self._routing.route(snapshot)
+        await self._routing.apply_route(channel, decision, context_id)
+        reason = decision.reason
+        path: tuple[dict[str, Any], ...] = ()
+        customer_id = customer.id if customer else None
+        if decision.action is Action.MENU:
+            try:
+                announcement = await callpath.read_announcement(self._redis, self._keys, self._entry)
+            except (RedisError, OSError):
+                announcement = ()
+            outcome = await run_menu(channel, version, snapshot, self._recorder, started, menu=self._entry,
+                                     announcement=announcement, identify=self._identify,
+                                     offer_callback=self._offer_callback, clock=self._clock)
+            path = path_dicts(outcome.path)
+            customer_id = outcome.customer_id
+            exit_ = outcome.exit
+            ivr = f"ivr exit {exit_.reason.value} at {exit_.node}" if exit_ else f"ivr error {outcome.error}"
+            reason = f"{reason}; {ivr}"
+            await self._report(channel, CallFacts(
+                customer_id=customer_id, routing_reason=reason,
+                ivr_step=" > ".join(p["node"] for p in path if p.get("kind") == "enter") or None,
+                self_served=bool(exit_ and exit_.reason is e.ExitReason.SELF_SERVED)))
+        else:
+            await self._report(channel, CallFacts(routing_reason=reason))
+        ctx = CallContext(id=context_id, number=snapshot.number, started_at=started, customer_id=customer_id,
+                          routing_reason=reason, menu=self._entry, menu_version=version.version,
+                          ivr_path=path)
+        try:
+            await call_context.save(self._redis, self._keys, ctx)
+        except (RedisError, OSError) as exc:
+            log.error("call context not saved; the agent's pop will be thin", extra={"error": str(exc)})
+        if self._on_context is not None:
+            await self._on_context(ctx)
+
+    async def _report(self, channel: AgiChannel, facts: CallFacts) -> None:
+        if self._tracker is not None:
+            await self._tracker.report(channel.request.uniqueid, facts)
