@@ -1,0 +1,322 @@
+"""Callback scheduler benchmark: N callbacks due within a few minutes, claimed by 3 scheduler
+processes against a private redis-server; the dial step records to a Redis list instead of calling.
+
+    .venv/bin/python bench/callbacks_bench.py            # quick: 10,000 due within 20 s
+    .venv/bin/python bench/callbacks_bench.py --full     # 100,000 due within 180 s
+    .venv/bin/python bench/callbacks_bench.py --n 50000 --spread 60 --scenario kill
+
+Scenarios: `normal` (3 instances run to the end) and `kill` (one instance SIGKILLed mid-run; its
+leases expire and the others re-queue and place them). Reports lateness (dial time − due time)
+p50/p99, duplicates (an attempt or a callback dialed more than once), losses (a callback never
+dialed) and attempts that ended "unknown" (dialed by the killed instance, outcome lost). No
+assertions: it prints a table. The real-Originate part (2,000 calls through Asterisk) is separate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ivrserver.domain import callbacks as cbm
+from ivrserver.domain.model import ContactPreferences
+from ivrserver.services.callbacks import (
+    CallbackPlacer,
+    CallbackScheduler,
+    DialOutcome,
+    DialResult,
+)
+from ivrserver.store.callbacks import CallbackStore
+from ivrserver.store.keys import Keys
+
+POLICY = cbm.CallbackPolicy(calling_from="00:00", calling_until="24:00")
+OPEN = ContactPreferences(timezone="UTC", allowed_from="00:00", allowed_until="24:00")
+PREFIX = "bench"
+
+
+def dials_key() -> str:
+    return f"{PREFIX}:bench:dials"
+
+
+# ----------------------------------------------------------------------------- worker process
+
+class RecordingDialer:
+    """The dial step of the bench: records (channel id, instance, time) instead of calling."""
+
+    def __init__(self, redis: aioredis.Redis, name: str, dial_seconds: float = 0.0) -> None:
+        self.redis = redis
+        self.name = name
+        self.dial_seconds = dial_seconds  # how long the "call" takes after it left
+
+    async def originate(self, *, channel_id: str, agent_endpoint: str | None, customer_dial: str,
+                        context: str, variables: dict[str, str], timeout_s: int) -> DialResult:
+        await self.redis.rpush(dials_key(), f"{channel_id} {self.name} {time.time():.6f}")
+        if self.dial_seconds:
+            await asyncio.sleep(self.dial_seconds)
+        return DialResult(DialOutcome.ANSWERED)
+
+
+async def worker(url: str, name: str, lease: float, batch: int, concurrency: int, poll: float,
+                 dial_seconds: float) -> None:
+    client = aioredis.Redis.from_url(url, decode_responses=True, max_connections=concurrency + 10)
+    store = CallbackStore(client, Keys(PREFIX))
+
+    async def is_free(agent: str) -> bool:
+        return True
+
+    async def free_agents(tier: str) -> list[str]:
+        return []
+
+    placer = CallbackPlacer(store, RecordingDialer(client, name, dial_seconds), POLICY, free_agents=free_agents,
+                            is_free=is_free, lease_seconds=lease, instance=name)
+    scheduler = CallbackScheduler(store, placer, instance=name, poll_interval=poll, lease_seconds=lease,
+                                  batch=batch, concurrency=concurrency, reap_interval=0.25)
+    await scheduler.run()
+
+
+# ----------------------------------------------------------------------------- parent
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        sys.exit("redis-server is not installed")
+    port = free_port()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", workdir],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                sys.exit("redis-server did not start")
+            time.sleep(0.05)
+
+
+async def seed(client: aioredis.Redis, n: int, start: float, spread: float) -> dict[str, float]:
+    keys = Keys(PREFIX)
+    due: dict[str, float] = {}
+    now = time.time()
+    pipe = client.pipeline(transaction=False)
+    for i in range(n):
+        at = start + spread * i / max(1, n - 1)
+        cb = cbm.Callback(id=f"cb{i:07d}", customer_id=f"c{i}", number=f"555{i:07d}", earliest=at,
+                          latest=at + 7200, created_at=now, tier="vip", preferred_agent="agent1001",
+                          state=cbm.CallbackState.SCHEDULED, due_at=at, preferences=OPEN)
+        raw = json.dumps(cbm.to_dict(cb), separators=(",", ":"), sort_keys=True)
+        pipe.set(keys.callback(cb.id), raw)
+        pipe.zadd(keys.callback_index(), {cb.id: now + i * 1e-6})
+        pipe.zadd(keys.callbacks_due(), {cb.id: at})
+        due[cb.id] = at
+        if len(pipe) >= 3000:
+            await pipe.execute()
+    await pipe.execute()
+    return due
+
+
+def spawn_worker(url: str, name: str, args: argparse.Namespace, log_path: str) -> subprocess.Popen[bytes]:
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, __file__, "--worker", "--redis-url", url, "--name", name, "--lease", str(args.lease),
+             "--batch", str(args.batch), "--concurrency", str(args.concurrency), "--poll", str(args.poll),
+             "--dial-ms", str(args.dial_ms)],
+            stdout=log, stderr=subprocess.STDOUT)
+
+
+def reaped_in_log(log_path: str) -> int:
+    text = Path(log_path).read_text(errors="replace")
+    return sum(int(m) for m in re.findall(r"re-queued (\d+) callbacks", text))
+
+
+@dataclass
+class Report:
+    scenario: str
+    n: int
+    wall: float = 0.0
+    dials: int = 0
+    dup_attempts: int = 0
+    dup_callbacks: int = 0
+    lost: int = 0
+    unknown: int = 0
+    connected: int = 0
+    late: list[float] = field(default_factory=list)
+    per_instance: dict[str, int] = field(default_factory=dict)
+    killed_at: float | None = None
+    reaped: int = 0
+    late_killed: list[float] = field(default_factory=list)
+
+    def pct(self, values: list[float], p: float) -> float:
+        if not values:
+            return float("nan")
+        s = sorted(values)
+        return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+async def run_scenario(url: str, scenario: str, args: argparse.Namespace, workdir: str) -> Report:
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    await client.flushall()
+    t_seed = time.time()
+    start = t_seed + args.lead
+    due = await seed(client, args.n, start, args.spread)
+    print(f"[{scenario}] seeded {args.n} callbacks in {time.time() - t_seed:.1f}s; due from "
+          f"+{start - time.time():.1f}s over {args.spread:g}s", flush=True)
+    procs = {name: spawn_worker(url, name, args, os.path.join(workdir, f"{scenario}-{name}.log"))
+             for name in ("A", "B", "C")[: args.instances]}
+    report = Report(scenario, args.n)
+    store = CallbackStore(client, Keys(PREFIX))
+    kill_at = start + args.spread * 0.4 if scenario == "kill" else None
+    deadline = start + args.spread + args.lease + 120
+    try:
+        while True:
+            await asyncio.sleep(0.25)
+            now = time.time()
+            if kill_at is not None and report.killed_at is None and now >= kill_at:
+                victim = list(procs)[-1]
+                os.kill(procs[victim].pid, signal.SIGKILL)
+                report.killed_at = now
+                leased = (await store.counts())["leased"]
+                print(f"[{scenario}] SIGKILL instance {victim} at +{now - start:.1f}s "
+                      f"({leased} leases outstanding)", flush=True)
+            counts = await store.counts()
+            if now > start + args.spread and counts["due"] == 0 and counts["leased"] == 0:
+                break
+            if now > deadline:
+                print(f"[{scenario}] gave up waiting: {counts}", flush=True)
+                break
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.terminate()
+        for p in procs.values():
+            p.wait(timeout=15)
+    report.wall = time.time() - start
+    report.reaped = sum(reaped_in_log(os.path.join(workdir, f"{scenario}-{name}.log")) for name in procs)
+
+    raw = await client.lrange(dials_key(), 0, -1)
+    per_attempt: Counter[str] = Counter()
+    first_dial: dict[str, float] = {}
+    for line in raw:
+        channel, name, t = line.split(" ")
+        per_attempt[channel] += 1
+        report.per_instance[name] = report.per_instance.get(name, 0) + 1
+        cb_id = channel.rsplit("-", 1)[0]
+        first_dial[cb_id] = min(first_dial.get(cb_id, float("inf")), float(t))
+    per_callback = Counter(ch.rsplit("-", 1)[0] for ch in per_attempt)
+    report.dials = len(raw)
+    report.dup_attempts = sum(1 for k in per_attempt.values() if k > 1)
+    report.dup_callbacks = sum(1 for k in per_callback.values() if k > 1)
+    report.lost = sum(1 for cb_id in due if cb_id not in first_dial)
+    ids = list(due)
+    for i in range(0, len(ids), 2000):
+        for cb in await store.get_many(ids[i:i + 2000]):
+            if cb is None:
+                continue
+            if cb.state is cbm.CallbackState.CONNECTED:
+                report.connected += 1
+            elif cb.final_reason == "outcome_unknown":
+                report.unknown += 1
+    for cb_id, t in first_dial.items():
+        late = t - due[cb_id]
+        report.late.append(late)
+        if report.killed_at is not None and late > args.lease * 0.5:
+            report.late_killed.append(late)
+    await client.aclose()
+    return report
+
+
+def print_table(reports: list[Report], args: argparse.Namespace) -> None:
+    cols = ["scenario", "callbacks", "dials", "dup attempts", "dup callbacks", "lost", "unknown",
+            "connected", "reaped", "late p50", "late p99", "late max", "per instance"]
+    rows = []
+    for r in reports:
+        rows.append([r.scenario, str(r.n), str(r.dials), str(r.dup_attempts), str(r.dup_callbacks), str(r.lost),
+                     str(r.unknown), str(r.connected), str(r.reaped), f"{r.pct(r.late, 50) * 1000:.0f} ms",
+                     f"{r.pct(r.late, 99) * 1000:.0f} ms", f"{max(r.late, default=float('nan')) * 1000:.0f} ms",
+                     " ".join(f"{k}={v}" for k, v in sorted(r.per_instance.items()))])
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
+    print()
+    print(f"callbacks bench: {args.n} due within {args.spread:g}s, {args.instances} scheduler processes, "
+          f"dial {args.dial_ms:g} ms, lease {args.lease:g}s, batch {args.batch}, "
+          f"concurrency {args.concurrency}, poll {args.poll:g}s")
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    for r in reports:
+        if r.killed_at is not None:
+            print(f"{r.scenario}: {len(r.late_killed)} callbacks were late by more than half a lease "
+                  f"(held by the killed instance until its lease expired); lateness excluding them "
+                  f"p99 = {r.pct([x for x in r.late if x <= args.lease * 0.5], 99) * 1000:.0f} ms")
+    print("reaped = jobs whose lease expired (holder killed) and were re-queued by another instance")
+    print("unknown = dialed by the killed instance, which died before writing the outcome: "
+          "never re-dialed, final state failed/outcome_unknown")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="100,000 callbacks due within 180 s")
+    parser.add_argument("--n", type=int, default=None)
+    parser.add_argument("--spread", type=float, default=None, help="seconds over which callbacks fall due")
+    parser.add_argument("--lead", type=float, default=None, help="seconds from seeding to the first due")
+    parser.add_argument("--scenario", choices=["normal", "kill", "both"], default="both")
+    parser.add_argument("--instances", type=int, default=3)
+    parser.add_argument("--lease", type=float, default=5.0)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--poll", type=float, default=0.05)
+    parser.add_argument("--dial-ms", type=float, default=0.0,
+                        help="simulated call duration after the dial is recorded (keeps leases held)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--redis-url", help=argparse.SUPPRESS)
+    parser.add_argument("--name", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        logging.basicConfig(level=logging.WARNING)
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(worker(args.redis_url, args.name, args.lease, args.batch, args.concurrency, args.poll,
+                               args.dial_ms / 1000))
+        return 0
+    args.n = args.n or (100_000 if args.full else 10_000)
+    args.spread = args.spread or (180.0 if args.full else 20.0)
+    args.lead = args.lead if args.lead is not None else 3.0 + args.n / 4000  # seeding time
+    workdir = tempfile.mkdtemp(prefix="callbacks-bench-")
+    redis_proc, url = start_redis(workdir)
+    try:
+        scenarios = ["normal", "kill"] if args.scenario == "both" else [args.scenario]
+        reports = [asyncio.run(run_scenario(url, s, args, workdir)) for s in scenarios]
+        print_table(reports, args)
+    finally:
+        redis_proc.terminate()
+        redis_proc.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,460 @@
+"""Callback use cases: the scheduler loop, the placer of one claimed job, and the API service.
+
+Exactly-once placement, step by step (a crash may happen between any two steps):
+1. claim (Lua: due → leased with a token)          crash → lease expires, reaper re-queues
+2. save the record as dialing, attempt N           crash → next holder sees dialing N, no
+                                                   marker: dials attempt N (never dialed)
+3. SET NX placed marker (id, N)                    crash → next holder sees the marker: never
+                                                   re-dials; the attempt ends "unknown" → failed
+4. originate with ChannelId "<id>-<N>"             Asterisk refuses a live duplicate itself
+5. write the outcome + settle the lease (token-guarded)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from redis.exceptions import RedisError
+
+from ivrserver.domain import callbacks as policy_mod
+from ivrserver.domain.callbacks import (
+    AttemptOutcome,
+    Callback,
+    CallbackMode,
+    CallbackPolicy,
+    CallbackState,
+    GiveUp,
+    InvalidTransition,
+    QueueEntry,
+    RequestInvalid,
+    WaitUntil,
+)
+from ivrserver.domain.model import ContactPreferences
+from ivrserver.store.callbacks import CallbackStore, Claim, UpdateResult
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- dialer port
+
+class DialOutcome(enum.StrEnum):
+    ANSWERED = "answered"
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    FAILED = "failed"
+    REFUSED_DUPLICATE = "refused_duplicate"  # Asterisk: ChannelId already in use
+
+
+@dataclass(frozen=True)
+class DialResult:
+    outcome: DialOutcome
+    # Which leg the outcome is about: agent-first dials the agent first; a busy/no-answer/failure
+    # on the agent leg means the customer was never rung.
+    leg: str = "customer"  # "agent" | "customer"
+    uniqueid: str = ""
+    reason: str = ""
+
+
+class Dialer(Protocol):
+    """Places one call (the lead implements it on AMI Originate, Async: true, ChannelId=channel_id).
+
+    Must return a DialResult for every outcome it knows, including "nothing was sent" (FAILED).
+    Raise only when it cannot tell whether the call was queued: the attempt then counts as
+    dialed with an unknown outcome and is never dialed again.
+    """
+
+    async def originate(self, *, channel_id: str, agent_endpoint: str | None, customer_dial: str,
+                        context: str, variables: dict[str, str], timeout_s: int) -> DialResult: ...
+
+
+FreeAgents = Callable[[str], Awaitable[list[str]]]  # tier → free agent ids, longest idle first
+IsFree = Callable[[str], Awaitable[bool]]
+RecordAttempt = Callable[[Callback, policy_mod.Attempt], Awaitable[None]]
+PreferencesOf = Callable[[str], Awaitable[ContactPreferences | None]]
+QueueSnapshot = Callable[[str], Awaitable[tuple[Sequence[QueueEntry], int]]]  # queue → (live, free)
+
+
+class PlaceResult(enum.StrEnum):
+    PLACED = "placed"  # dialed; outcome written
+    WAITING = "waiting"  # not yet: outside calling hours / no agent / virtual hold → re-queued
+    GAVE_UP = "gave_up"  # final state failed without dialing
+    SKIPPED = "skipped"  # record missing or not waiting any more: job dropped
+    RECOVERED_UNKNOWN = "recovered_unknown"  # a dead holder dialed it: not dialed again
+    ALREADY_PLACED = "already_placed"  # the marker was taken: not dialed
+    LEASE_LOST = "lease_lost"
+
+
+def _outcome(result: DialResult) -> AttemptOutcome:
+    if result.outcome is DialOutcome.REFUSED_DUPLICATE:
+        return AttemptOutcome.UNKNOWN
+    if result.outcome is DialOutcome.ANSWERED:
+        return AttemptOutcome.ANSWERED
+    if result.leg == "agent":
+        return AttemptOutcome.AGENT_UNAVAILABLE
+    return {DialOutcome.BUSY: AttemptOutcome.BUSY, DialOutcome.NO_ANSWER: AttemptOutcome.NO_ANSWER,
+            DialOutcome.FAILED: AttemptOutcome.FAILED}[result.outcome]
+
+
+async def _no_record(cb: Callback, attempt: policy_mod.Attempt) -> None:
+    return None
+
+
+def policy_from_settings(settings: Any) -> CallbackPolicy:
+    """CallbackPolicy from `config.CallbackSettings` (duck-typed to keep imports one-way)."""
+    return CallbackPolicy(calling_from=settings.calling_from, calling_until=settings.calling_until,
+                          max_attempts=settings.max_attempts, grace_seconds=float(settings.grace_seconds))
+
+
+# ----------------------------------------------------------------------------- placer
+
+class CallbackPlacer:
+    """Places one claimed job: policy check, placed marker, dial, outcome, settle the lease."""
+
+    def __init__(self, store: CallbackStore, dialer: Dialer, policy: CallbackPolicy, *,
+                 free_agents: FreeAgents, is_free: IsFree, record_attempt: RecordAttempt = _no_record,
+                 preferences: PreferencesOf | None = None, queue_snapshot: QueueSnapshot | None = None,
+                 endpoint_of: Callable[[str], str] = lambda agent: f"PJSIP/{agent}",
+                 customer_dial: str = "PJSIP/{number}@customers",
+                 callback_context: str = "ivrserver-callback", notify_context: str = "ivrserver-notify",
+                 agent_ring_seconds: int = 20, customer_ring_seconds: int = 30,
+                 lease_seconds: float = 60.0, instance: str = "ivrserver",
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.dialer = dialer
+        self.policy = policy
+        self.free_agents = free_agents
+        self.is_free = is_free
+        self.record_attempt = record_attempt
+        self.preferences = preferences
+        self.queue_snapshot = queue_snapshot
+        self.endpoint_of = endpoint_of
+        self.customer_dial = customer_dial
+        self.callback_context = callback_context
+        self.notify_context = notify_context
+        self.agent_ring_seconds = agent_ring_seconds
+        self.customer_ring_seconds = customer_ring_seconds
+        self.lease_seconds = lease_seconds
+        self.instance = instance
+        self.clock = clock
+
+    async def place(self, claim: Claim) -> PlaceResult:
+        cb = await self.store.get(claim.callback_id)
+        if cb is None or cb.state not in (CallbackState.SCHEDULED, CallbackState.RETRY_WAIT,
+                                          CallbackState.DIALING):
+            await self.store.complete(claim, None)
+            return PlaceResult.SKIPPED
+        prefs = await self._prefs(cb)
+        if cb.state is CallbackState.DIALING:
+            return await self._recover(claim, cb, prefs)
+        now = self.clock()
+        decision = policy_mod.plan_attempt(cb, prefs, self.policy, now)
+        if isinstance(decision, GiveUp):
+            await self.store.complete(claim, policy_mod.fail(cb, decision.reason, now))
+            return PlaceResult.GAVE_UP
+        if isinstance(decision, WaitUntil):
+            return await self._wait(claim, cb, decision.at, now, move_due=True)
+        if cb.queue_place is not None and self.queue_snapshot is not None:
+            live, free = await self.queue_snapshot(cb.queue_place.queue)
+            if not policy_mod.virtual_hold_ready(cb.queue_place, cb.id, live, free):
+                return await self._wait(claim, cb, now + self.policy.virtual_hold_recheck_seconds, now,
+                                        move_due=False)
+        agent: str | None = None
+        if cb.mode is CallbackMode.AGENT_FIRST:
+            choice = await self._choose_agent(cb, claim, now)
+            if choice.agent_id is None:
+                return await self._wait(claim, cb, now + self.policy.agent_recheck_seconds, now, move_due=False)
+            agent = choice.agent_id
+        return await self._dial(claim, policy_mod.start_attempt(cb, now, agent), prefs)
+
+    async def _prefs(self, cb: Callback) -> ContactPreferences:
+        if self.preferences is None:
+            return cb.preferences
+        fresh = await self.preferences(cb.customer_id)
+        if fresh is None:
+            return cb.preferences
+        # Time zone and hours as agreed on the request; do-not-call as of now.
+        return dataclasses.replace(cb.preferences, do_not_call=fresh.do_not_call)
+
+    async def _choose_agent(self, cb: Callback, claim: Claim, now: float) -> policy_mod.AgentChoice:
+        pref = cb.preferred_agent
+        pref_free = await self.is_free(pref) if pref else False
+        free = [] if pref_free else await self.free_agents(cb.tier)
+        due = cb.due_at if cb.due_at is not None else claim.due
+        return policy_mod.choose_agent(pref, pref_free, free, due, now, self.policy.grace_seconds)
+
+    async def _wait(self, claim: Claim, cb: Callback, at: float, now: float, *, move_due: bool) -> PlaceResult:
+        """Re-queue the job for a look at `at`. `move_due`: the attempt itself is now due then (calling
+        window); otherwise the attempt stays due when it was (the agent grace counts from it)."""
+        record = policy_mod.wait_until(cb, at, now) if move_due else None
+        ok = await self.store.reschedule(claim, record, at)
+        return PlaceResult.WAITING if ok else PlaceResult.LEASE_LOST
+
+    async def _recover(self, claim: Claim, cb: Callback, prefs: ContactPreferences) -> PlaceResult:
+        """The previous holder died while dialing attempt N."""
+        holder = await self.store.placed_by(cb.id, cb.attempts)
+        if holder is None:
+            # It died before taking the marker: attempt N was never dialed, dial it now.
+            log.info("callback %s: resuming attempt %d (never dialed)", cb.id, cb.attempts)
+            return await self._dial(claim, cb, prefs)
+        now = self.clock()
+        done = policy_mod.after_attempt(cb, AttemptOutcome.UNKNOWN, prefs, self.policy, now,
+                                        detail=f"dialed by {holder}; that instance died before the outcome")
+        log.warning("callback %s attempt %d: dialed by %s, outcome lost; not dialing again",
+                    cb.id, cb.attempts, holder)
+        await self.store.complete(claim, done)
+        await self._record(done)
+        return PlaceResult.RECOVERED_UNKNOWN
+
+    def _call_args(self, cb: Callback) -> dict[str, Any]:
+        n = cb.attempts
+        variables = {"CB_ID": cb.id, "CB_ATTEMPT": str(n), "CB_NUMBER": cb.number,
+                     "CB_DIAL": self.customer_dial.format(number=cb.number)}
+        # Only ids and digits go into channel variables (AMI splits values on commas); the
+        # agent-visible context is read from the record by CB_ID for the screen-pop.
+        if cb.mode is CallbackMode.CUSTOMER_FIRST:
+            variables.update(NOTIFY_ID=cb.id, NOTIFY_PROMPT=cb.prompt)
+        agent = cb.history[-1].agent_id if cb.history else None
+        return dict(
+            channel_id=f"{cb.id}-{n}",
+            agent_endpoint=self.endpoint_of(agent) if agent else None,
+            customer_dial=variables["CB_DIAL"],
+            context=self.callback_context if cb.mode is CallbackMode.AGENT_FIRST else self.notify_context,
+            variables=variables,
+            timeout_s=self.agent_ring_seconds if agent else self.customer_ring_seconds,
+        )
+
+    async def _dial(self, claim: Claim, cb: Callback, prefs: ContactPreferences) -> PlaceResult:
+        if not await self.store.save_leased(claim, cb):
+            return PlaceResult.LEASE_LOST
+        holder = f"{self.instance} {claim.token} {self.clock():.3f}"
+        try:
+            marked = await self.store.mark_placed(cb.id, cb.attempts, holder)
+        except asyncio.CancelledError:
+            # Shut down while taking the marker: nothing was dialed, so if the SET went through,
+            # give the marker back and let the next holder dial this attempt. (A SIGKILL here
+            # leaves the marker: that attempt then ends "unknown" rather than risk a second call.)
+            await asyncio.shield(self.store.unmark_placed(cb.id, cb.attempts, holder))
+            raise
+        if not marked:
+            log.warning("callback %s attempt %d: placed marker already taken; not dialing", cb.id, cb.attempts)
+            return PlaceResult.ALREADY_PLACED
+        try:
+            async with self._keep_lease(claim):
+                result = await self.dialer.originate(**self._call_args(cb))
+            outcome, detail = _outcome(result), result.reason
+        except Exception as exc:  # the Dialer could not tell whether the call went out
+            log.exception("callback %s attempt %d: dialer raised", cb.id, cb.attempts)
+            outcome, detail = AttemptOutcome.UNKNOWN, f"dialer error: {exc!r}"
+        done = policy_mod.after_attempt(cb, outcome, prefs, self.policy, self.clock(), detail=detail)
+        # The call has happened: write its outcome even if we are being shut down meanwhile.
+        writing = asyncio.ensure_future(self._write_outcome(claim, done))
+        try:
+            await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            await writing
+            raise
+        return PlaceResult.PLACED
+
+    async def _write_outcome(self, claim: Claim, done: Callback) -> None:
+        """The record (the scheduler's truth) first, then the contact history."""
+        if done.state is CallbackState.RETRY_WAIT and done.due_at is not None:
+            ok = await self.store.reschedule(claim, done, done.due_at)
+        else:
+            ok = await self.store.complete(claim, done)
+        if not ok:
+            log.error("callback %s attempt %d: lease lost before the outcome %s was written",
+                      done.id, done.attempts, done.history[-1].outcome)
+        await self._record(done)
+
+    async def _record(self, done: Callback) -> None:
+        try:
+            await self.record_attempt(done, done.history[-1])
+        except Exception:
+            log.exception("callback %s attempt %d: could not write the contact history", done.id, done.attempts)
+
+    @contextlib.asynccontextmanager
+    async def _keep_lease(self, claim: Claim) -> AsyncIterator[None]:
+        """Renew the lease while the dial runs, so a slow call is not reaped and re-claimed."""
+
+        async def renew() -> None:
+            while True:
+                await self.store.renew(claim, self.clock(), self.lease_seconds)
+                await asyncio.sleep(self.lease_seconds / 3)
+
+        task = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+# ----------------------------------------------------------------------------- scheduler
+
+class CallbackScheduler:
+    """Claims due jobs and hands them to the placer; several instances may share one Redis."""
+
+    def __init__(self, store: CallbackStore, placer: CallbackPlacer, *, instance: str,
+                 poll_interval: float = 0.2, lease_seconds: float = 60.0, batch: int = 50,
+                 concurrency: int = 50, reap_interval: float = 1.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.placer = placer
+        self.instance = instance
+        self.poll_interval = poll_interval
+        self.lease_seconds = lease_seconds
+        self.batch = batch
+        self.concurrency = concurrency
+        self.reap_interval = reap_interval
+        self.clock = clock
+        self.results: dict[PlaceResult, int] = {}
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._next_reap = 0.0
+
+    async def run(self) -> None:
+        """Until cancelled. Cancelling abandons in-flight jobs: their leases expire and the reaper
+        of any instance re-queues them."""
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                try:
+                    claimed = await self._tick(tg)
+                except (OSError, RedisError):
+                    log.exception("callback scheduler %s: Redis unavailable; retrying", self.instance)
+                    claimed = 0
+                if claimed < self.batch:
+                    await asyncio.sleep(self.poll_interval)
+
+    async def run_once(self) -> int:
+        """One reap + claim round, waiting for the placements (tests, CLI)."""
+        async with asyncio.TaskGroup() as tg:
+            return await self._tick(tg)
+
+    async def _tick(self, tg: asyncio.TaskGroup) -> int:
+        now = self.clock()
+        if now >= self._next_reap:
+            reaped = await self.store.reap(now)
+            if reaped:
+                log.warning("re-queued %d callbacks whose lease expired", len(reaped))
+            self._next_reap = now + self.reap_interval
+        room = min(self.batch, self.concurrency - len(self._inflight))
+        if room <= 0:
+            return 0
+        claims = await self.store.claim(now, lease_seconds=self.lease_seconds, limit=room,
+                                        claimer=self.instance)
+        for claim in claims:
+            task = tg.create_task(self._place(claim))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+        return len(claims)
+
+    async def _place(self, claim: Claim) -> None:
+        try:
+            result = await self.placer.place(claim)
+        except Exception:
+            # Leave the lease: it expires and the job is re-queued (at-least-once; the placed
+            # marker keeps the dial at-most-once).
+            log.exception("callback %s: placement failed; lease left to expire", claim.callback_id)
+            return
+        self.results[result] = self.results.get(result, 0) + 1
+
+
+# ----------------------------------------------------------------------------- API service
+
+class CallbackNotFound(LookupError):
+    pass
+
+
+class CallbackBusy(RuntimeError):
+    """The callback is being placed right now, or changed concurrently: try again."""
+
+
+class CallbackService:
+    """Request, list, get, reschedule, cancel (REST / CLI / IVR / agent page)."""
+
+    def __init__(self, store: CallbackStore, policy: CallbackPolicy, *,
+                 preferences: PreferencesOf | None = None,
+                 new_id: Callable[[], str] = lambda: "cb" + uuid.uuid4().hex[:20],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.policy = policy
+        self.preferences = preferences
+        self.new_id = new_id
+        self.clock = clock
+
+    async def request(self, raw: Mapping[str, Any], *, requested_by: str | None = None) -> Callback:
+        now = self.clock()
+        req = policy_mod.validate_request(raw, now, self.policy)
+        profile = await self.preferences(req.customer_id) if self.preferences else None
+        prefs = policy_mod.merged_preferences(req, profile)
+        cb = policy_mod.new_callback(req, self.new_id(), now, prefs, requested_by)
+        cb = policy_mod.schedule(cb, self.policy, now)
+        if not await self.store.create(cb):
+            raise CallbackBusy(f"callback id {cb.id} already exists")
+        return cb
+
+    async def list(self, *, state: str | None = None, agent: str | None = None,
+                   customer: str | None = None, limit: int = 100) -> list[Callback]:
+        st = None
+        if state is not None:
+            try:
+                st = CallbackState(state)
+            except ValueError:
+                raise RequestInvalid({"state": f"one of {', '.join(s.value for s in CallbackState)}, "
+                                               f"got {state!r}"}) from None
+        return await self.store.list(state=st, agent=agent, customer=customer, limit=limit)
+
+    async def get(self, callback_id: str) -> Callback:
+        cb = await self.store.get(callback_id)
+        if cb is None:
+            raise CallbackNotFound(f"no callback {callback_id!r}")
+        return cb
+
+    async def _update(self, old: Callback, new: Callback, due: float | None) -> Callback:
+        result = await self.store.update(new, expected_version=old.version, due=due)
+        if result is UpdateResult.OK:
+            return new
+        if result is UpdateResult.MISSING:
+            raise CallbackNotFound(f"no callback {old.id!r}")
+        if result is UpdateResult.LEASED:
+            raise CallbackBusy(f"callback {old.id} is being placed right now; try again in a moment")
+        raise CallbackBusy(f"callback {old.id} changed meanwhile; reload and try again")
+
+    async def reschedule(self, callback_id: str, raw: Mapping[str, Any]) -> Callback:
+        unknown = sorted(k for k in raw if k not in ("at", "earliest", "latest"))
+        if unknown:
+            raise RequestInvalid({"body": f"unknown field(s): {', '.join(unknown)}"})
+        old = await self.get(callback_id)
+        now = self.clock()
+        errors: dict[str, str] = {}
+        window = policy_mod.validate_window(raw, now, self.policy, errors)
+        if window is None:
+            raise RequestInvalid(errors)
+        new = policy_mod.reschedule(old, window[0], window[1], self.policy, now)
+        return await self._update(old, new, new.due_at)
+
+    async def cancel(self, callback_id: str, *, reason: str = "cancelled") -> Callback:
+        old = await self.get(callback_id)
+        new = policy_mod.cancel(old, self.clock(), reason or "cancelled")
+        return await self._update(old, new, None)
+
+    async def mark_done(self, callback_id: str, *, disposition: str = "") -> Callback:
+        """The bridged callback call ended (the lead calls this on its Hangup): connected → done."""
+        old = await self.get(callback_id)
+        new = policy_mod.finish(old, self.clock(), disposition)
+        return await self._update(old, new, None)
+
+
+__all__ = [
+    "CallbackBusy", "CallbackNotFound", "CallbackPlacer", "CallbackScheduler", "CallbackService",
+    "DialOutcome", "DialResult", "Dialer", "InvalidTransition", "PlaceResult", "policy_from_settings",
+]

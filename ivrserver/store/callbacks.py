@@ -1,0 +1,288 @@
+"""The callback scheduler's Redis side, shared by every ivrserver instance.
+
+Layout (all names from `Keys`):
+- `callback:{id}`             STRING  the callback record as JSON (domain.callbacks.to_dict)
+- `callbacks:all`             ZSET    every callback id, scored by creation time (listing)
+- `callbacks:due`             ZSET    waiting jobs, scored by the epoch they are due
+- `callbacks:leased`          ZSET    claimed jobs, scored by the epoch their lease expires
+- `callbacks:leaseinfo`       HASH    id → "<token> <due> <claimer>" of the current lease
+                                      (# TODO move to keys.py)
+- `callback:placed:{id}:{n}`  STRING  SET NX when attempt n is about to be dialed (who, when)
+
+A job is in exactly one of due / leased (or neither once final). Claim moves due → leased
+atomically (Lua), so concurrent claimers never get the same job; a reaper moves expired leases
+back to due with their original due score (at-least-once). Every write by a lease holder checks
+its token, so a holder whose lease expired and was re-claimed cannot overwrite the new holder.
+The placed marker makes the dial itself at-most-once per attempt, across restarts.
+Unleased updates (API reschedule / cancel) compare the record's version and refuse leased jobs.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ivrserver.domain.callbacks import Callback, CallbackState, from_dict, to_dict
+from ivrserver.store.keys import Keys
+
+
+def lease_info_key(keys: Keys) -> str:
+    # TODO move to keys.py
+    return f"{keys.prefix}:callbacks:leaseinfo"
+
+
+_TOKEN_CHECK = """
+local info = redis.call('HGET', KEYS[3], ARGV[1])
+if (not info) or string.sub(info, 1, #ARGV[2] + 1) ~= (ARGV[2] .. ' ') then return 0 end
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
+"""
+
+# KEYS: record, index, due   ARGV: id, json, created score, due score ('' = not due)
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+if ARGV[4] ~= '' then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1]) end
+return 1
+"""
+
+# KEYS: due, leased, leaseinfo   ARGV: now, lease seconds, limit, claimer, token prefix
+_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
+local expiry = tonumber(ARGV[1]) + tonumber(ARGV[2])
+local out = {}
+for i = 1, #due, 2 do
+  local id, score = due[i], due[i + 1]
+  local token = ARGV[5] .. '.' .. ((i + 1) / 2)
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZADD', KEYS[2], expiry, id)
+  redis.call('HSET', KEYS[3], id, token .. ' ' .. score .. ' ' .. ARGV[4])
+  out[#out + 1] = id
+  out[#out + 1] = token
+  out[#out + 1] = score
+end
+return out
+"""
+
+# KEYS: due, leased, leaseinfo   ARGV: now, limit
+_REAP = """
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(expired) do
+  local info = redis.call('HGET', KEYS[3], id)
+  local due = ARGV[1]
+  if info then due = string.match(info, '^%S+ (%S+)') or ARGV[1] end
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('HDEL', KEYS[3], id)
+  redis.call('ZADD', KEYS[1], due, id)
+end
+return expired
+"""
+
+# KEYS: due, leased, leaseinfo, record   ARGV: id, token, json ('' = keep), next due ('' = none)
+_SETTLE = _TOKEN_CHECK + """
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+if ARGV[3] ~= '' then redis.call('SET', KEYS[4], ARGV[3]) end
+if ARGV[4] ~= '' then redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1]) end
+return 1
+"""
+
+# KEYS: due, leased, leaseinfo, record   ARGV: id, token, json
+_SAVE = _TOKEN_CHECK + """
+redis.call('SET', KEYS[4], ARGV[3])
+return 1
+"""
+
+# KEYS: due, leased, leaseinfo   ARGV: id, token, new expiry
+_RENEW = _TOKEN_CHECK + """
+redis.call('ZADD', KEYS[2], 'XX', ARGV[3], ARGV[1])
+return 1
+"""
+
+# KEYS: record, due, leased   ARGV: id, expected version, json, next due ('' = not due)
+_UPDATE = """
+if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return 'leased' end
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 'missing' end
+if tostring(cjson.decode(cur)['version']) ~= ARGV[2] then return 'conflict' end
+redis.call('SET', KEYS[1], ARGV[3])
+if ARGV[4] == '' then redis.call('ZREM', KEYS[2], ARGV[1]) else redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1]) end
+return 'ok'
+"""
+
+
+# KEYS: placed marker   ARGV: holder
+_UNMARK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A leased job: only the holder of `token` may save, reschedule or complete it."""
+
+    callback_id: str
+    token: str
+    due: float
+
+
+class UpdateResult(enum.StrEnum):
+    OK = "ok"
+    LEASED = "leased"  # being placed right now by a scheduler
+    CONFLICT = "conflict"  # someone changed it since it was read
+    MISSING = "missing"
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _json(cb: Callback) -> str:
+    return json.dumps(to_dict(cb), separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def _num(x: float) -> str:
+    return repr(float(x))
+
+
+class CallbackStore:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, *, placed_ttl_seconds: int = 30 * 86400) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.placed_ttl_seconds = placed_ttl_seconds
+        self._create = redis.register_script(_CREATE)
+        self._claim = redis.register_script(_CLAIM)
+        self._reap = redis.register_script(_REAP)
+        self._settle = redis.register_script(_SETTLE)
+        self._save = redis.register_script(_SAVE)
+        self._renew = redis.register_script(_RENEW)
+        self._update = redis.register_script(_UPDATE)
+        self._unmark = redis.register_script(_UNMARK)
+
+    def _lease_keys(self) -> list[str]:
+        return [self.keys.callbacks_due(), self.keys.callbacks_leased(), lease_info_key(self.keys)]
+
+    # ------------------------------------------------------------------ records
+    async def create(self, cb: Callback) -> bool:
+        """Store a new callback (and queue it if it has a due time); False if the id exists."""
+        due = "" if cb.due_at is None else _num(cb.due_at)
+        created = await self._create(
+            keys=[self.keys.callback(cb.id), self.keys.callback_index(), self.keys.callbacks_due()],
+            args=[cb.id, _json(cb), _num(cb.created_at), due])
+        return bool(int(created))
+
+    async def get(self, callback_id: str) -> Callback | None:
+        raw = await self.redis.get(self.keys.callback(callback_id))
+        return None if raw is None else from_dict(json.loads(raw))
+
+    async def get_many(self, ids: Sequence[str]) -> list[Callback | None]:
+        if not ids:
+            return []
+        raws = await self.redis.mget([self.keys.callback(i) for i in ids])
+        return [None if r is None else from_dict(json.loads(r)) for r in raws]
+
+    async def list(self, *, state: CallbackState | None = None, agent: str | None = None,
+                   customer: str | None = None, limit: int = 100, scan: int = 20000) -> list[Callback]:
+        """Newest first, filtered; looks at the newest `scan` callbacks at most."""
+        ids = [_s(i) for i in await self.redis.zrevrange(self.keys.callback_index(), 0, scan - 1)]
+        out: list[Callback] = []
+        for start in range(0, len(ids), 500):
+            for cb in await self.get_many(ids[start:start + 500]):
+                if cb is None:
+                    continue
+                if state is not None and cb.state is not state:
+                    continue
+                if customer is not None and cb.customer_id != customer:
+                    continue
+                if agent is not None and cb.preferred_agent != agent and not any(
+                        a.agent_id == agent for a in cb.history):
+                    continue
+                out.append(cb)
+                if len(out) >= limit:
+                    return out
+        return out
+
+    async def update(self, cb: Callback, *, expected_version: int, due: float | None) -> UpdateResult:
+        """Replace a record nobody holds a lease on (API / CLI edits); `due` None takes it off the
+        due queue. Refused while a scheduler is placing it or if it changed since it was read."""
+        result = await self._update(
+            keys=[self.keys.callback(cb.id), self.keys.callbacks_due(), self.keys.callbacks_leased()],
+            args=[cb.id, str(expected_version), _json(cb), "" if due is None else _num(due)])
+        return UpdateResult(_s(result))
+
+    # ------------------------------------------------------------------ scheduling
+    async def claim(self, now: float, *, lease_seconds: float, limit: int, claimer: str) -> list[Claim]:
+        """Atomically lease up to `limit` jobs due at `now`, oldest due first."""
+        if limit <= 0:
+            return []
+        flat = await self._claim(
+            keys=self._lease_keys(),
+            args=[_num(now), _num(lease_seconds), str(limit), claimer.replace(" ", "_"), uuid.uuid4().hex])
+        return [Claim(_s(flat[i]), _s(flat[i + 1]), float(_s(flat[i + 2]))) for i in range(0, len(flat), 3)]
+
+    async def reap(self, now: float, *, limit: int = 1000) -> list[str]:
+        """Put jobs whose lease expired (their holder died) back on the due queue at their old due."""
+        return [_s(i) for i in await self._reap(keys=self._lease_keys(), args=[_num(now), str(limit)])]
+
+    async def renew(self, claim: Claim, now: float, lease_seconds: float) -> bool:
+        ok = await self._renew(keys=self._lease_keys(),
+                               args=[claim.callback_id, claim.token, _num(now + lease_seconds)])
+        return bool(int(ok))
+
+    async def save_leased(self, claim: Claim, cb: Callback) -> bool:
+        """Write the record while holding the lease (e.g. state dialing); False if the lease is lost."""
+        ok = await self._save(keys=[*self._lease_keys(), self.keys.callback(claim.callback_id)],
+                              args=[claim.callback_id, claim.token, _json(cb)])
+        return bool(int(ok))
+
+    async def _settle_job(self, claim: Claim, cb: Callback | None, due: float | None) -> bool:
+        ok = await self._settle(
+            keys=[*self._lease_keys(), self.keys.callback(claim.callback_id)],
+            args=[claim.callback_id, claim.token, "" if cb is None else _json(cb),
+                  "" if due is None else _num(due)])
+        return bool(int(ok))
+
+    async def complete(self, claim: Claim, cb: Callback | None) -> bool:
+        """Release the job for good, writing the final record (None: leave the record as is)."""
+        return await self._settle_job(claim, cb, None)
+
+    async def reschedule(self, claim: Claim, cb: Callback | None, due: float) -> bool:
+        """Release the job back to the due queue at `due`, writing the record (None: keep it)."""
+        return await self._settle_job(claim, cb, due)
+
+    async def cancel(self, claim: Claim, cb: Callback) -> bool:
+        """Release the job as cancelled (the holder decided so)."""
+        if cb.state is not CallbackState.CANCELLED:
+            raise ValueError(f"callback {cb.id}: cancel() needs a cancelled record, got {cb.state.value}")
+        return await self._settle_job(claim, cb, None)
+
+    # ------------------------------------------------------------------ exactly-once dial
+    async def mark_placed(self, callback_id: str, attempt: int, holder: str) -> bool:
+        """SET NX the placed marker of (callback, attempt): True only for the first caller ever."""
+        ok = await self.redis.set(self.keys.callback_placed(callback_id, attempt), holder,
+                                  nx=True, ex=self.placed_ttl_seconds)
+        return bool(ok)
+
+    async def unmark_placed(self, callback_id: str, attempt: int, holder: str) -> bool:
+        """Give the marker back — only its own holder, and only when it knows nothing was dialed."""
+        deleted = await self._unmark(keys=[self.keys.callback_placed(callback_id, attempt)], args=[holder])
+        return bool(int(deleted))
+
+    async def placed_by(self, callback_id: str, attempt: int) -> str | None:
+        raw = await self.redis.get(self.keys.callback_placed(callback_id, attempt))
+        return None if raw is None else _s(raw)
+
+    async def counts(self) -> dict[str, int]:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(self.keys.callbacks_due())
+        pipe.zcard(self.keys.callbacks_leased())
+        pipe.zcard(self.keys.callback_index())
+        due, leased, total = await pipe.execute()
+        return {"due": int(due), "leased": int(leased), "total": int(total)}

@@ -1,0 +1,193 @@
+"""The Redis scheduler on a real redis-server: atomic claims, leases, guarded writes, placed markers."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import redis.asyncio as aioredis
+
+from ivrserver.domain import callbacks as cbm
+from ivrserver.domain.callbacks import Callback, CallbackState
+from ivrserver.store.callbacks import CallbackStore, UpdateResult, lease_info_key
+from ivrserver.store.keys import Keys
+
+NOW = 1_717_408_800.0
+
+
+def job(i: int, due: float = NOW, **kw: object) -> Callback:
+    base: dict[str, object] = dict(id=f"cb{i:05d}", customer_id=f"c{i % 7}", number="5551234",
+                                   earliest=due, latest=due + 7200, created_at=NOW - 100 + i,
+                                   state=CallbackState.SCHEDULED, due_at=due)
+    base.update(kw)
+    return Callback(**base)  # type: ignore[arg-type]
+
+
+async def test_create_get_and_duplicate_id(redis_client: aioredis.Redis, keys: Keys) -> None:
+    store = CallbackStore(redis_client, keys)
+    cb = job(1, context="said: \"charged twice\"\nwants a refund", preferred_agent="agent1001")
+    assert await store.create(cb) is True
+    assert await store.create(dataclasses.replace(cb, number="999")) is False
+    assert await store.get(cb.id) == cb
+    assert await store.get("nope") is None
+    assert await redis_client.zscore(keys.callbacks_due(), cb.id) == NOW
+
+
+async def test_claim_takes_only_due_jobs_oldest_first(redis_client: aioredis.Redis, keys: Keys) -> None:
+    store = CallbackStore(redis_client, keys)
+    for i, due in enumerate([NOW + 10, NOW - 5, NOW, NOW + 0.5]):
+        await store.create(job(i, due))
+    claims = await store.claim(NOW, lease_seconds=30, limit=10, claimer="A")
+    assert [(c.callback_id, c.due) for c in claims] == [("cb00001", NOW - 5), ("cb00002", NOW)]
+    assert len({c.token for c in claims}) == 2
+    assert await store.claim(NOW, lease_seconds=30, limit=10, claimer="B") == []
+    assert await store.counts() == {"due": 2, "leased": 2, "total": 4}
+    info = await redis_client.hget(lease_info_key(keys), "cb00001")
+    assert info is not None and info.endswith(" A")
+
+
+async def test_many_concurrent_claimers_never_get_the_same_job(redis_url: str, redis_client: aioredis.Redis,
+                                                               keys: Keys) -> None:
+    store = CallbackStore(redis_client, keys)
+    n = 600
+    pipe_jobs = [job(i, NOW - (i % 50)) for i in range(n)]
+    await asyncio.gather(*(store.create(cb) for cb in pipe_jobs))
+    clients = [aioredis.Redis.from_url(redis_url, decode_responses=True) for _ in range(12)]
+    try:
+        async def claimer(idx: int) -> list[str]:
+            own = CallbackStore(clients[idx], keys)
+            got: list[str] = []
+            while True:
+                claims = await own.claim(NOW, lease_seconds=60, limit=7, claimer=f"i{idx}")
+                if not claims:
+                    return got
+                got.extend(c.callback_id for c in claims)
+                await asyncio.sleep(0)
+
+        results = await asyncio.gather(*(claimer(i) for i in range(12)))
+    finally:
+        for c in clients:
+            await c.aclose()
+    everything = [cid for r in results for cid in r]
+    assert len(everything) == n, "a job was claimed twice or lost"
+    assert set(everything) == {cb.id for cb in pipe_jobs}
+    assert sum(1 for r in results if r) > 1, "claims were not actually concurrent"
+
+
+async def test_expired_lease_is_requeued_at_its_old_due(redis_client: aioredis.Redis, keys: Keys) -> None:
+    store = CallbackStore(redis_client, keys)
+    await store.create(job(1, NOW - 3))
+    [claim] = await store.claim(NOW, lease_seconds=30, limit=5, claimer="A")
+    assert await store.reap(NOW + 29) == []
+    assert await store.reap(NOW + 31) == ["cb00001"]
+    assert await redis_client.zscore(keys.callbacks_due(), "cb00001") == NOW - 3
+    assert await redis_client.hget(lease_info_key(keys), "cb00001") is None
+    [again] = await store.claim(NOW + 31, lease_seconds=30, limit=5, claimer="B")
+    assert again.callback_id == claim.callback_id and again.token != claim.token
+
+
+async def test_renew_keeps_a_slow_holder_from_being_reaped(redis_client: aioredis.Redis, keys: Keys) -> None:
+    store = CallbackStore(redis_client, keys)
+    await store.create(job(1))
+    [claim] = await store.claim(NOW, lease_seconds=30, limit=5, claimer="A")
+    assert await store.renew(claim, NOW + 20, 30)
+    assert await store.reap(NOW + 45) == []
+    assert await store.reap(NOW + 51) == ["cb00001"]
+    assert not await store.renew(claim, NOW + 52, 30), "a reaped lease cannot be renewed"
+
+
+async def test_stale_token_cannot_touch_a_reclaimed_job(redis_client: aioredis.Redis, keys: Keys) -> None:
+    store = CallbackStore(redis_client, keys)
+    cb = job(1)
+    await store.create(cb)
+    [stale] = await store.claim(NOW, lease_seconds=10, limit=1, claimer="A")
+    await store.reap(NOW + 11)
+    [fresh] = await store.claim(NOW + 11, lease_seconds=10, limit=1, claimer="B")
+    dialing = cbm.start_attempt(cb, NOW + 11, "a1")
+    failed = cbm.fail(cb, "by stale holder", NOW + 12)
+    assert not await store.save_leased(stale, failed)
+    assert not await store.complete(stale, failed)
+    assert not await store.reschedule(stale, failed, NOW + 999)
+    assert not await store.cancel(stale, cbm.cancel(cb, NOW + 12))
+    assert await store.get(cb.id) == cb
+    assert await store.save_leased(fresh, dialing)
+    assert await store.complete(fresh, dialing)
+    assert await store.get(cb.id) == dialing
+    assert await store.counts() == {"due": 0, "leased": 0, "total": 1}
+    assert not await store.complete(fresh, dialing), "a settled lease is gone"
+
+
+async def test_reschedule_puts_the_job_back_and_complete_drops_it(redis_client: aioredis.Redis,
+                                                                 keys: Keys) -> None:
+    store = CallbackStore(redis_client, keys)
+    cb = job(1)
+    await store.create(cb)
+    [claim] = await store.claim(NOW, lease_seconds=10, limit=1, claimer="A")
+    waiting = cbm.wait_until(cb, NOW + 600, NOW)
+    assert await store.reschedule(claim, waiting, NOW + 600)
+    assert await redis_client.zscore(keys.callbacks_due(), cb.id) == NOW + 600
+    assert await store.claim(NOW + 599, lease_seconds=10, limit=1, claimer="A") == []
+    [claim2] = await store.claim(NOW + 600, lease_seconds=10, limit=1, claimer="A")
+    assert await store.complete(claim2, None)
+    assert await store.get(cb.id) == waiting
+    assert await store.counts() == {"due": 0, "leased": 0, "total": 1}
+
+
+async def test_placed_marker_is_set_once_even_across_restarts(redis_url: str, redis_client: aioredis.Redis,
+                                                             keys: Keys) -> None:
+    store = CallbackStore(redis_client, keys)
+    assert await store.mark_placed("cb1", 1, "A tok 1.0")
+    assert not await store.mark_placed("cb1", 1, "B tok 2.0")
+    assert await store.mark_placed("cb1", 2, "B tok 3.0"), "each attempt has its own marker"
+    assert 0 < await redis_client.ttl(keys.callback_placed("cb1", 1)) <= 30 * 86400
+    restarted = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        after = CallbackStore(restarted, keys)
+        assert not await after.mark_placed("cb1", 1, "C")
+        assert await after.placed_by("cb1", 1) == "A tok 1.0"
+        assert await after.placed_by("cb1", 3) is None
+    finally:
+        await restarted.aclose()
+
+
+async def test_jobs_survive_a_new_client(redis_url: str, redis_client: aioredis.Redis, keys: Keys) -> None:
+    await CallbackStore(redis_client, keys).create(job(1))
+    other = aioredis.Redis.from_url(redis_url, decode_responses=False)  # bytes replies work too
+    try:
+        store = CallbackStore(other, keys)
+        [claim] = await store.claim(NOW, lease_seconds=10, limit=5, claimer="new process")
+        assert claim.callback_id == "cb00001"
+        assert (await store.get("cb00001")) == job(1)
+    finally:
+        await other.aclose()
+
+
+async def test_unleased_update_is_version_checked_and_refused_while_leased(
+        redis_client: aioredis.Redis, keys: Keys) -> None:
+    store = CallbackStore(redis_client, keys)
+    cb = job(1)
+    await store.create(cb)
+    moved = cbm.wait_until(cb, NOW + 300, NOW)
+    assert await store.update(moved, expected_version=cb.version + 7, due=NOW + 300) is UpdateResult.CONFLICT
+    assert await store.update(moved, expected_version=cb.version, due=NOW + 300) is UpdateResult.OK
+    assert await redis_client.zscore(keys.callbacks_due(), cb.id) == NOW + 300
+    [claim] = await store.claim(NOW + 300, lease_seconds=10, limit=1, claimer="A")
+    cancelled = cbm.cancel(moved, NOW + 301)
+    assert await store.update(cancelled, expected_version=moved.version, due=None) is UpdateResult.LEASED
+    assert await store.reschedule(claim, moved, NOW + 900)
+    assert await store.update(cancelled, expected_version=moved.version, due=None) is UpdateResult.OK
+    assert await redis_client.zscore(keys.callbacks_due(), cb.id) is None
+    ghost = dataclasses.replace(cb, id="ghost")
+    assert await store.update(ghost, expected_version=0, due=None) is UpdateResult.MISSING
+
+
+async def test_list_filters(redis_client: aioredis.Redis, keys: Keys) -> None:
+    store = CallbackStore(redis_client, keys)
+    await store.create(job(1, preferred_agent="a1"))
+    await store.create(job(2, preferred_agent="a2", state=CallbackState.CANCELLED, due_at=None))
+    await store.create(job(3, customer_id="vip7"))
+    assert [c.id for c in await store.list()] == ["cb00003", "cb00002", "cb00001"]
+    assert [c.id for c in await store.list(agent="a1")] == ["cb00001"]
+    assert [c.id for c in await store.list(state=CallbackState.CANCELLED)] == ["cb00002"]
+    assert [c.id for c in await store.list(customer="vip7")] == ["cb00003"]
+    assert [c.id for c in await store.list(limit=1)] == ["cb00003"]
