@@ -1,0 +1,96 @@
+"""Routing use case: caller snapshot + agents' live state → Route → dialplan channel variables.
+
+The decision itself is domain.routing.route(); this module only fetches the agents' state (one
+pipelined Redis round trip, only for the agents the policy may pick for this caller — none at
+all for a caller with no case owner, last agent or account manager) and writes the channel
+variables of the dialplan contract (contracts.md "Dialplan ⇄ ivrserver contract").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Protocol
+
+import redis.asyncio as aioredis
+
+from ivrserver.domain.model import Agent, CallerSnapshot
+from ivrserver.domain.routing import Action, Policy, Route, candidate_agent_ids, route
+from ivrserver.store import agents as agent_store
+from ivrserver.store.keys import Keys
+
+log = logging.getLogger("ivrserver.routing")
+
+
+class VariableChannel(Protocol):
+    """What apply_route needs of ivrserver.pbx.fastagi.AgiChannel."""
+
+    async def set_variable(self, name: str, value: str) -> None: ...
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def channel_variables(decision: Route, context_id: str) -> list[tuple[str, str]]:
+    """The SET VARIABLEs for a decision, in order; IVR_ACTION last so a half-set call falls back.
+
+    A MENU decision sets only IVR_CONTEXT_ID and IVR_REASON: the IVR keeps the call and the menu
+    decides later (an empty IVR_ACTION is the dialplan's general-queue fallback).
+    """
+    reason = decision.reason.replace("→", "->")  # ASCII for CDR userfield / logs on the PBX
+    out = [("IVR_CONTEXT_ID", context_id), ("IVR_REASON", reason)]
+    if decision.action is Action.MENU:
+        return out
+    if decision.queue is None:
+        raise ValueError(f"a {decision.action} route needs a queue: {decision}")
+    out += [("IVR_QUEUE", decision.queue), ("IVR_PRIORITY", str(decision.priority))]
+    if decision.action is Action.AGENT:
+        if decision.dial is None or decision.ring_seconds is None:
+            raise ValueError(f"an agent route needs a dial string and ring seconds: {decision}")
+        out += [("IVR_AGENT", decision.dial), ("IVR_AGENT_TIMEOUT", str(decision.ring_seconds))]
+    out.append(("IVR_ACTION", decision.action.value))
+    return out
+
+
+class RoutingService:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, policy: Policy, agent_defs: Mapping[str, Agent],
+                 *, clock: Callable[[], datetime] = _utc_now) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._policy = policy
+        self._agents = dict(agent_defs)
+        self._clock = clock
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @property
+    def agent_defs(self) -> Mapping[str, Agent]:
+        return self._agents
+
+    def reload(self, policy: Policy, agent_defs: Mapping[str, Agent]) -> None:
+        """Swap in a new policy and agent definitions (already validated); calls in flight keep theirs."""
+        self._policy = policy
+        self._agents = dict(agent_defs)
+
+    async def route(self, snapshot: CallerSnapshot, *, pin_locked_out: bool = False,
+                    now: datetime | None = None) -> Route:
+        """Decide for this caller: at most one Redis round trip (the candidates' live state)."""
+        policy, agent_defs = self._policy, self._agents
+        now = now or self._clock()
+        candidates = candidate_agent_ids(snapshot, policy)
+        live = await agent_store.statuses(self._redis, self._keys, candidates, now.timestamp())
+        decision = route(snapshot, live, agent_defs, now, policy, pin_locked_out=pin_locked_out)
+        log.info("route rule=%s action=%s reason=%s", decision.rule, decision.action.value, decision.reason)
+        if log.isEnabledFor(logging.DEBUG):
+            for step in decision.trace:
+                log.debug("route trace %s %s: %s %s", step.step, step.subject, step.result, step.detail)
+        return decision
+
+    async def apply_route(self, channel: VariableChannel, decision: Route, context_id: str) -> None:
+        """Set the dialplan contract's channel variables (one AGI command each, in order)."""
+        for name, value in channel_variables(decision, context_id):
+            await channel.set_variable(name, value)

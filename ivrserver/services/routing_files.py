@@ -1,0 +1,279 @@
+"""routing.yaml and agents.yaml on disk: load, validate, and point every error at its line.
+
+YAML is composed once to keep each node's line (`file:LINE: where: what`) and to catch
+duplicate keys (PyYAML's loader silently keeps the last one); the plain data then goes to
+domain.routing.parse_policy / parse_agents here.
+
+agents.yaml::
+
+    wrap_up_seconds: 10          # after a call an agent is not offered calls for this long
+    agents:
+      - id: agent1001
+        name: Wang Fang
+        endpoint: PJSIP/agent1001   # the dial string (TECH/resource)
+        tiers: [vip, gold]
+        skills: [billing, faults]
+        supervisor: false
+        password_hash: null         # reserved for the agent web login
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from ivrserver.config import RoutingSettings
+from ivrserver.domain.model import Agent, Tier
+from ivrserver.domain.routing import Policy, parse_policy, validate_policy
+
+# Queues of the shipped Asterisk configuration (contracts.md); `doctor` may pass queues.conf's own.
+KNOWN_QUEUES: tuple[str, ...] = ("vip", "general", "billing", "faults", "sales")
+MAX_FILE_BYTES = 1_000_000
+DEFAULT_WRAP_UP_SECONDS = 10.0
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_ENDPOINT = re.compile(r"^[A-Za-z][A-Za-z0-9]*/[^\s,;()&|]+$")
+_AGENT_KEYS = ("id", "name", "endpoint", "tiers", "skills", "supervisor", "password_hash")
+_TOP_AGENT_KEYS = ("wrap_up_seconds", "agents")
+
+Path_ = tuple[str | int, ...]
+
+
+class RoutingFileError(ValueError):
+    """A routing or agents file is unreadable or invalid; `problems` holds one line per error."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class AgentsConfig:
+    agents: Mapping[str, Agent]
+    wrap_up_seconds: float = DEFAULT_WRAP_UP_SECONDS
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML with positions
+
+
+class _Located:
+    """Plain data of a YAML document plus the line of every path in it."""
+
+    def __init__(self, root: Node | None) -> None:
+        self.lines: dict[Path_, int] = {}
+        self.duplicates: list[tuple[Path_, int]] = []
+        if root is not None:
+            self._walk(root, ())
+
+    def _walk(self, node: Node, path: Path_) -> None:
+        self.lines[path] = node.start_mark.line + 1
+        if isinstance(node, MappingNode):
+            seen: set[str] = set()
+            for key, value in node.value:
+                name = str(key.value) if isinstance(key, ScalarNode) else "?"
+                if name in seen:
+                    self.duplicates.append(((*path, name), key.start_mark.line + 1))
+                seen.add(name)
+                self._walk(value, (*path, name))
+                self.lines[(*path, name)] = key.start_mark.line + 1
+        elif isinstance(node, SequenceNode):
+            for index, item in enumerate(node.value):
+                self._walk(item, (*path, index))
+
+    def line(self, path: Path_) -> int | None:
+        for end in range(len(path), -1, -1):
+            found = self.lines.get(tuple(path[:end]))
+            if found is not None:
+                return found
+        return None
+
+
+def _read(path: str | os.PathLike[str]) -> tuple[Any, _Located]:
+    file = Path(path)
+    try:
+        if file.stat().st_size > MAX_FILE_BYTES:
+            raise RoutingFileError([f"{file}: larger than {MAX_FILE_BYTES} bytes"])
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RoutingFileError([f"{file}: cannot read: {exc.strerror}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise RoutingFileError([f"{file}: not UTF-8 text: {exc.reason}"]) from exc
+    try:
+        located = _Located(yaml.compose(text, Loader=yaml.SafeLoader))
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 0
+        raise RoutingFileError([f"{file}:{line}: not valid YAML: {exc.problem}"]) from exc
+    except yaml.YAMLError as exc:
+        raise RoutingFileError([f"{file}: not valid YAML: {exc}"]) from exc
+    return data, located
+
+
+def _at(file: str | os.PathLike[str], located: _Located, path: Path_, text: str) -> str:
+    line = located.line(path)
+    return f"{file}:{line}: {text}" if line else f"{file}: {text}"
+
+
+def _duplicates(file: str | os.PathLike[str], located: _Located) -> list[str]:
+    return [f"{file}:{line}: duplicate key {'.'.join(map(str, p))} (YAML keeps only the last one)"
+            for p, line in located.duplicates]
+
+
+# ---------------------------------------------------------------------------------------------
+# agents.yaml
+
+
+def _agent_problems(data: object) -> tuple[AgentsConfig | None, list[tuple[Path_, str]]]:
+    """(config or None, [(path, "where: what")]) for agents.yaml data."""
+    problems: list[tuple[Path_, str]] = []
+    if not isinstance(data, Mapping):
+        problems.append(((), f"expected a mapping with {', '.join(_TOP_AGENT_KEYS)}, got {data!r}"))
+        return None, problems
+    for key in data:
+        if key not in _TOP_AGENT_KEYS:
+            problems.append(((str(key),), f'unknown key "{key}"; allowed: {", ".join(_TOP_AGENT_KEYS)}'
+                             + _mean(key, _TOP_AGENT_KEYS)))
+    wrap = data.get("wrap_up_seconds", DEFAULT_WRAP_UP_SECONDS)
+    if isinstance(wrap, bool) or not isinstance(wrap, (int, float)) or not 0 <= wrap <= 3600:
+        problems.append((("wrap_up_seconds",), f"wrap_up_seconds: expected seconds 0..3600, got {wrap!r}"))
+    raw_agents = data.get("agents")
+    if not isinstance(raw_agents, list) or not raw_agents:
+        problems.append((("agents",), f"agents: expected a non-empty list of agents, got {raw_agents!r}"))
+        return None, problems
+    agents: dict[str, Agent] = {}
+    endpoints: dict[str, str] = {}
+    for i, raw in enumerate(raw_agents):
+        before = len(problems)
+        agent = _agent(raw, i, agents, endpoints, problems)
+        if agent is not None and len(problems) == before:
+            agents[agent.id] = agent
+            endpoints[agent.endpoint.lower()] = agent.id
+    if problems:
+        return None, problems
+    return AgentsConfig(agents=agents, wrap_up_seconds=float(wrap)), problems
+
+
+def _agent(raw: object, i: int, agents: Mapping[str, Agent], endpoints: Mapping[str, str],
+           problems: list[tuple[Path_, str]]) -> Agent | None:
+    agent_id = raw.get("id") if isinstance(raw, Mapping) else None
+    where = f"agent #{i + 1}" + (f" ({agent_id})" if isinstance(agent_id, str) else "")
+
+    def bad(key: str, message: str) -> None:
+        problems.append((("agents", i, key), f"{where}: {key}: {message}"))
+
+    if not isinstance(raw, Mapping):
+        problems.append((("agents", i), f"{where}: expected a mapping with {', '.join(_AGENT_KEYS)}, got {raw!r}"))
+        return None
+    for key in raw:
+        if key not in _AGENT_KEYS:
+            bad(str(key), f'unknown key; allowed: {", ".join(_AGENT_KEYS)}' + _mean(key, _AGENT_KEYS))
+    if not isinstance(agent_id, str) or not _ID.match(agent_id):
+        bad("id", f"expected an id (letters, digits, _ . -), got {agent_id!r}")
+    elif agent_id in agents:
+        bad("id", f'duplicate agent id "{agent_id}"')
+    name = raw.get("name", agent_id)
+    if not isinstance(name, str) or not name.strip():
+        bad("name", f"expected text, got {name!r}")
+    endpoint = raw.get("endpoint")
+    if not isinstance(endpoint, str) or not _ENDPOINT.match(endpoint):
+        bad("endpoint", f"expected a dial string TECH/resource like PJSIP/agent1001, got {endpoint!r}")
+    elif endpoint.lower() in endpoints:
+        bad("endpoint", f"{endpoint} is also the endpoint of {endpoints[endpoint.lower()]}")
+    tiers = [t.value for t in Tier]
+    agent_tiers = raw.get("tiers", [])
+    if not isinstance(agent_tiers, list):
+        bad("tiers", f"expected a list of tiers ({', '.join(tiers)}), got {agent_tiers!r}")
+    else:
+        for tier in agent_tiers:
+            if tier not in tiers:
+                bad("tiers", f"unknown tier {tier!r}; allowed: {', '.join(tiers)}" + _mean(tier, tiers))
+    skills = raw.get("skills", [])
+    if not isinstance(skills, list) or not all(isinstance(s, str) and _ID.match(s) for s in skills):
+        bad("skills", f"expected a list of skill names, got {skills!r}")
+    supervisor = raw.get("supervisor", False)
+    if not isinstance(supervisor, bool):
+        bad("supervisor", f"expected true or false, got {supervisor!r}")
+    password_hash = raw.get("password_hash")
+    if password_hash is not None and not isinstance(password_hash, str):
+        bad("password_hash", "expected text or null")
+    if not (isinstance(agent_id, str) and isinstance(endpoint, str) and isinstance(name, str)
+            and isinstance(agent_tiers, list) and isinstance(skills, list) and isinstance(supervisor, bool)):
+        return None
+    return Agent(id=agent_id, name=name, endpoint=endpoint, tiers=tuple(agent_tiers), skills=tuple(skills),
+                 supervisor=supervisor)
+
+
+def _mean(word: object, allowed: Collection[str]) -> str:
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, list(allowed), n=1, cutoff=0.6)
+    return f'; did you mean "{close[0]}"?' if close else ""
+
+
+def parse_agents(data: object) -> AgentsConfig:
+    """agents.yaml data → AgentsConfig; raises RoutingFileError (without line numbers) on problems."""
+    config, problems = _agent_problems(data)
+    if config is None:
+        raise RoutingFileError([text for _, text in problems])
+    return config
+
+
+def load_agents(path: str | os.PathLike[str]) -> AgentsConfig:
+    data, located = _read(path)
+    config, problems = _agent_problems(data)
+    lines = _duplicates(path, located) + [_at(path, located, p, text) for p, text in problems]
+    if lines or config is None:
+        raise RoutingFileError(lines)
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# routing.yaml
+
+
+def load_policy(path: str | os.PathLike[str], agents: Mapping[str, Agent] | None = None,
+                queues: Collection[str] | None = KNOWN_QUEUES) -> Policy:
+    """Read and validate a routing policy; `{agent: ID}` targets are checked against `agents`."""
+    data, located = _read(path)
+    agent_ids = None if agents is None else set(agents)
+    problems = validate_policy(data, agent_ids=agent_ids, queues=queues)
+    lines = _duplicates(path, located) + [_at(path, located, p.path, str(p)) for p in problems]
+    if lines:
+        raise RoutingFileError(lines)
+    return parse_policy(data, agent_ids=agent_ids, queues=queues)
+
+
+def load_routing(settings: RoutingSettings,
+                 queues: Collection[str] | None = KNOWN_QUEUES) -> tuple[Policy, AgentsConfig]:
+    """Both files named by the settings; every problem of both is reported at once."""
+    problems: list[str] = []
+    agents: AgentsConfig | None = None
+    try:
+        agents = load_agents(settings.agents_file)
+    except RoutingFileError as exc:
+        problems += exc.problems
+    try:
+        policy = load_policy(settings.policy_file, agents.agents if agents else None, queues)
+    except RoutingFileError as exc:
+        problems += exc.problems
+    if problems or agents is None:
+        raise RoutingFileError(problems)
+    return policy, agents
+
+
+def check(settings: RoutingSettings, queues: Collection[str] | None = KNOWN_QUEUES) -> list[str]:
+    """For `doctor`: every problem of the routing and agents files, [] when both are valid."""
+    try:
+        load_routing(settings, queues)
+    except RoutingFileError as exc:
+        return exc.problems
+    return []
