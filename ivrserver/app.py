@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -19,19 +20,29 @@ from aiohttp import web
 
 from ivrserver import logs
 from ivrserver.config import Settings
+from ivrserver.domain.callbacks import longest_idle_first
+from ivrserver.domain.model import AgentState, ContactPreferences
 from ivrserver.metrics import Metrics
-from ivrserver.pbx.ami import AmiClient
+from ivrserver.pbx.ami import AmiClient, AmiError
 from ivrserver.pbx.fastagi import FastAgiServer
 from ivrserver.services import menu_files, routing_files
 from ivrserver.services.agent_state import AgentStateService
+from ivrserver.services.callback_dialer import AmiCallbackDialer
+from ivrserver.services.callbacks import CallbackPlacer, CallbackScheduler, CallbackService, policy_from_settings
 from ivrserver.services.history import ContactTracker
 from ivrserver.services.hotline import HotlineService
 from ivrserver.services.menus import MenuRegistry
 from ivrserver.services.routing import RoutingService
+from ivrserver.services.screen_pop import ScreenPopService
+from ivrserver.store import agents as agent_store
 from ivrserver.store import customers
+from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
-from ivrserver.web import api_customers, api_menus
+from ivrserver.store.pops import AuditLog, PopStore
+from ivrserver.web import api_agents, api_callbacks, api_customers, api_menus
+from ivrserver.web.agent_ws import AgentHub
 from ivrserver.web.app import HealthCheck, build_app
+from ivrserver.web.auth import AUTH, Authenticator, agent_id_of, auth_middleware, authorize_hook, require_supervisor
 
 log = logging.getLogger("ivrserver.app")
 
@@ -92,6 +103,30 @@ class IvrServer:
         self.hotline = HotlineService(self.redis, self.keys, self.menus, self.routing, self.tracker,
                                       entry=settings.menus.entry, retention_days=settings.redis.retention_days)
         self.fastagi.route(settings.menus.entry, self.hotline.handle)
+        # screen-pop: per-agent numbered events, login and audit
+        self.pops = PopStore(self.redis, self.keys, backlog_seconds=settings.web.backlog_seconds)
+        self.audit = AuditLog(self.redis, self.keys)
+        self.auth = Authenticator(self.redis, self.keys, agents.agents, agents.credentials, pops=self.pops,
+                                  audit=self.audit)
+        self.hub = AgentHub(self.redis, self.keys, self.pops, self.auth, queue_size=settings.web.socket_queue,
+                            heartbeat=settings.web.heartbeat)
+        self.screen_pop = ScreenPopService(self.redis, self.keys, self.hub, agents.agents,
+                                           contact_id_for=self.tracker.contact_id)
+        # callbacks
+        self.callback_store = CallbackStore(self.redis, self.keys)
+        callback_policy = policy_from_settings(settings.callbacks)
+        self.callbacks = CallbackService(self.callback_store, callback_policy, preferences=self._preferences)
+        self.dialer = AmiCallbackDialer(self.ami, self.redis, self.keys, self.callback_store,
+                                        tracker=self.tracker)
+        placer = CallbackPlacer(
+            self.callback_store, self.dialer, callback_policy, free_agents=self._free_agents, is_free=self._is_free,
+            preferences=self._preferences, endpoint_of=lambda a: self.agent_defs[a].endpoint,
+            customer_dial=settings.asterisk.customer_dial, callback_context=settings.asterisk.callback_context,
+            notify_context=settings.asterisk.notify_context, agent_ring_seconds=settings.callbacks.agent_ring_seconds,
+            lease_seconds=settings.callbacks.lease_seconds, instance=settings.instance)
+        self.scheduler = CallbackScheduler(self.callback_store, placer, instance=settings.instance,
+                                           poll_interval=settings.callbacks.poll_interval,
+                                           lease_seconds=settings.callbacks.lease_seconds)
         self.tasks: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self._runner: web.AppRunner | None = None
         self.web_port = settings.web.port
@@ -123,11 +158,50 @@ class IvrServer:
 
     def web_app(self) -> web.Application:
         health: dict[str, HealthCheck] = {"redis": self._redis_ok, "ami": self._ami_ok, "fastagi": self._agi_ok}
+        retention = self.settings.redis.retention_days
+        agent_api = api_agents.AgentApiContext(
+            auth=self.auth, hub=self.hub, store=self.pops, audit=self.audit, set_paused=self._set_paused,
+            save_notes=api_agents.history_saver(self.redis, self.keys, retention_days=retention),
+            get_state=self._agent_state)
         routes = [
-            api_menus.routes(self.menus, redis=self.redis, keys=self.keys),
-            api_customers.routes(self.redis, self.keys, retention_days=self.settings.redis.retention_days),
+            api_menus.routes(self.menus, redis=self.redis, keys=self.keys, guard=require_supervisor),
+            api_customers.routes(self.redis, self.keys, authorize_hook, retention_days=retention),
+            api_callbacks.routes(self.callbacks, current_agent=agent_id_of),
+            api_agents.routes(agent_api),
         ]
-        return build_app(self.metrics, health, routes)
+        app = build_app(self.metrics, health, routes, middlewares=[auth_middleware()])
+        app[AUTH] = self.auth
+        self.hub.install(app)
+        return app
+
+    # -- lookups the features need ------------------------------------------------------------
+    async def _preferences(self, customer_id: str) -> ContactPreferences | None:
+        customer = await customers.get_customer(self.redis, self.keys, customer_id)
+        return customer.preferences if customer else None
+
+    async def _free_agents(self, tier: str) -> list[str]:
+        members = [a.id for a in self.agent_defs.values() if tier in a.tiers]
+        statuses = await agent_store.statuses(self.redis, self.keys, members, time.time())
+        return longest_idle_first(statuses.values(), members)
+
+    async def _is_free(self, agent_id: str) -> bool:
+        statuses = await agent_store.statuses(self.redis, self.keys, [agent_id], time.time())
+        status = statuses.get(agent_id)
+        return status is not None and status.state is AgentState.READY
+
+    async def _agent_state(self, agent_id: str) -> str | None:
+        statuses = await agent_store.statuses(self.redis, self.keys, [agent_id], time.time())
+        status = statuses.get(agent_id)
+        return status.state.value if status else None
+
+    async def _set_paused(self, agent_id: str, paused: bool) -> None:
+        """Pause or resume the agent in every queue (AMI QueuePause on their interface)."""
+        agent = self.agent_defs[agent_id]
+        try:
+            await self.ami.action("QueuePause", {"Interface": agent.endpoint, "Paused": "true" if paused else "false",
+                                                 "Reason": "agent desktop"})
+        except AmiError as exc:
+            raise web.HTTPServiceUnavailable(text=f"cannot reach Asterisk: {exc}") from exc
 
     # -- health ---------------------------------------------------------------------------
     async def _redis_ok(self) -> tuple[bool, str]:
@@ -173,7 +247,11 @@ class IvrServer:
             asyncio.create_task(self.fanout.run(), name="ami-fanout"),
             asyncio.create_task(self.agent_state.run(self.fanout.subscribe()), name="agent-state"),
             asyncio.create_task(self.tracker.run(self.fanout.subscribe()), name="contact-tracker"),
+            asyncio.create_task(self.screen_pop.run(self.fanout.subscribe()), name="screen-pop"),
+            asyncio.create_task(self.dialer.run(self.fanout.subscribe()), name="callback-results"),
         ]
+        if self.settings.callbacks.enabled:
+            background.append(asyncio.create_task(self.scheduler.run(), name="callback-scheduler"))
         if self.settings.menus.watch:
             background.append(asyncio.create_task(self.menus.watch(self.settings.menus.watch_interval),
                                                   name="menu-watch"))

@@ -23,7 +23,7 @@ import difflib
 import os
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,9 @@ class RoutingFileError(ValueError):
 class AgentsConfig:
     agents: Mapping[str, Agent]
     wrap_up_seconds: float = DEFAULT_WRAP_UP_SECONDS
+    # agent id → password hash (scripts/hash-password) for the agent web login; agents without one
+    # cannot log in with a password.
+    credentials: Mapping[str, str] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,15 +154,18 @@ def _agent_problems(data: object) -> tuple[AgentsConfig | None, list[tuple[Path_
         return None, problems
     agents: dict[str, Agent] = {}
     endpoints: dict[str, str] = {}
+    credentials: dict[str, str] = {}
     for i, raw in enumerate(raw_agents):
         before = len(problems)
         agent = _agent(raw, i, agents, endpoints, problems)
         if agent is not None and len(problems) == before:
             agents[agent.id] = agent
             endpoints[agent.endpoint.lower()] = agent.id
+            if isinstance(raw.get("password_hash"), str):
+                credentials[agent.id] = raw["password_hash"]
     if problems:
         return None, problems
-    return AgentsConfig(agents=agents, wrap_up_seconds=float(wrap)), problems
+    return AgentsConfig(agents=agents, wrap_up_seconds=float(wrap), credentials=credentials), problems
 
 
 def _agent(raw: object, i: int, agents: Mapping[str, Agent], endpoints: Mapping[str, str],

@@ -72,9 +72,11 @@ async def json_errors(request: web.Request, handler: Callable[[web.Request], Awa
 
 
 def build_app(metrics_: Metrics, health: dict[str, HealthCheck],
-              route_sets: Iterable[Iterable[web.AbstractRouteDef]] = ()) -> web.Application:
-    """Compose the web app from health checks and each feature's routes."""
-    app = web.Application(middlewares=[json_errors, security_headers], client_max_size=256 * 1024)
+              route_sets: Iterable[Iterable[web.AbstractRouteDef]] = (),
+              middlewares: Iterable[Any] = ()) -> web.Application:
+    """Compose the web app from health checks, each feature's routes and extra middlewares
+    (authentication runs inside the JSON error mapping)."""
+    app = web.Application(middlewares=[json_errors, security_headers, *middlewares], client_max_size=256 * 1024)
     app[METRICS_KEY] = metrics_
     app[HEALTH_KEY] = health
     app.router.add_get("/healthz", healthz)

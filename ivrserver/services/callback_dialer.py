@@ -1,0 +1,122 @@
+"""The callbacks' Dialer on AMI Originate.
+
+Agent-first: the agent's phone is originated into [ivrserver-callback]; when the agent answers,
+the dialplan dials the customer and bridges them, and reports the customer leg's DIALSTATUS in a
+`UserEvent: CallbackResult` when the call ends. Customer-first (notifications): the customer's
+line is originated into [ivrserver-notify]; OriginateResponse tells whether they answered.
+
+`ChannelId = <callback id>-<attempt>`: Asterisk refuses a second originate with a uniqueid in use.
+Before dialing, the call context (kind callback, with the agent-visible context) is saved under
+IVR_CONTEXT_ID so the agent's screen-pop shows why they are calling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ivrserver.domain.contact_tracking import CallFacts
+from ivrserver.domain.model import ContactKind
+from ivrserver.pbx import ami_events as ev
+from ivrserver.pbx.ami import AmiClient, AmiError
+from ivrserver.services.callbacks import DialOutcome, DialResult
+from ivrserver.services.history import ContactTracker
+from ivrserver.store import call_context
+from ivrserver.store.call_context import CallContext
+from ivrserver.store.callbacks import CallbackStore
+from ivrserver.store.keys import Keys
+
+log = logging.getLogger("ivrserver.callback_dialer")
+
+# OriginateResponse Reason (enum ast_control_frame_type): 1 hung up, 3 ringing (no answer),
+# 5 busy, 8 congestion; 0 covers "no such channel" and a refused duplicate ChannelId.
+_REASONS = {3: DialOutcome.NO_ANSWER, 5: DialOutcome.BUSY, 1: DialOutcome.NO_ANSWER, 8: DialOutcome.FAILED}
+_STATUS = {"ANSWER": DialOutcome.ANSWERED, "BUSY": DialOutcome.BUSY, "NOANSWER": DialOutcome.NO_ANSWER,
+           "CANCEL": DialOutcome.NO_ANSWER}
+
+
+class AmiCallbackDialer:
+    def __init__(self, ami: AmiClient, redis: aioredis.Redis, keys: Keys, store: CallbackStore, *,
+                 tracker: ContactTracker | None = None, customer_ring_seconds: int = 30,
+                 max_talk_seconds: int = 4 * 3600,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._ami = ami
+        self._redis = redis
+        self._keys = keys
+        self._store = store
+        self._tracker = tracker
+        self._customer_ring = customer_ring_seconds
+        self._max_talk = max_talk_seconds
+        self._clock = clock
+        self._waiting: dict[str, asyncio.Future[str]] = {}
+
+    async def run(self, events: asyncio.Queue[Any]) -> None:
+        """Resolve waiting callbacks from the dialplan's CallbackResult user events."""
+        while True:
+            event = await events.get()
+            if isinstance(event, ev.UserEvent) and event.name == "CallbackResult":
+                future = self._waiting.get(event.headers.get("CB_ID", ""))
+                if future is not None and not future.done():
+                    future.set_result(event.headers.get("Status", "NONE"))
+
+    async def _save_context(self, callback_id: str, context_id: str, number: str, channel_id: str) -> None:
+        cb = await self._store.get(callback_id)
+        if self._tracker is not None:
+            # Every attempt becomes a contact record (kind callback), built from the call's AMI events.
+            await self._tracker.report(channel_id, CallFacts(
+                kind=ContactKind.CALLBACK, number=number or None, customer_id=cb.customer_id if cb else None,
+                context_id=context_id, routing_reason=f"scheduled callback {callback_id}"))
+        ctx = CallContext(id=context_id, number=number, started_at=self._clock(), kind="callback",
+                          customer_id=cb.customer_id if cb else None,
+                          routing_reason=f"scheduled callback {callback_id}" + (
+                              f" requested by {cb.requested_by}" if cb and cb.requested_by else ""),
+                          callback={"id": callback_id, "reason": cb.reason if cb else "",
+                                    "context": cb.context if cb else "", "case_id": cb.case_id if cb else None,
+                                    "attempt": cb.attempts if cb else None,
+                                    "requested_at": cb.created_at if cb else None,
+                                    "preferred_agent": cb.preferred_agent if cb else None})
+        await call_context.save(self._redis, self._keys, ctx)
+
+    async def originate(self, *, channel_id: str, agent_endpoint: str | None, customer_dial: str, context: str,
+                        variables: dict[str, str], timeout_s: int) -> DialResult:
+        callback_id = variables.get("CB_ID", channel_id)
+        context_id = f"cb-{channel_id}"
+        try:
+            await self._save_context(callback_id, context_id, variables.get("CB_NUMBER", ""), channel_id)
+        except Exception as exc:  # the call still goes out; the pop will be thin
+            log.error("callback context not saved", extra={"callback": callback_id, "error": str(exc)})
+        agent_first = agent_endpoint is not None
+        channel = agent_endpoint if agent_first else customer_dial
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting[callback_id] = future
+        try:
+            try:
+                response = await self._ami.originate(
+                    channel=channel, context=context, exten="s", channel_id=channel_id,
+                    caller_id="Callback <1860>", variables={**variables, "IVR_CONTEXT_ID": context_id},
+                    timeout_s=timeout_s)
+            except AmiError as exc:
+                if "not connected" in str(exc):
+                    return DialResult(DialOutcome.FAILED, leg="agent" if agent_first else "customer",
+                                      reason=str(exc))
+                raise  # sent but no answer: the outcome is unknown, the placer decides
+            if not response.success:
+                outcome = _REASONS.get(response.reason, DialOutcome.FAILED)
+                return DialResult(outcome, leg="agent" if agent_first else "customer",
+                                  uniqueid=response.uniqueid, reason=f"originate reason {response.reason}")
+            if not agent_first:
+                return DialResult(DialOutcome.ANSWERED, leg="customer", uniqueid=response.uniqueid)
+            try:
+                status = await asyncio.wait_for(future, self._customer_ring + self._max_talk)
+            except TimeoutError:
+                return DialResult(DialOutcome.FAILED, leg="customer", uniqueid=response.uniqueid,
+                                  reason="no CallbackResult from the dialplan")
+            return DialResult(_STATUS.get(status, DialOutcome.FAILED), leg="customer", uniqueid=response.uniqueid,
+                              reason=f"DIALSTATUS {status}")
+        finally:
+            self._waiting.pop(callback_id, None)
