@@ -194,6 +194,13 @@ class IvrServer:
         status = statuses.get(agent_id)
         return status.state.value if status else None
 
+    async def _refresh_queue_members(self) -> None:
+        """After every AMI login: the state of every queue member, so routing is right after a restart."""
+        response = await self.ami.action("QueueStatus", timeout=10)
+        for message in response if isinstance(response, list) else [response]:
+            if message.get("Event") == "QueueMember":
+                self.ami.feed(message)
+
     async def _set_paused(self, agent_id: str, paused: bool) -> None:
         """Pause or resume the agent in every queue (AMI QueuePause on their interface)."""
         agent = self.agent_defs[agent_id]
@@ -234,6 +241,7 @@ class IvrServer:
             log.error("Redis not reachable at start", extra={"error": str(exc)})
         with contextlib.suppress(Exception):
             await self.agent_state.start()
+        self.ami.login_hooks.append(self._refresh_queue_members)
         await self.ami.start()
         await self.fastagi.start()
         self._runner = web.AppRunner(self.web_app(), access_log=None, handle_signals=False)

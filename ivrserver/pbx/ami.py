@@ -15,7 +15,7 @@ import asyncio
 import codecs
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from panoramisk import Manager
@@ -98,6 +98,9 @@ class AmiClient:
         self._watchdog: asyncio.Task[None] | None = None
         self._logins = 0
         self._login_event = asyncio.Event()
+        # Coroutines run after every (re)login, e.g. re-reading queue member state.
+        self.login_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._hook_tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Begin connecting (returns at once; reconnects forever in the background)."""
@@ -120,7 +123,19 @@ class AmiClient:
             return False
         return self.logged_in
 
+    async def _run_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await hook()
+        except Exception:
+            log.exception("AMI login hook failed")
+
+    def feed(self, headers: Mapping[str, Any]) -> None:
+        """Parse and queue one event-shaped message (e.g. from an action's event list)."""
+        self._dispatch(None, headers)  # type: ignore[arg-type]
+
     async def close(self) -> None:
+        for task in list(self._hook_tasks):
+            task.cancel()
         if self._watchdog is not None:
             self._watchdog.cancel()
             await asyncio.gather(self._watchdog, return_exceptions=True)
@@ -144,6 +159,10 @@ class AmiClient:
             log.info("AMI logged in", extra={"host": self.settings.host, "port": self.settings.port})
             if self._logins > 1 and self.metrics is not None:
                 self.metrics.ami_reconnects.inc()
+            for hook in self.login_hooks:
+                task = asyncio.get_running_loop().create_task(self._run_hook(hook), name="ami-login-hook")
+                self._hook_tasks.add(task)
+                task.add_done_callback(self._hook_tasks.discard)
         else:
             self.login_error = str(getattr(response, "get", dict().get)("Message", "login refused"))
             log.error("AMI login refused", extra={"user": self.settings.username, "error": self.login_error})
@@ -158,7 +177,7 @@ class AmiClient:
         if self.metrics is not None:
             self.metrics.ami_connected.set(0)
 
-    def _dispatch(self, manager: Any, message: Message) -> None:
+    def _dispatch(self, manager: Any, message: Message | Mapping[str, Any]) -> None:
         try:
             headers = dict(message.items())
             name = str(headers.get("Event", ""))

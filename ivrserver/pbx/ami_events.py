@@ -222,6 +222,35 @@ class QueueMemberStatus:
 
 
 @dataclass(frozen=True)
+class QueueMember(QueueMemberStatus):
+    """One member in the reply to the QueueStatus action (sent at every AMI login so agent state
+    is right after a restart). Same meaning as QueueMemberStatus; the interface is `Location`."""
+
+    event: ClassVar[str] = "QueueMember"
+
+    @classmethod
+    def parse(cls, h: Mapping[str, Any]) -> QueueMember:
+        return cls(queue=_req(h, "Queue"), member_name=_opt(h, "Name"), interface=_req(h, "Location"),
+                   status=_int(h, "Status"), paused=_opt(h, "Paused") == "1", in_call=_opt(h, "InCall") == "1",
+                   calls_taken=_int(h, "CallsTaken"), last_call=_int(h, "LastCall"))
+
+
+@dataclass(frozen=True)
+class QueueMemberPause(QueueMemberStatus):
+    event: ClassVar[str] = "QueueMemberPause"
+
+
+@dataclass(frozen=True)
+class QueueMemberAdded(QueueMemberStatus):
+    event: ClassVar[str] = "QueueMemberAdded"
+
+
+@dataclass(frozen=True)
+class QueueMemberRemoved(QueueMemberStatus):
+    event: ClassVar[str] = "QueueMemberRemoved"
+
+
+@dataclass(frozen=True)
 class Newchannel(ChannelEvent):
     event: ClassVar[str] = "Newchannel"
     exten: str = ""
@@ -322,12 +351,14 @@ class FullyBooted:
 
 
 AmiEvent = (AgentCalled | AgentConnect | AgentComplete | AgentRingNoAnswer | QueueCallerJoin | QueueCallerLeave
-            | QueueCallerAbandon | QueueMemberStatus | Newchannel | Hangup | DialBegin | DialEnd
+            | QueueCallerAbandon | QueueMemberStatus | QueueMember | QueueMemberPause | QueueMemberAdded
+            | QueueMemberRemoved | Newchannel | Hangup | DialBegin | DialEnd
             | OriginateResponse | UserEvent | FullyBooted)
 
 PARSERS: dict[str, Any] = {cls.event: cls.parse for cls in (
     AgentCalled, AgentConnect, AgentComplete, AgentRingNoAnswer, QueueCallerJoin, QueueCallerLeave,
-    QueueCallerAbandon, QueueMemberStatus, Newchannel, Hangup, DialBegin, DialEnd, OriginateResponse,
+    QueueCallerAbandon, QueueMemberStatus, QueueMember, QueueMemberPause, QueueMemberAdded, QueueMemberRemoved,
+    Newchannel, Hangup, DialBegin, DialEnd, OriginateResponse,
     UserEvent, FullyBooted)}
 
 EVENT_NAMES = frozenset(PARSERS)
