@@ -15,7 +15,7 @@ Every step is recorded in `run.path` (PathEvent), stamped with the time the driv
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -201,6 +201,17 @@ class ExitReason(enum.StrEnum):
 
 
 HUMAN_REASONS = frozenset({ExitReason.QUEUE, ExitReason.AGENT, ExitReason.CALLBACK})
+
+
+def served_by_ivr(path: Sequence[PathEvent], exit_: Exit | None) -> bool:
+    """Whether the IVR served this caller: it ended on a self-service exit, or the caller hung up
+    after a self-service lookup had given them what they asked for (e.g. heard the balance)."""
+    if exit_ is None:
+        return False
+    if exit_.reason is ExitReason.SELF_SERVED:
+        return True
+    return exit_.reason is ExitReason.CALLER_HANGUP and any(
+        p.kind is PathKind.LOOKUP and p.detail == "found" for p in path)
 
 
 @dataclass(frozen=True)

@@ -125,10 +125,18 @@ class AgiChannel:
         except ValueError as exc:
             raise agi_wire.AgiProtocolError(f"{verb}: result is not a number: {reply.result!r}") from exc
         if code < 0:
-            if self.hungup:
-                raise AgiHangup(f"{verb}: caller hung up", reply)
-            raise AgiError(f"{verb}: failed (result=-1)", reply)
+            await self._failed(verb, reply, "failed (result=-1)")
         return chr(code) if code > 0 else None
+
+    async def _failed(self, verb: str, reply: AgiReply, what: str) -> None:
+        """result=-1: a hang-up (the HANGUP notice may follow the reply) or a real failure.
+        CHANNEL STATUS tells them apart: it is refused (511) on a dead channel."""
+        if not self.hungup:
+            with contextlib.suppress(AgiHangup, AgiError):
+                await self.send("CHANNEL STATUS")
+        if self.hungup:
+            raise AgiHangup(f"{verb}: caller hung up", reply)
+        raise AgiError(f"{verb}: {what}", reply)
 
     async def answer(self) -> None:
         reply = await self.send("ANSWER")
@@ -145,9 +153,7 @@ class AgiChannel:
         """Play a prompt and collect up to `max_digits`; returns (digits, timed_out)."""
         reply = await self.send("GET DATA", agi_wire.check_sound(file), int(timeout_ms), int(max_digits))
         if reply.result == "-1":
-            if self.hungup:
-                raise AgiHangup("GET DATA: caller hung up", reply)
-            raise AgiError("GET DATA failed (missing prompt file?)", reply)
+            await self._failed("GET DATA", reply, "failed (missing prompt file?)")
         digits = reply.result
         if any(c not in "0123456789*#" for c in digits):
             raise agi_wire.AgiProtocolError(f"GET DATA returned non-DTMF characters: {digits!r}")

@@ -270,6 +270,26 @@ def _seconds(path: Path, ext: str) -> float | None:
         return None
 
 
+def _follow_in_root(path: Path, base: Path, hops: int = 8) -> Path:
+    """Follow symlinks as a chroot would: seen from the host, Debian's absolute link
+    sounds/en -> /etc/alternatives/asterisk-prompt-en dangles; resolve it against the ancestor of
+    `base` that is the chroot's root (the one where the target exists)."""
+    for _ in range(hops):
+        if not path.is_symlink() or path.exists():
+            return path
+        target = os.readlink(path)
+        if not target.startswith("/"):
+            return path
+        for root in base.parents:
+            candidate = root / target.lstrip("/")
+            if candidate.exists() or candidate.is_symlink():
+                path = candidate
+                break
+        else:
+            return path
+    return path
+
+
 def sound_catalog(directory: str | os.PathLike[str], language: str = "en") -> dict[str, float | None]:
     """Sound names under `directory` (or its `language` subdirectory) → estimated seconds.
 
@@ -278,8 +298,9 @@ def sound_catalog(directory: str | os.PathLike[str], language: str = "en") -> di
     None when the format's rate is unknown.
     """
     base = Path(directory)
-    if (base / language).is_dir():
-        base = base / language
+    lang = _follow_in_root(base / language, base)
+    if lang.is_dir():
+        base = lang
     out: dict[str, float | None] = {}
     if not base.is_dir():
         raise FileNotFoundError(f"sounds directory not found: {base}")

@@ -206,3 +206,33 @@ async def test_stop_drains_then_hands_calls_back(server: FastAgiServer) -> None:
     assert await asyncio.wait_for(reader.read(), 2) == b""
     assert server.active_calls == 0
     assert not server.serving
+
+
+@pytest.mark.parametrize(("probe_reply", "expected"), [
+    (b"511 Command Not Permitted on a dead channel or intercept routine\n", "hangup"),
+    (b"HANGUP\n200 result=6\n", "hangup"),
+    (b"200 result=6\n", "error"),
+])
+async def test_minus_one_is_told_apart_by_a_channel_status_probe(server: FastAgiServer, probe_reply: bytes,
+                                                                  expected: str) -> None:
+    """res_agi answers -1 when the caller hangs up mid-prompt, and the HANGUP notice may come later."""
+    results: list[str] = []
+
+    async def handler(ch: AgiChannel) -> None:
+        try:
+            await ch.stream_file("vm-press", "123")
+        except AgiHangup:
+            results.append("hangup")
+        except AgiError:
+            results.append("error")
+
+    server.route("hotline", handler)
+    reader, writer = await open_call(server)
+    await expect(reader, b'STREAM FILE "vm-press" "123"\n')
+    writer.write(b"200 result=-1 endpos=0\n")
+    await writer.drain()
+    await expect(reader, b"CHANNEL STATUS\n")
+    writer.write(probe_reply)
+    await writer.drain()
+    await asyncio.wait_for(reader.read(), 2)
+    assert results == [expected]

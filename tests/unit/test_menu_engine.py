@@ -270,3 +270,15 @@ def test_after_the_exit_only_a_hangup_is_accepted(menu: Menu) -> None:
     assert run.exit is not None and run.exit.reason is e.ExitReason.QUEUE
     with pytest.raises(e.UnexpectedEvent):
         run.feed(D("1"))
+
+
+@pytest.mark.parametrize(("events", "exit_reason", "served"), [
+    ([("lookup", "found")], e.ExitReason.CALLER_HANGUP, True),
+    ([("lookup", "missing")], e.ExitReason.CALLER_HANGUP, False),
+    ([], e.ExitReason.CALLER_HANGUP, False),
+    ([], e.ExitReason.SELF_SERVED, True),
+    ([("lookup", "found")], e.ExitReason.QUEUE, False),
+])
+def test_served_by_ivr(events, exit_reason, served) -> None:
+    path = [e.PathEvent(e.PathKind(kind), "balance", 1.0, detail=detail) for kind, detail in events]
+    assert e.served_by_ivr(path, e.Exit(exit_reason, "balance")) is served

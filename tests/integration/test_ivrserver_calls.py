@@ -1,0 +1,304 @@
+"""ivrserver end to end on real calls: SIPp caller → Asterisk 22 → ivrserver (FastAGI + AMI) →
+Redis → SIPp agent phone / agent websocket. Nothing of ours is replaced by a double.
+
+The menu is menus/hotline.yaml with its business hours removed (the test must not depend on the
+hour CI runs at); the routing policy is the shipped default with a 3 s agent ring time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+import yaml
+
+from ivrserver import config
+from ivrserver.app import IvrServer
+from ivrserver.devstack import LocalAsterisk
+from ivrserver.domain.model import (
+    AgentState,
+    ContactPreferences,
+    Customer,
+    Outcome,
+    Tier,
+)
+from ivrserver.store import agents as agent_store
+from ivrserver.store import callpath, customers, history
+from ivrserver.store.keys import Keys
+from tests.conftest import free_port
+from tests.integration.conftest import Phones
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+ALL_DAY = ContactPreferences(timezone="UTC", allowed_from="00:00", allowed_until="23:59")
+
+
+def write_menus(directory: Path, change: dict[str, Any] | None = None) -> None:
+    """The shipped hotline menu without business hours (optionally with node changes)."""
+    data = yaml.safe_load((REPO / "menus" / "hotline.yaml").read_text())
+    data.pop("hours", None)
+    data["entry"] = {"open": "main"}
+    data["nodes"].pop("after_hours", None)
+    for node, fields in (change or {}).items():
+        data["nodes"][node].update(fields)
+    directory.mkdir(exist_ok=True)
+    (directory / "hotline.yaml").write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+def write_routing(path: Path) -> None:
+    data = yaml.safe_load((REPO / "ivrserver" / "defaults" / "routing.yaml").read_text())
+    data["ring_seconds"] = 3
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+async def wait_until(predicate: Any, timeout: float = 15.0, interval: float = 0.1, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        await asyncio.sleep(interval)
+
+
+class Ivr:
+    """A running IvrServer on the session's Asterisk, plus what tests need to look at it."""
+
+    def __init__(self, server: IvrServer, redis: aioredis.Redis, menus_dir: Path) -> None:
+        self.server = server
+        self.redis = redis
+        self.keys: Keys = server.keys
+        self.menus_dir = menus_dir
+        self.base = f"http://127.0.0.1:{server.settings.web.port}"
+
+    async def agent_ready(self, agent_id: str) -> None:
+        async def ready() -> bool:
+            states = await agent_store.statuses(self.redis, self.keys, [agent_id], time.time())
+            return agent_id in states and states[agent_id].state is AgentState.READY
+        await wait_until(ready, what=f"{agent_id} ready")
+
+    async def contacts(self) -> list[Any]:
+        ids = [k.rsplit(":", 1)[1] async for k in self.redis.scan_iter(f"{self.keys.prefix}:contact:*")]
+        found = [await history.get_contact(self.redis, self.keys, i) for i in ids]
+        return [c for c in found if c is not None]
+
+    async def finished_contact(self, **match: Any) -> Any:
+        async def find() -> Any:
+            for c in await self.contacts():
+                if c.outcome is not Outcome.IN_PROGRESS and all(getattr(c, k) == v for k, v in match.items()):
+                    return c
+            return None
+        return await wait_until(find, what=f"a finished contact with {match}")
+
+    async def paths(self, count: int) -> list[Any]:
+        """The recorded IVR paths once `count` calls have recorded theirs (written when the AGI ends)."""
+        async def recorded() -> list[Any]:
+            found = await callpath.recent_paths(self.redis, self.keys, "hotline", 0)
+            return found if len(found) >= count else []
+        if count == 0:
+            await asyncio.sleep(1.0)
+            return await callpath.recent_paths(self.redis, self.keys, "hotline", 0)
+        return await wait_until(recorded, what=f"{count} recorded IVR paths")
+
+
+@pytest.fixture
+async def ivr(fresh_asterisk: LocalAsterisk, redis_client: aioredis.Redis, tmp_path: Path) -> AsyncIterator[Ivr]:
+    ports = fresh_asterisk.ports
+    menus_dir = tmp_path / "menus"
+    write_menus(menus_dir)
+    write_routing(tmp_path / "routing.yaml")
+    redis_url = str(redis_client.connection_pool.connection_kwargs.get("path") or "") or (
+        f"redis://127.0.0.1:{redis_client.connection_pool.connection_kwargs['port']}/0")
+    settings = config.from_mapping({
+        "redis": {"url": redis_url, "prefix": f"it{free_port()}"},
+        "ami": {"host": "127.0.0.1", "port": ports.ami_port, "secret": fresh_asterisk.ami_secret,
+                "ping_interval": 1.0, "silence_timeout": 6.0, "reconnect_max_delay": 1.0},
+        "agi": {"host": ports.agi_host, "port": ports.agi_port, "drain_timeout": 2.0},
+        "web": {"port": free_port()},
+        "asterisk": {"config_dir": str(fresh_asterisk.etc_dir), "sounds_dir": str(fresh_asterisk.sounds_dir)},
+        "menus": {"dir": str(menus_dir), "watch": False},
+        "routing": {"agents_file": str(REPO / "scripts" / "demo-agents.yaml"),
+                    "policy_file": str(tmp_path / "routing.yaml")},
+        "callbacks": {"poll_interval": 0.1, "calling_from": "00:00", "calling_until": "23:59",
+                      "agent_ring_seconds": 10, "grace_seconds": 1},
+        "instance": "it-a",
+    })
+    server = IvrServer(settings)
+    ready = asyncio.Event()
+    task = asyncio.create_task(server.run(ready))
+    await asyncio.wait_for(ready.wait(), 15)
+    assert await server.ami.wait_logged_in(10), "ivrserver did not log in to AMI"
+    try:
+        yield Ivr(server, redis_client, menus_dir)
+    finally:
+        server.stopping.set()
+        await asyncio.wait_for(task, 20)
+
+
+async def add_customer(ivr: Ivr, customer: Customer) -> Customer:
+    await customers.save_customer(ivr.redis, ivr.keys, customer)
+    return customer
+
+
+async def test_unknown_caller_walks_the_menu_to_a_queue_and_the_call_is_recorded(ivr: Ivr, phones: Phones) -> None:
+    agent = await phones.agent(1006, hold_ms=1000)  # faults queue, penalty 0
+    await ivr.agent_ready("agent1006")
+    result = await phones.call("31", number="15559999")  # 3 = report a fault, 1 = talk to the faults team
+    assert result.ok, result.describe()
+    assert (await agent.wait()).ok
+    [path] = await ivr.paths(1)
+    exit_ = [p for p in path.events if p.kind.value == "exit"][-1]
+    assert (exit_.node, exit_.detail, exit_.target) == ("faults", "queue", "faults")
+    assert [p.key for p in path.events if p.kind.value == "key"] == ["3", "1"]
+    contact = await ivr.finished_contact(number="15559999")
+    # Built from AMI events correlated by Linkedid plus what the FastAGI side reported.
+    assert contact.outcome is Outcome.ANSWERED
+    assert contact.agents == ("agent1006",)
+    assert contact.queue == "ivr-faults" or contact.queue == "faults"
+    assert "ivr exit queue at faults" in contact.routing_reason
+
+
+async def test_self_service_balance_is_recorded_as_self_served(ivr: Ivr, phones: Phones) -> None:
+    await add_customer(ivr, Customer(id="c-std-1", name="Li Lei", phones=("15550003",), attributes={"balance": "42"}))
+    # 1 = balance, said from the caller's own data; the caller hangs up once they have heard it.
+    result = await phones.call("1", number="15550003", hold_ms=5000)
+    assert result.ok, result.describe()
+    [path] = await ivr.paths(1)
+    assert ("lookup", "balance", "found") in [(p.kind.value, p.node, p.detail) for p in path.events]
+    assert path.events[-1].kind.value == "exit" and path.events[-1].detail == "caller_hangup"
+    contact = await ivr.finished_contact(customer_id="c-std-1")
+    assert contact.outcome is Outcome.SELF_SERVED
+    timeline = await history.list_timeline(ivr.redis, ivr.keys, "c-std-1")
+    assert [c.id for c in timeline] == [contact.id]
+
+
+async def test_vip_goes_straight_to_the_account_manager_and_the_pop_reaches_only_them(
+        ivr: Ivr, phones: Phones) -> None:
+    await add_customer(ivr, Customer(id="c-vip-1", name="Wang <b>Boss</b>", phones=("15550001",), tier=Tier.VIP,
+                                     account_manager="agent1001"))
+    async with aiohttp.ClientSession() as http:
+        sockets = {}
+        for agent_id in ("agent1001", "agent1002"):
+            async with http.post(f"{ivr.base}/api/v1/login", json={"agent": agent_id, "password": agent_id}) as r:
+                assert r.status == 200, await r.text()
+                token = (await r.json())["token"]
+            ws = await http.ws_connect(f"{ivr.base}/ws/agent")
+            await ws.send_json({"type": "auth", "token": token, "last_seq": 0})
+            sockets[agent_id] = ws
+        manager = await phones.agent(1001, ring_ms=800, hold_ms=1000)
+        await ivr.agent_ready("agent1001")
+        caller = await phones.caller("", number="15550001")
+
+        async def pop_for(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+            while True:
+                msg = await asyncio.wait_for(ws.receive(), 15)
+                assert msg.type == aiohttp.WSMsgType.TEXT, msg
+                frame = json.loads(msg.data)
+                if frame.get("type") == "event" and frame["data"].get("type") == "pop":
+                    return frame["data"]
+
+        pop = await pop_for(sockets["agent1001"])
+        assert (await manager.wait()).ok
+        assert (await caller.wait()).ok
+        assert pop["phase"] == "ringing"
+        assert pop["customer"]["name"] == "Wang <b>Boss</b>"  # data, never markup: the page renders text
+        assert "account manager" in pop["routing"]["reason"] or "agent1001" in json.dumps(pop)
+        # agent1002 got no pop for this call: only non-pop frames (welcome/replay) arrived.
+        frames = []
+        while True:
+            try:
+                msg = await asyncio.wait_for(sockets["agent1002"].receive(), 1.0)
+            except TimeoutError:
+                break
+            frames.append(json.loads(msg.data))
+        assert not [f for f in frames if f.get("type") == "event"], frames
+        for ws in sockets.values():
+            await ws.close()
+    assert await ivr.paths(0) == []  # the menu was skipped
+    contact = await ivr.finished_contact(customer_id="c-vip-1")
+    assert contact.outcome is Outcome.ANSWERED and contact.agents == ("agent1001",)
+    assert "agent1001" in contact.routing_reason
+
+
+async def test_open_case_goes_to_its_owner_and_falls_back_to_the_queue_when_unanswered(
+        ivr: Ivr, phones: Phones) -> None:
+    customer = await add_customer(ivr, Customer(id="c-rep-1", name="Zhao Min", phones=("15550002",)))
+    await history.open_case(ivr.redis, ivr.keys, customer_id=customer.id, summary="premium SMS charge",
+                            now=time.time(), owner_agent="agent1005", still_needed="first charge date")
+    owner = await phones.agent(1005, answer=False)
+    general = await phones.agent(1004, hold_ms=1000)
+    await ivr.agent_ready("agent1005")
+    await ivr.agent_ready("agent1004")
+    result = await phones.call("", number="15550002")
+    assert result.ok, result.describe()
+    assert (await general.wait()).ok
+    await owner.kill()
+    contact = await ivr.finished_contact(customer_id="c-rep-1")
+    assert contact.outcome is Outcome.ANSWERED
+    assert contact.agents[-1] == "agent1004"
+    assert "agent1005" in contact.routing_reason and "case" in contact.routing_reason
+
+
+async def test_a_reload_during_a_live_call_keeps_that_call_on_its_version(ivr: Ivr, phones: Phones) -> None:
+    await phones.agent(1006, hold_ms=500)
+    await phones.agent(1008, hold_ms=500)  # faults overflow / sales
+    await ivr.agent_ready("agent1006")
+    first = await phones.caller("31", number="15559001")
+    await wait_until(lambda: asyncio.sleep(0, ivr.server.fastagi.active_calls == 1), what="first call in the IVR")
+    old = ivr.server.menus.current.version
+    # v2: key 3 now opens the plans menu instead of faults.
+    write_menus(ivr.menus_dir, {"main": {"options": {"1": {"goto": "balance"}, "2": {"goto": "topup"},
+                                                     "3": {"goto": "plans"}, "4": {"goto": "faults"},
+                                                     "9": {"goto": "language"}}}})
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{ivr.base}/api/v1/login", json={"agent": "agent1010", "password": "agent1010"}) as r:
+            token = (await r.json())["token"]
+        async with http.post(f"{ivr.base}/api/v1/menus/reload", headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 200, await r.text()
+    new = ivr.server.menus.current.version
+    assert new != old
+    assert (await first.wait()).ok
+    second = await phones.call("3", number="15559002", hold_ms=1500)
+    assert second.ok, second.describe()
+    paths = {p.version: p for p in await ivr.paths(2)}
+    assert set(paths) == {old, new}
+    assert [p.node for p in paths[old].events if p.kind.value == "enter"][:2] == ["main", "faults"]
+    assert [p.node for p in paths[new].events if p.kind.value == "enter"][:2] == ["main", "plans"]
+
+
+async def test_callback_rings_the_agent_first_then_the_customer_exactly_once(ivr: Ivr, phones: Phones) -> None:
+    await add_customer(ivr, Customer(id="c-cb-1", name="Sun Li", phones=("15550007",), preferences=ALL_DAY))
+    agent = await phones.agent(1003, ring_ms=300, hold_ms=1500)
+    customer_phone = await phones.customer(ring_ms=300, hold_ms=1000)
+    await ivr.agent_ready("agent1003")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{ivr.base}/api/v1/login", json={"agent": "agent1003", "password": "agent1003"}) as r:
+            token = (await r.json())["token"]
+        body = {"customer_id": "c-cb-1", "number": "15550007", "earliest": time.time() + 2,
+                "reason": "refund decision", "context": "promised to call with the refund result"}
+        async with http.post(f"{ivr.base}/api/v1/callbacks", json=body,
+                             headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status in (200, 201), await r.text()
+            callback_id = (await r.json())["id"]
+    assert (await agent.wait()).ok
+    assert (await customer_phone.wait()).ok
+
+    async def settled() -> Any:
+        cb = await ivr.server.callbacks.get(callback_id)
+        return cb if cb.state.value in ("done", "connected", "failed") else None
+    cb = await wait_until(settled, timeout=30, what="callback settled")
+    assert cb.state.value in ("done", "connected"), cb
+    assert cb.attempts == 1
+    assert [a.outcome.value for a in cb.history if a.outcome] == ["answered"]
+    frames = [json.loads(raw) for _, raw in (await ivr.server.pops.since("agent1003", 0)).frames]
+    pops = [f["data"] for f in frames if f.get("data", {}).get("type") == "pop"]
+    assert pops and pops[0]["kind"] == "callback"
