@@ -11,7 +11,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from ivrserver.services.callbacks import CallbackPlacer, CallbackScheduler, Call
 from ivrserver.services.history import ContactTracker
 from ivrserver.services.hotline import HotlineService
 from ivrserver.services.menus import MenuRegistry
+from ivrserver.services.queue_state import QueueState
 from ivrserver.services.routing import RoutingService
 from ivrserver.services.screen_pop import ScreenPopService
 from ivrserver.store import agents as agent_store
@@ -95,6 +96,7 @@ class IvrServer:
         self.menus = self._build_menus()
         policy, agents = self._load_routing()
         self.agent_defs = agents.agents
+        self._by_endpoint = {a.endpoint: a.id for a in agents.agents.values()}
         self.agent_state = AgentStateService(self.redis, self.keys, agents.agents,
                                              wrap_up_seconds=agents.wrap_up_seconds)
         self.tracker = ContactTracker(self.redis, self.keys, retention_days=settings.redis.retention_days,
@@ -112,7 +114,8 @@ class IvrServer:
                             heartbeat=settings.web.heartbeat)
         self.screen_pop = ScreenPopService(self.redis, self.keys, self.hub, agents.agents,
                                            contact_id_for=self.tracker.contact_id)
-        # callbacks
+        # callbacks (virtual hold reads the live queues)
+        self.queue_state = QueueState(self._agent_of_interface, self._count_free)
         self.callback_store = CallbackStore(self.redis, self.keys)
         callback_policy = policy_from_settings(settings.callbacks)
         self.callbacks = CallbackService(self.callback_store, callback_policy, preferences=self._preferences)
@@ -123,7 +126,9 @@ class IvrServer:
             preferences=self._preferences, endpoint_of=lambda a: self.agent_defs[a].endpoint,
             customer_dial=settings.asterisk.customer_dial, callback_context=settings.asterisk.callback_context,
             notify_context=settings.asterisk.notify_context, agent_ring_seconds=settings.callbacks.agent_ring_seconds,
-            lease_seconds=settings.callbacks.lease_seconds, instance=settings.instance)
+            lease_seconds=settings.callbacks.lease_seconds, instance=settings.instance,
+            queue_snapshot=self.queue_state.snapshot)
+        self.hotline.attach_callbacks(self.callbacks)
         self.scheduler = CallbackScheduler(self.callback_store, placer, instance=settings.instance,
                                            poll_interval=settings.callbacks.poll_interval,
                                            lease_seconds=settings.callbacks.lease_seconds)
@@ -183,6 +188,14 @@ class IvrServer:
         members = [a.id for a in self.agent_defs.values() if tier in a.tiers]
         statuses = await agent_store.statuses(self.redis, self.keys, members, time.time())
         return longest_idle_first(statuses.values(), members)
+
+    def _agent_of_interface(self, interface: str) -> str | None:
+        return self._by_endpoint.get(interface)
+
+    async def _count_free(self, agent_ids: Iterable[str]) -> int:
+        ids = list(agent_ids)
+        statuses = await agent_store.statuses(self.redis, self.keys, ids, time.time())
+        return sum(1 for s in statuses.values() if s.state is AgentState.READY)
 
     async def _is_free(self, agent_id: str) -> bool:
         statuses = await agent_store.statuses(self.redis, self.keys, [agent_id], time.time())
@@ -257,6 +270,7 @@ class IvrServer:
             asyncio.create_task(self.tracker.run(self.fanout.subscribe()), name="contact-tracker"),
             asyncio.create_task(self.screen_pop.run(self.fanout.subscribe()), name="screen-pop"),
             asyncio.create_task(self.dialer.run(self.fanout.subscribe()), name="callback-results"),
+            asyncio.create_task(self.queue_state.run(self.fanout.subscribe()), name="queue-state"),
         ]
         if self.settings.callbacks.enabled:
             background.append(asyncio.create_task(self.scheduler.run(), name="callback-scheduler"))

@@ -22,8 +22,9 @@ from ivrserver.domain.contact_tracking import CallFacts
 from ivrserver.domain.model import CallerSnapshot, ContactKind, Customer
 from ivrserver.domain.routing import Action
 from ivrserver.pbx.fastagi import AgiChannel
+from ivrserver.services.callbacks import CallbackService
 from ivrserver.services.history import ContactTracker
-from ivrserver.services.ivr_call import OfferCallbackFn, run_menu
+from ivrserver.services.ivr_call import run_menu
 from ivrserver.services.menus import MenuRegistry
 from ivrserver.services.routing import RoutingService
 from ivrserver.store import call_context, callpath, customers
@@ -43,7 +44,7 @@ class HotlineService:
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, menus: MenuRegistry, routing: RoutingService,
                  tracker: ContactTracker | None, *, entry: str, retention_days: int, default_country: str = "",
-                 offer_callback: OfferCallbackFn | None = None,
+                 callbacks: CallbackService | None = None,
                  on_context: Callable[[CallContext], Awaitable[None]] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._redis = redis
@@ -54,9 +55,13 @@ class HotlineService:
         self._tracker = tracker
         self._recorder = RedisPathRecorder(redis, keys, retention_days * 86400)
         self._country = default_country
-        self._offer_callback = offer_callback
+        self._callbacks = callbacks
         self._on_context = on_context
         self._clock = clock
+
+    def attach_callbacks(self, callbacks: CallbackService) -> None:
+        """The callback service is built after the hotline (it needs the AMI dialer)."""
+        self._callbacks = callbacks
 
     async def _snapshot(self, number: str) -> CallerSnapshot:
         try:
@@ -66,6 +71,23 @@ class HotlineService:
             # Redis down: the caller is served as unknown (menu, then a human), never dropped.
             log.error("caller lookup failed; serving the caller as unknown", extra={"error": str(exc)})
             return CallerSnapshot(number="")
+
+    async def offer_callback(self, cmd: e.OfferCallback, snapshot: CallerSnapshot, customer_id: str | None) -> bool:
+        """"Press 2 to be called back": keep the caller's place in the queue (virtual hold)."""
+        if self._callbacks is None or not snapshot.number:
+            return False  # withheld number: nothing to call back
+        digits = snapshot.number.lstrip("+")
+        now = self._clock()
+        try:
+            cb = await self._callbacks.request({
+                "customer_id": customer_id or f"tel-{digits}", "number": digits, "at": now,
+                "queue": cmd.queue, "joined_at": now, "priority": cmd.priority, "reason": cmd.reason or "ivr"},
+                requested_by="ivr")
+        except Exception as exc:  # refused or store down: the menu says so and offers a human
+            log.warning("callback request from the IVR refused", extra={"error": str(exc)})
+            return False
+        log.info("virtual hold: callback requested", extra={"callback": cb.id, "queue": cmd.queue})
+        return True
 
     async def _identify(self, account: str, pin: str) -> object:
         return await customers.identify_by_account(self._redis, self._keys, account, pin, self._clock())
@@ -90,7 +112,7 @@ class HotlineService:
                 announcement = ()
             outcome = await run_menu(channel, version, snapshot, self._recorder, started, menu=self._entry,
                                      announcement=announcement, identify=self._identify,
-                                     offer_callback=self._offer_callback, clock=self._clock)
+                                     offer_callback=self.offer_callback, clock=self._clock)
             path = path_dicts(outcome.path)
             customer_id = outcome.customer_id
             exit_ = outcome.exit
