@@ -37,7 +37,7 @@ run: deps $(STAMP) asterisk
 	$(PY) -m ivrserver.devstack run
 
 call: deps $(STAMP)
-	$(PY) -m ivrserver.devstack call --digits "$(or $(DIGITS),1)"
+	$(PY) -m ivrserver.devstack call --digits "$(if $(filter undefined,$(origin DIGITS)),1,$(DIGITS))" --caller "$(or $(CALLER),5551234)"
 
 unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration" tests

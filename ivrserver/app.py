@@ -110,7 +110,11 @@ class IvrServer:
         self.audit = AuditLog(self.redis, self.keys)
         self.auth = Authenticator(self.redis, self.keys, agents.agents, agents.credentials, pops=self.pops,
                                   audit=self.audit)
-        self.hub = AgentHub(self.redis, self.keys, self.pops, self.auth, queue_size=settings.web.socket_queue,
+        # Pub/sub blocks on reads for as long as no pop is published: no socket timeout there.
+        self.pubsub_redis: aioredis.Redis = aioredis.Redis.from_url(
+            settings.redis.url, decode_responses=True, socket_connect_timeout=3, socket_keepalive=True,
+            health_check_interval=15)
+        self.hub = AgentHub(self.pubsub_redis, self.keys, self.pops, self.auth, queue_size=settings.web.socket_queue,
                             heartbeat=settings.web.heartbeat)
         self.screen_pop = ScreenPopService(self.redis, self.keys, self.hub, agents.agents,
                                            contact_id_for=self.tracker.contact_id)
@@ -303,6 +307,7 @@ class IvrServer:
             await self._runner.cleanup()
         await self.ami.close()
         await self.redis.aclose()
+        await self.pubsub_redis.aclose()
         log.info("stopped")
 
 

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import dataclasses
 import os
 import random
 import re
@@ -35,6 +36,9 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ivrserver import config
+from ivrserver.config import Settings
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 CONFIG_TEMPLATES = REPO_DIR / "asterisk-config"
@@ -799,6 +803,72 @@ async def _up(args: argparse.Namespace) -> int:
     return 0
 
 
+def stack_settings(asterisk: LocalAsterisk, redis_url: str, config_file: str | None = None) -> Settings:
+    """ivrserver settings for a local stack: the user's settings (or the defaults, which are
+    `make run`'s ports) with this stack's Redis, AMI, FastAGI and Asterisk paths, and the demo
+    agents (passwords = their ids) unless the settings name an agents file."""
+    base = config.load(config_file)
+    agents = base.routing.agents_file
+    if agents == config.RoutingSettings().agents_file:
+        agents = str(REPO_DIR / "scripts" / "demo-agents.yaml")
+    return dataclasses.replace(
+        base,
+        redis=dataclasses.replace(base.redis, url=redis_url),
+        ami=dataclasses.replace(base.ami, host="127.0.0.1", port=asterisk.ports.ami_port, secret=asterisk.ami_secret),
+        agi=dataclasses.replace(base.agi, host=asterisk.ports.agi_host, port=asterisk.ports.agi_port),
+        asterisk=dataclasses.replace(base.asterisk, config_dir=str(asterisk.etc_dir),
+                                     sounds_dir=str(asterisk.sounds_dir)),
+        routing=dataclasses.replace(base.routing, agents_file=agents),
+    )
+
+
+async def _seed_demo(redis_url: str) -> None:
+    """Demo customers (VIP with an account manager, a repeat caller, self-service balance ...)."""
+    demo = str(REPO_DIR / "scripts" / "demo-customers.yaml")
+    code, out, err = await _run([sys.executable, "-m", "ivrserver", "customers", "import", demo,
+                                 "--redis-url", redis_url])
+    print((out or err).strip().splitlines()[-1] if (out or err).strip() else f"demo import exit {code}")
+
+
+async def _run_all(args: argparse.Namespace) -> int:
+    """`make run`: Redis + Asterisk + agent phones + ivrserver, until Ctrl-C."""
+    from ivrserver import logs
+    from ivrserver.app import IvrServer
+
+    logs.setup("INFO")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with stack(ami_secret=args.ami_secret, redis_port=args.redis_port) as (asterisk, redis):
+        await _seed_demo(redis.url)
+        phones = [await start_sipp("agent", local_port=asterisk.ports.agent_port(n), calls=100000,
+                                   variables={"ring_ms": 2000, "hold_ms": 15000}, timeout=86400)
+                  for n in AGENT_NUMBERS]
+        server = IvrServer(stack_settings(asterisk, redis.url, args.config))
+        ready = asyncio.Event()
+        serving = asyncio.create_task(server.run(ready))
+        try:
+            await asyncio.wait_for(ready.wait(), 30)
+            print(_describe(asterisk, redis), flush=True)
+            print(f"ivrserver  web http://{server.settings.web.host}:{server.web_port}/ (agent page; log in as "
+                  f"agent1001 / agent1001), FastAGI {server.settings.agi.host}:{server.fastagi.port}\n"
+                  f"Agent phones (SIPp) answer every call after 2 s and talk 15 s.\n"
+                  f"Try: make call            (unknown caller, presses 1: balance → asks for the account)\n"
+                  f"     make call CALLER=15550001   (VIP: straight to account manager agent1001)", flush=True)
+            waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(asterisk.wait()), serving]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for task in waiters[:2]:
+                task.cancel()
+        finally:
+            print("stopping ...", flush=True)
+            server.stopping.set()
+            await asyncio.gather(serving, return_exceptions=True)
+            for phone in phones:
+                await phone.kill()
+    return 0
+
+
 async def _call(args: argparse.Namespace) -> int:
     digits = args.digits.replace(",", "").replace(" ", "")
     caller = await start_caller(StackPorts.default(), digits, mode="info" if args.info else "rfc4733",
@@ -813,10 +883,13 @@ async def _call(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ivrserver.devstack", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("up", "run"):
-        up = sub.add_parser(name, help="start Redis + Asterisk with the default ports until Ctrl-C")
+    for name, text in (("up", "start Redis + Asterisk with the default ports until Ctrl-C"),
+                       ("run", "`make run`: Redis + Asterisk + agent phones + ivrserver until Ctrl-C")):
+        up = sub.add_parser(name, help=text)
         up.add_argument("--ami-secret", default=os.environ.get("IVRSERVER_AMI__SECRET", DEFAULT_AMI_SECRET))
         up.add_argument("--redis-port", type=int, default=6379)
+        up.add_argument("-c", "--config", default=os.environ.get("IVRSERVER_CONFIG"),
+                        help="ivrserver settings file (ports of Asterisk/Redis come from the stack)")
     call = sub.add_parser("call", help="place one SIPp call to the hotline of a running `up`")
     call.add_argument("--digits", default="1", help="DTMF to send, e.g. 1,2 or 12# (default 1)")
     call.add_argument("--caller", default="5551234", help="caller number (From user)")
@@ -827,7 +900,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "(default 10000; 0 = wait for Asterisk's BYE until --timeout)")
     call.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
-    runner = _call if args.command == "call" else _up
+    runner = {"call": _call, "up": _up, "run": _run_all}[args.command]
     try:
         return asyncio.run(runner(args))
     except DevStackError as exc:
