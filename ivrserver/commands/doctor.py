@@ -7,7 +7,6 @@ import asyncio
 import json
 import re
 import socket
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import redis.asyncio as aioredis
 
 from ivrserver import config
 from ivrserver.pbx.asterisk_conf import ConfReadError, queue_names, read_conf
+from ivrserver.services import menu_files, routing_files
+from ivrserver.services.menus import MenuRegistry
 
 # What ivrserver does over AMI, and the manager.conf class each needs.
 NEEDED_READ = {"call": "channel, dial and originate events", "agent": "queue member events",
@@ -127,17 +128,43 @@ def _check_dialplan(settings: config.Settings, conf_dir: Path) -> list[Check]:
     return checks
 
 
-def _check_queues(conf_dir: Path, needed: dict[str, str]) -> list[Check]:
+def _check_queues(conf_dir: Path) -> list[Check]:
     try:
         defined = queue_names(conf_dir / "queues.conf")
     except ConfReadError as exc:
         return [Check("queues", False, str(exc), "set asterisk.config_dir")]
-    missing = {q: where for q, where in needed.items() if q not in defined}
-    if missing:
-        return [Check("queues", False, "queues used but not defined in queues.conf: "
-                      + ", ".join(f"{q} (by {w})" for q, w in sorted(missing.items())),
-                      "add a [queue] section for each to queues.conf, then `queue reload all`")]
-    return [Check("queues", True, f"all {len(needed)} queues used by menus and routing exist")]
+    if "general" not in defined:
+        return [Check("queues", False, "no [ivr-general] queue in queues.conf: the dialplan's fallback has nowhere "
+                      "to send callers", "add [ivr-general] with your agents as members (see asterisk-config/)")]
+    return [Check("queues", True, f"queues.conf defines {', '.join(sorted(defined))}")]
+
+
+def _check_menus(settings: config.Settings, conf_dir: Path) -> Check:
+    """The menus load and validate against Asterisk's real queues and sounds."""
+    sounds = Path(settings.asterisk.sounds_dir)
+    queues_conf = conf_dir / "queues.conf"
+    resources, notes = menu_files.resources(str(sounds) if sounds.is_dir() else None,
+                                            str(queues_conf) if queues_conf.is_file() else None)
+    result = MenuRegistry(settings.menus.dir, resources=resources).reload()
+    if not result.ok:
+        shown = [str(e) for e in result.errors[:5]]
+        more = f" (+{len(result.errors) - 5} more)" if len(result.errors) > 5 else ""
+        return Check("menus", False, "; ".join(shown) + more, f"run `ivrserver menus check {settings.menus.dir}`")
+    detail = f"{settings.menus.dir}: version {result.version} valid"
+    return Check("menus", True, detail + (f" ({'; '.join(notes)})" if notes else ""))
+
+
+def _check_routing(settings: config.Settings, conf_dir: Path) -> Check:
+    try:
+        queues: set[str] | None = queue_names(conf_dir / "queues.conf")
+    except ConfReadError:
+        queues = None
+    problems = routing_files.check(settings.routing, queues=queues) if queues else routing_files.check(
+        settings.routing)
+    if problems:
+        return Check("routing", False, "; ".join(problems[:5]),
+                     f"fix {settings.routing.policy_file} / {settings.routing.agents_file}")
+    return Check("routing", True, "routing policy and agents valid; every queue they name exists")
 
 
 def _check_agi_port(settings: config.Settings) -> Check:
@@ -150,24 +177,15 @@ def _check_agi_port(settings: config.Settings) -> Check:
     return Check("fastagi.port", True, f"{settings.agi.host}:{settings.agi.port} is free for ivrserver")
 
 
-QueueSource = Callable[[config.Settings], dict[str, str]]
-# Features that name queues register a source here (menus, routing), so doctor checks them all.
-QUEUE_SOURCES: list[QueueSource] = []
-
-
 async def diagnose(settings: config.Settings) -> list[Check]:
     conf_dir = Path(settings.asterisk.config_dir)
     checks = [await _check_redis(settings), await _ami_login(settings)]
-    checks += _check_ami_permissions(settings, conf_dir)
-    checks += _check_dialplan(settings, conf_dir)
-    needed: dict[str, str] = {"general": "dialplan fallback"}
-    for source in QUEUE_SOURCES:
-        try:
-            needed.update(source(settings))
-        except Exception as exc:
-            checks.append(Check("queues.source", False, f"cannot read queue names: {exc}",
-                                "run `ivrserver menus check` for details"))
-    checks += _check_queues(conf_dir, needed)
+    # File-reading checks run in a worker thread: the event loop never blocks on disk.
+    checks += await asyncio.to_thread(_check_ami_permissions, settings, conf_dir)
+    checks += await asyncio.to_thread(_check_dialplan, settings, conf_dir)
+    checks += await asyncio.to_thread(_check_queues, conf_dir)
+    checks.append(await asyncio.to_thread(_check_menus, settings, conf_dir))
+    checks.append(await asyncio.to_thread(_check_routing, settings, conf_dir))
     checks.append(_check_agi_port(settings))
     return checks
 

@@ -33,13 +33,21 @@ class ConfSection:
         return [value for name, value in self.items if name == key]
 
 
+class _Config(pyst_config.Config):  # type: ignore[misc]
+    """pyst2's parser, reading the file with a context manager (its own load() leaks the handle)."""
+
+    def load(self) -> None:
+        with open(self.filename, encoding="utf-8", errors="replace") as f:
+            self.raw_lines = f.readlines()
+
+
 def read_conf(path: str | Path) -> list[ConfSection]:
     """Sections of one .conf file, in order (items keep duplicates, e.g. `member =`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfReadError(f"{path}: no such file")
     try:
-        parsed = pyst_config.Config(str(path))
+        parsed = _Config(str(path))
     except pyst_config.ParseError as exc:
         line, message = exc.args if len(exc.args) == 2 else ("?", exc)
         raise ConfReadError(f"{path}:{line}: {message}") from exc
