@@ -305,9 +305,10 @@ class FastAgiServer:
             result = "hangup"
             log.info("caller hung up", extra={"detail": str(exc)})
         except asyncio.CancelledError:
+            # Shutdown cancelled this connection's own task (nothing awaits it): closing the
+            # socket hands the call back to the dialplan, whose fallback queues the caller.
             result = "cancelled"
             log.warning("call handed back to the dialplan (shutdown)")
-            raise
         except Exception:
             result = "error"
             log.exception("call handler failed; the dialplan takes over")

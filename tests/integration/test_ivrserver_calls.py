@@ -8,7 +8,9 @@ hour CI runs at); the routing policy is the shipped default with a 3 s agent rin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,7 +23,8 @@ import yaml
 
 from ivrserver import config
 from ivrserver.app import IvrServer
-from ivrserver.devstack import LocalAsterisk
+from ivrserver.devstack import LocalAsterisk, StackPorts
+from ivrserver.domain.identification import hash_pin
 from ivrserver.domain.model import (
     AgentState,
     ContactPreferences,
@@ -110,21 +113,19 @@ class Ivr:
         return await wait_until(recorded, what=f"{count} recorded IVR paths")
 
 
-@pytest.fixture
-async def ivr(fresh_asterisk: LocalAsterisk, redis_client: aioredis.Redis, tmp_path: Path) -> AsyncIterator[Ivr]:
-    ports = fresh_asterisk.ports
+def ivr_settings(asterisk: LocalAsterisk, redis_url: str, tmp_path: Path) -> config.Settings:
+    """Settings for an IvrServer on `asterisk`: hours-free menus, 3 s agent ring, quick callbacks."""
+    ports = asterisk.ports
     menus_dir = tmp_path / "menus"
     write_menus(menus_dir)
     write_routing(tmp_path / "routing.yaml")
-    redis_url = str(redis_client.connection_pool.connection_kwargs.get("path") or "") or (
-        f"redis://127.0.0.1:{redis_client.connection_pool.connection_kwargs['port']}/0")
-    settings = config.from_mapping({
+    return config.from_mapping({
         "redis": {"url": redis_url, "prefix": f"it{free_port()}"},
-        "ami": {"host": "127.0.0.1", "port": ports.ami_port, "secret": fresh_asterisk.ami_secret,
+        "ami": {"host": "127.0.0.1", "port": ports.ami_port, "secret": asterisk.ami_secret,
                 "ping_interval": 1.0, "silence_timeout": 6.0, "reconnect_max_delay": 1.0},
         "agi": {"host": ports.agi_host, "port": ports.agi_port, "drain_timeout": 2.0},
         "web": {"port": free_port()},
-        "asterisk": {"config_dir": str(fresh_asterisk.etc_dir), "sounds_dir": str(fresh_asterisk.sounds_dir)},
+        "asterisk": {"config_dir": str(asterisk.etc_dir), "sounds_dir": str(asterisk.sounds_dir)},
         "menus": {"dir": str(menus_dir), "watch": False},
         "routing": {"agents_file": str(REPO / "scripts" / "demo-agents.yaml"),
                     "policy_file": str(tmp_path / "routing.yaml")},
@@ -132,16 +133,32 @@ async def ivr(fresh_asterisk: LocalAsterisk, redis_client: aioredis.Redis, tmp_p
                       "agent_ring_seconds": 10, "grace_seconds": 1},
         "instance": "it-a",
     })
+
+
+@contextlib.asynccontextmanager
+async def running(settings: config.Settings) -> AsyncIterator[IvrServer]:
+    """An IvrServer started in this event loop, logged in to AMI; stopped (drained) afterwards."""
     server = IvrServer(settings)
     ready = asyncio.Event()
     task = asyncio.create_task(server.run(ready))
     await asyncio.wait_for(ready.wait(), 15)
     assert await server.ami.wait_logged_in(10), "ivrserver did not log in to AMI"
     try:
-        yield Ivr(server, redis_client, menus_dir)
+        yield server
     finally:
         server.stopping.set()
         await asyncio.wait_for(task, 20)
+
+
+def url_of(client: aioredis.Redis) -> str:
+    return f"redis://127.0.0.1:{client.connection_pool.connection_kwargs['port']}/0"
+
+
+@pytest.fixture
+async def ivr(fresh_asterisk: LocalAsterisk, redis_client: aioredis.Redis, tmp_path: Path) -> AsyncIterator[Ivr]:
+    settings = ivr_settings(fresh_asterisk, url_of(redis_client), tmp_path)
+    async with running(settings) as server:
+        yield Ivr(server, redis_client, Path(settings.menus.dir))
 
 
 async def add_customer(ivr: Ivr, customer: Customer) -> Customer:
@@ -302,3 +319,93 @@ async def test_callback_rings_the_agent_first_then_the_customer_exactly_once(ivr
     frames = [json.loads(raw) for _, raw in (await ivr.server.pops.since("agent1003", 0)).frames]
     pops = [f["data"] for f in frames if f.get("data", {}).get("type") == "pop"]
     assert pops and pops[0]["kind"] == "callback"
+
+
+async def test_account_and_pin_identify_an_unknown_number_over_sip_info_dtmf(ivr: Ivr, phones: Phones) -> None:
+    await add_customer(ivr, Customer(id="c-acct-1", name="Qian Yu", phones=("15550021",), account_number="80010009",
+                                     pin_hash=hash_pin("1357", b"0123456789abcdef"), attributes={"balance": "17"}))
+    # From an unknown number: 1 = balance → account 80010009# → PIN 1357# → identified → balance said.
+    result = await phones.call("180010009#1357#", mode="info", number="15559100", hold_ms=6000)
+    assert result.ok, result.describe()
+    [path] = await ivr.paths(1)
+    steps = [(p.kind.value, p.node, p.detail) for p in path.events]
+    assert ("identified", "identify", "ok") in steps
+    assert ("lookup", "balance_identified", "found") in steps
+    assert not any("1357" in f"{p.key}{p.detail}{p.target}" for p in path.events)  # the PIN is never recorded
+    contact = await ivr.finished_contact(number="15559100")
+    assert contact.customer_id == "c-acct-1"
+    assert contact.outcome is Outcome.SELF_SERVED
+
+
+async def test_wrong_pins_lock_the_account_and_the_caller_reaches_a_human(ivr: Ivr, phones: Phones) -> None:
+    await add_customer(ivr, Customer(id="c-acct-2", name="Feng Bo", phones=("15550022",), account_number="80010010",
+                                     pin_hash=hash_pin("2468", b"fedcba9876543210")))
+    for attempt in range(3):  # a wrong PIN goes to billing too; nobody answers, the caller gives up
+        result = await phones.call("180010010#9999#", number="15559200", hold_ms=2500)
+        assert result.ok, (attempt, result.describe())
+    agent = await phones.agent(1004, hold_ms=500)  # billing queue
+    await ivr.agent_ready("agent1004")
+    paths = await ivr.paths(3)
+    details = [p.detail for path in paths for p in path.events if p.kind.value == "identified"]
+    assert details == ["failed", "failed", "locked"]
+    # Locked out: the right PIN is refused too, and the caller is sent to the billing queue (a human).
+    result = await phones.call("180010010#2468#", number="15559200")
+    assert result.ok, result.describe()
+    assert (await agent.wait()).ok
+    last = (await ivr.paths(4))[-1]
+    assert [p.detail for p in last.events if p.kind.value == "identified"] == ["locked"]
+    assert last.events[-1].target == "billing"
+
+
+async def test_invalid_key_and_timeouts_then_a_human(ivr: Ivr, phones: Phones) -> None:
+    # A short top level (one prompt, 1 s to answer, 2 tries) keeps the test fast.
+    write_menus(ivr.menus_dir, {"main": {"prompts": ["beep"], "timeout": 1, "tries": 2}})
+    assert ivr.server.menus.reload().ok
+    agent = await phones.agent(1005, hold_ms=500)  # general queue
+    await ivr.agent_ready("agent1005")
+    # 7 is not offered at the top level; then no key at all: a timeout uses up the tries.
+    result = await phones.call("7", number="15559300", timeout=30)
+    assert result.ok, result.describe()
+    assert (await agent.wait()).ok
+    [path] = await ivr.paths(1)
+    kinds = [p.kind.value for p in path.events]
+    assert kinds.count("invalid") == 1 and kinds.count("timeout") >= 1 and "failure" in kinds
+    assert path.events[-1].target == "general"
+
+
+async def test_caller_hanging_up_in_the_queue_is_recorded_as_abandoned(ivr: Ivr, phones: Phones) -> None:
+    await add_customer(ivr, Customer(id="c-ab-1", name="Ma Li", phones=("15550031",)))
+    result = await phones.call("0", number="15550031", hold_ms=3000)  # 0 = human; nobody answers
+    assert result.ok, result.describe()
+    contact = await ivr.finished_contact(customer_id="c-ab-1")
+    assert contact.outcome is Outcome.ABANDONED
+    assert contact.queue in ("general", "ivr-general")
+
+
+async def test_shutdown_hands_running_calls_back_to_the_dialplan(ivr: Ivr, phones: Phones) -> None:
+    agent = await phones.agent(1007, hold_ms=500)  # general queue
+    await ivr.agent_ready("agent1007")
+    caller = await phones.caller("", number="15559400")
+    await wait_until(lambda: asyncio.sleep(0, ivr.server.fastagi.active_calls == 1), what="call in the IVR")
+    ivr.server.stopping.set()  # drain_timeout is 2 s: the caller is still in the menu then
+    assert (await agent.wait()).ok  # the dialplan's fallback sent the caller to the general queue
+    assert (await caller.wait()).ok
+
+
+async def test_ami_reconnects_after_asterisk_restarts(redis_client: aioredis.Redis, tmp_path: Path) -> None:
+    # An Asterisk of its own: restarting the session's would disturb the other tests.
+    pbx = LocalAsterisk(StackPorts.free(), name=f"reconnect-{os.getpid()}")
+    await pbx.start()
+    try:
+        async with running(ivr_settings(pbx, url_of(redis_client), tmp_path)) as server:
+            await pbx.restart()
+            await wait_until(lambda: asyncio.sleep(0, server.ami.logged_in and
+                                                   server.metrics.ami_reconnects._value.get() >= 1),
+                             timeout=20, what="AMI logged in again")
+            async with aiohttp.ClientSession() as http, \
+                    http.get(f"http://127.0.0.1:{server.settings.web.port}/healthz") as r:
+                body = await r.json()
+            assert r.status == 200 and body["checks"]["ami"]["ok"], body
+    finally:
+        await pbx.stop()
+        pbx.remove()
