@@ -116,6 +116,8 @@ class HotlineService:
             path = path_dicts(outcome.path)
             customer_id = outcome.customer_id
             exit_ = outcome.exit
+            if exit_ is not None and exit_.reason is e.ExitReason.QUEUE and customer_id and customer is None:
+                reason = await self._reroute_identified(channel, customer_id, context_id, reason)
             ivr = f"ivr exit {exit_.reason.value} at {exit_.node}" if exit_ else f"ivr error {outcome.error}"
             reason = f"{reason}; {ivr}"
             await self._report(channel, CallFacts(
@@ -133,6 +135,25 @@ class HotlineService:
             log.error("call context not saved; the agent's pop will be thin", extra={"error": str(exc)})
         if self._on_context is not None:
             await self._on_context(ctx)
+
+    async def _reroute_identified(self, channel: AgiChannel, customer_id: str, context_id: str, reason: str) -> str:
+        """Identified by account + PIN on the way to a human: route as if their number had been
+        known (a VIP reaches their account manager or the vip queue, not the general one)."""
+        try:
+            found = await customers.get_customer(self._redis, self._keys, customer_id)
+            if found is None or not found.phones:
+                return reason
+            snapshot = await customers.snapshot_by_number(self._redis, self._keys, found.phones[0],
+                                                          default_country=self._country)
+            if snapshot.customer is None or snapshot.customer.id != customer_id:
+                return reason  # a shared line: keep the menu's choice
+            decision = await self._routing.route(snapshot)
+        except (RedisError, OSError):
+            return reason
+        if decision.action is Action.MENU:
+            return reason
+        await self._routing.apply_route(channel, decision, context_id)
+        return f"{reason}; identified by account: {decision.reason}"
 
     async def _report(self, channel: AgiChannel, facts: CallFacts) -> None:
         if self._tracker is not None:

@@ -409,3 +409,20 @@ async def test_ami_reconnects_after_asterisk_restarts(redis_client: aioredis.Red
     finally:
         await pbx.stop()
         pbx.remove()
+
+
+async def test_a_vip_identified_by_pin_is_routed_to_their_account_manager(ivr: Ivr, phones: Phones) -> None:
+    await add_customer(ivr, Customer(id="c-vip-pin", name="Tang Wei", phones=("15550041",), tier=Tier.VIP,
+                                     account_manager="agent1002", account_number="80010041",
+                                     pin_hash=hash_pin("8642", b"abcdefabcdef0123")))
+    manager = await phones.agent(1002, hold_ms=500)
+    await ivr.agent_ready("agent1002")
+    # Calling from an unknown number: balance → account + PIN → no balance on file → the menu
+    # sends the caller to billing, and routing takes over for the identified VIP.
+    result = await phones.call("180010041#8642#", number="15559500")
+    assert result.ok, result.describe()
+    assert (await manager.wait()).ok
+    contact = await ivr.finished_contact(number="15559500")
+    assert contact.customer_id == "c-vip-pin"
+    assert contact.agents == ("agent1002",)
+    assert "identified by account" in contact.routing_reason and "agent1002" in contact.routing_reason
