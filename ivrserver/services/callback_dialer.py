@@ -117,6 +117,6 @@ class AmiCallbackDialer:
                 return DialResult(DialOutcome.FAILED, leg="customer", uniqueid=response.uniqueid,
                                   reason="no CallbackResult from the dialplan")
             return DialResult(_STATUS.get(status, DialOutcome.FAILED), leg="customer", uniqueid=response.uniqueid,
-                              reason=f"DIALSTATUS {status}")
+                              reason=f"DIALSTATUS {status}", ended=True)
         finally:
             self._waiting.pop(callback_id, None)

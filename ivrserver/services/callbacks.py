@@ -62,6 +62,9 @@ class DialResult:
     leg: str = "customer"  # "agent" | "customer"
     uniqueid: str = ""
     reason: str = ""
+    # True when the result was known only after the call ended (agent-first: the dialplan's
+    # CallbackResult comes from the `h` extension), so an answered call is already done.
+    ended: bool = False
 
 
 class Dialer(Protocol):
@@ -250,11 +253,13 @@ class CallbackPlacer:
         try:
             async with self._keep_lease(claim):
                 result = await self.dialer.originate(**self._call_args(cb))
-            outcome, detail = _outcome(result), result.reason
+            outcome, detail, ended = _outcome(result), result.reason, result.ended
         except Exception as exc:  # the Dialer could not tell whether the call went out
             log.exception("callback %s attempt %d: dialer raised", cb.id, cb.attempts)
-            outcome, detail = AttemptOutcome.UNKNOWN, f"dialer error: {exc!r}"
+            outcome, detail, ended = AttemptOutcome.UNKNOWN, f"dialer error: {exc!r}", False
         done = policy_mod.after_attempt(cb, outcome, prefs, self.policy, self.clock(), detail=detail)
+        if ended and done.state is CallbackState.CONNECTED:
+            done = policy_mod.finish(done, self.clock(), "completed")
         # The call has happened: write its outcome even if we are being shut down meanwhile.
         writing = asyncio.ensure_future(self._write_outcome(claim, done))
         try:

@@ -458,10 +458,6 @@ async def test_two_instances_running_make_exactly_one_call(
     assert "answered" in r.logs  # the customer's phone took exactly the one call it got
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: nothing moves an answered callback from connected to done. The agent-first outcome comes "
-    "from the dialplan's `h` extension (the call is over), yet the placer writes `connected` and "
-    "CallbackService.mark_done has no caller; see the lead's report"))
 async def test_an_answered_callback_is_done_once_its_call_has_ended(
         stack: Stack, cb_phones: CallbackPhones) -> None:
     customer = await stack.add_customer(Customer(id="c-done-1", name="Pang Tong", phones=("15550027",),
