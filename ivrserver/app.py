@@ -100,7 +100,8 @@ class IvrServer:
         self.agent_state = AgentStateService(self.redis, self.keys, agents.agents,
                                              wrap_up_seconds=agents.wrap_up_seconds)
         self.tracker = ContactTracker(self.redis, self.keys, retention_days=settings.redis.retention_days,
-                                      agents={a.endpoint: a.id for a in agents.agents.values()})
+                                      agents={a.endpoint: a.id for a in agents.agents.values()},
+                                      instance=settings.instance)
         self.routing = RoutingService(self.redis, self.keys, policy, agents.agents)
         self.hotline = HotlineService(self.redis, self.keys, self.menus, self.routing, self.tracker,
                                       entry=settings.menus.entry, retention_days=settings.redis.retention_days)
@@ -117,7 +118,7 @@ class IvrServer:
         self.hub = AgentHub(self.pubsub_redis, self.keys, self.pops, self.auth, queue_size=settings.web.socket_queue,
                             heartbeat=settings.web.heartbeat)
         self.screen_pop = ScreenPopService(self.redis, self.keys, self.hub, agents.agents,
-                                           contact_id_for=self.tracker.contact_id)
+                                           contact_id_for=self.tracker.contact_id, instance=settings.instance)
         # callbacks (virtual hold reads the live queues)
         self.queue_state = QueueState(self._agent_of_interface, self._count_free)
         self.callback_store = CallbackStore(self.redis, self.keys)

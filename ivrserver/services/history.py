@@ -36,6 +36,12 @@ from ivrserver.store import history as history_store
 from ivrserver.store.keys import Keys
 
 log = logging.getLogger(__name__)
+OWNER_SECONDS = 24 * 3600  # as long as the Linkedid → contact link
+
+
+def contact_id_of_call(keys: Keys, linkedid: str) -> str:
+    """The contact id of a call, the same on every instance: derived from its Linkedid."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"ivrserver:{keys.prefix}:{linkedid}").hex
 
 
 class AmiCallEvent(Protocol):
@@ -52,9 +58,13 @@ class ContactTracker:
     def __init__(self, redis: aioredis.Redis, keys: Keys, *, retention_days: int = 365,
                  default_country: str = "", agents: Mapping[str, str] | None = None,
                  max_call_age: float = 6 * 3600, sweep_interval: float = 60.0,
-                 clock: Callable[[], float] = time.time,
-                 new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> None:
-        """`agents` maps dial interfaces (``PJSIP/agent1003``) to agent ids (from the agents config)."""
+                 clock: Callable[[], float] = time.time, new_id: Callable[[], str] | None = None,
+                 instance: str = "ivrserver") -> None:
+        """`agents` maps dial interfaces (``PJSIP/agent1003``) to agent ids (from the agents config).
+
+        Every instance sharing the Redis prefix tracks every call (they read the same AMI); contact
+        ids come from the Linkedid (`new_id` overrides that, for tests) and one instance writes the
+        record: the one the FastAGI/callback side reported to, else the first to claim the call."""
         self.redis = redis
         self.keys = keys
         self.retention_days = retention_days
@@ -63,6 +73,7 @@ class ContactTracker:
         self.sweep_interval = sweep_interval
         self.clock = clock
         self.new_id = new_id
+        self.instance = instance
         self.book = ct.CallBook(agents=agents)
         # linkedid → contact id of calls with a record (kept a while after the end for late facts)
         self._contact_ids: OrderedDict[str, str] = OrderedDict()
@@ -70,8 +81,11 @@ class ContactTracker:
         self._last_sweep = clock()
 
     def contact_id(self, linkedid: str) -> str | None:
-        """The contact id of a call this process tracks (see also history.contact_id_for_call)."""
-        return self._contact_ids.get(linkedid)
+        """The contact id of a call (see also history.contact_id_for_call)."""
+        known = self._contact_ids.get(linkedid)
+        if known is not None or self.new_id is not None:
+            return known
+        return contact_id_of_call(self.keys, linkedid) if linkedid else None
 
     async def handle_event(self, event: AmiCallEvent | Mapping[str, str] | object,
                            now: float | None = None) -> None:
@@ -127,22 +141,40 @@ class ContactTracker:
         if contact_id is None:
             if not state.interesting:
                 return
-            contact_id = self.new_id()
+            contact_id = self.new_id() if self.new_id is not None else contact_id_of_call(self.keys, state.linkedid)
             self._remember(state.linkedid, contact_id)
             await history_store.link_call(self.redis, self.keys, state.linkedid, contact_id)
+        has_facts = state.reported  # FastAGI/callback facts reached this instance (read before _attach_customer)
         if finished and state.customer_id is None:
             state = await self._attach_customer(state)
         contact = ct.to_contact(state, contact_id, self.default_country)
         if self._written.get(state.linkedid) == contact:
             return
+        if not await self._owns(state.linkedid, has_facts):
+            if finished:
+                self._written.pop(state.linkedid, None)
+            else:
+                self._written[state.linkedid] = contact
+            return
         await history_store.save_contact(self.redis, self.keys, contact, now=now,
-                                         retention_days=self.retention_days)
+                                         retention_days=self.retention_days, keep_write_back=True)
         if finished:
             self._written.pop(state.linkedid, None)
             log.info("call %s recorded: contact %s outcome=%s queue=%s agents=%s", state.linkedid,
                      contact_id, contact.outcome.value, contact.queue or "-", ",".join(contact.agents) or "-")
         else:
             self._written[state.linkedid] = contact
+
+    async def _owns(self, linkedid: str, has_facts: bool) -> bool:
+        """Whether this instance writes the call's record. The instance the FastAGI side reported to
+        holds facts no other has (IVR path, routing reason, self-served): it takes the call over;
+        otherwise the first instance to claim it writes and the others only follow along."""
+        key = self.keys.call_owner(linkedid)
+        if has_facts:
+            await self.redis.set(key, self.instance, ex=OWNER_SECONDS)
+            return True
+        owner = await self.redis.set(key, self.instance, nx=True, get=True, ex=OWNER_SECONDS)
+        return owner is None or owner == self.instance
 
     def _remember(self, linkedid: str, contact_id: str) -> None:
         self._contact_ids[linkedid] = contact_id

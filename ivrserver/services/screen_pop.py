@@ -32,6 +32,7 @@ from ivrserver.store.keys import Keys
 log = logging.getLogger("ivrserver.screen_pop")
 _LEG_SUFFIX = re.compile(r"-[0-9a-f]{8}(;\d)?$")
 RECENT_CONTACTS = 10
+CLAIM_SECONDS = 6 * 3600  # longer than any ring + call; the claim only has to outlive the leg
 
 
 class Publisher(Protocol):
@@ -46,6 +47,7 @@ class _Leg:
     customer_id: str | None
     contact_id: str | None
     answered: bool = False
+    owned: bool = True  # False: another instance publishes this leg's pops
 
 
 def ivr_steps_from_path(path: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
@@ -70,7 +72,7 @@ class ScreenPopService:
     """Consumes AMI events; publishes pops through the hub (which numbers and fans them out)."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, hub: Publisher, agents: Mapping[str, Agent], *,
-                 contact_id_for: Callable[[str], str | None] | None = None,
+                 contact_id_for: Callable[[str], str | None] | None = None, instance: str = "ivrserver",
                  clock: Callable[[], float] = time.time) -> None:
         self._redis = redis
         self._keys = keys
@@ -78,6 +80,7 @@ class ScreenPopService:
         self._agents = dict(agents)
         self._by_endpoint = {a.endpoint: a for a in agents.values()}
         self._contact_id_for = contact_id_for
+        self._instance = instance
         self._clock = clock
         self._legs: OrderedDict[str, _Leg] = OrderedDict()  # agent leg uniqueid → pop on screen
 
@@ -107,6 +110,10 @@ class ScreenPopService:
     async def _ringing(self, agent: Agent, leg_id: str, event: ev.ChannelEvent, queue: str | None) -> None:
         if not leg_id or leg_id in self._legs:
             return  # a queue ring produces AgentCalled and DialBegin: one pop
+        if not await self._claim(agent.id, leg_id):
+            # Every instance reads the same AMI events: the first to claim the leg publishes its pops.
+            self._remember(leg_id, _Leg(agent.id, "", None, None, owned=False))
+            return
         now = self._clock()
         ctx = await self._load_context(event.context_id) if event.context_id else None
         number = ctx.number if ctx else event.caller_id_num
@@ -123,23 +130,32 @@ class ScreenPopService:
             ivr_path=ivr_steps_from_path(ctx.ivr_path) if ctx else [],
             recent_contacts=contacts, open_cases=cases, callback=(ctx.callback or None) if ctx else None)
         pop = build_pop(pop_ctx, role=Role.SUPERVISOR if agent.supervisor else Role.AGENT, now=now)
-        self._legs[leg_id] = _Leg(agent.id, pop_ctx.call_id, customer_id, contact_id)
-        while len(self._legs) > 5000:
-            self._legs.popitem(last=False)
+        self._remember(leg_id, _Leg(agent.id, pop_ctx.call_id, customer_id, contact_id))
         await self._hub.publish(agent.id, pop, customer_id=customer_id, now=now)
         log.info("screen-pop sent", extra={"agent": agent.id, "call": pop_ctx.call_id,
                                            "customer": customer_id or "-"})
+
+    async def _claim(self, agent_id: str, leg_id: str) -> bool:
+        return bool(await self._redis.set(self._keys.pop_claim(agent_id, leg_id), self._instance, nx=True,
+                                          ex=CLAIM_SECONDS))
+
+    def _remember(self, leg_id: str, leg: _Leg) -> None:
+        self._legs[leg_id] = leg
+        while len(self._legs) > 5000:
+            self._legs.popitem(last=False)
 
     async def _phase(self, leg_id: str, phase: Phase, detail: str = "") -> None:
         leg = self._legs.get(leg_id)
         if leg is None:
             return
+        if phase is Phase.ENDED:
+            self._legs.pop(leg_id, None)
+        if not leg.owned:
+            return
         if phase is Phase.ANSWERED:
             if leg.answered:
                 return
             leg.answered = True
-        if phase is Phase.ENDED:
-            self._legs.pop(leg_id, None)
         now = self._clock()
         await self._hub.publish(leg.agent_id, phase_update(leg.call_id, phase, now=now, contact_id=leg.contact_id,
                                                            detail=detail), customer_id=leg.customer_id, now=now)

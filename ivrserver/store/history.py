@@ -17,7 +17,7 @@ import dataclasses
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -116,29 +116,53 @@ def _retention_seconds(retention_days: int) -> int:
     return retention_days * DAY
 
 
+async def _write_contact(redis: aioredis.Redis, keys: Keys, contact_id: str,
+                         merge: Callable[[Contact | None], Contact | None], *, now: float,
+                         retention_days: int) -> Contact | None:
+    """Read, merge and write one contact record atomically (WATCH/MULTI, retried on a conflict), so
+    the call tracker and an agent's write-back never undo each other. `merge` gets the stored record
+    (None if absent) and returns the record to store, or None to write nothing."""
+    keep = _retention_seconds(retention_days)
+    key = keys.contact(contact_id)
+    cutoff = now - keep
+    async with redis.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                await pipe.watch(key)
+                old = contact_from_json(await pipe.get(key))
+                contact = merge(old)
+                if contact is None:
+                    return None
+                pipe.multi()
+                if old is not None and old.customer_id and old.customer_id != contact.customer_id:
+                    pipe.zrem(keys.timeline(old.customer_id), contact.id)
+                pipe.set(key, contact_to_json(contact))
+                pipe.expireat(key, math.ceil(contact.started_at + keep))
+                if contact.customer_id:
+                    timeline = keys.timeline(contact.customer_id)
+                    pipe.zadd(timeline, {contact.id: contact.started_at})
+                    pipe.zremrangebyscore(timeline, "-inf", f"({cutoff}")
+                    pipe.expire(timeline, keep)
+                await pipe.execute()
+                return contact
+            except WatchError:
+                continue
+
+
 async def save_contact(redis: aioredis.Redis, keys: Keys, contact: Contact, *, now: float,
-                       retention_days: int = DEFAULT_RETENTION_DAYS) -> None:
+                       retention_days: int = DEFAULT_RETENTION_DAYS, keep_write_back: bool = False) -> None:
     """Create or replace a contact record and keep the customer's timeline in step.
 
     If the record moved to another customer (caller-ID match corrected by account + PIN), it leaves
     the old customer's timeline. Timeline entries older than the retention are trimmed.
+    With `keep_write_back` (the call tracker) the stored disposition and notes are kept: the agent
+    may have written them while the call was still going on.
     """
-    keep = _retention_seconds(retention_days)
-    key = keys.contact(contact.id)
-    old = contact_from_json(await redis.get(key))
-    expire_at = math.ceil(contact.started_at + keep)
-    cutoff = now - keep
-    async with redis.pipeline(transaction=True) as pipe:
-        if old is not None and old.customer_id and old.customer_id != contact.customer_id:
-            pipe.zrem(keys.timeline(old.customer_id), contact.id)
-        pipe.set(key, contact_to_json(contact))
-        pipe.expireat(key, expire_at)
-        if contact.customer_id:
-            timeline = keys.timeline(contact.customer_id)
-            pipe.zadd(timeline, {contact.id: contact.started_at})
-            pipe.zremrangebyscore(timeline, "-inf", f"({cutoff}")
-            pipe.expire(timeline, keep)
-        await pipe.execute()
+    def merge(old: Contact | None) -> Contact:
+        if keep_write_back and old is not None:
+            return dataclasses.replace(contact, disposition=old.disposition, notes=old.notes)
+        return contact
+    await _write_contact(redis, keys, contact.id, merge, now=now, retention_days=retention_days)
 
 
 async def get_contact(redis: aioredis.Redis, keys: Keys, contact_id: str) -> Contact | None:
@@ -148,13 +172,10 @@ async def get_contact(redis: aioredis.Redis, keys: Keys, contact_id: str) -> Con
 async def update_contact_notes(redis: aioredis.Redis, keys: Keys, contact_id: str, changes: Mapping[str, str],
                                *, now: float, retention_days: int = DEFAULT_RETENTION_DAYS) -> Contact | None:
     """Set disposition and/or notes on a contact; None if there is no such contact."""
-    contact = await get_contact(redis, keys, contact_id)
-    if contact is None:
-        return None
     allowed = {k: v for k, v in changes.items() if k in ("disposition", "notes")}
-    updated = dataclasses.replace(contact, **allowed)
-    await save_contact(redis, keys, updated, now=now, retention_days=retention_days)
-    return updated
+    return await _write_contact(redis, keys, contact_id,
+                                lambda old: dataclasses.replace(old, **allowed) if old is not None else None,
+                                now=now, retention_days=retention_days)
 
 
 async def list_timeline(redis: aioredis.Redis, keys: Keys, customer_id: str, *, limit: int = 50,

@@ -51,6 +51,10 @@ class Keys:
     def call_context(self, context_id: str) -> str:
         return f"{self.prefix}:callctx:{context_id}"
 
+    def call_owner(self, linkedid: str) -> str:
+        """The instance that writes this call's contact record (SET NX; the FastAGI side takes over)."""
+        return f"{self.prefix}:callowner:{linkedid}"
+
     # IVR path analytics
     def ivr_path(self, call_id: str) -> str:
         return f"{self.prefix}:ivrpath:{call_id}"
@@ -76,6 +80,10 @@ class Keys:
 
     def pop_channel(self) -> str:
         return f"{self.prefix}:pops"
+
+    def pop_claim(self, agent_id: str, leg_id: str) -> str:
+        """The instance that publishes the pops of one agent leg (SET NX by every instance seeing it ring)."""
+        return f"{self.prefix}:popclaim:{agent_id}:{leg_id}"
 
     def unacked_pops(self) -> str:
         return f"{self.prefix}:unacked"
