@@ -166,11 +166,13 @@ class QueueCallerJoin(ChannelEvent):
     queue: str = ""
     position: int = 0
     count: int = 0
+    priority: int = 0  # the caller's QUEUE_PRIO (manager.conf channelvars), 0 when absent
 
     @classmethod
     def parse(cls, h: Mapping[str, Any]) -> QueueCallerJoin:
+        prio = _chan_var(h, "ChanVariable", "QUEUE_PRIO")
         return cls(**cls.snapshot(h), queue=_req(h, "Queue"), position=_int(h, "Position"),
-                   count=_int(h, "Count"))
+                   count=_int(h, "Count"), priority=int(prio) if prio.isdigit() else 0)
 
 
 @dataclass(frozen=True)

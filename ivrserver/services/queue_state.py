@@ -33,18 +33,19 @@ class QueueState:
     def handle(self, event: object) -> None:
         if isinstance(event, ev.QueueCallerJoin):
             if (queue := ivr_queue(event.queue)) is not None:
-                self._waiting.setdefault(queue, {})[event.uniqueid] = QueueEntry(event.uniqueid, self._clock())
+                self._waiting.setdefault(queue, {})[event.uniqueid] = QueueEntry(event.uniqueid, self._clock(),
+                                                                                  event.priority)
         elif isinstance(event, (ev.QueueCallerLeave, ev.QueueCallerAbandon)):
             if (queue := ivr_queue(event.queue)) is not None:
                 self._waiting.get(queue, {}).pop(event.uniqueid, None)
-        elif isinstance(event, (ev.QueueMember, ev.QueueMemberAdded, ev.QueueMemberStatus)):
-            queue, agent = ivr_queue(event.queue), self._agent_of(event.interface)
-            if queue is not None and agent is not None:
-                self._members.setdefault(queue, set()).add(agent)
-        elif isinstance(event, ev.QueueMemberRemoved):
+        elif isinstance(event, ev.QueueMemberRemoved):  # before its base class QueueMemberStatus
             queue, agent = ivr_queue(event.queue), self._agent_of(event.interface)
             if queue is not None and agent is not None:
                 self._members.get(queue, set()).discard(agent)
+        elif isinstance(event, ev.QueueMemberStatus):  # also QueueMember, QueueMemberAdded/Pause
+            queue, agent = ivr_queue(event.queue), self._agent_of(event.interface)
+            if queue is not None and agent is not None:
+                self._members.setdefault(queue, set()).add(agent)
 
     async def snapshot(self, queue: str) -> tuple[Sequence[QueueEntry], int]:
         """(live callers waiting in `queue`, how many of its agents are free now)."""
