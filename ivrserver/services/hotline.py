@@ -78,11 +78,15 @@ class HotlineService:
             return False  # withheld number: nothing to call back
         digits = snapshot.number.lstrip("+")
         now = self._clock()
+        request: dict[str, object] = {
+            "customer_id": customer_id or f"tel-{digits}", "number": digits, "at": now,
+            "queue": cmd.queue, "joined_at": now, "priority": cmd.priority, "reason": cmd.reason or "ivr"}
+        if customer_id is None:
+            # No profile to say when this caller may be called: the business's own time zone (the
+            # routing policy's), within the company calling hours the scheduler enforces anyway.
+            request.update(timezone=self._routing.policy.timezone, allowed_from="00:00", allowed_until="23:59")
         try:
-            cb = await self._callbacks.request({
-                "customer_id": customer_id or f"tel-{digits}", "number": digits, "at": now,
-                "queue": cmd.queue, "joined_at": now, "priority": cmd.priority, "reason": cmd.reason or "ivr"},
-                requested_by="ivr")
+            cb = await self._callbacks.request(request, requested_by="ivr")
         except Exception as exc:  # refused or store down: the menu says so and offers a human
             log.warning("callback request from the IVR refused", extra={"error": str(exc)})
             return False
