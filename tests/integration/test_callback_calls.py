@@ -28,7 +28,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
 from tests.conftest import free_port
 from tests.integration.conftest import Phones
-from tests.integration.test_ivrserver_calls import write_menus, write_routing
+from tests.integration.test_ivrserver_calls import wait_until, write_menus, write_routing
 
 pytestmark = pytest.mark.integration
 
@@ -63,18 +63,6 @@ REPO = Path(__file__).resolve().parents[2]
 # 24:00 rather than 23:59: a run at 23:59 UTC must not wait a minute for the window.
 ALL_DAY = ContactPreferences(timezone="UTC", allowed_from="00:00", allowed_until="24:00")
 SETTLED = ("connected", "done", "failed", "cancelled")
-
-
-async def wait_until(predicate: Callable[[], Awaitable[Any]], timeout: float = 15.0, interval: float = 0.1,
-                     what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or predicate}")
-        await asyncio.sleep(interval)
 
 
 # ----------------------------------------------------------------------------- AMI witness

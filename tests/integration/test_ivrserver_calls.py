@@ -69,7 +69,7 @@ async def wait_until(predicate: Any, timeout: float = 15.0, interval: float = 0.
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or predicate}")
         await asyncio.sleep(interval)
 
 
