@@ -175,7 +175,17 @@ async def run(args: argparse.Namespace) -> None:
         known = await seed(redis, keys, args.customers, now.timestamp(), rng)
         seed_s = time.perf_counter() - t_seed
         policy, agents_config = load_routing(RoutingSettings())
-        routing = RoutingService(redis, keys, policy, agents_config.agents, clock=lambda: now)
+        if args.agent_state == "memory":
+            # What the server does: the instance's AgentStateService view (folded from AMI events).
+            known_states = await agent_store.statuses(redis, keys, AGENT_STATES, now.timestamp())
+
+            async def in_memory(ids: Any, at: float) -> dict[str, Any]:
+                return {i: known_states[i] for i in ids if i in known_states}
+
+            routing = RoutingService(redis, keys, policy, agents_config.agents, clock=lambda: now,
+                                     statuses=in_memory)
+        else:
+            routing = RoutingService(redis, keys, policy, agents_config.agents, clock=lambda: now)
         numbers = caller_numbers(known, args.calls + args.flood_calls, rng)
         # open the pool's connections and load the snapshot script before anything is measured
         await asyncio.gather(*(redis.ping() for _ in range(args.concurrency)))
@@ -248,7 +258,7 @@ async def run(args: argparse.Namespace) -> None:
             ("  snapshot p50 / p99", f"{pct(live.snapshot, 50):.3f} / {pct(live.snapshot, 99):.3f} ms   "
                                      "(store/customers.py, one EVALSHA)"),
             ("  routing p50 / p99", f"{pct(live.routing, 50):.3f} / {pct(live.routing, 99):.3f} ms   "
-                                    "(RoutingService.route: one MGET + route())"),
+                                    f"(RoutingService.route: agent states from {args.agent_state} + route())"),
             ("", ""),
             ("FLOOD", f"{args.concurrency} callers back to back, no hold time: capacity, latency is queueing"),
             ("calls decided", f"{len(flood.latency)} in {flood_wall:.1f} s "
@@ -276,6 +286,9 @@ async def run(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--agent-state", choices=("memory", "redis"), default="memory",
+                        help="where routing reads agents' live state: the instance's own fold (as the server "
+                             "does, no round trip) or Redis (one MGET)")
     parser.add_argument("--calls", type=int, default=6000, help="calls in the live phase")
     parser.add_argument("--hold", type=float, default=1.0, help="mean seconds a line holds a call (live phase)")
     parser.add_argument("--flood-calls", type=int, default=10000, help="calls in the flood phase")

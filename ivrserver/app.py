@@ -102,7 +102,8 @@ class IvrServer:
         self.tracker = ContactTracker(self.redis, self.keys, retention_days=settings.redis.retention_days,
                                       agents={a.endpoint: a.id for a in agents.agents.values()},
                                       instance=settings.instance)
-        self.routing = RoutingService(self.redis, self.keys, policy, agents.agents)
+        self.routing = RoutingService(self.redis, self.keys, policy, agents.agents,
+                                      statuses=self.agent_state.statuses_of)
         self.hotline = HotlineService(self.redis, self.keys, self.menus, self.routing, self.tracker,
                                       entry=settings.menus.entry, retention_days=settings.redis.retention_days)
         self.fastagi.route(settings.menus.entry, self.hotline.handle)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -41,6 +41,10 @@ class AgentStateService:
         """This instance's view of every agent it has seen (for the agent page / admin API)."""
         at = self._clock() if now is None else now
         return {agent_id: status_at(live, at) for agent_id, live in self._live.items()}
+
+    async def statuses_of(self, ids: Collection[str], now: float) -> dict[str, AgentStatus]:
+        """The live state of `ids` as this instance folded it (for routing: no Redis round trip)."""
+        return {i: status_at(live, now) for i in ids if (live := self._live.get(i)) is not None}
 
     async def handle(self, event: object) -> AgentLive | None:
         """Fold one AMI event; persist and return the agent's new record if it changed."""

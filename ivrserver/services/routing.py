@@ -9,13 +9,13 @@ variables of the dialplan contract (contracts.md "Dialplan ⇄ ivrserver contrac
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Protocol
 
 import redis.asyncio as aioredis
 
-from ivrserver.domain.model import Agent, CallerSnapshot
+from ivrserver.domain.model import Agent, AgentStatus, CallerSnapshot
 from ivrserver.domain.routing import Action, Policy, Route, candidate_agent_ids, route
 from ivrserver.store import agents as agent_store
 from ivrserver.store.keys import Keys
@@ -54,14 +54,21 @@ def channel_variables(decision: Route, context_id: str) -> list[tuple[str, str]]
     return out
 
 
+StatusesOf = Callable[[Collection[str], float], Awaitable[Mapping[str, AgentStatus]]]
+
+
 class RoutingService:
     def __init__(self, redis: aioredis.Redis, keys: Keys, policy: Policy, agent_defs: Mapping[str, Agent],
-                 *, clock: Callable[[], datetime] = _utc_now) -> None:
+                 *, clock: Callable[[], datetime] = _utc_now, statuses: StatusesOf | None = None) -> None:
+        """`statuses` reads the candidates' live state; default: Redis (one MGET). The server passes
+        its own AgentStateService's view, folded from the same AMI events every instance receives,
+        which costs no round trip."""
         self._redis = redis
         self._keys = keys
         self._policy = policy
         self._agents = dict(agent_defs)
         self._clock = clock
+        self._statuses: StatusesOf = statuses or self._statuses_from_redis
 
     @property
     def policy(self) -> Policy:
@@ -82,13 +89,16 @@ class RoutingService:
         policy, agent_defs = self._policy, self._agents
         now = now or self._clock()
         candidates = candidate_agent_ids(snapshot, policy)
-        live = await agent_store.statuses(self._redis, self._keys, candidates, now.timestamp())
+        live = await self._statuses(candidates, now.timestamp()) if candidates else {}
         decision = route(snapshot, live, agent_defs, now, policy, pin_locked_out=pin_locked_out)
         log.info("route rule=%s action=%s reason=%s", decision.rule, decision.action.value, decision.reason)
         if log.isEnabledFor(logging.DEBUG):
             for step in decision.trace:
                 log.debug("route trace %s %s: %s %s", step.step, step.subject, step.result, step.detail)
         return decision
+
+    async def _statuses_from_redis(self, ids: Collection[str], now: float) -> Mapping[str, AgentStatus]:
+        return await agent_store.statuses(self._redis, self._keys, ids, now)
 
     async def apply_route(self, channel: VariableChannel, decision: Route, context_id: str) -> None:
         """Set the dialplan contract's channel variables (one AGI command each, in order)."""
