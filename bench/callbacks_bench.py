@@ -8,8 +8,11 @@ processes against a private redis-server; the dial step records to a Redis list 
 Scenarios: `normal` (3 instances run to the end) and `kill` (one instance SIGKILLed mid-run; its
 leases expire and the others re-queue and place them). Reports lateness (dial time − due time)
 p50/p99, duplicates (an attempt or a callback dialed more than once), losses (a callback never
-dialed) and attempts that ended "unknown" (dialed by the killed instance, outcome lost). No
-assertions: it prints a table. The real-Originate part (2,000 calls through Asterisk) is separate.
+dialed) and attempts that ended "unknown" (dialed by the killed instance, outcome lost), and
+the cost of a placement: Redis round trips the scheduler made (claims, reaps and per-job writes,
+counted on the worker's client; the bench's own "dial" RPUSH uses another client and is not
+counted), scheduler CPU and redis-server CPU per placement. No assertions: it prints a table.
+The real-Originate part (2,000 calls through Asterisk) is separate.
 """
 
 from __future__ import annotations
@@ -56,6 +59,52 @@ def dials_key() -> str:
     return f"{PREFIX}:bench:dials"
 
 
+def stats_key() -> str:
+    return f"{PREFIX}:bench:stats"
+
+
+class RoundTrips:
+    """Counts the round trips one client makes: each command, and each pipeline execute as one."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.counts: Counter[str] = Counter()
+        self.names: dict[str, str] = {}  # script sha -> attribute name on the store
+        inner = client.execute_command
+
+        async def execute_command(*args: object, **options: object) -> object:
+            self.counts[self._name(args)] += 1
+            return await inner(*args, **options)
+
+        make_pipeline = client.pipeline
+
+        def pipeline(*args: object, **kw: object) -> object:
+            pipe = make_pipeline(*args, **kw)  # type: ignore[arg-type]
+            run = pipe.execute
+
+            async def execute(*a: object, **k: object) -> object:
+                names = sorted({self._name(cmd[0]) for cmd in pipe.command_stack})
+                self.counts["pipeline[" + "+".join(names) + "]"] += 1
+                return await run(*a, **k)
+
+            pipe.execute = execute  # type: ignore[method-assign]
+            return pipe
+
+        client.execute_command = execute_command  # type: ignore[method-assign]
+        client.pipeline = pipeline  # type: ignore[assignment,method-assign]
+
+    def learn_scripts(self, store: object) -> None:
+        for attr, value in vars(store).items():
+            sha = getattr(value, "sha", None)
+            if isinstance(sha, str):
+                self.names[sha] = attr.lstrip("_")
+
+    def _name(self, args: tuple[object, ...]) -> str:
+        cmd = str(args[0]).upper() if args else "?"
+        if cmd == "EVALSHA" and len(args) > 1:
+            return "lua:" + self.names.get(str(args[1]), str(args[1])[:8])
+        return cmd
+
+
 # ----------------------------------------------------------------------------- worker process
 
 class RecordingDialer:
@@ -77,7 +126,10 @@ class RecordingDialer:
 async def worker(url: str, name: str, lease: float, batch: int, concurrency: int, poll: float,
                  dial_seconds: float) -> None:
     client = aioredis.Redis.from_url(url, decode_responses=True, max_connections=concurrency + 10)
+    other = aioredis.Redis.from_url(url, decode_responses=True, max_connections=concurrency + 10)
+    trips = RoundTrips(client)
     store = CallbackStore(client, Keys(PREFIX))
+    trips.learn_scripts(store)
 
     async def is_free(agent: str) -> bool:
         return True
@@ -85,11 +137,24 @@ async def worker(url: str, name: str, lease: float, batch: int, concurrency: int
     async def free_agents(tier: str) -> list[str]:
         return []
 
-    placer = CallbackPlacer(store, RecordingDialer(client, name, dial_seconds), POLICY, free_agents=free_agents,
+    placer = CallbackPlacer(store, RecordingDialer(other, name, dial_seconds), POLICY, free_agents=free_agents,
                             is_free=is_free, lease_seconds=lease, instance=name)
     scheduler = CallbackScheduler(store, placer, instance=name, poll_interval=poll, lease_seconds=lease,
                                   batch=batch, concurrency=concurrency, reap_interval=0.25)
-    await scheduler.run()
+
+    cpu0 = time.process_time()  # imports and start-up excluded
+
+    async def report() -> None:  # what this worker cost so far, for the parent (uncounted client)
+        while True:
+            stats = {"cpu": time.process_time() - cpu0, "results": dict(scheduler.results), "trips": dict(trips.counts)}
+            await other.hset(stats_key(), name, json.dumps(stats))
+            await asyncio.sleep(0.2)
+
+    reporter = asyncio.create_task(report())
+    try:
+        await scheduler.run()
+    finally:
+        reporter.cancel()
 
 
 # ----------------------------------------------------------------------------- parent
@@ -150,6 +215,15 @@ def spawn_worker(url: str, name: str, args: argparse.Namespace, log_path: str) -
             stdout=log, stderr=subprocess.STDOUT)
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loadavg() -> str:
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
 def reaped_in_log(log_path: str) -> int:
     text = Path(log_path).read_text(errors="replace")
     return sum(int(m) for m in re.findall(r"re-queued (\d+) callbacks", text))
@@ -171,6 +245,10 @@ class Report:
     killed_at: float | None = None
     reaped: int = 0
     late_killed: list[float] = field(default_factory=list)
+    trips: Counter[str] = field(default_factory=Counter)
+    worker_cpu: float = 0.0
+    redis_cpu: float = 0.0
+    loadavg: str = ""
 
     def pct(self, values: list[float], p: float) -> float:
         if not values:
@@ -179,7 +257,7 @@ class Report:
         return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
-async def run_scenario(url: str, scenario: str, args: argparse.Namespace, workdir: str) -> Report:
+async def run_scenario(url: str, scenario: str, args: argparse.Namespace, workdir: str, redis_pid: int) -> Report:
     client = aioredis.Redis.from_url(url, decode_responses=True)
     await client.flushall()
     t_seed = time.time()
@@ -190,6 +268,8 @@ async def run_scenario(url: str, scenario: str, args: argparse.Namespace, workdi
     procs = {name: spawn_worker(url, name, args, os.path.join(workdir, f"{scenario}-{name}.log"))
              for name in ("A", "B", "C")[: args.instances]}
     report = Report(scenario, args.n)
+    report.loadavg = loadavg()
+    redis_cpu0 = cpu_seconds(redis_pid)
     store = CallbackStore(client, Keys(PREFIX))
     kill_at = start + args.spread * 0.4 if scenario == "kill" else None
     deadline = start + args.spread + args.lease + 120
@@ -210,6 +290,7 @@ async def run_scenario(url: str, scenario: str, args: argparse.Namespace, workdi
             if now > deadline:
                 print(f"[{scenario}] gave up waiting: {counts}", flush=True)
                 break
+        await asyncio.sleep(0.5)  # let the workers write their last stats
     finally:
         for p in procs.values():
             if p.poll() is None:
@@ -217,6 +298,12 @@ async def run_scenario(url: str, scenario: str, args: argparse.Namespace, workdi
         for p in procs.values():
             p.wait(timeout=15)
     report.wall = time.time() - start
+    report.redis_cpu = cpu_seconds(redis_pid) - redis_cpu0
+    report.loadavg += " → " + loadavg()
+    for raw_stats in (await client.hgetall(stats_key())).values():
+        stats = json.loads(raw_stats)
+        report.worker_cpu += stats["cpu"]
+        report.trips.update(stats["trips"])
     report.reaped = sum(reaped_in_log(os.path.join(workdir, f"{scenario}-{name}.log")) for name in procs)
 
     raw = await client.lrange(dials_key(), 0, -1)
@@ -268,6 +355,15 @@ def print_table(reports: list[Report], args: argparse.Namespace) -> None:
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
     for row in rows:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    print()
+    print("cost per placement (per dial recorded; the killed instance's last 0.2 s of counts are missing):")
+    for r in reports:
+        per = max(1, r.dials)
+        total = sum(r.trips.values())
+        parts = ", ".join(f"{k} {v / per:.3f}" for k, v in r.trips.most_common())
+        print(f"  {r.scenario}: {total / per:.2f} Redis round trips ({parts}); scheduler CPU "
+              f"{r.worker_cpu / per * 1000:.2f} ms, redis-server CPU {r.redis_cpu / per * 1000:.3f} ms; "
+              f"loadavg {r.loadavg}")
     for r in reports:
         if r.killed_at is not None:
             print(f"{r.scenario}: {len(r.late_killed)} callbacks were late by more than half a lease "
@@ -309,7 +405,7 @@ def main() -> int:
     redis_proc, url = start_redis(workdir)
     try:
         scenarios = ["normal", "kill"] if args.scenario == "both" else [args.scenario]
-        reports = [asyncio.run(run_scenario(url, s, args, workdir)) for s in scenarios]
+        reports = [asyncio.run(run_scenario(url, s, args, workdir, redis_proc.pid)) for s in scenarios]
         print_table(reports, args)
     finally:
         redis_proc.terminate()
