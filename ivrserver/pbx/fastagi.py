@@ -100,7 +100,8 @@ class AgiChannel:
             try:
                 self._writer.write(data)
                 await self._writer.drain()
-                reply = await asyncio.wait_for(self._read_reply(), self._timeout)
+                async with asyncio.timeout(self._timeout):  # no Task per command (wait_for makes one)
+                    reply = await self._read_reply()
             except (ConnectionError, asyncio.IncompleteReadError) as exc:
                 self._closed = True
                 raise AgiHangup(f"{verb}: connection lost") from exc
@@ -280,7 +281,8 @@ class FastAgiServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(self._read_request(reader), self._header_timeout)
+            async with asyncio.timeout(self._header_timeout):
+                request = await self._read_request(reader)
         except (TimeoutError, agi_wire.AgiProtocolError, ValueError, ConnectionError) as exc:
             log.warning("FastAGI connection dropped before a valid request", extra={"error": str(exc)})
             return

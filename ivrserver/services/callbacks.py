@@ -1,13 +1,16 @@
 """Callback use cases: the scheduler loop, the placer of one claimed job, and the API service.
 
 Exactly-once placement, step by step (a crash may happen between any two steps):
-1. claim (Lua: due → leased with a token)          crash → lease expires, reaper re-queues
-2. save the record as dialing, attempt N           crash → next holder sees dialing N, no
-                                                   marker: dials attempt N (never dialed)
-3. SET NX placed marker (id, N)                    crash → next holder sees the marker: never
-                                                   re-dials; the attempt ends "unknown" → failed
+1. claim (Lua: due → leased with a token,          crash → lease expires, reaper re-queues
+   returning the records with the leases)
+2+3. start_dial (one Lua script, token-guarded):   crash → next holder sees the marker: never
+   save the record as dialing attempt N, SET NX    re-dials; the attempt ends "unknown" → failed
+   the placed marker (id, N), refresh the lease    (a lost lease writes nothing: never dials)
 4. originate with ChannelId "<id>-<N>"             Asterisk refuses a live duplicate itself
+   (the lease is renewed every lease/3 while the dial runs; quick dials need no renewal)
 5. write the outcome + settle the lease (token-guarded)
+A record "dialing N" without a marker (a holder cancelled during step 2+3 gave the marker back)
+is resumed: attempt N was never dialed, so the next holder dials it.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from ivrserver.domain.callbacks import (
     WaitUntil,
 )
 from ivrserver.domain.model import ContactPreferences
-from ivrserver.store.callbacks import CallbackStore, Claim, UpdateResult
+from ivrserver.store.callbacks import CallbackStore, Claim, DialStart, UpdateResult
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +153,7 @@ class CallbackPlacer:
         self.clock = clock
 
     async def place(self, claim: Claim) -> PlaceResult:
-        cb = await self.store.get(claim.callback_id)
+        cb = claim.record if claim.loaded else await self.store.get(claim.callback_id)
         if cb is None or cb.state not in (CallbackState.SCHEDULED, CallbackState.RETRY_WAIT,
                                           CallbackState.DIALING):
             await self.store.complete(claim, None)
@@ -236,18 +239,20 @@ class CallbackPlacer:
         )
 
     async def _dial(self, claim: Claim, cb: Callback, prefs: ContactPreferences) -> PlaceResult:
-        if not await self.store.save_leased(claim, cb):
-            return PlaceResult.LEASE_LOST
-        holder = f"{self.instance} {claim.token} {self.clock():.3f}"
+        now = self.clock()
+        holder = f"{self.instance} {claim.token} {now:.3f}"
         try:
-            marked = await self.store.mark_placed(cb.id, cb.attempts, holder)
+            started = await self.store.start_dial(claim, cb, holder, now=now, lease_seconds=self.lease_seconds)
         except asyncio.CancelledError:
-            # Shut down while taking the marker: nothing was dialed, so if the SET went through,
-            # give the marker back and let the next holder dial this attempt. (A SIGKILL here
-            # leaves the marker: that attempt then ends "unknown" rather than risk a second call.)
+            # Shut down while taking the marker: nothing was dialed, so if the script ran, give
+            # the marker back and let the next holder dial this attempt (it finds "dialing N"
+            # without a marker). A SIGKILL here leaves the marker: that attempt then ends
+            # "unknown" rather than risk a second call.
             await asyncio.shield(self.store.unmark_placed(cb.id, cb.attempts, holder))
             raise
-        if not marked:
+        if started is DialStart.LEASE_LOST:
+            return PlaceResult.LEASE_LOST
+        if started is DialStart.ALREADY_PLACED:
             log.warning("callback %s attempt %d: placed marker already taken; not dialing", cb.id, cb.attempts)
             return PlaceResult.ALREADY_PLACED
         try:
@@ -288,20 +293,38 @@ class CallbackPlacer:
 
     @contextlib.asynccontextmanager
     async def _keep_lease(self, claim: Claim) -> AsyncIterator[None]:
-        """Renew the lease while the dial runs, so a slow call is not reaped and re-claimed."""
+        """Renew the lease while the dial runs, so a slow call is not reaped and re-claimed.
+
+        start_dial has just refreshed the lease, so the first renewal is due only after a third
+        of it: a dial that ends sooner (most do) costs no renewal and no task."""
+        period = self.lease_seconds / 3
 
         async def renew() -> None:
             while True:
-                await self.store.renew(claim, self.clock(), self.lease_seconds)
-                await asyncio.sleep(self.lease_seconds / 3)
+                try:
+                    if not await self.store.renew(claim, self.clock(), self.lease_seconds):
+                        log.warning("callback %s: lease lost while dialing", claim.callback_id)
+                        return
+                except (OSError, RedisError):
+                    # Keep the dial and its known outcome; the lease may still hold until the next try.
+                    log.warning("callback %s: could not renew the lease", claim.callback_id, exc_info=True)
+                await asyncio.sleep(period)
 
-        task = asyncio.create_task(renew())
+        task: asyncio.Task[None] | None = None
+
+        def start() -> None:
+            nonlocal task
+            task = asyncio.create_task(renew())
+
+        timer = asyncio.get_running_loop().call_later(period, start)
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            timer.cancel()
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 # ----------------------------------------------------------------------------- scheduler

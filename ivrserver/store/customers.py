@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -239,6 +240,17 @@ async def load_scripts(redis: aioredis.Redis) -> None:
     await redis.script_load(_SNAPSHOT_LUA)
 
 
+_SCRIPTS: weakref.WeakKeyDictionary[aioredis.Redis, Any] = weakref.WeakKeyDictionary()
+
+
+def _snapshot_script(redis: aioredis.Redis) -> Any:
+    """The snapshot script bound to `redis`, registered once per client (registering hashes it)."""
+    script = _SCRIPTS.get(redis)
+    if script is None:
+        script = _SCRIPTS[redis] = redis.register_script(_SNAPSHOT_LUA)
+    return script
+
+
 async def snapshot_by_number(redis: aioredis.Redis, keys: Keys, number: str | None, *,
                              default_country: str = "") -> CallerSnapshot:
     """What the store knows about a calling number, in one round trip (one EVALSHA).
@@ -249,7 +261,7 @@ async def snapshot_by_number(redis: aioredis.Redis, keys: Keys, number: str | No
     normalised = phone.try_normalise(number, default_country)
     if normalised is None:
         return CallerSnapshot(number="", anonymous=True)
-    script = redis.register_script(_SNAPSHOT_LUA)
+    script = _snapshot_script(redis)
     reply: list[Any] = await script(
         keys=[keys.phone(normalised)],
         args=[keys.customer(""), keys.open_cases(""), keys.case(""), keys.timeline(""), keys.contact(""),
