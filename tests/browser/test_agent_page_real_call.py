@@ -21,11 +21,11 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from ivrserver.devstack import AGENT_NUMBERS, DevStackError, LocalAsterisk, StackPorts
+from ivrserver.devstack import LocalAsterisk
 from ivrserver.domain.model import Customer, Outcome, Tier
 from ivrserver.store import customers, history
 from tests.conftest import free_port
-from tests.integration.conftest import Phones
+from tests.integration.conftest import Phones, idle, local_asterisk, phones_on
 from tests.integration.test_ivrserver_calls import Ivr, wait_until
 from tests.integration.test_screen_pop_calls import running, server_settings
 
@@ -42,33 +42,14 @@ SCREENSHOT = "/tmp/agent-real-call.png"
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def pbx() -> AsyncIterator[LocalAsterisk]:
-    if shutil.which("sipp") is None:
-        pytest.fail("sipp is not installed: `make test` installs the sip-tester package")
-    asterisk = LocalAsterisk(StackPorts.free(), name=f"pytest-{os.getpid()}-browser")
-    try:
-        await asterisk.start()
-    except DevStackError as exc:
-        pytest.fail(f"Asterisk did not start: {exc}")
-    for number in AGENT_NUMBERS:  # as tests/integration/conftest.py: members unpaused only with a phone
-        await asterisk.set_paused(number, True)
-    try:
+    async with local_asterisk(f"pytest-{os.getpid()}-browser") as asterisk:
         yield asterisk
-    finally:
-        await asterisk.stop()
-        if not os.environ.get("IVRSERVER_KEEP_ASTERISK"):
-            asterisk.remove()
 
 
 @pytest.fixture
 async def phones(pbx: LocalAsterisk) -> AsyncIterator[Phones]:
-    if not pbx.running:
-        pytest.fail(f"Asterisk is no longer running; see {pbx.full_log}")
-    await pbx.hangup_all()
-    phones = Phones(pbx)
-    try:
-        yield phones
-    finally:
-        await phones.close()
+    async with phones_on(await idle(pbx)) as p:
+        yield p
 
 
 @pytest.fixture

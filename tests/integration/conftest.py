@@ -19,6 +19,7 @@ IVRSERVER_SIP_TRACE=1 also writes every SIP message into full.log.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -39,11 +40,12 @@ from ivrserver.devstack import (
 )
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def asterisk() -> AsyncIterator[LocalAsterisk]:
+@contextlib.asynccontextmanager
+async def local_asterisk(name: str) -> AsyncIterator[LocalAsterisk]:
+    """A started Asterisk on free ports with every queue member paused; stopped and removed after."""
     if shutil.which("sipp") is None:
         pytest.fail("sipp is not installed: `make test` installs the sip-tester package")
-    pbx = LocalAsterisk(StackPorts.free(), name=f"pytest-{os.getpid()}")
+    pbx = LocalAsterisk(StackPorts.free(), name=name)
     try:
         await pbx.start()
     except DevStackError as exc:
@@ -62,13 +64,24 @@ async def asterisk() -> AsyncIterator[LocalAsterisk]:
             pbx.remove()
 
 
+async def idle(pbx: LocalAsterisk) -> LocalAsterisk:
+    """`pbx` with every channel hung up (and gone): each test starts from an idle PBX."""
+    if not pbx.running:
+        pytest.fail(f"Asterisk is no longer running; see {pbx.full_log}")
+    await pbx.hangup_all()
+    return pbx
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def asterisk() -> AsyncIterator[LocalAsterisk]:
+    async with local_asterisk(f"pytest-{os.getpid()}") as pbx:
+        yield pbx
+
+
 @pytest.fixture
 async def fresh_asterisk(asterisk: LocalAsterisk) -> LocalAsterisk:
     """The session's Asterisk with every channel hung up (and gone) before the test."""
-    if not asterisk.running:
-        pytest.fail(f"Asterisk is no longer running; see {asterisk.full_log}")
-    await asterisk.hangup_all()
-    return asterisk
+    return await idle(asterisk)
 
 
 class Phones:
@@ -126,10 +139,16 @@ class Phones:
             await proc.wait()
 
 
-@pytest.fixture
-async def phones(fresh_asterisk: LocalAsterisk) -> AsyncIterator[Phones]:
-    phones = Phones(fresh_asterisk)
+@contextlib.asynccontextmanager
+async def phones_on(pbx: LocalAsterisk) -> AsyncIterator[Phones]:
+    phones = Phones(pbx)
     try:
         yield phones
     finally:
         await phones.close()
+
+
+@pytest.fixture
+async def phones(fresh_asterisk: LocalAsterisk) -> AsyncIterator[Phones]:
+    async with phones_on(fresh_asterisk) as p:
+        yield p
