@@ -18,9 +18,9 @@ Targets (issue 5): at most 2 round trips per call, p99 under 2 ms.
 from __future__ import annotations
 
 import argparse
-import gc
 import asyncio
 import contextvars
+import gc
 import os
 import random
 import shutil

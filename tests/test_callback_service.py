@@ -36,7 +36,7 @@ from ivrserver.services.callbacks import (
     InvalidTransition,
     PlaceResult,
 )
-from ivrserver.store.callbacks import CallbackStore, Claim
+from ivrserver.store.callbacks import CallbackStore, Claim, DialStart
 from ivrserver.store.keys import Keys
 
 T0 = 1_717_405_200.0  # Monday 2024-06-03 09:00 UTC
@@ -310,35 +310,111 @@ async def test_recovery_after_a_holder_died(redis_client: aioredis.Redis, keys: 
 
 
 class GatedStore(CallbackStore):
-    """Fault injection: mark_placed waits for `gate` (an instance stalled, e.g. a long GC pause)."""
+    """Fault injection: start_dial waits for `gate` (an instance stalled, e.g. a long GC pause);
+    with `save_first` it saves "dialing" before stalling (what an older two-step placer left)."""
 
-    def __init__(self, *args: object, **kw: object) -> None:
+    def __init__(self, *args: object, save_first: bool = False, **kw: object) -> None:
         super().__init__(*args, **kw)  # type: ignore[arg-type]
         self.reached = asyncio.Event()
         self.gate = asyncio.Event()
+        self.save_first = save_first
 
-    async def mark_placed(self, callback_id: str, attempt: int, holder: str) -> bool:
+    async def start_dial(self, claim: Claim, cb: Callback, holder: str, *, now: float,
+                         lease_seconds: float) -> DialStart:
+        if self.save_first:
+            assert await self.save_leased(claim, cb)
         self.reached.set()
         await self.gate.wait()
-        return await super().mark_placed(callback_id, attempt, holder)
+        return await super().start_dial(claim, cb, holder, now=now, lease_seconds=lease_seconds)
 
 
+@pytest.mark.parametrize("save_first", [False, True])
 async def test_stalled_holder_waking_after_reclaim_does_not_dial_again(redis_client: aioredis.Redis,
-                                                                       keys: Keys) -> None:
+                                                                       keys: Keys, save_first: bool) -> None:
     a, b = Env(redis_client, keys), Env(redis_client, keys)
-    gated = GatedStore(redis_client, keys)
+    gated = GatedStore(redis_client, keys, save_first=save_first)
     a.placer.store = gated
     cb = await a.service.request(request(at=T0))
     [claim_a] = await gated.claim(T0, lease_seconds=5, limit=1, claimer="A")
     stalled = asyncio.create_task(a.placer.place(claim_a))
-    await asyncio.wait_for(gated.reached.wait(), 5)  # A saved "dialing", is about to take the marker
+    await asyncio.wait_for(gated.reached.wait(), 5)  # A is about to save "dialing" and take the marker
     b.clock.t = T0 + 6
     assert await b.store.reap(b.clock()) == [cb.id]
-    assert await b.tick() == [PlaceResult.PLACED]  # B resumes attempt 1 (no marker yet) and dials
+    assert await b.tick() == [PlaceResult.PLACED]  # B dials attempt 1 (no marker yet)
     gated.gate.set()
-    assert await stalled == PlaceResult.ALREADY_PLACED
+    # A's lease is gone: its start_dial writes nothing (neither the record nor the marker).
+    assert await stalled == PlaceResult.LEASE_LOST
     assert a.dialer.calls == [] and [c["channel_id"] for c in b.dialer.calls] == [f"{cb.id}-1"]
-    assert (await b.service.get(cb.id)).state is CallbackState.CONNECTED
+    after = await b.service.get(cb.id)
+    assert (after.state, after.attempts) == (CallbackState.CONNECTED, 1)
+    assert (await b.store.placed_by(cb.id, 1) or "").startswith("t1 "), "B's marker, not A's"
+
+
+async def test_marker_taken_under_a_valid_lease_is_not_dialed(redis_client: aioredis.Redis, keys: Keys) -> None:
+    # Should not happen (the marker is taken together with the "dialing" record), but if the
+    # marker of the attempt exists, the placer must not dial it; the next holder settles it.
+    env = Env(redis_client, keys)
+    cb = await env.service.request(request(at=T0))
+    assert await env.store.mark_placed(cb.id, 1, "someone tok 0")
+    [claim] = await env.store.claim(T0, lease_seconds=5, limit=1, claimer="t1")
+    assert await env.placer.place(claim) is PlaceResult.ALREADY_PLACED
+    assert env.dialer.calls == []
+    saved = await env.service.get(cb.id)
+    assert (saved.state, saved.attempts) == (CallbackState.DIALING, 1)
+    env.clock.t = T0 + env.placer.lease_seconds + 1  # start_dial refreshed the lease for a dial
+    assert await env.store.reap(env.clock()) == [cb.id]
+    assert await env.tick() == [PlaceResult.RECOVERED_UNKNOWN] and env.dialer.calls == []
+    assert (await env.service.get(cb.id)).final_reason == "outcome_unknown"
+
+
+class CountingStore(CallbackStore):
+    def __init__(self, *args: object, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self.renewals = 0
+        self.gets = 0
+
+    async def renew(self, claim: Claim, now: float, lease_seconds: float) -> bool:
+        self.renewals += 1
+        return await super().renew(claim, now, lease_seconds)
+
+    async def get(self, callback_id: str) -> Callback | None:
+        self.gets += 1
+        return await super().get(callback_id)
+
+
+async def test_quick_dial_needs_no_renewal_slow_dial_keeps_its_lease(redis_client: aioredis.Redis,
+                                                                     keys: Keys) -> None:
+    lease = 0.6
+    env = Env(redis_client, keys)
+    store = CountingStore(redis_client, keys)
+    env.placer.store = store
+    env.placer.lease_seconds = lease
+    quick = await env.service.request(request(at=T0))
+    [claim] = await store.claim(T0, lease_seconds=lease, limit=1, claimer="t1")
+    assert await env.placer.place(claim) is PlaceResult.PLACED
+    assert (store.renewals, store.gets) == (0, 0), "the claim brought the record; no renewal needed"
+    assert (await env.service.get(quick.id)).state is CallbackState.CONNECTED
+
+    slow = await env.service.request(request(at=T0, customer_id="c2"))
+    expiries: list[float | None] = []
+
+    class Slow(RecordingDialer):
+        async def originate(self, **kw: object) -> DialResult:  # type: ignore[override]
+            expiries.append(await redis_client.zscore(keys.callbacks_leased(), slow.id))
+            for _ in range(3):  # a long call: the fake clock moves on, the lease must follow
+                env.clock.t += 10
+                await asyncio.sleep(lease / 3 * 2 + 0.1)  # at least one renewal in between
+                assert await store.reap(env.clock()) == [], "the lease of a live dial expired"
+            expiries.append(await redis_client.zscore(keys.callbacks_leased(), slow.id))
+            return DialResult(DialOutcome.ANSWERED)
+
+    env.placer.dialer = Slow()
+    [claim] = await store.claim(T0, lease_seconds=lease, limit=1, claimer="t1")
+    env.clock.t = T0 + 1  # the claim's own lease (T0 + 0.6) ran out before the dial started
+    assert await env.placer.place(claim) is PlaceResult.PLACED
+    assert expiries[0] == T0 + 1 + lease, "start_dial refreshed the lease"
+    assert store.renewals >= 2 and expiries[1] is not None and expiries[1] >= T0 + 21 + lease
+    assert (await env.service.get(slow.id)).state is CallbackState.CONNECTED
 
 
 async def test_service_reschedule_cancel_and_conflicts(redis_client: aioredis.Redis, keys: Keys) -> None:
@@ -373,21 +449,24 @@ async def test_service_reschedule_cancel_and_conflicts(redis_client: aioredis.Re
 
 
 class StallingStore(CallbackStore):
-    """Fault injection: hang in mark_placed for the first `n` calls, i.e. the instance dies after
-    saving 'dialing' but before taking the placed marker."""
+    """Fault injection: hang in start_dial for the first `n` calls after saving 'dialing' without
+    the placed marker, i.e. the instance dies in the state a cancelled start_dial leaves (it gives
+    the marker back): the next holder must resume and dial that attempt."""
 
     def __init__(self, *args: object, n: int, **kw: object) -> None:
         super().__init__(*args, **kw)  # type: ignore[arg-type]
         self.n = n
         self.hung = asyncio.Event()
 
-    async def mark_placed(self, callback_id: str, attempt: int, holder: str) -> bool:
+    async def start_dial(self, claim: Claim, cb: Callback, holder: str, *, now: float,
+                         lease_seconds: float) -> DialStart:
         if self.n > 0:
             self.n -= 1
+            assert await self.save_leased(claim, cb)
             if self.n == 0:
                 self.hung.set()
             await asyncio.Event().wait()
-        return await super().mark_placed(callback_id, attempt, holder)
+        return await super().start_dial(claim, cb, holder, now=now, lease_seconds=lease_seconds)
 
 
 async def test_three_instances_one_killed_mid_run_place_each_callback_exactly_once(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 
 import redis.asyncio as aioredis
 
 from ivrserver.domain import callbacks as cbm
 from ivrserver.domain.callbacks import Callback, CallbackState
-from ivrserver.store.callbacks import CallbackStore, UpdateResult, lease_info_key
+from ivrserver.domain.model import ContactPreferences
+from ivrserver.store.callbacks import CallbackStore, DialStart, UpdateResult, _json, lease_info_key
 from ivrserver.store.keys import Keys
 
 NOW = 1_717_408_800.0
@@ -191,3 +193,69 @@ async def test_list_filters(redis_client: aioredis.Redis, keys: Keys) -> None:
     assert [c.id for c in await store.list(state=CallbackState.CANCELLED)] == ["cb00002"]
     assert [c.id for c in await store.list(customer="vip7")] == ["cb00003"]
     assert [c.id for c in await store.list(limit=1)] == ["cb00003"]
+
+
+async def test_claim_brings_the_records_along(redis_client: aioredis.Redis, keys: Keys) -> None:
+    store = CallbackStore(redis_client, keys)
+    jobs = [job(i, NOW - i, context=f"note {i}") for i in range(3)]
+    for cb in jobs:
+        await store.create(cb)
+    await redis_client.delete(keys.callback("cb00001"))  # a due job whose record vanished
+    await redis_client.set(keys.callback("cb00000"), "{not json")  # and one that is unreadable
+    claims = await store.claim(NOW, lease_seconds=30, limit=10, claimer="A")
+    assert [c.callback_id for c in claims] == ["cb00002", "cb00001", "cb00000"]
+    assert [(c.loaded, c.record) for c in claims] == [(True, jobs[2]), (True, None), (False, None)]
+    await store.create(job(5))
+    [bare] = await store.claim(NOW, lease_seconds=30, limit=10, claimer="A", with_records=False)
+    assert (bare.callback_id, bare.loaded, bare.record) == ("cb00005", False, None)
+
+
+async def test_start_dial_saves_marks_and_refreshes_the_lease_atomically(redis_client: aioredis.Redis,
+                                                                         keys: Keys) -> None:
+    store = CallbackStore(redis_client, keys)
+    cb = job(1)
+    await store.create(cb)
+    [claim] = await store.claim(NOW, lease_seconds=10, limit=1, claimer="A")
+    dialing = cbm.start_attempt(cb, NOW + 2, "a1")
+    assert await store.start_dial(claim, dialing, "A tok 2.0", now=NOW + 2, lease_seconds=10) is DialStart.MARKED
+    assert await store.get(cb.id) == dialing
+    assert await store.placed_by(cb.id, 1) == "A tok 2.0"
+    assert 0 < await redis_client.ttl(keys.callback_placed(cb.id, 1)) <= 30 * 86400
+    assert await redis_client.zscore(keys.callbacks_leased(), cb.id) == NOW + 12
+    assert await store.reap(NOW + 11) == [], "the lease was refreshed for the dial"
+    # The same attempt again under a valid lease: saved, but the marker is not taken twice.
+    assert await store.start_dial(claim, dialing, "A tok 3.0", now=NOW + 3, lease_seconds=10) \
+        is DialStart.ALREADY_PLACED
+    assert await store.placed_by(cb.id, 1) == "A tok 2.0"
+
+
+async def test_start_dial_with_a_lost_lease_writes_nothing(redis_client: aioredis.Redis, keys: Keys) -> None:
+    store = CallbackStore(redis_client, keys)
+    cb = job(1)
+    await store.create(cb)
+    [stale] = await store.claim(NOW, lease_seconds=10, limit=1, claimer="A")
+    assert await store.reap(NOW + 11) == [cb.id]
+    dialing = cbm.start_attempt(cb, NOW + 11, "a1")
+    assert await store.start_dial(stale, dialing, "A", now=NOW + 11, lease_seconds=10) is DialStart.LEASE_LOST
+    assert await store.get(cb.id) == cb
+    assert await store.placed_by(cb.id, 1) is None
+    assert await redis_client.zscore(keys.callbacks_due(), cb.id) == NOW, "still due, not leased"
+    [fresh] = await store.claim(NOW + 11, lease_seconds=10, limit=1, claimer="B")
+    assert await store.start_dial(fresh, dialing, "B", now=NOW + 11, lease_seconds=10) is DialStart.MARKED
+    assert await store.start_dial(stale, dialing, "A", now=NOW + 12, lease_seconds=10) is DialStart.LEASE_LOST
+    assert await store.placed_by(cb.id, 1) == "B"
+
+
+def test_record_json_is_exactly_that_of_to_dict() -> None:
+    plain = job(1)
+    busy = cbm.after_attempt(cbm.start_attempt(job(2, context="said: \"é\" \u2603\nline 2", preferred_agent="a1",
+                                                   case_id="K-1", prompt="p", requested_by="a2"),
+                                               NOW + 1, "a1"),
+                             cbm.AttemptOutcome.BUSY, ContactPreferences(), cbm.CallbackPolicy(), NOW + 2,
+                             detail="busy, really")
+    held = job(3, queue_place=cbm.QueuePlace("general", NOW - 5, 2), mode=cbm.CallbackMode.CUSTOMER_FIRST,
+               preferences=ContactPreferences(timezone="Asia/Tokyo", do_not_call=True), due_at=None)
+    for cb in (plain, busy, held):
+        assert _json(cb) == json.dumps(cbm.to_dict(cb), separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+        assert cbm.from_dict(json.loads(_json(cb))) == cb
+    assert busy.history and busy.history[-1].outcome is cbm.AttemptOutcome.BUSY
