@@ -233,7 +233,8 @@ class IvrServer:
     # -- health ---------------------------------------------------------------------------
     async def _redis_ok(self) -> tuple[bool, str]:
         try:
-            await asyncio.wait_for(self.redis.ping(), 2)
+            async with asyncio.timeout(2):
+                await self.redis.ping()
             return True, "PONG"
         except Exception as exc:
             return False, f"{type(exc).__name__}: {exc}"

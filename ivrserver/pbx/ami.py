@@ -118,7 +118,8 @@ class AmiClient:
 
     async def wait_logged_in(self, timeout: float) -> bool:
         try:
-            await asyncio.wait_for(self._login_event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._login_event.wait()
         except TimeoutError:
             return False
         return self.logged_in
@@ -224,7 +225,8 @@ class AmiClient:
             action[key] = value
         future = self._manager.send_action(action)
         try:
-            response = await asyncio.wait_for(future, timeout or self.settings.action_timeout)
+            async with asyncio.timeout(timeout or self.settings.action_timeout):
+                response = await future
         except TimeoutError as exc:
             raise AmiError(f"{name}: no response within {timeout or self.settings.action_timeout}s") from exc
         first = response[0] if isinstance(response, list) else response

@@ -112,7 +112,8 @@ class AmiCallbackDialer:
             if not agent_first:
                 return DialResult(DialOutcome.ANSWERED, leg="customer", uniqueid=response.uniqueid)
             try:
-                status = await asyncio.wait_for(future, self._customer_ring + self._max_talk)
+                async with asyncio.timeout(self._customer_ring + self._max_talk):
+                    status = await future
             except TimeoutError:
                 return DialResult(DialOutcome.FAILED, leg="customer", uniqueid=response.uniqueid,
                                   reason="no CallbackResult from the dialplan")

@@ -121,7 +121,10 @@ class ContactTracker:
         """Consume events forever; a failing event is logged and skipped, never fatal."""
         while True:
             try:
-                event = await asyncio.wait_for(events.get(), timeout=self.sweep_interval)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+                # coincides with an event, and this loop would then outlive the shutdown.
+                async with asyncio.timeout(self.sweep_interval):
+                    event = await events.get()
             except TimeoutError:
                 event = None
             try:
