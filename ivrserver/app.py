@@ -12,7 +12,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +101,7 @@ class IvrServer:
         self.agent_state = AgentStateService(self.redis, self.keys, agents.agents,
                                              wrap_up_seconds=agents.wrap_up_seconds)
         self.tracker = ContactTracker(self.redis, self.keys, retention_days=settings.redis.retention_days,
-                                      agents={a.endpoint: a.id for a in agents.agents.values()},
+                                      agents=self._by_endpoint,
                                       instance=settings.instance)
         self.routing = RoutingService(self.redis, self.keys, policy, agents.agents,
                                       statuses=self.agent_state.statuses_of)
@@ -139,7 +139,6 @@ class IvrServer:
         self.scheduler = CallbackScheduler(self.callback_store, placer, instance=settings.instance,
                                            poll_interval=settings.callbacks.poll_interval,
                                            lease_seconds=settings.callbacks.lease_seconds)
-        self.tasks: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self._runner: web.AppRunner | None = None
         self.web_port = settings.web.port
 
@@ -285,8 +284,6 @@ class IvrServer:
         if self.settings.menus.watch:
             background.append(asyncio.create_task(self.menus.watch(self.settings.menus.watch_interval),
                                                   name="menu-watch"))
-        for name, factory in self.tasks:
-            background.append(asyncio.create_task(factory(), name=name))
         # Everything built so far lives as long as the process: keep it out of the collector's scans
         # (full collections over it were the long tail of call latency under load).
         gc.freeze()
