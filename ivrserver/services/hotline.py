@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -45,7 +45,6 @@ class HotlineService:
     def __init__(self, redis: aioredis.Redis, keys: Keys, menus: MenuRegistry, routing: RoutingService,
                  tracker: ContactTracker | None, *, entry: str, retention_days: int, default_country: str = "",
                  callbacks: CallbackService | None = None,
-                 on_context: Callable[[CallContext], Awaitable[None]] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._redis = redis
         self._keys = keys
@@ -56,7 +55,6 @@ class HotlineService:
         self._recorder = RedisPathRecorder(redis, keys, retention_days * 86400)
         self._country = default_country
         self._callbacks = callbacks
-        self._on_context = on_context
         self._clock = clock
 
     def attach_callbacks(self, callbacks: CallbackService) -> None:
@@ -137,8 +135,6 @@ class HotlineService:
             await call_context.save(self._redis, self._keys, ctx)
         except (RedisError, OSError) as exc:
             log.error("call context not saved; the agent's pop will be thin", extra={"error": str(exc)})
-        if self._on_context is not None:
-            await self._on_context(ctx)
 
     async def _reroute_identified(self, channel: AgiChannel, customer_id: str, context_id: str, reason: str) -> str:
         """Identified by account + PIN on the way to a human: route as if their number had been
