@@ -36,7 +36,6 @@ from ivrserver.services.menus import MenuRegistry
 from ivrserver.services.queue_state import QueueState
 from ivrserver.services.routing import RoutingService
 from ivrserver.services.screen_pop import ScreenPopService
-from ivrserver.store import agents as agent_store
 from ivrserver.store import customers
 from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
@@ -192,7 +191,7 @@ class IvrServer:
 
     async def _free_agents(self, tier: str) -> list[str]:
         members = [a.id for a in self.agent_defs.values() if tier in a.tiers]
-        statuses = await agent_store.statuses(self.redis, self.keys, members, time.time())
+        statuses = await self.agent_state.statuses_of(members, time.time())
         return longest_idle_first(statuses.values(), members)
 
     def _agent_of_interface(self, interface: str) -> str | None:
@@ -200,16 +199,16 @@ class IvrServer:
 
     async def _count_free(self, agent_ids: Iterable[str]) -> int:
         ids = list(agent_ids)
-        statuses = await agent_store.statuses(self.redis, self.keys, ids, time.time())
+        statuses = await self.agent_state.statuses_of(ids, time.time())
         return sum(1 for s in statuses.values() if s.state is AgentState.READY)
 
     async def _is_free(self, agent_id: str) -> bool:
-        statuses = await agent_store.statuses(self.redis, self.keys, [agent_id], time.time())
+        statuses = await self.agent_state.statuses_of([agent_id], time.time())
         status = statuses.get(agent_id)
         return status is not None and status.state is AgentState.READY
 
     async def _agent_state(self, agent_id: str) -> str | None:
-        statuses = await agent_store.statuses(self.redis, self.keys, [agent_id], time.time())
+        statuses = await self.agent_state.statuses_of([agent_id], time.time())
         status = statuses.get(agent_id)
         return status.state.value if status else None
 
