@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 
 from ivrserver import __version__, config
+from ivrserver.commands import load_settings
 
 # Each feature module contributes its own sub-commands through `register(subparsers)`.
 COMMAND_MODULES = ("doctor", "menus", "customers", "callbacks")
@@ -15,19 +15,15 @@ COMMAND_MODULES = ("doctor", "menus", "customers", "callbacks")
 def _run(args: argparse.Namespace) -> int:
     from ivrserver import app
 
-    try:
-        settings = config.load(args.config)
-    except config.ConfigError as exc:
-        print(exc, file=sys.stderr)
+    settings = load_settings(args.config)
+    if settings is None:
         return 2
     return app.main(settings)
 
 
 def _show_config(args: argparse.Namespace) -> int:
-    try:
-        settings = config.load(args.config)
-    except config.ConfigError as exc:
-        print(exc, file=sys.stderr)
+    settings = load_settings(args.config)
+    if settings is None:
         return 2
     for key, _, _ in config.describe():
         value: object = settings

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from ivrserver import config
+from ivrserver.commands import load_settings
 from ivrserver.domain.callbacks import Callback, CallbackState, InvalidTransition, RequestInvalid, to_dict
 from ivrserver.services.callbacks import CallbackBusy, CallbackNotFound, CallbackService, policy_from_settings
 from ivrserver.store.callbacks import CallbackStore
@@ -86,10 +86,8 @@ def _line(cb: Callback) -> str:
 
 
 def _run(args: argparse.Namespace, body: Callable[[CallbackService], Awaitable[int]]) -> int:
-    try:
-        settings = config.load(getattr(args, "config", None))
-    except config.ConfigError as exc:
-        print(exc, file=sys.stderr)
+    settings = load_settings(getattr(args, "config", None))
+    if settings is None:
         return 2
     url = args.redis_url or settings.redis.url
     prefix = args.prefix or settings.redis.prefix

@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 import yaml
 from redis.exceptions import RedisError
 
-from ivrserver import config
+from ivrserver.commands import load_settings
 from ivrserver.domain import customer_validation as cv
 from ivrserver.domain.customer_validation import FieldError, ValidCustomer
 from ivrserver.domain.model import Customer
@@ -72,17 +72,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url", help="Redis URL (default: redis.url from the configuration)")
 
 
-def _connection(args: argparse.Namespace) -> tuple[str, Keys]:
-    settings = config.load(getattr(args, "config", None))
-    return args.redis_url or settings.redis.url, Keys(prefix=settings.redis.prefix)
-
-
 def _run(args: argparse.Namespace, body: Any) -> int:
-    try:
-        url, keys = _connection(args)
-    except config.ConfigError as exc:
-        print(exc, file=sys.stderr)
+    settings = load_settings(getattr(args, "config", None))
+    if settings is None:
         return 2
+    url, keys = args.redis_url or settings.redis.url, Keys(prefix=settings.redis.prefix)
     if not url.startswith(("redis://", "rediss://", "unix://")):
         print(f"--redis-url: expected a redis://, rediss:// or unix:// URL, got {url!r}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from ivrserver import config
+from ivrserver.commands import load_settings
 from ivrserver.pbx.asterisk_conf import ConfReadError, queue_names, read_conf
 from ivrserver.services import menu_files, routing_files
 from ivrserver.services.menus import MenuRegistry
@@ -191,10 +192,8 @@ async def diagnose(settings: config.Settings) -> list[Check]:
 
 
 def run_doctor(args: argparse.Namespace) -> int:
-    try:
-        settings = config.load(args.config)
-    except config.ConfigError as exc:
-        print(exc)
+    settings = load_settings(args.config)
+    if settings is None:
         return 2
     checks = asyncio.run(diagnose(settings))
     if args.format == "json":

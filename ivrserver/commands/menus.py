@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ivrserver import config
+from ivrserver.commands import load_settings
 from ivrserver.domain import menu as m
 from ivrserver.domain import menu_engine as e
 from ivrserver.domain import menu_stats as ms
@@ -66,20 +67,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=run_reload)
 
 
-def _settings(args: argparse.Namespace) -> config.Settings:
-    return config.load(getattr(args, "config", None))
-
-
 # ---------------------------------------------------------------------------------------------
 # check
 
 
 def run_check(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    try:
-        settings = _settings(args)
-    except config.ConfigError as exc:
-        print(exc, file=sys.stderr)
+    settings = load_settings(getattr(args, "config", None))
+    if settings is None:
         return 2
     target = Path(args.path or settings.menus.dir)
     sounds_dir = args.sounds_dir
@@ -220,10 +215,8 @@ def _load(menu_arg: str, settings: config.Settings) -> tuple[m.Menu | None, list
 
 def run_simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    try:
-        settings = _settings(args)
-    except config.ConfigError as exc:
-        print(exc, file=sys.stderr)
+    settings = load_settings(getattr(args, "config", None))
+    if settings is None:
         return 2
     menu, issues = _load(args.menu, settings)
     if menu is None:
@@ -329,10 +322,8 @@ def run_stats(args: argparse.Namespace, out: TextIO | None = None,
     from ivrserver.store.keys import Keys
 
     out = out or sys.stdout
-    try:
-        settings = _settings(args)
-    except config.ConfigError as exc:
-        print(exc, file=sys.stderr)
+    settings = load_settings(getattr(args, "config", None))
+    if settings is None:
         return 2
     menu = args.menu or settings.menus.entry
     url = args.redis_url or settings.redis.url
@@ -365,10 +356,8 @@ def run_stats(args: argparse.Namespace, out: TextIO | None = None,
 
 def run_reload(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    try:
-        settings = _settings(args)
-    except config.ConfigError as exc:
-        print(exc, file=sys.stderr)
+    settings = load_settings(getattr(args, "config", None))
+    if settings is None:
         return 2
     base = (args.url or f"http://{settings.web.host}:{settings.web.port}").rstrip("/")
     if not base.startswith(("http://", "https://")):
