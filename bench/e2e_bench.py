@@ -278,7 +278,20 @@ async def bench(args: argparse.Namespace) -> int:
         ivr = IvrProcess(config, web_port, workdir / "ivrserver.log")
         await ivr.start()
         print(f"== Asterisk pid {ast_pid}, ivrserver pid {ivr.pid}; warm-up call ...", flush=True)
+        monitor: asyncio.subprocess.Process | None = None
+        if args.monitor:
+            port = redis.url.rsplit(":", 1)[1].split("/")[0]
+            monitor = await asyncio.create_subprocess_exec("redis-cli", "-p", port, "monitor",
+                                                           stdout=asyncio.subprocess.PIPE)
         await run_step(asterisk, ast_pid, ivr, 1, 1, args.hold_ms, redis.url)
+        if monitor is not None:
+            monitor.terminate()
+            raw, _ = await monitor.communicate()
+            lines = [ln for ln in raw.decode(errors="replace").splitlines()
+                     if '"info"' not in ln.lower() and ln != "OK"]
+            print(f"   Redis commands of the warm-up call ({len(lines)}), as MONITOR saw them:")
+            for ln in lines:
+                print("     " + ln.split("] ", 1)[-1][:160])
         for i, rate in enumerate(args.rates):
             print(f"== {rate:g} calls/s for {args.seconds:g} s ...", flush=True)
             profiler = start_profiler(args, ivr, workdir) if args.profile and i == len(args.rates) - 1 else None
@@ -323,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep-going", action="store_true", help="do not stop the ramp after a failing rate")
     parser.add_argument("--profile", action="store_true", help="py-spy ivrserver during the last rate")
     parser.add_argument("--py-spy", help="path of the py-spy executable (default: on PATH)")
+    parser.add_argument("--monitor", action="store_true", help="print the Redis commands of the warm-up call")
     parser.add_argument("--keep", action="store_true", help="keep logs and the Asterisk instance directory")
     args = parser.parse_args(argv)
     if shutil.which("sipp") is None:

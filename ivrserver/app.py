@@ -36,6 +36,7 @@ from ivrserver.services.menus import MenuRegistry
 from ivrserver.services.queue_state import QueueState
 from ivrserver.services.routing import RoutingService
 from ivrserver.services.screen_pop import ScreenPopService
+from ivrserver.store import client as redis_client
 from ivrserver.store import customers
 from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
@@ -86,7 +87,7 @@ class IvrServer:
         self.metrics = Metrics()
         self.keys = Keys(settings.redis.prefix)
         self.stopping = asyncio.Event()
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+        self.redis: aioredis.Redis = redis_client.connect(
             settings.redis.url, decode_responses=True, socket_connect_timeout=3, socket_timeout=5,
             health_check_interval=15)
         self.ami = AmiClient(settings.ami, self.metrics)
@@ -100,8 +101,8 @@ class IvrServer:
         self.agent_state = AgentStateService(self.redis, self.keys, agents.agents,
                                              wrap_up_seconds=agents.wrap_up_seconds)
         self.tracker = ContactTracker(self.redis, self.keys, retention_days=settings.redis.retention_days,
-                                      agents=self._by_endpoint,
-                                      instance=settings.instance)
+                                      agents=self._by_endpoint, instance=settings.instance,
+                                      write_delay=settings.redis.history_write_delay)
         self.routing = RoutingService(self.redis, self.keys, policy, agents.agents,
                                       statuses=self.agent_state.statuses_of)
         self.hotline = HotlineService(self.redis, self.keys, self.menus, self.routing, self.tracker,
@@ -306,6 +307,7 @@ class IvrServer:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        await self.tracker.close()  # contact records still waiting for their deferred write
         if self._runner is not None:
             await self._runner.cleanup()
         await self.ami.close()
@@ -327,7 +329,13 @@ async def serve(settings: Settings) -> None:
 def main(settings: Settings) -> int:
     logs.setup(settings.log.level, settings.log.format)
     try:
-        asyncio.run(serve(settings))
+        if settings.event_loop == "uvloop":
+            import uvloop
+
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(serve(settings))
+        else:
+            asyncio.run(serve(settings))
     except StartupError as exc:
         log.error(str(exc))
         return 2

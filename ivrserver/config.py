@@ -37,6 +37,8 @@ class RedisSettings:
     prefix: str = "ivr"
     # Retention of contact history and IVR paths, in days.
     retention_days: int = 365
+    # A call's contact-record changes are collected this long and written once (0: every change at once).
+    history_write_delay: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -131,11 +133,14 @@ class Settings:
     callbacks: CallbackSettings = field(default_factory=CallbackSettings)
     log: LogSettings = field(default_factory=LogSettings)
     instance: str = "ivrserver"
+    # uvloop (libuv) or the standard library's loop; both run the same code.
+    event_loop: str = "uvloop"
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "log.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "log.format": ("text", "json"),
+    "event_loop": ("uvloop", "asyncio"),
 }
 _PORTS = {"ami.port", "agi.port", "web.port"}
 
@@ -220,6 +225,8 @@ def _check(key: str, value: Any, errors: list[str]) -> None:
         if len(parts) != 2 or not all(p.isdigit() for p in parts) or not (
                 0 <= int(parts[0]) <= 24 and 0 <= int(parts[1]) < 60):
             errors.append(f"{key}: expected HH:MM, got {value!r}")
+    if key == "redis.history_write_delay" and not (0 <= value <= 60):
+        errors.append(f"{key}: must be 0..60 seconds, got {value}")
     if key == "redis.url" and not value.startswith(("redis://", "rediss://", "unix://")):
         errors.append(f"{key}: expected a redis://, rediss:// or unix:// URL, got {value!r}")
 
@@ -276,6 +283,7 @@ def from_mapping(data: Mapping[str, Any], env: Mapping[str, Any] | None = None) 
                 if raw is not None:
                     value = _coerce(section.name, raw, kind, errors, from_env)
                     if value is not None:
+                        _check(section.name, value, errors)
                         kwargs[section.name] = value
             continue
         sub_hints = typing.get_type_hints(kind)

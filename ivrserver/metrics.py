@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -28,3 +30,13 @@ class Metrics:
         self.pops = Counter("ivrserver_pops_published", "Screen-pops published", ["phase"], registry=r)
         self.callbacks = Counter("ivrserver_callbacks_attempts", "Callback dial attempts", ["result"], registry=r)
         self.ws_clients = Gauge("ivrserver_agent_sockets", "Connected agent websockets", registry=r)
+        self._children: dict[tuple[int, str], Any] = {}
+
+    def child(self, metric: Counter | Histogram, label: str) -> Any:
+        """`metric.labels(label)`, cached: labels() takes a lock and checks the label each time, and
+        the per-AGI-command and per-AMI-event paths ask for the same few children all day long."""
+        key = (id(metric), label)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(label)
+        return found

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -247,3 +248,109 @@ async def test_tracker_report_survives_a_dead_store(keys: Keys) -> None:
             await t.handle_event(ami("QueueCallerJoin", Queue="vip"))  # (run() logs and continues)
     finally:
         await dead.aclose()
+
+
+# --- deferred writes (the server's mode: history_write_delay > 0) ---------------------------------
+
+class CountingRedis:
+    """Counts the contact writes reaching the real Redis (EVALSHA of the save script)."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self.writes = 0
+        original = client.evalsha
+
+        async def evalsha(*args: object, **kw: object) -> object:
+            self.writes += 1
+            return await original(*args, **kw)  # type: ignore[arg-type]
+
+        client.evalsha = evalsha  # type: ignore[method-assign]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached in time")
+
+
+async def stored(redis_client: aioredis.Redis, keys: Keys, contact_id: str) -> bool:
+    return await history.get_contact(redis_client, keys, contact_id) is not None
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async def check() -> bool:
+        return condition()
+    await eventually(check, timeout)
+
+
+async def test_deferred_tracker_creates_at_once_then_coalesces_a_calls_changes(
+        redis_client: aioredis.Redis, keys: Keys) -> None:
+    counter = CountingRedis(redis_client)
+    t = ContactTracker(redis_client, keys, write_delay=0.3, agents={"PJSIP/agent1003": "agent1003"})
+    try:
+        await t.handle_event(ami("Newchannel"))
+        await t.report(CALLER, CallFacts(customer_id="c1", routing_reason="vip"))   # worth a record
+        contact_id = t.contact_id(CALLER)
+        assert contact_id is not None
+        # created by the writer task at once (an agent may write notes on it right away) ...
+        await wait_for(lambda: counter.writes == 1)
+        created = await history.get_contact(redis_client, keys, contact_id)
+        assert created is not None and created.outcome is Outcome.IN_PROGRESS
+        assert await history.contact_id_for_call(redis_client, keys, CALLER) == contact_id
+        # ... then a burst of changes is written once, with the newest state, after the delay
+        await t.handle_event(ami("DialBegin", DestChannel="PJSIP/agent1003-00000002", DestUniqueid="2.2"))
+        await t.handle_event(ami("DialEnd", DestChannel="PJSIP/agent1003-00000002", DialStatus="ANSWER"))
+        await t.handle_event(ami("Hangup", uid="2.2"))
+        await t.handle_event(ami("Hangup"))
+        await asyncio.sleep(0.1)
+        assert counter.writes == 1                                    # not yet: collected
+        await wait_for(lambda: counter.writes == 2)
+        final = await history.get_contact(redis_client, keys, contact_id)
+        assert final is not None and (final.outcome, final.agents) == (Outcome.ANSWERED, ("agent1003",))
+        await asyncio.sleep(0.4)
+        assert counter.writes == 2                                    # nothing written twice
+    finally:
+        await t.close()
+
+
+async def test_deferred_tracker_keeps_notes_written_meanwhile(redis_client: aioredis.Redis, keys: Keys) -> None:
+    t = ContactTracker(redis_client, keys, write_delay=0.2)
+    try:
+        await t.handle_event(ami("Newchannel"))
+        await t.report(CALLER, CallFacts(kind=ContactKind.INBOUND, customer_id="c1"))
+        contact_id = t.contact_id(CALLER)
+        assert contact_id is not None
+        await eventually(lambda: stored(redis_client, keys, contact_id))
+        await history.update_contact_notes(redis_client, keys, contact_id, {"notes": "refund by Friday"}, now=NOW)
+        await t.report(CALLER, CallFacts(self_served=True, routing_reason="menu"))
+        await t.close()                                               # shutdown: pending written now
+        final = await history.get_contact(redis_client, keys, contact_id)
+        assert final is not None and final.routing_reason == "menu" and final.notes == "refund by Friday"
+    finally:
+        await t.close()
+
+
+async def test_deferred_tracker_retries_a_write_the_store_refused(redis_client: aioredis.Redis, keys: Keys) -> None:
+    t = ContactTracker(redis_client, keys, write_delay=0.05, retry_delay=0.05)
+    original = redis_client.evalsha
+    failures = {"left": 2}
+
+    async def flaky(*args: object, **kw: object) -> object:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionError("Redis restarting")
+        return await original(*args, **kw)  # type: ignore[arg-type]
+
+    redis_client.evalsha = flaky  # type: ignore[method-assign]
+    try:
+        await t.handle_event(ami("Newchannel"))
+        await t.report(CALLER, CallFacts(kind=ContactKind.INBOUND, customer_id="c1"))
+        contact_id = t.contact_id(CALLER)
+        assert contact_id is not None
+        await eventually(lambda: stored(redis_client, keys, contact_id))
+        assert failures["left"] == 0                                  # refused twice, then written
+    finally:
+        await t.close()

@@ -186,7 +186,7 @@ class AmiClient:
             if event is None:
                 return
             if self.metrics is not None:
-                self.metrics.ami_events.labels(name).inc()
+                self.metrics.child(self.metrics.ami_events, name).inc()
             self.events.put_nowait(event)
         except AmiParseError as exc:
             log.warning("AMI event rejected", extra={"error": str(exc)})

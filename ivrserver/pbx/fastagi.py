@@ -112,7 +112,7 @@ class AgiChannel:
                 self._writer.close()
                 raise AgiError(f"{verb}: no reply within {self._timeout}s") from exc
             if self._metrics is not None:
-                self._metrics.agi_command_seconds.labels(verb).observe(time.perf_counter() - started)
+                self._metrics.child(self._metrics.agi_command_seconds, verb).observe(time.perf_counter() - started)
         if reply.code == 511:
             self.hungup = True
             raise AgiHangup(f"{verb}: channel is dead", reply)

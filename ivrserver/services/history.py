@@ -12,11 +12,20 @@ Feeding:
 A call gets a contact record (outcome in_progress) as soon as it is worth one (the IVR reported it,
 it joined a queue, reached an agent or failed to originate); `call_by_linkedid` maps its Linkedid to
 the contact id. The record is rewritten with its outcome when the call ends.
+
+With `write_delay` > 0 (the server's setting) the writes leave the event and FastAGI paths: one
+writer task creates the record at once, then collects a call's later changes for that long and
+writes them once with the newest state — a burst of AMI events and facts costs one write, and no
+caller waits for history. `close()`
+writes whatever is still pending (shutdown); a write that fails is retried, not dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import functools
 import logging
 import time
 import uuid
@@ -39,9 +48,14 @@ log = logging.getLogger(__name__)
 OWNER_SECONDS = 24 * 3600  # as long as the Linkedid → contact link
 
 
+@functools.lru_cache(maxsize=4096)
+def _contact_id(prefix: str, linkedid: str) -> str:
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"ivrserver:{prefix}:{linkedid}").hex
+
+
 def contact_id_of_call(keys: Keys, linkedid: str) -> str:
     """The contact id of a call, the same on every instance: derived from its Linkedid."""
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"ivrserver:{keys.prefix}:{linkedid}").hex
+    return _contact_id(keys.prefix, linkedid)  # asked for on every event of the call: hashed once
 
 
 class AmiCallEvent(Protocol):
@@ -59,7 +73,7 @@ class ContactTracker:
                  default_country: str = "", agents: Mapping[str, str] | None = None,
                  max_call_age: float = 6 * 3600, sweep_interval: float = 60.0,
                  clock: Callable[[], float] = time.time, new_id: Callable[[], str] | None = None,
-                 instance: str = "ivrserver") -> None:
+                 instance: str = "ivrserver", write_delay: float = 0.0, retry_delay: float = 1.0) -> None:
         """`agents` maps dial interfaces (``PJSIP/agent1003``) to agent ids (from the agents config).
 
         Every instance sharing the Redis prefix tracks every call (they read the same AMI); contact
@@ -78,14 +92,22 @@ class ContactTracker:
         # linkedid → contact id of calls with a record (kept a while after the end for late facts)
         self._contact_ids: OrderedDict[str, str] = OrderedDict()
         self._written: dict[str, Contact] = {}  # linkedid → last record written, calls in progress
+        self._owned: set[str] = set()  # linkedids this instance took over with FastAGI facts
+        self._linked: set[str] = set()  # linkedids of calls in progress whose link this instance wrote
         self._last_sweep = clock()
+        self.write_delay = write_delay
+        self.retry_delay = retry_delay
+        # deferred writes: linkedid → (newest state, when to write it); one writer task drains it
+        self._pending: dict[str, tuple[CallState, float]] = {}
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
 
     def contact_id(self, linkedid: str) -> str | None:
         """The contact id of a call (see also history.contact_id_for_call)."""
         known = self._contact_ids.get(linkedid)
-        if known is not None or self.new_id is not None:
+        if known is not None or self.new_id is not None or not linkedid:
             return known
-        return contact_id_of_call(self.keys, linkedid) if linkedid else None
+        return contact_id_of_call(self.keys, linkedid)
 
     async def handle_event(self, event: AmiCallEvent | Mapping[str, str] | object,
                            now: float | None = None) -> None:
@@ -95,7 +117,7 @@ class ContactTracker:
             return
         now = self.clock() if now is None else now
         for state in self.book.on_event(call_event, now):
-            await self._persist(state, now)
+            await self._changed(state, now)
 
     async def report(self, uniqueid: str, facts: CallFacts, now: float | None = None) -> None:
         """Facts from the FastAGI side. Never raises on a store failure: a call must not fail
@@ -105,7 +127,7 @@ class ContactTracker:
         if state is None:
             return
         try:
-            await self._persist(state, now)
+            await self._changed(state, now)
         except (RedisError, OSError) as exc:
             log.error("contact history not updated for call %s (store unavailable): %s", state.linkedid, exc)
 
@@ -115,7 +137,7 @@ class ContactTracker:
         for state in self.book.expire(now, self.max_call_age):
             log.warning("call %s ended without a Hangup seen; recorded as %s", state.linkedid,
                         ct.outcome(state).value)
-            await self._persist(state, now)
+            await self._changed(state, now)
 
     async def run(self, events: asyncio.Queue[object]) -> None:
         """Consume events forever; a failing event is logged and skipped, never fatal."""
@@ -137,6 +159,71 @@ class ContactTracker:
             except Exception:
                 log.exception("contact tracking failed on an event; continuing")
 
+    async def _changed(self, state: CallState, now: float) -> None:
+        """A call's state changed: write it now, or (write_delay > 0) queue it for the writer."""
+        if self.write_delay <= 0:
+            await self._persist(state, now)
+            return
+        if state.linkedid not in self._contact_ids and not state.interesting:
+            return  # nothing worth a record yet: no write to queue
+        pending = self._pending.get(state.linkedid)
+        if pending is not None:
+            due = pending[1]  # the first change of a batch sets its deadline; later ones refresh the state
+        elif state.linkedid not in self._linked:
+            due = now  # the record's creation is not delayed: an agent may write notes on it right away
+        else:
+            due = now + self.write_delay
+        self._pending[state.linkedid] = (state, due)
+        if self._writer is None or self._writer.done():
+            # a fresh context: the writer must not log under the call id of the call that started it
+            self._writer = asyncio.create_task(self._write_pending(), name="contact-writer",
+                                               context=contextvars.Context())
+        self._wake.set()
+
+    async def _write_pending(self) -> None:
+        """The writer task: write each queued call when its deadline comes (in deadline order)."""
+        while True:
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            linkedid, (state, due) = min(self._pending.items(), key=lambda item: item[1][1])
+            wait = due - self.clock()
+            if wait > 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+                continue
+            del self._pending[linkedid]
+            await self._write_one(linkedid, state)
+
+    async def _write_one(self, linkedid: str, state: CallState) -> None:
+        try:
+            await self._persist(state, self.clock())
+        except Exception as exc:  # the store is down: keep the newest state and try again later
+            log.error("contact history not updated for call %s (%s); retrying", linkedid, exc)
+            newer = self._pending.get(linkedid)
+            self._pending[linkedid] = (newer[0] if newer else state, self.clock() + self.retry_delay)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Write every pending record now (shutdown), then stop the writer."""
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self._pending:
+                    linkedid, (state, _) = self._pending.popitem()
+                    try:
+                        await self._persist(state, self.clock())
+                    except (RedisError, OSError) as exc:
+                        log.error("contact of call %s not written at shutdown: %s", linkedid, exc)
+        if self._pending:
+            log.error("%d contact records not written at shutdown", len(self._pending))
+
     async def _persist(self, state: CallState, now: float) -> None:
         """Write the call's contact record if it is worth one and changed since the last write."""
         finished = state.ended_at is not None
@@ -146,7 +233,8 @@ class ContactTracker:
                 return
             contact_id = self.new_id() if self.new_id is not None else contact_id_of_call(self.keys, state.linkedid)
             self._remember(state.linkedid, contact_id)
-            await history_store.link_call(self.redis, self.keys, state.linkedid, contact_id)
+        # the Linkedid → contact link goes with the record's first write (one round trip for both)
+        link = None if state.linkedid in self._linked else state.linkedid
         has_facts = state.reported  # FastAGI/callback facts reached this instance (read before _attach_customer)
         if finished and state.customer_id is None:
             state = await self._attach_customer(state)
@@ -156,13 +244,17 @@ class ContactTracker:
         if not await self._owns(state.linkedid, has_facts):
             if finished:
                 self._written.pop(state.linkedid, None)
+                self._owned.discard(state.linkedid)
             else:
                 self._written[state.linkedid] = contact
             return
         await history_store.save_contact(self.redis, self.keys, contact, now=now,
-                                         retention_days=self.retention_days, keep_write_back=True)
+                                         retention_days=self.retention_days, keep_write_back=True, linkedid=link)
+        self._linked.add(state.linkedid)
         if finished:
             self._written.pop(state.linkedid, None)
+            self._owned.discard(state.linkedid)
+            self._linked.discard(state.linkedid)
             log.info("call %s recorded: contact %s outcome=%s queue=%s agents=%s", state.linkedid,
                      contact_id, contact.outcome.value, contact.queue or "-", ",".join(contact.agents) or "-")
         else:
@@ -174,7 +266,11 @@ class ContactTracker:
         otherwise the first instance to claim it writes and the others only follow along."""
         key = self.keys.call_owner(linkedid)
         if has_facts:
-            await self.redis.set(key, self.instance, ex=OWNER_SECONDS)
+            # only the instance that ran the call's AGI has facts: once it took the call over, no
+            # other instance can take it back, so one SET per call is enough
+            if linkedid not in self._owned:
+                await self.redis.set(key, self.instance, ex=OWNER_SECONDS)
+                self._owned.add(linkedid)
             return True
         owner = await self.redis.set(key, self.instance, nx=True, get=True, ex=OWNER_SECONDS)
         return owner is None or owner == self.instance

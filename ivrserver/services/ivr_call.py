@@ -172,7 +172,7 @@ class _Driver:
             await ch.set_variable(name, value)
 
 
-async def run_menu(channel: Channel, version: MenuVersion, snapshot: CallerSnapshot, recorder: PathRecorder,
+async def run_menu(channel: Channel, version: MenuVersion, snapshot: CallerSnapshot, recorder: PathRecorder | None,
                    now: float, *, menu: str | None = None, announcement: tuple[str, ...] = (),
                    identify: IdentifyFn | None = None, offer_callback: OfferCallbackFn | None = None,
                    lookup: LookupFn = _attributes, clock: Callable[[], float] = time.time) -> MenuOutcome:
@@ -180,6 +180,7 @@ async def run_menu(channel: Channel, version: MenuVersion, snapshot: CallerSnaps
 
     `now` is the call's start (epoch seconds): it chooses the entry node by the menu's hours.
     Raises KeyError if the version has no such menu (the route handler falls back to the dialplan).
+    With `recorder=None` the path is only returned: the caller records it (with its own writes).
     """
     name = menu or getattr(getattr(channel, "request", None), "script", "") or "hotline"
     definition = version.menu(name)
@@ -200,10 +201,11 @@ async def run_menu(channel: Channel, version: MenuVersion, snapshot: CallerSnaps
         log.warning("call %s: menu %s stopped at node %s: %s; sending to the human queue",
                     channel.call_id, name, run.node, error)
     path = tuple(run.path)
-    try:
-        await recorder.record(CallPath(channel.call_id, name, version.version, now, path))
-    except Exception as exc:
-        log.warning("call %s: IVR path not recorded: %s", channel.call_id, exc)
+    if recorder is not None:
+        try:
+            await recorder.record(CallPath(channel.call_id, name, version.version, now, path))
+        except Exception as exc:
+            log.warning("call %s: IVR path not recorded: %s", channel.call_id, exc)
     if error:
         await _fallback(channel, definition, run)
     return MenuOutcome(name, version.version, channel.call_id, run.exit, run.language, run.customer_id

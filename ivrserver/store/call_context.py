@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from ivrserver.store.keys import Keys
 
@@ -46,6 +47,11 @@ class CallContext:
 
 async def save(redis: aioredis.Redis, keys: Keys, ctx: CallContext, ttl: int = TTL_SECONDS) -> None:
     await redis.set(keys.call_context(ctx.id), ctx.to_json(), ex=ttl)
+
+
+def add_to(pipe: Pipeline, keys: Keys, ctx: CallContext, ttl: int = TTL_SECONDS) -> None:
+    """Queue the save on `pipe` (the hotline writes the context and the IVR path in one round trip)."""
+    pipe.set(keys.call_context(ctx.id), ctx.to_json(), ex=ttl)
 
 
 async def load(redis: aioredis.Redis, keys: Keys, context_id: str) -> CallContext | None:

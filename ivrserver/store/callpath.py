@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from ivrserver.domain.menu_engine import PathEvent, PathKind
 from ivrserver.domain.menu_stats import CallPath
@@ -58,18 +59,22 @@ class RedisPathRecorder:
         self.retention = int(retention_seconds)
 
     async def record(self, path: CallPath) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            self.add_to(pipe, path)
+            await pipe.execute()
+
+    def add_to(self, pipe: Pipeline, path: CallPath) -> None:
+        """Queue the path's writes on `pipe`, to share a round trip with the call's other writes."""
         key = self.keys.ivr_path(path.call_id)
         index = self.keys.ivr_calls(path.menu)
         header = json.dumps({"call": path.call_id, "menu": path.menu, "version": path.version,
                              "started_at": path.started_at}, separators=(",", ":"))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.delete(key)
-            pipe.rpush(key, header, *[encode_event(e) for e in path.events])
-            pipe.expire(key, self.retention)
-            pipe.zadd(index, {path.call_id: path.started_at})
-            pipe.zremrangebyscore(index, "-inf", f"({path.started_at - self.retention}")
-            pipe.expire(index, self.retention)
-            await pipe.execute()
+        pipe.delete(key)
+        pipe.rpush(key, header, *[encode_event(e) for e in path.events])
+        pipe.expire(key, self.retention)
+        pipe.zadd(index, {path.call_id: path.started_at})
+        pipe.zremrangebyscore(index, "-inf", f"({path.started_at - self.retention}")
+        pipe.expire(index, self.retention)
 
 
 def _parse(raw: Sequence[str]) -> CallPath | None:
@@ -103,11 +108,15 @@ async def recent_paths(redis: Redis, keys: Keys, menu: str, since: float, until:
     return out
 
 
-async def read_announcement(redis: Redis, keys: Keys, menu: str) -> tuple[str, ...]:
-    raw = await redis.get(keys.announcement(menu))
+def parse_announcement(raw: str | None) -> tuple[str, ...]:
+    """The sound names of a stored announcement value; anything that is not a sound name is dropped."""
     if not raw:
         return ()
     return tuple(f for f in raw.split(",") if ANNOUNCEMENT_RE.match(f) and ".." not in f)
+
+
+async def read_announcement(redis: Redis, keys: Keys, menu: str) -> tuple[str, ...]:
+    return parse_announcement(await redis.get(keys.announcement(menu)))
 
 
 async def set_announcement(redis: Redis, keys: Keys, menu: str, sounds: Sequence[str],

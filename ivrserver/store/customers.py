@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import weakref
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -28,7 +27,7 @@ from ivrserver.domain import identification, phone
 from ivrserver.domain.customer_validation import customer_to_dict
 from ivrserver.domain.identification import Locked, LockoutPolicy
 from ivrserver.domain.model import CallerSnapshot, ContactPreferences, Customer, Segment, Tier
-from ivrserver.store import history
+from ivrserver.store import history, scripts
 from ivrserver.store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -205,14 +204,17 @@ async def account_owner(redis: aioredis.Redis, keys: Keys, account_number: str) 
 
 # --- caller snapshot -----------------------------------------------------------------------------
 
-_SNAPSHOT_LUA = """
+_SNAPSHOT_LUA = scripts.declare("""
 -- KEYS[1]: phone index set. ARGV: key prefixes built by Keys (customer, open cases, case,
--- timeline, contact) and the maximum number of open cases to return.
+-- timeline, contact), the maximum number of open cases to return, and the key of the menu's
+-- entry announcement ('' for none: its value is returned last, '' when unset).
+local announcement = ''
+if ARGV[7] and ARGV[7] ~= '' then announcement = redis.call('GET', ARGV[7]) or '' end
 local ids = redis.call('SMEMBERS', KEYS[1])
-if #ids ~= 1 then return {#ids} end
+if #ids ~= 1 then return {#ids, false, {}, '', announcement} end
 local id = ids[1]
 local profile = redis.call('GET', ARGV[1] .. id)
-if not profile then return {0} end
+if not profile then return {0, false, {}, '', announcement} end
 local cases = {}
 local case_ids = redis.call('ZREVRANGE', ARGV[2] .. id, 0, tonumber(ARGV[6]) - 1)
 for _, case_id in ipairs(case_ids) do
@@ -231,24 +233,13 @@ for _, contact_id in ipairs(recent) do
     end
   end
 end
-return {1, profile, cases, last}
-"""
+return {1, profile, cases, last, announcement}
+""")
 
 
 async def load_scripts(redis: aioredis.Redis) -> None:
-    """Load the snapshot script at start-up so that the first call's EVALSHA already hits."""
-    await redis.script_load(_SNAPSHOT_LUA)
-
-
-_SCRIPTS: weakref.WeakKeyDictionary[aioredis.Redis, Any] = weakref.WeakKeyDictionary()
-
-
-def _snapshot_script(redis: aioredis.Redis) -> Any:
-    """The snapshot script bound to `redis`, registered once per client (registering hashes it)."""
-    script = _SCRIPTS.get(redis)
-    if script is None:
-        script = _SCRIPTS[redis] = redis.register_script(_SNAPSHOT_LUA)
-    return script
+    """Load the store's scripts at start-up so that the first call's EVALSHA already hits."""
+    await scripts.load_all(redis)
 
 
 async def snapshot_by_number(redis: aioredis.Redis, keys: Keys, number: str | None, *,
@@ -258,23 +249,34 @@ async def snapshot_by_number(redis: aioredis.Redis, keys: Keys, number: str | No
     Withheld or malformed caller IDs are `anonymous=True` with number '' and cost no round trip.
     A number shared by several customers (or unknown) gives `customer=None`: identify by account.
     """
+    snapshot, _ = await snapshot_and_announcement(redis, keys, number, default_country=default_country)
+    return snapshot
+
+
+async def snapshot_and_announcement(redis: aioredis.Redis, keys: Keys, number: str | None, *,
+                                    menu: str | None = None, default_country: str = "",
+                                    ) -> tuple[CallerSnapshot, str]:
+    """The caller snapshot and, with `menu`, the raw value of that menu's entry announcement
+    ('' when off), in the same round trip: what a call needs before its first prompt."""
+    announcement_key = keys.announcement(menu) if menu else ""
     normalised = phone.try_normalise(number, default_country)
     if normalised is None:
-        return CallerSnapshot(number="", anonymous=True)
-    script = _snapshot_script(redis)
-    reply: list[Any] = await script(
+        raw = (await redis.get(announcement_key) or "") if announcement_key else ""
+        return CallerSnapshot(number="", anonymous=True), str(raw)
+    reply: list[Any] = await scripts.script(redis, _SNAPSHOT_LUA)(
         keys=[keys.phone(normalised)],
         args=[keys.customer(""), keys.open_cases(""), keys.case(""), keys.timeline(""), keys.contact(""),
-              MAX_SNAPSHOT_CASES],
+              MAX_SNAPSHOT_CASES, announcement_key],
     )
+    announcement = str(reply[4] or "") if reply and len(reply) >= 5 else ""
     if not reply or reply[0] != 1 or len(reply) < 4:
-        return CallerSnapshot(number=normalised)
+        return CallerSnapshot(number=normalised), announcement
     customer = customer_from_json(reply[1])
     if customer is None:
-        return CallerSnapshot(number=normalised)
+        return CallerSnapshot(number=normalised), announcement
     cases = tuple(c for c in (history.case_from_json(r) for r in reply[2] or ()) if c is not None)
     return CallerSnapshot(number=normalised, customer=customer, open_cases=cases,
-                          last_contact=history.contact_from_json(reply[3] or None))
+                          last_contact=history.contact_from_json(reply[3] or None)), announcement
 
 
 # --- account + PIN identification ----------------------------------------------------------------

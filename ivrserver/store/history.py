@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
 from ivrserver.domain.model import Case, CaseStatus, Contact, ContactKind, Outcome
+from ivrserver.store import scripts
 from ivrserver.store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -149,20 +150,69 @@ async def _write_contact(redis: aioredis.Redis, keys: Keys, contact_id: str,
                 continue
 
 
+# One round trip per write of the call tracker (it writes every call at least twice): read the stored
+# record, keep what an agent wrote back, move the record between timelines, write, index. When the
+# stored disposition/notes differ from the ones sent, nothing is written and the stored record is
+# returned: the caller merges and sends again (compare-and-set, so an agent's write is never undone).
+_SAVE_CONTACT = scripts.declare("""
+local old = redis.call('GET', KEYS[1])
+if old then
+  local ok, o = pcall(cjson.decode, old)
+  if ok and type(o) == 'table' then
+    if ARGV[2] == '1' then
+      local n, d = o.notes, o.disposition
+      if type(n) ~= 'string' then n = '' end
+      if type(d) ~= 'string' then d = '' end
+      if n ~= ARGV[3] or d ~= ARGV[4] then return old end
+    end
+    local oc = o.customer_id
+    if type(oc) == 'string' and oc ~= '' and oc ~= ARGV[8] then
+      redis.call('ZREM', ARGV[9] .. oc, ARGV[7])
+    end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[5])
+if ARGV[8] ~= '' then
+  local timeline = ARGV[9] .. ARGV[8]
+  redis.call('ZADD', timeline, ARGV[6], ARGV[7])
+  redis.call('ZREMRANGEBYSCORE', timeline, '-inf', ARGV[10])
+  redis.call('EXPIRE', timeline, ARGV[11])
+end
+if ARGV[12] ~= '' then
+  redis.call('SET', ARGV[12], ARGV[7], 'EX', ARGV[13])
+end
+return false
+""")
+
+
 async def save_contact(redis: aioredis.Redis, keys: Keys, contact: Contact, *, now: float,
-                       retention_days: int = DEFAULT_RETENTION_DAYS, keep_write_back: bool = False) -> None:
-    """Create or replace a contact record and keep the customer's timeline in step.
+                       retention_days: int = DEFAULT_RETENTION_DAYS, keep_write_back: bool = False,
+                       linkedid: str | None = None) -> None:
+    """Create or replace a contact record and keep the customer's timeline in step (one round trip).
 
     If the record moved to another customer (caller-ID match corrected by account + PIN), it leaves
     the old customer's timeline. Timeline entries older than the retention are trimmed.
     With `keep_write_back` (the call tracker) the stored disposition and notes are kept: the agent
-    may have written them while the call was still going on.
+    may have written them while the call was still going on. With `linkedid` the Asterisk call is
+    linked to the contact in the same script (see `contact_id_for_call`).
     """
-    def merge(old: Contact | None) -> Contact:
-        if keep_write_back and old is not None:
-            return dataclasses.replace(contact, disposition=old.disposition, notes=old.notes)
-        return contact
-    await _write_contact(redis, keys, contact.id, merge, now=now, retention_days=retention_days)
+    keep = _retention_seconds(retention_days)
+    script = scripts.script(redis, _SAVE_CONTACT)
+    timeline_prefix = keys.timeline("")
+    for _ in range(10):
+        stored = await script(keys=[keys.contact(contact.id)], args=[
+            contact_to_json(contact), "1" if keep_write_back else "0", contact.notes, contact.disposition,
+            math.ceil(contact.started_at + keep), repr(contact.started_at), contact.id,
+            contact.customer_id or "", timeline_prefix, f"({now - keep}", keep,
+            keys.call_by_linkedid(linkedid) if linkedid else "", LINKEDID_TTL])
+        if stored is None:
+            return
+        old = contact_from_json(stored)
+        if old is None:  # unreadable in Python though Lua decoded it: keep nothing of it
+            keep_write_back = False
+            continue
+        contact = dataclasses.replace(contact, disposition=old.disposition, notes=old.notes)
+    raise RuntimeError(f"contact {contact.id}: write-back kept changing, record not saved")
 
 
 async def get_contact(redis: aioredis.Redis, keys: Keys, contact_id: str) -> Contact | None:

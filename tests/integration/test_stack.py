@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from ivrserver.devstack import LocalAsterisk, SippResult
+from ivrserver.pbx import ami_events
 from tests.integration.conftest import Phones
 
 pytestmark = pytest.mark.integration
@@ -310,3 +311,31 @@ async def test_notification_press_1_reaches_an_agent(fresh_asterisk: LocalAsteri
         writer.close()
     assert_answered(await agent.wait(), "agent1003 (vip queue after the notification)")
     assert_answered(await customer.wait(), "customer")
+
+
+async def test_ami_sends_only_the_events_ivrserver_parses(fresh_asterisk: LocalAsterisk, phones: Phones) -> None:
+    """manager.conf's eventfilter lines: a whole queued call produces only events ivrserver parses
+    (no Newstate, VarSet, Bridge*, HangupRequest ...), and action responses are not filtered."""
+    agent = await phones.agent(1001, ring_ms=300, hold_ms=500)
+    reader, writer, reply = await ami_login(fresh_asterisk, fresh_asterisk.ami_secret, events="system,call,agent,user")
+    assert reply["Response"] == "Success", reply
+    try:
+        async with fake_agi(fresh_asterisk, *route(IVR_QUEUE="vip", IVR_ACTION="queue")):
+            caller = await phones.caller()
+            assert_ok(await caller.wait(), "caller")
+        assert_answered(await agent.wait(), "agent1001 (vip queue)")
+        await ami_send(writer, "QueueStatus", ("ActionID", "qs"), ("Queue", "ivr-vip"))
+        events: list[dict[str, str]] = []
+        while True:
+            message = await asyncio.wait_for(ami_read(reader), 10)
+            if message.get("Event") == "QueueStatusComplete":
+                break
+            if "Event" in message:
+                events.append(message)
+    finally:
+        writer.close()
+    pushed = {m["Event"] for m in events if m.get("ActionID") != "qs"}
+    listed = {m["Event"] for m in events if m.get("ActionID") == "qs"}
+    assert {"Newchannel", "QueueCallerJoin", "AgentCalled", "AgentConnect", "DialBegin", "Hangup"} <= pushed, pushed
+    assert pushed <= ami_events.EVENT_NAMES, pushed - ami_events.EVENT_NAMES
+    assert "QueueMember" in listed, listed  # the response's event list is not filtered

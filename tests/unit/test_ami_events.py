@@ -119,3 +119,14 @@ def test_user_event_keeps_its_headers() -> None:
                             "Status": "ANSWER"})
     assert isinstance(event, ev.UserEvent)
     assert (event.name, event.headers["CB_ID"], event.headers["Status"]) == ("CallbackResult", "cb-1", "ANSWER")
+
+
+def test_manager_conf_filters_exactly_the_events_ivrserver_parses() -> None:
+    """asterisk-config/manager.conf whitelists events by name: the list must follow PARSERS, or
+    Asterisk would silently stop sending an event ivrserver starts to consume."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "asterisk-config" / "manager.conf").read_text()
+    filtered = set(re.findall(r"^eventfilter\(name\((\w+)\)\)\s*=\s*$", text, flags=re.MULTILINE))
+    assert filtered == set(ev.EVENT_NAMES)

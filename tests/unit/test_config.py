@@ -27,8 +27,8 @@ def test_file_then_environment_precedence(tmp_path) -> None:
     ({"ami": {"port": "5038"}}, {}, "ami.port: expected a whole number, got '5038'"),
     ({"ami": {"prot": 5038}}, {}, "ami.prot: unknown key; allowed: action_timeout, host, ping_interval, port, "
                                   "reconnect_max_delay, secret, silence_timeout, username"),
-    ({"amy": {}}, {}, "amy: unknown section; allowed: agi, ami, asterisk, callbacks, instance, log, menus, "
-                      "redis, routing, web"),
+    ({"amy": {}}, {}, "amy: unknown section; allowed: agi, ami, asterisk, callbacks, event_loop, instance, "
+                      "log, menus, redis, routing, web"),
     ({"log": {"level": "LOUD"}}, {}, "log.level: must be one of DEBUG, INFO, WARNING, ERROR, got 'LOUD'"),
     ({"redis": {"url": "localhost:6379"}}, {}, "redis.url: expected a redis://, rediss:// or unix:// URL, "
                                                "got 'localhost:6379'"),
@@ -37,6 +37,8 @@ def test_file_then_environment_precedence(tmp_path) -> None:
     ({"web": {"port": True}}, {}, "web.port: expected a whole number, got True"),
     ({}, {"web": {"port": "eighty"}}, "web.port: expected a whole number, got 'eighty'"),
     ({"ami": [1, 2]}, {}, "ami: expected a mapping of keys, got [1, 2]"),
+    ({"event_loop": "tokio"}, {}, "event_loop: must be one of uvloop, asyncio, got 'tokio'"),
+    ({"redis": {"history_write_delay": -1}}, {}, "redis.history_write_delay: must be 0..60 seconds, got -1.0"),
 ])
 def test_precise_errors(data, env, message) -> None:
     with pytest.raises(ConfigError) as info:
