@@ -86,6 +86,30 @@ VERBS = sorted({*DEAD_SAFE, *MEDIA, "ANSWER", "HANGUP", "CHANNEL STATUS", "SET M
 # ------------------------------------------------------------------------------------ utilities
 
 
+# --pin: the system under test (server, its Redis, pyst2's AGI processes) on some CPUs, the load
+# generator on the others, as if it ran on its own machine (the way load is usually generated).
+SUT_CPUS: set[int] = set()
+
+
+def pin_sut() -> None:
+    """preexec_fn of every process of the system under test (children inherit the affinity)."""
+    if SUT_CPUS:
+        os.sched_setaffinity(0, SUT_CPUS)
+
+
+def plan_pinning(mode: str) -> str:
+    """Split the CPUs between the system under test and this generator; a line for the table."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if mode == "off" or len(cpus) < 2:
+        return "not pinned: generator, servers and Redis share every CPU"
+    generator = {cpus[-1]}
+    SUT_CPUS.clear()
+    SUT_CPUS.update(cpus[:-1])
+    os.sched_setaffinity(0, generator)
+    return (f"pinned: server + Redis on CPU {','.join(map(str, sorted(SUT_CPUS)))}, "
+            f"the generator on CPU {cpus[-1]} (--pin off to share)")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -182,7 +206,7 @@ class RedisServer:
             raise SystemExit("redis-server is not installed (apt-get install redis-server)")
         self.proc = subprocess.Popen([exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                                       "--appendonly", "no", "--dir", self.dir],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin_sut)
         deadline = time.monotonic() + 10
         while True:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
@@ -296,7 +320,7 @@ class AgiCall(asyncio.Protocol):
         self.trace = trace
         self.rng = random.Random(script.index)
         self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
+        self.transport: Any = None
         self.buf = b""
         self.sent_at: float | None = None
         self.sent_wall = 0.0  # time.time() of the same write, to compare with kernel receive stamps
@@ -313,9 +337,8 @@ class AgiCall(asyncio.Protocol):
         self.error = ""
 
     # -- transport -------------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport  # a StampedTransport (write / abort / is_closing)
         n = next(_IDS)
         header = (
             "agi_network: yes\n"
@@ -634,7 +657,7 @@ class Server:
     def start(self) -> None:
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=log, cwd=REPO,
-                                         env={**os.environ, **(self.env or {})})
+                                         env={**os.environ, **(self.env or {})}, preexec_fn=pin_sut)
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 30
         # Every implementation prints READY when it listens (no connect-and-close probe:
@@ -699,24 +722,6 @@ def ivrserver_config(workdir: Path, redis_url: str, agi_port: int, *, ami_port: 
 # Experiments (--ivr-patch): monkeypatches applied in the benchmarked ivrserver process only, to
 # measure a suggested fix without editing ivrserver. Not a product change.
 IVR_PATCHES = {
-    # app.py builds its Redis client with socket_timeout=5: redis-py then sends every command
-    # through asyncio.wait_for(), i.e. one extra Task per round trip.
-    "redis-no-socket-timeout": (
-        "import redis.asyncio as _r\n"
-        "_orig = _r.Redis.from_url\n"
-        "_r.Redis.from_url = classmethod(lambda cls, url, **kw: _orig(url, **{k: v for k, v in kw.items()"
-        " if k != 'socket_timeout'}))\n"),
-    # pbx/fastagi.py waits for every AGI reply with asyncio.wait_for() (a Task per command on 3.11);
-    # asyncio.timeout() gives the same deadline without the Task.
-    "agi-timeout-cm": (
-        "import asyncio as _a, types as _t\n"
-        "import ivrserver.pbx.fastagi as _f\n"
-        "async def _wait_for(aw, timeout):\n"
-        "    async with _a.timeout(timeout):\n"
-        "        return await aw\n"
-        "_p = _t.SimpleNamespace(**{k: getattr(_a, k) for k in dir(_a) if not k.startswith('__')})\n"
-        "_p.wait_for = _wait_for\n"
-        "_f.asyncio = _p\n"),
     # Diagnostic: time spent in the cyclic garbage collector, per generation, written to the log at exit.
     "gc-stats": (
         "import gc as _gc, time as _tm, atexit as _ae, sys as _sys\n"
@@ -731,11 +736,10 @@ IVR_PATCHES = {
         "_ae.register(lambda: print('GC-STATS ' + ' '.join("
         "f'gen{g}: {n} runs {t * 1000:.0f} ms total max {m * 1000:.1f} ms'"
         " for g, (n, t, m) in sorted((k, v) for k, v in _gs.items() if k != 't')), file=_sys.stderr, flush=True))\n"),
-    # gc.freeze() 3 s after start: the start-up objects leave the collected generations, so a full
-    # collection no longer walks the whole application's object graph.
-    "gc-freeze": (
-        "import gc as _gc2, threading as _th\n"
-        "_th.Timer(3.0, _gc2.freeze).start()\n"),
+    # Collector thresholds from $GC_THRESHOLD ("700,10,10" is CPython's default) for the experiment.
+    "gc-threshold": (
+        "import gc as _gc3, os as _os3\n"
+        "_gc3.set_threshold(*(int(x) for x in _os3.environ.get('GC_THRESHOLD', '700,10,10').split(',')))\n"),
 }
 
 
@@ -1080,7 +1084,7 @@ def print_table(rows: Sequence[Row], args: argparse.Namespace, load: tuple[str, 
           f"±50%, calls started over {args.ramp_label}, then {args.paced_seconds:g} s measured; saturated: no "
           f"prompt time, {args.saturated_seconds:g} s.")
     print(f"Machine: {os.cpu_count()} cores shared with other engineers' runs (load average {load[0]} at start, "
-          f"{load[1]} at end); the generator and Redis run on the same cores.")
+          f"{load[1]} at end); {args.pinning}.")
     width = max(14, *(len(r.name) for r in rows))
     head = (f"{'implementation':<{width}} | {'concurrent':>10} | {'calls/s':>7} | {'wire p50':>8} | "
             f"{'wire p99':>8} | {'1st wire p99':>12} || {'loop p50':>8} | {'loop p99':>8} | {'1st loop p99':>12} | "
@@ -1150,6 +1154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile-top", type=int, default=25, help="frames to print per profile table")
     parser.add_argument("--by-command", action="store_true", help="latency breakdown by the previous command")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument("--pin", choices=("auto", "off"), default="auto",
+                        help="auto: the generator on the last CPU, the servers and Redis on the others")
     parser.add_argument("--serve", choices=("panoramisk", "pyst2"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--redis", help=argparse.SUPPRESS)
@@ -1168,6 +1174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ramp = args.ramp_seconds if args.ramp_seconds is not None else 8 * args.prompt_ms / 1000
     args.ramp_label = f"{ramp:g} s"
     names = [n.strip() for n in args.only.split(",") if n.strip()]
+    args.pinning = plan_pinning(args.pin)
     workdir = Path(tempfile.mkdtemp(prefix="fastagi-bench-"))
     redis = RedisServer()
     redis.start()

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import Connection
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -48,6 +47,7 @@ from ivrserver.services.routing import RoutingService
 from ivrserver.services.routing_files import load_routing
 from ivrserver.store import agents as agent_store
 from ivrserver.store import customers, history
+from ivrserver.store.client import Connection
 from ivrserver.store.keys import Keys
 
 TRIPS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("trips", default=None)
@@ -273,7 +273,7 @@ async def run(args: argparse.Namespace) -> None:
         ]
         width = max(len(k) for k, _ in rows)
         print(f"routing bench — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, Python {sys.version.split()[0]}, "
-              f"{os.cpu_count()} CPUs")
+              f"{os.cpu_count()} CPUs, {args.loop} event loop, load average {os.getloadavg()[0]:.2f}")
         for key, value in rows:
             print(f"  {key:<{width}}  {value}")
         print(f"  {'connections opened':<{width}}  {CountingConnection.opened} (pool; set-up not charged to calls)")
@@ -295,7 +295,16 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=1.0, help="mean seconds a line holds a call (live phase)")
     parser.add_argument("--flood-calls", type=int, default=10000, help="calls in the flood phase")
     parser.add_argument("--customers", type=int, default=5000)
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
+                        help="event loop (default uvloop, the server's default `event_loop`)")
+    args = parser.parse_args()
+    if args.loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(run(args))
+    else:
+        asyncio.run(run(args))
 
 
 if __name__ == "__main__":

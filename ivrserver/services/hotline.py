@@ -7,6 +7,8 @@ that fails leaves the dialplan's fallback in charge: the caller still reaches a 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -104,12 +106,22 @@ class HotlineService:
         started = self._clock()
         version = self._menus.current  # the call keeps this version even if menus reload meanwhile
         context_id = f"c-{uuid.uuid4().hex[:16]}"
-        snapshot, announcement = await self._snapshot(channel.request.callerid)
+        # The caller lookup (one Redis round trip) runs while Asterisk answers the first command,
+        # which needs nothing from it: the call-context id, first in the dialplan contract.
+        lookup = asyncio.ensure_future(self._snapshot(channel.request.callerid))
+        try:
+            await channel.set_variable("IVR_CONTEXT_ID", context_id)
+        except BaseException:
+            lookup.cancel()
+            with contextlib.suppress(BaseException):
+                await lookup
+            raise
+        snapshot, announcement = await lookup
         customer: Customer | None = snapshot.customer
         await self._report(channel, CallFacts(kind=ContactKind.INBOUND, number=snapshot.number or None,
                                               customer_id=customer.id if customer else None, context_id=context_id))
         decision = await self._routing.route(snapshot)
-        await self._routing.apply_route(channel, decision, context_id)
+        await self._routing.apply_route(channel, decision, context_id=None)  # the context id is set
         reason = decision.reason
         path: tuple[dict[str, Any], ...] = ()
         recorded: CallPath | None = None

@@ -100,7 +100,10 @@ class RoutingService:
     async def _statuses_from_redis(self, ids: Collection[str], now: float) -> Mapping[str, AgentStatus]:
         return await agent_store.statuses(self._redis, self._keys, ids, now)
 
-    async def apply_route(self, channel: VariableChannel, decision: Route, context_id: str) -> None:
-        """Set the dialplan contract's channel variables (one AGI command each, in order)."""
-        for name, value in channel_variables(decision, context_id):
+    async def apply_route(self, channel: VariableChannel, decision: Route, context_id: str | None) -> None:
+        """Set the dialplan contract's channel variables (one AGI command each, in order);
+        `context_id=None` when IVR_CONTEXT_ID is already set on the channel."""
+        for name, value in channel_variables(decision, context_id or ""):
+            if name == "IVR_CONTEXT_ID" and context_id is None:
+                continue
             await channel.set_variable(name, value)
