@@ -731,11 +731,13 @@ IVR_PATCHES = {
         "        _gs['t'] = _tm.perf_counter()\n"
         "    else:\n"
         "        d = _tm.perf_counter() - _gs.get('t', _tm.perf_counter()); g = info['generation']\n"
-        "        n, tot, mx = _gs.get(g, (0, 0.0, 0.0)); _gs[g] = (n + 1, tot + d, max(mx, d))\n"
+        "        n, tot, mx, c = _gs.get(g, (0, 0.0, 0.0, 0))\n"
+        "        _gs[g] = (n + 1, tot + d, max(mx, d), c + info['collected'])\n"
         "_gc.callbacks.append(_gcb)\n"
         "_ae.register(lambda: print('GC-STATS ' + ' '.join("
-        "f'gen{g}: {n} runs {t * 1000:.0f} ms total max {m * 1000:.1f} ms'"
-        " for g, (n, t, m) in sorted((k, v) for k, v in _gs.items() if k != 't')), file=_sys.stderr, flush=True))\n"),
+        "f'gen{g}: {n} runs {t * 1000:.0f} ms total max {m * 1000:.1f} ms, {c} objects collected'"
+        " for g, (n, t, m, c) in sorted((k, v) for k, v in _gs.items() if k != 't')), file=_sys.stderr,"
+        " flush=True))\n"),
     # Collector thresholds from $GC_THRESHOLD ("700,10,10" is CPython's default) for the experiment.
     "gc-threshold": (
         "import gc as _gc3, os as _os3\n"

@@ -354,3 +354,46 @@ async def test_deferred_tracker_retries_a_write_the_store_refused(redis_client: 
         assert failures["left"] == 0                                  # refused twice, then written
     finally:
         await t.close()
+
+
+async def test_the_instance_with_the_facts_claims_the_call_in_its_first_write(redis_client: aioredis.Redis,
+                                                                             keys: Keys) -> None:
+    """Two instances see the same AMI events; the one the FastAGI side reported to owns the record."""
+    ivr = ContactTracker(redis_client, keys, instance="ivr-a")
+    other = ContactTracker(redis_client, keys, instance="ivr-b")
+    for t in (ivr, other):
+        await t.handle_event(ami("Newchannel"))
+    await ivr.report(CALLER, CallFacts(kind=ContactKind.INBOUND, customer_id="c1", routing_reason="from the IVR"))
+    assert await redis_client.get(keys.call_owner(CALLER)) == "ivr-a"
+    for t in (other, ivr):  # the other instance sees the end first: it must not write its thinner record
+        await t.handle_event(ami("QueueCallerJoin", Queue="vip"))
+        await t.handle_event(ami("Hangup"))
+    contact_id = ivr.contact_id(CALLER)
+    assert contact_id is not None and contact_id == other.contact_id(CALLER)
+    final = await history.get_contact(redis_client, keys, contact_id)
+    assert final is not None and final.routing_reason == "from the IVR" and final.queue == "vip"
+    assert await redis_client.get(keys.call_owner(CALLER)) == "ivr-a"
+
+
+async def test_deferred_tracker_writes_a_call_that_stayed_in_the_menu_once(redis_client: aioredis.Redis,
+                                                                          keys: Keys) -> None:
+    """Self-service: the record waits while the caller is in the menu; hang-up (seen by AMI and by the
+    FastAGI side a moment apart) creates it complete, in one write."""
+    counter = CountingRedis(redis_client)
+    t = ContactTracker(redis_client, keys, write_delay=0.3)
+    try:
+        await t.handle_event(ami("Newchannel"))
+        await t.report(CALLER, CallFacts(kind=ContactKind.INBOUND, customer_id="c1"), in_ivr=True)
+        await asyncio.sleep(0.5)
+        assert counter.writes == 0                                   # in the menu: nobody needs it yet
+        await t.handle_event(ami("Hangup"))
+        await t.report(CALLER, CallFacts(routing_reason="menu; ivr exit self_served", self_served=True))
+        await wait_for(lambda: counter.writes == 1)
+        contact_id = t.contact_id(CALLER)
+        assert contact_id is not None
+        final = await history.get_contact(redis_client, keys, contact_id)
+        assert final is not None and final.outcome is Outcome.SELF_SERVED
+        await asyncio.sleep(0.5)
+        assert counter.writes == 1
+    finally:
+        await t.close()

@@ -301,11 +301,12 @@ class FastAgiServer:
                 with contextlib.suppress(AgiError, agi_wire.AgiEncodingError):
                     await channel.verbose(f"ivrserver: no route for script {request.script[:60]}")
                 return
-            log.info("call started", extra={"script": request.script, "channel": request.channel})
+            # one INFO line per call, at its end (with the channel); the start is DEBUG
+            log.debug("call started", extra={"script": request.script, "channel": request.channel})
             await handler(channel)
         except AgiHangup as exc:
             result = "hangup"
-            log.info("caller hung up", extra={"detail": str(exc)})
+            log.debug("caller hung up", extra={"detail": str(exc)})
         except asyncio.CancelledError:
             # Shutdown cancelled this connection's own task (nothing awaits it): closing the
             # socket hands the call back to the dialplan, whose fallback queues the caller.
@@ -319,5 +320,6 @@ class FastAgiServer:
                 self._metrics.agi_active.dec()
                 self._metrics.agi_calls.labels(request.script if request.script in self._routes else "-",
                                                result).inc()
-            log.info("call finished", extra={"result": result})
+            log.info("call finished", extra={"result": result, "script": request.script[:100],
+                                             "channel": request.channel})
             call_id_var.reset(token)

@@ -14,9 +14,10 @@ it joined a queue, reached an agent or failed to originate); `call_by_linkedid` 
 the contact id. The record is rewritten with its outcome when the call ends.
 
 With `write_delay` > 0 (the server's setting) the writes leave the event and FastAGI paths: one
-writer task creates the record at once, then collects a call's later changes for that long and
-writes them once with the newest state — a burst of AMI events and facts costs one write, and no
-caller waits for history. `close()`
+writer task creates the record as soon as the call leaves ivrserver's menu (before an agent can
+ring), then collects a call's later changes for that long and writes them once with the newest
+state — a burst of AMI events and facts costs one write, a self-served call one write in all, and
+no caller waits for history. `close()`
 writes whatever is still pending (shutdown); a write that fails is retried, not dropped.
 """
 
@@ -46,6 +47,8 @@ from ivrserver.store.keys import Keys
 
 log = logging.getLogger(__name__)
 OWNER_SECONDS = 24 * 3600  # as long as the Linkedid → contact link
+CREATE_SETTLE = 0.05  # deferred mode: a record is created this long after it became worth one ...
+IVR_CREATE_HOLD = 60.0  # ... or, while the caller is still in the menu, at most this long after
 
 
 @functools.lru_cache(maxsize=4096)
@@ -94,6 +97,7 @@ class ContactTracker:
         self._written: dict[str, Contact] = {}  # linkedid → last record written, calls in progress
         self._owned: set[str] = set()  # linkedids this instance took over with FastAGI facts
         self._linked: set[str] = set()  # linkedids of calls in progress whose link this instance wrote
+        self._in_ivr: set[str] = set()  # linkedids of calls without a record yet, still in the menu
         self._last_sweep = clock()
         self.write_delay = write_delay
         self.retry_delay = retry_delay
@@ -119,15 +123,20 @@ class ContactTracker:
         for state in self.book.on_event(call_event, now):
             await self._changed(state, now)
 
-    async def report(self, uniqueid: str, facts: CallFacts, now: float | None = None) -> None:
+    async def report(self, uniqueid: str, facts: CallFacts, now: float | None = None, *,
+                     in_ivr: bool = False) -> None:
         """Facts from the FastAGI side. Never raises on a store failure: a call must not fail
-        because its history could not be written (the failure is logged)."""
+        because its history could not be written (the failure is logged).
+
+        `in_ivr`: the caller is in ivrserver's own menu, where no agent can write notes yet; the
+        record's creation may then wait for the call to leave the menu (any later change that is
+        not `in_ivr`), so a self-served call costs one write in all."""
         now = self.clock() if now is None else now
         state = self.book.on_facts(uniqueid, facts, now)
         if state is None:
             return
         try:
-            await self._changed(state, now)
+            await self._changed(state, now, in_ivr=in_ivr)
         except (RedisError, OSError) as exc:
             log.error("contact history not updated for call %s (store unavailable): %s", state.linkedid, exc)
 
@@ -159,21 +168,28 @@ class ContactTracker:
             except Exception:
                 log.exception("contact tracking failed on an event; continuing")
 
-    async def _changed(self, state: CallState, now: float) -> None:
+    async def _changed(self, state: CallState, now: float, *, in_ivr: bool = False) -> None:
         """A call's state changed: write it now, or (write_delay > 0) queue it for the writer."""
         if self.write_delay <= 0:
             await self._persist(state, now)
             return
-        if state.linkedid not in self._contact_ids and not state.interesting:
+        linkedid = state.linkedid
+        if linkedid not in self._contact_ids and not state.interesting:
             return  # nothing worth a record yet: no write to queue
-        pending = self._pending.get(state.linkedid)
-        if pending is not None:
-            due = pending[1]  # the first change of a batch sets its deadline; later ones refresh the state
-        elif state.linkedid not in self._linked:
-            due = now  # the record's creation is not delayed: an agent may write notes on it right away
-        else:
+        if linkedid in self._linked:
             due = now + self.write_delay
-        self._pending[state.linkedid] = (state, due)
+        else:
+            # creation: after a few ms to take in the burst of the same moment (a hang-up seen by
+            # AMI and by the FastAGI side), or when the caller leaves the menu
+            if in_ivr:
+                self._in_ivr.add(linkedid)
+            else:
+                self._in_ivr.discard(linkedid)
+            due = now + (IVR_CREATE_HOLD if linkedid in self._in_ivr else CREATE_SETTLE)
+        pending = self._pending.get(linkedid)
+        if pending is not None:
+            due = min(due, pending[1])  # the first change of a batch sets its deadline
+        self._pending[linkedid] = (state, due)
         if self._writer is None or self._writer.done():
             # a fresh context: the writer must not log under the call id of the call that started it
             self._writer = asyncio.create_task(self._write_pending(), name="contact-writer",
@@ -241,7 +257,9 @@ class ContactTracker:
         contact = ct.to_contact(state, contact_id, self.default_country)
         if self._written.get(state.linkedid) == contact:
             return
-        if not await self._owns(state.linkedid, has_facts):
+        # the instance with the FastAGI facts claims the call in the record's own write
+        claim = has_facts and state.linkedid not in self._owned
+        if not claim and not await self._owns(state.linkedid, has_facts):
             if finished:
                 self._written.pop(state.linkedid, None)
                 self._owned.discard(state.linkedid)
@@ -249,12 +267,17 @@ class ContactTracker:
                 self._written[state.linkedid] = contact
             return
         await history_store.save_contact(self.redis, self.keys, contact, now=now,
-                                         retention_days=self.retention_days, keep_write_back=True, linkedid=link)
+                                         retention_days=self.retention_days, keep_write_back=True,
+                                         linkedid=link, owner=(state.linkedid, self.instance) if claim else None)
         self._linked.add(state.linkedid)
+        self._in_ivr.discard(state.linkedid)
+        if claim:
+            self._owned.add(state.linkedid)
         if finished:
             self._written.pop(state.linkedid, None)
             self._owned.discard(state.linkedid)
             self._linked.discard(state.linkedid)
+            self._in_ivr.discard(state.linkedid)
             log.info("call %s recorded: contact %s outcome=%s queue=%s agents=%s", state.linkedid,
                      contact_id, contact.outcome.value, contact.queue or "-", ",".join(contact.agents) or "-")
         else:

@@ -119,7 +119,8 @@ class HotlineService:
         snapshot, announcement = await lookup
         customer: Customer | None = snapshot.customer
         await self._report(channel, CallFacts(kind=ContactKind.INBOUND, number=snapshot.number or None,
-                                              customer_id=customer.id if customer else None, context_id=context_id))
+                                              customer_id=customer.id if customer else None, context_id=context_id),
+                           in_ivr=True)
         decision = await self._routing.route(snapshot)
         await self._routing.apply_route(channel, decision, context_id=None)  # the context id is set
         reason = decision.reason
@@ -177,6 +178,6 @@ class HotlineService:
         await self._routing.apply_route(channel, decision, context_id)
         return f"{reason}; identified by account: {decision.reason}"
 
-    async def _report(self, channel: AgiChannel, facts: CallFacts) -> None:
+    async def _report(self, channel: AgiChannel, facts: CallFacts, *, in_ivr: bool = False) -> None:
         if self._tracker is not None:
-            await self._tracker.report(channel.request.uniqueid, facts)
+            await self._tracker.report(channel.request.uniqueid, facts, in_ivr=in_ivr)

@@ -181,20 +181,24 @@ end
 if ARGV[12] ~= '' then
   redis.call('SET', ARGV[12], ARGV[7], 'EX', ARGV[13])
 end
+if ARGV[14] ~= '' then
+  redis.call('SET', ARGV[14], ARGV[15], 'EX', ARGV[13])
+end
 return false
 """)
 
 
 async def save_contact(redis: aioredis.Redis, keys: Keys, contact: Contact, *, now: float,
                        retention_days: int = DEFAULT_RETENTION_DAYS, keep_write_back: bool = False,
-                       linkedid: str | None = None) -> None:
+                       linkedid: str | None = None, owner: tuple[str, str] | None = None) -> None:
     """Create or replace a contact record and keep the customer's timeline in step (one round trip).
 
     If the record moved to another customer (caller-ID match corrected by account + PIN), it leaves
     the old customer's timeline. Timeline entries older than the retention are trimmed.
     With `keep_write_back` (the call tracker) the stored disposition and notes are kept: the agent
     may have written them while the call was still going on. With `linkedid` the Asterisk call is
-    linked to the contact in the same script (see `contact_id_for_call`).
+    linked to the contact in the same script (see `contact_id_for_call`); with `owner` =
+    (linkedid, instance) that instance is recorded as the one writing the call's record.
     """
     keep = _retention_seconds(retention_days)
     script = scripts.script(redis, _SAVE_CONTACT)
@@ -204,7 +208,8 @@ async def save_contact(redis: aioredis.Redis, keys: Keys, contact: Contact, *, n
             contact_to_json(contact), "1" if keep_write_back else "0", contact.notes, contact.disposition,
             math.ceil(contact.started_at + keep), repr(contact.started_at), contact.id,
             contact.customer_id or "", timeline_prefix, f"({now - keep}", keep,
-            keys.call_by_linkedid(linkedid) if linkedid else "", LINKEDID_TTL])
+            keys.call_by_linkedid(linkedid) if linkedid else "", LINKEDID_TTL,
+            keys.call_owner(owner[0]) if owner else "", owner[1] if owner else ""])
         if stored is None:
             return
         old = contact_from_json(stored)
