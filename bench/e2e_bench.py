@@ -230,15 +230,18 @@ def print_table(steps: Sequence[Step], args: argparse.Namespace, load: tuple[str
     clean = [s for s in steps if s.failed == 0 and s.ok > 0]
     best = max(clean, key=lambda s: s.rate) if clean else None
     print(f"highest rate with zero failed calls: {f'{best.rate:g} calls/s' if best else 'none'}")
-    if steps:
-        ivr = sum(s.ivr_cpu for s in steps)
-        ast = sum(s.ast_cpu for s in steps)
-        ok = sum(s.ok for s in steps)
+    if clean:
+        # judged where the stack works: a rate with failed calls has Asterisk overloaded, which
+        # inflates its CPU per call and would flatter the ratio
+        ivr = sum(s.ivr_cpu for s in clean)
+        ast = sum(s.ast_cpu for s in clean)
+        ok = sum(s.ok for s in clean)
         ratio = ivr / ast if ast else float("nan")
         verdict = "MET" if ratio <= TARGET_RATIO else "NOT MET"
-        print(f"target: ivrserver CPU per call ≤ {TARGET_RATIO:g} × Asterisk's → over all rates "
-              f"{1000 * ivr / max(1, ok):.2f} ms vs {1000 * ast / max(1, ok):.2f} ms per call, "
-              f"ratio {ratio:.2f}: {verdict}")
+        worst = max(clean, key=lambda s: s.ratio)
+        print(f"target: ivrserver CPU per call ≤ {TARGET_RATIO:g} × Asterisk's → over the rates without failed "
+              f"calls {1000 * ivr / max(1, ok):.2f} ms vs {1000 * ast / max(1, ok):.2f} ms per call, "
+              f"ratio {ratio:.2f} (worst {worst.ratio:.2f} at {worst.rate:g} calls/s): {verdict}")
 
 
 def start_profiler(args: argparse.Namespace, ivr: IvrProcess, workdir: Path) -> subprocess.Popen[bytes] | None:
