@@ -28,13 +28,20 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _RESERVED and not k.startswith("_")}
 
 
+def _value(v: Any) -> str:
+    """One key=value value: plain when it is a printable word, else quoted and escaped (repr)."""
+    text = str(v)
+    return text if text.isprintable() and " " not in text and text else repr(text)
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        extra = " ".join(f"{k}={v!r}" if isinstance(v, str) and " " in v else f"{k}={v}"
-                         for k, v in _fields(record).items())
-        line = f"{ts}.{int(record.msecs):03d}Z {record.levelname} {record.name} call={record.call_id} " \
-               f"{record.getMessage()}"
+        extra = " ".join(f"{k}={_value(v)}" for k, v in _fields(record).items())
+        message = record.getMessage()
+        if not message.isprintable():  # a value from outside must not forge a second log line
+            message = message.encode("unicode_escape").decode("ascii")
+        line = f"{ts}.{int(record.msecs):03d}Z {record.levelname} {record.name} call={record.call_id} {message}"
         if extra:
             line += " " + extra
         if record.exc_info:
