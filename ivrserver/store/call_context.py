@@ -7,7 +7,7 @@ phone rings (the AMI event carries IVR_CONTEXT_ID). Stored as one JSON document 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -33,7 +33,8 @@ class CallContext:
     callback: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        doc = asdict(self)
+        # not dataclasses.asdict: it deep-copies the path's dicts (written for every call)
+        doc = {f.name: getattr(self, f.name) for f in fields(self)}
         doc["ivr_path"] = list(self.ivr_path)
         return json.dumps(doc, ensure_ascii=False)
 

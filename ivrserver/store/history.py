@@ -46,8 +46,12 @@ def customer_cases_key(keys: Keys, customer_id: str) -> str:
 
 # --- serialisation -------------------------------------------------------------------------------
 
+_CONTACT_FIELDS = tuple(f.name for f in dataclasses.fields(Contact))
+
+
 def contact_to_json(contact: Contact) -> str:
-    data = dataclasses.asdict(contact)
+    # not dataclasses.asdict: it deep-copies every value (written for every call, twice)
+    data = {name: getattr(contact, name) for name in _CONTACT_FIELDS}
     data["kind"] = contact.kind.value
     data["outcome"] = contact.outcome.value
     data["ivr_path"] = list(contact.ivr_path)
