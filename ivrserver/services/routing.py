@@ -36,13 +36,15 @@ def _utc_now() -> datetime:
 def channel_variables(decision: Route, context_id: str) -> list[tuple[str, str]]:
     """The SET VARIABLEs for a decision, in order; IVR_ACTION last so a half-set call falls back.
 
-    A MENU decision sets only IVR_CONTEXT_ID and IVR_REASON: the IVR keeps the call and the menu
-    decides later (an empty IVR_ACTION is the dialplan's general-queue fallback).
+    A MENU decision sets only IVR_CONTEXT_ID: the IVR keeps the call and the menu's exit sets the
+    rest, IVR_REASON included (an empty IVR_ACTION is the dialplan's general-queue fallback). The
+    routing reason of a menu call is in its contact record and log; an AGI round trip per call to
+    show it in a NoOp that the menu's exit overwrites anyway is not worth it.
     """
-    reason = decision.reason.replace("→", "->")  # ASCII for CDR userfield / logs on the PBX
-    out = [("IVR_CONTEXT_ID", context_id), ("IVR_REASON", reason)]
+    out = [("IVR_CONTEXT_ID", context_id)]
     if decision.action is Action.MENU:
         return out
+    out.append(("IVR_REASON", decision.reason.replace("→", "->")))  # ASCII for the PBX's verbose log
     if decision.queue is None:
         raise ValueError(f"a {decision.action} route needs a queue: {decision}")
     out += [("IVR_QUEUE", decision.queue), ("IVR_PRIORITY", str(decision.priority))]
