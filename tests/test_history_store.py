@@ -397,3 +397,34 @@ async def test_deferred_tracker_writes_a_call_that_stayed_in_the_menu_once(redis
         assert counter.writes == 1
     finally:
         await t.close()
+
+
+async def test_deferred_tracker_skips_a_record_it_cannot_build_and_keeps_writing(
+        redis_client: aioredis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug on one record (not an outage) is logged once, not retried forever, and the writer
+    goes on with the other calls."""
+    from ivrserver.services import history as tracker_module
+
+    calls = {"n": 0}
+    real = tracker_module.history_store.save_contact
+
+    async def first_one_breaks(*args: object, **kw: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ValueError("cannot encode")
+        await real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tracker_module.history_store, "save_contact", first_one_breaks)
+    t = ContactTracker(redis_client, keys, write_delay=0.05, retry_delay=0.05)
+    try:
+        await t.handle_event(ami("Newchannel"))
+        await t.report(CALLER, CallFacts(kind=ContactKind.INBOUND, customer_id="c1"))
+        await t.handle_event(ami("Newchannel", uid="1718000000.20") | {"Linkedid": "1718000000.20"})
+        await t.report("1718000000.20", CallFacts(kind=ContactKind.INBOUND, customer_id="c2"))
+        second = t.contact_id("1718000000.20")
+        assert second is not None
+        await eventually(lambda: stored(redis_client, keys, second))
+        await asyncio.sleep(0.3)
+        assert calls["n"] == 2                                        # the broken one was not retried
+    finally:
+        await t.close()

@@ -217,10 +217,12 @@ class ContactTracker:
     async def _write_one(self, linkedid: str, state: CallState) -> None:
         try:
             await self._persist(state, self.clock())
-        except Exception as exc:  # the store is down: keep the newest state and try again later
+        except (RedisError, OSError) as exc:  # the store is down: keep the newest state, try again later
             log.error("contact history not updated for call %s (%s); retrying", linkedid, exc)
             newer = self._pending.get(linkedid)
             self._pending[linkedid] = (newer[0] if newer else state, self.clock() + self.retry_delay)
+        except Exception:  # a bug, not an outage: retrying would fail the same way forever
+            log.exception("contact record of call %s could not be built; skipped", linkedid)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Write every pending record now (shutdown), then stop the writer."""
