@@ -27,7 +27,10 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import heapq
+import itertools
 import logging
+import math
 import time
 import uuid
 from collections import OrderedDict
@@ -103,6 +106,9 @@ class ContactTracker:
         self.retry_delay = retry_delay
         # deferred writes: linkedid → (newest state, when to write it); one writer task drains it
         self._pending: dict[str, tuple[CallState, float]] = {}
+        self._due: list[tuple[float, int, str]] = []  # heap of (deadline, order, linkedid)
+        self._order = itertools.count()
+        self._sleeping_until = math.inf  # the deadline the writer waits for
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
 
@@ -186,41 +192,57 @@ class ContactTracker:
             else:
                 self._in_ivr.discard(linkedid)
             due = now + (IVR_CREATE_HOLD if linkedid in self._in_ivr else CREATE_SETTLE)
-        pending = self._pending.get(linkedid)
-        if pending is not None:
-            due = min(due, pending[1])  # the first change of a batch sets its deadline
-        self._pending[linkedid] = (state, due)
+        self._schedule(linkedid, state, due)
         if self._writer is None or self._writer.done():
             # a fresh context: the writer must not log under the call id of the call that started it
             self._writer = asyncio.create_task(self._write_pending(), name="contact-writer",
                                                context=contextvars.Context())
-        self._wake.set()
+
+    def _schedule(self, linkedid: str, state: CallState, due: float) -> None:
+        """Queue the newest state of a call; the first change of a batch sets its deadline."""
+        pending = self._pending.get(linkedid)
+        if pending is not None and pending[1] <= due:
+            self._pending[linkedid] = (state, pending[1])
+            return
+        self._pending[linkedid] = (state, due)
+        heapq.heappush(self._due, (due, next(self._order), linkedid))
+        if due < self._sleeping_until:  # wake the writer only when its next deadline moves earlier
+            self._wake.set()
 
     async def _write_pending(self) -> None:
-        """The writer task: write each queued call when its deadline comes (in deadline order)."""
+        """The writer task: write each queued call when its deadline comes (a heap of deadlines;
+        entries whose call was written or re-scheduled since are skipped)."""
         while True:
-            if not self._pending:
+            if not self._due:
+                self._sleeping_until = math.inf
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            linkedid, (state, due) = min(self._pending.items(), key=lambda item: item[1][1])
+            due, _, linkedid = self._due[0]
+            entry = self._pending.get(linkedid)
+            if entry is None or entry[1] != due:
+                heapq.heappop(self._due)  # stale
+                continue
             wait = due - self.clock()
             if wait > 0:
+                self._sleeping_until = due
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         await self._wake.wait()
                 continue
+            heapq.heappop(self._due)
             del self._pending[linkedid]
-            await self._write_one(linkedid, state)
+            self._sleeping_until = -math.inf  # busy writing: no wake-ups needed
+            await self._write_one(linkedid, entry[0])
 
     async def _write_one(self, linkedid: str, state: CallState) -> None:
         try:
             await self._persist(state, self.clock())
         except (RedisError, OSError) as exc:  # the store is down: keep the newest state, try again later
             log.error("contact history not updated for call %s (%s); retrying", linkedid, exc)
-            newer = self._pending.get(linkedid)
-            self._pending[linkedid] = (newer[0] if newer else state, self.clock() + self.retry_delay)
+            newer = self._pending.pop(linkedid, None)
+            self._schedule(linkedid, newer[0] if newer else state, self.clock() + self.retry_delay)
         except Exception:  # a bug, not an outage: retrying would fail the same way forever
             log.exception("contact record of call %s could not be built; skipped", linkedid)
 
