@@ -208,7 +208,7 @@ class AmiClient:
                 log.warning("AMI silent; forcing a reconnect",
                             extra={"silence_s": round(time.monotonic() - manager.last_rx, 1)})
                 manager.last_rx = time.monotonic()
-                manager.protocol.transport.close()
+                manager.protocol.transport.abort()  # not close(): it would wait to flush to a dead peer
 
     # -- actions --------------------------------------------------------------------------
     async def action(self, name: str, fields: Mapping[str, str | list[str]] | None = None,
