@@ -902,8 +902,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runner = {"call": _call, "up": _up, "run": _run_all}[args.command]
     try:
+        if args.command == "run" and config.load(args.config).event_loop == "uvloop":
+            # `make run` runs ivrserver in this process: on the event loop `ivrserver run` uses
+            import uvloop
+
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
+                return loop_runner.run(runner(args))
         return asyncio.run(runner(args))
-    except DevStackError as exc:
+    except (DevStackError, config.ConfigError) as exc:
         print(f"devstack: {exc}", file=sys.stderr)
         return 2
 
