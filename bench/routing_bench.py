@@ -39,6 +39,7 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ivrserver.app import run_on_loop
 from ivrserver.config import RoutingSettings
 from ivrserver.domain.agent_state import AgentLive, DeviceStatus, Leg
 from ivrserver.domain.model import Contact, ContactKind, Customer, Outcome, Segment, Tier
@@ -298,13 +299,7 @@ def main() -> None:
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
                         help="event loop (default uvloop, the server's default `event_loop`)")
     args = parser.parse_args()
-    if args.loop == "uvloop":
-        import uvloop
-
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(run(args))
-    else:
-        asyncio.run(run(args))
+    run_on_loop(run(args), args.loop)
 
 
 if __name__ == "__main__":

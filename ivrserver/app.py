@@ -12,9 +12,9 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -79,6 +79,7 @@ class EventFanout:
                     self._metrics.ami_dropped.inc()
 
 
+T = TypeVar("T")
 GC_GEN0, GC_GEN1, GC_GEN2 = 700, 1000, 10  # CPython's defaults are 700, 10, 10
 
 
@@ -334,16 +335,20 @@ async def serve(settings: Settings) -> None:
     await server.run()
 
 
+def run_on_loop(coro: Coroutine[Any, Any, T], event_loop: str) -> T:
+    """Run `coro` to completion on the configured event loop (`Settings.event_loop`)."""
+    if event_loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coro)
+    return asyncio.run(coro)
+
+
 def main(settings: Settings) -> int:
     logs.setup(settings.log.level, settings.log.format)
     try:
-        if settings.event_loop == "uvloop":
-            import uvloop
-
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                runner.run(serve(settings))
-        else:
-            asyncio.run(serve(settings))
+        run_on_loop(serve(settings), settings.event_loop)
     except StartupError as exc:
         log.error(str(exc))
         return 2

@@ -902,13 +902,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runner = {"call": _call, "up": _up, "run": _run_all}[args.command]
     try:
-        if args.command == "run" and config.load(args.config).event_loop == "uvloop":
-            # `make run` runs ivrserver in this process: on the event loop `ivrserver run` uses
-            import uvloop
+        if args.command != "run":
+            return asyncio.run(runner(args))
+        from ivrserver.app import run_on_loop
 
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
-                return loop_runner.run(runner(args))
-        return asyncio.run(runner(args))
+        # `make run` runs ivrserver in this process: on the event loop `ivrserver run` uses
+        event_loop = config.load(args.config).event_loop
+        return run_on_loop(runner(args), event_loop)
     except (DevStackError, config.ConfigError) as exc:
         print(f"devstack: {exc}", file=sys.stderr)
         return 2

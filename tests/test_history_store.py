@@ -85,9 +85,10 @@ async def test_unreadable_contact_skipped(redis_client: aioredis.Redis, keys: Ke
 
 
 async def test_linkedid_mapping(redis_client: aioredis.Redis, keys: Keys) -> None:
-    await history.link_call(redis_client, keys, "1718000000.10", "k1", ttl=60)
+    await history.save_contact(redis_client, keys, contact("k1", NOW), now=NOW, linkedid="1718000000.10")
     assert await history.contact_id_for_call(redis_client, keys, "1718000000.10") == "k1"
-    assert 0 < await redis_client.ttl(keys.call_by_linkedid("1718000000.10")) <= 60
+    assert history.LINKEDID_TTL - 60 < await redis_client.ttl(keys.call_by_linkedid("1718000000.10")) \
+        <= history.LINKEDID_TTL
     assert await history.contact_id_for_call(redis_client, keys, "nope") is None
 
 

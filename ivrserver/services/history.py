@@ -17,8 +17,8 @@ With `write_delay` > 0 (the server's setting) the writes leave the event and Fas
 writer task creates the record as soon as the call leaves ivrserver's menu (before an agent can
 ring), then collects a call's later changes for that long and writes them once with the newest
 state — a burst of AMI events and facts costs one write, a self-served call one write in all, and
-no caller waits for history. `close()`
-writes whatever is still pending (shutdown); a write that fails is retried, not dropped.
+no caller waits for history. `close()` writes whatever is still pending (shutdown); a write the
+store refused is retried, not dropped.
 """
 
 from __future__ import annotations
@@ -311,14 +311,11 @@ class ContactTracker:
         """Whether this instance writes the call's record. The instance the FastAGI side reported to
         holds facts no other has (IVR path, routing reason, self-served): it takes the call over;
         otherwise the first instance to claim it writes and the others only follow along."""
-        key = self.keys.call_owner(linkedid)
         if has_facts:
-            # only the instance that ran the call's AGI has facts: once it took the call over, no
-            # other instance can take it back, so one SET per call is enough
-            if linkedid not in self._owned:
-                await self.redis.set(key, self.instance, ex=OWNER_SECONDS)
-                self._owned.add(linkedid)
+            # only the instance that ran the call's AGI has facts; it claimed the call in the
+            # record's first write (`save_contact(owner=...)`), and no other can take it back
             return True
+        key = self.keys.call_owner(linkedid)
         owner = await self.redis.set(key, self.instance, nx=True, get=True, ex=OWNER_SECONDS)
         return owner is None or owner == self.instance
 

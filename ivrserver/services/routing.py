@@ -33,7 +33,7 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def channel_variables(decision: Route, context_id: str) -> list[tuple[str, str]]:
+def channel_variables(decision: Route, context_id: str | None) -> list[tuple[str, str]]:
     """The SET VARIABLEs for a decision, in order; IVR_ACTION last so a half-set call falls back.
 
     A MENU decision sets only IVR_CONTEXT_ID: the IVR keeps the call and the menu's exit sets the
@@ -41,7 +41,7 @@ def channel_variables(decision: Route, context_id: str) -> list[tuple[str, str]]
     routing reason of a menu call is in its contact record and log; an AGI round trip per call to
     show it in a NoOp that the menu's exit overwrites anyway is not worth it.
     """
-    out = [("IVR_CONTEXT_ID", context_id)]
+    out = [] if context_id is None else [("IVR_CONTEXT_ID", context_id)]  # None: already set
     if decision.action is Action.MENU:
         return out
     out.append(("IVR_REASON", decision.reason.replace("→", "->")))  # ASCII for the PBX's verbose log
@@ -105,7 +105,5 @@ class RoutingService:
     async def apply_route(self, channel: VariableChannel, decision: Route, context_id: str | None) -> None:
         """Set the dialplan contract's channel variables (one AGI command each, in order);
         `context_id=None` when IVR_CONTEXT_ID is already set on the channel."""
-        for name, value in channel_variables(decision, context_id or ""):
-            if name == "IVR_CONTEXT_ID" and context_id is None:
-                continue
+        for name, value in channel_variables(decision, context_id):
             await channel.set_variable(name, value)

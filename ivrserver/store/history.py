@@ -259,11 +259,6 @@ async def prune_timeline(redis: aioredis.Redis, keys: Keys, customer_id: str, *,
     return int(await redis.zremrangebyscore(keys.timeline(customer_id), "-inf", f"({cutoff}"))
 
 
-async def link_call(redis: aioredis.Redis, keys: Keys, linkedid: str, contact_id: str,
-                    ttl: int = LINKEDID_TTL) -> None:
-    await redis.set(keys.call_by_linkedid(linkedid), contact_id, ex=ttl)
-
-
 async def contact_id_for_call(redis: aioredis.Redis, keys: Keys, linkedid: str) -> str | None:
     value = await redis.get(keys.call_by_linkedid(linkedid))
     return str(value) if value is not None else None
