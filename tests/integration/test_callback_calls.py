@@ -55,7 +55,7 @@ from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
 from tests.conftest import free_port
 from tests.integration.conftest import Phones
-from tests.integration.test_ivrserver_calls import wait_until, write_menus, write_routing
+from tests.integration.test_ivrserver_calls import running, wait_until, write_menus, write_routing
 
 pytestmark = pytest.mark.integration
 
@@ -217,16 +217,8 @@ async def stack(fresh_asterisk: LocalAsterisk, redis_client: aioredis.Redis, red
 
 @contextlib.asynccontextmanager
 async def in_process(stack: Stack, instance: str = "it-cb", **kwargs: Any) -> AsyncIterator[IvrServer]:
-    server = IvrServer(config.from_mapping(stack.settings(instance, **kwargs)))
-    ready = asyncio.Event()
-    task = asyncio.create_task(server.run(ready))
-    await asyncio.wait_for(ready.wait(), 15)
-    assert await server.ami.wait_logged_in(10), "ivrserver did not log in to AMI"
-    try:
+    async with running(config.from_mapping(stack.settings(instance, **kwargs))) as server:
         yield server
-    finally:
-        server.stopping.set()
-        await asyncio.wait_for(task, 20)
 
 
 @dataclasses.dataclass

@@ -137,13 +137,14 @@ def ivr_settings(asterisk: LocalAsterisk, redis_url: str, tmp_path: Path) -> con
 
 @contextlib.asynccontextmanager
 async def running(settings: config.Settings) -> AsyncIterator[IvrServer]:
-    """An IvrServer started in this event loop, logged in to AMI; stopped (drained) afterwards."""
+    """An IvrServer started in this event loop, logged in to AMI and serving; stopped (drained:
+    FastAGI, web, AMI, Redis closed) on exit, also when it failed to come up."""
     server = IvrServer(settings)
     ready = asyncio.Event()
-    task = asyncio.create_task(server.run(ready))
-    await asyncio.wait_for(ready.wait(), 15)
-    assert await server.ami.wait_logged_in(10), "ivrserver did not log in to AMI"
+    task = asyncio.create_task(server.run(ready), name=f"ivrserver-{settings.instance}")
     try:
+        await asyncio.wait_for(ready.wait(), 15)
+        assert await server.ami.wait_logged_in(10), f"{settings.instance} did not log in to AMI"
         yield server
     finally:
         server.stopping.set()

@@ -32,7 +32,7 @@ from ivrserver.domain.model import Customer, Outcome, Tier
 from ivrserver.store import customers, history
 from tests.conftest import free_port
 from tests.integration.conftest import Phones
-from tests.integration.test_ivrserver_calls import REPO, Ivr, wait_until, write_menus, write_routing
+from tests.integration.test_ivrserver_calls import REPO, Ivr, running, wait_until, write_menus, write_routing
 
 pytestmark = pytest.mark.integration
 
@@ -65,21 +65,6 @@ def server_settings(asterisk: LocalAsterisk, redis_url: str, workdir: Path, *, p
         "callbacks": {"enabled": False},
         "instance": instance,
     })
-
-
-@contextlib.asynccontextmanager
-async def running(settings: config.Settings) -> AsyncIterator[IvrServer]:
-    """An IvrServer logged in to AMI and serving; stopped (FastAGI, web, AMI, Redis closed) on exit."""
-    server = IvrServer(settings)
-    ready = asyncio.Event()
-    task = asyncio.create_task(server.run(ready), name=f"ivrserver-{settings.instance}")
-    try:
-        await asyncio.wait_for(ready.wait(), 15)
-        assert await server.ami.wait_logged_in(10), f"{settings.instance} did not log in to AMI"
-        yield server
-    finally:
-        server.stopping.set()
-        await asyncio.wait_for(task, 20)
 
 
 def agi_calls(server: IvrServer) -> float:
