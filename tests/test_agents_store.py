@@ -16,9 +16,8 @@ from ivrserver.config import RoutingSettings
 from ivrserver.domain.agent_state import AgentLive, DeviceStatus, Leg
 from ivrserver.domain.model import AgentState, AgentStatus, CallerSnapshot, Customer, Tier
 from ivrserver.domain.routing import Action
-from ivrserver.pbx.agi_wire import AgiRequest
 from ivrserver.pbx.ami_events import parse_event
-from ivrserver.pbx.fastagi import AgiChannel
+from ivrserver.pbx.fastagi import AgiChannel, FastAgiServer
 from ivrserver.services.agent_state import AgentStateService
 from ivrserver.services.routing import RoutingService, channel_variables
 from ivrserver.services.routing_files import load_routing
@@ -234,24 +233,28 @@ async def test_apply_route_sets_the_dialplan_variables(redis_client: aioredis.Re
     decision = await routing.route(snapshot)
     assert channel_variables(decision, "ctx-1")[0] == ("IVR_CONTEXT_ID", "ctx-1")
 
+    # Asterisk's side of one FastAGI call: the header block, then 200 to every command.
     received: list[str] = []
+    done = asyncio.Event()
 
-    async def asterisk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while line := await reader.readline():
+    async def handler(channel: AgiChannel) -> None:
+        try:
+            await routing.apply_route(channel, decision, "ctx-1")
+        finally:
+            done.set()
+
+    server = FastAgiServer("127.0.0.1", 0, command_timeout=5.0)
+    server.route("hotline", handler)
+    await server.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(b"agi_network: yes\nagi_network_script: hotline\n\n")
+        while line := await asyncio.wait_for(reader.readline(), 5):
             received.append(line.decode().rstrip("\n"))
             writer.write(b"200 result=1\n")
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(asterisk, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    channel = AgiChannel(AgiRequest(headers={}, script="hotline"), reader, writer, command_timeout=5.0)
-    try:
-        await routing.apply_route(channel, decision, "ctx-1")
+        assert done.is_set()
     finally:
         writer.close()
         await writer.wait_closed()
-        server.close()
-        await server.wait_closed()
+        await server.stop(drain_timeout=1.0)
     assert received == expected

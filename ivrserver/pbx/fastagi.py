@@ -1,4 +1,4 @@
-"""FastAGI server on asyncio.start_server, and the one-command-at-a-time channel object.
+"""FastAGI server on an asyncio.Protocol, and the one-command-at-a-time channel object.
 
 panoramisk's FastAGI server is not used: it spins on connect-and-close, mis-pairs replies after
 HANGUP and loses the GET DATA timeout flag (see shared/asterisk-facts.md).
@@ -7,6 +7,7 @@ HANGUP and loses the GET DATA timeout flag (see shared/asterisk-facts.md).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import re
@@ -43,29 +44,171 @@ _LANGUAGE = re.compile(r"^[a-z]{2,3}(_[A-Za-z0-9]{1,20})?$")
 Handler = Callable[["AgiChannel"], Awaitable[None]]
 
 
+class AgiConnection(asyncio.Protocol):
+    """One FastAGI socket as complete lines in and commands out.
+
+    An asyncio.Protocol rather than StreamReader/StreamWriter: a reply usually arrives in one read,
+    and its line is then taken without a readuntil scan, a drain() or a Future of its own; the
+    command timeout is one lazily re-armed timer per connection instead of a timer per command
+    (bench/fastagi_bench.py: the stream layer and asyncio.timeout were a fifth of a call's CPU).
+    """
+
+    def __init__(self, on_connect: Callable[[AgiConnection], None], limit: int = agi_wire.MAX_LINE * 2) -> None:
+        self._on_connect = on_connect
+        self._limit = limit
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._partial = b""
+        self._lines: collections.deque[bytes] = collections.deque()
+        self._buffered = 0  # bytes in _lines: reading pauses above the limit (nothing asked for them)
+        self._reading_paused = False
+        self._eof = False
+        self._error: Exception | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._drained: asyncio.Future[None] | None = None
+        self._deadline = 0.0  # of the command in flight; 0 = none
+        self._timer: asyncio.TimerHandle | None = None
+        self._expired = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
+        self._on_connect(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._partial:
+            data = self._partial + data
+        *lines, self._partial = data.split(b"\n")
+        for line in lines:
+            self._lines.append(line)
+            self._buffered += len(line) + 1
+        if len(self._partial) > self._limit:
+            self._error = agi_wire.AgiProtocolError("line too long")
+            self._partial = b""
+        elif self._buffered > self._limit and not self._reading_paused:
+            self._reading_paused = True
+            self._transport.pause_reading()  # type: ignore[union-attr]
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._cancel_timer()
+        self._wake()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    # -- used by the server and AgiChannel ----------------------------------------------------
+    @property
+    def closing(self) -> bool:
+        return self._transport is None or self._transport.is_closing()
+
+    async def readline(self) -> bytes | None:
+        """The next line without its LF (CR stripped too), None at end of stream.
+
+        Raises AgiProtocolError for a line over the limit or cut off by the end of the stream,
+        TimeoutError when the command in flight passed its deadline."""
+        while not self._lines:
+            if self._error is not None:
+                raise self._error
+            if self._expired:
+                raise TimeoutError
+            if self._eof:
+                if self._partial:
+                    self._partial = b""
+                    raise agi_wire.AgiProtocolError("line truncated by the end of the stream")
+                return None
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        line = self._lines.popleft()
+        self._buffered -= len(line) + 1
+        if self._reading_paused and self._buffered <= self._limit // 2:
+            self._reading_paused = False
+            self._transport.resume_reading()  # type: ignore[union-attr]
+        return line[:-1] if line.endswith(b"\r") else line
+
+    async def write(self, data: bytes, timeout: float) -> None:
+        """Send a command whose reply must start within `timeout` seconds (see `done`)."""
+        if self._transport is None or self._transport.is_closing():
+            raise ConnectionResetError("connection closed")
+        self._transport.write(data)
+        self._deadline = self._loop.time() + timeout
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._deadline, self._check_deadline)
+        if self._write_paused:
+            self._drained = self._loop.create_future()
+            await self._drained
+            if self._transport.is_closing():
+                raise ConnectionResetError("connection closed")
+
+    def done(self) -> None:
+        """The reply to the command in flight was read: its deadline no longer applies."""
+        self._deadline = 0.0
+
+    def close(self) -> None:
+        self._cancel_timer()
+        if self._transport is not None:
+            self._transport.close()
+
+    # -- internals -------------------------------------------------------------------------
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _check_deadline(self) -> None:
+        # One timer per connection: re-armed for the command in flight instead of one per command.
+        self._timer = None
+        if not self._deadline:
+            return
+        if self._loop.time() >= self._deadline:
+            self._expired = True
+            self._wake()
+        else:
+            self._timer = self._loop.call_at(self._deadline, self._check_deadline)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+
 class AgiChannel:
     """One FastAGI call. Commands are serialised: AGI allows one in flight per connection."""
 
-    def __init__(self, request: AgiRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 command_timeout: float, metrics: Metrics | None = None) -> None:
+    def __init__(self, request: AgiRequest, connection: AgiConnection, command_timeout: float,
+                 metrics: Metrics | None = None) -> None:
         self.request = request
         self.call_id = request.uniqueid or uuid.uuid4().hex
         self.hungup = False
-        self._reader = reader
-        self._writer = writer
+        self._conn = connection
         self._lock = asyncio.Lock()
         self._timeout = command_timeout
         self._metrics = metrics
         self._closed = False
 
     async def _read_line(self) -> str:
-        raw = await self._reader.readline()
-        if not raw:
+        raw = await self._conn.readline()
+        if raw is None:
             self._closed = True
             raise AgiHangup("connection closed by Asterisk")
-        if not raw.endswith(b"\n"):
-            raise agi_wire.AgiProtocolError("reply line too long or truncated")
-        return raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        return raw.decode("utf-8", errors="replace")
 
     async def _read_reply(self) -> AgiReply:
         while True:
@@ -98,18 +241,17 @@ class AgiChannel:
                 raise AgiHangup(f"{verb}: caller hung up")
             started = time.perf_counter()
             try:
-                self._writer.write(data)
-                await self._writer.drain()
-                async with asyncio.timeout(self._timeout):  # no Task per command (wait_for makes one)
-                    reply = await self._read_reply()
-            except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                await self._conn.write(data, self._timeout)
+                reply = await self._read_reply()
+                self._conn.done()
+            except ConnectionError as exc:
                 self._closed = True
                 raise AgiHangup(f"{verb}: connection lost") from exc
             except TimeoutError as exc:
                 # The reply may still come and would then be read as the next command's reply:
                 # this connection can no longer be trusted.
                 self._closed = True
-                self._writer.close()
+                self._conn.close()
                 raise AgiError(f"{verb}: no reply within {self._timeout}s") from exc
             if self._metrics is not None:
                 self._metrics.child(self._metrics.agi_command_seconds, verb).observe(time.perf_counter() - started)
@@ -199,7 +341,7 @@ class AgiChannel:
 
     def close(self) -> None:
         self._closed = True
-        self._writer.close()
+        self._conn.close()
 
 
 class FastAgiServer:
@@ -228,7 +370,8 @@ class FastAgiServer:
         return len(self._calls)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, self.port, limit=agi_wire.MAX_LINE * 2)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: AgiConnection(self._accept), self.host, self.port)
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         log.info("FastAGI listening", extra={"host": self.host, "port": self.port})
@@ -249,27 +392,24 @@ class FastAgiServer:
         if self._server is not None:
             await self._server.wait_closed()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _accept(self, conn: AgiConnection) -> None:
+        task = asyncio.get_running_loop().create_task(self._call(conn))
         self._calls.add(task)
-        try:
-            await self._serve(reader, writer)
-        finally:
-            self._calls.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+        task.add_done_callback(self._calls.discard)
 
-    async def _read_request(self, reader: asyncio.StreamReader) -> AgiRequest | None:
+    async def _call(self, conn: AgiConnection) -> None:
+        try:
+            await self._serve(conn)
+        finally:
+            conn.close()
+
+    async def _read_request(self, conn: AgiConnection) -> AgiRequest | None:
         headers: dict[str, str] = {}
         while True:
-            raw = await reader.readline()
-            if not raw:
+            raw = await conn.readline()
+            if raw is None:
                 return None  # connect-and-close (health check, port scan): nothing to do
-            if not raw.endswith(b"\n"):
-                raise agi_wire.AgiProtocolError("header line too long")
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            line = raw.decode("utf-8", errors="replace")
             if not line:
                 if not headers:
                     continue
@@ -279,16 +419,16 @@ class FastAgiServer:
             if len(headers) > MAX_HEADERS:
                 raise agi_wire.AgiProtocolError("too many AGI headers")
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, conn: AgiConnection) -> None:
         try:
             async with asyncio.timeout(self._header_timeout):
-                request = await self._read_request(reader)
+                request = await self._read_request(conn)
         except (TimeoutError, agi_wire.AgiProtocolError, ValueError, ConnectionError) as exc:
             log.warning("FastAGI connection dropped before a valid request", extra={"error": str(exc)})
             return
         if request is None:
             return
-        channel = AgiChannel(request, reader, writer, self._command_timeout, self._metrics)
+        channel = AgiChannel(request, conn, self._command_timeout, self._metrics)
         token = call_id_var.set(channel.call_id)
         result = "ok"
         if self._metrics is not None:

@@ -236,3 +236,70 @@ async def test_minus_one_is_told_apart_by_a_channel_status_probe(server: FastAgi
     await writer.drain()
     await asyncio.wait_for(reader.read(), 2)
     assert results == [expected]
+
+
+async def test_reply_split_across_reads_and_crlf_lines(server: FastAgiServer) -> None:
+    """TCP may cut a reply anywhere: lines are put back together, a CR before the LF is dropped."""
+    results: list[object] = []
+
+    async def handler(ch: AgiChannel) -> None:
+        results.append(ch.request.callerid)
+        results.append(await ch.get_data("vm-press", 3000, 4))
+        results.append(await ch.get_variable("IVR_ACTION"))
+
+    server.route("hotline", handler)
+    reader, writer = await connect(server)
+    for i in range(0, len(HEADERS), 7):
+        writer.write(HEADERS[i:i + 7].replace("\n", "\r\n").encode())
+        await writer.drain()
+        await asyncio.sleep(0)
+    await expect(reader, b'GET DATA "vm-press" 3000 4\n')
+    for byte in b"200 result=42 (timeout)\r\n":
+        writer.write(bytes([byte]))
+        await writer.drain()
+    await expect(reader, b'GET VARIABLE "IVR_ACTION"\n')
+    writer.write(b"200 result=1 (queue)\n")
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 2) == b""
+    assert results == ["15550001", ("42", True), "queue"]
+
+
+async def test_overlong_line_drops_the_connection(server: FastAgiServer) -> None:
+    calls: list[str] = []
+
+    async def handler(ch: AgiChannel) -> None:
+        calls.append(ch.request.callerid)
+
+    server.route("hotline", handler)
+    reader, writer = await connect(server)
+    writer.write(b"agi_network_script: hotline\nagi_callerid: " + b"1" * 20000)
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 3) == b""
+    assert calls == []
+    assert server.active_calls == 0
+
+
+async def test_each_command_gets_the_whole_timeout(server: FastAgiServer) -> None:
+    """The deadline follows the command in flight: a slow first reply does not shorten the second's."""
+    outcome: list[object] = []
+    loop = asyncio.get_running_loop()
+
+    async def handler(ch: AgiChannel) -> None:
+        outcome.append(await ch.wait_for_digit(100))
+        sent = loop.time()
+        try:
+            await ch.wait_for_digit(100)
+        except AgiError as exc:
+            outcome.append(str(exc))
+            outcome.append(loop.time() - sent)
+
+    server.route("hotline", handler)
+    reader, writer = await open_call(server)
+    await expect(reader, b"WAIT FOR DIGIT 100\n")
+    await asyncio.sleep(0.7)  # of the 1.0 s command timeout
+    writer.write(b"200 result=49\n")
+    await writer.drain()
+    await expect(reader, b"WAIT FOR DIGIT 100\n")
+    assert await asyncio.wait_for(reader.read(), 3) == b""  # never answered: timed out and closed
+    assert outcome[:2] == ["1", "WAIT FOR DIGIT: no reply within 1.0s"]
+    assert 0.95 <= outcome[2] < 2.5
