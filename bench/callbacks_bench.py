@@ -140,7 +140,7 @@ async def worker(url: str, name: str, lease: float, batch: int, concurrency: int
     placer = CallbackPlacer(store, RecordingDialer(other, name, dial_seconds), POLICY, free_agents=free_agents,
                             is_free=is_free, lease_seconds=lease, instance=name)
     scheduler = CallbackScheduler(store, placer, instance=name, poll_interval=poll, lease_seconds=lease,
-                                  batch=batch, concurrency=concurrency, reap_interval=0.25)
+                                  batch=batch, concurrency=concurrency)
 
     cpu0 = time.process_time()  # imports and start-up excluded
 

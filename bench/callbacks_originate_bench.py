@@ -139,8 +139,7 @@ async def worker(args: argparse.Namespace) -> None:
                             callback_context="bench-callback", agent_ring_seconds=10,
                             lease_seconds=args.lease, instance=args.name)
     scheduler = CallbackScheduler(store, placer, instance=args.name, poll_interval=args.poll,
-                                  lease_seconds=args.lease, batch=args.batch, concurrency=args.concurrency,
-                                  reap_interval=0.25)
+                                  lease_seconds=args.lease, batch=args.batch, concurrency=args.concurrency)
     await client.set(f"{PREFIX}:bench:ready:{args.name}", "1")
     async with asyncio.TaskGroup() as tg:
         tg.create_task(dialer.run(ami.events))

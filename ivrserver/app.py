@@ -129,7 +129,6 @@ class IvrServer:
         self.queue_state = QueueState(self._agent_of_interface, self._count_free)
         self.callback_store = CallbackStore(self.redis, self.keys)
         callback_policy = policy_from_settings(settings.callbacks)
-        self.callbacks = CallbackService(self.callback_store, callback_policy, preferences=self._preferences)
         self.dialer = AmiCallbackDialer(self.ami, self.redis, self.keys, self.callback_store,
                                         tracker=self.tracker)
         placer = CallbackPlacer(
@@ -139,10 +138,12 @@ class IvrServer:
             notify_context=settings.asterisk.notify_context, agent_ring_seconds=settings.callbacks.agent_ring_seconds,
             lease_seconds=settings.callbacks.lease_seconds, instance=settings.instance,
             queue_snapshot=self.queue_state.snapshot)
-        self.hotline.attach_callbacks(self.callbacks)
         self.scheduler = CallbackScheduler(self.callback_store, placer, instance=settings.instance,
                                            poll_interval=settings.callbacks.poll_interval,
                                            lease_seconds=settings.callbacks.lease_seconds)
+        self.callbacks = CallbackService(self.callback_store, callback_policy, preferences=self._preferences,
+                                         on_due=self.scheduler.wake)
+        self.hotline.attach_callbacks(self.callbacks)
         self._runner: web.AppRunner | None = None
         self.web_port = settings.web.port
 

@@ -105,7 +105,7 @@ class RoutingSettings:
 @dataclass(frozen=True)
 class CallbackSettings:
     enabled: bool = True
-    poll_interval: float = 0.2
+    poll_interval: float = 1.0  # longest sleep; known due times and own requests wake it sooner
     lease_seconds: float = 60.0
     # Company-wide calling hours (local time of the customer).
     calling_from: str = "08:00"

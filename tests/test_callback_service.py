@@ -512,7 +512,7 @@ async def test_three_instances_one_killed_mid_run_place_each_callback_exactly_on
                                 is_free=stalling_is_free if name == "C" else always_free,
                                 lease_seconds=1.0, instance=name)
         schedulers.append(CallbackScheduler(store, placer, instance=name, poll_interval=0.02,
-                                            lease_seconds=1.0, batch=10, concurrency=30, reap_interval=0.2))
+                                            lease_seconds=1.0, batch=10, concurrency=30))
     tasks = [asyncio.create_task(s.run()) for s in schedulers]
     try:
         stalling = stores[2]
@@ -546,3 +546,103 @@ async def test_three_instances_one_killed_mid_run_place_each_callback_exactly_on
     assert states == {(CallbackState.CONNECTED, ""): n - 4, (CallbackState.FAILED, "outcome_unknown"): 4}
     c_hung = {str(call["channel_id"]).rsplit("-", 1)[0] for call in dialers[2].calls[:4]}
     assert {i for i, cb in final.items() if cb.state is CallbackState.FAILED} == c_hung
+
+
+# ------------------------------------------------------------ the scheduler's sleep (real time)
+
+class CountingClaims(CallbackStore):
+    """Counts the scheduler's round trips (claims and reaps) on the real store."""
+
+    def __init__(self, *args: object, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self.claims = 0
+        self.reaps = 0
+
+    async def claim_batch(self, *args: object, **kw: object):  # type: ignore[no-untyped-def]
+        self.claims += 1
+        return await super().claim_batch(*args, **kw)  # type: ignore[arg-type]
+
+    async def reap(self, *args: object, **kw: object) -> list[str]:
+        self.reaps += 1
+        return await super().reap(*args, **kw)  # type: ignore[arg-type]
+
+
+def open_request(i: int, at: float) -> dict[str, object]:
+    return {"customer_id": f"c{i}", "number": f"555{i:04d}", "at": at, "preferred_agent": "agent1001",
+            "timezone": "UTC", "allowed_from": "00:00", "allowed_until": "24:00"}
+
+
+def realtime_scheduler(store: CallbackStore, poll_interval: float) -> tuple[CallbackScheduler, RecordingDialer]:
+    dialer = RecordingDialer()
+    placer = CallbackPlacer(store, dialer, ALL_DAY, free_agents=Agents().free_agents, is_free=Agents().is_free,
+                            lease_seconds=5.0, instance="rt")
+    return CallbackScheduler(store, placer, instance="rt", poll_interval=poll_interval, lease_seconds=5.0), dialer
+
+
+async def until(check, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_scheduler_sleeps_until_the_next_due_callback_not_the_poll(redis_client: aioredis.Redis,
+                                                                         keys: Keys) -> None:
+    store = CountingClaims(redis_client, keys)
+    due = time.time() + 0.4
+    cb = await CallbackService(store, ALL_DAY).request(open_request(1, due))
+    scheduler, dialer = realtime_scheduler(store, poll_interval=60.0)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        await until(lambda: dialer.calls)
+        placed_at = time.time()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert dialer.calls[0]["channel_id"] == f"{cb.id}-1"
+    assert due <= placed_at < due + 2.0, "placed at its due time, not after the 60 s poll"
+    assert store.claims <= 3  # at start, at the due time (and at most one more)
+
+
+async def test_a_request_on_this_instance_wakes_the_sleeping_scheduler(redis_client: aioredis.Redis,
+                                                                       keys: Keys) -> None:
+    store = CountingClaims(redis_client, keys)
+    scheduler, dialer = realtime_scheduler(store, poll_interval=60.0)
+    service = CallbackService(store, ALL_DAY, on_due=scheduler.wake)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        await until(lambda: store.claims >= 1)  # first look done: nothing due, asleep for 60 s
+        await asyncio.sleep(0.1)
+        cb = await service.request(open_request(2, time.time()))
+        await until(lambda: dialer.calls)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert [c["channel_id"] for c in dialer.calls] == [f"{cb.id}-1"]
+
+
+async def test_idle_scheduler_claims_once_per_poll_interval(redis_client: aioredis.Redis, keys: Keys) -> None:
+    store = CountingClaims(redis_client, keys)
+    scheduler, _ = realtime_scheduler(store, poll_interval=0.25)
+    task = asyncio.create_task(scheduler.run())
+    await asyncio.sleep(1.1)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert 3 <= store.claims <= 6  # ~5 looks in 1.1 s (the old fixed poll: 0.2 s, plus a reap each second)
+    assert store.reaps == 1  # once at start; no lease exists, so nothing to reap after
+
+
+async def test_a_dead_instances_lease_is_reaped_when_it_expires(redis_client: aioredis.Redis, keys: Keys) -> None:
+    store = CountingClaims(redis_client, keys)
+    cb = await CallbackService(store, ALL_DAY).request(open_request(3, time.time()))
+    [dead] = await store.claim(time.time(), lease_seconds=0.5, limit=1, claimer="dead")  # then it dies
+    scheduler, dialer = realtime_scheduler(store, poll_interval=60.0)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        await until(lambda: dialer.calls)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert dead.callback_id == cb.id
+    assert [c["channel_id"] for c in dialer.calls] == [f"{cb.id}-1"]
+    assert store.reaps == 2  # at start (lease still held) and when it expired

@@ -48,6 +48,21 @@ async def test_claim_takes_only_due_jobs_oldest_first(redis_client: aioredis.Red
     assert info is not None and info.endswith(" A")
 
 
+async def test_claim_batch_tells_the_next_due_time_and_lease_expiry(redis_client: aioredis.Redis,
+                                                                    keys: Keys) -> None:
+    store = CallbackStore(redis_client, keys)
+    empty = await store.claim_batch(NOW, lease_seconds=30, limit=10, claimer="A")
+    assert (empty.claims, empty.next_due, empty.next_expiry) == ([], None, None)
+    for i, due in enumerate([NOW - 1, NOW, NOW + 90.5, NOW + 600]):
+        await store.create(job(i, due))
+    batch = await store.claim_batch(NOW, lease_seconds=30, limit=1, claimer="A")
+    assert [c.callback_id for c in batch.claims] == ["cb00000"]
+    assert (batch.next_due, batch.next_expiry) == (NOW, NOW + 30)  # cb00001 is due and left waiting
+    later = await store.claim_batch(NOW + 5, lease_seconds=30, limit=10, claimer="B")
+    assert [c.callback_id for c in later.claims] == ["cb00001"]
+    assert (later.next_due, later.next_expiry) == (NOW + 90.5, NOW + 30)
+
+
 async def test_many_concurrent_claimers_never_get_the_same_job(redis_url: str, redis_client: aioredis.Redis,
                                                                keys: Keys) -> None:
     store = CallbackStore(redis_client, keys)

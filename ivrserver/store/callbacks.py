@@ -65,7 +65,9 @@ return 1
 
 # KEYS: due, leased, leaseinfo
 # ARGV: now, lease seconds, limit, claimer, token prefix, record key prefix ('' = no records)
-# Returns id, token, due score, record JSON ('' = missing or not asked for) per claimed job.
+# Returns id, token, due score, record JSON ('' = missing or not asked for) per claimed job, then
+# the earliest due score still waiting and the earliest lease expiry ('' = none): the scheduler
+# sleeps until then instead of polling.
 _CLAIM = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
 local expiry = tonumber(ARGV[1]) + tonumber(ARGV[2])
@@ -83,6 +85,10 @@ for i = 1, #due, 2 do
   out[#out + 1] = score
   out[#out + 1] = record
 end
+local next_due = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local next_expiry = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+out[#out + 1] = next_due[2] or ''
+out[#out + 1] = next_expiry[2] or ''
 return out
 """
 
@@ -166,6 +172,16 @@ class Claim:
     loaded: bool = field(default=False, compare=False, repr=False)
 
 
+@dataclass(frozen=True)
+class ClaimBatch:
+    """What one claim round trip returns: the jobs leased, and when the scheduler must look again
+    (every instance's jobs and leases, as the shared ZSETs hold them at that moment)."""
+
+    claims: list[Claim]
+    next_due: float | None  # the earliest job still waiting; None: the due queue is empty
+    next_expiry: float | None  # the earliest lease expiry; None: nothing is leased
+
+
 class DialStart(enum.Enum):
     MARKED = 1  # record saved as dialing, marker taken, lease refreshed: dial now
     ALREADY_PLACED = 2  # record saved as dialing, but someone took this attempt's marker before
@@ -212,6 +228,11 @@ def _json(cb: Callback) -> str:
 
 def _num(x: float) -> str:
     return repr(float(x))
+
+
+def _score(value: Any) -> float | None:
+    text = _s(value)
+    return float(text) if text else None
 
 
 class CallbackStore:
@@ -287,15 +308,23 @@ class CallbackStore:
         (`with_records`) read in the same script."""
         if limit <= 0:
             return []
+        batch = await self.claim_batch(now, lease_seconds=lease_seconds, limit=limit, claimer=claimer,
+                                       with_records=with_records)
+        return batch.claims
+
+    async def claim_batch(self, now: float, *, lease_seconds: float, limit: int, claimer: str,
+                          with_records: bool = True) -> ClaimBatch:
+        """`claim`, plus when the next job falls due and the next lease expires (same round trip)."""
         record_prefix = self.keys.callback("") if with_records else ""
         flat = await self._claim(
             keys=self._lease_keys(),
-            args=[_num(now), _num(lease_seconds), str(limit), claimer.replace(" ", "_"), uuid.uuid4().hex,
-                  record_prefix])
+            args=[_num(now), _num(lease_seconds), str(max(0, limit)), claimer.replace(" ", "_"),
+                  uuid.uuid4().hex, record_prefix])
+        *rows, next_due, next_expiry = flat
         claims = []
-        for i in range(0, len(flat), 4):
-            claim = Claim(_s(flat[i]), _s(flat[i + 1]), float(_s(flat[i + 2])))
-            raw = _s(flat[i + 3])
+        for i in range(0, len(rows), 4):
+            claim = Claim(_s(rows[i]), _s(rows[i + 1]), float(_s(rows[i + 2])))
+            raw = _s(rows[i + 3])
             if with_records:
                 try:
                     record = from_dict(json.loads(raw)) if raw else None
@@ -304,7 +333,7 @@ class CallbackStore:
                 else:
                     claim = dataclasses.replace(claim, record=record, loaded=True)
             claims.append(claim)
-        return claims
+        return ClaimBatch(claims, _score(next_due), _score(next_expiry))
 
     async def reap(self, now: float, *, limit: int = 1000) -> list[str]:
         """Put jobs whose lease expired (their holder died) back on the due queue at their old due."""
