@@ -646,3 +646,22 @@ async def test_a_dead_instances_lease_is_reaped_when_it_expires(redis_client: ai
     assert dead.callback_id == cb.id
     assert [c["channel_id"] for c in dialer.calls] == [f"{cb.id}-1"]
     assert store.reaps == 2  # at start (lease still held) and when it expired
+
+
+async def test_a_stream_of_due_callbacks_is_claimed_in_batches(redis_client: aioredis.Redis, keys: Keys) -> None:
+    """Sleeping to the next due time must not become one claim per job when jobs fall due every few ms."""
+    store = CountingClaims(redis_client, keys)
+    service = CallbackService(store, ALL_DAY)
+    start = time.time() + 0.3
+    for i in range(40):
+        await service.request(open_request(100 + i, start + i * 0.0125))  # 40 jobs due over 0.5 s
+    scheduler, dialer = realtime_scheduler(store, poll_interval=60.0)
+    scheduler.min_sleep = 0.1
+    task = asyncio.create_task(scheduler.run())
+    try:
+        await until(lambda: len(dialer.calls) == 40)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert len({c["channel_id"] for c in dialer.calls}) == 40
+    assert store.claims <= 12  # ~0.8 s / 0.1 s; one claim per job would be 40+
