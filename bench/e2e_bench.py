@@ -209,7 +209,16 @@ async def run_step(asterisk: LocalAsterisk, ast_pid: int, ivr: IvrProcess, rate:
                 redis_by_command=", ".join(f"{k} {v / max(1, attempted):.1f}" for k, v in redis_cmds.most_common(12)))
 
 
-def print_table(steps: Sequence[Step], args: argparse.Namespace, load: tuple[str, str]) -> None:
+async def idle_cpu(ivr_pid: int, ast_pid: int, seconds: float) -> tuple[float, float]:
+    """ms of CPU per second of ivrserver and of Asterisk with no call up (AMI logged in)."""
+    ivr0, ast0, t0 = cpu_seconds(ivr_pid), cpu_seconds(ast_pid), time.monotonic()
+    await asyncio.sleep(seconds)
+    elapsed = time.monotonic() - t0
+    return (1000 * (cpu_seconds(ivr_pid) - ivr0) / elapsed, 1000 * (cpu_seconds(ast_pid) - ast0) / elapsed)
+
+
+def print_table(steps: Sequence[Step], args: argparse.Namespace, load: tuple[str, str],
+                idle: tuple[float, float] | None = None) -> None:
     print()
     print(f"End-to-end hotline benchmark ({'full' if args.full else 'quick'}): SIPp → Asterisk 22 → ivrserver "
           f"(FastAGI + AMI), key 1 = balance self-service, caller hangs up {args.hold_ms} ms after the key; "
@@ -219,6 +228,9 @@ def print_table(steps: Sequence[Step], args: argparse.Namespace, load: tuple[str
     head = (f"{'calls/s':>7} | {'attempted':>9} | {'ok':>5} | {'failed':>6} | {'AGI served':>10} | "
             f"{'peak chans':>10} | {'ivrserver CPU ms/call':>21} | {'Asterisk CPU ms/call':>20} | "
             f"{'ivr/Asterisk':>12} | {'AMI events/call':>15} | {'Redis cmds/call':>15} | note")
+    if idle is not None:
+        print(f"Idle, no call up ({args.idle_seconds:g} s after the warm-up call): ivrserver {idle[0]:.2f} ms CPU/s, "
+              f"Asterisk {idle[1]:.2f} ms CPU/s (included in every rate's CPU per call below)")
     print(head)
     print("-" * len(head))
     for s in steps:
@@ -295,6 +307,10 @@ async def bench(args: argparse.Namespace) -> int:
             print(f"   Redis commands of the warm-up call ({len(lines)}), as MONITOR saw them:")
             for ln in lines:
                 print("     " + ln.split("] ", 1)[-1][:160])
+        idle = None
+        if args.idle_seconds > 0:
+            print(f"== idle for {args.idle_seconds:g} s ...", flush=True)
+            idle = await idle_cpu(ivr.pid, ast_pid, args.idle_seconds)
         for i, rate in enumerate(args.rates):
             print(f"== {rate:g} calls/s for {args.seconds:g} s ...", flush=True)
             profiler = start_profiler(args, ivr, workdir) if args.profile and i == len(args.rates) - 1 else None
@@ -312,7 +328,7 @@ async def bench(args: argparse.Namespace) -> int:
             if step.failed > max(2, step.attempted // 5) and not args.keep_going:
                 print("   many failures: stopping the ramp here (use --keep-going to continue)")
                 break
-        print_table(steps, args, (load_start, loadavg()))
+        print_table(steps, args, (load_start, loadavg()), idle)
         errors = sum(1 for line in ivr.log.read_text(errors="replace").splitlines() if " ERROR " in line)
         print(f"ivrserver log: {errors} ERROR lines ({ivr.log if args.keep else 'use --keep to keep it'})")
     finally:
@@ -336,6 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="seconds of new calls per rate (quick 8, full 30)")
     parser.add_argument("--hold-ms", type=int, default=4000, help="caller hangs up this long after pressing 1")
     parser.add_argument("--log-level", default="INFO", help="ivrserver log level (default INFO, as in production)")
+    parser.add_argument("--idle-seconds", type=float, default=10,
+                        help="measure both processes' CPU with no call up for this long first (0: skip)")
     parser.add_argument("--keep-going", action="store_true", help="do not stop the ramp after a failing rate")
     parser.add_argument("--profile", action="store_true", help="py-spy ivrserver during the last rate")
     parser.add_argument("--py-spy", help="path of the py-spy executable (default: on PATH)")
