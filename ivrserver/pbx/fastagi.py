@@ -112,10 +112,6 @@ class AgiConnection(asyncio.Protocol):
             self._drained.set_result(None)
 
     # -- used by the server and AgiChannel ----------------------------------------------------
-    @property
-    def closing(self) -> bool:
-        return self._transport is None or self._transport.is_closing()
-
     async def readline(self) -> bytes | None:
         """The next line without its LF (CR stripped too), None at end of stream.
 
@@ -186,7 +182,6 @@ class AgiConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
 
 
 class AgiChannel:
