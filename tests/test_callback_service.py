@@ -38,6 +38,7 @@ from ivrserver.services.callbacks import (
 )
 from ivrserver.store.callbacks import CallbackStore, Claim, DialStart
 from ivrserver.store.keys import Keys
+from tests.test_agent_ws import eventually
 
 T0 = 1_717_405_200.0  # Monday 2024-06-03 09:00 UTC
 POLICY = CallbackPolicy()
@@ -579,13 +580,6 @@ def realtime_scheduler(store: CallbackStore, poll_interval: float) -> tuple[Call
     return CallbackScheduler(store, placer, instance="rt", poll_interval=poll_interval, lease_seconds=5.0), dialer
 
 
-async def until(check, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
 async def test_scheduler_sleeps_until_the_next_due_callback_not_the_poll(redis_client: aioredis.Redis,
                                                                          keys: Keys) -> None:
     store = CountingClaims(redis_client, keys)
@@ -594,7 +588,7 @@ async def test_scheduler_sleeps_until_the_next_due_callback_not_the_poll(redis_c
     scheduler, dialer = realtime_scheduler(store, poll_interval=60.0)
     task = asyncio.create_task(scheduler.run())
     try:
-        await until(lambda: dialer.calls)
+        await eventually(lambda: dialer.calls)
         placed_at = time.time()
     finally:
         task.cancel()
@@ -611,10 +605,10 @@ async def test_a_request_on_this_instance_wakes_the_sleeping_scheduler(redis_cli
     service = CallbackService(store, ALL_DAY, on_due=scheduler.wake)
     task = asyncio.create_task(scheduler.run())
     try:
-        await until(lambda: store.claims >= 1)  # first look done: nothing due, asleep for 60 s
+        await eventually(lambda: store.claims >= 1)  # first look done: nothing due, asleep for 60 s
         await asyncio.sleep(0.1)
         cb = await service.request(open_request(2, time.time()))
-        await until(lambda: dialer.calls)
+        await eventually(lambda: dialer.calls)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -639,7 +633,7 @@ async def test_a_dead_instances_lease_is_reaped_when_it_expires(redis_client: ai
     scheduler, dialer = realtime_scheduler(store, poll_interval=60.0)
     task = asyncio.create_task(scheduler.run())
     try:
-        await until(lambda: dialer.calls)
+        await eventually(lambda: dialer.calls)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -659,7 +653,7 @@ async def test_a_stream_of_due_callbacks_is_claimed_in_batches(redis_client: aio
     scheduler.min_sleep = 0.1
     task = asyncio.create_task(scheduler.run())
     try:
-        await until(lambda: len(dialer.calls) == 40)
+        await eventually(lambda: len(dialer.calls) == 40)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
