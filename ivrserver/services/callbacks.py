@@ -457,9 +457,12 @@ class CallbackService:
         cb = policy_mod.schedule(cb, self.policy, now)
         if not await self.store.create(cb):
             raise CallbackBusy(f"callback id {cb.id} already exists")
-        if self.on_due is not None and cb.due_at is not None:
-            self.on_due()
+        self._due_changed(cb.due_at)
         return cb
+
+    def _due_changed(self, due: float | None) -> None:
+        if due is not None and self.on_due is not None:
+            self.on_due()
 
     async def list(self, *, state: str | None = None, agent: str | None = None,
                    customer: str | None = None, limit: int = 100) -> list[Callback]:
@@ -481,8 +484,7 @@ class CallbackService:
     async def _update(self, old: Callback, new: Callback, due: float | None) -> Callback:
         result = await self.store.update(new, expected_version=old.version, due=due)
         if result is UpdateResult.OK:
-            if due is not None and self.on_due is not None:
-                self.on_due()
+            self._due_changed(due)
             return new
         if result is UpdateResult.MISSING:
             raise CallbackNotFound(f"no callback {old.id!r}")
