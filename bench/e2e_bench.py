@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import os
 import re
@@ -69,6 +70,7 @@ from ivrserver.devstack import (  # noqa: E402
 )
 
 TARGET_RATIO = 0.25
+AGI_COMMANDS = "ivrserver_agi_command_seconds_count"  # one sample per AGI command sent, by command
 CALLER = Customer(number="15554000001", balance=1250)
 
 
@@ -86,6 +88,8 @@ class Step:
     redis_cmds: int = 0
     redis_by_command: str = ""
     ami_events: int = 0
+    agi_cmds: int = 0
+    agi_by_command: str = ""
     note: str = ""
 
     @property
@@ -112,6 +116,18 @@ def metric_total(web_port: int, name: str) -> float:
     return total
 
 
+def metric_by_label(web_port: int, name: str) -> collections.Counter[str]:
+    """One metric's samples by their (first) label value, e.g. AGI commands by command."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    counts: collections.Counter[str] = collections.Counter()
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line[len(name) + 1:].rsplit(" ", 1)
+            counts[labels.split('"')[1] if '"' in labels else labels] += float(value)
+    return counts
+
+
 def healthy(web_port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/healthz", timeout=2) as response:
@@ -121,8 +137,9 @@ def healthy(web_port: int) -> bool:
 
 
 class IvrProcess:
-    def __init__(self, config: Path, web_port: int, log: Path) -> None:
+    def __init__(self, config: Path, web_port: int, log: Path, cprofile: str | None = None) -> None:
         self.config = config
+        self.cprofile = cprofile
         self.web_port = web_port
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
@@ -134,8 +151,13 @@ class IvrProcess:
 
     def spawn(self) -> subprocess.Popen[bytes]:
         with self.log.open("wb") as log:
-            return subprocess.Popen([sys.executable, "-m", "ivrserver", "-c", str(self.config), "run"],
-                                    stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+            if self.cprofile:  # same process, with a profiler that SIGUSR1/SIGUSR2 switch on and off
+                cmd = [sys.executable, str(BENCH / "profiled_run.py")]
+                env = {**os.environ, "IVR_PROFILE_OUT": self.cprofile}
+            else:
+                cmd, env = [sys.executable, "-m", "ivrserver"], None
+            return subprocess.Popen([*cmd, "-c", str(self.config), "run"], stdout=log, stderr=subprocess.STDOUT,
+                                    cwd=REPO, env=env)
 
     async def start(self, timeout: float = 30) -> None:
         self.proc = await asyncio.to_thread(self.spawn)
@@ -162,6 +184,7 @@ async def run_step(asterisk: LocalAsterisk, ast_pid: int, ivr: IvrProcess, rate:
     agi0 = await asyncio.to_thread(metric_total, ivr.web_port, "ivrserver_agi_calls_total")
     ami0 = await asyncio.to_thread(metric_total, ivr.web_port, "ivrserver_ami_events_total")
     redis0 = await asyncio.to_thread(redis_commandstats, redis_url)
+    agi_cmds0 = await asyncio.to_thread(metric_by_label, ivr.web_port, AGI_COMMANDS)
     ivr0, ast0 = cpu_seconds(ivr.pid), cpu_seconds(ast_pid)
     started = time.monotonic()
     call_length = 1.5 + hold_ms / 1000
@@ -194,6 +217,7 @@ async def run_step(asterisk: LocalAsterisk, ast_pid: int, ivr: IvrProcess, rate:
     ami = int(await asyncio.to_thread(metric_total, ivr.web_port, "ivrserver_ami_events_total") - ami0)
     redis_cmds = await asyncio.to_thread(redis_commandstats, redis_url) - redis0
     redis_cmds.pop("info", None)
+    agi_cmds = await asyncio.to_thread(metric_by_label, ivr.web_port, AGI_COMMANDS) - agi_cmds0
     attempted = result.successful + result.failed
     unserved = max(0, result.successful - agi)
     note = ""
@@ -206,6 +230,8 @@ async def run_step(asterisk: LocalAsterisk, ast_pid: int, ivr: IvrProcess, rate:
                 ok=result.successful - unserved, failed=result.failed + unserved, agi_calls=agi, ivr_cpu=ivr_cpu,
                 ast_cpu=ast_cpu, seconds=elapsed, peak_channels=peak,
                 redis_cmds=sum(redis_cmds.values()), ami_events=ami, note=note,
+                agi_cmds=int(sum(agi_cmds.values())),
+                agi_by_command=", ".join(f"{k} {v / max(1, attempted):.1f}" for k, v in agi_cmds.most_common(12)),
                 redis_by_command=", ".join(f"{k} {v / max(1, attempted):.1f}" for k, v in redis_cmds.most_common(12)))
 
 
@@ -227,7 +253,7 @@ def print_table(steps: Sequence[Step], args: argparse.Namespace, load: tuple[str
           f"{load[1]} at end); SIPp and Redis run on the same cores.")
     head = (f"{'calls/s':>7} | {'attempted':>9} | {'ok':>5} | {'failed':>6} | {'AGI served':>10} | "
             f"{'peak chans':>10} | {'ivrserver CPU ms/call':>21} | {'Asterisk CPU ms/call':>20} | "
-            f"{'ivr/Asterisk':>12} | {'AMI events/call':>15} | {'Redis cmds/call':>15} | note")
+            f"{'ivr/Asterisk':>12} | {'AGI cmds/call':>13} | {'AMI events/call':>15} | {'Redis cmds/call':>15} | note")
     if idle is not None:
         print(f"Idle, no call up ({args.idle_seconds:g} s after the warm-up call): ivrserver {idle[0]:.2f} ms CPU/s, "
               f"Asterisk {idle[1]:.2f} ms CPU/s (included in every rate's CPU per call below)")
@@ -236,8 +262,10 @@ def print_table(steps: Sequence[Step], args: argparse.Namespace, load: tuple[str
     for s in steps:
         print(f"{s.rate:7g} | {s.attempted:>9} | {s.ok:>5} | {s.failed:>6} | {s.agi_calls:>10} | "
               f"{s.peak_channels:>10} | {s.ivr_ms:21.2f} | {s.ast_ms:20.2f} | {s.ratio:12.2f} | "
-              f"{s.ami_events / max(1, s.attempted):15.1f} | {s.redis_cmds / max(1, s.attempted):15.1f} | {s.note}")
+              f"{s.agi_cmds / max(1, s.attempted):13.1f} | {s.ami_events / max(1, s.attempted):15.1f} | "
+              f"{s.redis_cmds / max(1, s.attempted):15.1f} | {s.note}")
     if steps:
+        print(f"AGI commands per call at {steps[-1].rate:g} calls/s: {steps[-1].agi_by_command}")
         print(f"Redis commands per call at {steps[-1].rate:g} calls/s: {steps[-1].redis_by_command}")
     clean = [s for s in steps if s.failed == 0 and s.ok > 0]
     best = max(clean, key=lambda s: s.rate) if clean else None
@@ -290,7 +318,7 @@ async def bench(args: argparse.Namespace) -> int:
         import yaml
 
         web_port = int(yaml.safe_load(config.read_text())["web"]["port"])
-        ivr = IvrProcess(config, web_port, workdir / "ivrserver.log")
+        ivr = IvrProcess(config, web_port, workdir / "ivrserver.log", args.cprofile)
         await ivr.start()
         print(f"== Asterisk pid {ast_pid}, ivrserver pid {ivr.pid}; warm-up call ...", flush=True)
         monitor: asyncio.subprocess.Process | None = None
@@ -313,8 +341,14 @@ async def bench(args: argparse.Namespace) -> int:
             idle = await idle_cpu(ivr.pid, ast_pid, args.idle_seconds)
         for i, rate in enumerate(args.rates):
             print(f"== {rate:g} calls/s for {args.seconds:g} s ...", flush=True)
-            profiler = start_profiler(args, ivr, workdir) if args.profile and i == len(args.rates) - 1 else None
+            last = i == len(args.rates) - 1
+            profiler = start_profiler(args, ivr, workdir) if args.profile and last else None
+            if args.cprofile and last:
+                os.kill(ivr.pid, signal.SIGUSR1)
             step = await run_step(asterisk, ast_pid, ivr, rate, args.seconds, args.hold_ms, redis.url)
+            if args.cprofile and last:
+                os.kill(ivr.pid, signal.SIGUSR2)
+                print(f"   cProfile of ivrserver at {rate:g} calls/s ({step.ok} calls): {args.cprofile}")
             if profiler is not None:
                 await asyncio.to_thread(profiler.wait, 60)
                 print(f"   profile of ivrserver at {rate:g} calls/s (py-spy):")
@@ -357,6 +391,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep-going", action="store_true", help="do not stop the ramp after a failing rate")
     parser.add_argument("--profile", action="store_true", help="py-spy ivrserver during the last rate")
     parser.add_argument("--py-spy", help="path of the py-spy executable (default: on PATH)")
+    parser.add_argument("--cprofile", metavar="FILE",
+                        help="cProfile ivrserver (CPU clock) in the last rate, stats to FILE (bench/profiled_run.py: "
+                             "exact call counts; it slows ivrserver, so its CPU figures are not comparable)")
     parser.add_argument("--monitor", action="store_true", help="print the Redis commands of the warm-up call")
     parser.add_argument("--keep", action="store_true", help="keep logs and the Asterisk instance directory")
     args = parser.parse_args(argv)

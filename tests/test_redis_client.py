@@ -6,6 +6,8 @@ import os
 import signal
 
 import pytest
+from redis.asyncio.connection import Connection as RedisPyConnection
+from redis.exceptions import DataError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ivrserver.devstack import LocalRedis
@@ -23,6 +25,39 @@ async def test_commands_and_pipelines_work_over_the_timeout_bounded_connection(r
             assert await pipe.execute() == ["v", 1]
     finally:
         await r.delete("client-test", "client-test-n")
+        await r.aclose()
+
+
+@pytest.mark.parametrize("args", [
+    ("SET", "k", "välue ✓"), ("ZADD", "z", 1734567890.123456, "m"), ("SET", "k", 0.1), ("SET", "k", -0.0),
+    ("SET", "k", 10**30), ("SET", "k", b"\x00\xffraw"), ("SET", "k", memoryview(b"view")), ("CONFIG GET", "maxmemory"),
+    ("SET", "k", "x" * 100_000),
+])
+def test_commands_are_packed_byte_for_byte_as_redis_py_packs_them(args: tuple[object, ...]) -> None:
+    ours, theirs = client.Connection(), RedisPyConnection()
+    assert b"".join(ours.pack_command(*args)) == b"".join(bytes(c) for c in theirs.pack_command(*args))
+
+
+@pytest.mark.parametrize("bad", [True, None, [1], {"a": 1}])
+def test_an_argument_redis_cannot_take_is_refused_as_redis_py_refuses_it(bad: object) -> None:
+    with pytest.raises(DataError):
+        RedisPyConnection().pack_command("SET", "k", bad)
+    with pytest.raises(DataError):
+        client.Connection().pack_command("SET", "k", bad)
+
+
+async def test_values_round_trip_through_hiredis_packing_and_parsing(redis_url: str) -> None:
+    r = client.connect(redis_url, decode_responses=True, socket_timeout=2)
+    try:
+        async with r.pipeline(transaction=False) as pipe:
+            pipe.set("client-test-u", "välue ✓\r\n*2")
+            pipe.get("client-test-u")
+            pipe.zadd("client-test-z", {"m": 1734567890.5})
+            pipe.zscore("client-test-z", "m")
+            pipe.hget("client-test-none", "f")
+            assert await pipe.execute() == [True, "välue ✓\r\n*2", 1, 1734567890.5, None]
+    finally:
+        await r.delete("client-test-u", "client-test-z")
         await r.aclose()
 
 
