@@ -30,6 +30,7 @@ from ivrserver.services import menu_files, routing_files
 from ivrserver.services.agent_state import AgentStateService
 from ivrserver.services.callback_dialer import AmiCallbackDialer
 from ivrserver.services.callbacks import CallbackPlacer, CallbackScheduler, CallbackService, policy_from_settings
+from ivrserver.services.event_fanout import EventFanout
 from ivrserver.services.history import ContactTracker
 from ivrserver.services.hotline import HotlineService
 from ivrserver.services.menus import MenuRegistry
@@ -51,32 +52,6 @@ log = logging.getLogger("ivrserver.app")
 
 class StartupError(Exception):
     """The server cannot start: a configuration file is invalid (the message says which)."""
-
-
-class EventFanout:
-    """One consumer of AMI events feeding one bounded queue per subscriber.
-
-    A slow subscriber loses events (counted), it never blocks the others or the AMI reader.
-    """
-
-    def __init__(self, source: asyncio.Queue[Any], metrics: Metrics) -> None:
-        self._source = source
-        self._metrics = metrics
-        self._queues: list[asyncio.Queue[Any]] = []
-
-    def subscribe(self, size: int = 10000) -> asyncio.Queue[Any]:
-        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=size)
-        self._queues.append(queue)
-        return queue
-
-    async def run(self) -> None:
-        while True:
-            event = await self._source.get()
-            for queue in self._queues:
-                try:
-                    queue.put_nowait(event)
-                except asyncio.QueueFull:
-                    self._metrics.ami_dropped.inc()
 
 
 T = TypeVar("T")
@@ -276,13 +251,17 @@ class IvrServer:
         server = getattr(site, "_server", None)
         if server is not None and server.sockets:
             self.web_port = server.sockets[0].getsockname()[1]
+        # AMI events: bookkeeping folds run in place, features with I/O get a queue of their events
+        self.fanout.on_event("queue-state", self.queue_state.handle)
+        self.fanout.on_event("contact-tracker", self.tracker.on_event)
+        self.fanout.on_event("callback-results", self.dialer.on_event)
         background: list[asyncio.Task[None]] = [
             asyncio.create_task(self.fanout.run(), name="ami-fanout"),
-            asyncio.create_task(self.agent_state.run(self.fanout.subscribe()), name="agent-state"),
-            asyncio.create_task(self.tracker.run(self.fanout.subscribe()), name="contact-tracker"),
-            asyncio.create_task(self.screen_pop.run(self.fanout.subscribe()), name="screen-pop"),
-            asyncio.create_task(self.dialer.run(self.fanout.subscribe()), name="callback-results"),
-            asyncio.create_task(self.queue_state.run(self.fanout.subscribe()), name="queue-state"),
+            asyncio.create_task(self.agent_state.run(self.fanout.subscribe(accepts=self.agent_state.wants)),
+                                name="agent-state"),
+            asyncio.create_task(self.screen_pop.run(self.fanout.subscribe(accepts=self.screen_pop.wants)),
+                                name="screen-pop"),
+            asyncio.create_task(self.tracker.run(), name="contact-sweeper"),
         ]
         if self.settings.callbacks.enabled:
             background.append(asyncio.create_task(self.scheduler.run(), name="callback-scheduler"))

@@ -206,22 +206,41 @@ async def test_tracker_late_self_served_report_rewrites_the_record(redis_client:
     assert second is not None and second.outcome is Outcome.SELF_SERVED
 
 
-async def test_tracker_run_consumes_a_queue_and_survives_bad_events(redis_client: aioredis.Redis, keys: Keys,
-                                                                    tracker: tuple[ContactTracker, Clock]) -> None:
+async def test_tracker_on_event_folds_at_once_and_the_writer_records_the_call(
+        redis_client: aioredis.Redis, keys: Keys, tracker: tuple[ContactTracker, Clock]) -> None:
+    """The fan-out's path: synchronous, no Redis on the event path; malformed events are ignored."""
     t, _ = tracker
-    queue: asyncio.Queue[object] = asyncio.Queue()
     for item in [object(), {"Event": "Hangup"}, ami("Newchannel"), ami("QueueCallerJoin", Queue="vip"),
                  ami("Hangup")]:
-        queue.put_nowait(item)
-    task = asyncio.create_task(t.run(queue))
+        t.on_event(item)
+    for _ in range(100):
+        found = await history.get_contact(redis_client, keys, "contact-0")
+        if found is not None and found.outcome is Outcome.ABANDONED:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the writer never recorded the call")
+    assert found.queue == "vip"
+    await t.close()
+
+
+async def test_tracker_run_sweeps_calls_whose_hangup_was_missed(redis_client: aioredis.Redis, keys: Keys,
+                                                                tracker: tuple[ContactTracker, Clock]) -> None:
+    t, clock = tracker
+    t.sweep_interval = 0.02
+    await t.handle_event(ami("Newchannel"))
+    await t.report(CALLER, CallFacts(kind=ContactKind.INBOUND, ivr_step="hotline"))
+    clock.now += t.max_call_age + 1
+    task = asyncio.create_task(t.run())
     try:
         for _ in range(100):
             found = await history.get_contact(redis_client, keys, "contact-0")
-            if found is not None and found.outcome is Outcome.ABANDONED:
+            if found is not None and found.ended_at is not None:
                 break
             await asyncio.sleep(0.01)
         else:
-            pytest.fail("the tracker never recorded the call")
+            pytest.fail("run() never swept the call")
+        assert found.outcome is Outcome.ABANDONED
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

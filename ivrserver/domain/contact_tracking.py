@@ -46,6 +46,7 @@ _HEADER_FIELDS = {
 CONTEXT_VARIABLE = "IVR_CONTEXT_ID"
 _CHANNEL_SUFFIX = re.compile(r"-[0-9a-fA-F]{6,}(;[12])?$")
 _MAX_FIELD = 256
+_CONTROL = re.compile(r"[\x00-\x1f]")  # one C scan per field (a generator over each character was 1 % of a call)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def _clean(value: Any) -> str:
     if not isinstance(value, str):
         return ""
     value = value.strip()
-    if len(value) > _MAX_FIELD or any(ord(c) < 32 for c in value):
+    if len(value) > _MAX_FIELD or _CONTROL.search(value):
         return ""
     return value
 

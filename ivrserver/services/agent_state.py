@@ -1,8 +1,9 @@
 """Agent-state use case: AMI events → domain fold → Redis (store.agents).
 
-One task consumes the events (`run(queue)`, or the app's dispatcher calls `handle(event)` per
-event). The fold's working copy lives in memory; every change writes the agent's whole record, so
-a failed write heals on the agent's next change and other ivrserver instances read fresh state.
+One task consumes the events (`run(queue)`; the app's fan-out queues only those `wants` accepts),
+or a caller awaits `handle(event)` per event. The fold's working copy lives in memory; every change
+writes the agent's whole record, so a failed write heals on the agent's next change and other
+ivrserver instances read fresh state.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ class AgentStateService:
     async def statuses_of(self, ids: Collection[str], now: float) -> dict[str, AgentStatus]:
         """The live state of `ids` as this instance folded it (for routing: no Redis round trip)."""
         return {i: status_at(live, now) for i in ids if (live := self._live.get(i)) is not None}
+
+    def wants(self, event: object) -> bool:
+        """Whether the event is about a defined agent (the fan-out's filter: the rest change nothing)."""
+        return self._fold.agent_of(event) is not None
 
     async def handle(self, event: object) -> AgentLive | None:
         """Fold one AMI event; persist and return the agent's new record if it changed."""

@@ -16,7 +16,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -55,14 +54,13 @@ class AmiCallbackDialer:
         self._clock = clock
         self._waiting: dict[str, asyncio.Future[str]] = {}
 
-    async def run(self, events: asyncio.Queue[Any]) -> None:
-        """Resolve waiting callbacks from the dialplan's CallbackResult user events."""
-        while True:
-            event = await events.get()
-            if isinstance(event, ev.UserEvent) and event.name == "CallbackResult":
-                future = self._waiting.get(event.headers.get("CB_ID", ""))
-                if future is not None and not future.done():
-                    future.set_result(event.headers.get("Status", "NONE"))
+    def on_event(self, event: object) -> None:
+        """Resolve a waiting callback from the dialplan's CallbackResult user event (every AMI event
+        comes here: the app's fan-out calls it in place)."""
+        if isinstance(event, ev.UserEvent) and event.name == "CallbackResult":
+            future = self._waiting.get(event.headers.get("CB_ID", ""))
+            if future is not None and not future.done():
+                future.set_result(event.headers.get("Status", "NONE"))
 
     async def _save_context(self, callback_id: str, context_id: str, number: str, channel_id: str) -> None:
         cb = await self._store.get(callback_id)

@@ -1,13 +1,15 @@
 """ContactTracker: turns AMI events (correlated by Linkedid) plus FastAGI reports into contact records.
 
 Feeding:
-- `await tracker.handle_event(event)` for every AMI event (a typed event object from
-  `ivrserver.pbx.ami_events`, or a raw header dict); untracked event types are ignored cheaply.
-  Or let `await tracker.run(queue)` consume an asyncio.Queue of events.
+- `tracker.on_event(event)` for every AMI event (a typed event object from
+  `ivrserver.pbx.ami_events`, or a raw header dict; untracked event types are ignored cheaply):
+  synchronous, the writer task persists what changed (the server's path, from its event fan-out).
+  `await tracker.handle_event(event)` does the same and, with `write_delay` 0, writes before it
+  returns.
 - `await tracker.report(uniqueid, CallFacts(...))` from the FastAGI side (agi_uniqueid of the channel
   running the script): customer identified, IVR step taken, routing reason, self-served, failure;
   callbacks/notifications report `kind` the same way for the channel they originated (ChannelId).
-- `await tracker.sweep()` periodically (run() does it) ends calls whose Hangup was never seen.
+- `await tracker.sweep()` periodically (`run()` does it) ends calls whose Hangup was never seen.
 
 A call gets a contact record (outcome in_progress) as soon as it is worth one (the IVR reported it,
 it joined a queue, reached an agent or failed to originate); `call_by_linkedid` maps its Linkedid to
@@ -119,14 +121,20 @@ class ContactTracker:
             return known
         return contact_id_of_call(self.keys, linkedid)
 
+    def _fold(self, event: AmiCallEvent | Mapping[str, str] | object, now: float) -> list[CallState]:
+        call_event = ct.event_from_headers(event) if isinstance(event, Mapping) else ct.event_from_object(event)
+        return self.book.on_event(call_event, now) if call_event is not None else []
+
+    def on_event(self, event: AmiCallEvent | Mapping[str, str] | object) -> None:
+        """Fold one AMI event without waiting for any write: the writer task persists the change."""
+        now = self.clock()
+        for state in self._fold(event, now):
+            self._defer(state, now)
+
     async def handle_event(self, event: AmiCallEvent | Mapping[str, str] | object,
                            now: float | None = None) -> None:
-        is_headers = isinstance(event, Mapping)
-        call_event = ct.event_from_headers(event) if is_headers else ct.event_from_object(event)
-        if call_event is None:
-            return
         now = self.clock() if now is None else now
-        for state in self.book.on_event(call_event, now):
+        for state in self._fold(event, now):
             await self._changed(state, now)
 
     async def report(self, uniqueid: str, facts: CallFacts, now: float | None = None, *,
@@ -154,35 +162,32 @@ class ContactTracker:
                         ct.outcome(state).value)
             await self._changed(state, now)
 
-    async def run(self, events: asyncio.Queue[object]) -> None:
-        """Consume events forever; a failing event is logged and skipped, never fatal."""
+    async def run(self) -> None:
+        """Sweep every `sweep_interval` forever; a failing sweep is logged, never fatal."""
         while True:
+            await asyncio.sleep(self.sweep_interval)
             try:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
-                # coincides with an event, and this loop would then outlive the shutdown.
-                async with asyncio.timeout(self.sweep_interval):
-                    event = await events.get()
-            except TimeoutError:
-                event = None
-            try:
-                if event is not None:
-                    await self.handle_event(event)
-                if self.clock() - self._last_sweep >= self.sweep_interval:
-                    await self.sweep()
+                await self.sweep()
             except (RedisError, OSError) as exc:
                 log.error("contact history not updated (store unavailable): %s", exc)
             except Exception:
-                log.exception("contact tracking failed on an event; continuing")
+                log.exception("contact tracking sweep failed; continuing")
 
     async def _changed(self, state: CallState, now: float, *, in_ivr: bool = False) -> None:
         """A call's state changed: write it now, or (write_delay > 0) queue it for the writer."""
         if self.write_delay <= 0:
             await self._persist(state, now)
             return
+        self._defer(state, now, in_ivr=in_ivr)
+
+    def _defer(self, state: CallState, now: float, *, in_ivr: bool = False) -> None:
+        """Queue a change for the writer task (at once when `write_delay` is 0)."""
         linkedid = state.linkedid
         if linkedid not in self._contact_ids and not state.interesting:
             return  # nothing worth a record yet: no write to queue
-        if linkedid in self._linked:
+        if self.write_delay <= 0:
+            due = now
+        elif linkedid in self._linked:
             due = now + self.write_delay
         else:
             # creation: after a few ms to take in the burst of the same moment (a hang-up seen by

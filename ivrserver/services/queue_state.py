@@ -7,17 +7,12 @@ so every instance has the same view.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
 
 from ivrserver.domain.callbacks import QueueEntry
 from ivrserver.pbx import ami_events as ev
 from ivrserver.pbx.asterisk_conf import ivr_queue
-
-log = logging.getLogger("ivrserver.queue_state")
 
 
 class QueueState:
@@ -31,6 +26,7 @@ class QueueState:
         self._members: dict[str, set[str]] = {}  # queue → agent ids
 
     def handle(self, event: object) -> None:
+        """Fold one AMI event (every event comes here: the app's fan-out calls it in place)."""
         if isinstance(event, ev.QueueCallerJoin):
             if (queue := ivr_queue(event.queue)) is not None:
                 self._waiting.setdefault(queue, {})[event.uniqueid] = QueueEntry(event.uniqueid, self._clock(),
@@ -51,11 +47,3 @@ class QueueState:
         """(live callers waiting in `queue`, how many of its agents are free now)."""
         live = list(self._waiting.get(queue, {}).values())
         return live, await self._free_agents(self._members.get(queue, set()))
-
-    async def run(self, events: asyncio.Queue[Any]) -> None:
-        while True:
-            event = await events.get()
-            try:
-                self.handle(event)
-            except Exception:
-                log.exception("queue state: cannot fold event")

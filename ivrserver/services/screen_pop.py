@@ -88,6 +88,15 @@ class ScreenPopService:
         """`PJSIP/agent1003-0000002a` (or the interface itself) → the agent."""
         return self._by_endpoint.get(_LEG_SUFFIX.sub("", channel)) or self._by_endpoint.get(channel)
 
+    def wants(self, event: object) -> bool:
+        """Whether `handle` can act on the event (the fan-out's filter): from the event alone, no
+        state, so an event never misses its pop because the ring before it is still queued."""
+        if isinstance(event, ev.Hangup):
+            return self.agent_for_channel(event.channel) is not None
+        if isinstance(event, (ev.DialBegin, ev.DialEnd)):
+            return self.agent_for_channel(event.dest_channel) is not None
+        return isinstance(event, (ev.AgentCalled, ev.AgentConnect, ev.AgentRingNoAnswer))
+
     async def handle(self, event: object) -> None:
         if isinstance(event, ev.AgentCalled):
             agent = self.agent_for_channel(event.interface) or self.agent_for_channel(event.dest_channel)
