@@ -1,6 +1,10 @@
 """AMI adapter: panoramisk 1.4 behind a thin wrapper that fixes its traps.
 
 - UTF-8 is decoded incrementally (panoramisk drops characters split across TCP reads).
+- Unsolicited events (no ActionID: the call events every feature folds) are framed and parsed
+  here into plain header dicts; panoramisk builds a case-insensitive `Message` per event and
+  matches it against its callback patterns, which made AMI parsing ~10 % of ivrserver's CPU per
+  hotline call. Responses and the events that answer an action still go through panoramisk.
 - Event callbacks stay synchronous and only `put_nowait` typed events into one bounded queue,
   consumed by one task (a raising callback would drop the connection; coroutine callbacks lose
   their exceptions).
@@ -17,6 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import unquote
 
 from panoramisk import Manager
 from panoramisk.ami_protocol import AMIProtocol
@@ -38,6 +43,33 @@ class AmiError(Exception):
     """An action failed, timed out, or AMI is not connected."""
 
 
+EOL = "\r\n"
+
+
+def parse_headers(text: str) -> dict[str, Any]:
+    """One AMI message's `Key: value` lines as panoramisk's `Message.from_line` reads them: a
+    repeated key gives a list of its values (ChanVariable), lines without ': ' are skipped."""
+    headers: dict[str, Any] = {}
+    for line in text.split(EOL):
+        key, sep, value = line.partition(": ")
+        if not sep:
+            continue
+        if key.lower() == "result":  # panoramisk URL-unquotes this one header
+            value = unquote(value).strip()
+        if key in headers:
+            known = headers[key]
+            headers[key] = [*known, value] if isinstance(known, list) else [known, value]
+        else:
+            headers[key] = value
+    return headers
+
+
+def _unsolicited_event(message: str) -> bool:
+    # An event answering an action (QueueStatus lists, OriginateResponse) carries its ActionID and
+    # belongs to panoramisk, which resolves the action's future with it.
+    return message.startswith("Event: ") and "\nactionid:" not in message.lower()
+
+
 class _Protocol(AMIProtocol):
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -50,8 +82,25 @@ class _Protocol(AMIProtocol):
         text = self._decoder.decode(data)
         if not text:
             return
-        # Re-enter panoramisk's framing with already-decoded text.
-        super().data_received(text.encode("utf-8"))
+        if self.version is None or not isinstance(factory, _Manager):
+            super().data_received(text.encode("utf-8"))  # the banner: panoramisk reads the version
+            return
+        # panoramisk's framing (messages end with a blank line; the tail waits in self.queue)
+        if self.queue:
+            text = self.queue.popleft() + text
+        messages = text.split(EOL + EOL)
+        self.queue.append(messages.pop())
+        for raw in messages:
+            message = raw.strip()  # Asterisk sometimes sends a single EOL between messages
+            if _unsolicited_event(message):
+                headers = parse_headers(message)
+                if str(headers.get("Event", "")).lower() == "shutdown":
+                    self.connection_lost(Message(headers))  # as panoramisk does: close, reconnect
+                factory.client.on_headers(headers)
+            else:
+                parsed = Message.from_line(message)
+                if parsed is not None:
+                    self.handle_message(parsed)
 
 
 class _Manager(Manager):  # type: ignore[misc]
@@ -132,7 +181,7 @@ class AmiClient:
 
     def feed(self, headers: Mapping[str, Any]) -> None:
         """Parse and queue one event-shaped message (e.g. from an action's event list)."""
-        self._dispatch(None, headers)  # type: ignore[arg-type]
+        self.on_headers(dict(headers.items()))
 
     async def close(self) -> None:
         for task in list(self._hook_tasks):
@@ -178,9 +227,13 @@ class AmiClient:
         if self.metrics is not None:
             self.metrics.ami_connected.set(0)
 
-    def _dispatch(self, manager: Any, message: Message | Mapping[str, Any]) -> None:
+    def _dispatch(self, manager: Any, message: Message) -> None:
+        """panoramisk's callback for the events it framed itself (those before the banner was read)."""
+        self.on_headers(dict(message.items()))
+
+    def on_headers(self, headers: dict[str, Any]) -> None:
+        """One event's headers (plain dict, as `parse_headers` gives them) → typed event → `events`."""
         try:
-            headers = dict(message.items())
             name = str(headers.get("Event", ""))
             event = ami_events.parse_event(headers)
             if event is None:
@@ -191,7 +244,7 @@ class AmiClient:
         except AmiParseError as exc:
             log.warning("AMI event rejected", extra={"error": str(exc)})
             if self.metrics is not None:
-                self.metrics.ami_parse_errors.labels(str(message.get("Event", "?"))).inc()
+                self.metrics.ami_parse_errors.labels(str(headers.get("Event", "?"))).inc()
         except asyncio.QueueFull:
             if self.metrics is not None:
                 self.metrics.ami_dropped.inc()

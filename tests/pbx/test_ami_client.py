@@ -11,10 +11,11 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
+from panoramisk.message import Message
 
 from ivrserver.config import AmiSettings
 from ivrserver.pbx import ami_events
-from ivrserver.pbx.ami import AmiClient, AmiError
+from ivrserver.pbx.ami import AmiClient, AmiError, parse_headers
 
 BANNER = b"Asterisk Call Manager/9.0.0\r\n"
 # Recorded from Asterisk 22.10 (manager_channels.c / app_queue.c), IDs shortened.
@@ -57,7 +58,10 @@ class Peer:
 async def read_action(reader: asyncio.StreamReader) -> dict[str, str]:
     headers: dict[str, str] = {}
     while True:
-        line = (await reader.readline()).decode().rstrip("\r\n")
+        raw = await reader.readline()
+        if not raw:
+            raise EOFError("the client closed the connection")
+        line = raw.decode().rstrip("\r\n")
         if not line:
             if headers:
                 return headers
@@ -107,6 +111,70 @@ async def test_events_are_typed_and_utf8_split_across_reads_survives() -> None:
         assert event.dest_channel == "PJSIP/agent1001-00000002"
         await asyncio.sleep(0.1)
         assert client.events.empty()
+    finally:
+        await client.close()
+        await peer.stop()
+
+
+@pytest.mark.parametrize("raw", [
+    AGENT_CALLED.decode().strip(),
+    "Event: Hangup\r\nPrivilege: call,all\r\nChannel: PJSIP/callers-00000001\r\nUniqueid: 1.1\r\nLinkedid: 1.1\r\n"
+    "Cause: 16\r\nCause-txt: Normal Clearing",
+    "Event: UserEvent\r\nUserEvent: CallbackResult\r\nCB_ID: cb-1\r\nStatus: ANSWER\r\nResult: \"quoted\" ",
+    "Event: X\r\nno colon here\r\nA: 1\r\nA: 2\r\nA: 3\r\nB: x: y\r\nEmpty: ",
+])
+def test_event_headers_are_parsed_as_panoramisk_parses_them(raw: str) -> None:
+    """The fast path for unsolicited events must read exactly what panoramisk's Message would."""
+    theirs = {k: v for k, v in Message.from_line(raw).items() if k != "content"}  # Message adds the body
+    assert parse_headers(raw) == theirs
+
+
+async def test_events_and_action_replies_interleaved_reach_their_destinations() -> None:
+    """An action's event list (events with its ActionID) resolves the action, unsolicited events
+    between them go to `events`, in any split of the stream; Shutdown makes the client reconnect."""
+    unsolicited = (b"Event: Newchannel\r\nChannel: PJSIP/callers-00000009\r\nCallerIDNum: 15550009\r\n"
+                   b"Uniqueid: 9.9\r\nLinkedid: 9.9\r\n\r\n")
+
+    async def script(reader, writer):
+        await login_ok(reader, writer)
+        if peer.connections > 1:
+            await asyncio.sleep(5)  # the reconnection after Shutdown: logged in is all it needs
+            return
+        while (action := await read_action(reader))["Action"] != "QueueStatus":  # answer the pinger meanwhile
+            writer.write(f"Response: Success\r\nActionID: {action['ActionID']}\r\nPing: Pong\r\n\r\n".encode())
+        aid = action["ActionID"]
+        stream = (f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\nMessage: Queue status\r\n\r\n"
+                  f"Event: QueueMember\r\nActionID: {aid}\r\nQueue: vip\r\nName: agent1001\r\n"
+                  f"Interface: PJSIP/agent1001\r\nStatus: 1\r\nPaused: 0\r\n\r\n").encode() + unsolicited + (
+                  f"Event: QueueStatusComplete\r\nActionID: {aid}\r\nEventList: Complete\r\nListItems: 1\r\n\r\n"
+                  ).encode() + AGENT_CALLED
+        for i in range(0, len(stream), 37):  # every message split somewhere
+            writer.write(stream[i:i + 37])
+            await writer.drain()
+            await asyncio.sleep(0.001)
+        writer.write(b"Event: Shutdown\r\nPrivilege: system,all\r\nShutdown: Uncleanly\r\nRestart: True\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    peer = Peer(script)
+    port = await peer.start()
+    # no watchdog within the test: the reconnection can only come from the Shutdown event
+    client = AmiClient(AmiSettings(host="127.0.0.1", port=port, ping_interval=10, silence_timeout=30,
+                                   action_timeout=1.0))
+    await client.start()
+    try:
+        assert await client.wait_logged_in(2)
+        reply = await client.action("QueueStatus", timeout=2)
+        assert [m.get("Event") for m in reply[1:]] == ["QueueMember", "QueueStatusComplete"]
+        first = await asyncio.wait_for(client.events.get(), 2)
+        second = await asyncio.wait_for(client.events.get(), 2)
+        assert isinstance(first, ami_events.Newchannel) and first.caller_id_num == "15550009"
+        assert isinstance(second, ami_events.AgentCalled) and second.caller_id_name == "José Müller"
+        for _ in range(100):
+            if peer.connections >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert peer.connections >= 2  # Shutdown closed the connection; panoramisk reconnected
     finally:
         await client.close()
         await peer.stop()
