@@ -32,6 +32,9 @@ MAX_ARGS = 128
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,79}$")
 _ESCAPE_DIGITS = re.compile(r"^[0-9*#]*$")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}$")
+_HEADER_NAME = re.compile(r"agi_[a-z0-9_]+")
+_VERB = re.compile(r"[A-Z]+( [A-Z]+)*")
+_DATA_TAIL = re.compile(r"(\s+\w+=\S*)*\s*")  # what may follow the ')' closing a reply's data
 
 
 class AgiEncodingError(ValueError):
@@ -87,7 +90,7 @@ class AgiRequest:
 def parse_header_line(line: str) -> tuple[str, str]:
     """`agi_callerid: 15550001` → ("callerid", "15550001")."""
     name, sep, value = line.partition(":")
-    if not sep or not name.startswith("agi_") or not re.fullmatch(r"agi_[a-z0-9_]+", name):
+    if not sep or not name.startswith("agi_") or not _HEADER_NAME.fullmatch(name):
         raise AgiProtocolError(f"not an AGI header line: {line[:80]!r}")
     return name[4:], value.strip()
 
@@ -141,7 +144,7 @@ def check_sound(name: str) -> str:
 
 def command(verb: str, *args: str | int) -> bytes:
     """Build one command line. `verb` is a constant of ours (e.g. 'STREAM FILE')."""
-    if not re.fullmatch(r"[A-Z]+( [A-Z]+)*", verb):
+    if not _VERB.fullmatch(verb):
         raise AgiEncodingError(f"not an AGI verb: {verb!r}")
     parts = [verb]
     for arg in args:
@@ -192,7 +195,7 @@ def parse_reply_line(line: str) -> AgiReply:
         # A variable's value may itself hold ')' and spaces: the data runs to the last ')'
         # that is followed only by key=value pairs.
         end = tail.rfind(")")
-        while end > 0 and not re.fullmatch(r"(\s+\w+=\S*)*\s*", tail[end + 1:]):
+        while end > 0 and not _DATA_TAIL.fullmatch(tail, end + 1):
             end = tail.rfind(")", 0, end)
         if end <= 0:
             raise AgiProtocolError(f"unbalanced parentheses in reply: {line[:80]!r}")

@@ -40,6 +40,7 @@ class AgiHangup(AgiError):
     """The caller hung up (or the connection closed): stop the script."""
 
 
+HANGUP_NOTICE_WAIT = 0.1  # seconds to wait for res_agi's HANGUP after a result=-1 reply
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(_[A-Za-z0-9]{1,20})?$")
 Handler = Callable[["AgiChannel"], Awaitable[None]]
 
@@ -133,12 +134,34 @@ class AgiConnection(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
+        line = self._take()
+        return line[:-1] if line.endswith(b"\r") else line
+
+    def _take(self) -> bytes:
         line = self._lines.popleft()
         self._buffered -= len(line) + 1
         if self._reading_paused and self._buffered <= self._limit // 2:
             self._reading_paused = False
             self._transport.resume_reading()  # type: ignore[union-attr]
-        return line[:-1] if line.endswith(b"\r") else line
+        return line
+
+    async def hangup_notice(self, wait: float) -> bool:
+        """With no command in flight: whether the next line, within `wait` seconds, is the
+        out-of-band `HANGUP` (taken) — or the stream ended. Any other line stays for `readline`."""
+        if not self._lines and not self._eof and self._error is None:
+            self._waiter = self._loop.create_future()
+            timer = self._loop.call_later(wait, self._wake)
+            try:
+                await self._waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        if not self._lines:
+            return self._eof
+        if self._lines[0].rstrip(b"\r") != b"HANGUP":
+            return False
+        self._take()
+        return True
 
     async def write(self, data: bytes, timeout: float) -> None:
         """Send a command whose reply must start within `timeout` seconds (see `done`)."""
@@ -268,8 +291,14 @@ class AgiChannel:
         return chr(code) if code > 0 else None
 
     async def _failed(self, verb: str, reply: AgiReply, what: str) -> None:
-        """result=-1: a hang-up (the HANGUP notice may follow the reply) or a real failure.
-        CHANNEL STATUS tells them apart: it is refused (511) on a dead channel."""
+        """result=-1: a hang-up or a real failure. res_agi writes its HANGUP notice right after the
+        reply of the command the hang-up cut short: wait briefly for it (a round trip saved on most
+        calls: callers hang up mid-prompt); without it, CHANNEL STATUS tells them apart, being
+        refused (511) on a dead channel."""
+        if not self.hungup:
+            async with self._lock:
+                if self._closed or await self._conn.hangup_notice(HANGUP_NOTICE_WAIT):
+                    self.hungup = True
         if not self.hungup:
             with contextlib.suppress(AgiHangup, AgiError):
                 await self.send("CHANNEL STATUS")

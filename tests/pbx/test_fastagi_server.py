@@ -238,6 +238,38 @@ async def test_minus_one_is_told_apart_by_a_channel_status_probe(server: FastAgi
     assert results == [expected]
 
 
+@pytest.mark.parametrize("delay", [None, 0.0, 0.03])
+async def test_a_hangup_notice_right_after_minus_one_needs_no_probe(server: FastAgiServer,
+                                                                     delay: float | None) -> None:
+    """res_agi writes HANGUP just after the -1 reply of the prompt the hang-up cut short: in the same
+    segment (None), its own segment (0) or a little later; no CHANNEL STATUS round trip then."""
+    results: list[str] = []
+
+    async def handler(ch: AgiChannel) -> None:
+        try:
+            await ch.stream_file("vm-press", "123")
+        except AgiHangup:
+            results.append("hangup")
+        await ch.set_variable("IVR_REASON", "after")  # dead-safe: still sent after the hang-up
+
+    server.route("hotline", handler)
+    reader, writer = await open_call(server)
+    await expect(reader, b'STREAM FILE "vm-press" "123"\n')
+    if delay is None:
+        writer.write(b"200 result=-1 endpos=0\nHANGUP\n")
+    else:
+        writer.write(b"200 result=-1 endpos=0\n")
+        await writer.drain()
+        await asyncio.sleep(delay)
+        writer.write(b"HANGUP\n")
+    await writer.drain()
+    await expect(reader, b'SET VARIABLE "IVR_REASON" "after"\n')
+    writer.write(b"200 result=1\n")
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 2) == b""
+    assert results == ["hangup"]
+
+
 async def test_reply_split_across_reads_and_crlf_lines(server: FastAgiServer) -> None:
     """TCP may cut a reply anywhere: lines are put back together, a CR before the LF is dropped."""
     results: list[object] = []
