@@ -13,7 +13,8 @@ import redis.asyncio as aioredis
 from ivrserver.commands import menus as cli
 from ivrserver.domain.menu_engine import PathEvent, PathKind
 from ivrserver.domain.menu_stats import CallPath
-from ivrserver.store import callpath
+from ivrserver.store import call_context, callpath
+from ivrserver.store.call_context import CallContext
 from ivrserver.store.keys import Keys
 
 DAY = 86400
@@ -36,6 +37,24 @@ async def test_record_and_read_back(redis_client: aioredis.Redis, keys: Keys) ->
     ttl = await redis_client.ttl(keys.ivr_path("c1"))
     assert 30 * DAY - 5 <= ttl <= 30 * DAY
     assert await redis_client.ttl(keys.ivr_calls("hotline")) > 0
+
+
+async def test_record_saves_the_call_context_in_the_same_script(redis_client: aioredis.Redis, keys: Keys) -> None:
+    recorder = callpath.RedisPathRecorder(redis_client, keys, retention_seconds=DAY)
+    ctx = CallContext(id="ctx-1", number="15550001", started_at=1000.0, routing_reason="menu",
+                      ivr_path=({"kind": "enter", "node": "main"},))
+    await recorder.record(call("c1", 1000.0), context=call_context.as_write(keys, ctx, ttl=600))
+    assert await callpath.read_path(redis_client, keys, "c1") == call("c1", 1000.0)
+    assert await call_context.load(redis_client, keys, "ctx-1") == ctx
+    assert 595 <= await redis_client.ttl(keys.call_context("ctx-1")) <= 600
+
+
+async def test_a_very_long_path_is_written_whole(redis_client: aioredis.Redis, keys: Keys) -> None:
+    """A caller wandering the menu for an hour: more list items than one Lua unpack() can take."""
+    events = tuple(PathEvent(PathKind.KEY, "main", 1000.0 + i, key="9", target="goto:main") for i in range(9000))
+    long = CallPath("c-long", "hotline", "abc123", 1000.0, events)
+    await callpath.RedisPathRecorder(redis_client, keys, retention_seconds=DAY).record(long)
+    assert await callpath.read_path(redis_client, keys, "c-long") == long
 
 
 async def test_recording_twice_replaces_the_path(redis_client: aioredis.Redis, keys: Keys) -> None:

@@ -150,11 +150,10 @@ class HotlineService:
                           ivr_path=path)
         try:
             # the IVR path and the context in one round trip, before the dialplan rings an agent
-            async with self._redis.pipeline(transaction=False) as pipe:
-                if recorded is not None:
-                    self._recorder.add_to(pipe, recorded)
-                call_context.add_to(pipe, self._keys, ctx)
-                await pipe.execute()
+            if recorded is not None:
+                await self._recorder.record(recorded, context=call_context.as_write(self._keys, ctx))
+            else:
+                await call_context.save(self._redis, self._keys, ctx)
         except (RedisError, OSError) as exc:
             log.error("call context and IVR path not saved; the agent's pop will be thin",
                       extra={"error": str(exc)})

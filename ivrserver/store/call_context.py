@@ -11,7 +11,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
 
 from ivrserver.store.keys import Keys
 
@@ -50,9 +49,10 @@ async def save(redis: aioredis.Redis, keys: Keys, ctx: CallContext, ttl: int = T
     await redis.set(keys.call_context(ctx.id), ctx.to_json(), ex=ttl)
 
 
-def add_to(pipe: Pipeline, keys: Keys, ctx: CallContext, ttl: int = TTL_SECONDS) -> None:
-    """Queue the save on `pipe` (the hotline writes the context and the IVR path in one round trip)."""
-    pipe.set(keys.call_context(ctx.id), ctx.to_json(), ex=ttl)
+def as_write(keys: Keys, ctx: CallContext, ttl: int = TTL_SECONDS) -> tuple[str, str, int]:
+    """(key, JSON, TTL) of the save, for a writer that saves it with other data in one round trip
+    (the hotline: with the IVR path, `callpath.RedisPathRecorder.record(context=...)`)."""
+    return keys.call_context(ctx.id), ctx.to_json(), ttl
 
 
 async def load(redis: aioredis.Redis, keys: Keys, context_id: str) -> CallContext | None:

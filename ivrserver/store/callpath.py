@@ -7,8 +7,10 @@ Layout (names from store/keys.py):
   retention are trimmed on every write.
 - `announcement(menu)`: STRING, comma-separated sound names played at entry while it exists.
 
-A call's path is written in ONE pipelined round trip when the call leaves the menu (before the
-dialplan takes over, so the screen-pop can read it as soon as an agent rings).
+A call's path is written in ONE round trip when the call leaves the menu (before the dialplan
+takes over, so the screen-pop can read it as soon as an agent rings), by one script that can
+also save the call's context (`record(path, context=...)`): one command for redis-py to send and
+parse instead of seven in a pipeline.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from ivrserver.domain.menu_engine import PathEvent, PathKind
 from ivrserver.domain.menu_stats import CallPath
+from ivrserver.store import scripts
 from ivrserver.store.keys import Keys
 
 ANNOUNCEMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
@@ -52,29 +54,44 @@ def decode_event(raw: str) -> PathEvent | None:
         return None
 
 
+# KEYS: path list, menu index[, context]; ARGV: retention, call id, start, trim bound, context TTL,
+# context JSON ('' with no context key), then the list items (header, events)
+_SAVE_PATH = scripts.declare("""
+local retention = tonumber(ARGV[1])
+redis.call('DEL', KEYS[1])
+for i = 7, #ARGV, 1000 do  -- in chunks: unpack() of a long path would overflow Lua's C stack
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+redis.call('EXPIRE', KEYS[1], retention)
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
+redis.call('EXPIRE', KEYS[2], retention)
+if KEYS[3] then
+  redis.call('SET', KEYS[3], ARGV[6], 'EX', tonumber(ARGV[5]))
+end
+return 1
+""")
+
+
 class RedisPathRecorder:
     def __init__(self, redis: Redis, keys: Keys, retention_seconds: int) -> None:
         self.redis = redis
         self.keys = keys
         self.retention = int(retention_seconds)
 
-    async def record(self, path: CallPath) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            self.add_to(pipe, path)
-            await pipe.execute()
-
-    def add_to(self, pipe: Pipeline, path: CallPath) -> None:
-        """Queue the path's writes on `pipe`, to share a round trip with the call's other writes."""
-        key = self.keys.ivr_path(path.call_id)
-        index = self.keys.ivr_calls(path.menu)
+    async def record(self, path: CallPath, *, context: tuple[str, str, int] | None = None) -> None:
+        """Write the path (replacing an earlier one of the same call) and index it by start time;
+        `context` = (key, JSON, TTL seconds) is saved in the same script run."""
         header = json.dumps({"call": path.call_id, "menu": path.menu, "version": path.version,
                              "started_at": path.started_at}, separators=(",", ":"))
-        pipe.delete(key)
-        pipe.rpush(key, header, *[encode_event(e) for e in path.events])
-        pipe.expire(key, self.retention)
-        pipe.zadd(index, {path.call_id: path.started_at})
-        pipe.zremrangebyscore(index, "-inf", f"({path.started_at - self.retention}")
-        pipe.expire(index, self.retention)
+        keys = [self.keys.ivr_path(path.call_id), self.keys.ivr_calls(path.menu)]
+        ttl, document = 0, ""
+        if context is not None:
+            key, document, ttl = context
+            keys.append(key)
+        await scripts.script(self.redis, _SAVE_PATH)(keys=keys, args=[
+            self.retention, path.call_id, repr(path.started_at), f"({path.started_at - self.retention!r}", int(ttl),
+            document, header, *[encode_event(e) for e in path.events]])
 
 
 def _parse(raw: Sequence[str]) -> CallPath | None:
