@@ -116,7 +116,7 @@ def quote(value: str) -> str:
 
     A newline cannot be escaped in AGI, so CR, LF and NUL are refused outright.
     """
-    if any(c in value for c in "\r\n\x00"):
+    if "\n" in value or "\r" in value or "\x00" in value:
         raise AgiEncodingError("CR, LF and NUL cannot be sent in an AGI argument")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

@@ -145,6 +145,14 @@ class AgiConnection(asyncio.Protocol):
             self._transport.resume_reading()  # type: ignore[union-attr]
         return line
 
+    def buffered_line(self) -> bytes | None:
+        """The next line if one is already complete (as `readline` returns it), else None: the
+        header block arrives in one read, and its ~20 lines need no coroutine each."""
+        if not self._lines or self._error is not None or self._expired:
+            return None
+        line = self._take()
+        return line[:-1] if line.endswith(b"\r") else line
+
     async def hangup_notice(self, wait: float) -> bool:
         """With no command in flight: whether the next line, within `wait` seconds, is the
         out-of-band `HANGUP` (taken) — or the stream ended. Any other line stays for `readline`."""
@@ -431,7 +439,9 @@ class FastAgiServer:
     async def _read_request(self, conn: AgiConnection) -> AgiRequest | None:
         headers: dict[str, str] = {}
         while True:
-            raw = await conn.readline()
+            raw = conn.buffered_line()
+            if raw is None:
+                raw = await conn.readline()
             if raw is None:
                 return None  # connect-and-close (health check, port scan): nothing to do
             line = raw.decode("utf-8", errors="replace")

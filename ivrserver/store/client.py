@@ -3,7 +3,8 @@
 redis-py (6.x) bounds every command *write* with `asyncio.wait_for` when `socket_timeout` is set,
 which wraps each send in a new Task: about 6 % of ivrserver's CPU per call in the end-to-end
 benchmark. Its reads are already bounded with `asyncio.timeout`; `Connection` here bounds the
-write the same way, with the same errors and disconnect-on-failure as redis-py's own code.
+write the same way, with the same errors and disconnect-on-failure as redis-py's own code, and
+only when the command did not leave at once (a backlog in the socket buffer).
 
 Replies are parsed by hiredis (redis-py picks its parser when hiredis is installed), and
 `Connection` packs commands with `hiredis.pack_command` as redis-py's synchronous client does:
@@ -47,9 +48,11 @@ class Connection(aioredis.Connection):
             command = command.encode()
         chunks = [command] if isinstance(command, bytes) else command
         try:
-            async with asyncio.timeout(self.socket_timeout):
-                self._writer.writelines(chunks)
-                await self._writer.drain()
+            self._writer.writelines(chunks)
+            # A command almost always leaves in that call: only a backlog needs drain() and its timer.
+            if self._writer.transport.get_write_buffer_size() or self._writer.transport.is_closing():
+                async with asyncio.timeout(self.socket_timeout):
+                    await self._writer.drain()
         except TimeoutError:
             await self.disconnect(nowait=True)
             raise RedisTimeoutError("Timeout writing to socket") from None
