@@ -208,6 +208,26 @@ async def test_stop_drains_then_hands_calls_back(server: FastAgiServer) -> None:
     assert not server.serving
 
 
+async def prompt_call(server: FastAgiServer, results: list[str], *, then_set: bool = False):
+    """A call whose handler plays one prompt and records how it ended ("hangup" / "error"); with
+    `then_set` it then sets IVR_REASON (dead-safe: sent after a hang-up too). Returns at the prompt."""
+
+    async def handler(ch: AgiChannel) -> None:
+        try:
+            await ch.stream_file("vm-press", "123")
+        except AgiHangup:
+            results.append("hangup")
+        except AgiError:
+            results.append("error")
+        if then_set:
+            await ch.set_variable("IVR_REASON", "after")
+
+    server.route("hotline", handler)
+    reader, writer = await open_call(server)
+    await expect(reader, b'STREAM FILE "vm-press" "123"\n')
+    return reader, writer
+
+
 @pytest.mark.parametrize(("probe_reply", "expected"), [
     (b"511 Command Not Permitted on a dead channel or intercept routine\n", "hangup"),
     (b"HANGUP\n200 result=6\n", "hangup"),
@@ -217,18 +237,7 @@ async def test_minus_one_is_told_apart_by_a_channel_status_probe(server: FastAgi
                                                                   expected: str) -> None:
     """res_agi answers -1 when the caller hangs up mid-prompt, and the HANGUP notice may come later."""
     results: list[str] = []
-
-    async def handler(ch: AgiChannel) -> None:
-        try:
-            await ch.stream_file("vm-press", "123")
-        except AgiHangup:
-            results.append("hangup")
-        except AgiError:
-            results.append("error")
-
-    server.route("hotline", handler)
-    reader, writer = await open_call(server)
-    await expect(reader, b'STREAM FILE "vm-press" "123"\n')
+    reader, writer = await prompt_call(server, results)
     writer.write(b"200 result=-1 endpos=0\n")
     await writer.drain()
     await expect(reader, b"CHANNEL STATUS\n")
@@ -244,17 +253,7 @@ async def test_a_hangup_notice_right_after_minus_one_needs_no_probe(server: Fast
     """res_agi writes HANGUP just after the -1 reply of the prompt the hang-up cut short: in the same
     segment (None), its own segment (0) or a little later; no CHANNEL STATUS round trip then."""
     results: list[str] = []
-
-    async def handler(ch: AgiChannel) -> None:
-        try:
-            await ch.stream_file("vm-press", "123")
-        except AgiHangup:
-            results.append("hangup")
-        await ch.set_variable("IVR_REASON", "after")  # dead-safe: still sent after the hang-up
-
-    server.route("hotline", handler)
-    reader, writer = await open_call(server)
-    await expect(reader, b'STREAM FILE "vm-press" "123"\n')
+    reader, writer = await prompt_call(server, results, then_set=True)
     if delay is None:
         writer.write(b"200 result=-1 endpos=0\nHANGUP\n")
     else:

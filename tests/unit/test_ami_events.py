@@ -3,19 +3,12 @@
 import pytest
 
 from ivrserver.pbx import ami_events as ev
+from ivrserver.pbx.ami import parse_headers
 
 
 def headers(transcript: str) -> dict[str, object]:
-    """Parse a transcript the way panoramisk does: repeated headers become a list."""
-    out: dict[str, object] = {}
-    for line in transcript.strip().splitlines():
-        key, _, value = line.partition(": ")
-        if key in out:
-            prev = out[key]
-            out[key] = [*prev, value] if isinstance(prev, list) else [prev, value]
-        else:
-            out[key] = value
-    return out
+    """Parse a transcript as the AMI adapter does (panoramisk's rules: repeated headers become a list)."""
+    return parse_headers(transcript.strip().replace("\n", "\r\n"))
 
 
 DIAL_BEGIN_QUEUE = """
