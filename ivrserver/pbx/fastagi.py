@@ -134,6 +134,9 @@ class AgiConnection(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
+        return self._take_line()
+
+    def _take_line(self) -> bytes:
         line = self._take()
         return line[:-1] if line.endswith(b"\r") else line
 
@@ -150,8 +153,7 @@ class AgiConnection(asyncio.Protocol):
         header block arrives in one read, and its ~20 lines need no coroutine each."""
         if not self._lines or self._error is not None or self._expired:
             return None
-        line = self._take()
-        return line[:-1] if line.endswith(b"\r") else line
+        return self._take_line()
 
     async def hangup_notice(self, wait: float) -> bool:
         """With no command in flight: whether the next line, within `wait` seconds, is the

@@ -103,7 +103,6 @@ class ContactTracker:
         self._owned: set[str] = set()  # linkedids this instance took over with FastAGI facts
         self._linked: set[str] = set()  # linkedids of calls in progress whose link this instance wrote
         self._in_ivr: set[str] = set()  # linkedids of calls without a record yet, still in the menu
-        self._last_sweep = clock()
         self.write_delay = write_delay
         self.retry_delay = retry_delay
         # deferred writes: linkedid → (newest state, when to write it); one writer task drains it
@@ -156,7 +155,6 @@ class ContactTracker:
 
     async def sweep(self, now: float | None = None) -> None:
         now = self.clock() if now is None else now
-        self._last_sweep = now
         for state in self.book.expire(now, self.max_call_age):
             log.warning("call %s ended without a Hangup seen; recorded as %s", state.linkedid,
                         ct.outcome(state).value)
