@@ -3,8 +3,9 @@
 - UTF-8 is decoded incrementally (panoramisk drops characters split across TCP reads).
 - Unsolicited events (no ActionID: the call events every feature folds) are framed and parsed
   here into plain header dicts; panoramisk builds a case-insensitive `Message` per event and
-  matches it against its callback patterns, which made AMI parsing ~10 % of ivrserver's CPU per
-  hotline call. Responses and the events that answer an action still go through panoramisk.
+  matches it against its callback patterns, ~10 % of ivrserver's profiled time per hotline call
+  (bench/e2e_bench.py --cprofile). Responses and the events that answer an action still go
+  through panoramisk.
 - Event callbacks stay synchronous and only `put_nowait` typed events into one bounded queue,
   consumed by one task (a raising callback would drop the connection; coroutine callbacks lose
   their exceptions).
@@ -228,7 +229,8 @@ class AmiClient:
             self.metrics.ami_connected.set(0)
 
     def _dispatch(self, manager: Any, message: Message) -> None:
-        """panoramisk's callback for the events it framed itself (those before the banner was read)."""
+        """panoramisk's callback for the events it framed and dispatched itself: any in the banner's
+        read, and events with an ActionID that no waiting action claimed."""
         self.on_headers(dict(message.items()))
 
     def on_headers(self, headers: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ Two kinds of subscriber:
   features that do I/O per event (agent state writes, screen-pops); `accepts` keeps the events it
   would ignore out of it, so a caller's Newchannel or Hangup wakes no agent-side task.
 
-A hotline call's two AMI events used to wake five consumer tasks each; now they wake none.
+A hotline call's two AMI events used to wake five consumer tasks each; now only the fan-out's own.
 A failing handler is logged and the others still run; a full queue loses the event (counted),
 it never blocks the others or the AMI reader.
 """
