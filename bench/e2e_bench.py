@@ -107,17 +107,12 @@ class Step:
 
 def metric_total(web_port: int, name: str) -> float:
     """Sum of all samples of one metric on ivrserver's /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return sum(metric_by_label(web_port, name).values())
 
 
 def metric_by_label(web_port: int, name: str) -> collections.Counter[str]:
-    """One metric's samples by their (first) label value, e.g. AGI commands by command."""
+    """One metric's samples by their (first) label value, e.g. AGI commands by command ('' for a
+    sample without labels)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as response:
         text = response.read().decode()
     counts: collections.Counter[str] = collections.Counter()
@@ -125,6 +120,8 @@ def metric_by_label(web_port: int, name: str) -> collections.Counter[str]:
         if line.startswith(name + "{"):
             labels, value = line[len(name) + 1:].rsplit(" ", 1)
             counts[labels.split('"')[1] if '"' in labels else labels] += float(value)
+        elif line.startswith(name + " "):
+            counts[""] += float(line.rsplit(" ", 1)[1])
     return counts
 
 

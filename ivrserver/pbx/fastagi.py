@@ -151,9 +151,7 @@ class AgiConnection(asyncio.Protocol):
     def buffered_line(self) -> bytes | None:
         """The next line if one is already complete (as `readline` returns it), else None: the
         header block arrives in one read, and its ~20 lines need no coroutine each."""
-        if not self._lines or self._error is not None or self._expired:
-            return None
-        return self._take_line()
+        return self._take_line() if self._lines else None
 
     async def hangup_notice(self, wait: float) -> bool:
         """With no command in flight: whether the next line, within `wait` seconds, is the
