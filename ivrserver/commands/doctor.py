@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from ivrserver import config
 from ivrserver.commands import load_settings
-from ivrserver.pbx.asterisk_conf import ConfReadError, queue_names, read_conf
+from ivrserver.pbx.asterisk_conf import ConfReadError, keypress_log_channels, queue_names, read_conf
 from ivrserver.services import menu_files, routing_files
 from ivrserver.services.menus import MenuRegistry
 
@@ -30,6 +30,7 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    warning: bool = False   # ok (does not fail the exit status) but something to fix before production
 
 
 async def _check_redis(settings: config.Settings) -> Check:
@@ -168,6 +169,55 @@ def _check_routing(settings: config.Settings, conf_dir: Path) -> Check:
     return Check("routing", True, "routing policy and agents valid; every queue they name exists")
 
 
+async def _check_redis_persistence(settings: config.Settings) -> Check | None:
+    """Warn when the Redis in use keeps nothing on disk (AOF and RDB snapshots both off).
+
+    None when Redis does not answer (the `redis` check already says so). A Redis whose CONFIG
+    command is renamed, disabled or denied by an ACL cannot tell: that is a warning too.
+    """
+    client = aioredis.Redis.from_url(settings.redis.url, socket_connect_timeout=2, socket_timeout=2,
+                                     decode_responses=True)
+    try:
+        found = {**await client.config_get("appendonly"), **await client.config_get("save"),
+                 **await client.config_get("appendfsync")}
+    except aioredis.ResponseError as exc:
+        return Check("redis.persistence", True, f"cannot tell whether Redis keeps data on disk "
+                     f"(CONFIG GET refused: {str(exc)[:80]})",
+                     "make sure redis.conf sets `appendonly yes` and `appendfsync everysec`", warning=True)
+    except Exception:
+        return None
+    finally:
+        await client.aclose()
+    aof = found.get("appendonly", "").lower() == "yes"
+    save = found.get("save", "").strip()
+    if aof:
+        return Check("redis.persistence", True,
+                     f"AOF on (appendfsync {found.get('appendfsync', '?')}){f', RDB save {save}' if save else ''}")
+    if save:
+        return Check("redis.persistence", True, f"RDB snapshots only (save {save}): a crash loses the writes "
+                     "since the last snapshot; AOF (`appendonly yes`, `appendfsync everysec`) loses at most 1 s")
+    return Check("redis.persistence", True, "Redis keeps nothing on disk (appendonly no, save \"\"): a restart "
+                 "wipes every customer, case, callback and contact record",
+                 "set `appendonly yes` and `appendfsync everysec` in redis.conf (or CONFIG SET appendonly yes "
+                 "then CONFIG REWRITE)", warning=True)
+
+
+def _check_asterisk_logger(conf_dir: Path) -> Check:
+    """Warn when the user's own Asterisk writes keypresses (account numbers, PINs) to a log."""
+    path = conf_dir / "logger.conf"
+    try:
+        channels = keypress_log_channels(path)
+    except ConfReadError as exc:
+        return Check("asterisk.logger", True, f"logger.conf not checked: {exc}",
+                     "set asterisk.config_dir to Asterisk's config directory", warning=True)
+    if channels:
+        return Check("asterisk.logger", True, f"{path} logs DTMF to {', '.join(channels)}: every account "
+                     "number and PIN a caller keys in is written there",
+                     "remove `dtmf` (and `*`) from those channels in logger.conf, then `logger reload`",
+                     warning=True)
+    return Check("asterisk.logger", True, f"{path}: no log channel records DTMF")
+
+
 def _check_agi_port(settings: config.Settings) -> Check:
     with socket.socket() as s:
         try:
@@ -188,6 +238,9 @@ async def diagnose(settings: config.Settings) -> list[Check]:
     checks.append(await asyncio.to_thread(_check_menus, settings, conf_dir))
     checks.append(await asyncio.to_thread(_check_routing, settings, conf_dir))
     checks.append(_check_agi_port(settings))
+    persistence = await _check_redis_persistence(settings)
+    checks += [persistence] if persistence is not None else []
+    checks.append(await asyncio.to_thread(_check_asterisk_logger, conf_dir))
     return checks
 
 
@@ -200,8 +253,8 @@ def run_doctor(args: argparse.Namespace) -> int:
         print(json.dumps([asdict(c) for c in checks], indent=2))
     else:
         for c in checks:
-            print(f"[{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}")
-            if not c.ok and c.fix:
+            print(f"[{'FAIL' if not c.ok else 'warn' if c.warning else 'ok'}] {c.name}: {c.detail}")
+            if (not c.ok or c.warning) and c.fix:
                 print(f"       fix: {c.fix}")
     return 0 if all(c.ok for c in checks) else 1
 

@@ -96,3 +96,25 @@ def queue_names(queues_conf: str | Path, prefix: str = QUEUE_PREFIX) -> set[str]
             continue
         names.add(name[len(prefix):])
     return names
+
+
+# logger.conf levels that write every key a caller presses (account numbers, PINs): `dtmf`
+# itself and `*` ("all levels"). A channel may start with a format in brackets: `[plain]notice`.
+KEYPRESS_LEVELS = frozenset({"dtmf", "*"})
+
+
+def keypress_log_channels(logger_conf: str | Path) -> list[str]:
+    """The [logfiles] channels of logger.conf that record DTMF (e.g. `["full.log"]`).
+
+    Raises ConfReadError when the file is missing or cannot be parsed.
+    """
+    channels = []
+    for section in read_conf(logger_conf):
+        if section.name.strip().lower() != "logfiles":
+            continue
+        for channel, value in section.items:
+            levels = re.sub(r"^\s*\[[^\]]*\]", "", value)
+            names = {re.sub(r"\(.*\)$", "", part.strip()).lower() for part in levels.split(",")}
+            if names & KEYPRESS_LEVELS:
+                channels.append(channel.strip())
+    return channels
