@@ -11,13 +11,14 @@ Shape rules (types, allowed keys) are checked first by menus/schema.json in the 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import enum
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from ivrserver.domain import suggest
 
 TreePath = tuple[str | int, ...]
 
@@ -99,15 +100,7 @@ def dotted(path: TreePath) -> str:
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """'did you mean 'x'?' for the closest choice, else 'allowed: a, b, c' (short lists only)."""
-    pool = sorted(set(choices))
-    close = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
-    if close:
-        return f"did you mean '{close[0]}'?"
-    if not pool:
-        return ""
-    if len(pool) <= 12:
-        return "allowed: " + ", ".join(pool)
-    return ""
+    return suggest.did_you_mean(word, choices, list_up_to=12)
 
 
 # ---------------------------------------------------------------------------------------------

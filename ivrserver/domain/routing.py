@@ -18,7 +18,6 @@ what is allowed and, for near misses, "did you mean".
 
 from __future__ import annotations
 
-import difflib
 import enum
 import re
 from collections.abc import Collection, Mapping, Sequence
@@ -27,6 +26,7 @@ from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ivrserver.domain import suggest
 from ivrserver.domain.model import Agent, AgentState, AgentStatus, CallerSnapshot, Case, Segment, Tier
 
 # ---------------------------------------------------------------------------------------------
@@ -424,10 +424,8 @@ MAX_RING_SECONDS = 300
 
 
 def _did_you_mean(word: object, allowed: Collection[str]) -> str:
-    if not isinstance(word, str):
-        return ""
-    close = difflib.get_close_matches(word, list(allowed), n=1, cutoff=0.6)
-    return f'; did you mean "{close[0]}"?' if close else ""
+    hint = suggest.did_you_mean(word, allowed, quote='"')
+    return f"; {hint}" if hint else ""
 
 
 def _allowed(allowed: Collection[str]) -> str:

@@ -19,7 +19,6 @@ agents.yaml::
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Collection, Mapping
@@ -31,6 +30,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ivrserver.config import RoutingSettings
+from ivrserver.domain import suggest
 from ivrserver.domain.model import Agent, Tier
 from ivrserver.domain.routing import Policy, parse_policy, validate_policy
 
@@ -219,10 +219,8 @@ def _agent(raw: object, i: int, agents: Mapping[str, Agent], endpoints: Mapping[
 
 
 def _mean(word: object, allowed: Collection[str]) -> str:
-    if not isinstance(word, str):
-        return ""
-    close = difflib.get_close_matches(word, list(allowed), n=1, cutoff=0.6)
-    return f'; did you mean "{close[0]}"?' if close else ""
+    hint = suggest.did_you_mean(word, allowed, quote='"')
+    return f"; {hint}" if hint else ""
 
 
 def parse_agents(data: object) -> AgentsConfig:
