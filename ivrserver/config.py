@@ -1,8 +1,11 @@
 """Settings: frozen dataclasses, one per external system, from a YAML file plus IVRSERVER_* env.
 
 Precedence: defaults < YAML file < environment. An environment variable names a key by its path,
-upper-cased and joined with `__`: `IVRSERVER_AMI__PORT=5039` sets `ami.port`.
-Every value is validated at start; errors name the key, what was wrong and what is allowed.
+upper-cased and joined with `__`: `IVRSERVER_AMI__PORT=5039` sets `ami.port`, and the top-level
+single values have no `__`: `IVRSERVER_INSTANCE`, `IVRSERVER_EVENT_LOOP`. Any other `IVRSERVER_*`
+variable (`IVRSERVER_CONFIG`, `IVRSERVER_TOKEN`, test switches) is not a setting and is ignored.
+Every value is validated at start; errors name the key, what was wrong and what is allowed (or,
+for a near miss, "did you mean 'port'?").
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ import dataclasses
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ivrserver.domain.suggest import did_you_mean
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
@@ -231,19 +236,48 @@ def _check(key: str, value: Any, errors: list[str]) -> None:
         errors.append(f"{key}: expected a redis://, rediss:// or unix:// URL, got {value!r}")
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str] | str]:
+def _shown(text: str) -> str:
+    """A name from the environment as it may be printed: no control characters reach a terminal."""
+    return text if text.isascii() and text.isprintable() else ascii(text)[1:-1]
+
+
+def _hint(word: object, choices: Iterable[str]) -> str:
+    """'did you mean 'x'?' for a near miss, else the allowed names (every list here is short)."""
+    return did_you_mean(word, choices, list_up_to=1000)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """The settings named by IVRSERVER_* variables, and an error for each misspelt setting name.
+
+    `IVRSERVER_<SECTION>__<KEY>` sets section.key; `IVRSERVER_<NAME>` without `__` sets a
+    top-level single value (instance, event_loop) and is otherwise someone else's variable
+    (IVRSERVER_CONFIG, IVRSERVER_TOKEN of `menus reload`, the tests' IVRSERVER_KEEP_ASTERISK):
+    ignored. A name with `__` is meant as a setting, so an unknown section or key is an error.
+    """
+    hints = typing.get_type_hints(Settings)
+    sections = {f.name: hints[f.name] for f in dataclasses.fields(Settings)}
     out: dict[str, Any] = {}
+    errors: list[str] = []
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name.startswith(ENV_PREFIX + "TEST_"):
+        if not name.startswith(ENV_PREFIX):
             continue
-        path = name[len(ENV_PREFIX):].lower().split("__")
-        if name == ENV_PREFIX + "CONFIG":
+        rest = name[len(ENV_PREFIX):].lower()
+        section, sep, key = rest.partition("__")
+        if not sep:
+            if rest in sections and not dataclasses.is_dataclass(sections[rest]):
+                out[rest] = value
             continue
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
-    return out
+        kind = sections.get(section)
+        if kind is None:
+            errors.append(f"{_shown(name)}: unknown section '{_shown(section)}'; {_hint(section, sections)}")
+        elif not dataclasses.is_dataclass(kind):
+            errors.append(f"{_shown(name)}: {section} is a single setting, not a section; "
+                          f"set {ENV_PREFIX}{section.upper()}")
+        elif key not in (keys := [f.name for f in dataclasses.fields(kind)]):
+            errors.append(f"{_shown(name)}: unknown key '{_shown(key)}' of section '{section}'; {_hint(key, keys)}")
+        else:
+            out.setdefault(section, {})[key] = value
+    return out, errors
 
 
 def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -263,19 +297,23 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
         if not isinstance(loaded, dict):
             raise ConfigError([f"{path}: expected a mapping of sections at the top level"])
         data = loaded
-    return from_mapping(data, _env_overrides(environ))
+    env, errors = _env_overrides(environ)
+    return _build(data, env, errors)
 
 
 def from_mapping(data: Mapping[str, Any], env: Mapping[str, Any] | None = None) -> Settings:
     """Build validated Settings from a file mapping plus env-style (string) overrides."""
-    errors: list[str] = []
+    return _build(data, env or {}, [])
+
+
+def _build(data: Mapping[str, Any], env: Mapping[str, Any], errors: list[str]) -> Settings:
+    """Settings from file data and env overrides; raises ConfigError with `errors` plus its own."""
     hints = typing.get_type_hints(Settings)
     kwargs: dict[str, Any] = {}
-    env = env or {}
     known = {f.name for f in dataclasses.fields(Settings)}
     for name in list(data) + list(env):
         if name not in known:
-            errors.append(f"{name}: unknown section; allowed: {', '.join(sorted(known))}")
+            errors.append(f"{name}: unknown section; {_hint(name, known)}")
     for section in dataclasses.fields(Settings):
         kind = hints[section.name]
         if not dataclasses.is_dataclass(kind):
@@ -298,7 +336,7 @@ def from_mapping(data: Mapping[str, Any], env: Mapping[str, Any] | None = None) 
             for key, raw in source.items():
                 dotted = f"{section.name}.{key}"
                 if key not in sub_known:
-                    errors.append(f"{dotted}: unknown key; allowed: {', '.join(sorted(sub_known))}")
+                    errors.append(f"{dotted}: unknown key; {_hint(key, sub_known)}")
                     continue
                 value = _coerce(dotted, raw, sub_hints[key], errors, from_env)
                 if value is not None:

@@ -25,10 +25,14 @@ def test_file_then_environment_precedence(tmp_path) -> None:
 @pytest.mark.parametrize(("data", "env", "message"), [
     ({"ami": {"port": 70000}}, {}, "ami.port: port must be 1..65535, got 70000"),
     ({"ami": {"port": "5038"}}, {}, "ami.port: expected a whole number, got '5038'"),
-    ({"ami": {"prot": 5038}}, {}, "ami.prot: unknown key; allowed: action_timeout, host, ping_interval, port, "
-                                  "reconnect_max_delay, secret, silence_timeout, username"),
-    ({"amy": {}}, {}, "amy: unknown section; allowed: agi, ami, asterisk, callbacks, event_loop, instance, "
-                      "log, menus, redis, routing, web"),
+    ({"ami": {"prot": 5038}}, {}, "ami.prot: unknown key; did you mean 'port'?"),
+    ({"ami": {"xyzzy": 1}}, {}, "ami.xyzzy: unknown key; allowed: action_timeout, host, ping_interval, port, "
+                                "reconnect_max_delay, secret, silence_timeout, username"),
+    ({"amy": {}}, {}, "amy: unknown section; did you mean 'ami'?"),
+    ({"callbaks": {}}, {}, "callbaks: unknown section; did you mean 'callbacks'?"),
+    ({"xyzzy": {}}, {}, "xyzzy: unknown section; allowed: agi, ami, asterisk, callbacks, event_loop, instance, "
+                        "log, menus, redis, routing, web"),
+    ({"event_lop": "asyncio"}, {}, "event_lop: unknown section; did you mean 'event_loop'?"),
     ({"log": {"level": "LOUD"}}, {}, "log.level: must be one of DEBUG, INFO, WARNING, ERROR, got 'LOUD'"),
     ({"redis": {"url": "localhost:6379"}}, {}, "redis.url: expected a redis://, rediss:// or unix:// URL, "
                                                "got 'localhost:6379'"),
@@ -68,3 +72,65 @@ def test_unreadable_and_malformed_files(tmp_path) -> None:
 def test_describe_lists_every_key() -> None:
     keys = {row[0] for row in config.describe()}
     assert {"ami.port", "agi.port", "web.port", "redis.url", "menus.dir", "instance"} <= keys
+
+
+# Only IVRSERVER_<SECTION>__<KEY> and the top-level single values are settings: the README's
+# $IVRSERVER_TOKEN (menus reload), $IVRSERVER_CONFIG, the tests' IVRSERVER_KEEP_ASTERISK and
+# IVRSERVER_TEST_REDIS_URL belong to something else and must not abort a command.
+@pytest.mark.parametrize(("environ", "setting", "expected"), [
+    ({"IVRSERVER_TOKEN": "x"}, "ami.port", 5038),
+    ({"IVRSERVER_KEEP_ASTERISK": "1", "IVRSERVER_SIP_TRACE": "1"}, "ami.port", 5038),
+    ({"IVRSERVER_TEST_REDIS_URL": "redis://127.0.0.1:1/0"}, "redis.url", "redis://127.0.0.1:6379/0"),
+    ({"IVRSERVER_AMI": "10.0.0.2"}, "ami.host", "127.0.0.1"),          # a section is no single value
+    ({"IVRSERVER_AMI__PORT": "5039"}, "ami.port", 5039),
+    ({"IVRSERVER_ami__port": "5039"}, "ami.port", 5039),               # the key part is not case-sensitive
+    ({"IVRSERVER_CALLBACKS__ENABLED": "off"}, "callbacks.enabled", False),
+    ({"IVRSERVER_INSTANCE": "ivr-b"}, "instance", "ivr-b"),
+    ({"IVRSERVER_EVENT_LOOP": "asyncio"}, "event_loop", "asyncio"),
+    ({"OTHER_AMI__PORT": "1", "IVRSERVER": "1"}, "ami.port", 5038),
+])
+def test_environment_names_that_are_settings(environ: dict[str, str], setting: str, expected: object) -> None:
+    value: object = config.load(environ=environ)
+    for part in setting.split("."):
+        value = getattr(value, part)
+    assert value == expected
+
+
+@pytest.mark.parametrize(("environ", "message"), [
+    ({"IVRSERVER_AMI__PROT": "1"}, "IVRSERVER_AMI__PROT: unknown key 'prot' of section 'ami'; did you mean 'port'?"),
+    ({"IVRSERVER_AIM__PORT": "1"}, "IVRSERVER_AIM__PORT: unknown section 'aim'; did you mean 'ami'?"),
+    ({"IVRSERVER_REDIS__URI": "redis://x"}, "IVRSERVER_REDIS__URI: unknown key 'uri' of section 'redis'; "
+                                            "did you mean 'url'?"),
+    ({"IVRSERVER_AMI__XYZZY": "1"}, "IVRSERVER_AMI__XYZZY: unknown key 'xyzzy' of section 'ami'; allowed: "
+                                    "action_timeout, host, ping_interval, port, reconnect_max_delay, secret, "
+                                    "silence_timeout, username"),
+    ({"IVRSERVER_AMI__PORT__X": "1"}, "IVRSERVER_AMI__PORT__X: unknown key 'port__x' of section 'ami'; "
+                                      "did you mean 'port'?"),
+    ({"IVRSERVER_INSTANCE__NAME": "b"}, "IVRSERVER_INSTANCE__NAME: instance is a single setting, not a "
+                                        "section; set IVRSERVER_INSTANCE"),
+    ({"IVRSERVER_AMI__PORT": "eighty"}, "ami.port: expected a whole number, got 'eighty'"),
+    ({"IVRSERVER_AMI__\x1b[2J": "1"}, "IVRSERVER_AMI__\\x1b[2J: unknown key '\\x1b[2j' of section 'ami'; "
+                                       "allowed: action_timeout, host, ping_interval, port, reconnect_max_delay, "
+                                       "secret, silence_timeout, username"),   # no terminal escape printed
+])
+def test_environment_errors(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.load(environ=environ)
+    assert info.value.errors == [message]
+
+
+def test_environment_and_file_errors_reported_at_once(tmp_path) -> None:
+    path = tmp_path / "ivrserver.yaml"
+    path.write_text("ami:\n  prot: 5038\n")
+    with pytest.raises(ConfigError) as info:
+        config.load(path, environ={"IVRSERVER_AIM__PORT": "1", "IVRSERVER_TOKEN": "x"})
+    assert sorted(info.value.errors) == [
+        "IVRSERVER_AIM__PORT: unknown section 'aim'; did you mean 'ami'?",
+        "ami.prot: unknown key; did you mean 'port'?",
+    ]
+
+
+def test_config_file_named_by_the_environment(tmp_path) -> None:
+    path = tmp_path / "ivrserver.yaml"
+    path.write_text("web: {port: 9001}\n")
+    assert config.load(environ={"IVRSERVER_CONFIG": str(path)}).web.port == 9001
