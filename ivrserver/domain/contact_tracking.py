@@ -8,7 +8,8 @@ a typed event object (attributes `uniqueid`, `linkedid`, `channel`, `caller_id_n
 `response`) or a raw AMI header dict (`Event`, `Uniqueid`, `Linkedid`, `ChanVariable`, ...).
 
 Outcome rules (first match wins):
-1. an agent connected (AgentConnect, or DialEnd ANSWER towards an agent) → answered
+1. an agent connected (AgentConnect, or DialEnd ANSWER towards an agent; on an agent-first callback
+   the agent's own leg is the call's first channel, and the customer answering it connects) → answered
 2. the IVR reported the caller served themselves (or a notification was delivered) → self_served
 3. origination failed (OriginateResponse Failure) or the IVR reported a failure → failed
 4. the call has not ended → in_progress
@@ -17,6 +18,10 @@ Outcome rules (first match wins):
 
 A call ends when its first channel (Uniqueid == Linkedid) has hung up and no other channel of the
 call that we saw is still up.
+
+Wait and talk: `wait_seconds` is the queue's HoldTime (or the time since joining the queue / dialling
+the agent); on an agent-first callback it is the time from the call's start (the agent's phone
+ringing) until the customer answered. `talk_seconds` runs from the connection to the end of the call.
 """
 
 from __future__ import annotations
@@ -177,7 +182,9 @@ class CallState:
     dialled_at: float | None = None
     wait_seconds: float | None = None
     agents: tuple[str, ...] = ()
+    origin_agent: str | None = None  # the agent whose phone is the call's first channel (callbacks)
     connected: bool = False
+    connected_at: float | None = None
     abandoned: bool = False
     self_served: bool = False
     failed: bool = False
@@ -229,8 +236,11 @@ def apply_event(state: CallState, ev: CallEvent, now: float,
         changes["uniqueids"] = state.uniqueids | {uid}
         if ev.name != "Hangup":
             changes["live"] = state.live | {uid}
-    if uid == state.linkedid and ev.caller_id_num and not state.number:
-        changes["number"] = ev.caller_id_num
+    if uid == state.linkedid:
+        if ev.caller_id_num and not state.number:
+            changes["number"] = ev.caller_id_num
+        if state.origin_agent is None and ev.channel and ev.name == "Newchannel":
+            changes["origin_agent"] = _origin_agent(ev.channel, agents)
     if ev.context_id and not state.context_id:
         changes["context_id"] = ev.context_id
     name = ev.name
@@ -238,7 +248,8 @@ def apply_event(state: CallState, ev: CallEvent, now: float,
         changes.update(queue=ev.queue or state.queue, joined_at=now)
     elif name == "AgentConnect":
         changes.update(connected=True, agents=_add_agent(state, _agent_for(ev, agents)),
-                       wait_seconds=_wait(state, ev, now, state.joined_at))
+                       wait_seconds=_wait(state, ev, now, state.joined_at),
+                       connected_at=state.connected_at if state.connected_at is not None else now)
     elif name == "QueueCallerAbandon":
         changes.update(abandoned=True, wait_seconds=_wait(state, ev, now, state.joined_at))
     elif name == "DialBegin" and uid and state.dialled_at is None and state.joined_at is None:
@@ -249,7 +260,14 @@ def apply_event(state: CallState, ev: CallEvent, now: float,
         if agent is not None:
             since = state.joined_at if state.joined_at is not None else state.dialled_at
             wait = state.wait_seconds if state.connected else _wait(state, ev, now, since)
-            changes.update(connected=True, agents=_add_agent(state, agent), wait_seconds=wait)
+            changes.update(connected=True, agents=_add_agent(state, agent), wait_seconds=wait,
+                           connected_at=state.connected_at if state.connected_at is not None else now)
+        elif (uid == state.linkedid and state.origin_agent and state.kind is ContactKind.CALLBACK
+              and not state.connected):
+            # Agent-first callback: the agent's leg (the call's first channel) dialled the customer,
+            # who answered: the agent and the customer are connected.
+            changes.update(connected=True, agents=_add_agent(state, state.origin_agent),
+                           wait_seconds=round(max(0.0, now - state.started_at), 3), connected_at=now)
     elif name == "Hangup":
         live = state.live - {uid}
         origin_gone = state.origin_gone or uid == state.linkedid
@@ -259,6 +277,14 @@ def apply_event(state: CallState, ev: CallEvent, now: float,
     elif name == "OriginateResponse" and ev.response.lower() == "failure":
         changes.update(failed=True, ended_at=now)
     return dataclasses.replace(state, **changes)
+
+
+def _origin_agent(channel: str, agents: Mapping[str, str] | None) -> str | None:
+    """The agent whose phone a call's first channel is (an agent-first callback), else None."""
+    interface = channel_interface(channel)
+    if agents is not None:
+        return agents.get(interface)
+    return _endpoint(interface) or None
 
 
 def _wait(state: CallState, ev: CallEvent, now: float, since: float | None) -> float | None:
@@ -313,7 +339,15 @@ def to_contact(state: CallState, contact_id: str, default_country: str = "") -> 
         started_at=state.started_at, customer_id=state.customer_id, ended_at=state.ended_at,
         ivr_path=state.ivr_path, routing_reason=state.routing_reason, queue=state.queue,
         wait_seconds=state.wait_seconds, agents=state.agents, outcome=outcome(state),
+        talk_seconds=talk_seconds(state),
     )
+
+
+def talk_seconds(state: CallState) -> float | None:
+    """From the connection to the end of the call; None until both are known."""
+    if state.connected_at is None or state.ended_at is None:
+        return None
+    return round(max(0.0, state.ended_at - state.connected_at), 3)
 
 
 class CallBook:

@@ -122,6 +122,7 @@ class Contact:
     wait_seconds: float | None = None
     agents: tuple[str, ...] = ()
     outcome: Outcome = Outcome.IN_PROGRESS
+    talk_seconds: float | None = None  # from the agent connecting to the end of the call
     disposition: str = ""
     notes: str = ""
 

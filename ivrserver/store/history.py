@@ -75,6 +75,7 @@ def contact_from_json(raw: str | None) -> Contact | None:
             ended_at=_opt_float(d.get("ended_at")), ivr_path=tuple(d.get("ivr_path") or ()),
             routing_reason=str(d.get("routing_reason") or ""), queue=d.get("queue"),
             wait_seconds=_opt_float(d.get("wait_seconds")), agents=tuple(d.get("agents") or ()),
+            talk_seconds=_opt_float(d.get("talk_seconds")),
             outcome=Outcome(d.get("outcome", "in_progress")), disposition=str(d.get("disposition") or ""),
             notes=str(d.get("notes") or ""),
         )

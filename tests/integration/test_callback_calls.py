@@ -45,12 +45,12 @@ from ivrserver.config import AmiSettings
 from ivrserver.devstack import LocalAsterisk, SippProcess
 from ivrserver.domain import callbacks as cbm
 from ivrserver.domain.callbacks import AttemptOutcome, Callback, CallbackState
-from ivrserver.domain.model import AgentState, ContactPreferences, Customer
+from ivrserver.domain.model import AgentState, Contact, ContactKind, ContactPreferences, Customer, Outcome
 from ivrserver.pbx import ami_events as ev
 from ivrserver.pbx.ami import AmiClient
 from ivrserver.services.callbacks import CallbackService
 from ivrserver.store import agents as agent_store
-from ivrserver.store import callpath, customers
+from ivrserver.store import callpath, customers, history
 from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
 from tests.conftest import free_port
@@ -452,7 +452,21 @@ async def test_an_answered_callback_is_done_once_its_call_has_ended(
         await stack.settled(cb.id)
         await asyncio.sleep(2.0)  # both phones hung up: the call is over
         final = await stack.store.get(cb.id)
+
+        async def recorded() -> list[Contact]:
+            found = await history.list_timeline(stack.redis, stack.keys, customer.id)
+            return [c for c in found if c.outcome is not Outcome.IN_PROGRESS]
+        [contact] = await wait_until(recorded, what="the callback's contact record")
     assert final is not None and final.state is CallbackState.DONE, final
+    # The contact history says what happened: the customer answered agent1004 (issue 13.1).
+    assert contact.kind is ContactKind.CALLBACK, contact
+    assert contact.outcome is Outcome.ANSWERED, contact
+    assert contact.agents == ("agent1004",), contact
+    assert contact.number == "15550027" and contact.customer_id == customer.id
+    # wait: the agent's phone rang 0.3 s, then the customer's 0.3 s; talk: the customer held 1 s.
+    assert contact.wait_seconds is not None and 0.3 <= contact.wait_seconds < 5, contact
+    assert contact.talk_seconds is not None and 0.5 <= contact.talk_seconds < 5, contact
+    assert contact.ended_at is not None
 
 
 def _zone_where_it_is_noon(now: float) -> ZoneInfo:

@@ -131,6 +131,45 @@ CALLBACK_NOT_ANSWERED = [
     (30, ami("Hangup", uid="cb-2", linked="cb-2", Cause="19", **{"Cause-txt": "No user responding"})),
 ]
 
+AGENT_LEG_CB = "cb-4-1"
+CUSTOMER_LEG = "1718000000.13"
+AGENT_CHANNEL = {"Channel": "PJSIP/agent1004-0000000c", "CallerIDNum": "1004",
+                 "Context": "ivrserver-callback", "Exten": "s"}
+
+# Agent-first callback as Asterisk 22 reports it: the agent's phone is originated (ChannelId =
+# "<callback id>-<attempt>", the call's first channel), and when the agent answers the dialplan
+# dials the customer from that channel; the customer's answer connects them.
+AGENT_FIRST_CALLBACK_ANSWERED = [
+    (0, (AGENT_LEG_CB, CallFacts(kind=ContactKind.CALLBACK, number="15550027", customer_id="c-done-1"))),
+    (0, ami("Newchannel", uid=AGENT_LEG_CB, linked=AGENT_LEG_CB, ChannelState="0", **AGENT_CHANNEL)),
+    (3, ami("DialBegin", uid=AGENT_LEG_CB, linked=AGENT_LEG_CB, DestChannel="PJSIP/customers-0000000d",
+            DestUniqueid=CUSTOMER_LEG, DialString="15550027@customers", **AGENT_CHANNEL)),
+    (3, ami("Newchannel", uid=CUSTOMER_LEG, linked=AGENT_LEG_CB, Channel="PJSIP/customers-0000000d")),
+    (7.5, ami("DialEnd", uid=AGENT_LEG_CB, linked=AGENT_LEG_CB, DestChannel="PJSIP/customers-0000000d",
+              DestUniqueid=CUSTOMER_LEG, DialStatus="ANSWER", **AGENT_CHANNEL)),
+    (70, ami("Hangup", uid=CUSTOMER_LEG, linked=AGENT_LEG_CB, Channel="PJSIP/customers-0000000d")),
+    (70, ami("Hangup", uid=AGENT_LEG_CB, linked=AGENT_LEG_CB, **AGENT_CHANNEL)),
+]
+
+AGENT_FIRST_CALLBACK_CUSTOMER_NO_ANSWER = [
+    *AGENT_FIRST_CALLBACK_ANSWERED[:4],
+    (33, ami("DialEnd", uid=AGENT_LEG_CB, linked=AGENT_LEG_CB, DestChannel="PJSIP/customers-0000000d",
+             DestUniqueid=CUSTOMER_LEG, DialStatus="NOANSWER", **AGENT_CHANNEL)),
+    (33, ami("Hangup", uid=CUSTOMER_LEG, linked=AGENT_LEG_CB, Channel="PJSIP/customers-0000000d")),
+    (33, ami("Hangup", uid=AGENT_LEG_CB, linked=AGENT_LEG_CB, **AGENT_CHANNEL)),
+]
+
+# An inbound caller whose own phone is an agent's (an agent calling the hotline) who then reaches
+# a non-agent destination: not a callback, so the caller's phone never counts as the answering agent.
+INBOUND_FROM_AN_AGENT_PHONE = [
+    (0, ami("Newchannel", **AGENT_CHANNEL)),
+    (1, facts(routing_reason="menu")),
+    (2, ami("DialBegin", DestChannel="PJSIP/customers-0000000d", DestUniqueid=CUSTOMER_LEG, **AGENT_CHANNEL)),
+    (5, ami("DialEnd", DestChannel="PJSIP/customers-0000000d", DestUniqueid=CUSTOMER_LEG, DialStatus="ANSWER",
+            **AGENT_CHANNEL)),
+    (9, ami("Hangup", **AGENT_CHANNEL)),
+]
+
 ORIGINATE_FAILED = [
     (0, ("cb-3", CallFacts(kind=ContactKind.NOTIFICATION, number="15550003"))),
     (1, {"Event": "OriginateResponse", "ActionID": "7", "Response": "Failure", "Channel": "PJSIP/15550003@customers",
@@ -160,6 +199,10 @@ FAILED_THEN_QUEUE_ANSWERED = [
 ]
 
 
+# The agents file's endpoints, as the server passes them (only these destinations are agents).
+AGENT_MAP = {f"PJSIP/agent{n}": f"agent{n}" for n in range(1001, 1011)}
+
+
 @dataclass(frozen=True)
 class Expect:
     outcome: Outcome
@@ -170,6 +213,7 @@ class Expect:
     kind: ContactKind = ContactKind.INBOUND
     customer: str | None = None
     path: tuple[str, ...] = ()
+    talk: float | None = None
 
 
 def play(steps: list[tuple[float, Any]], book: CallBook | None = None) -> tuple[CallBook, list[CallState]]:
@@ -191,28 +235,36 @@ def play(steps: list[tuple[float, Any]], book: CallBook | None = None) -> tuple[
 
 @pytest.mark.parametrize(("steps", "expect"), [
     (ANSWERED_IN_QUEUE, Expect(Outcome.ANSWERED, "general", 15.0, ("agent1004",), 95, customer="c-std-1",
-                               path=("hotline", "hotline/2"))),
+                               path=("hotline", "hotline/2"), talk=75.0)),
     (ABANDONED_IN_QUEUE, Expect(Outcome.ABANDONED, "vip", 61.0, (), 63, customer="c-vip-1")),
     (SELF_SERVED, Expect(Outcome.SELF_SERVED, None, None, (), 30, customer="c-std-1",
                          path=("hotline", "hotline/1/balance"))),
     (HUNG_UP_IN_MENU, Expect(Outcome.ABANDONED, duration=12, path=("hotline",))),
-    (STICKY_DIAL_ANSWERED, Expect(Outcome.ANSWERED, None, 4.5, ("agent1003",), 60, customer="c-repeat-1")),
-    (STICKY_NO_ANSWER_THEN_QUEUE, Expect(Outcome.ANSWERED, "vip", 8.0, ("agent1001",), 90, customer="c-vip-1")),
+    (STICKY_DIAL_ANSWERED, Expect(Outcome.ANSWERED, None, 4.5, ("agent1003",), 60, customer="c-repeat-1",
+                                  talk=53.5)),
+    (STICKY_NO_ANSWER_THEN_QUEUE, Expect(Outcome.ANSWERED, "vip", 8.0, ("agent1001",), 90, customer="c-vip-1",
+                                         talk=60.0)),
     (TRANSFERRED_TO_SECOND_AGENT, Expect(Outcome.ANSWERED, "general", 15.0, ("agent1004", "agent1001"), 120,
-                                         customer="c-std-1", path=("hotline", "hotline/2"))),
+                                         customer="c-std-1", path=("hotline", "hotline/2"), talk=100.0)),
     (CALLBACK_ANSWERED, Expect(Outcome.ANSWERED, "general", 2.0, ("agent1005",), 80, ContactKind.CALLBACK,
-                               "c-repeat-1")),
+                               "c-repeat-1", talk=68.0)),
+    (AGENT_FIRST_CALLBACK_ANSWERED, Expect(Outcome.ANSWERED, None, 7.5, ("agent1004",), 70, ContactKind.CALLBACK,
+                                           "c-done-1", talk=62.5)),
+    (AGENT_FIRST_CALLBACK_CUSTOMER_NO_ANSWER, Expect(Outcome.FAILED, duration=33, kind=ContactKind.CALLBACK,
+                                                     customer="c-done-1")),
+    (INBOUND_FROM_AN_AGENT_PHONE, Expect(Outcome.ABANDONED, duration=9)),
     (CALLBACK_NOT_ANSWERED, Expect(Outcome.FAILED, duration=30, kind=ContactKind.CALLBACK)),
     (ORIGINATE_FAILED, Expect(Outcome.FAILED, duration=1, kind=ContactKind.NOTIFICATION)),
     (NOTIFICATION_DELIVERED, Expect(Outcome.SELF_SERVED, duration=20, kind=ContactKind.NOTIFICATION,
                                     customer="c-std-1", path=("notify/case-closed",))),
     (IVR_FAILED, Expect(Outcome.FAILED, duration=2)),
-    (FAILED_THEN_QUEUE_ANSWERED, Expect(Outcome.ANSWERED, "general", 7.0, ("agent1006",), 50)),
+    (FAILED_THEN_QUEUE_ANSWERED, Expect(Outcome.ANSWERED, "general", 7.0, ("agent1006",), 50, talk=41.0)),
 ], ids=["answered-in-queue", "abandoned-in-queue", "self-served", "hung-up-in-menu", "sticky-dial-answered",
-        "sticky-no-answer-then-queue", "transferred", "callback-answered", "callback-not-answered",
+        "sticky-no-answer-then-queue", "transferred", "callback-answered", "agent-first-callback-answered",
+        "agent-first-callback-no-answer", "inbound-from-an-agent-phone", "callback-not-answered",
         "originate-failed", "notification-delivered", "ivr-failed", "ivr-failed-then-answered"])
 def test_call_outcomes(steps: list[tuple[float, Any]], expect: Expect) -> None:
-    book, ended = play(steps)
+    book, ended = play(steps, CallBook(agents=AGENT_MAP))
     assert len(ended) == 1, ended
     state = ended[0]
     contact = ct.to_contact(state, "k1")
@@ -223,6 +275,7 @@ def test_call_outcomes(steps: list[tuple[float, Any]], expect: Expect) -> None:
     assert contact.kind is expect.kind
     assert contact.customer_id == expect.customer
     assert contact.ivr_path == expect.path
+    assert contact.talk_seconds == expect.talk
     assert contact.started_at == T0
     assert contact.ended_at is not None and contact.ended_at - T0 == expect.duration
     assert state.interesting
