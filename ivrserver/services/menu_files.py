@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import wave
@@ -25,12 +26,15 @@ from typing import Any
 
 import jsonschema
 import yaml
+from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ivrserver.config import REPO_DIR
 from ivrserver.domain import menu as m
 from ivrserver.pbx.asterisk_conf import ConfReadError, queue_names
+
+log = logging.getLogger(__name__)
 
 SCHEMA_PATH = REPO_DIR / "menus" / "schema.json"
 MAX_VALUES = 20_000  # aliases can multiply a small file: refuse to expand past this
@@ -48,6 +52,30 @@ SOUND_EXTENSIONS = frozenset({*BYTE_RATES, "wav", "WAV", "mp3", "ogg", "siren7",
 
 class _Limit(Exception):
     pass
+
+
+class _TooDeep(ComposerError):
+    pass
+
+
+class _DepthLimitedLoader(yaml.SafeLoader):
+    """PyYAML's composer recurses once per nesting level: 5,000 `[` (10 KB) overflow Python's stack
+    (RecursionError). The scanner and parser are not recursive, so stopping the composer at
+    MAX_DEPTH levels is enough; the error points at the first node that is too deep."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH + 1:
+                event = self.peek_event()
+                raise _TooDeep(None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
 
 
 class _TreeBuilder:
@@ -110,7 +138,13 @@ class _TreeBuilder:
 def parse(text: str, file: str) -> tuple[m.Source | None, list[m.Issue]]:
     """YAML text → Source with positions; syntax errors and duplicate keys as issues."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_DepthLimitedLoader)
+    except _TooDeep as exc:
+        mark = exc.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        return None, [m.Issue(file, line, col, m.Severity.ERROR, "too-deep",
+                              f"nested deeper than {MAX_DEPTH} levels (the limit for a menu file)",
+                              "a menu needs a few levels; check for unclosed '[' or '{'")]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -229,7 +263,18 @@ def check_text(text: str, file: str, name: str, resources: m.Resources | None = 
 
 def load_menu(path: str | os.PathLike[str], resources: m.Resources | None = None
               ) -> tuple[m.Menu | None, list[m.Issue]]:
-    p = Path(path)
+    """`check_text` on a file; never raises: a failure of the checker itself (RecursionError,
+    MemoryError, a bug) is an error of that file, so no menu file can take a caller down."""
+    try:
+        return _load_menu(Path(path), resources)
+    except Exception as exc:  # any failure rejects this file, nothing else
+        log.error("menu file could not be checked", extra={"file": str(path)}, exc_info=True)
+        return None, [m.Issue(str(path), 1, 1, m.Severity.ERROR, "internal",
+                              f"could not be checked: {type(exc).__name__}",
+                              "simplify the file (nesting, size); the error is logged")]
+
+
+def _load_menu(p: Path, resources: m.Resources | None) -> tuple[m.Menu | None, list[m.Issue]]:
     try:
         raw = p.read_bytes()
     except OSError as exc:

@@ -80,45 +80,58 @@ class MenuRegistry:
         return tuple(out)
 
     def reload(self) -> ReloadResult:
-        """Read, check and (if everything is valid) publish the menus. Thread-safe, synchronous."""
+        """Read, check and (if everything is valid) publish the menus. Thread-safe, synchronous.
+
+        Never raises: any failure while building the new version (RecursionError, MemoryError, a
+        bug) rejects that version with an error and keeps the live one."""
         with self._lock:
-            fingerprint = self._fingerprint()  # before reading: a change during the read is seen later
-            errors: list[Issue] = []
-            warnings: list[Issue] = []
-            menus: dict[str, Menu] = {}
-            digest = hashlib.sha256()
             try:
-                files = mf.menu_files(self.dir)
-            except OSError as exc:
-                files = []
-                errors.append(Issue(str(self.dir), 1, 1, Severity.ERROR, "io",
-                                    f"cannot list menus: {exc.strerror}"))
-            if not files and not errors:
-                errors.append(Issue(str(self.dir), 1, 1, Severity.ERROR, "io", "no menu files (*.yaml)"))
-            for path in files:
-                with contextlib.suppress(OSError):  # load_menu reports it
-                    digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-                menu, issues = mf.load_menu(path, self.resources)
-                errors += [i for i in issues if i.severity is Severity.ERROR]
-                warnings += [i for i in issues if i.severity is Severity.WARNING]
-                if menu is not None:
-                    menus[menu.name] = menu
-            version = digest.hexdigest()[:12]
-            live = self._current
-            if errors:
-                for issue in errors:
-                    log.error("menu reload rejected: %s", issue.format())
-                log.error("menu reload rejected (%d errors); version %s stays live", len(errors),
-                          live.version or "<none>")
-                return ReloadResult(False, live.version, False, tuple(errors), tuple(warnings))
-            for issue in warnings:
-                log.warning("menu lint: %s", issue.format())
-            changed = version != live.version
-            if changed:
-                self._current = MenuVersion(version, self.clock(), menus, tuple(warnings))
-                log.info("menus version %s live: %s", version, ", ".join(sorted(menus)))
-            self._seen = fingerprint
-            return ReloadResult(True, version, changed, (), tuple(warnings))
+                return self._reload()
+            except Exception as exc:  # the live version must survive anything
+                log.error("menu reload failed; version %s stays live", self._current.version or "<none>",
+                          exc_info=True)
+                error = Issue(str(self.dir), 1, 1, Severity.ERROR, "internal",
+                              f"menus could not be loaded: {type(exc).__name__}", "the error is logged")
+                return ReloadResult(False, self._current.version, False, (error,))
+
+    def _reload(self) -> ReloadResult:
+        fingerprint = self._fingerprint()  # before reading: a change during the read is seen later
+        errors: list[Issue] = []
+        warnings: list[Issue] = []
+        menus: dict[str, Menu] = {}
+        digest = hashlib.sha256()
+        try:
+            files = mf.menu_files(self.dir)
+        except OSError as exc:
+            files = []
+            errors.append(Issue(str(self.dir), 1, 1, Severity.ERROR, "io",
+                                f"cannot list menus: {exc.strerror}"))
+        if not files and not errors:
+            errors.append(Issue(str(self.dir), 1, 1, Severity.ERROR, "io", "no menu files (*.yaml)"))
+        for path in files:
+            with contextlib.suppress(OSError):  # load_menu reports it
+                digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+            menu, issues = mf.load_menu(path, self.resources)
+            errors += [i for i in issues if i.severity is Severity.ERROR]
+            warnings += [i for i in issues if i.severity is Severity.WARNING]
+            if menu is not None:
+                menus[menu.name] = menu
+        version = digest.hexdigest()[:12]
+        live = self._current
+        if errors:
+            for issue in errors:
+                log.error("menu reload rejected: %s", issue.format())
+            log.error("menu reload rejected (%d errors); version %s stays live", len(errors),
+                      live.version or "<none>")
+            return ReloadResult(False, live.version, False, tuple(errors), tuple(warnings))
+        for issue in warnings:
+            log.warning("menu lint: %s", issue.format())
+        changed = version != live.version
+        if changed:
+            self._current = MenuVersion(version, self.clock(), menus, tuple(warnings))
+            log.info("menus version %s live: %s", version, ", ".join(sorted(menus)))
+        self._seen = fingerprint
+        return ReloadResult(True, version, changed, (), tuple(warnings))
 
     async def watch(self, interval: float = 1.0) -> None:
         """Reload whenever a menu file's mtime or size changes (or files appear/disappear).
