@@ -358,6 +358,7 @@ class CallbackScheduler:
         self._next_expiry: float | None = 0.0  # reap once at start: a dead instance may have left leases
         self._wake = asyncio.Event()
         self._wake_on_room = False
+        self.redis_down = False  # the last tick failed on Redis (logged once until it is back)
 
     def wake(self) -> None:
         """A job's due time changed on this instance: look at the due queue now."""
@@ -371,9 +372,17 @@ class CallbackScheduler:
                 self._wake.clear()
                 try:
                     delay = await self._tick(tg)
-                except (OSError, RedisError):
-                    log.exception("callback scheduler %s: Redis unavailable; retrying", self.instance)
+                except (OSError, RedisError) as exc:
+                    # One line when Redis goes away and one when it is back, not a traceback a tick.
+                    if not self.redis_down:
+                        self.redis_down = True
+                        log.warning("callback scheduler %s: Redis unavailable (%s: %s); retrying every %gs",
+                                    self.instance, type(exc).__name__, exc, self.poll_interval)
                     delay = self.poll_interval
+                else:
+                    if self.redis_down:
+                        self.redis_down = False
+                        log.warning("callback scheduler %s: Redis back; placing due callbacks", self.instance)
                 if delay > 0:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(delay):
@@ -415,6 +424,11 @@ class CallbackScheduler:
     async def _place(self, claim: Claim) -> None:
         try:
             result = await self.placer.place(claim)
+        except (OSError, RedisError) as exc:
+            # Redis went away mid-placement: the scheduler's loop logs the outage once.
+            log.warning("callback %s: placement interrupted (%s); lease left to expire", claim.callback_id,
+                        type(exc).__name__)
+            return
         except Exception:
             # Leave the lease: it expires and the job is re-queued (at-least-once; the placed
             # marker keeps the dial at-most-once).
