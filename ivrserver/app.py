@@ -42,7 +42,7 @@ from ivrserver.store import customers
 from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
 from ivrserver.store.pops import AuditLog, PopStore
-from ivrserver.web import api_agents, api_callbacks, api_customers, api_menus
+from ivrserver.web import api_agents, api_callbacks, api_customers, api_docs, api_menus
 from ivrserver.web.agent_ws import AgentHub
 from ivrserver.web.app import HealthCheck, build_app
 from ivrserver.web.auth import AUTH, Authenticator, agent_id_of, auth_middleware, authorize_hook, require_supervisor
@@ -159,8 +159,10 @@ class IvrServer:
             api_customers.routes(self.redis, self.keys, authorize_hook, retention_days=retention),
             api_callbacks.routes(self.callbacks, current_agent=agent_id_of),
             api_agents.routes(agent_api),
+            api_docs.routes(),
         ]
-        app = build_app(self.metrics, health, routes, middlewares=[auth_middleware()])
+        public = ("/api/v1/login", api_docs.PATH)
+        app = build_app(self.metrics, health, routes, middlewares=[auth_middleware(public=public)])
         app[AUTH] = self.auth
         self.hub.install(app)
         return app
