@@ -105,7 +105,7 @@ class IvrServer:
         self.callback_store = CallbackStore(self.redis, self.keys)
         callback_policy = policy_from_settings(settings.callbacks)
         self.dialer = AmiCallbackDialer(self.ami, self.redis, self.keys, self.callback_store,
-                                        tracker=self.tracker)
+                                        tracker=self.tracker, hotline=settings.asterisk.hotline)
         placer = CallbackPlacer(
             self.callback_store, self.dialer, callback_policy, free_agents=self._free_agents, is_free=self._is_free,
             preferences=self._preferences, endpoint_of=lambda a: self.agent_defs[a].endpoint,

@@ -234,6 +234,9 @@ def _check(key: str, value: Any, errors: list[str]) -> None:
         errors.append(f"{key}: must be 0..60 seconds, got {value}")
     if key == "redis.url" and not value.startswith(("redis://", "rediss://", "unix://")):
         errors.append(f"{key}: expected a redis://, rediss:// or unix:// URL, got {value!r}")
+    if key == "asterisk.hotline" and not (0 < len(value) <= 32 and all(c in "0123456789+*#" for c in value)):
+        # shown as the caller id of callbacks (`Callback <hotline>`): a plain number only
+        errors.append(f"{key}: expected digits (and + * #), 1-32 of them, got {value!r}")
 
 
 def _shown(text: str) -> str:

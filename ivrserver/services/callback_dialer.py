@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 
@@ -37,13 +38,24 @@ log = logging.getLogger("ivrserver.callback_dialer")
 _REASONS = {3: DialOutcome.NO_ANSWER, 5: DialOutcome.BUSY, 1: DialOutcome.NO_ANSWER, 8: DialOutcome.FAILED}
 _STATUS = {"ANSWER": DialOutcome.ANSWERED, "BUSY": DialOutcome.BUSY, "NOANSWER": DialOutcome.NO_ANSWER,
            "CANCEL": DialOutcome.NO_ANSWER}
+# The hotline number shown to the agent as the caller of a callback: digits (and + * #) only, so it
+# can never break out of the Originate's CallerID header.
+_HOTLINE = re.compile(r"^[0-9+*#]{1,32}$")
+
+
+def callback_caller_id(hotline: str) -> str:
+    """`Callback <hotline>`; ValueError for anything but a plain number (asterisk.hotline)."""
+    if not isinstance(hotline, str) or not _HOTLINE.match(hotline):
+        raise ValueError(f"asterisk.hotline: expected digits (and + * #), 1-32 of them, got {hotline!r}")
+    return f"Callback <{hotline}>"
 
 
 class AmiCallbackDialer:
     def __init__(self, ami: AmiClient, redis: aioredis.Redis, keys: Keys, store: CallbackStore, *,
                  tracker: ContactTracker | None = None, customer_ring_seconds: int = 30,
-                 max_talk_seconds: int = 4 * 3600,
+                 max_talk_seconds: int = 4 * 3600, hotline: str = "1860",
                  clock: Callable[[], float] = time.time) -> None:
+        self._caller_id = callback_caller_id(hotline)
         self._ami = ami
         self._redis = redis
         self._keys = keys
@@ -96,7 +108,7 @@ class AmiCallbackDialer:
             try:
                 response = await self._ami.originate(
                     channel=channel, context=context, exten="s", channel_id=channel_id,
-                    caller_id="Callback <1860>", variables={**variables, "IVR_CONTEXT_ID": context_id},
+                    caller_id=self._caller_id, variables={**variables, "IVR_CONTEXT_ID": context_id},
                     timeout_s=timeout_s)
             except AmiError as exc:
                 if "not connected" in str(exc):

@@ -6,7 +6,6 @@ Layout (all names from `Keys`):
 - `callbacks:due`             ZSET    waiting jobs, scored by the epoch they are due
 - `callbacks:leased`          ZSET    claimed jobs, scored by the epoch their lease expires
 - `callbacks:leaseinfo`       HASH    id → "<token> <due> <claimer>" of the current lease
-                                      (# TODO move to keys.py)
 - `callback:placed:{id}:{n}`  STRING  SET NX when attempt n is about to be dialed (who, when)
 
 A job is in exactly one of due / leased (or neither once final). Claim moves due → leased
@@ -44,8 +43,7 @@ log = logging.getLogger(__name__)
 
 
 def lease_info_key(keys: Keys) -> str:
-    # TODO move to keys.py
-    return f"{keys.prefix}:callbacks:leaseinfo"
+    return keys.callbacks_lease_info()
 
 
 _TOKEN_CHECK = """

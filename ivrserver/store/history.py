@@ -40,8 +40,7 @@ class CaseNotFound(LookupError):
 
 
 def customer_cases_key(keys: Keys, customer_id: str) -> str:
-    # TODO move to keys.py
-    return f"{keys.prefix}:cases:{customer_id}"
+    return keys.customer_cases(customer_id)
 
 
 # --- serialisation -------------------------------------------------------------------------------

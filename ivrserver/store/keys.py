@@ -29,6 +29,14 @@ class Keys:
     def pin_failures(self, account_number: str) -> str:
         return f"{self.prefix}:pinfail:{account_number}"
 
+    # agent logins
+    def session(self, token_digest: str) -> str:
+        """A login session, by the SHA-256 of its token (the token itself is never stored)."""
+        return f"{self.prefix}:session:{token_digest}"
+
+    def login_failures(self, agent_id: str) -> str:
+        return f"{self.prefix}:loginfail:{agent_id}"
+
     # contact history and cases
     def contact(self, contact_id: str) -> str:
         return f"{self.prefix}:contact:{contact_id}"
@@ -41,6 +49,10 @@ class Keys:
 
     def open_cases(self, customer_id: str) -> str:
         return f"{self.prefix}:opencases:{customer_id}"
+
+    def customer_cases(self, customer_id: str) -> str:
+        """Every case of a customer, open or closed."""
+        return f"{self.prefix}:cases:{customer_id}"
 
     def case_seq(self) -> str:
         return f"{self.prefix}:seq:case"
@@ -103,6 +115,10 @@ class Keys:
 
     def callbacks_leased(self) -> str:
         return f"{self.prefix}:callbacks:leased"
+
+    def callbacks_lease_info(self) -> str:
+        """HASH id → "<token> <due> <claimer>" of each current lease."""
+        return f"{self.prefix}:callbacks:leaseinfo"
 
     def callback_placed(self, callback_id: str, attempt: int) -> str:
         return f"{self.prefix}:callback:placed:{callback_id}:{attempt}"

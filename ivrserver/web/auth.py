@@ -38,12 +38,12 @@ _SCRYPT_P = 1
 
 
 # ---- keys this module adds -------------------------------------------------------------------
-def session_key(keys: Keys, token_digest: str) -> str:  # TODO move to keys.py
-    return f"{keys.prefix}:session:{token_digest}"
+def session_key(keys: Keys, token_digest: str) -> str:
+    return keys.session(token_digest)
 
 
-def login_failures_key(keys: Keys, agent_id: str) -> str:  # TODO move to keys.py
-    return f"{keys.prefix}:loginfail:{agent_id}"
+def login_failures_key(keys: Keys, agent_id: str) -> str:
+    return keys.login_failures(agent_id)
 
 
 # ---- password hashing (stdlib scrypt) --------------------------------------------------------

@@ -164,7 +164,8 @@ class Stack:
         return CallbackService(self.store, policy or cbm.CallbackPolicy(calling_from="00:00", calling_until="24:00"),
                                preferences=preferences)
 
-    def settings(self, instance: str, *, agi_port: int | None = None, lease_seconds: float = 60.0) -> dict[str, Any]:
+    def settings(self, instance: str, *, agi_port: int | None = None, lease_seconds: float = 60.0,
+                 hotline: str = "1860") -> dict[str, Any]:
         ports = self.asterisk.ports
         return {
             "redis": {"url": self.redis_url, "prefix": self.prefix},
@@ -172,7 +173,8 @@ class Stack:
                     "ping_interval": 1.0, "silence_timeout": 6.0, "reconnect_max_delay": 1.0},
             "agi": {"host": ports.agi_host, "port": agi_port or free_port(), "drain_timeout": 1.0},
             "web": {"port": free_port()},
-            "asterisk": {"config_dir": str(self.asterisk.etc_dir), "sounds_dir": str(self.asterisk.sounds_dir)},
+            "asterisk": {"config_dir": str(self.asterisk.etc_dir), "sounds_dir": str(self.asterisk.sounds_dir),
+                         "hotline": hotline},
             "menus": {"dir": str(self.tmp / "menus"), "watch": False},
             "routing": {"agents_file": str(self.tmp / "agents.yaml"), "policy_file": str(self.tmp / "routing.yaml")},
             "callbacks": {"poll_interval": 0.1, "calling_from": "00:00", "calling_until": "24:00",
@@ -442,7 +444,7 @@ async def test_an_answered_callback_is_done_once_its_call_has_ended(
         stack: Stack, cb_phones: CallbackPhones) -> None:
     customer = await stack.add_customer(Customer(id="c-done-1", name="Pang Tong", phones=("15550027",),
                                                  preferences=ALL_DAY))
-    async with in_process(stack):
+    async with in_process(stack, hotline="95555"):  # the callbacks' caller id (asterisk.hotline)
         agent = await cb_phones.agent(1004, ring_ms=300, hold_ms=1500)
         answering = await cb_phones.customer(ring_ms=300, hold_ms=1000)
         await stack.agent_ready("agent1004")
