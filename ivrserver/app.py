@@ -42,6 +42,7 @@ from ivrserver.store import customers
 from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
 from ivrserver.store.pops import AuditLog, PopStore
+from ivrserver.supervision import Supervisor
 from ivrserver.web import api_agents, api_callbacks, api_customers, api_docs, api_menus
 from ivrserver.web.agent_ws import AgentHub
 from ivrserver.web.app import HealthCheck, build_app
@@ -64,6 +65,7 @@ class IvrServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        self.supervisor = Supervisor(self.metrics)  # every long-lived task: crashes logged, counted, restarted
         self.keys = Keys(settings.redis.prefix)
         self.stopping = asyncio.Event()
         self.redis: aioredis.Redis = redis_client.connect(
@@ -134,11 +136,18 @@ class IvrServer:
             log.info("menu check: %s", note)
         registry = MenuRegistry(self.settings.menus.dir, resources=resources)
         result = registry.reload()
+        # A contact centre keeps taking calls with a broken menu file: ivrserver starts without a
+        # menu (VIP and repeat-caller routing, screen-pops and callbacks work; menu callers get the
+        # dialplan's fallback, the general queue), /healthz says so, and the file watch, SIGHUP or
+        # the REST reload load the fixed file without a restart.
         if not result.ok:
-            raise StartupError("menus invalid:\n  " + "\n  ".join(str(e) for e in result.errors))
-        if self.settings.menus.entry not in registry.current.menus:
-            raise StartupError(f"menus.entry: no menu named {self.settings.menus.entry!r} in {self.settings.menus.dir}"
-                               f" (found: {', '.join(sorted(registry.current.menus)) or 'none'})")
+            log.error("no valid menu at start: callers who would get the menu go to the dialplan fallback "
+                      "(general queue) until the menus are fixed and reloaded; errors:\n  %s",
+                      "\n  ".join(e.format() for e in result.errors))
+        elif self.settings.menus.entry not in registry.current.menus:
+            log.error("menus.entry: no menu named %r in %s (found: %s); menu callers go to the dialplan fallback",
+                      self.settings.menus.entry, self.settings.menus.dir,
+                      ", ".join(sorted(registry.current.menus)) or "none")
         return registry
 
     def _load_routing(self) -> tuple[Any, routing_files.AgentsConfig]:
@@ -148,7 +157,8 @@ class IvrServer:
             raise StartupError("routing configuration invalid:\n  " + "\n  ".join(exc.problems)) from exc
 
     def web_app(self) -> web.Application:
-        health: dict[str, HealthCheck] = {"redis": self._redis_ok, "ami": self._ami_ok, "fastagi": self._agi_ok}
+        health: dict[str, HealthCheck] = {"redis": self._redis_ok, "ami": self._ami_ok, "fastagi": self._agi_ok,
+                                          "menus": self._menus_ok}
         retention = self.settings.redis.retention_days
         agent_api = api_agents.AgentApiContext(
             auth=self.auth, hub=self.hub, store=self.pops, audit=self.audit, set_paused=self._set_paused,
@@ -225,6 +235,12 @@ class IvrServer:
             return True, f"logged in to {self.settings.ami.host}:{self.settings.ami.port}"
         return False, self.ami.login_error or "not connected"
 
+    async def _menus_ok(self) -> tuple[bool, str]:
+        live = self.menus.current
+        if self.settings.menus.entry in live.menus:
+            return True, f"version {live.version}"
+        return False, f"no valid menu {self.settings.menus.entry!r}: callers go to the dialplan fallback"
+
     async def _agi_ok(self) -> tuple[bool, str]:
         if self.fastagi.serving:
             return True, f"listening on {self.settings.agi.host}:{self.fastagi.port}, {self.fastagi.active_calls} calls"
@@ -257,19 +273,19 @@ class IvrServer:
         self.fanout.on_event("queue-state", self.queue_state.handle)
         self.fanout.on_event("contact-tracker", self.tracker.on_event)
         self.fanout.on_event("callback-results", self.dialer.on_event)
-        background: list[asyncio.Task[None]] = [
-            asyncio.create_task(self.fanout.run(), name="ami-fanout"),
-            asyncio.create_task(self.agent_state.run(self.fanout.subscribe(accepts=self.agent_state.wants)),
-                                name="agent-state"),
-            asyncio.create_task(self.screen_pop.run(self.fanout.subscribe(accepts=self.screen_pop.wants)),
-                                name="screen-pop"),
-            asyncio.create_task(self.tracker.run(), name="contact-sweeper"),
-        ]
+        # Every long-lived loop runs under the supervisor: a crash is logged, counted and restarted,
+        # never the end of the process. A consumer keeps its subscription queue across restarts.
+        agent_events = self.fanout.subscribe(accepts=self.agent_state.wants)
+        pop_events = self.fanout.subscribe(accepts=self.screen_pop.wants)
+        supervise = self.supervisor.start
+        supervise("ami-fanout", self.fanout.run)
+        supervise("agent-state", lambda: self.agent_state.run(agent_events))
+        supervise("screen-pop", lambda: self.screen_pop.run(pop_events))
+        supervise("contact-sweeper", self.tracker.run)
         if self.settings.callbacks.enabled:
-            background.append(asyncio.create_task(self.scheduler.run(), name="callback-scheduler"))
+            supervise("callback-scheduler", self.scheduler.run)
         if self.settings.menus.watch:
-            background.append(asyncio.create_task(self.menus.watch(self.settings.menus.watch_interval),
-                                                  name="menu-watch"))
+            supervise("menu-watch", lambda: self.menus.watch(self.settings.menus.watch_interval))
         # Everything built so far lives as long as the process: keep it out of the collector's scans
         # (full collections over it were the long tail of call latency under load).
         gc.freeze()
@@ -282,22 +298,15 @@ class IvrServer:
                                              "web": f"http://{self.settings.web.host}:{self.web_port}"})
         if ready is not None:
             ready.set()
-        stopper = asyncio.create_task(self.stopping.wait(), name="stop-signal")
         try:
-            done, _ = await asyncio.wait([stopper, *background], return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task is not stopper and task.exception() is not None:
-                    log.error("background task died", extra={"task": task.get_name()}, exc_info=task.exception())
+            await self.stopping.wait()
         finally:
-            stopper.cancel()
-            await self.shutdown(background)
+            await self.shutdown()
 
-    async def shutdown(self, background: list[asyncio.Task[None]]) -> None:
+    async def shutdown(self) -> None:
         log.info("shutting down: no new calls; running calls get %ss", self.settings.agi.drain_timeout)
         await self.fastagi.stop(self.settings.agi.drain_timeout)
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        await self.supervisor.stop()
         await self.tracker.close()  # contact records still waiting for their deferred write
         if self._runner is not None:
             await self._runner.cleanup()

@@ -30,6 +30,14 @@ class Metrics:
         self.pops = Counter("ivrserver_pops_published", "Screen-pops published", ["phase"], registry=r)
         self.callbacks = Counter("ivrserver_callbacks_attempts", "Callback dial attempts", ["result"], registry=r)
         self.ws_clients = Gauge("ivrserver_agent_sockets", "Connected agent websockets", registry=r)
+        self.task_restarts = Counter("ivrserver_task_restarts", "Background tasks restarted after a crash",
+                                     ["task"], registry=r)
+        self.web_connections = Gauge("ivrserver_web_connections", "Open HTTP connections", registry=r)
+        self.web_rejected = Counter("ivrserver_web_connections_rejected",
+                                    "HTTP connections closed at once: web.max_connections reached", registry=r)
+        self.web_header_timeouts = Counter("ivrserver_web_header_timeouts",
+                                           "HTTP connections closed: request headers late (web.header_timeout)",
+                                           registry=r)
         self._children: dict[tuple[int, str], Any] = {}
 
     def child(self, metric: Counter | Histogram, label: str) -> Any:
