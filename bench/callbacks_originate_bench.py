@@ -6,7 +6,7 @@ dialed by 3 ivrserver scheduler processes sharing one Redis.
     .venv/bin/python bench/callbacks_originate_bench.py --n 500 --spread 20 --scenario kill
 
 What runs (nothing of ivrserver's callback path is replaced):
-- a private redis-server (devstack.LocalRedis) and a private Asterisk (devstack.LocalAsterisk:
+- a private redis-server (devstack.redis.LocalRedis) and a private Asterisk (devstack.asterisk.LocalAsterisk:
   the repository's rendered configuration and dialplan);
 - 3 worker processes, each the real CallbackScheduler + CallbackPlacer + AmiCallbackDialer on its
   own AMI session (ivrserver.pbx.ami.AmiClient), as IvrServer wires them;
@@ -59,7 +59,9 @@ import redis.asyncio as aioredis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ivrserver.config import AmiSettings
-from ivrserver.devstack import DIALPLAN, LocalAsterisk, LocalRedis, StackPorts
+from ivrserver.devstack.asterisk import DIALPLAN, LocalAsterisk
+from ivrserver.devstack.ports import StackPorts
+from ivrserver.devstack.redis import LocalRedis
 from ivrserver.domain import callbacks as cbm
 from ivrserver.domain.model import ContactPreferences
 from ivrserver.pbx.ami import AmiClient

@@ -5,8 +5,8 @@
     .venv/bin/python bench/e2e_bench.py --rates 10,30 --seconds 20 --hold-ms 5000
 
 Stack (all on 127.0.0.1, free ports, nothing shared with `make run`):
-  * a private Redis (ivrserver.devstack.LocalRedis) seeded with one known customer (balance 1250);
-  * Asterisk 22 (ivrserver.devstack.LocalAsterisk on StackPorts.free(): the repo's rendered configs
+  * a private Redis (ivrserver.devstack.redis.LocalRedis) seeded with one known customer (balance 1250);
+  * Asterisk 22 (ivrserver.devstack.asterisk.LocalAsterisk on StackPorts.free(): the repo's rendered configs
     and dialplans/ivrserver.conf — hotline 1860 → AGI(agi://…/hotline) → [ivrserver-route]);
   * ivrserver in its own process, `python -m ivrserver -c <tmp yaml> run`, logged in to that
     Asterisk's AMI (every AMI event of the calls is consumed: contact tracker, screen-pop, queue
@@ -59,15 +59,11 @@ from fastagi_bench import (  # noqa: E402
     seed,
 )
 
-from ivrserver.devstack import (  # noqa: E402
-    HOTLINE,
-    LocalAsterisk,
-    LocalRedis,
-    StackPorts,
-    caller_variables,
-    dtmf_pcaps,
-    start_sipp,
-)
+from ivrserver.devstack.asterisk import HOTLINE, LocalAsterisk  # noqa: E402
+from ivrserver.devstack.ports import StackPorts  # noqa: E402
+from ivrserver.devstack.redis import LocalRedis  # noqa: E402
+from ivrserver.devstack.rtp import dtmf_pcaps  # noqa: E402
+from ivrserver.devstack.sipp import caller_variables, start_sipp  # noqa: E402
 
 TARGET_RATIO = 0.25
 AGI_COMMANDS = "ivrserver_agi_command_seconds_count"  # one sample per AGI command sent, by command

@@ -10,7 +10,7 @@ from redis.asyncio.connection import Connection as RedisPyConnection
 from redis.exceptions import DataError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ivrserver.devstack import LocalRedis
+from ivrserver.devstack.redis import LocalRedis
 from ivrserver.store import client
 
 

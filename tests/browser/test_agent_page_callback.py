@@ -37,7 +37,7 @@ import yaml
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from ivrserver import config
-from ivrserver.devstack import LocalAsterisk
+from ivrserver.devstack.asterisk import LocalAsterisk
 from ivrserver.domain.callbacks import AttemptOutcome, Callback
 from ivrserver.domain.model import Contact, ContactKind, Customer, Outcome, Tier
 from ivrserver.store import customers, history

@@ -21,7 +21,7 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from ivrserver.devstack import LocalAsterisk
+from ivrserver.devstack.asterisk import LocalAsterisk
 from ivrserver.domain.model import Customer, Outcome, Tier
 from ivrserver.store import customers, history
 from tests.conftest import free_port

@@ -27,17 +27,10 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from ivrserver.devstack import (
-    AGENT_NUMBERS,
-    HOTLINE,
-    DevStackError,
-    LocalAsterisk,
-    SippProcess,
-    SippResult,
-    StackPorts,
-    start_caller,
-    start_sipp,
-)
+from ivrserver.devstack.asterisk import HOTLINE, LocalAsterisk
+from ivrserver.devstack.ports import AGENT_NUMBERS, StackPorts
+from ivrserver.devstack.process import DevStackError
+from ivrserver.devstack.sipp import SippProcess, SippResult, start_caller, start_sipp
 
 
 @contextlib.asynccontextmanager

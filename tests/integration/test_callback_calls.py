@@ -42,7 +42,8 @@ import yaml
 from ivrserver import config
 from ivrserver.app import IvrServer
 from ivrserver.config import AmiSettings
-from ivrserver.devstack import LocalAsterisk, SippProcess
+from ivrserver.devstack.asterisk import LocalAsterisk
+from ivrserver.devstack.sipp import SippProcess
 from ivrserver.domain import callbacks as cbm
 from ivrserver.domain.callbacks import AttemptOutcome, Callback, CallbackState
 from ivrserver.domain.model import AgentState, Contact, ContactKind, ContactPreferences, Customer, Outcome

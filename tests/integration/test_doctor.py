@@ -11,7 +11,8 @@ import redis.asyncio as aioredis
 
 from ivrserver import config
 from ivrserver.commands.doctor import diagnose
-from ivrserver.devstack import LocalAsterisk, stack_settings
+from ivrserver.devstack.asterisk import LocalAsterisk
+from ivrserver.devstack.stack import stack_settings
 
 pytestmark = pytest.mark.integration
 

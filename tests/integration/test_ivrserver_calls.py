@@ -23,7 +23,8 @@ import yaml
 
 from ivrserver import config
 from ivrserver.app import IvrServer
-from ivrserver.devstack import LocalAsterisk, StackPorts
+from ivrserver.devstack.asterisk import LocalAsterisk
+from ivrserver.devstack.ports import StackPorts
 from ivrserver.domain.identification import hash_pin
 from ivrserver.domain.model import (
     AgentState,

@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 
 from ivrserver import config
 from ivrserver.app import IvrServer
-from ivrserver.devstack import LocalAsterisk
+from ivrserver.devstack.asterisk import LocalAsterisk
 from ivrserver.domain.model import Customer, Outcome, Tier
 from ivrserver.store import customers, history
 from tests.conftest import free_port

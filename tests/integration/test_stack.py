@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from ivrserver.devstack import LocalAsterisk, SippResult
+from ivrserver.devstack.asterisk import LocalAsterisk
+from ivrserver.devstack.sipp import SippResult
 from ivrserver.pbx import ami_events
 from tests.integration.conftest import Phones
 
