@@ -27,7 +27,7 @@ from ivrserver.domain import identification, phone
 from ivrserver.domain.customer_validation import customer_to_dict
 from ivrserver.domain.identification import Locked, LockoutPolicy
 from ivrserver.domain.model import CallerSnapshot, ContactPreferences, Customer, Segment, Tier
-from ivrserver.store import history, scripts
+from ivrserver.store import history, pops, scripts
 from ivrserver.store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,8 @@ async def get_customers(redis: aioredis.Redis, keys: Keys, customer_ids: list[st
 
 async def delete_customer(redis: aioredis.Redis, keys: Keys, customer_id: str, *,
                           with_history: bool = True) -> bool:
-    """Delete a customer, their index entries and (by default) their contacts and cases."""
+    """Delete a customer, their index entries, every agent's access grant to them and their
+    contacts, and (by default) their contacts and cases."""
     key = keys.customer(customer_id)
     async with redis.pipeline(transaction=True) as pipe:
         while True:
@@ -151,6 +152,7 @@ async def delete_customer(redis: aioredis.Redis, keys: Keys, customer_id: str, *
                 if old is None:
                     await pipe.reset()
                     await redis.zrem(keys.customer_ids(), customer_id)
+                    await pops.revoke_customer(redis, keys, customer_id)
                     return False
                 pipe.multi()
                 for number in old.phones:
@@ -163,6 +165,7 @@ async def delete_customer(redis: aioredis.Redis, keys: Keys, customer_id: str, *
                 break
             except WatchError:
                 continue
+    await pops.revoke_customer(redis, keys, customer_id)
     if with_history:
         await history.delete_history(redis, keys, customer_id)
     return True

@@ -17,7 +17,9 @@ CREATE TABLE contacts (
     outcome        text NOT NULL,
     disposition    text NOT NULL DEFAULT '',
     notes          text NOT NULL DEFAULT '',
-    case_id        text,
+    ivr_path       text[] NOT NULL DEFAULT '{}',
+    -- the outbox position this version was written from: an older one never overwrites a newer
+    rev            bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (id, started_at)
 ) PARTITION BY RANGE (started_at);
 CREATE TABLE contacts_default PARTITION OF contacts DEFAULT;
@@ -36,14 +38,16 @@ CREATE TABLE ivr_paths_default PARTITION OF ivr_paths DEFAULT;
 CREATE INDEX ivr_paths_menu ON ivr_paths (menu, started_at);
 
 CREATE TABLE audit (
-    id      bigserial,
-    at      timestamptz NOT NULL,
-    actor   text NOT NULL,
-    action  text NOT NULL,
-    subject text NOT NULL DEFAULT '',
-    allowed boolean NOT NULL,
-    reason  text NOT NULL DEFAULT '',
-    PRIMARY KEY (id, at)
+    entry_id text NOT NULL,  -- the Redis stream id it was appended under: written once
+    at       timestamptz NOT NULL,
+    actor    text NOT NULL,
+    role     text NOT NULL DEFAULT '',
+    action   text NOT NULL,
+    subject  text NOT NULL DEFAULT '',
+    allowed  boolean NOT NULL,
+    reason   text NOT NULL DEFAULT '',
+    source   text NOT NULL DEFAULT '',
+    PRIMARY KEY (entry_id, at)
 ) PARTITION BY RANGE (at);
 CREATE TABLE audit_default PARTITION OF audit DEFAULT;
 CREATE INDEX audit_subject ON audit (subject, at);
