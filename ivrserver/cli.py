@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import sys
 
 from ivrserver import __version__, config
 from ivrserver.commands import load_settings
@@ -57,3 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `ivrserver customers export | head`: the reader left. Python's documented recipe: point
+        # stdout at /dev/null so the interpreter's final flush does not fail again, exit 1.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1

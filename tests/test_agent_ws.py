@@ -19,6 +19,7 @@ from ivrserver.domain.model import Agent, Contact, ContactKind
 from ivrserver.store import history
 from ivrserver.store.keys import Keys
 from ivrserver.store.pops import AuditLog, PopStore
+from ivrserver.web import api_customers
 from ivrserver.web.agent_ws import HUB, AgentHub
 from ivrserver.web.api_agents import AgentApiContext, history_saver, page_routes, routes
 from ivrserver.web.auth import AUTH, Authenticator, agent_id_of, auth_middleware, authorize_hook, hash_password
@@ -55,7 +56,10 @@ class Desk:
 async def make_desk(redis_url: str, keys: Keys, *, queue_size: int = 256, heartbeat: float = 15.0,
                     backlog_seconds: int = 3600, auth_timeout: float = 2.0, session_check: float = 30.0,
                     clock: Callable[[], float] = time.time, seed: bool = True,
-                    static_tokens: dict[str, str] | None = None) -> AsyncIterator[Desk]:
+                    static_tokens: dict[str, str] | None = None, real_customers: bool = False,
+                    ) -> AsyncIterator[Desk]:
+    """`real_customers`: serve the real customers REST routes (api_customers behind the privacy
+    gate) instead of the two stand-ins below."""
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     store = PopStore(redis, keys, backlog_seconds=backlog_seconds)
     audit = AuditLog(redis, keys)
@@ -98,8 +102,11 @@ async def make_desk(redis_url: str, keys: Keys, *, queue_size: int = 256, heartb
     app.add_routes(routes(AgentApiContext(auth=auth, hub=hub, store=store, audit=audit, set_paused=set_paused,
                                           save_notes=history_saver(redis, keys), clock=clock)))
     app.add_routes(page_routes())
-    app.router.add_get("/api/v1/customers/{customer_id}", read_customer)
-    app.router.add_get("/api/v1/customers", list_customers)
+    if real_customers:
+        app.add_routes(api_customers.routes(redis, keys, authorize_hook))
+    else:
+        app.router.add_get("/api/v1/customers/{customer_id}", read_customer)
+        app.router.add_get("/api/v1/customers", list_customers)
     app.router.add_get("/api/v1/whoami", whoami)
     runner = web.AppRunner(app, shutdown_timeout=2)
     await runner.setup()
@@ -211,7 +218,7 @@ async def test_welcome_binds_socket_to_agent(desk: Desk, http: aiohttp.ClientSes
     ws = await http.ws_connect(desk.ws_url)
     await ws.send_json({"type": "auth", "token": await token_for(desk, "agent1001")})
     welcome = await recv(ws)
-    assert welcome == {"type": "welcome", "seq": 0,
+    assert welcome == {"type": "welcome", "seq": 0, "epoch": None,
                        "agent": {"id": "agent1001", "name": "Alice", "supervisor": False}}
     assert desk.hub.connections("agent1001") == 1
     # A second auth on the same socket cannot rebind it to another agent.
@@ -234,7 +241,7 @@ async def test_pop_reaches_only_its_agent(desk: Desk, http: aiohttp.ClientSessio
     bob2 = await open_agent(http, desk, await token_for(desk, "agent1002"), last_seq=None)
     await bob2.send_json({"type": "hello", "last_seq": 0, "agent": "agent1001"})
     replay = await recv(bob2)
-    assert replay == {"type": "replay", "after": 0, "count": 0, "lost": False}
+    assert replay == {"type": "replay", "after": 0, "count": 0, "lost": False, "epoch": None, "reset": False}
     await assert_silent(bob2)
     for ws in (alice, bob, bob2):
         await ws.close()
@@ -268,7 +275,9 @@ async def test_reconnect_replays_missed_pops(desk: Desk, http: aiohttp.ClientSes
     await desk.hub.publish("agent1001", {"type": "pop_phase", "call_id": "c2", "phase": "answered"})
     ws = await open_agent(http, desk, token, last_seq=None)
     await ws.send_json({"type": "hello", "last_seq": 1})
-    assert await recv(ws) == {"type": "replay", "after": 1, "count": 2, "lost": False}
+    epoch = (await desk.store.position("agent1001"))[1]
+    assert await recv(ws) == {"type": "replay", "after": 1, "count": 2, "lost": False, "epoch": epoch,
+                              "reset": False}
     missed = [await recv(ws), await recv(ws)]
     assert [(f["seq"], f["data"]["call_id"]) for f in missed] == [(2, "c2"), (3, "c2")]
     await desk.hub.publish("agent1001", {**POP, "call_id": "c3"})
@@ -475,3 +484,125 @@ async def test_close_ends_sockets_and_tasks(redis_url: str, redis_client: aiored
         assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.GOING_AWAY
         assert desk.hub.connections() == 0
         assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("agent-hub")]
+
+
+# ---- numbering epochs: Redis lost its data --------------------------------------------------------
+async def test_open_socket_resyncs_when_redis_lost_the_counter(desk: Desk, http: aiohttp.ClientSession,
+                                                               redis_client: aioredis.Redis) -> None:
+    ws = await open_agent(http, desk, await token_for(desk, "agent1001"))
+    for i in range(9):
+        await desk.hub.publish("agent1001", {**POP, "call_id": f"old{i}"})
+    seen = [await recv(ws) for _ in range(9)]
+    assert [f["seq"] for f in seen] == list(range(1, 10)) and len({f["epoch"] for f in seen}) == 1
+    old_epoch = seen[0]["epoch"]
+
+    await redis_client.flushall()  # Redis restarted without persistence: the counter is gone
+    seq = await desk.hub.publish("agent1001", {**POP, "call_id": "after-flush"})
+    assert seq == 1
+    # The socket is told the numbering restarted, then gets the new pop (before: nothing at all).
+    header = await recv(ws)
+    new_epoch = header["epoch"]
+    assert header == {"type": "replay", "after": 0, "count": 1, "lost": True, "epoch": new_epoch, "reset": True}
+    assert new_epoch != old_epoch
+    event = await recv(ws)
+    assert (event["epoch"], event["seq"], event["data"]["call_id"]) == (new_epoch, 1, "after-flush")
+    await desk.hub.publish("agent1001", {**POP, "call_id": "next"})
+    event = await recv(ws)
+    assert (event["epoch"], event["seq"], event["data"]["call_id"]) == (new_epoch, 2, "next")
+    # An ack naming the lost numbering touches nothing; one of the current numbering clears the pop.
+    await ws.send_json({"type": "ack", "seq": 2, "epoch": old_epoch})
+    assert await recv(ws) == {"type": "acked", "seq": 2, "pending": False}
+    await ws.send_json({"type": "ack", "seq": 2, "epoch": new_epoch})
+    assert await recv(ws) == {"type": "acked", "seq": 2, "pending": True}
+    await assert_silent(ws)
+    await ws.close()
+
+
+async def test_reconnect_with_a_lost_epoch_replays_the_new_numbering_from_zero(
+        desk: Desk, http: aiohttp.ClientSession, redis_client: aioredis.Redis) -> None:
+    ws = await open_agent(http, desk, await token_for(desk, "agent1001"))
+    for i in range(3):
+        await desk.hub.publish("agent1001", {**POP, "call_id": f"old{i}"})
+    old_epoch = [await recv(ws) for _ in range(3)][-1]["epoch"]
+    await ws.close()
+    # While the page is away Redis loses everything (the session too: log in again), and the new
+    # numbering already counts past what the page saw.
+    await redis_client.flushall()
+    for i in range(5):
+        await desk.hub.publish("agent1001", {**POP, "call_id": f"new{i}"})
+    token = await token_for(desk, "agent1001")
+    ws = await http.ws_connect(desk.ws_url)
+    await ws.send_json({"type": "auth", "token": token, "last_seq": 3, "epoch": old_epoch})
+    welcome = await recv(ws)
+    assert (welcome["type"], welcome["seq"]) == ("welcome", 5) and welcome["epoch"] != old_epoch
+    header = await recv(ws)
+    assert (header["after"], header["count"], header["reset"], header["epoch"]) == (0, 5, True, welcome["epoch"])
+    frames = [await recv(ws) for _ in range(5)]
+    assert [(f["seq"], f["data"]["call_id"]) for f in frames] == [(i + 1, f"new{i}") for i in range(5)]
+    await assert_silent(ws)
+    await ws.close()
+    # The same page on the current epoch resumes where it was, without a reset.
+    ws = await http.ws_connect(desk.ws_url)
+    await ws.send_json({"type": "auth", "token": token, "last_seq": 4, "epoch": welcome["epoch"]})
+    assert (await recv(ws))["type"] == "welcome"
+    assert (await recv(ws))["reset"] is False
+    assert (await recv(ws))["seq"] == 5
+    await ws.close()
+
+
+@pytest.mark.parametrize("message", [
+    {"type": "hello", "last_seq": 0, "epoch": 5},
+    {"type": "hello", "last_seq": 0, "epoch": "<script>"},
+    {"type": "hello", "last_seq": 0, "epoch": "a" * 33},
+    {"type": "ack", "seq": 1, "epoch": ["x"]},
+])
+async def test_bad_epochs_are_refused(desk: Desk, http: aiohttp.ClientSession, message: dict[str, Any]) -> None:
+    ws = await open_agent(http, desk, await token_for(desk, "agent1001"), last_seq=None)
+    await ws.send_json(message)
+    assert await recv(ws) == {"type": "error", "code": "bad_field",
+                              "message": "epoch must be null or the epoch string the server sent"}
+    await ws.close()
+
+
+async def test_bad_epoch_in_auth_is_refused(desk: Desk, http: aiohttp.ClientSession) -> None:
+    ws = await http.ws_connect(desk.ws_url)
+    await ws.send_json({"type": "auth", "token": await token_for(desk, "agent1001"), "epoch": "zz top"})
+    assert (await recv(ws))["code"] == "bad_field"
+    assert (await ws.receive(timeout=5)).type == aiohttp.WSMsgType.CLOSE
+
+
+# ---- deleting a customer ends every grant to it ---------------------------------------------------
+async def test_deleted_customer_leaves_me_and_access(redis_url: str, redis_client: aioredis.Redis, keys: Keys,
+                                                     http: aiohttp.ClientSession) -> None:
+    async with make_desk(redis_url, keys, real_customers=True) as desk:
+        sup = {"Authorization": "Bearer " + await token_for(desk, "sup1")}
+        alice = {"Authorization": "Bearer " + await token_for(desk, "agent1001")}
+        for cid in ("C7", "C8"):
+            async with http.post(desk.url + "/api/v1/customers", headers=sup,
+                                 json={"id": cid, "name": "Wang " + cid, "phones": []}) as resp:
+                assert resp.status == 201, await resp.text()
+        # Alice is handling both customers' calls (the pops granted her access).
+        await desk.hub.publish("agent1001", {**POP, "call_id": "k7", "contact_id": "T7",
+                                             "customer": {"id": "C7", "name": "Wang C7"}})
+        await desk.hub.publish("agent1001", {**POP, "call_id": "k8", "contact_id": "T8",
+                                             "customer": {"id": "C8", "name": "Wang C8"}})
+        async with http.get(desk.url + "/api/v1/me", headers=alice) as resp:
+            assert (await resp.json())["customers"] == ["C7", "C8"]
+        async with http.get(desk.url + "/api/v1/customers/C7", headers=alice) as resp:
+            assert resp.status == 200
+
+        async with http.delete(desk.url + "/api/v1/customers/C7", headers=sup) as resp:
+            assert resp.status == 204
+
+        async with http.get(desk.url + "/api/v1/me", headers=alice) as resp:
+            assert (await resp.json())["customers"] == ["C8"]
+        now = time.time()
+        assert not await desk.store.has_access("agent1001", "C7", now=now)
+        assert not await desk.store.has_access("agent1001", "contact:T7", now=now)
+        assert await desk.store.has_access("agent1001", "contact:T8", now=now)
+        # A customer created again under the same id is not readable through the old grant.
+        async with http.post(desk.url + "/api/v1/customers", headers=sup,
+                             json={"id": "C7", "name": "Someone else", "phones": []}) as resp:
+            assert resp.status == 201
+        async with http.get(desk.url + "/api/v1/customers/C7", headers=alice) as resp:
+            assert resp.status == 403

@@ -9,8 +9,10 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
+from ivrserver.domain.model import Customer
+from ivrserver.store import customers
 from ivrserver.store.keys import Keys
-from ivrserver.store.pops import AuditLog, Grant, PopStore, contact_field
+from ivrserver.store.pops import EPOCH, AuditLog, Grant, PopStore, contact_field
 
 
 @pytest.fixture
@@ -35,7 +37,47 @@ async def test_frame_shape(store: PopStore) -> None:
     stored = await store.append("a1", {"type": "pop", "name": "<script>\u4e2d"})
     replay = await store.since("a1", 0)
     frame = json.loads(replay.frames[0][1])
-    assert frame == {"type": "event", "seq": 1, "ts": stored.ts_ms, "data": {"type": "pop", "name": "<script>\u4e2d"}}
+    assert EPOCH.match(stored.epoch) and replay.epoch == stored.epoch
+    assert frame == {"type": "event", "epoch": stored.epoch, "seq": 1, "ts": stored.ts_ms,
+                     "data": {"type": "pop", "name": "<script>\u4e2d"}}
+
+
+async def test_epoch_stays_with_the_counter_and_changes_when_redis_loses_it(
+        store: PopStore, redis_client: aioredis.Redis) -> None:
+    first = [await store.append("a1", {"type": "pop", "n": i}) for i in range(3)]
+    other = await store.append("b2", {"type": "pop"})
+    assert len({s.epoch for s in first}) == 1 and other.epoch != first[0].epoch  # one per agent
+    assert await store.position("a1") == (3, first[0].epoch)
+    await redis_client.flushall()  # Redis lost its data (FLUSHALL, restart without persistence)
+    assert await store.position("a1") == (0, None)
+    again = await store.append("a1", {"type": "pop", "n": 9})
+    assert again.seq == 1 and EPOCH.match(again.epoch) and again.epoch != first[0].epoch
+    assert await store.position("a1") == (1, again.epoch)
+
+
+async def test_counter_without_epoch_gets_one_and_keeps_counting(store: PopStore, redis_client: aioredis.Redis,
+                                                                 keys: Keys) -> None:
+    # Data written before epochs existed: a counter and no epoch key.
+    await redis_client.set(keys.agent_event_seq("a1"), 7)
+    stored = await store.append("a1", {"type": "pop"})
+    assert stored.seq == 8 and await store.position("a1") == (8, stored.epoch)
+
+
+async def test_replay_for_another_epoch_restarts_at_zero(store: PopStore, redis_client: aioredis.Redis) -> None:
+    old = [await store.append("a1", {"type": "pop", "n": i}) for i in range(9)]
+    same = await store.since("a1", 3, epoch=old[0].epoch)
+    assert [s for s, _ in same.frames] == [4, 5, 6, 7, 8, 9] and not same.reset and not same.lost
+    await redis_client.flushall()
+    new = [await store.append("a1", {"type": "pop", "n": 100 + i}) for i in range(5)]
+    # The client saw 3 of the old numbering; the new one already counts past 3. Without the epoch
+    # the replay would start at 4 and events 1-3 of the new numbering would be silently skipped.
+    replay = await store.since("a1", 3, epoch=old[0].epoch)
+    assert [s for s, _ in replay.frames] == [1, 2, 3, 4, 5]
+    assert [d["n"] for d in frames_data(replay.frames)] == [100, 101, 102, 103, 104]
+    assert (replay.after, replay.reset, replay.lost, replay.epoch) == (0, True, True, new[0].epoch)
+    # A client on the current epoch, or one that does not know epochs, is served as before.
+    assert [s for s, _ in (await store.since("a1", 3, epoch=new[0].epoch)).frames] == [4, 5]
+    assert [s for s, _ in (await store.since("a1", 3)).frames] == [4, 5]
 
 
 @pytest.mark.parametrize(("last_seq", "expected", "lost"), [
@@ -99,7 +141,9 @@ async def test_ack_and_unacked(store: PopStore) -> None:
     assert await store.unacked(now=now + 3601) == []
 
 
-async def test_grants_expire(store: PopStore) -> None:
+async def test_grants_expire(store: PopStore, redis_client: aioredis.Redis, keys: Keys) -> None:
+    for cid in ("C1", "C2"):
+        await customers.save_customer(redis_client, keys, Customer(id=cid, name=cid, phones=()))
     now = time.time()
     await store.grant("a1", Grant(now + 60, customer_id="C1", contact_id="T1"))
     await store.grant("a1", Grant(now + 5, customer_id="C2"))
@@ -134,12 +178,42 @@ async def test_append_publishes_to_every_instance(redis_client: aioredis.Redis, 
         async with asyncio.timeout(5):
             while msg is None:
                 msg = await pubsub.get_message(timeout=1)
-        agent, seq, frame = msg["data"].split(" ", 2)
-        assert (agent, int(seq)) == ("a1", stored.seq)
+        agent, epoch, seq, frame = msg["data"].split(" ", 3)
+        assert (agent, epoch, int(seq)) == ("a1", stored.epoch, stored.seq)
         assert json.loads(frame)["data"] == {"type": "pop", "x": 1}
     finally:
         await pubsub.aclose()
         await other.aclose()
+
+
+async def test_deleting_a_customer_revokes_every_grant_to_it(store: PopStore, redis_client: aioredis.Redis,
+                                                              keys: Keys) -> None:
+    for cid in ("C1", "C2"):
+        await customers.save_customer(redis_client, keys, Customer(id=cid, name=cid, phones=()))
+    now = time.time()
+    await store.append("a1", {"type": "pop"}, grant=Grant(now + 300, customer_id="C1", contact_id="T1"))
+    await store.append("a1", {"type": "pop"}, grant=Grant(now + 300, customer_id="C2", contact_id="T2"))
+    await store.grant("b2", Grant(now + 900, customer_id="C1", contact_id="T1b"))
+    await store.append("b2", {"type": "pop"}, grant=Grant(now + 300, contact_id="T-unknown"))
+    assert set(await store.grants("a1", now=now)) == {"C1", contact_field("T1"), "C2", contact_field("T2")}
+
+    assert await customers.delete_customer(redis_client, keys, "C1")
+
+    assert set(await store.grants("a1", now=now)) == {"C2", contact_field("T2")}
+    assert set(await store.grants("b2", now=now)) == {contact_field("T-unknown")}
+    for agent, field_name in (("a1", "C1"), ("a1", contact_field("T1")), ("b2", "C1"), ("b2", contact_field("T1b"))):
+        assert not await store.has_access(agent, field_name, now=now)
+    assert not await redis_client.exists(keys.customer_grantees("C1"))
+    assert await redis_client.exists(keys.customer_grantees("C2"))
+    assert await store.revoke_customer("C1") == 0  # nothing left to revoke
+
+
+async def test_a_grant_to_a_customer_that_no_longer_exists_is_not_listed(store: PopStore) -> None:
+    # e.g. the "ended" phase of a call whose customer was deleted during the call re-grants it
+    now = time.time()
+    await store.append("a1", {"type": "pop_phase"}, grant=Grant(now + 900, customer_id="gone", contact_id="T3"))
+    assert set(await store.grants("a1", now=now)) == {contact_field("T3")}
+    assert not await store.has_access("a1", "gone", now=now)
 
 
 @pytest.mark.parametrize("agent", ["", "a b", "a:b\n", "x" * 65, "../etc"])

@@ -90,6 +90,10 @@ class Keys:
     def agent_event_seq(self, agent_id: str) -> str:
         return f"{self.prefix}:seq:agentevent:{agent_id}"
 
+    def agent_event_epoch(self, agent_id: str) -> str:
+        """Random id of the agent's current numbering: a new one whenever the counter restarts at 1."""
+        return f"{self.prefix}:epoch:agentevent:{agent_id}"
+
     def pop_channel(self) -> str:
         return f"{self.prefix}:pops"
 
@@ -105,6 +109,10 @@ class Keys:
 
     def agent_access(self, agent_id: str) -> str:
         return f"{self.prefix}:access:{agent_id}"
+
+    def customer_grantees(self, customer_id: str) -> str:
+        """Which agents' access grants name this customer (or its contacts): revoked on delete."""
+        return f"{self.prefix}:grantees:{customer_id}"
 
     # callbacks
     def callback(self, callback_id: str) -> str:

@@ -2,16 +2,25 @@
 
 Protocol (JSON text frames; client → server messages at most 4 KiB):
 
-    client: {"type": "auth", "token": "<session token>", "last_seq"?: N}   first, within auth_timeout
-    server: {"type": "welcome", "agent": {"id", "name", "supervisor"}, "seq": <agent's current number>}
-    client: {"type": "hello", "last_seq": N}        once; N = last number seen (0 = fresh page)
-    server: {"type": "replay", "after": N, "count": k, "lost": bool}
-            then k × {"type": "event", "seq": n, "ts": <ms>, "data": {...pop / pop_phase / state...}}
+    client: {"type": "auth", "token": "<session token>", "last_seq"?: N, "epoch"?: E}   first, within auth_timeout
+    server: {"type": "welcome", "agent": {"id", "name", "supervisor"}, "seq": <agent's current number>,
+             "epoch": <current numbering id, or null before the agent's first event>}
+    client: {"type": "hello", "last_seq": N, "epoch"?: E}   once (unless auth carried last_seq);
+                                                    N = last number seen (0 = fresh page), E = its epoch
+    server: {"type": "replay", "after": N', "count": k, "lost": bool, "epoch": E', "reset": bool}
+            then k × {"type": "event", "epoch": E', "seq": n, "ts": <ms>, "data": {...pop / pop_phase / state...}}
             then live events, in order, never duplicated
-    client: {"type": "ack", "seq": n}               the pop n is on screen
+    client: {"type": "ack", "seq": n, "epoch"?: E}  the pop n is on screen
     server: {"type": "acked", "seq": n, "pending": bool}
     client: {"type": "ping"}  →  server: {"type": "pong"}
     server: {"type": "error", "code": "...", "message": "..."}   for each bad message
+
+Epochs: an agent's events are numbered 1, 2, 3 … within an epoch, a random id created with the
+counter. If Redis loses the counter (FLUSHALL, a restart without persistence) the next event starts
+a new epoch at 1. A client that names another epoch (or a number above the counter) gets a replay
+from 0 with `reset: true` (N' = 0). On an open socket the hub notices the new epoch on the first
+event of it and sends, unasked, `{"type": "replay", "after": 0, …, "reset": true}` followed by the
+new epoch's backlog: the client adopts E' and numbers from 0 instead of discarding what follows.
 
 Live events reach the socket between "welcome" and "hello" are held and delivered after the
 replay, so nothing is lost or repeated. A socket only ever gets its own agent's events: it is bound
@@ -39,7 +48,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from ivrserver.domain.model import Agent
 from ivrserver.domain.screen_pop import customer_id_of
 from ivrserver.store.keys import Keys
-from ivrserver.store.pops import Grant, PopStore, check_agent_id
+from ivrserver.store.pops import EPOCH, Grant, PopStore, Replay, check_agent_id
 from ivrserver.web.auth import Authenticator
 
 log = logging.getLogger(__name__)
@@ -65,26 +74,46 @@ class _Conn:
         self.ws = ws
         self.request = request
         self.queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
-        self.last_seq = 0  # highest event number queued to this socket
+        self.last_seq = 0  # highest event number queued to this socket …
+        self.epoch: str | None = None  # … in this numbering (None: none seen yet)
         self.ready = False  # False until hello: live events wait in `pending`
-        self.pending: list[tuple[int, str]] = []
+        self.pending: list[tuple[str, int, str]] = []
         self.dead = False
         self.said_hello = False
+        self.sync = asyncio.Lock()  # one replay (hello, catch-up, resync) at a time
 
-    def offer(self, seq: int, frame: str) -> None:
-        """Queue one numbered event frame; never awaits (called from the listener)."""
+    def offer(self, epoch: str, seq: int, frame: str) -> bool:
+        """Queue one numbered event frame; never awaits (called from the listener). False: the
+        frame is of another epoch than this socket's, which needs a resync (`AgentHub._resync`)."""
         if self.dead:
-            return
+            return True
         if not self.ready:
             if len(self.pending) >= self.queue.maxsize:
                 self.kill("too many events before hello")
             else:
-                self.pending.append((seq, frame))
-            return
+                self.pending.append((epoch, seq, frame))
+            return True
+        if epoch != self.epoch:
+            if self.epoch is not None or seq != self.last_seq + 1:
+                return False
+            self.epoch = epoch  # the first numbered event this agent ever had, in order
         if seq <= self.last_seq:
-            return
+            return True
         self.last_seq = seq
         self._put(frame)
+        return True
+
+    def replayed(self, replay: Replay) -> None:
+        """Adopt a replay's numbering and queue its frames (the caller holds `sync`)."""
+        if self.ready and not replay.reset and replay.epoch == self.epoch:
+            # Live events may have been queued while the backlog was read: never go back.
+            self.last_seq = max(self.last_seq, replay.after)
+        else:
+            self.last_seq = replay.after
+        self.epoch = replay.epoch
+        self.ready = True
+        for seq, frame in replay.frames:
+            self.offer(replay.epoch or "", seq, frame)
 
     def control(self, message: Mapping[str, Any]) -> None:
         if not self.dead:
@@ -227,19 +256,21 @@ class AgentHub:
             return len(self._conns.get(agent_id, ()))
         return sum(len(g) for g in self._conns.values())
 
-    def _dispatch(self, message: str) -> None:
+    def _dispatch(self, message: str) -> list[_Conn]:
+        """Offer one channel message to the agent's local sockets; returns those that saw a new
+        epoch and need a resync."""
         agent_id, _, rest = message.partition(" ")
         group = self._conns.get(agent_id)
         if not group:
-            return
+            return []
+        epoch, _, rest = rest.partition(" ")
         seq_text, _, frame = rest.partition(" ")
         try:
             seq = int(seq_text)
         except ValueError:
             log.warning("malformed pop channel message")
-            return
-        for conn in list(group):
-            conn.offer(seq, frame)
+            return []
+        return [conn for conn in list(group) if not conn.offer(epoch, seq, frame)]
 
     async def _listen(self) -> None:
         delay = 0.1
@@ -257,7 +288,8 @@ class AgentHub:
                     msg = await pubsub.get_message(timeout=None)
                     if msg is not None and msg.get("type") == "message":
                         data = msg["data"]
-                        self._dispatch(data if isinstance(data, str) else data.decode())
+                        for conn in self._dispatch(data if isinstance(data, str) else data.decode()):
+                            await self._resync_or_drop(conn)
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
                 log.warning("pop channel lost, resubscribing", extra={"error": str(exc)})
             finally:
@@ -267,11 +299,37 @@ class AgentHub:
             delay = min(delay * 2, 5.0)
 
     async def _catch_up(self) -> None:
-        """After a pub/sub outage, fetch what each ready local socket missed from the backlog."""
+        """After a pub/sub outage, fetch what each ready local socket missed from the backlog (and
+        notice a numbering that restarted meanwhile: Redis came back empty)."""
         for conn in [c for g in self._conns.values() for c in g if c.ready and not c.dead]:
-            replay = await self.store.since(conn.agent.id, conn.last_seq)
-            for seq, frame in replay.frames:
-                conn.offer(seq, frame)
+            await self._resync_or_drop(conn)
+
+    async def _resync_or_drop(self, conn: _Conn) -> None:
+        """`_resync` from the listener: a socket that cannot be brought up to date is dropped (its
+        page reconnects and replays), never the listener. Redis errors go to the listener's retry."""
+        try:
+            await self._resync(conn)
+        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+            raise
+        except Exception:
+            log.exception("agent socket resync failed", extra={"agent": conn.agent.id})
+            conn.kill("resync failed")
+
+    async def _resync(self, conn: _Conn) -> None:
+        """Bring one ready socket up to date from the backlog. When the agent's numbering is no
+        longer the socket's (Redis lost its data), tell the client with a `replay` frame that
+        has `reset: true`, then send the new numbering's events from 1."""
+        async with conn.sync:
+            if conn.dead or not conn.ready:
+                return
+            replay = await self.store.since(conn.agent.id, conn.last_seq, epoch=conn.epoch)
+            if conn.dead:
+                return
+            if replay.reset:
+                log.info("agent event numbering restarted; resyncing socket",
+                         extra={"agent": conn.agent.id, "replayed": len(replay.frames)})
+                conn.control(_replay_header(replay))
+            conn.replayed(replay)
 
     async def _sweep_sessions(self) -> None:
         """Sockets whose session ended (logout, expiry) are closed."""
@@ -295,15 +353,16 @@ class AgentHub:
         auth = await self._authenticate(ws)
         if auth is None:
             return ws
-        agent, token, last_seq = auth
+        agent, token, last_seq, epoch = auth
         conn = _Conn(self, agent, token, ws, request, self.queue_size)
         writer = asyncio.create_task(conn.write_loop(), name=f"agent-ws-writer-{agent.id}")
         self._register(conn)
         try:
-            conn.control({"type": "welcome", "seq": await self.store.current_seq(agent.id),
+            seq, current_epoch = await self.store.position(agent.id)
+            conn.control({"type": "welcome", "seq": seq, "epoch": current_epoch,
                           "agent": {"id": agent.id, "name": agent.name, "supervisor": agent.supervisor}})
             if last_seq is not None:
-                await self._hello(conn, last_seq)
+                await self._hello(conn, last_seq, epoch)
             await self._read_loop(conn)
         finally:
             conn.dead = True
@@ -316,7 +375,7 @@ class AgentHub:
                     await ws.close()
         return ws
 
-    async def _authenticate(self, ws: web.WebSocketResponse) -> tuple[Agent, str, int | None] | None:
+    async def _authenticate(self, ws: web.WebSocketResponse) -> tuple[Agent, str, int | None, str | None] | None:
         try:
             async with asyncio.timeout(self.auth_timeout):
                 msg = await ws.receive()
@@ -334,31 +393,33 @@ class AgentHub:
         if last_seq is not None and not _is_seq(last_seq, allow_zero=True):
             await self._refuse(ws, "bad_field", "last_seq must be a whole number >= 0")
             return None
+        epoch = body.get("epoch")
+        if not _is_epoch(epoch):
+            await self._refuse(ws, "bad_field", EPOCH_MESSAGE)
+            return None
         agent = await self.auth.resolve(body["token"])
         if agent is None:
             await self._refuse(ws, "auth_failed", "invalid or expired session")
             return None
-        return agent, body["token"], last_seq
+        return agent, body["token"], last_seq, epoch
 
     async def _refuse(self, ws: web.WebSocketResponse, code: str, message: str) -> None:
         with contextlib.suppress(Exception):
             await ws.send_str(json.dumps({"type": "error", "code": code, "message": message}))
             await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=code.encode())
 
-    async def _hello(self, conn: _Conn, last_seq: int) -> None:
+    async def _hello(self, conn: _Conn, last_seq: int, epoch: str | None) -> None:
         conn.said_hello = True
-        replay = await self.store.since(conn.agent.id, last_seq)
-        if conn.dead:
-            return
-        conn.control({"type": "replay", "after": replay.after, "count": len(replay.frames),
-                      "lost": replay.lost})
-        conn.last_seq = replay.after
-        conn.ready = True
-        for seq, frame in replay.frames:
-            conn.offer(seq, frame)
-        pending, conn.pending = conn.pending, []
-        for seq, frame in pending:
-            conn.offer(seq, frame)
+        async with conn.sync:
+            replay = await self.store.since(conn.agent.id, last_seq, epoch=epoch)
+            if conn.dead:
+                return
+            conn.control(_replay_header(replay))
+            conn.replayed(replay)
+            pending, conn.pending = conn.pending, []
+            stale = [seq for e, seq, frame in pending if not conn.offer(e, seq, frame)]
+        if stale:
+            await self._resync(conn)  # the numbering restarted between the backlog read and now
 
     async def _read_loop(self, conn: _Conn) -> None:
         errors = 0
@@ -399,15 +460,24 @@ class AgentHub:
             last_seq = body.get("last_seq", 0)
             if not _is_seq(last_seq, allow_zero=True):
                 return ("bad_field", "last_seq must be a whole number >= 0")
+            epoch = body.get("epoch")
+            if not _is_epoch(epoch):
+                return ("bad_field", EPOCH_MESSAGE)
             if conn.said_hello:
                 return ("duplicate_hello", "hello was already received")
-            await self._hello(conn, last_seq)
+            await self._hello(conn, last_seq, epoch)
             return None
         if kind == "ack":
             seq = body.get("seq")
             if not _is_seq(seq, allow_zero=False):
                 return ("bad_field", "seq must be a whole number >= 1")
-            pending = await self.store.ack(conn.agent.id, seq)
+            epoch = body.get("epoch")
+            if not _is_epoch(epoch):
+                return ("bad_field", EPOCH_MESSAGE)
+            if epoch is not None and conn.epoch is not None and epoch != conn.epoch:
+                pending = False  # a number of a lost numbering: it names no pop of the current one
+            else:
+                pending = await self.store.ack(conn.agent.id, seq)
             conn.control({"type": "acked", "seq": seq, "pending": pending})
             return None
         if kind == "auth":
@@ -423,6 +493,19 @@ def _parse(text: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return body if isinstance(body, dict) else None
+
+
+def _replay_header(replay: Replay) -> dict[str, Any]:
+    return {"type": "replay", "after": replay.after, "count": len(replay.frames), "lost": replay.lost,
+            "epoch": replay.epoch, "reset": replay.reset}
+
+
+EPOCH_MESSAGE = "epoch must be null or the epoch string the server sent"
+
+
+def _is_epoch(value: Any) -> bool:
+    """Absent/null, or an epoch as the server makes them (the client echoes what it was sent)."""
+    return value is None or (isinstance(value, str) and EPOCH.match(value) is not None)
 
 
 def _is_seq(value: Any, *, allow_zero: bool) -> bool:
