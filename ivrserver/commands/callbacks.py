@@ -23,21 +23,26 @@ TIME_HELP = "epoch seconds, '+30m' / '+2h' / '+1d', or ISO 8601 with offset (202
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = subparsers.add_parser("callbacks", help="list, add, reschedule or cancel scheduled callbacks")
-    parser.add_argument("--redis-url", help="Redis URL (default: redis.url from the configuration)")
-    parser.add_argument("--prefix", help="Redis key prefix (default: redis.prefix from the configuration)")
-    parser.add_argument("--config", help="configuration file (default: $IVRSERVER_CONFIG)")
+    # Where to connect, accepted before and after the action (`callbacks --prefix x list` and
+    # `callbacks list --prefix x`). SUPPRESS: no default, because a sub-parser's defaults overwrite
+    # the values already parsed, and `ivrserver -c FILE callbacks list` would lose FILE.
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument("--redis-url", help="Redis URL (default: redis.url from the configuration)")
+    common.add_argument("--prefix", help="Redis key prefix (default: redis.prefix from the configuration)")
+    common.add_argument("-c", "--config", help="configuration file (default: ivrserver -c, else $IVRSERVER_CONFIG)")
+    parser = subparsers.add_parser("callbacks", parents=[common],
+                                   help="list, add, reschedule or cancel scheduled callbacks")
     sub = parser.add_subparsers(dest="callbacks_command", required=True)
 
-    p = sub.add_parser("list", help="list callbacks, newest first")
+    p = sub.add_parser("list", parents=[common], help="list callbacks, newest first")
     p.add_argument("--state", choices=[s.value for s in CallbackState])
     p.add_argument("--agent")
     p.add_argument("--customer")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.set_defaults(handler=run_list)
+    p.set_defaults(func=run_list)
 
-    p = sub.add_parser("add", help="request a callback")
+    p = sub.add_parser("add", parents=[common], help="request a callback")
     p.add_argument("--customer", required=True)
     p.add_argument("--number", required=True)
     p.add_argument("--at", help=TIME_HELP)
@@ -50,19 +55,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--context", help="what the agent should see")
     p.add_argument("--mode", choices=["agent_first", "customer_first"])
     p.add_argument("--timezone", help="the customer's IANA time zone, e.g. Asia/Shanghai")
-    p.set_defaults(handler=run_add)
+    p.set_defaults(func=run_add)
 
-    p = sub.add_parser("reschedule", help="move a callback to a new time or window")
+    p = sub.add_parser("reschedule", parents=[common], help="move a callback to a new time or window")
     p.add_argument("id")
     p.add_argument("--at", help=TIME_HELP)
     p.add_argument("--earliest", help=TIME_HELP)
     p.add_argument("--latest", help=TIME_HELP)
-    p.set_defaults(handler=run_reschedule)
+    p.set_defaults(func=run_reschedule)
 
-    p = sub.add_parser("cancel", help="cancel a callback")
+    p = sub.add_parser("cancel", parents=[common], help="cancel a callback")
     p.add_argument("id")
     p.add_argument("--reason", default="cancelled")
-    p.set_defaults(handler=run_cancel)
+    p.set_defaults(func=run_cancel)
 
 
 def _time(value: str | None) -> Any:
@@ -89,8 +94,8 @@ def _run(args: argparse.Namespace, body: Callable[[CallbackService], Awaitable[i
     settings = load_settings(getattr(args, "config", None))
     if settings is None:
         return 2
-    url = args.redis_url or settings.redis.url
-    prefix = args.prefix or settings.redis.prefix
+    url = getattr(args, "redis_url", None) or settings.redis.url
+    prefix = getattr(args, "prefix", None) or settings.redis.prefix
 
     async def go() -> int:
         client = aioredis.Redis.from_url(url, decode_responses=True)
