@@ -87,7 +87,8 @@ class IvrServer:
         self.routing = RoutingService(self.redis, self.keys, policy, agents.agents,
                                       statuses=self.agent_state.statuses_of)
         self.hotline = HotlineService(self.redis, self.keys, self.menus, self.routing, self.tracker,
-                                      entry=settings.menus.entry, retention_days=settings.redis.retention_days)
+                                      entry=settings.menus.entry, retention_days=settings.redis.retention_days,
+                                      snapshot_timeout=settings.redis.snapshot_timeout)
         self.fastagi.route(settings.menus.entry, self.hotline.handle)
         # screen-pop: per-agent numbered events, login and audit
         self.pops = PopStore(self.redis, self.keys, backlog_seconds=settings.web.backlog_seconds)
@@ -307,6 +308,7 @@ class IvrServer:
         log.info("shutting down: no new calls; running calls get %ss", self.settings.agi.drain_timeout)
         await self.fastagi.stop(self.settings.agi.drain_timeout)
         await self.supervisor.stop()
+        await self.hotline.close()  # end-of-call writes still in flight (a slow Redis)
         await self.tracker.close()  # contact records still waiting for their deferred write
         if self._runner is not None:
             await self._runner.cleanup()

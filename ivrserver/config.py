@@ -44,6 +44,9 @@ class RedisSettings:
     retention_days: int = 365
     # A call's contact-record changes are collected this long and written once (0: every change at once).
     history_write_delay: float = 0.5
+    # Longest a caller waits for their snapshot before the first prompt (and for the end-of-call
+    # write); past it the caller is served as unknown: a frozen Redis costs a caller this, not 5 s.
+    snapshot_timeout: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,12 @@ class WebSettings:
     socket_queue: int = 256
     backlog_seconds: int = 3600
     heartbeat: float = 15.0
+    # Back-office tokens for /api/v1/callbacks: a YAML file `name: "sha256:<hex>"` ('' = none).
+    backoffice_tokens_file: str = ""
+    # A connection must send a request's headers within this many seconds, else it is closed.
+    header_timeout: float = 10.0
+    # Open HTTP connections (websockets included) at most; past it new ones are closed at once.
+    max_connections: int = 2000
 
 
 @dataclass(frozen=True)
@@ -230,6 +239,10 @@ def _check(key: str, value: Any, errors: list[str]) -> None:
         if len(parts) != 2 or not all(p.isdigit() for p in parts) or not (
                 0 <= int(parts[0]) <= 24 and 0 <= int(parts[1]) < 60):
             errors.append(f"{key}: expected HH:MM, got {value!r}")
+    if key == "redis.snapshot_timeout" and value > 10:
+        errors.append(f"{key}: must be at most 10 seconds, got {value}")
+    if key == "web.max_connections" and not (1 <= value <= 1_000_000):
+        errors.append(f"{key}: must be 1..1000000, got {value}")
     if key == "redis.history_write_delay" and not (0 <= value <= 60):
         errors.append(f"{key}: must be 0..60 seconds, got {value}")
     if key == "redis.url" and not value.startswith(("redis://", "rediss://", "unix://")):

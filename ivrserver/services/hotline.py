@@ -50,7 +50,7 @@ class HotlineService:
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, menus: MenuRegistry, routing: RoutingService,
                  tracker: ContactTracker | None, *, entry: str, retention_days: int, default_country: str = "",
-                 callbacks: CallbackService | None = None,
+                 callbacks: CallbackService | None = None, snapshot_timeout: float = 0.3,
                  clock: Callable[[], float] = time.time) -> None:
         self._redis = redis
         self._keys = keys
@@ -62,20 +62,31 @@ class HotlineService:
         self._country = default_country
         self._callbacks = callbacks
         self._clock = clock
+        # A frozen Redis must cost a caller a fraction of a second, not the socket timeout (5 s):
+        # the snapshot before the first prompt has its own deadline, and the end-of-call writes
+        # wait at most as long (not at all when the snapshot already failed) and finish unawaited.
+        self._snapshot_timeout = snapshot_timeout
+        self._pending_writes: set[asyncio.Task[None]] = set()
 
     def attach_callbacks(self, callbacks: CallbackService) -> None:
         """The callback service is built after the hotline (it needs the AMI dialer)."""
         self._callbacks = callbacks
 
-    async def _snapshot(self, number: str) -> tuple[CallerSnapshot, tuple[str, ...]]:
-        """The caller snapshot and the entry announcement: one round trip before the first prompt."""
+    async def _snapshot(self, number: str) -> tuple[CallerSnapshot, tuple[str, ...]] | None:
+        """The caller snapshot and the entry announcement: one round trip before the first prompt.
+        None when Redis failed or did not answer within `snapshot_timeout`."""
         try:
-            snapshot, raw = await customers.snapshot_and_announcement(
-                self._redis, self._keys, number, menu=self._entry, default_country=self._country)
+            async with asyncio.timeout(self._snapshot_timeout):
+                snapshot, raw = await customers.snapshot_and_announcement(
+                    self._redis, self._keys, number, menu=self._entry, default_country=self._country)
+        except TimeoutError:
+            # redis-py drops the connection of a command cut off by the deadline: no reply mix-up
+            log.error("caller lookup took longer than %ss; serving the caller as unknown", self._snapshot_timeout)
+            return None
         except (RedisError, OSError) as exc:
             # Redis down: the caller is served as unknown (menu, then a human), never dropped.
             log.error("caller lookup failed; serving the caller as unknown", extra={"error": str(exc)})
-            return CallerSnapshot(number=""), ()
+            return None
         return snapshot, callpath.parse_announcement(raw)
 
     async def offer_callback(self, cmd: e.OfferCallback, snapshot: CallerSnapshot, customer_id: str | None) -> bool:
@@ -116,7 +127,9 @@ class HotlineService:
             with contextlib.suppress(BaseException):
                 await lookup
             raise
-        snapshot, announcement = await lookup
+        looked_up = await lookup
+        redis_ok = looked_up is not None
+        snapshot, announcement = looked_up if looked_up is not None else (CallerSnapshot(number=""), ())
         customer: Customer | None = snapshot.customer
         await self._report(channel, CallFacts(kind=ContactKind.INBOUND, number=snapshot.number or None,
                                               customer_id=customer.id if customer else None, context_id=context_id),
@@ -127,7 +140,13 @@ class HotlineService:
         path: tuple[dict[str, Any], ...] = ()
         recorded: CallPath | None = None
         customer_id = customer.id if customer else None
-        if decision.action is Action.MENU:
+        if decision.action is Action.MENU and self._entry not in version.menus:
+            # no valid menu is live (an invalid file at start): no decision, the dialplan's
+            # fallback queues the caller in the general queue
+            log.warning("no valid menu %r live: caller handed to the dialplan fallback", self._entry)
+            reason = f"{reason}; no menu live: dialplan fallback"
+            await self._report(channel, CallFacts(routing_reason=reason))
+        elif decision.action is Action.MENU:
             outcome = await run_menu(channel, version, snapshot, None, started, menu=self._entry,
                                      announcement=announcement, identify=self._identify,
                                      offer_callback=self.offer_callback, clock=self._clock)
@@ -148,8 +167,19 @@ class HotlineService:
         ctx = CallContext(id=context_id, number=snapshot.number, started_at=started, customer_id=customer_id,
                           routing_reason=reason, menu=self._entry, menu_version=version.version,
                           ivr_path=path)
+        # the IVR path and the context in one round trip, before the dialplan rings an agent; the
+        # call waits for it only as long as for the snapshot (not at all if Redis already failed)
+        write = asyncio.create_task(self._save(ctx, recorded), name="call-context-write")
+        self._pending_writes.add(write)
+        write.add_done_callback(self._pending_writes.discard)
+        if redis_ok:
+            await asyncio.wait([write], timeout=self._snapshot_timeout)
+        if not write.done():
+            log.warning("call context write still pending after %ss; the call goes on without waiting",
+                        self._snapshot_timeout if redis_ok else 0)
+
+    async def _save(self, ctx: CallContext, recorded: CallPath | None) -> None:
         try:
-            # the IVR path and the context in one round trip, before the dialplan rings an agent
             if recorded is not None:
                 await self._recorder.record(recorded, context=call_context.as_write(self._keys, ctx))
             else:
@@ -157,6 +187,18 @@ class HotlineService:
         except (RedisError, OSError) as exc:
             log.error("call context and IVR path not saved; the agent's pop will be thin",
                       extra={"error": str(exc)})
+        except Exception:  # an unawaited task must not lose its error
+            log.exception("call context and IVR path not saved")
+
+    async def close(self, timeout: float = 2.0) -> None:
+        """At shutdown: give end-of-call writes still in flight `timeout` seconds, then cancel them."""
+        pending = list(self._pending_writes)
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=timeout)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
     async def _reroute_identified(self, channel: AgiChannel, customer_id: str, context_id: str, reason: str) -> str:
         """Identified by account + PIN on the way to a human: route as if their number had been
