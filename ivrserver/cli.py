@@ -11,7 +11,7 @@ from ivrserver import __version__, config
 from ivrserver.commands import load_settings
 
 # Each feature module contributes its own sub-commands through `register(subparsers)`.
-COMMAND_MODULES = ("doctor", "menus", "customers", "callbacks")
+COMMAND_MODULES = ("doctor", "menus", "customers", "callbacks", "db")
 
 
 def _run(args: argparse.Namespace) -> int:

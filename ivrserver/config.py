@@ -130,6 +130,17 @@ class CallbackSettings:
 
 
 @dataclass(frozen=True)
+class PostgresSettings:
+    # The system of record; "" = not configured (`make run` and the tests start a private cluster).
+    dsn: str = ""
+    pool_size: int = 10
+    # Retention per partitioned table, in days: whole months older than this are dropped.
+    contacts_retention_days: int = 730
+    paths_retention_days: int = 365
+    audit_retention_days: int = 2555
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = "INFO"
     format: str = "text"  # "text" or "json"
@@ -145,6 +156,7 @@ class Settings:
     menus: MenuSettings = field(default_factory=MenuSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     callbacks: CallbackSettings = field(default_factory=CallbackSettings)
+    postgres: PostgresSettings = field(default_factory=PostgresSettings)
     log: LogSettings = field(default_factory=LogSettings)
     instance: str = "ivrserver"
     # uvloop (libuv) or the standard library's loop; both run the same code.
@@ -245,6 +257,11 @@ def _check(key: str, value: Any, errors: list[str]) -> None:
         errors.append(f"{key}: must be 1..1000000, got {value}")
     if key == "redis.history_write_delay" and not (0 <= value <= 60):
         errors.append(f"{key}: must be 0..60 seconds, got {value}")
+    if key == "postgres.dsn" and value and not value.startswith(("postgresql://", "postgres://")):
+        errors.append(f"{key}: expected a postgresql:// URL, got {value!r}")
+    if key.startswith("postgres.") and key.endswith(("_days", "pool_size")) and isinstance(value, int) \
+            and value < 1:
+        errors.append(f"{key}: must be at least 1, got {value}")
     if key == "redis.url" and not value.startswith(("redis://", "rediss://", "unix://")):
         errors.append(f"{key}: expected a redis://, rediss:// or unix:// URL, got {value!r}")
     if key == "asterisk.hotline" and not (0 < len(value) <= 32 and all(c in "0123456789+*#" for c in value)):

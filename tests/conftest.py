@@ -16,6 +16,9 @@ import redis.asyncio as aioredis
 
 from ivrserver.store.keys import Keys
 
+# PostgreSQL for the tests that need it: one private cluster per session (tests/pg_fixtures.py).
+pytest_plugins = ["tests.pg_fixtures"]
+
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     """A port that nothing listens on right now (TCP by default, UDP with SOCK_DGRAM)."""

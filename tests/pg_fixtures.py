@@ -1,4 +1,7 @@
-"""A private PostgreSQL cluster for the test session (Debian's binaries, a temp data dir, a free port)."""
+"""A private PostgreSQL cluster for the test session (Debian's binaries, a temp data dir, a free port).
+
+Imported by the conftest of tests/record and by test modules elsewhere that need PostgreSQL.
+"""
 
 from __future__ import annotations
 
