@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import gc
 import logging
 import signal
@@ -23,10 +24,11 @@ from ivrserver import logs
 from ivrserver.config import Settings
 from ivrserver.domain.callbacks import longest_idle_first
 from ivrserver.domain.model import AgentState, ContactPreferences
+from ivrserver.domain.working_days import WorkingDays
 from ivrserver.metrics import Metrics
 from ivrserver.pbx.ami import AmiClient, AmiError
 from ivrserver.pbx.fastagi import FastAgiServer
-from ivrserver.services import menu_files, routing_files
+from ivrserver.services import menu_files, routing_files, work_calendar
 from ivrserver.services.agent_state import AgentStateService
 from ivrserver.services.callback_dialer import AmiCallbackDialer
 from ivrserver.services.callbacks import CallbackPlacer, CallbackScheduler, CallbackService, policy_from_settings
@@ -49,6 +51,15 @@ from ivrserver.web.app import HealthCheck, build_app
 from ivrserver.web.auth import AUTH, Authenticator, agent_id_of, auth_middleware, authorize_hook, require_supervisor
 
 log = logging.getLogger("ivrserver.app")
+
+
+def _working_days(settings: Settings) -> WorkingDays | None:
+    """The callback calendar (`callbacks.calendar_country`), built once at start."""
+    try:
+        return work_calendar.for_today(settings.callbacks.calendar_country, settings.callbacks.calendar_subdivision,
+                                       datetime.date.today())
+    except ValueError as exc:
+        raise StartupError(f"callbacks.calendar_subdivision: {exc}") from exc
 
 
 class StartupError(Exception):
@@ -83,12 +94,14 @@ class IvrServer:
                                              wrap_up_seconds=agents.wrap_up_seconds)
         self.tracker = ContactTracker(self.redis, self.keys, retention_days=settings.redis.retention_days,
                                       agents=self._by_endpoint, instance=settings.instance,
-                                      write_delay=settings.redis.history_write_delay)
+                                      write_delay=settings.redis.history_write_delay,
+                                      default_country=settings.phone.default_region)
         self.routing = RoutingService(self.redis, self.keys, policy, agents.agents,
                                       statuses=self.agent_state.statuses_of)
         self.hotline = HotlineService(self.redis, self.keys, self.menus, self.routing, self.tracker,
                                       entry=settings.menus.entry, retention_days=settings.redis.retention_days,
-                                      snapshot_timeout=settings.redis.snapshot_timeout)
+                                      snapshot_timeout=settings.redis.snapshot_timeout,
+                                      default_country=settings.phone.default_region)
         self.fastagi.route(settings.menus.entry, self.hotline.handle)
         # screen-pop: per-agent numbered events, login and audit
         self.pops = PopStore(self.redis, self.keys, backlog_seconds=settings.web.backlog_seconds)
@@ -106,7 +119,8 @@ class IvrServer:
         # callbacks (virtual hold reads the live queues)
         self.queue_state = QueueState(self._agent_of_interface, self._count_free)
         self.callback_store = CallbackStore(self.redis, self.keys)
-        callback_policy = policy_from_settings(settings.callbacks)
+        callback_policy = policy_from_settings(settings.callbacks, phone_region=settings.phone.default_region,
+                                               working_days=_working_days(settings))
         self.dialer = AmiCallbackDialer(self.ami, self.redis, self.keys, self.callback_store,
                                         tracker=self.tracker, hotline=settings.asterisk.hotline)
         placer = CallbackPlacer(
@@ -167,7 +181,8 @@ class IvrServer:
             get_state=self._agent_state)
         routes = [
             api_menus.routes(self.menus, redis=self.redis, keys=self.keys, guard=require_supervisor),
-            api_customers.routes(self.redis, self.keys, authorize_hook, retention_days=retention),
+            api_customers.routes(self.redis, self.keys, authorize_hook, retention_days=retention,
+                                 default_country=self.settings.phone.default_region),
             api_callbacks.routes(self.callbacks, current_agent=agent_id_of),
             api_agents.routes(agent_api),
             api_docs.routes(),

@@ -127,6 +127,17 @@ class CallbackSettings:
     max_attempts: int = 3
     agent_ring_seconds: int = 20
     grace_seconds: int = 120
+    # Public holidays and moved working days of this country (ISO 3166, `holidays` library;
+    # '' = none): no callback is placed on a public holiday unless the customer allows it.
+    calendar_country: str = ""
+    calendar_subdivision: str = ""
+
+
+@dataclass(frozen=True)
+class PhoneSettings:
+    # ISO 3166 region whose national numbers the caller IDs, imports and agents use ('' = none:
+    # only numbers written with + or 00 become E.164). Valid numbers are stored in E.164.
+    default_region: str = "CN"
 
 
 @dataclass(frozen=True)
@@ -156,6 +167,7 @@ class Settings:
     menus: MenuSettings = field(default_factory=MenuSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     callbacks: CallbackSettings = field(default_factory=CallbackSettings)
+    phone: PhoneSettings = field(default_factory=PhoneSettings)
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     log: LogSettings = field(default_factory=LogSettings)
     instance: str = "ivrserver"
@@ -255,6 +267,10 @@ def _check(key: str, value: Any, errors: list[str]) -> None:
         errors.append(f"{key}: must be at most 10 seconds, got {value}")
     if key == "web.max_connections" and not (1 <= value <= 1_000_000):
         errors.append(f"{key}: must be 1..1000000, got {value}")
+    if key == "phone.default_region":
+        _check_with(key, value, errors, "ivrserver.domain.phone", "check_region")
+    if key == "callbacks.calendar_country" and value:
+        _check_with(key, value, errors, "ivrserver.services.work_calendar", "check_country")
     if key == "redis.history_write_delay" and not (0 <= value <= 60):
         errors.append(f"{key}: must be 0..60 seconds, got {value}")
     if key == "postgres.dsn" and value and not value.startswith(("postgresql://", "postgres://")):
@@ -267,6 +283,15 @@ def _check(key: str, value: Any, errors: list[str]) -> None:
     if key == "asterisk.hotline" and not (0 < len(value) <= 32 and all(c in "0123456789+*#" for c in value)):
         # shown as the caller id of callbacks (`Callback <hotline>`): a plain number only
         errors.append(f"{key}: expected digits (and + * #), 1-32 of them, got {value!r}")
+
+
+def _check_with(key: str, value: Any, errors: list[str], module: str, name: str) -> None:
+    """Run a checker that raises ValueError (imported here: config stays cheap to import)."""
+    import importlib
+    try:
+        getattr(importlib.import_module(module), name)(value)
+    except ValueError as exc:
+        errors.append(f"{key}: {exc}")
 
 
 def _shown(text: str) -> str:

@@ -244,7 +244,8 @@ def test_demo_customers_file_imports(repo_root: Path, redis_url: str, db: redis.
 
 @pytest.mark.parametrize(("argv", "code", "message"), [
     (["--redis-url", "http://x"], 2, "--redis-url"),
-    (["--default-country", "4x"], 2, "--default-country"),
+    (["--region", "4x"], 2, "--region: unknown region"),
+    (["--default-country", "49"], 2, "--region: unknown region"),  # the old spelling takes a region now
     (["--redis-url", "redis://127.0.0.1:1/0"], 3, "Redis at"),
 ])
 def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], code: int,
@@ -253,6 +254,21 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: 
     path.write_text(GOOD_CSV)
     assert cli("customers", "import", str(path), *argv) == code
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    ([], ("+8613800000001", "10086", "15550001")),           # phone.default_region: CN
+    (["--region", "CN"], ("+8613800000001", "10086", "15550001")),
+    (["--region", ""], ("013800000001", "10086", "15550001")),  # no region: as written
+])
+def test_import_stores_numbers_in_the_one_normal_form(tmp_path: Path, redis_url: str, db: redis.Redis,
+                                                      argv: list[str], expected: tuple[str, ...]) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"customers": [
+        {"id": "c-cn", "name": "Wang Lei", "phones": ["013800000001", "10086", "1555-0001"]}]}))
+    assert cli("customers", "import", str(path), "--redis-url", redis_url, *argv) == 0
+    found = load(redis_url, "c-cn")
+    assert found is not None and found.phones == expected
 
 
 def test_unknown_extension_and_missing_file(tmp_path: Path, redis_url: str, db: redis.Redis,

@@ -9,6 +9,7 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
+from ivrserver.domain import customer_validation as cv
 from ivrserver.domain import identification
 from ivrserver.domain.identification import Locked, LockoutPolicy
 from ivrserver.domain.model import Case, CaseStatus, Contact, ContactKind, Customer, Outcome, Tier
@@ -162,8 +163,60 @@ async def test_snapshot_unknown_and_shared_numbers(redis_client: aioredis.Redis,
 
 async def test_snapshot_with_default_country(redis_client: aioredis.Redis, keys: Keys) -> None:
     await store.save_customer(redis_client, keys, customer())
-    snap = await store.snapshot_by_number(redis_client, keys, "030 123", default_country="49")
+    snap = await store.snapshot_by_number(redis_client, keys, "030 123", default_country="DE")
     assert snap.customer is not None and snap.number == "+4930123"
+
+
+@pytest.mark.parametrize("caller_id", ["13800000001", "013800000001", "8613800000001", "+8613800000001",
+                                       "008613800000001"])
+async def test_domestic_caller_ids_find_the_customer_stored_in_e164(
+        redis_client: aioredis.Redis, keys: Keys, caller_id: str) -> None:
+    valid, errors = cv.validate_customer({"id": "c-cn", "name": "Wang Lei", "phones": ["+86 138 0000 0001"]},
+                                         default_country="CN")
+    assert not errors and valid is not None and valid.customer.phones == ("+8613800000001",)
+    await store.save_customer(redis_client, keys, valid.customer)
+    snap = await store.snapshot_by_number(redis_client, keys, caller_id, default_country="CN")
+    assert snap.customer is not None and snap.customer.id == "c-cn"
+    assert snap.number == "+8613800000001"
+
+
+@pytest.mark.parametrize(("stored", "caller_id"), [
+    ("13800000001", "013800000001"),     # imported before E.164 from a national-form file
+    ("13800000001", "+8613800000001"),
+    ("013800000001", "013800000001"),    # stored with the trunk prefix, called with it
+    ("8613800000001", "13800000001"),    # the old callback form (E.164 without '+')
+])
+async def test_customers_stored_under_the_old_normal_form_are_still_found(
+        redis_client: aioredis.Redis, keys: Keys, stored: str, caller_id: str) -> None:
+    # A profile written by a version that kept national numbers as dialled (no region).
+    await store.save_customer(redis_client, keys, customer("c-old", phones=(stored,), account_number=None,
+                                                           pin_hash=None))
+    snap = await store.snapshot_by_number(redis_client, keys, caller_id, default_country="CN")
+    assert snap.customer is not None and snap.customer.id == "c-old" and snap.number == "+8613800000001"
+
+
+async def test_saving_an_old_customer_again_moves_it_to_the_e164_index(
+        redis_client: aioredis.Redis, keys: Keys) -> None:
+    await store.save_customer(redis_client, keys, customer("c-old", phones=("13800000001",), account_number=None,
+                                                           pin_hash=None))
+    valid, errors = cv.validate_customer({"id": "c-old", "name": "Wang Lei", "phones": ["13800000001"]},
+                                         default_country="CN")
+    assert not errors and valid is not None
+    await store.save_customer(redis_client, keys, valid.customer)  # a re-import
+    assert await store.customer_ids_for_phone(redis_client, keys, "13800000001") == []
+    assert await store.customer_ids_for_phone(redis_client, keys, "+8613800000001") == ["c-old"]
+    snap = await store.snapshot_by_number(redis_client, keys, "013800000001", default_country="CN")
+    assert snap.customer is not None and snap.customer.id == "c-old"
+
+
+async def test_one_number_under_an_old_and_the_new_form_of_two_customers_is_shared(
+        redis_client: aioredis.Redis, keys: Keys) -> None:
+    await store.save_customer(redis_client, keys, customer("c1", phones=("13800000001",), account_number=None,
+                                                           pin_hash=None))
+    await store.save_customer(redis_client, keys, customer("c2", phones=("+8613800000001",), account_number=None,
+                                                           pin_hash=None))
+    snap = await store.snapshot_by_number(redis_client, keys, "13800000001", default_country="CN")
+    assert snap.customer is None and not snap.anonymous and snap.number == "+8613800000001"
 
 
 # --- account + PIN -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from ivrserver.commands import load_settings
 from ivrserver.domain.callbacks import Callback, CallbackState, InvalidTransition, RequestInvalid, to_dict
+from ivrserver.services import work_calendar
 from ivrserver.services.callbacks import CallbackBusy, CallbackNotFound, CallbackService, policy_from_settings
 from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
@@ -100,8 +101,11 @@ def _run(args: argparse.Namespace, body: Callable[[CallbackService], Awaitable[i
     async def go() -> int:
         client = aioredis.Redis.from_url(url, decode_responses=True)
         try:
-            service = CallbackService(CallbackStore(client, Keys(prefix)),
-                                      policy_from_settings(settings.callbacks), clock=time.time)
+            days = await asyncio.to_thread(work_calendar.for_today, settings.callbacks.calendar_country,
+                                           settings.callbacks.calendar_subdivision, datetime.now(UTC).date())
+            policy = policy_from_settings(settings.callbacks, phone_region=settings.phone.default_region,
+                                          working_days=days)
+            service = CallbackService(CallbackStore(client, Keys(prefix)), policy, clock=time.time)
             return await body(service)
         finally:
             await client.aclose()
@@ -121,6 +125,9 @@ def _run(args: argparse.Namespace, body: Callable[[CallbackService], Awaitable[i
     except (OSError, aioredis.ConnectionError) as exc:
         print(f"error: cannot reach Redis at {url}: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # the calendar settings (callbacks.calendar_subdivision)
+        print(f"error: callbacks.calendar_subdivision: {exc}", file=sys.stderr)
+        return 2
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 
 from ivrserver.commands import load_settings
 from ivrserver.domain import customer_validation as cv
+from ivrserver.domain import phone
 from ivrserver.domain.customer_validation import FieldError, ValidCustomer
 from ivrserver.domain.model import Customer
 from ivrserver.store import customers as store
@@ -51,8 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     imp.add_argument("--format", choices=("csv", "yaml"), help="file format (default: from the extension)")
     imp.add_argument("--partial", action="store_true",
                      help="import the valid rows even if some rows are bad (default: all or nothing)")
-    imp.add_argument("--default-country", default="", metavar="CC",
-                     help="country code for national numbers written with a leading 0, e.g. 49")
+    imp.add_argument("--region", "--default-country", dest="default_country", default=None, metavar="CC",
+                     help="ISO 3166 region national numbers in the file are read in, e.g. CN ('' for none; "
+                          "default: phone.default_region from the configuration)")
     _common(imp)
     imp.set_defaults(func=run_import)
 
@@ -305,9 +307,15 @@ async def _open_cases(redis: aioredis.Redis, keys: Keys, cases: list[tuple[int, 
 
 def run_import(args: argparse.Namespace) -> int:
     path = Path(args.file)
-    if args.default_country and not (args.default_country.isascii() and args.default_country.isdigit()
-                                     and 1 <= len(args.default_country) <= 3):
-        print("--default-country: expected 1-3 digits, e.g. 49", file=sys.stderr)
+    if args.default_country is None:
+        settings = load_settings(getattr(args, "config", None))
+        if settings is None:
+            return 2
+        args.default_country = settings.phone.default_region
+    try:
+        args.default_country = phone.check_region(args.default_country)
+    except ValueError as exc:
+        print(f"--region: {exc}", file=sys.stderr)
         return 2
     rows, case_rows, errors = read_rows(path, args.format)
     if errors and not rows and not case_rows:

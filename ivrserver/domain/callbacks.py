@@ -17,6 +17,10 @@ customer). A window opens at the first instant the local clock reads `from` and 
 first instant after that it reads `until`. So on a spring-forward day a boundary that falls in
 the skipped hour moves to the end of the gap, and on a fall-back day the repeated hour is not
 opened twice.
+
+Public holidays: with a country calendar in the policy (`working_days`, a table built outside
+the domain), a day that is a public holiday in the customer's local date has no calling hours,
+unless the customer's preferences say `holidays_ok`. Weekends are calling days as before.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ivrserver.domain import phone
 from ivrserver.domain.model import AgentState, AgentStatus, ContactPreferences, Tier
+from ivrserver.domain.working_days import WorkingDays
 
 
 class CallbackState(enum.StrEnum):
@@ -125,7 +131,7 @@ class Attempt:
 class Callback:
     id: str
     customer_id: str
-    number: str  # digits only
+    number: str  # phone.normalise form: E.164 for valid numbers, else as dialled
     earliest: float  # the due window: attempts start within [earliest, latest]
     latest: float
     created_at: float
@@ -178,6 +184,8 @@ class CallbackPolicy:
     past_tolerance_seconds: float = 60.0  # "now" from a client whose clock is a little behind
     max_reason: int = 500
     max_context: int = 2000
+    phone_region: str = ""  # how national numbers in requests are read (phone.normalise)
+    working_days: WorkingDays | None = None  # public holidays: no calls unless prefs.holidays_ok
 
 
 # ----------------------------------------------------------------------------- transitions
@@ -285,6 +293,18 @@ def window_on(day: date, hours: tuple[tuple[int, int], tuple[int, int]], tz: Zon
     return CallingWindow(opens, closes) if opens < closes else None
 
 
+def is_calling_day(day: date, prefs: ContactPreferences, policy: CallbackPolicy) -> bool:
+    """False on a public holiday of the policy's calendar (the customer's local date), unless the
+    customer allows calls on holidays."""
+    days = policy.working_days
+    return days is None or prefs.holidays_ok or not days.is_holiday(day)
+
+
+# The longest run of public holidays a window search steps over (China's Spring Festival and
+# National Day weeks are 8 days, the weekends around them included).
+_MAX_HOLIDAY_RUN = 16
+
+
 def next_allowed_time(t: float, prefs: ContactPreferences, policy: CallbackPolicy) -> float | None:
     """The earliest instant ≥ t inside the calling hours, or None if there are none (no overlap)."""
     hours = allowed_hours(prefs, policy)
@@ -292,8 +312,11 @@ def next_allowed_time(t: float, prefs: ContactPreferences, policy: CallbackPolic
         return None
     tz = zone(prefs.timezone)
     today = datetime.fromtimestamp(t, tz).date()
-    for offset in range(-1, 9):
-        w = window_on(today + timedelta(days=offset), hours, tz)
+    for offset in range(-1, 9 + _MAX_HOLIDAY_RUN):
+        day = today + timedelta(days=offset)
+        if not is_calling_day(day, prefs, policy):
+            continue
+        w = window_on(day, hours, tz)
         if w is not None and t < w.closes:
             return max(t, w.opens)
     return None
@@ -441,7 +464,6 @@ def virtual_hold_ready(place: QueuePlace, callback_id: str, live: Iterable[Queue
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$")
 _PROMPT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_/-]{0,127}$")
-_NUMBER_PUNCT = re.compile(r"[\s().-]")
 _RELATIVE = re.compile(r"^\+(\d{1,7})([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _FIELDS = frozenset({"customer_id", "number", "at", "earliest", "latest", "preferred_agent", "tier",
@@ -468,20 +490,17 @@ class CallbackRequest:
     prompt: str = ""
 
 
-def normalise_number(raw: object) -> str:
-    """Digits only: spaces, dots, dashes and parentheses dropped, a leading '+' dropped."""
+def normalise_number(raw: object, region: str = "") -> str:
+    """The number as identification stores it (`phone.normalise`: E.164 for valid numbers, service
+    codes and extensions as dialled), so a callback's number matches the customer's."""
     if not isinstance(raw, str):
         raise ValueError("expected a phone number as text")
-    s = _NUMBER_PUNCT.sub("", raw.strip())
-    if s.startswith("+"):
-        s = s[1:]
-    if not s:
-        raise ValueError("empty phone number")
-    if not s.isascii() or not s.isdigit():
-        raise ValueError(f"only digits, spaces, '.', '-', '(', ')' and a leading '+' are allowed, got {raw!r}")
-    if not 3 <= len(s) <= 20:
-        raise ValueError(f"expected 3 to 20 digits, got {len(s)}")
-    return s
+    if phone.is_anonymous(raw):
+        raise ValueError("empty or withheld phone number")
+    try:
+        return phone.normalise(raw, region)
+    except phone.InvalidPhone as exc:
+        raise ValueError(f"not a phone number: {exc}") from None
 
 
 def parse_time(raw: object, now: float) -> float:
@@ -588,7 +607,7 @@ def validate_request(raw: Mapping[str, object], now: float, policy: CallbackPoli
             return default
 
     customer_id = check("customer_id", _ident, required=True)
-    number = check("number", normalise_number, required=True)
+    number = check("number", lambda v: normalise_number(v, policy.phone_region), required=True)
     preferred = check("preferred_agent", _ident)
     case_id = check("case_id", _ident)
     tier = check("tier", lambda v: Tier(v).value if isinstance(v, str) and v in set(Tier) else _bad(
@@ -652,13 +671,14 @@ def _int(v: object) -> int:
 
 def merged_preferences(req: CallbackRequest, profile: ContactPreferences | None) -> ContactPreferences:
     """The customer's profile preferences, with time fields the request gives taking precedence;
-    do-not-call always comes from the profile."""
+    do-not-call and calls on public holidays always come from the profile."""
     base = profile or ContactPreferences()
     return ContactPreferences(
         timezone=req.timezone or base.timezone,
         allowed_from=req.allowed_from or base.allowed_from,
         allowed_until=req.allowed_until or base.allowed_until,
         do_not_call=base.do_not_call,
+        holidays_ok=base.holidays_ok,
     )
 
 
@@ -687,9 +707,11 @@ def schedule(cb: Callback, policy: CallbackPolicy, now: float) -> Callback:
             f"{policy.calling_from}-{policy.calling_until}")})
     t = next_allowed_time(max(now, cb.earliest), prefs, policy)
     if t is None or t > cb.latest:
+        holidays = "" if policy.working_days is None or prefs.holidays_ok else (
+            f", not on public holidays of {policy.working_days.describe()}")
         raise RequestInvalid({"latest": (
             f"no calling hours in the window (allowed {max(policy.calling_from, prefs.allowed_from)}-"
-            f"{min(policy.calling_until, prefs.allowed_until)} {prefs.timezone}); widen the window")})
+            f"{min(policy.calling_until, prefs.allowed_until)} {prefs.timezone}{holidays}); widen the window")})
     return transition(cb, CallbackState.SCHEDULED, now, due_at=t)
 
 

@@ -17,7 +17,7 @@ Canonical mapping of a customer (JSON body, YAML item, export)::
     pin: "1234"                    # optional, write-only, 4-8 digits (needs account_number)
     pin_hash: "scrypt$..."         # optional, from an export; instead of pin
     preferences: {timezone: Europe/Berlin, allowed_from: "09:00", allowed_until: "20:00",
-                  do_not_call: false}
+                  do_not_call: false, holidays_ok: false}   # holidays_ok: callbacks on public holidays
     attributes: {balance: "12.50"} # free-form text for self-service
 
 A CSV row is the flat form of the same: `phones` separated by `;`, the preference fields as
@@ -53,7 +53,7 @@ SEVERITIES = range(1, 6)
 
 CUSTOMER_FIELDS = ("id", "name", "phones", "tier", "segment", "language", "account_manager",
                    "account_number", "pin", "pin_hash", "preferences", "attributes")
-PREFERENCE_FIELDS = ("timezone", "allowed_from", "allowed_until", "do_not_call")
+PREFERENCE_FIELDS = ("timezone", "allowed_from", "allowed_until", "do_not_call", "holidays_ok")
 ATTRIBUTE_COLUMN_PREFIX = "attr."
 FLAT_COLUMNS = tuple(f for f in CUSTOMER_FIELDS if f not in ("preferences", "attributes")) + PREFERENCE_FIELDS
 PHONE_SEPARATOR = ";"
@@ -220,12 +220,18 @@ def _preferences(errors: _Errors, value: Any) -> ContactPreferences | None:
     dnc = False if raw_dnc is None else parse_bool(raw_dnc)
     if dnc is None:
         errors.add("preferences.do_not_call", "must be true or false")
-    if timezone is None or start is None or end is None or dnc is None:
+    raw_holidays_ok = value.get("holidays_ok")
+    holidays_ok = False if raw_holidays_ok is None else parse_bool(raw_holidays_ok)
+    if holidays_ok is None:
+        errors.add("preferences.holidays_ok", "must be true or false")
+    if timezone is None or start is None or end is None or dnc is None or holidays_ok is None:
         return None
-    return ContactPreferences(timezone=timezone, allowed_from=start, allowed_until=end, do_not_call=dnc)
+    return ContactPreferences(timezone=timezone, allowed_from=start, allowed_until=end, do_not_call=dnc,
+                              holidays_ok=holidays_ok)
 
 
 def _phones(errors: _Errors, value: Any, default_country: str) -> tuple[str, ...] | None:
+    """The numbers in `phone.normalise` form; `default_country` is the region (e.g. "CN")."""
     if value is None:
         return ()
     if isinstance(value, str):
@@ -417,6 +423,7 @@ def to_flat_row(customer: Customer) -> dict[str, str]:
         "allowed_from": customer.preferences.allowed_from,
         "allowed_until": customer.preferences.allowed_until,
         "do_not_call": "true" if customer.preferences.do_not_call else "false",
+        "holidays_ok": "true" if customer.preferences.holidays_ok else "false",
     }
     for key, value in customer.attributes.items():
         row[ATTRIBUTE_COLUMN_PREFIX + key] = value

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from ivrserver.domain import suggest
+from ivrserver.domain.working_days import WorkingDays
 
 TreePath = tuple[str | int, ...]
 
@@ -32,6 +33,8 @@ ENDPOINT_RE = re.compile(r"^PJSIP/[A-Za-z0-9_.\-]+$")  # what the dialplan accep
 LANGUAGE_RE = re.compile(r"^[a-z]{2}(_[A-Z]{2})?$")
 RANGE_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
+SUBDIVISION_RE = re.compile(r"^\w[\w .-]{0,31}$")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,19 +219,43 @@ class Node:
 
 
 @dataclass(frozen=True)
+class CalendarRef:
+    """`hours.calendar`: a country's official calendar (public holidays, moved working days)."""
+
+    country: str  # ISO 3166 alpha-2, e.g. "CN"
+    subdivision: str = ""  # e.g. "CA" (US California); '' for the whole country
+    workday_hours: int = 0  # the weekday (0 = Monday) whose hours a moved working day uses
+
+
+@dataclass(frozen=True)
 class Hours:
-    """Opening hours: per weekday (0 = Monday) a list of [start, end) minute ranges; holidays."""
+    """Opening hours: per weekday (0 = Monday) a list of [start, end) minute ranges; holidays.
+
+    With a `calendar`, the menu loader attaches that country's table (`days`): its public
+    holidays are holidays too, and a moved working day (a weekend day worked in exchange, e.g.
+    Saturday 2025-10-11 in China) opens with the hours of `calendar.workday_hours` (Monday's by
+    default) instead of its own weekday's.
+    """
 
     weekly: Mapping[int, tuple[tuple[int, int], ...]]
     holidays: frozenset[str]
     timezone: str
+    calendar: CalendarRef | None = None
+    days: WorkingDays | None = None
 
     def state(self, now: datetime) -> str:
         """'holiday', 'open' or 'closed' for a local datetime (already in `timezone`)."""
-        if now.date().isoformat() in self.holidays:
+        today = now.date()
+        if today.isoformat() in self.holidays:
             return "holiday"
+        weekday = today.weekday()
+        if self.days is not None:
+            if self.days.is_holiday(today):
+                return "holiday"
+            if self.days.is_moved_workday(today) and self.calendar is not None:
+                weekday = self.calendar.workday_hours
         minute = now.hour * 60 + now.minute
-        for start, end in self.weekly.get(now.weekday(), ()):
+        for start, end in self.weekly.get(weekday, ()):
             if start <= minute < end:
                 return "open"
         return "closed"
@@ -441,7 +468,31 @@ class _Builder:
             else:
                 holidays.add(text)
         tz = data.get("timezone")
-        return Hours(weekly, frozenset(holidays), tz if isinstance(tz, str) else "UTC")
+        calendar = self.calendar(data.get("calendar"), (*path, "calendar"))
+        return Hours(weekly, frozenset(holidays), tz if isinstance(tz, str) else "UTC", calendar)
+
+    def calendar(self, value: Any, path: TreePath) -> CalendarRef | None:
+        """`hours.calendar: {country: CN, subdivision: null, workday_hours: mon}` (whether the
+        country and subdivision exist is checked where the calendar is loaded)."""
+        if value is None:
+            return None
+        data = self.mapping(value, path)
+        country = data.get("country")
+        if not isinstance(country, str) or not COUNTRY_RE.match(country):
+            self.error((*path, "country"), "calendar", f"{dotted((*path, 'country'))}: expected an ISO 3166 "
+                                                       f"two-letter country code such as CN or US, got {country!r}")
+            return None
+        subdivision = data.get("subdivision")
+        if subdivision is not None and not (isinstance(subdivision, str) and SUBDIVISION_RE.match(subdivision)):
+            self.error((*path, "subdivision"), "calendar", f"{dotted((*path, 'subdivision'))}: expected a "
+                                                           f"subdivision code such as CA, or null, got {subdivision!r}")
+            return None
+        workday = data.get("workday_hours", "mon")
+        if workday not in WEEKDAYS:
+            self.error((*path, "workday_hours"), "weekday", f"{dotted((*path, 'workday_hours'))}: '{workday}' "
+                                                            "is not a weekday", did_you_mean(str(workday), WEEKDAYS))
+            return None
+        return CalendarRef(country, subdivision or "", WEEKDAYS.index(workday))
 
 
 def _valid_date(text: str) -> bool:

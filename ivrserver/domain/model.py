@@ -31,6 +31,7 @@ class ContactPreferences:
     allowed_from: str = "09:00"
     allowed_until: str = "20:00"
     do_not_call: bool = False
+    holidays_ok: bool = False  # callbacks may be placed on public holidays (callbacks.calendar_country)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from ivrserver.domain.callbacks import (
     WaitUntil,
 )
 from ivrserver.domain.model import ContactPreferences
+from ivrserver.domain.working_days import WorkingDays
 from ivrserver.store.callbacks import CallbackStore, Claim, DialStart, UpdateResult
 
 log = logging.getLogger(__name__)
@@ -114,10 +115,13 @@ async def _no_record(cb: Callback, attempt: policy_mod.Attempt) -> None:
     return None
 
 
-def policy_from_settings(settings: Any) -> CallbackPolicy:
-    """CallbackPolicy from `config.CallbackSettings` (duck-typed to keep imports one-way)."""
+def policy_from_settings(settings: Any, *, phone_region: str = "",
+                         working_days: WorkingDays | None = None) -> CallbackPolicy:
+    """CallbackPolicy from `config.CallbackSettings` (duck-typed to keep imports one-way), the
+    region numbers are read in (`phone.default_region`) and the public-holiday calendar."""
     return CallbackPolicy(calling_from=settings.calling_from, calling_until=settings.calling_until,
-                          max_attempts=settings.max_attempts, grace_seconds=float(settings.grace_seconds))
+                          max_attempts=settings.max_attempts, grace_seconds=float(settings.grace_seconds),
+                          phone_region=phone_region, working_days=working_days)
 
 
 # ----------------------------------------------------------------------------- placer

@@ -20,6 +20,7 @@ import re
 import wave
 import zoneinfo
 from collections.abc import Iterator
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ivrserver.config import REPO_DIR
 from ivrserver.domain import menu as m
 from ivrserver.pbx.asterisk_conf import ConfReadError, queue_names
+from ivrserver.services import work_calendar
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +259,8 @@ def check_text(text: str, file: str, name: str, resources: m.Resources | None = 
     if menu is None:
         return None, sorted(issues, key=lambda i: (i.line, i.column, i.code))
     issues = list(dict.fromkeys([*issues, *m.validate(menu, src, resources)]))
+    menu, calendar_issues = work_calendar.attach_to_menu(menu, src, date.today())
+    issues += calendar_issues
     issues.sort(key=lambda i: (i.line, i.column, i.code))
     return (None if m.has_errors(issues) else menu), issues
 

@@ -4,7 +4,11 @@ Layout (every name from `Keys`):
 - ``customer:{id}``     STRING  JSON profile (canonical mapping, with pin_hash)
 - ``customers``         ZSET    every customer id, score 0 (ordered by id, for paging)
 - ``phone:{number}``    SET     ids of the customers with this normalised number (a shared
-                                family line has several; the snapshot then names nobody)
+                                family line has several; the snapshot then names nobody). The
+                                number is `phone.normalise` form: E.164 for valid numbers. Customers
+                                saved before numbers were E.164 are indexed under the number as
+                                written; the snapshot also looks there (`phone.lookup_forms`), and
+                                saving the customer again (import, REST) moves them to E.164.
 - ``account:{number}``  STRING  id of the customer with this account number (unique)
 - ``pinfail:{account}`` HASH    failures (comma-separated epoch seconds), locked_until; expires
 
@@ -74,7 +78,8 @@ def customer_from_json(raw: str | None) -> Customer | None:
             preferences=ContactPreferences(
                 timezone=str(prefs.get("timezone", "UTC")), allowed_from=str(prefs.get("allowed_from", "09:00")),
                 allowed_until=str(prefs.get("allowed_until", "20:00")),
-                do_not_call=bool(prefs.get("do_not_call", False))),
+                do_not_call=bool(prefs.get("do_not_call", False)),
+                holidays_ok=bool(prefs.get("holidays_ok", False))),
             attributes={str(k): str(v) for k, v in (d.get("attributes") or {}).items()},
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -208,12 +213,13 @@ async def account_owner(redis: aioredis.Redis, keys: Keys, account_number: str) 
 # --- caller snapshot -----------------------------------------------------------------------------
 
 _SNAPSHOT_LUA = scripts.declare("""
--- KEYS[1]: phone index set. ARGV: key prefixes built by Keys (customer, open cases, case,
--- timeline, contact), the maximum number of open cases to return, and the key of the menu's
--- entry announcement ('' for none: its value is returned last, '' when unset).
+-- KEYS: phone index sets of the caller's number (normal form, then older forms).
+-- ARGV: key prefixes built by Keys (customer, open cases, case, timeline, contact), the
+-- maximum number of open cases to return, and the key of the menu's entry announcement
+-- ('' for none: its value is returned last, '' when unset).
 local announcement = ''
 if ARGV[7] and ARGV[7] ~= '' then announcement = redis.call('GET', ARGV[7]) or '' end
-local ids = redis.call('SMEMBERS', KEYS[1])
+local ids = redis.call('SUNION', unpack(KEYS))
 if #ids ~= 1 then return {#ids, false, {}, '', announcement} end
 local id = ids[1]
 local profile = redis.call('GET', ARGV[1] .. id)
@@ -249,6 +255,8 @@ async def snapshot_by_number(redis: aioredis.Redis, keys: Keys, number: str | No
                              default_country: str = "") -> CallerSnapshot:
     """What the store knows about a calling number, in one round trip (one EVALSHA).
 
+    `default_country` is the region national numbers are read in (`phone.normalise`, e.g. "CN").
+
     Withheld or malformed caller IDs are `anonymous=True` with number '' and cost no round trip.
     A number shared by several customers (or unknown) gives `customer=None`: identify by account.
     """
@@ -262,15 +270,16 @@ async def snapshot_and_announcement(redis: aioredis.Redis, keys: Keys, number: s
     """The caller snapshot and, with `menu`, the raw value of that menu's entry announcement
     ('' when off), in the same round trip: what a call needs before its first prompt."""
     announcement_key = keys.announcement(menu) if menu else ""
-    normalised = phone.try_normalise(number, default_country)
-    if normalised is None:
+    forms = phone.lookup_forms(number, default_country)
+    if not forms:
         raw = (await redis.get(announcement_key) or "") if announcement_key else ""
         return CallerSnapshot(number="", anonymous=True), str(raw)
     reply: list[Any] = await scripts.script(redis, _SNAPSHOT_LUA)(
-        keys=[keys.phone(normalised)],
+        keys=[keys.phone(form) for form in forms],
         args=[keys.customer(""), keys.open_cases(""), keys.case(""), keys.timeline(""), keys.contact(""),
               MAX_SNAPSHOT_CASES, announcement_key],
     )
+    normalised = forms[0]
     announcement = str(reply[4] or "") if reply and len(reply) >= 5 else ""
     if not reply or reply[0] != 1 or len(reply) < 4:
         return CallerSnapshot(number=normalised), announcement

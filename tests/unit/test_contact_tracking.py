@@ -289,13 +289,13 @@ def test_number_recorded_normalised_from_the_first_channel() -> None:
 
 @pytest.mark.parametrize(("caller_id", "expected"), [
     ("anonymous", ""), ("<unknown>", ""), ("1555\x000001", ""), ("+1 (555) 0001", "+15550001"),
-    ("0301234", "+49301234"),
+    ("030 1234567", "+49301234567"), ("10086", "10086"),  # a service code: as dialled
 ])
 def test_number_is_hostile_input(caller_id: str, expected: str) -> None:
     steps = [(0, ami("Newchannel", CallerIDNum=caller_id)), (1, facts(ivr_step="hotline")),
              (2, ami("Hangup", CallerIDNum=caller_id))]
     _, ended = play(steps)
-    assert ct.to_contact(ended[0], "k", default_country="49").number == expected
+    assert ct.to_contact(ended[0], "k", default_country="DE").number == expected
 
 
 def test_in_progress_until_the_first_channel_hangs_up() -> None:

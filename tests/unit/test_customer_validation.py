@@ -127,8 +127,20 @@ def test_id_optional_when_not_required() -> None:
 
 
 def test_default_country_applies_to_phones() -> None:
-    result, _ = cv.validate_customer({"id": "x", "name": "X", "phones": ["030 123456"]}, default_country="49")
+    result, _ = cv.validate_customer({"id": "x", "name": "X", "phones": ["030 123456"]}, default_country="DE")
     assert result is not None and result.customer.phones == ("+4930123456",)
+    result, _ = cv.validate_customer({"id": "x", "name": "X", "phones": ["013800000001", "+86 138 0000 0001",
+                                                                          "10086"]}, default_country="CN")
+    assert result is not None and result.customer.phones == ("+8613800000001", "10086")
+
+
+def test_holidays_ok_preference() -> None:
+    result, errors = cv.validate_customer({"id": "x", "name": "X", "preferences": {"holidays_ok": "yes"}})
+    assert not errors and result is not None and result.customer.preferences.holidays_ok is True
+    result, errors = cv.validate_customer({"id": "x", "name": "X"})
+    assert result is not None and result.customer.preferences.holidays_ok is False
+    _, errors = cv.validate_customer({"id": "x", "name": "X", "preferences": {"holidays_ok": "maybe"}})
+    assert any(e.field == "preferences.holidays_ok" for e in errors)
 
 
 @pytest.mark.parametrize(("value", "expected"), [
