@@ -225,9 +225,11 @@ def agent_id_of(request: web.Request) -> str | None:
 
 
 def auth_middleware(*, protect: tuple[str, ...] = ("/api/",), public: tuple[str, ...] = ("/api/v1/login",),
+                    accepted: Callable[[web.Request], bool] | None = None,
                     ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     """Resolve the session of every request once (request[AGENT]); paths under `protect` other
-    than `public` ones get 401 without a valid session."""
+    than `public` ones get 401 without a valid session, unless `accepted` says an earlier middleware
+    authenticated the request otherwise (a back-office token: web/backoffice.py)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -235,7 +237,8 @@ def auth_middleware(*, protect: tuple[str, ...] = ("/api/",), public: tuple[str,
         agent = await request.app[AUTH].resolve(token) if token else None
         if agent is not None:
             request[AGENT] = agent
-        elif request.path.startswith(protect) and request.path not in public:
+        elif request.path.startswith(protect) and request.path not in public and not (
+                accepted is not None and accepted(request)):
             raise _json_error(web.HTTPUnauthorized, "login required")
         return await handler(request)
 
