@@ -29,10 +29,15 @@ from ivrserver.metrics import Metrics
 from ivrserver.pbx.ami import AmiClient, AmiError
 from ivrserver.pbx.fastagi import FastAgiServer
 from ivrserver.services import menu_files, routing_files, work_calendar
-from ivrserver.services import pepper as pepper_source
 from ivrserver.services.agent_state import AgentStateService
 from ivrserver.services.callback_dialer import AmiCallbackDialer
-from ivrserver.services.callbacks import CallbackPlacer, CallbackScheduler, CallbackService, policy_from_settings
+from ivrserver.services.callbacks import (
+    CallbackPlacer,
+    CallbackScheduler,
+    CallbackService,
+    customer_lookup,
+    policy_from_settings,
+)
 from ivrserver.services.event_fanout import EventFanout
 from ivrserver.services.history import ContactTracker
 from ivrserver.services.hotline import HotlineService
@@ -46,10 +51,10 @@ from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
 from ivrserver.store.pops import AuditLog, PopStore
 from ivrserver.supervision import Supervisor
-from ivrserver.web import api_agents, api_callbacks, api_customers, api_docs, api_menus
+from ivrserver.web import api_agents, api_callbacks, api_customers, api_docs, api_menus, backoffice
 from ivrserver.web.agent_ws import AgentHub
 from ivrserver.web.app import HealthCheck, build_app
-from ivrserver.web.auth import AUTH, Authenticator, agent_id_of, auth_middleware, authorize_hook, require_supervisor
+from ivrserver.web.auth import AUTH, Authenticator, auth_middleware, authorize_hook, require_supervisor
 
 log = logging.getLogger("ivrserver.app")
 
@@ -89,7 +94,6 @@ class IvrServer:
                                      command_timeout=settings.agi.command_timeout, metrics=self.metrics)
         self.menus = self._build_menus()
         policy, agents = self._load_routing()
-        self.pepper = self._load_pepper()
         self.agent_defs = agents.agents
         self._by_endpoint = {a.endpoint: a.id for a in agents.agents.values()}
         self.agent_state = AgentStateService(self.redis, self.keys, agents.agents,
@@ -103,14 +107,13 @@ class IvrServer:
         self.hotline = HotlineService(self.redis, self.keys, self.menus, self.routing, self.tracker,
                                       entry=settings.menus.entry, retention_days=settings.redis.retention_days,
                                       snapshot_timeout=settings.redis.snapshot_timeout,
-                                      pepper=self.pepper.pepper, default_country=settings.phone.default_region)
+                                      default_country=settings.phone.default_region)
         self.fastagi.route(settings.menus.entry, self.hotline.handle)
         # screen-pop: per-agent numbered events, login and audit
         self.pops = PopStore(self.redis, self.keys, backlog_seconds=settings.web.backlog_seconds)
         self.audit = AuditLog(self.redis, self.keys)
         self.auth = Authenticator(self.redis, self.keys, agents.agents, agents.credentials, pops=self.pops,
-                                  audit=self.audit, agents_file=settings.routing.agents_file,
-                                  trusted_proxies=settings.security.trusted_proxies)
+                                  audit=self.audit)
         # Pub/sub blocks on reads for as long as no pop is published: no socket timeout there.
         self.pubsub_redis: aioredis.Redis = aioredis.Redis.from_url(
             settings.redis.url, decode_responses=True, socket_connect_timeout=3, socket_keepalive=True,
@@ -137,7 +140,9 @@ class IvrServer:
                                            poll_interval=settings.callbacks.poll_interval,
                                            lease_seconds=settings.callbacks.lease_seconds)
         self.callbacks = CallbackService(self.callback_store, callback_policy, preferences=self._preferences,
-                                         on_due=self.scheduler.wake)
+                                         customer=customer_lookup(self.redis, self.keys), grants=self._grants,
+                                         audit=self.audit.append, on_due=self.scheduler.wake)
+        self.backoffice = self._load_backoffice_tokens()
         self.hotline.attach_callbacks(self.callbacks)
         self._runner: web.AppRunner | None = None
         self.web_port = settings.web.port
@@ -168,16 +173,6 @@ class IvrServer:
                       ", ".join(sorted(registry.current.menus)) or "none")
         return registry
 
-    def _load_pepper(self) -> pepper_source.PepperSource:
-        try:
-            source = pepper_source.load(self.settings.security)
-        except pepper_source.PepperError as exc:
-            raise StartupError(str(exc)) from exc
-        if source.development:
-            log.warning("PIN hashes are keyed with the development pepper %s: set security.pepper_file "
-                        "before production", source.path)
-        return source
-
     def _load_routing(self) -> tuple[Any, routing_files.AgentsConfig]:
         try:
             return routing_files.load_routing(self.settings.routing)
@@ -195,18 +190,32 @@ class IvrServer:
         routes = [
             api_menus.routes(self.menus, redis=self.redis, keys=self.keys, guard=require_supervisor),
             api_customers.routes(self.redis, self.keys, authorize_hook, retention_days=retention,
-                                 pepper=self.pepper.pepper, default_country=self.settings.phone.default_region),
-            api_callbacks.routes(self.callbacks, current_agent=agent_id_of),
+                                 default_country=self.settings.phone.default_region),
+            api_callbacks.routes(self.callbacks),
             api_agents.routes(agent_api),
             api_docs.routes(),
         ]
         public = ("/api/v1/login", api_docs.PATH)
-        app = build_app(self.metrics, health, routes, middlewares=[auth_middleware(public=public)])
+        app = build_app(self.metrics, health, routes, middlewares=[
+            backoffice.middleware(self.backoffice), auth_middleware(public=public, accepted=backoffice.accepted)])
         app[AUTH] = self.auth
         self.hub.install(app)
         return app
 
+    def _load_backoffice_tokens(self) -> backoffice.BackofficeTokens:
+        try:
+            tokens = backoffice.BackofficeTokens.load(self.settings.web.backoffice_tokens_file)
+        except backoffice.BackofficeTokensError as exc:
+            raise StartupError("\n  ".join(exc.problems)) from exc
+        if len(tokens):
+            log.info("back-office tokens loaded: %d", len(tokens))
+        return tokens
+
     # -- lookups the features need ------------------------------------------------------------
+    async def _grants(self, agent_id: str) -> set[str]:
+        """The customers an agent holds a live access grant for (handling their call)."""
+        return set(await self.pops.grants(agent_id, now=time.time()))
+
     async def _preferences(self, customer_id: str) -> ContactPreferences | None:
         customer = await customers.get_customer(self.redis, self.keys, customer_id)
         return customer.preferences if customer else None

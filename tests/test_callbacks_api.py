@@ -1,44 +1,105 @@
-"""REST /api/v1/callbacks over a real aiohttp server and a real Redis; plus the CLI on the same Redis."""
+"""REST /api/v1/callbacks on the real web app (IvrServer.web_app: sessions, back-office tokens,
+access control, audit) over a real aiohttp server and a real Redis; plus the CLI on the same Redis."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import secrets
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from ivrserver import config
+from ivrserver.app import IvrServer
 from ivrserver.commands import callbacks as cli
-from ivrserver.domain.callbacks import CallbackPolicy
-from ivrserver.services.callbacks import CallbackService
+from ivrserver.domain.model import ContactPreferences, Customer, Tier
+from ivrserver.store import customers
 from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
-from ivrserver.web.api_callbacks import routes
+from ivrserver.web.auth import AUTH, session_key, token_digest
+from ivrserver.web.backoffice import digest
 
-ALL_DAY = CallbackPolicy(calling_from="00:00", calling_until="24:00")
+REPO = Path(__file__).resolve().parent.parent
 OPEN = {"timezone": "UTC", "allowed_from": "00:00", "allowed_until": "24:00"}
+ALL_DAY = ContactPreferences(timezone="UTC", allowed_from="00:00", allowed_until="24:00")
+BACKOFFICE_TOKEN = "bo-" + "7f3a9c" * 8  # what a CRM would send
+# Customers of the tests: c1 and c2 standard, c-vip a VIP; numbers as the normaliser stores them.
+CUSTOMERS = (
+    Customer(id="c1", name="Zhao Yun", phones=("5551234",), preferences=ALL_DAY),
+    Customer(id="c2", name="Ma Dai", phones=("5551234", "5550002"), preferences=ALL_DAY),
+    Customer(id="c-vip", name="Sun Quan", phones=("5550009",), tier=Tier.VIP, preferences=ALL_DAY),
+)
 
 
-def agent_header(request: web.Request) -> str | None:
-    return request.headers.get("X-Agent")
+@contextlib.asynccontextmanager
+async def web_app(redis_url: str, keys: Keys, tmp_path: Path) -> AsyncIterator[IvrServer]:
+    """The web side of a real IvrServer (not started: no AMI, FastAGI or scheduler needed)."""
+    agents = tmp_path / "agents.yaml"
+    agents.write_text((REPO / "scripts" / "demo-agents.yaml").read_text())
+    tokens = tmp_path / "backoffice-tokens.yaml"
+    tokens.write_text(f'crm: "{digest(BACKOFFICE_TOKEN)}"\n')
+    settings = config.from_mapping({
+        "redis": {"url": redis_url, "prefix": keys.prefix},
+        "routing": {"agents_file": str(agents)},
+        "menus": {"watch": False},
+        "web": {"backoffice_tokens_file": str(tokens)},
+        "callbacks": {"calling_from": "00:00", "calling_until": "24:00"},
+    })
+    server = IvrServer(settings)
+    try:
+        yield server
+    finally:
+        await server.redis.aclose()
+        await server.pubsub_redis.aclose()
+
+
+async def login(client: TestClient, agent: str) -> dict[str, str]:
+    """A session of `agent`, stored as POST /api/v1/login stores one (the login itself, with its
+    password hashing and limits, is tested in test_auth.py)."""
+    app = client.server.app
+    assert app is not None
+    auth = app[AUTH]
+    token = secrets.token_urlsafe(32)
+    await auth.redis.set(session_key(auth.keys, token_digest(token)), agent, ex=600)
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def add_customers(redis_client: aioredis.Redis, keys: Keys) -> None:
+    for customer in CUSTOMERS:
+        await customers.save_customer(redis_client, keys, customer)
 
 
 @pytest.fixture
-async def client(redis_client: aioredis.Redis, keys: Keys) -> AsyncIterator[TestClient]:
-    service = CallbackService(CallbackStore(redis_client, keys), ALL_DAY)
-    app = web.Application()
-    app.add_routes(routes(service, current_agent=agent_header))
-    async with TestClient(TestServer(app)) as c:
+async def server(redis_url: str, redis_client: aioredis.Redis, keys: Keys,
+                 tmp_path: Path) -> AsyncIterator[IvrServer]:
+    await add_customers(redis_client, keys)
+    async with web_app(redis_url, keys, tmp_path) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def anonymous(server: IvrServer) -> AsyncIterator[TestClient]:
+    async with TestClient(TestServer(server.web_app())) as c:
         yield c
 
 
-async def create(client: TestClient, **body: object) -> dict[str, object]:
+@pytest.fixture
+async def client(anonymous: TestClient) -> AsyncIterator[TestClient]:
+    """agent1001's session (a plain agent, not a supervisor)."""
+    headers = await login(anonymous, "agent1001")
+    async with TestClient(anonymous.server, headers=headers) as c:
+        yield c
+
+
+async def create(client: TestClient, **body: object) -> dict[str, Any]:
     resp = await client.post("/api/v1/callbacks", json={"customer_id": "c1", "number": "555-1234",
-                                                        "at": "+1h", **OPEN, **body},
-                             headers={"X-Agent": "agent1001"})
+                                                        "at": "+1h", **OPEN, **body})
     assert resp.status == 201, await resp.text()
     return await resp.json()
 
@@ -145,7 +206,7 @@ async def test_cli_add_list_reschedule_cancel(redis_url: str, redis_client: aior
 
     def run(*argv: str) -> int:
         args = cli_args(redis_url, *argv)
-        return int(args.handler(args))
+        return int((getattr(args, "func", None) or args.handler)(args))
 
     loop = asyncio.get_running_loop()
     code = await loop.run_in_executor(None, run, "add", "--customer", "c9", "--number", "+86 10 5555 0000",

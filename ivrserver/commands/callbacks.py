@@ -16,7 +16,13 @@ import redis.asyncio as aioredis
 from ivrserver.commands import load_settings
 from ivrserver.domain.callbacks import Callback, CallbackState, InvalidTransition, RequestInvalid, to_dict
 from ivrserver.services import work_calendar
-from ivrserver.services.callbacks import CallbackBusy, CallbackNotFound, CallbackService, policy_from_settings
+from ivrserver.services.callbacks import (
+    CallbackBusy,
+    CallbackNotFound,
+    CallbackService,
+    customer_lookup,
+    policy_from_settings,
+)
 from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
 
@@ -105,7 +111,9 @@ def _run(args: argparse.Namespace, body: Callable[[CallbackService], Awaitable[i
                                            settings.callbacks.calendar_subdivision, datetime.now(UTC).date())
             policy = policy_from_settings(settings.callbacks, phone_region=settings.phone.default_region,
                                           working_days=days)
-            service = CallbackService(CallbackStore(client, Keys(prefix)), policy, clock=time.time)
+            # customer: the callback's tier defaults to the customer's (as on REST and the agent page)
+            service = CallbackService(CallbackStore(client, Keys(prefix)), policy, clock=time.time,
+                                      customer=customer_lookup(client, Keys(prefix)))
             return await body(service)
         finally:
             await client.aclose()

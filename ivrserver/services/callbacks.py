@@ -22,13 +22,15 @@ import enum
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
 from ivrserver.domain import callbacks as policy_mod
+from ivrserver.domain import phone
+from ivrserver.domain.callback_access import Actor, Role, placement_refusal, visible_because
 from ivrserver.domain.callbacks import (
     AttemptOutcome,
     Callback,
@@ -41,9 +43,11 @@ from ivrserver.domain.callbacks import (
     RequestInvalid,
     WaitUntil,
 )
-from ivrserver.domain.model import ContactPreferences
+from ivrserver.domain.model import ContactPreferences, Customer
 from ivrserver.domain.working_days import WorkingDays
+from ivrserver.store import customers as customer_store
 from ivrserver.store.callbacks import CallbackStore, Claim, DialStart, UpdateResult
+from ivrserver.store.keys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -451,30 +455,99 @@ class CallbackBusy(RuntimeError):
     """The callback is being placed right now, or changed concurrently: try again."""
 
 
+class CallbackForbidden(PermissionError):
+    """The actor may not see, change or place this callback (the message says why)."""
+
+
+CustomerOf = Callable[[str], Awaitable[Customer | None]]
+GrantsOf = Callable[[str], Awaitable[Collection[str]]]  # agent id → customers with a live grant
+
+
+class Audit(Protocol):
+    """The audit log (store.pops.AuditLog.append): every read of a callback, allowed or denied."""
+
+    async def __call__(self, *, who: str, role: str, what: str, target: str, why: str, allowed: bool,
+                       at: float, source: str = "") -> object: ...
+
+
+def customer_lookup(redis: Any, keys: Keys) -> CustomerOf:
+    """The customer records in Redis, as CallbackService reads them (tier, phones, preferences)."""
+
+    async def get(customer_id: str) -> Customer | None:
+        return await customer_store.get_customer(redis, keys, customer_id)
+
+    return get
+
+
 class CallbackService:
-    """Request, list, get, reschedule, cancel (REST / CLI / IVR / agent page)."""
+    """Request, list, get, reschedule, cancel (REST / CLI / IVR / agent page).
+
+    Every method takes the `actor` who asks (`domain.callback_access`): agents see and change only
+    their own callbacks (requested, preferred, or of a customer they hold a live grant for) and
+    may only request agent-first calls to a number on the customer's record; reads, changes and
+    refusals are written to `audit`. Without an actor the caller is the system itself (IVR, CLI).
+    """
 
     def __init__(self, store: CallbackStore, policy: CallbackPolicy, *,
-                 preferences: PreferencesOf | None = None,
+                 preferences: PreferencesOf | None = None, customer: CustomerOf | None = None,
+                 grants: GrantsOf | None = None, audit: Audit | None = None,
                  new_id: Callable[[], str] = lambda: "cb" + uuid.uuid4().hex[:20],
                  on_due: Callable[[], None] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.policy = policy
         self.preferences = preferences
+        self.customer = customer  # the customer's record: tier, phones and contact preferences
+        self.grants = grants
+        self.audit = audit
         self.new_id = new_id
         self.on_due = on_due  # this instance's scheduler: a new due time is claimed on time
         self.clock = clock
 
-    async def request(self, raw: Mapping[str, Any], *, requested_by: str | None = None) -> Callback:
+    async def _audit(self, actor: Actor | None, what: str, target: str, why: str, allowed: bool) -> None:
+        if actor is None or self.audit is None or actor.role is Role.SYSTEM:
+            return
+        await self.audit(who=actor.id, role=actor.role.value, what=what, target=target, why=why,
+                         allowed=allowed, at=self.clock(), source=actor.source)
+
+    def _phones_of(self, customer: Customer | None) -> list[str] | None:
+        """The customer's numbers in the form a request's number takes (the one phone normaliser,
+        with the region requests are read in), so a record written before a region was set matches."""
+        if customer is None:
+            return None
+        region = getattr(self.policy, "phone_region", "")
+        return [phone.try_normalise(p, region) or p for p in customer.phones]
+
+    async def _granted(self, actor: Actor) -> Collection[str]:
+        if actor.privileged or self.grants is None:
+            return ()
+        return await self.grants(actor.id)
+
+    async def request(self, raw: Mapping[str, Any], *, requested_by: str | None = None,
+                      actor: Actor | None = None) -> Callback:
         now = self.clock()
         req = policy_mod.validate_request(raw, now, self.policy)
-        profile = await self.preferences(req.customer_id) if self.preferences else None
+        found = await self.customer(req.customer_id) if self.customer is not None else None
+        if actor is not None:
+            refusal = placement_refusal(actor, customer_first=req.mode is CallbackMode.CUSTOMER_FIRST,
+                                        number=req.number, customer_phones=self._phones_of(found))
+            if refusal is not None:
+                await self._audit(actor, "callback.request", req.customer_id, refusal, False)
+                raise CallbackForbidden(refusal)
+            requested_by = requested_by or actor.requester
+        if raw.get("tier") is None and found is not None:
+            # The customer's tier decides which agents may take it after the grace period.
+            req = dataclasses.replace(req, tier=found.tier.value)
+        if found is not None:
+            profile: ContactPreferences | None = found.preferences
+        else:
+            profile = await self.preferences(req.customer_id) if self.preferences else None
         prefs = policy_mod.merged_preferences(req, profile)
         cb = policy_mod.new_callback(req, self.new_id(), now, prefs, requested_by)
         cb = policy_mod.schedule(cb, self.policy, now)
         if not await self.store.create(cb):
             raise CallbackBusy(f"callback id {cb.id} already exists")
+        await self._audit(actor, "callback.request", cb.customer_id, f"callback {cb.id}", True)
         self._due_changed(cb.due_at)
         return cb
 
@@ -483,7 +556,8 @@ class CallbackService:
             self.on_due()
 
     async def list(self, *, state: str | None = None, agent: str | None = None,
-                   customer: str | None = None, limit: int = 100) -> list[Callback]:
+                   customer: str | None = None, limit: int = 100, actor: Actor | None = None) -> list[Callback]:
+        """Newest first; an agent gets only the callbacks visible to them."""
         st = None
         if state is not None:
             try:
@@ -491,12 +565,29 @@ class CallbackService:
             except ValueError:
                 raise RequestInvalid({"state": f"one of {', '.join(s.value for s in CallbackState)}, "
                                                f"got {state!r}"}) from None
-        return await self.store.list(state=st, agent=agent, customer=customer, limit=limit)
+        if actor is None or actor.privileged:
+            found = await self.store.list(state=st, agent=agent, customer=customer, limit=limit)
+        else:
+            granted = await self._granted(actor)
+            found = await self.store.list(
+                state=st, agent=agent, customer=customer, limit=limit,
+                where=lambda cb: visible_because(actor, customer_id=cb.customer_id, requested_by=cb.requested_by,
+                                                 preferred_agent=cb.preferred_agent, granted=granted) is not None)
+        await self._audit(actor, "callback.list", customer or "*", f"{len(found)} listed", True)
+        return found
 
-    async def get(self, callback_id: str) -> Callback:
+    async def get(self, callback_id: str, *, actor: Actor | None = None, purpose: str = "callback.read") -> Callback:
         cb = await self.store.get(callback_id)
         if cb is None:
             raise CallbackNotFound(f"no callback {callback_id!r}")
+        if actor is not None:
+            basis = visible_because(actor, customer_id=cb.customer_id, requested_by=cb.requested_by,
+                                    preferred_agent=cb.preferred_agent, granted=await self._granted(actor))
+            await self._audit(actor, purpose, cb.customer_id, f"callback {cb.id} ({basis or 'not theirs'})",
+                              basis is not None)
+            if basis is None:
+                raise CallbackForbidden(f"callback {callback_id} is not yours: it was neither requested by you, "
+                                        f"nor prefers you, nor is it of a customer you are handling")
         return cb
 
     async def _update(self, old: Callback, new: Callback, due: float | None) -> Callback:
@@ -510,11 +601,11 @@ class CallbackService:
             raise CallbackBusy(f"callback {old.id} is being placed right now; try again in a moment")
         raise CallbackBusy(f"callback {old.id} changed meanwhile; reload and try again")
 
-    async def reschedule(self, callback_id: str, raw: Mapping[str, Any]) -> Callback:
+    async def reschedule(self, callback_id: str, raw: Mapping[str, Any], *, actor: Actor | None = None) -> Callback:
         unknown = sorted(k for k in raw if k not in ("at", "earliest", "latest"))
         if unknown:
             raise RequestInvalid({"body": f"unknown field(s): {', '.join(unknown)}"})
-        old = await self.get(callback_id)
+        old = await self.get(callback_id, actor=actor, purpose="callback.reschedule")
         now = self.clock()
         errors: dict[str, str] = {}
         window = policy_mod.validate_window(raw, now, self.policy, errors)
@@ -523,8 +614,8 @@ class CallbackService:
         new = policy_mod.reschedule(old, window[0], window[1], self.policy, now)
         return await self._update(old, new, new.due_at)
 
-    async def cancel(self, callback_id: str, *, reason: str = "cancelled") -> Callback:
-        old = await self.get(callback_id)
+    async def cancel(self, callback_id: str, *, reason: str = "cancelled", actor: Actor | None = None) -> Callback:
+        old = await self.get(callback_id, actor=actor, purpose="callback.cancel")
         new = policy_mod.cancel(old, self.clock(), reason or "cancelled")
         return await self._update(old, new, None)
 
@@ -536,6 +627,7 @@ class CallbackService:
 
 
 __all__ = [
-    "CallbackBusy", "CallbackNotFound", "CallbackPlacer", "CallbackScheduler", "CallbackService",
-    "DialOutcome", "DialResult", "Dialer", "InvalidTransition", "PlaceResult", "policy_from_settings",
+    "Actor", "CallbackBusy", "CallbackForbidden", "CallbackNotFound", "CallbackPlacer", "CallbackScheduler",
+    "CallbackService", "DialOutcome", "DialResult", "Dialer", "InvalidTransition", "PlaceResult", "Role",
+    "customer_lookup", "policy_from_settings",
 ]

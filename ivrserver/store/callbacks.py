@@ -30,7 +30,7 @@ import enum
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -271,8 +271,10 @@ class CallbackStore:
         return [None if r is None else from_dict(json.loads(r)) for r in raws]
 
     async def list(self, *, state: CallbackState | None = None, agent: str | None = None,
-                   customer: str | None = None, limit: int = 100, scan: int = 20000) -> list[Callback]:
-        """Newest first, filtered; looks at the newest `scan` callbacks at most."""
+                   customer: str | None = None, limit: int = 100, scan: int = 20000,
+                   where: Callable[[Callback], bool] | None = None) -> list[Callback]:
+        """Newest first, filtered (`where`: a further condition, e.g. who may see it); looks at
+        the newest `scan` callbacks at most."""
         ids = [_s(i) for i in await self.redis.zrevrange(self.keys.callback_index(), 0, scan - 1)]
         out: list[Callback] = []
         for start in range(0, len(ids), 500):
@@ -285,6 +287,8 @@ class CallbackStore:
                     continue
                 if agent is not None and cb.preferred_agent != agent and not any(
                         a.agent_id == agent for a in cb.history):
+                    continue
+                if where is not None and not where(cb):
                     continue
                 out.append(cb)
                 if len(out) >= limit:

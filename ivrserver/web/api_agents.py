@@ -18,7 +18,6 @@ we never answer) and at most 16 KiB.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +32,7 @@ from ivrserver.domain.model import CaseStatus
 from ivrserver.store import history
 from ivrserver.store.keys import Keys
 from ivrserver.store.pops import AuditLog, PopStore, contact_field
+from ivrserver.web import bodies
 from ivrserver.web.agent_ws import AgentHub
 from ivrserver.web.auth import (
     COOKIE,
@@ -142,9 +142,9 @@ async def _body(request: web.Request) -> dict[str, Any] | web.Response:
     if len(raw) > MAX_BODY:
         return _bad("body too large", 413)
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return _bad("body is not valid JSON")
+        body = bodies.parse_json(raw)
+    except bodies.BodyError as exc:
+        return _bad(str(exc))
     if not isinstance(body, dict):
         return _bad("body must be a JSON object")
     return body
@@ -178,11 +178,9 @@ def routes(ctx: AgentApiContext) -> list[web.RouteDef]:
         if not isinstance(agent_id, str) or not isinstance(password, str):
             return _bad("agent and password are required strings")
         try:
-            session = await ctx.auth.login(agent_id, password, source=ctx.auth.source_of(request))
-        except LoginThrottled as exc:
-            resp = _bad("too many failed logins; try again later", 429)
-            resp.headers["Retry-After"] = str(exc.retry_after)
-            return resp
+            session = await ctx.auth.login(agent_id, password)
+        except LoginThrottled:
+            return _bad("too many failed logins; try again later", 429)
         if session is None:
             return _bad("wrong agent or password", 401)
         resp = _json({"token": session.token, "expires_at": session.expires_at,

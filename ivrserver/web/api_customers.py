@@ -39,10 +39,10 @@ from redis.exceptions import RedisError
 
 from ivrserver.domain import customer_validation as cv
 from ivrserver.domain.customer_validation import FieldError
-from ivrserver.domain.hashing import Pepper
 from ivrserver.store import customers as store
 from ivrserver.store import history
 from ivrserver.store.keys import Keys
+from ivrserver.web import bodies
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +80,14 @@ def _not_found(what: str) -> web.HTTPException:
     return _error(web.HTTPNotFound, f"no such {what}")
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
 async def _body(request: web.Request) -> Any:
     raw = await request.read()
     if not raw:
         raise _invalid([FieldError("body", "a JSON object is required")])
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise _invalid([FieldError("body", "not valid JSON (UTF-8)")]) from None
+        return bodies.parse_json(raw)
+    except bodies.BodyError as exc:
+        raise _invalid([FieldError("body", str(exc))]) from None
 
 
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -123,9 +119,8 @@ def _guard(handler: Handler) -> Handler:
 
 def routes(redis: aioredis.Redis, keys: Keys, authorize: Authorize = allow_all, *, default_country: str = "",
            retention_days: int = history.DEFAULT_RETENTION_DAYS,
-           clock: Callable[[], float] = time.time, pepper: Pepper | None = None) -> list[web.RouteDef]:
-    """The customer, history and case routes, bound to a Redis client and key layout. `pepper`
-    keys PIN hashes (without it a body with a clear `pin` is refused)."""
+           clock: Callable[[], float] = time.time) -> list[web.RouteDef]:
+    """The customer, history and case routes, bound to a Redis client and key layout."""
 
     async def _validated_customer(request: web.Request, *, id_required: bool) -> cv.ValidCustomer:
         data = await _body(request)
@@ -137,9 +132,7 @@ def routes(redis: aioredis.Redis, keys: Keys, authorize: Authorize = allow_all, 
     async def _stored(item: cv.ValidCustomer) -> Any:
         if item.pin is None:
             return item.customer
-        if pepper is None:
-            raise _error(web.HTTPServiceUnavailable, "PINs cannot be set: no pepper configured", [])
-        return await asyncio.to_thread(item.to_customer, os.urandom(16), pepper)
+        return await asyncio.to_thread(item.to_customer, os.urandom(16))
 
     async def _save(customer: Any, mode: Any) -> None:
         try:
