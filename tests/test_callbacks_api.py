@@ -50,6 +50,7 @@ async def web_app(redis_url: str, keys: Keys, tmp_path: Path) -> AsyncIterator[I
         "menus": {"watch": False},
         "web": {"backoffice_tokens_file": str(tokens)},
         "callbacks": {"calling_from": "00:00", "calling_until": "24:00"},
+        "phone": {"default_region": "CN"},  # national numbers are read as Chinese ones
     })
     server = IvrServer(settings)
     try:
@@ -109,7 +110,7 @@ async def test_create_defaults_preferred_agent_to_the_asking_agent(client: TestC
                                                                    keys: Keys) -> None:
     body = await create(client, reason="premium SMS", context="told the story once", case_id="K-1")
     assert body["preferred_agent"] == "agent1001" and body["requested_by"] == "agent1001"
-    assert body["state"] == "scheduled" and body["number"] == "5551234"
+    assert body["state"] == "scheduled" and body["number"] == "+865551234"  # E.164 in region CN
     assert abs(float(body["due_at"]) - (time.time() + 3600)) < 5  # type: ignore[arg-type]
     assert await redis_client.zscore(keys.callbacks_due(), str(body["id"])) == body["due_at"]
     other = await create(client, preferred_agent="agent1005")

@@ -18,6 +18,7 @@ theirs, or a call only a supervisor or back office may place), 404 {"error": …
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,7 +27,6 @@ from aiohttp import web
 from ivrserver.domain.callback_access import Actor, Role
 from ivrserver.domain.callbacks import Callback, InvalidTransition, RequestInvalid, to_dict
 from ivrserver.services.callbacks import CallbackBusy, CallbackForbidden, CallbackNotFound, CallbackService
-from ivrserver.web import bodies
 from ivrserver.web.auth import AGENT
 from ivrserver.web.backoffice import BACKOFFICE
 
@@ -58,9 +58,9 @@ def _one(cb: Callback, status: int = 200) -> web.Response:
 
 async def _body(request: web.Request) -> dict[str, Any]:
     try:
-        body = await bodies.read_json(request)
-    except bodies.BodyError as exc:
-        raise RequestInvalid({"body": str(exc)}) from None
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
+        raise RequestInvalid({"body": "not valid JSON"}) from None
     if not isinstance(body, dict):
         raise RequestInvalid({"body": "expected a JSON object"})
     return body

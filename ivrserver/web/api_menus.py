@@ -25,11 +25,9 @@ from ivrserver.domain.menu import NAME_RE
 from ivrserver.services.menus import MenuRegistry
 from ivrserver.store import callpath
 from ivrserver.store.keys import Keys
-from ivrserver.web import bodies
 
 Guard = Callable[[web.Request], Awaitable[object]]
 MAX_ANNOUNCEMENT_FILES = 10
-MAX_TTL = 366 * 86400  # a year; Redis refuses expiries past its range (500 before)
 
 
 def routes(registry: MenuRegistry, *, redis: aioredis.Redis | None = None, keys: Keys | None = None,
@@ -72,17 +70,17 @@ def routes(registry: MenuRegistry, *, redis: aioredis.Redis | None = None, keys:
         assert redis is not None and keys is not None
         name = menu_name(request)
         try:
-            body = await bodies.read_json(request)
-        except bodies.BodyError as exc:
-            return web.json_response({"errors": {"body": str(exc)}}, status=400)
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return web.json_response({"errors": {"body": "not valid JSON"}}, status=400)
         sounds = body.get("sounds") if isinstance(body, dict) else None
         ttl = body.get("ttl") if isinstance(body, dict) else None
         if not isinstance(sounds, list) or not all(isinstance(s, str) for s in sounds) \
                 or not 1 <= len(sounds) <= MAX_ANNOUNCEMENT_FILES:
             return web.json_response({"errors": {"sounds": f"expected 1..{MAX_ANNOUNCEMENT_FILES} sound names"}},
                                      status=400)
-        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 < ttl <= MAX_TTL):
-            return web.json_response({"errors": {"ttl": f"expected a whole number of seconds, 1-{MAX_TTL}"}},
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0):
+            return web.json_response({"errors": {"ttl": "expected a positive whole number of seconds"}},
                                      status=400)
         try:
             await callpath.set_announcement(redis, keys, name, sounds, ttl)
