@@ -49,6 +49,7 @@ from ivrserver.domain.model import Agent
 from ivrserver.domain.screen_pop import customer_id_of
 from ivrserver.store.keys import Keys
 from ivrserver.store.pops import EPOCH, Grant, PopStore, Replay, check_agent_id
+from ivrserver.web import bodies
 from ivrserver.web.auth import Authenticator
 
 log = logging.getLogger(__name__)
@@ -489,8 +490,8 @@ def _parse(text: str) -> dict[str, Any] | None:
     if len(text) > MAX_MESSAGE:
         return None
     try:
-        body = json.loads(text)
-    except ValueError:
+        body = bodies.parse_json(text)
+    except bodies.BodyError:
         return None
     return body if isinstance(body, dict) else None
 

@@ -18,7 +18,6 @@ we never answer) and at most 16 KiB.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +32,7 @@ from ivrserver.domain.model import CaseStatus
 from ivrserver.store import history
 from ivrserver.store.keys import Keys
 from ivrserver.store.pops import AuditLog, PopStore, contact_field
+from ivrserver.web import bodies
 from ivrserver.web.agent_ws import AgentHub
 from ivrserver.web.auth import (
     COOKIE,
@@ -142,9 +142,9 @@ async def _body(request: web.Request) -> dict[str, Any] | web.Response:
     if len(raw) > MAX_BODY:
         return _bad("body too large", 413)
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return _bad("body is not valid JSON")
+        body = bodies.parse_json(raw)
+    except bodies.BodyError as exc:
+        return _bad(str(exc))
     if not isinstance(body, dict):
         return _bad("body must be a JSON object")
     return body

@@ -42,6 +42,7 @@ from ivrserver.domain.customer_validation import FieldError
 from ivrserver.store import customers as store
 from ivrserver.store import history
 from ivrserver.store.keys import Keys
+from ivrserver.web import bodies
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +80,14 @@ def _not_found(what: str) -> web.HTTPException:
     return _error(web.HTTPNotFound, f"no such {what}")
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
 async def _body(request: web.Request) -> Any:
     raw = await request.read()
     if not raw:
         raise _invalid([FieldError("body", "a JSON object is required")])
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise _invalid([FieldError("body", "not valid JSON (UTF-8)")]) from None
+        return bodies.parse_json(raw)
+    except bodies.BodyError as exc:
+        raise _invalid([FieldError("body", str(exc))]) from None
 
 
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:

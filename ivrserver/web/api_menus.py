@@ -25,6 +25,7 @@ from ivrserver.domain.menu import NAME_RE
 from ivrserver.services.menus import MenuRegistry
 from ivrserver.store import callpath
 from ivrserver.store.keys import Keys
+from ivrserver.web import bodies
 
 Guard = Callable[[web.Request], Awaitable[object]]
 MAX_ANNOUNCEMENT_FILES = 10
@@ -70,9 +71,9 @@ def routes(registry: MenuRegistry, *, redis: aioredis.Redis | None = None, keys:
         assert redis is not None and keys is not None
         name = menu_name(request)
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return web.json_response({"errors": {"body": "not valid JSON"}}, status=400)
+            body = await bodies.read_json(request)
+        except bodies.BodyError as exc:
+            return web.json_response({"errors": {"body": str(exc)}}, status=400)
         sounds = body.get("sounds") if isinstance(body, dict) else None
         ttl = body.get("ttl") if isinstance(body, dict) else None
         if not isinstance(sounds, list) or not all(isinstance(s, str) for s in sounds) \
