@@ -162,3 +162,97 @@ async def test_wrong_password_shows_error(browser: Browser, redis_url: str, redi
         await expect(page.locator("#login-error")).to_have_text("wrong agent or password")
         await expect(page.locator("#desk-view")).to_be_hidden()
         await page.close()
+
+
+async def test_narrow_window_keeps_log_out_on_screen(browser: Browser, redis_url: str, redis_client: aioredis.Redis,
+                                                     keys: Keys) -> None:
+    async with make_desk(redis_url, keys) as desk:
+        page = await browser.new_page(viewport={"width": 420, "height": 800})
+        await log_in(page, desk.url, "agent1001")
+        await expect(page.locator("#state-badge")).to_be_visible()
+        await page.screenshot(path="/tmp/agent-page-420.png", full_page=True)
+        for control in ("#btn-logout", "#btn-ready", "#btn-pause", "#state-badge", "#conn"):
+            box = await page.locator(control).bounding_box()
+            assert box is not None, control
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 420, (control, box)
+        # Nothing scrolls sideways, and Log out is really clickable (no other element on top of it).
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 420
+        await page.locator("#btn-logout").click(timeout=2000)
+        await expect(page.locator("#login-view")).to_be_visible()
+        await expect(page.locator("#desk-view")).to_be_hidden()
+        await page.close()
+
+
+async def test_recent_pops_say_how_each_call_went(browser: Browser, redis_url: str, redis_client: aioredis.Redis,
+                                                  keys: Keys) -> None:
+    async with make_desk(redis_url, keys) as desk:
+        page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+        await log_in(page, desk.url, "agent1001")
+        first = {"type": "pop", "phase": "ringing", "call_id": "call-a", "number": "13800000001", "at": time.time(),
+                 "customer": {"id": "C1", "name": "Wang Wei", "tier": "vip",
+                              "preferences": {"timezone": "Asia/Shanghai", "allowed_from": "09:00",
+                                              "allowed_until": "21:00"}}}
+        await desk.hub.publish("agent1001", first)
+        recent = page.locator("#recent li")
+        await expect(recent).to_have_count(1)
+        await expect(recent.nth(0)).to_contain_text("Wang Wei · ringing")
+        await desk.hub.publish("agent1001", {"type": "pop_phase", "call_id": "call-a", "phase": "answered"})
+        await expect(recent.nth(0)).to_contain_text("Wang Wei · answered")
+        await expect(page.locator("#state-badge")).to_have_text("on call")
+        await desk.hub.publish("agent1001", {"type": "pop_phase", "call_id": "call-a", "phase": "ended"})
+        await expect(recent.nth(0)).to_contain_text("Wang Wei · ended")
+        await expect(page.locator("#state-badge")).to_have_text("wrap up")
+        # A second caller rings and hangs up before the agent answers: missed, not "ringing".
+        await desk.hub.publish("agent1001", {**first, "call_id": "call-b", "number": "13900000002", "customer": None})
+        await expect(recent).to_have_count(2)
+        await desk.hub.publish("agent1001", {"type": "pop_phase", "call_id": "call-b", "phase": "ended"})
+        await expect(recent.nth(0)).to_contain_text("13900000002 · missed")
+        await expect(recent.nth(1)).to_contain_text("Wang Wei · ended")
+        # Looking at the older pop again shows its card; it does not change the agent's state.
+        badge = await page.locator("#state-badge").text_content()
+        await recent.nth(1).locator("button").click()
+        await expect(page.locator("#pop-name")).to_have_text("Wang Wei")
+        await expect(page.locator("#pop-phase")).to_have_text("ended")
+        assert await page.locator("#state-badge").text_content() == badge
+        # After a reload the replayed history gives the same labels, once each.
+        await page.reload()
+        await expect(page.locator("#conn")).to_have_text("live", timeout=10_000)
+        await expect(recent).to_have_count(2)
+        await expect(recent.nth(0)).to_contain_text("13900000002 · missed")
+        await expect(recent.nth(1)).to_contain_text("Wang Wei · ended")
+        await page.close()
+
+
+async def test_page_keeps_receiving_pops_after_redis_lost_its_numbering(
+        browser: Browser, redis_url: str, redis_client: aioredis.Redis, keys: Keys) -> None:
+    # A back-office token (kept in settings, not in Redis) so the login outlives the FLUSHALL: what
+    # is under test is the event numbering, not the sessions (which Redis loses too).
+    token = "static-token-for-agent1001-0123456789"
+    async with make_desk(redis_url, keys, static_tokens={"agent1001": token}) as desk:
+        page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(desk.url + "/")
+        await page.evaluate("t => sessionStorage.setItem('ivr.token', t)", token)
+        await page.reload()
+        await expect(page.locator("#conn")).to_have_text("live", timeout=10_000)
+        for i in range(9):
+            await desk.hub.publish("agent1001", {"type": "pop", "phase": "ringing", "call_id": f"old{i}",
+                                                 "number": f"1380000000{i}", "customer": None})
+        await expect(page.locator("#pop-number")).to_have_text("13800000008")
+
+        await redis_client.flushall()  # the page has seen 9; the next event is numbered 1 again
+        await desk.hub.publish("agent1001", {"type": "pop", "phase": "ringing", "call_id": "new",
+                                             "number": "13911112222", "customer": None})
+        await expect(page.locator("#pop-number")).to_have_text("13911112222")
+        await expect(page.locator("#recent li").first).to_contain_text("13911112222 · ringing")
+        await desk.hub.publish("agent1001", {"type": "pop_phase", "call_id": "new", "phase": "answered"})
+        await expect(page.locator("#pop-phase")).to_have_text("answered")
+        # The page acknowledged the new pop in the new numbering.
+        for _ in range(100):
+            if not await desk.store.unacked(now=time.time()):
+                break
+            await page.wait_for_timeout(50)
+        assert await desk.store.unacked(now=time.time()) == []
+        assert errors == []
+        await page.close()

@@ -6,14 +6,26 @@
   const $ = (id) => document.getElementById(id);
   const store = window.sessionStorage;
 
+  // How often the badge re-reads GET /api/v1/me: the server's agent state is the truth (wrap-up
+  // ends by time alone, with no event); often while a call is in progress, rarely when idle.
+  const STATE_POLL_BUSY_MS = 2000;
+  const STATE_POLL_IDLE_MS = 15000;
+  const STATE_AFTER_EVENT_MS = 800;
+  const BUSY_STATES = new Set(["ringing", "on_call", "wrap_up"]);
+
   const state = {
     token: store.getItem("ivr.token"),
     agent: null,
     ws: null,
-    lastSeq: 0,
+    lastSeq: 0, // last event number seen …
+    epoch: null, // … in this numbering (the server's random id; a new one after Redis lost its data)
+    replayLeft: 0, // events of the current replay still to come: history, they do not move the badge
     retry: 0,
     reconnectTimer: null,
+    stateTimer: null,
+    stateAsk: 0, // the newest GET /api/v1/me for the badge: older answers are ignored
     pops: new Map(), // call_id -> latest pop
+    recent: new Map(), // call_id -> its button in "Recent pops"
     current: null, // the pop on screen
   };
 
@@ -86,6 +98,15 @@
     if (state.ws) state.ws.close();
     state.ws = null;
     clearTimeout(state.reconnectTimer);
+    clearTimeout(state.stateTimer);
+    state.stateAsk++;
+    // The next person at this browser sees nothing of this agent's callers.
+    state.pops.clear();
+    state.recent.clear();
+    state.current = null;
+    clear($("recent"));
+    $("pop").hidden = true;
+    $("idle").hidden = false;
     $("who").hidden = true;
     $("desk-view").hidden = true;
     $("login-view").hidden = false;
@@ -98,9 +119,11 @@
     // A fresh page asks for the whole backlog (last_seq 0) so a reload mid-call shows the pop again;
     // reconnects within the page's life ask only for what they missed.
     state.lastSeq = 0;
+    state.epoch = null;
     $("agent-name").textContent = state.agent.name + " (" + state.agent.id + ")" +
       (state.agent.supervisor ? " · supervisor" : "");
     showState(r.data.state || "unknown");
+    scheduleStateRefresh(badgePollMs());
     $("login-view").hidden = true;
     $("who").hidden = false;
     $("desk-view").hidden = false;
@@ -113,9 +136,38 @@
     badge.textContent = label(s);
   }
 
+  function badgePollMs() {
+    return BUSY_STATES.has($("state-badge").dataset.state) ? STATE_POLL_BUSY_MS : STATE_POLL_IDLE_MS;
+  }
+
+  function scheduleStateRefresh(ms) {
+    clearTimeout(state.stateTimer);
+    if (state.token) state.stateTimer = setTimeout(refreshState, ms);
+  }
+
+  // The badge shows what the server says (GET /api/v1/me "state"); events only move it ahead of
+  // the next read. A null state (the server has not seen the agent's phone yet) changes nothing.
+  async function refreshState() {
+    const ask = ++state.stateAsk;
+    clearTimeout(state.stateTimer);
+    let r = null;
+    try {
+      r = await api("GET", "/api/v1/me");
+    } catch (e) {
+      r = null; // offline: try again later
+    }
+    if (ask !== state.stateAsk || !state.token) return;
+    if (r && r.ok && r.data && typeof r.data.state === "string") showState(r.data.state);
+    scheduleStateRefresh(badgePollMs());
+  }
+
   async function requestState(s) {
     const r = await api("POST", "/api/v1/me/state", { state: s });
-    if (r.ok) showState(s);
+    if (r.ok) {
+      state.stateAsk++; // an older read must not undo the click
+      showState(s);
+      scheduleStateRefresh(STATE_AFTER_EVENT_MS * 2);
+    }
   }
 
   // ---- websocket ----------------------------------------------------------------------------
@@ -132,7 +184,7 @@
     const ws = new WebSocket(proto + "//" + location.host + "/ws/agent");
     state.ws = ws;
     ws.onopen = () => {
-      ws.send(JSON.stringify({ type: "auth", token: state.token, last_seq: state.lastSeq }));
+      ws.send(JSON.stringify({ type: "auth", token: state.token, last_seq: state.lastSeq, epoch: state.epoch }));
     };
     ws.onmessage = (m) => {
       let msg;
@@ -159,13 +211,38 @@
       case "welcome":
         state.retry = 0;
         setConn("on");
-        if (typeof msg.seq === "number" && msg.seq < state.lastSeq) state.lastSeq = 0;
+        scheduleStateRefresh(0); // the state may have changed while the socket was down
         break;
-      case "event":
-        if (typeof msg.seq !== "number" || msg.seq <= state.lastSeq) return;
+      case "replay":
+        // The numbering the next events follow: what we asked for, or (reset) a new numbering from
+        // 0 because Redis lost the old one; then `count` events of history.
+        if (typeof msg.after === "number") state.lastSeq = msg.after;
+        state.epoch = typeof msg.epoch === "string" ? msg.epoch : null;
+        state.replayLeft = typeof msg.count === "number" ? msg.count : 0;
+        break;
+      case "event": {
+        if (typeof msg.seq !== "number") return;
+        const epoch = typeof msg.epoch === "string" ? msg.epoch : null;
+        let resync = false;
+        if (epoch !== state.epoch) {
+          // Another numbering without a reset first: accept it rather than discard everything
+          // numbered below what we saw, and fetch what came before this event from 0.
+          resync = state.epoch !== null && msg.seq > 1;
+          state.epoch = epoch;
+          state.lastSeq = 0;
+        }
+        if (msg.seq <= state.lastSeq) return;
         state.lastSeq = msg.seq;
-        onEvent(msg.data || {}, msg.seq, ws);
+        const live = state.replayLeft === 0;
+        if (!live) state.replayLeft--;
+        onEvent(msg.data || {}, msg.seq, ws, live);
+        if (!live && state.replayLeft === 0) scheduleStateRefresh(0);
+        if (resync) {
+          state.lastSeq = 0;
+          ws.close(); // reconnects with last_seq 0 in this epoch: the whole backlog again
+        }
         break;
+      }
       case "error":
         if (msg.code === "auth_failed") logout(false);
         break;
@@ -174,33 +251,49 @@
     }
   }
 
-  function onEvent(data, seq, ws) {
+  // `live`: the event just happened (not replayed history), so it may move the badge at once.
+  function onEvent(data, seq, ws, live) {
     if (data.type === "pop" && typeof data.call_id === "string") {
+      const known = state.pops.get(data.call_id);
+      data.answered = isTalking(data.phase) || Boolean(known && known.answered);
       state.pops.set(data.call_id, data);
       showPop(data);
       addRecent(data);
-      ws.send(JSON.stringify({ type: "ack", seq }));
+      ws.send(JSON.stringify({ type: "ack", seq, epoch: state.epoch }));
+      if (live) {
+        if (data.phase === "ringing") showState("ringing");
+        else if (isTalking(data.phase)) showState("on_call");
+      }
     } else if (data.type === "pop_phase" && typeof data.call_id === "string") {
       const pop = state.pops.get(data.call_id);
       if (pop) {
         pop.phase = data.phase;
+        if (isTalking(data.phase)) pop.answered = true;
         if (state.current && state.current.call_id === data.call_id) showPhase(pop);
+        updateRecent(pop);
       }
-      if (data.phase === "answered") showState("on_call");
-      if (data.phase === "ended") showState("wrap_up");
+      if (live) {
+        if (isTalking(data.phase)) showState("on_call");
+        else if (data.phase === "ended" && pop && pop.answered) showState("wrap_up");
+      }
     } else if (data.type === "state" && typeof data.state === "string") {
-      showState(data.state);
+      if (live) showState(data.state);
+    } else {
+      return;
     }
+    if (live) scheduleStateRefresh(STATE_AFTER_EVENT_MS);
+  }
+
+  function isTalking(phase) {
+    return phase === "answered" || phase === "transferred";
   }
 
   // ---- the pop card ------------------------------------------------------------------------
+  // The card's phase only: looking at an older pop never changes the agent's state badge.
   function showPhase(pop) {
     const phase = $("pop-phase");
     phase.textContent = label(pop.phase) + (pop.kind === "callback" ? " · callback" : "");
     phase.dataset.phase = String(pop.phase || "");
-    if (pop.phase === "ringing") showState("ringing");
-    else if (pop.phase === "answered" || pop.phase === "transferred") showState("on_call");
-    else if (pop.phase === "ended") showState("wrap_up");
   }
 
   function showPop(pop) {
@@ -311,22 +404,45 @@
 
     $("notes-contact").textContent = pop.contact_id ? "Contact " + pop.contact_id : "No contact id for this call.";
     $("notes-status").textContent = "";
-    const tz = c && c.preferences ? c.preferences.timezone : "";
+    const prefs = (c && c.preferences) || {};
     $("callback-hint").textContent = c
-      ? "Customer time zone " + tz + "; allowed " + c.preferences.allowed_from + "–" + c.preferences.allowed_until
+      ? "Customer time zone " + (prefs.timezone || "?") + "; allowed " + (prefs.allowed_from || "?") + "–" +
+        (prefs.allowed_until || "?")
       : "Unknown caller";
+  }
+
+  // What "Recent pops" says a call is now: ringing, answered, ended (after an answer) or missed.
+  function recentPhase(pop) {
+    if (pop.phase === "ended") return pop.answered ? "ended" : "missed";
+    return label(pop.phase);
+  }
+
+  function updateRecent(pop) {
+    const btn = state.recent.get(pop.call_id);
+    if (!btn) return;
+    const name = pop.customer ? pop.customer.name : pop.number;
+    const phase = recentPhase(pop);
+    btn.textContent = name + " · " + phase + " · " + when(pop.at);
+    btn.dataset.phase = phase;
   }
 
   function addRecent(pop) {
     const list = $("recent");
-    const li = el("li");
-    const name = pop.customer ? pop.customer.name : pop.number;
-    const btn = el("button", "link", name + " · " + label(pop.phase) + " · " + when(pop.at));
-    btn.type = "button";
-    btn.addEventListener("click", () => showPop(state.pops.get(pop.call_id) || pop));
-    li.appendChild(btn);
-    list.insertBefore(li, list.firstChild);
-    while (list.children.length > 10) list.removeChild(list.lastChild);
+    if (!state.recent.has(pop.call_id)) {
+      const li = el("li");
+      const btn = el("button", "link");
+      btn.type = "button";
+      btn.addEventListener("click", () => showPop(state.pops.get(pop.call_id) || pop));
+      li.appendChild(btn);
+      list.insertBefore(li, list.firstChild);
+      state.recent.set(pop.call_id, btn);
+      while (list.children.length > 10) {
+        const old = list.lastChild;
+        for (const [callId, b] of state.recent) if (b.parentNode === old) state.recent.delete(callId);
+        list.removeChild(old);
+      }
+    }
+    updateRecent(pop);
   }
 
   // ---- write-back ----------------------------------------------------------------------------
