@@ -18,7 +18,6 @@ theirs, or a call only a supervisor or back office may place), 404 {"error": …
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,6 +26,7 @@ from aiohttp import web
 from ivrserver.domain.callback_access import Actor, Role
 from ivrserver.domain.callbacks import Callback, InvalidTransition, RequestInvalid, to_dict
 from ivrserver.services.callbacks import CallbackBusy, CallbackForbidden, CallbackNotFound, CallbackService
+from ivrserver.web import bodies
 from ivrserver.web.auth import AGENT
 from ivrserver.web.backoffice import BACKOFFICE
 
@@ -45,6 +45,7 @@ def request_actor(request: web.Request) -> Actor | None:
         return Actor(name, Role.BACKOFFICE, source)
     return None
 
+
 MAX_LIMIT = 1000
 
 
@@ -58,9 +59,9 @@ def _one(cb: Callback, status: int = 200) -> web.Response:
 
 async def _body(request: web.Request) -> dict[str, Any]:
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
-        raise RequestInvalid({"body": "not valid JSON"}) from None
+        body = await bodies.read_json(request)
+    except bodies.BodyError as exc:
+        raise RequestInvalid({"body": str(exc)}) from None
     if not isinstance(body, dict):
         raise RequestInvalid({"body": "expected a JSON object"})
     return body
