@@ -162,3 +162,34 @@ async def test_a_supervisor_route_refuses_an_agent_as_documented(client: TestCli
     resp = await client.get("/api/v1/audit", headers={"Authorization": f"Bearer {token}"})
     assert resp.status == 403 and "403" in documented["responses"]
     assert json.loads(await resp.text())["error"]
+
+
+async def test_an_undocumented_method_is_405_with_allow(client: TestClient, document: dict[str, Any]) -> None:
+    """RFC 9110: a 405 names the methods the resource has (the JSON error mapping kept dropping it)."""
+    resp = await client.request("TRACE", api_docs.PATH)  # public: no login needed to reach the router
+    assert resp.status == 405
+    assert set(resp.headers["Allow"].split(",")) >= {m.upper() for m in document["paths"][api_docs.PATH]}
+    assert (await resp.json())["error"]
+
+
+async def supervisor_headers(client: TestClient) -> dict[str, str]:
+    resp = await client.post("/api/v1/login", json={"agent": "agent1010", "password": "agent1010"})
+    assert resp.status == 200, await resp.text()
+    return {"Authorization": f"Bearer {(await resp.json())['token']}"}
+
+
+async def test_edges_the_contract_test_found_answer_4xx_not_500(client: TestClient) -> None:
+    """schemathesis (tests/test_contract.py) found these 500s; each is now a documented answer."""
+    headers = await supervisor_headers(client)
+    # a TTL past Redis' expiry range
+    resp = await client.put("/api/v1/menus/hotline/announcement", headers=headers,
+                            json={"sounds": ["ss-noservice"], "ttl": 80203013281075184})
+    assert resp.status == 400 and "ttl" in (await resp.json())["errors"]
+    resp = await client.put("/api/v1/menus/hotline/announcement", headers=headers,
+                            json={"sounds": ["ss-noservice"], "ttl": 60})
+    assert resp.status == 200, await resp.text()
+    # audit paging from the smallest and beyond the largest stream id
+    resp = await client.get("/api/v1/audit?before=0-0", headers=headers)
+    assert resp.status == 200 and (await resp.json())["entries"] == []
+    resp = await client.get("/api/v1/audit?before=99999999999999999999-0", headers=headers)
+    assert resp.status == 200 and (await resp.json())["entries"]

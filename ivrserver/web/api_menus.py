@@ -29,6 +29,7 @@ from ivrserver.web import bodies
 
 Guard = Callable[[web.Request], Awaitable[object]]
 MAX_ANNOUNCEMENT_FILES = 10
+MAX_TTL = 366 * 86400  # a year; Redis refuses expiries past its range (500 before)
 
 
 def routes(registry: MenuRegistry, *, redis: aioredis.Redis | None = None, keys: Keys | None = None,
@@ -80,8 +81,8 @@ def routes(registry: MenuRegistry, *, redis: aioredis.Redis | None = None, keys:
                 or not 1 <= len(sounds) <= MAX_ANNOUNCEMENT_FILES:
             return web.json_response({"errors": {"sounds": f"expected 1..{MAX_ANNOUNCEMENT_FILES} sound names"}},
                                      status=400)
-        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0):
-            return web.json_response({"errors": {"ttl": "expected a positive whole number of seconds"}},
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 < ttl <= MAX_TTL):
+            return web.json_response({"errors": {"ttl": f"expected a whole number of seconds, 1-{MAX_TTL}"}},
                                      status=400)
         try:
             await callpath.set_announcement(redis, keys, name, sounds, ttl)

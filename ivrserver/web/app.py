@@ -68,7 +68,10 @@ async def json_errors(request: web.Request, handler: Callable[[web.Request], Awa
     except web.HTTPException as exc:
         if not request.path.startswith("/api/") or exc.content_type == "application/json" or exc.status < 400:
             raise
-        return web.json_response({"error": exc.reason, "detail": exc.text or exc.reason}, status=exc.status)
+        # 405 keeps its Allow header (RFC 9110 requires it; the contract test checks it).
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return web.json_response({"error": exc.reason, "detail": exc.text or exc.reason}, status=exc.status,
+                                 headers=headers)
 
 
 def build_app(metrics_: Metrics, health: dict[str, HealthCheck],
