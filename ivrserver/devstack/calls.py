@@ -142,7 +142,7 @@ async def _final_contact(settings: config.Settings, linkedid: str, wait: float) 
         contact = None
         while True:
             contact = await get_contact(client, keys, contact_id)
-            if (contact is not None and contact.outcome is not Outcome.IN_PROGRESS) or time.monotonic() > deadline:
+            if (contact is not None and contact.ended_at is not None) or time.monotonic() > deadline:
                 return contact
             await asyncio.sleep(0.2)
     finally:

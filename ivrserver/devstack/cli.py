@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,6 +79,12 @@ def _redis_port(args: argparse.Namespace) -> tuple[int, str]:
         return args.redis_port, ""
     port = StackPorts.free().sip_port
     return port, f" (port {args.redis_port} is taken by another program)"
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 async def _claim(files: RunFiles) -> PidFiles:
@@ -145,6 +152,11 @@ async def _start_phones(ports: StackPorts, pids: PidFiles) -> list[SippProcess]:
     return phones
 
 
+def _columns(rows: list[tuple[str, str]]) -> list[str]:
+    width = max(len(command) for command, _ in rows) + 2
+    return [f"  {command.ljust(width)}{what}" for command, what in rows]
+
+
 def banner(settings: config.Settings, web_url: str, files: RunFiles, stack_lines: list[str]) -> str:
     """What `make run` prints once everything is up; the demo facts come from the demo data and
     the routing policy in use (see demo.py), the paths from this run."""
@@ -167,11 +179,12 @@ def banner(settings: config.Settings, web_url: str, files: RunFiles, stack_lines
         f"  web       {web_url} — agent page: log in as {login} / {login} ({why}){sup}",
         f"  settings  {cfg} (this stack's effective settings; demo agents' passwords are their ids)",
         "Try:",
-        "  make call                        unknown caller 5551234 presses 1 (balance → asks for the account)",
-        f"  make call CALLER={facts.vip_number} DIGITS=" + " " * max(1, 17 - len(facts.vip_number))
-        + f"demo VIP {facts.vip_id}: {facts.vip_reason}",
-        f"  .venv/bin/ivrserver -c {cfg} doctor       checks this stack (Redis, AMI, dialplan, queues, menus)",
-        f"  .venv/bin/ivrserver -c {cfg} menus check  menus against this Asterisk's sounds and queues",
+        *_columns([
+            ("make call", "unknown caller 5551234 presses 1 (balance → asks for the account)"),
+            (f"make call CALLER={facts.vip_number} DIGITS=", f"demo VIP {facts.vip_id}: {facts.vip_reason}"),
+            (f".venv/bin/ivrserver -c {cfg} doctor", "checks this stack (Redis, AMI, dialplan, queues, menus)"),
+            (f".venv/bin/ivrserver -c {cfg} menus check", "menus against this Asterisk's sounds and queues"),
+        ]),
         "Ctrl-C stops everything." + (f" Calls to this stack: `python -m ivrserver.devstack call --run-dir "
                                       f"{files.root}`" if elsewhere else ""),
     ])
@@ -194,8 +207,8 @@ async def _run_all(args: argparse.Namespace) -> int:
         async with stack(ports, ami_secret=args.ami_secret, redis=redis, name=args.name,
                          pids=pids) as (asterisk, redis):
             settings = stack_settings(asterisk, redis.url, args.config)
-            if args.free_ports:
-                settings = dataclasses.replace(settings, web=dataclasses.replace(settings.web, port=0))
+            if args.free_ports:     # the web port too: the block of StackPorts.free() holds the rest
+                settings = dataclasses.replace(settings, web=dataclasses.replace(settings.web, port=_free_tcp_port()))
             await asyncio.to_thread(write_settings, settings, files.settings)
             await asyncio.to_thread(files.ports.write_text, json.dumps(dataclasses.asdict(ports)))
             print(await seed_demo(files.settings), flush=True)
