@@ -29,6 +29,7 @@ from ivrserver.metrics import Metrics
 from ivrserver.pbx.ami import AmiClient, AmiError
 from ivrserver.pbx.fastagi import FastAgiServer
 from ivrserver.services import menu_files, routing_files, work_calendar
+from ivrserver.services import pepper as pepper_source
 from ivrserver.services.agent_state import AgentStateService
 from ivrserver.services.callback_dialer import AmiCallbackDialer
 from ivrserver.services.callbacks import (
@@ -94,6 +95,7 @@ class IvrServer:
                                      command_timeout=settings.agi.command_timeout, metrics=self.metrics)
         self.menus = self._build_menus()
         policy, agents = self._load_routing()
+        self.pepper = self._load_pepper()
         self.agent_defs = agents.agents
         self._by_endpoint = {a.endpoint: a.id for a in agents.agents.values()}
         self.agent_state = AgentStateService(self.redis, self.keys, agents.agents,
@@ -107,13 +109,14 @@ class IvrServer:
         self.hotline = HotlineService(self.redis, self.keys, self.menus, self.routing, self.tracker,
                                       entry=settings.menus.entry, retention_days=settings.redis.retention_days,
                                       snapshot_timeout=settings.redis.snapshot_timeout,
-                                      default_country=settings.phone.default_region)
+                                      pepper=self.pepper.pepper, default_country=settings.phone.default_region)
         self.fastagi.route(settings.menus.entry, self.hotline.handle)
         # screen-pop: per-agent numbered events, login and audit
         self.pops = PopStore(self.redis, self.keys, backlog_seconds=settings.web.backlog_seconds)
         self.audit = AuditLog(self.redis, self.keys)
         self.auth = Authenticator(self.redis, self.keys, agents.agents, agents.credentials, pops=self.pops,
-                                  audit=self.audit)
+                                  audit=self.audit, agents_file=settings.routing.agents_file,
+                                  trusted_proxies=settings.security.trusted_proxies)
         # Pub/sub blocks on reads for as long as no pop is published: no socket timeout there.
         self.pubsub_redis: aioredis.Redis = aioredis.Redis.from_url(
             settings.redis.url, decode_responses=True, socket_connect_timeout=3, socket_keepalive=True,
@@ -173,6 +176,16 @@ class IvrServer:
                       ", ".join(sorted(registry.current.menus)) or "none")
         return registry
 
+    def _load_pepper(self) -> pepper_source.PepperSource:
+        try:
+            source = pepper_source.load(self.settings.security)
+        except pepper_source.PepperError as exc:
+            raise StartupError(str(exc)) from exc
+        if source.development:
+            log.warning("PIN hashes are keyed with the development pepper %s: set security.pepper_file "
+                        "before production", source.path)
+        return source
+
     def _load_routing(self) -> tuple[Any, routing_files.AgentsConfig]:
         try:
             return routing_files.load_routing(self.settings.routing)
@@ -190,7 +203,7 @@ class IvrServer:
         routes = [
             api_menus.routes(self.menus, redis=self.redis, keys=self.keys, guard=require_supervisor),
             api_customers.routes(self.redis, self.keys, authorize_hook, retention_days=retention,
-                                 default_country=self.settings.phone.default_region),
+                                 pepper=self.pepper.pepper, default_country=self.settings.phone.default_region),
             api_callbacks.routes(self.callbacks),
             api_agents.routes(agent_api),
             api_docs.routes(),

@@ -31,7 +31,7 @@ def _show_config(args: argparse.Namespace) -> int:
         value: object = settings
         for part in key.split("."):
             value = getattr(value, part)
-        if key.endswith("secret"):
+        if key.endswith("secret") or (key == "security.pepper" and value):
             value = "***"
         print(f"{key} = {value}")
     return 0

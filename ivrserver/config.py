@@ -152,6 +152,20 @@ class PostgresSettings:
 
 
 @dataclass(frozen=True)
+class SecuritySettings:
+    # File holding the server-side pepper that keys PIN hashes (at least 32 characters, e.g. the
+    # output of `openssl rand -hex 32`; mode 0600). Never stored in Redis or exported.
+    pepper_file: str = ""
+    # The pepper itself, meant for the environment (IVRSERVER_SECURITY__PEPPER); pepper_file wins.
+    pepper: str = ""
+    # Neither set: a development pepper is generated here (0600) on first use; `doctor` warns.
+    dev_pepper_file: str = "~/.local/state/ivrserver/dev-pepper"
+    # Comma-separated addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For is
+    # believed for login limits and audit; empty: the peer address is the client.
+    trusted_proxies: str = ""
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = "INFO"
     format: str = "text"  # "text" or "json"
@@ -170,6 +184,7 @@ class Settings:
     phone: PhoneSettings = field(default_factory=PhoneSettings)
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
     instance: str = "ivrserver"
     # uvloop (libuv) or the standard library's loop; both run the same code.
     event_loop: str = "uvloop"
@@ -278,6 +293,10 @@ def _check(key: str, value: Any, errors: list[str]) -> None:
     if key.startswith("postgres.") and key.endswith(("_days", "pool_size")) and isinstance(value, int) \
             and value < 1:
         errors.append(f"{key}: must be at least 1, got {value}")
+    if key == "security.trusted_proxies":
+        _check_networks(key, value, errors)
+    if key == "security.pepper" and value and len(value) < 32:
+        errors.append(f"{key}: must be at least 32 characters (e.g. `openssl rand -hex 32`)")
     if key == "redis.url" and not value.startswith(("redis://", "rediss://", "unix://")):
         errors.append(f"{key}: expected a redis://, rediss:// or unix:// URL, got {value!r}")
     if key == "asterisk.hotline" and not (0 < len(value) <= 32 and all(c in "0123456789+*#" for c in value)):
@@ -302,6 +321,18 @@ def _shown(text: str) -> str:
 def _hint(word: object, choices: Iterable[str]) -> str:
     """'did you mean 'x'?' for a near miss, else the allowed names (every list here is short)."""
     return did_you_mean(word, choices, list_up_to=1000)
+
+
+def _check_networks(key: str, value: str, errors: list[str]) -> None:
+    import ipaddress
+
+    for item in (v.strip() for v in value.split(",")):
+        if not item:
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            errors.append(f"{key}: {item[:60]!r} is not an address or network (e.g. 10.0.0.5 or 10.0.0.0/24)")
 
 
 def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:

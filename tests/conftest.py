@@ -14,10 +14,17 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from ivrserver.domain.hashing import Pepper
 from ivrserver.store.keys import Keys
 
 # PostgreSQL for the tests that need it: one private cluster per session (tests/pg_fixtures.py).
 pytest_plugins = ["tests.pg_fixtures"]
+
+# PIN hashes are keyed with a server-side pepper: one fixed pepper for every test, the in-process
+# server and the CLI subprocesses, never the developer's generated development pepper.
+TEST_PEPPER_TEXT = "ivrserver-test-pepper-" + "0123456789" * 4
+os.environ.setdefault("IVRSERVER_SECURITY__PEPPER", TEST_PEPPER_TEXT)
+TEST_PEPPER = Pepper(os.environ["IVRSERVER_SECURITY__PEPPER"].strip().encode())
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:

@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from ivrserver.domain.hashing import Cost
 from ivrserver.domain.model import Agent, Contact, ContactKind
 from ivrserver.store import history
 from ivrserver.store.keys import Keys
@@ -30,7 +31,9 @@ AGENTS = {
     "sup1": Agent(id="sup1", name="Sue", endpoint="PJSIP/agent1010", supervisor=True),
 }
 # Demo scheme: each agent's password is its own id. Hashed once per test session (scrypt is slow).
-CREDENTIALS = {agent_id: hash_password(agent_id) for agent_id in AGENTS}
+# A cheap cost keeps each test login fast; production uses hashing.PASSWORD_COST (tests/test_auth.py).
+TEST_COST = Cost(10)
+CREDENTIALS = {agent_id: hash_password(agent_id, cost=TEST_COST) for agent_id in AGENTS}
 
 
 @dataclass
@@ -56,15 +59,17 @@ class Desk:
 async def make_desk(redis_url: str, keys: Keys, *, queue_size: int = 256, heartbeat: float = 15.0,
                     backlog_seconds: int = 3600, auth_timeout: float = 2.0, session_check: float = 30.0,
                     clock: Callable[[], float] = time.time, seed: bool = True,
-                    static_tokens: dict[str, str] | None = None, real_customers: bool = False,
-                    ) -> AsyncIterator[Desk]:
+                    static_tokens: dict[str, str] | None = None, credentials: dict[str, str] | None = None,
+                    real_customers: bool = False,
+                    **auth_options: Any) -> AsyncIterator[Desk]:
     """`real_customers`: serve the real customers REST routes (api_customers behind the privacy
     gate) instead of the two stand-ins below."""
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     store = PopStore(redis, keys, backlog_seconds=backlog_seconds)
     audit = AuditLog(redis, keys)
-    auth = Authenticator(redis, keys, AGENTS, CREDENTIALS, pops=store, audit=audit, clock=clock,
-                         static_tokens=static_tokens)
+    auth = Authenticator(redis, keys, AGENTS, CREDENTIALS if credentials is None else credentials, pops=store,
+                         audit=audit, clock=clock, static_tokens=static_tokens,
+                         **{"password_cost": TEST_COST, **auth_options})
     hub = AgentHub(redis, keys, store, auth, queue_size=queue_size, heartbeat=heartbeat,
                    auth_timeout=auth_timeout, session_check=session_check)
     desk = Desk(url="", hub=hub, auth=auth, store=store, audit=audit, redis=redis, keys=keys)

@@ -18,6 +18,7 @@ from ivrserver.store import customers as store
 from ivrserver.store import history
 from ivrserver.store.keys import Keys
 from ivrserver.web.api_customers import routes
+from tests.conftest import TEST_PEPPER
 
 NOW = float(int(time.time()))
 
@@ -31,7 +32,7 @@ BODY: dict[str, Any] = {
 
 async def make_client(redis_client: aioredis.Redis, keys: Keys, **kw: Any) -> TestClient:
     app = web.Application()
-    app.add_routes(routes(redis_client, keys, clock=lambda: NOW, **kw))
+    app.add_routes(routes(redis_client, keys, clock=lambda: NOW, **{"pepper": TEST_PEPPER, **kw}))
     client = TestClient(TestServer(app))
     await client.start_server()
     return client
@@ -52,7 +53,7 @@ async def test_create_get_list_update_delete(client: TestClient, redis_client: a
     assert created["phones"] == ["15550001"] and created["has_pin"] is True
     assert "pin" not in created and "pin_hash" not in created
     stored = await store.get_customer(redis_client, keys, "c1")
-    assert stored is not None and stored.pin_hash and identification.verify_pin("4321", stored.pin_hash)
+    assert stored is not None and stored.pin_hash and identification.verify_pin("4321", stored.pin_hash, TEST_PEPPER)
     assert "4321" not in str(await redis_client.get(keys.customer("c1")))
 
     resp = await client.get("/api/v1/customers/c1")

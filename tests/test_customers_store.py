@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 
@@ -16,6 +17,9 @@ from ivrserver.domain.model import Case, CaseStatus, Contact, ContactKind, Custo
 from ivrserver.store import customers as store
 from ivrserver.store import history
 from ivrserver.store.keys import Keys
+from tests.conftest import TEST_PEPPER
+
+identify = functools.partial(store.identify_by_account, pepper=TEST_PEPPER)
 
 NOW = float(int(time.time()))
 PIN = "4321"
@@ -24,7 +28,8 @@ PIN = "4321"
 def customer(cid: str = "c1", **kw: object) -> Customer:
     base = Customer(id=cid, name="Wang Lei", phones=("15550001", "+4930123"), tier=Tier.VIP,
                     account_manager="agent1001", account_number="80010001",
-                    pin_hash=identification.hash_pin(PIN, b"salt-for-tests!!"), attributes={"balance": "12.50"})
+                    pin_hash=identification.hash_pin(PIN, b"salt-for-tests!!", TEST_PEPPER),
+                    attributes={"balance": "12.50"})
     return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
 
 
@@ -226,9 +231,9 @@ POLICY = LockoutPolicy(max_failures=3, window_seconds=900, lock_seconds=1800)
 
 async def test_identify_success_clears_failures(redis_client: aioredis.Redis, keys: Keys) -> None:
     await store.save_customer(redis_client, keys, customer())
-    assert await store.identify_by_account(redis_client, keys, "80010001", "0000", NOW, policy=POLICY) is None
+    assert await identify(redis_client, keys, "80010001", "0000", NOW, policy=POLICY) is None
     assert await redis_client.exists(keys.pin_failures("80010001"))
-    found = await store.identify_by_account(redis_client, keys, "80010001", PIN, NOW + 1, policy=POLICY)
+    found = await identify(redis_client, keys, "80010001", PIN, NOW + 1, policy=POLICY)
     assert isinstance(found, Customer) and found.id == "c1"
     assert not await redis_client.exists(keys.pin_failures("80010001"))
 
@@ -238,16 +243,16 @@ async def test_lockout_after_three_failures(redis_client: aioredis.Redis, keys: 
     caplog.set_level(logging.DEBUG)
     await store.save_customer(redis_client, keys, customer())
     wrong = ["1111", "2222", "93939393"]
-    results = [await store.identify_by_account(redis_client, keys, "80010001", pin, NOW + i * 60, policy=POLICY)
+    results = [await identify(redis_client, keys, "80010001", pin, NOW + i * 60, policy=POLICY)
                for i, pin in enumerate(wrong)]
     assert results[:2] == [None, None]
     assert results[2] == Locked(NOW + 120 + 1800)
     # Locked: even the right PIN is refused until the lock ends.
-    assert await store.identify_by_account(redis_client, keys, "80010001", PIN, NOW + 600,
+    assert await identify(redis_client, keys, "80010001", PIN, NOW + 600,
                                            policy=POLICY) == Locked(NOW + 120 + 1800)
     ttl = await redis_client.ttl(keys.pin_failures("80010001"))
     assert 1700 < ttl <= 1802
-    after = await store.identify_by_account(redis_client, keys, "80010001", PIN, NOW + 120 + 1801, policy=POLICY)
+    after = await identify(redis_client, keys, "80010001", PIN, NOW + 120 + 1801, policy=POLICY)
     assert isinstance(after, Customer)
     text = caplog.text
     for pin in [*wrong, PIN]:
@@ -258,13 +263,13 @@ async def test_lockout_after_three_failures(redis_client: aioredis.Redis, keys: 
 async def test_failures_outside_the_window_do_not_lock(redis_client: aioredis.Redis, keys: Keys) -> None:
     await store.save_customer(redis_client, keys, customer())
     for i in range(5):
-        result = await store.identify_by_account(redis_client, keys, "80010001", "1111", NOW + i * 600,
+        result = await identify(redis_client, keys, "80010001", "1111", NOW + i * 600,
                                                  policy=POLICY)
         assert result is None
 
 
 async def test_unknown_account_counts_and_locks_like_a_known_one(redis_client: aioredis.Redis, keys: Keys) -> None:
-    results = [await store.identify_by_account(redis_client, keys, "99990000", "1234", NOW + i, policy=POLICY)
+    results = [await identify(redis_client, keys, "99990000", "1234", NOW + i, policy=POLICY)
                for i in range(3)]
     assert results == [None, None, Locked(NOW + 2 + 1800)]
 
@@ -273,9 +278,9 @@ async def test_unknown_account_counts_and_locks_like_a_known_one(redis_client: a
                                               ("80010001", "43210000000"), ("80010001", "")])
 async def test_malformed_input_is_refused(redis_client: aioredis.Redis, keys: Keys, account: str, pin: str) -> None:
     await store.save_customer(redis_client, keys, customer())
-    assert await store.identify_by_account(redis_client, keys, account, pin, NOW, policy=POLICY) is None
+    assert await identify(redis_client, keys, account, pin, NOW, policy=POLICY) is None
 
 
 async def test_customer_without_pin_cannot_identify(redis_client: aioredis.Redis, keys: Keys) -> None:
     await store.save_customer(redis_client, keys, customer(pin_hash=None))
-    assert await store.identify_by_account(redis_client, keys, "80010001", "0000", NOW, policy=POLICY) is None
+    assert await identify(redis_client, keys, "80010001", "0000", NOW, policy=POLICY) is None

@@ -8,7 +8,14 @@ id. A row without pin/pin_hash keeps the PIN the customer already has.
 CSV columns: id, name, phones (separated by ';'), tier, segment, language, account_manager,
 account_number, pin, pin_hash, timezone, allowed_from, allowed_until, do_not_call, attr.NAME...
 YAML: a list of customer mappings (or `customers:` holding that list); every scalar is read as
-text, so PINs and numbers with leading zeros survive.
+text, so PINs and numbers with leading zeros survive. Clear PINs are hashed keyed with the
+server's pepper (`security.pepper_file`, see services/pepper.py).
+
+Export never writes `pin` or `pin_hash`: re-importing an export into the same Redis keeps every
+customer's PIN (a row without them keeps the stored one while the account number is unchanged);
+elsewhere customers need new PINs. CSV cells that begin with `=`, `+`, `-`, `@`, tab, CR or `'`
+get a leading `'` (OWASP CSV injection), and import drops one `'` that stands before one of those
+characters, so an export imports back exactly (`'+8613800000000` → `+8613800000000`).
 """
 
 from __future__ import annotations
@@ -34,7 +41,9 @@ from ivrserver.commands import load_settings
 from ivrserver.domain import customer_validation as cv
 from ivrserver.domain import phone
 from ivrserver.domain.customer_validation import FieldError, ValidCustomer
+from ivrserver.domain.hashing import Pepper
 from ivrserver.domain.model import Customer
+from ivrserver.services import pepper as pepper_source
 from ivrserver.store import customers as store
 from ivrserver.store import history
 from ivrserver.store.keys import Keys
@@ -58,7 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     _common(imp)
     imp.set_defaults(func=run_import)
 
-    exp = sub.add_parser("export", help="write every customer as CSV or YAML (with PIN hashes)")
+    exp = sub.add_parser("export", help="write every customer as CSV or YAML (never PINs or their hashes; "
+                                        "CSV cells that a spreadsheet would run as formulas begin with ')")
     exp.add_argument("--format", choices=("csv", "yaml"), default="csv")
     exp.add_argument("--output", "-o", help="file to write (default: standard output)")
     _common(exp)
@@ -184,7 +194,7 @@ def parse_csv(text: str) -> tuple[list[Row], list[RowError]]:
             if None in record:
                 errors.append(RowError(start, "more cells than columns in the header"))
                 continue
-            rows.append(Row(start, cv.from_flat_row(record)))
+            rows.append(Row(start, cv.from_flat_row({k: csv_unescape(v) for k, v in record.items()})))
     except csv.Error as exc:
         errors.append(RowError(reader.line_num, f"not valid CSV: {exc}"))
     return rows, errors
@@ -266,8 +276,8 @@ async def _check_store(redis: aioredis.Redis, keys: Keys, valid: list[tuple[int,
     return existing, errors
 
 
-def _to_store(item: ValidCustomer, existing: Customer | None) -> Customer:
-    customer = item.to_customer(os.urandom(16))
+def _to_store(item: ValidCustomer, existing: Customer | None, pepper: Pepper | None) -> Customer:
+    customer = item.to_customer(os.urandom(16), pepper) if pepper is not None else item.customer
     if not item.pin_given and existing is not None and existing.pin_hash \
             and existing.account_number == customer.account_number:
         customer = dataclasses.replace(customer, pin_hash=existing.pin_hash)
@@ -343,8 +353,18 @@ def run_import(args: argparse.Namespace) -> int:
             print(f"{len(bad_lines)} bad row(s); nothing imported (use --partial to import the "
                   f"{len(todo) + len(todo_cases)} valid row(s))", file=sys.stderr)
             return 1
+        pepper = None
+        if any(item.pin is not None for _, item in todo):
+            settings = load_settings(getattr(args, "config", None))
+            if settings is None:
+                return 2
+            try:
+                pepper = (await asyncio.to_thread(pepper_source.load, settings.security)).pepper
+            except pepper_source.PepperError as exc:
+                print(f"cannot hash PINs: {exc}", file=sys.stderr)
+                return 2
         prepared = await asyncio.to_thread(
-            lambda: [(line, _to_store(item, existing.get(item.customer.id))) for line, item in todo])
+            lambda: [(line, _to_store(item, existing.get(item.customer.id), pepper)) for line, item in todo])
         imported = 0
         for line, customer in prepared:
             try:
@@ -370,20 +390,42 @@ async def _all_customers(redis: aioredis.Redis, keys: Keys) -> list[Customer]:
     return [c async for c in store.iter_customers(redis, keys)]
 
 
+# OWASP CSV injection: a spreadsheet runs a cell that begins with one of these as a formula.
+FORMULA_TRIGGERS = frozenset("=+-@\t\r")
+# Columns an export never carries: PIN hashes stay in Redis (keyed with the server's pepper, they
+# are useless elsewhere anyway, and an offline search needs nothing else).
+NOT_EXPORTED = frozenset({"pin", "pin_hash"})
+
+
+def csv_escape(value: str) -> str:
+    """A cell a spreadsheet shows as text: a `'` goes before a cell that begins with a formula
+    trigger (`=`, `+`, `-`, `@`, tab, CR) or with `'` itself (so that `csv_unescape` is exact)."""
+    return "'" + value if value and (value[0] in FORMULA_TRIGGERS or value[0] == "'") else value
+
+
+def csv_unescape(value: str | None) -> str | None:
+    """Undo `csv_escape` on import: one leading `'` is dropped when a formula trigger or another `'`
+    follows it (`'+8613800000000` → `+8613800000000`); any other `'` is kept as written."""
+    if value and len(value) > 1 and value[0] == "'" and (value[1] in FORMULA_TRIGGERS or value[1] == "'"):
+        return value[1:]
+    return value
+
+
 def write_csv(customers: list[Customer], out: TextIO) -> None:
     attr_columns = sorted({cv.ATTRIBUTE_COLUMN_PREFIX + k for c in customers for k in c.attributes})
-    columns = [c for c in cv.FLAT_COLUMNS if c != "pin"] + attr_columns
+    columns = [c for c in cv.FLAT_COLUMNS if c not in NOT_EXPORTED] + attr_columns
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for customer in customers:
-        writer.writerow(cv.to_flat_row(customer))
+        row = cv.to_flat_row(customer)
+        writer.writerow({k: csv_escape(v) for k, v in row.items() if k not in NOT_EXPORTED})
 
 
 def write_yaml(customers: list[Customer], out: TextIO) -> None:
     items = []
     for customer in customers:
-        item = cv.customer_to_dict(customer, include_pin_hash=True)
-        items.append({k: v for k, v in item.items() if v is not None})
+        item = cv.customer_to_dict(customer)
+        items.append({k: v for k, v in item.items() if v is not None and k not in NOT_EXPORTED | {"has_pin"}})
     yaml.safe_dump({"customers": items}, out, sort_keys=False, allow_unicode=True)
 
 

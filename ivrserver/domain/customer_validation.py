@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ivrserver.domain import identification, phone
+from ivrserver.domain.hashing import Pepper
 from ivrserver.domain.model import Case, CaseStatus, ContactPreferences, Customer, Segment, Tier
 
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -79,11 +80,12 @@ class ValidCustomer:
     pin: str | None = dataclasses.field(default=None, repr=False)
     pin_given: bool = False  # the input had a `pin` or `pin_hash` key (even null: remove the PIN)
 
-    def to_customer(self, salt: bytes) -> Customer:
-        """The customer to store: a clear PIN is hashed with `salt` (use a fresh random salt)."""
+    def to_customer(self, salt: bytes, pepper: Pepper) -> Customer:
+        """The customer to store: a clear PIN is hashed with `salt` (use a fresh random salt) and
+        keyed with the server's `pepper`."""
         if self.pin is None:
             return self.customer
-        return dataclasses.replace(self.customer, pin_hash=identification.hash_pin(self.pin, salt))
+        return dataclasses.replace(self.customer, pin_hash=identification.hash_pin(self.pin, salt, pepper))
 
 
 class _Errors:
@@ -336,7 +338,8 @@ def validate_customer(data: Any, *, default_country: str = "", id_required: bool
     if pin_hash in (None, ""):
         pin_hash = None
     elif not identification.is_pin_hash(pin_hash):
-        errors.add("pin_hash", "must be a hash exported by ivrserver (scrypt$...); give a clear pin instead")
+        errors.add("pin_hash", "must be a PIN hash made by ivrserver ($scrypt$... or scrypt$...); "
+                               "give a clear pin instead")
         pin_hash = None
     if pin is not None and pin_hash is not None:
         errors.add("pin", "give either pin or pin_hash, not both")

@@ -1,11 +1,12 @@
 """Account number + PIN identification: PIN hashing and the attempt-limit / lockout policy.
 
-Pure: the salt and the current time are passed in. A PIN is never part of any return value,
-exception message or repr produced here.
+Pure: the salt, the pepper and the current time are passed in. A PIN is never part of any return
+value, exception message or repr produced here.
 
-Hash format (self-describing so parameters can change later)::
-
-    scrypt$<n>$<r>$<p>$<salt hex>$<derived key hex>
+PIN hashes are made by `ivrserver.domain.hashing` (the one module for passwords and PINs), keyed
+with the server-side pepper: `$scrypt$ln=14,r=8,p=1,k=<pepper id>$<salt>$<key>`. Older unkeyed
+hashes (`scrypt$<n>$<r>$<p>$<salt hex>$<key hex>`) still verify and are replaced on the next
+successful identification (`pin_needs_rehash`).
 
 Lockout: `max_failures` wrong PINs for one account within `window_seconds` lock the account for
 `lock_seconds`. While locked, even the right PIN is refused (so guessing cannot continue). A right
@@ -15,23 +16,16 @@ PIN outside a lock clears the failures.
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
 from dataclasses import dataclass
+
+from ivrserver.domain import hashing
+from ivrserver.domain.hashing import Pepper
 
 PIN_MIN_DIGITS = 4
 PIN_MAX_DIGITS = 8
 ACCOUNT_MIN_DIGITS = 4
 ACCOUNT_MAX_DIGITS = 20
 
-# scrypt cost: ~20 ms per hash here (callers in an event loop run it in a worker thread).
-# A 4-8 digit PIN cannot resist an offline attack on a stolen hash whatever the cost;
-# the hash keeps PINs out of plain sight and the lockout stops online guessing.
-SCRYPT_N = 2**12
-SCRYPT_R = 8
-SCRYPT_P = 1
-_DKLEN = 32
-_SALT_MIN_BYTES = 8
 _DIGITS = frozenset("0123456789")
 
 
@@ -44,55 +38,40 @@ def is_valid_account_number(account: object) -> bool:
             and set(account) <= _DIGITS)
 
 
-def hash_pin(pin: str, salt: bytes) -> str:
-    """The stored form of `pin` with this `salt` (deterministic; give each customer a fresh salt)."""
+def hash_pin(pin: str, salt: bytes, pepper: Pepper) -> str:
+    """The stored form of `pin`, keyed with the server's `pepper` (deterministic for one salt;
+    give each customer a fresh salt). See `ivrserver.domain.hashing`."""
     if not is_valid_pin(pin):
         raise ValueError(f"a PIN must be {PIN_MIN_DIGITS}-{PIN_MAX_DIGITS} digits")
-    if len(salt) < _SALT_MIN_BYTES:
-        raise ValueError(f"salt must be at least {_SALT_MIN_BYTES} bytes")
-    key = hashlib.scrypt(pin.encode("ascii"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=_DKLEN)
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${key.hex()}"
+    return hashing.hash_secret(pin, salt, cost=hashing.PIN_COST, pepper=pepper)
 
 
 def is_pin_hash(text: object) -> bool:
-    """True when `text` is a well-formed hash this module can verify."""
-    return _parse(text) is not None
+    """True when `text` is a well-formed hash this module can verify (keyed, or an older unkeyed one)."""
+    return hashing.is_hash(text)
 
 
-def _parse(text: object) -> tuple[int, int, int, bytes, bytes] | None:
-    if not isinstance(text, str) or len(text) > 512:
-        return None
-    parts = text.split("$")
-    if len(parts) != 6 or parts[0] != "scrypt":
-        return None
-    try:
-        n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
-        salt, key = bytes.fromhex(parts[4]), bytes.fromhex(parts[5])
-    except ValueError:
-        return None
-    # Bounds keep a hostile stored hash from making verification eat all memory or CPU.
-    if not (2 <= n <= 2**16 and n & (n - 1) == 0 and 1 <= r <= 16 and 1 <= p <= 4):
-        return None
-    if len(salt) < _SALT_MIN_BYTES or len(key) != _DKLEN:
-        return None
-    return n, r, p, salt, key
-
-
-def verify_pin(pin: str, stored: str) -> bool:
-    """Constant-time check of `pin` against a stored hash; False for any malformed input."""
-    parsed = _parse(stored)
-    if parsed is None or not is_valid_pin(pin):
+def verify_pin(pin: str, stored: str, pepper: Pepper) -> bool:
+    """Constant-time check of `pin` against a stored hash; False for any malformed input.
+    Older unkeyed hashes (hex `scrypt$N$r$p$salt$key`) still verify: see `pin_needs_rehash`."""
+    if not is_valid_pin(pin):
         return False
-    n, r, p, salt, key = parsed
-    candidate = hashlib.scrypt(pin.encode("ascii"), salt=salt, n=n, r=r, p=p, dklen=len(key),
-                               maxmem=256 * 1024 * 1024)
-    return hmac.compare_digest(candidate, key)
+    return hashing.verify(pin, stored, pepper=pepper)
 
 
-@functools.cache
-def dummy_hash() -> str:
+def pin_needs_rehash(stored: str, pepper: Pepper) -> bool:
+    """True when a hash that just verified is not keyed with `pepper` at the current PIN cost."""
+    return hashing.needs_rehash(stored, cost=hashing.PIN_COST, pepper=pepper)
+
+
+def dummy_hash(pepper: Pepper) -> str:
     """A hash to verify for unknown accounts, so that they take as long as known ones."""
-    return hash_pin("0000", b"ivrserver-dummy-salt")
+    return _dummy_hash(pepper)
+
+
+@functools.lru_cache(maxsize=4)
+def _dummy_hash(pepper: Pepper) -> str:
+    return hash_pin("0000", b"ivrserver-dummy-salt", pepper)
 
 
 @dataclass(frozen=True)

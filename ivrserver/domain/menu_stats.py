@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ivrserver.domain.menu_engine import HUMAN_REASONS, ExitReason, PathEvent, PathKind
 
@@ -130,55 +130,109 @@ def path_depth(events: Iterable[PathEvent]) -> int:
     return depth
 
 
-def aggregate(menu: str, paths: Iterable[CallPath], policy: OrderingPolicy | None = None,
-              human_key: str = "0") -> MenuStats:
-    policy = policy or ThirdFourthFirst()
-    nodes: dict[str, NodeStats] = {}
-    exits: Counter[str] = Counter()
-    depth: Counter[int] = Counter()
-    calls = finished = 0
+@dataclass
+class Tally:
+    """The counts behind MenuStats: built from paths one at a time and mergeable, so counts of
+    separate time buckets add up to the counts of their union (rollups kept by the record)."""
 
-    def stats(name: str) -> NodeStats:
-        if name not in nodes:
-            nodes[name] = NodeStats(name)
-        return nodes[name]
+    calls: int = 0
+    finished: int = 0
+    exits: Counter[str] = field(default_factory=Counter)
+    nodes: dict[str, NodeStats] = field(default_factory=dict)
+    depth: Counter[int] = field(default_factory=Counter)
 
-    for path in paths:
-        calls += 1
+    def _node(self, name: str) -> NodeStats:
+        st = self.nodes.get(name)
+        if st is None:
+            st = self.nodes[name] = NodeStats(name)
+        return st
+
+    def add(self, path: CallPath) -> None:
+        self.calls += 1
         events = sorted(path.events, key=lambda e: e.at) if _unsorted(path.events) else list(path.events)
-        depth[path_depth(events)] += 1
+        self.depth[path_depth(events)] += 1
         current: str | None = None
         entered_at = 0.0
         for e in events:
             if e.kind is PathKind.ENTER:
                 if current is not None:
-                    st = stats(current)
+                    st = self._node(current)
                     st.total_seconds += max(0.0, e.at - entered_at)
                     st.timed_visits += 1
-                stats(e.node).entries += 1
+                self._node(e.node).entries += 1
                 current, entered_at = e.node, e.at
             elif e.kind is PathKind.KEY:
-                st = stats(e.node)
+                st = self._node(e.node)
                 st.keys[e.key] += 1
                 st.key_targets[e.key] = e.target
             elif e.kind is PathKind.INVALID:
-                stats(e.node).invalid += 1
+                self._node(e.node).invalid += 1
             elif e.kind is PathKind.TIMEOUT:
-                stats(e.node).timeouts += 1
+                self._node(e.node).timeouts += 1
             elif e.kind is PathKind.FAILURE:
-                stats(e.node).failures += 1
+                self._node(e.node).failures += 1
             elif e.kind is PathKind.EXIT:
-                finished += 1
-                exits[e.detail] += 1
-                stats(e.node).exits[e.detail] += 1
+                self.finished += 1
+                self.exits[e.detail] += 1
+                self._node(e.node).exits[e.detail] += 1
                 if current is not None:
-                    st = stats(current)
+                    st = self._node(current)
                     st.total_seconds += max(0.0, e.at - entered_at)
                     st.timed_visits += 1
                     current = None
 
+    def merge(self, other: Tally) -> None:
+        """Add `other`'s counts; for a key's target, `other` (the later bucket) wins."""
+        self.calls += other.calls
+        self.finished += other.finished
+        self.exits.update(other.exits)
+        self.depth.update(other.depth)
+        for name, theirs in other.nodes.items():
+            st = self._node(name)
+            st.entries += theirs.entries
+            st.exits.update(theirs.exits)
+            st.keys.update(theirs.keys)
+            st.key_targets.update(theirs.key_targets)
+            st.invalid += theirs.invalid
+            st.timeouts += theirs.timeouts
+            st.failures += theirs.failures
+            st.total_seconds += theirs.total_seconds
+            st.timed_visits += theirs.timed_visits
+
+    def to_dict(self) -> dict[str, object]:
+        return {"calls": self.calls, "finished": self.finished, "exits": dict(self.exits),
+                "depth": {str(k): v for k, v in self.depth.items()},
+                "nodes": {n: {"entries": st.entries, "exits": dict(st.exits), "keys": dict(st.keys),
+                              "key_targets": dict(st.key_targets), "invalid": st.invalid,
+                              "timeouts": st.timeouts, "failures": st.failures,
+                              "total_seconds": st.total_seconds, "timed_visits": st.timed_visits}
+                          for n, st in self.nodes.items()}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Tally:
+        tally = cls(calls=int(d["calls"]), finished=int(d["finished"]), exits=Counter(d["exits"]),
+                    depth=Counter({int(k): int(v) for k, v in d["depth"].items()}))
+        for name, n in d["nodes"].items():
+            tally.nodes[name] = NodeStats(
+                name, entries=int(n["entries"]), exits=Counter(n["exits"]), keys=Counter(n["keys"]),
+                key_targets=dict(n["key_targets"]), invalid=int(n["invalid"]), timeouts=int(n["timeouts"]),
+                failures=int(n["failures"]), total_seconds=float(n["total_seconds"]),
+                timed_visits=int(n["timed_visits"]))
+        return tally
+
+
+def tally(paths: Iterable[CallPath]) -> Tally:
+    out = Tally()
+    for path in paths:
+        out.add(path)
+    return out
+
+
+def summarize(menu: str, counts: Tally, policy: OrderingPolicy | None = None, human_key: str = "0") -> MenuStats:
+    """MenuStats from counts: the suggested option order per node by `policy`."""
+    policy = policy or ThirdFourthFirst()
     suggestions: list[OrderSuggestion] = []
-    for st in nodes.values():
+    for st in counts.nodes.values():
         ranked = [(k, n) for k, n in st.keys.most_common() if k.isdigit() and k != human_key]
         ranked.sort(key=lambda kn: (-kn[1], kn[0]))
         if len(ranked) < 2:
@@ -189,8 +243,13 @@ def aggregate(menu: str, paths: Iterable[CallPath], policy: OrderingPolicy | Non
         suggestions.append(OrderSuggestion(
             node=st.node, policy=policy.name, current=tuple(k for k, _ in ranked),
             counts=tuple(n for _, n in ranked), suggested=suggested))
-    return MenuStats(menu=menu, calls=calls, finished=finished, exits=exits, nodes=nodes, depth=depth,
-                     policy=policy.name, suggestions=suggestions)
+    return MenuStats(menu=menu, calls=counts.calls, finished=counts.finished, exits=counts.exits,
+                     nodes=counts.nodes, depth=counts.depth, policy=policy.name, suggestions=suggestions)
+
+
+def aggregate(menu: str, paths: Iterable[CallPath], policy: OrderingPolicy | None = None,
+              human_key: str = "0") -> MenuStats:
+    return summarize(menu, tally(paths), policy, human_key)
 
 
 def _unsorted(events: Sequence[PathEvent]) -> bool:

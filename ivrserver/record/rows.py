@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from ivrserver.domain.menu_engine import PathEvent, PathKind
 from ivrserver.domain.menu_stats import CallPath
 from ivrserver.domain.model import Contact
 
@@ -83,6 +84,18 @@ def path_exit(path: CallPath) -> str:
 def encode_path_events(path: CallPath) -> str:
     return json.dumps([{"k": e.kind.value, "n": e.node, "t": round(e.at, 3), "key": e.key, "to": e.target,
                         "d": e.detail} for e in path.events], separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_path_events(raw: str) -> tuple[PathEvent, ...]:
+    """The events of a stored path; an unreadable event is skipped (it was validated on the way in)."""
+    out = []
+    for d in json.loads(raw):
+        try:
+            out.append(PathEvent(PathKind(d["k"]), str(d["n"]), float(d["t"]), key=str(d.get("key", "")),
+                                 target=str(d.get("to", "")), detail=str(d.get("d", ""))))
+        except (KeyError, ValueError, TypeError):
+            continue
+    return tuple(out)
 
 
 async def upsert_paths(conn: asyncpg.Connection, paths: Sequence[CallPath]) -> None:

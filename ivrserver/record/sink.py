@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ivrserver.domain.menu_stats import CallPath
+from ivrserver.record.rollup import mark_dirty
 from ivrserver.record.rows import AuditRow, insert_audit, upsert_contacts, upsert_paths
 from ivrserver.store.callpath import decode_event, encode_event
 from ivrserver.store.history import contact_from_json, contact_to_json
@@ -164,6 +165,7 @@ class RecordSink:
                 await upsert_contacts(conn, batch.contacts)
             if batch.paths:
                 await upsert_paths(conn, batch.paths)
+                await mark_dirty(conn, batch.paths)
             if batch.audit:
                 await insert_audit(conn, batch.audit)
 

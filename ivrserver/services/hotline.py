@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from ivrserver.domain import menu_engine as e
 from ivrserver.domain.contact_tracking import CallFacts
+from ivrserver.domain.hashing import Pepper
 from ivrserver.domain.menu_stats import CallPath
 from ivrserver.domain.model import CallerSnapshot, ContactKind, Customer
 from ivrserver.domain.routing import Action
@@ -51,6 +52,7 @@ class HotlineService:
     def __init__(self, redis: aioredis.Redis, keys: Keys, menus: MenuRegistry, routing: RoutingService,
                  tracker: ContactTracker | None, *, entry: str, retention_days: int, default_country: str = "",
                  callbacks: CallbackService | None = None, snapshot_timeout: float = 0.3,
+                 pepper: Pepper | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._redis = redis
         self._keys = keys
@@ -61,6 +63,7 @@ class HotlineService:
         self._recorder = RedisPathRecorder(redis, keys, retention_days * 86400)
         self._country = default_country
         self._callbacks = callbacks
+        self._pepper = pepper  # keys PIN hashes; without it account + PIN identification is refused
         self._clock = clock
         # A frozen Redis must cost a caller a fraction of a second, not the socket timeout (5 s):
         # the snapshot before the first prompt has its own deadline, and the end-of-call writes
@@ -111,7 +114,11 @@ class HotlineService:
         return True
 
     async def _identify(self, account: str, pin: str) -> object:
-        return await customers.identify_by_account(self._redis, self._keys, account, pin, self._clock())
+        if self._pepper is None:
+            log.warning("identification refused: no pepper configured for PIN hashes")
+            return None
+        return await customers.identify_by_account(self._redis, self._keys, account, pin, self._clock(),
+                                                   pepper=self._pepper)
 
     async def handle(self, channel: AgiChannel) -> None:
         started = self._clock()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -29,6 +30,7 @@ from redis.exceptions import WatchError
 
 from ivrserver.domain import identification, phone
 from ivrserver.domain.customer_validation import customer_to_dict
+from ivrserver.domain.hashing import Pepper
 from ivrserver.domain.identification import Locked, LockoutPolicy
 from ivrserver.domain.model import CallerSnapshot, ContactPreferences, Customer, Segment, Tier
 from ivrserver.store import history, pops, scripts
@@ -322,13 +324,34 @@ async def _record_failure(redis: aioredis.Redis, keys: Keys, account: str, now: 
                 continue
 
 
+async def _upgrade_pin_hash(redis: aioredis.Redis, keys: Keys, customer_id: str, old: str, new: str) -> bool:
+    """Replace the profile's PIN hash `old` by `new` unless the profile changed meanwhile (only the
+    `pin_hash` field is touched: other fields stay exactly as stored)."""
+    key = keys.customer(customer_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        try:
+            await pipe.watch(key)
+            raw = await pipe.get(key)
+            profile = json.loads(raw) if raw else None
+            if not isinstance(profile, dict) or profile.get("pin_hash") != old:
+                return False
+            profile["pin_hash"] = new
+            pipe.multi()
+            pipe.set(key, json.dumps(profile, separators=(",", ":"), ensure_ascii=False))
+            await pipe.execute()
+            return True
+        except (WatchError, ValueError):
+            return False  # changed meanwhile: the next successful identification tries again
+
+
 async def identify_by_account(redis: aioredis.Redis, keys: Keys, account: str, pin: str, now: float, *,
-                              policy: LockoutPolicy | None = None) -> Customer | Locked | None:
+                              pepper: Pepper, policy: LockoutPolicy | None = None) -> Customer | Locked | None:
     """The customer whose account number and PIN match, Locked while the account is locked, else None.
 
     Wrong PINs and unknown accounts both count towards the lockout and take the same time (a dummy
     hash is verified), so the answer does not tell whether an account exists. The PIN is never
-    logged; the account number only masked.
+    logged; the account number only masked. A matching hash that is unkeyed or below the current
+    cost is replaced by one keyed with `pepper`.
     """
     policy = policy or LockoutPolicy()
     if not identification.is_valid_account_number(account):
@@ -341,9 +364,14 @@ async def identify_by_account(redis: aioredis.Redis, keys: Keys, account: str, p
         return Locked(until)
     customer = await get_customer(redis, keys, owner) if owner else None
     stored = customer.pin_hash if customer is not None else None
-    matched = await asyncio.to_thread(identification.verify_pin, pin, stored or identification.dummy_hash())
+    matched = await asyncio.to_thread(identification.verify_pin, pin, stored or identification.dummy_hash(pepper),
+                                      pepper)
     if matched and customer is not None and stored is not None:
         await redis.delete(keys.pin_failures(account))
+        if identification.pin_needs_rehash(stored, pepper):
+            new = await asyncio.to_thread(identification.hash_pin, pin, os.urandom(16), pepper)
+            if await _upgrade_pin_hash(redis, keys, customer.id, stored, new):
+                log.info("PIN hash of customer %s upgraded (keyed with the pepper)", customer.id)
         log.info("identified customer %s by account %s", customer.id, phone.masked(account))
         return customer
     updated = await _record_failure(redis, keys, account, now, policy)

@@ -178,9 +178,11 @@ def routes(ctx: AgentApiContext) -> list[web.RouteDef]:
         if not isinstance(agent_id, str) or not isinstance(password, str):
             return _bad("agent and password are required strings")
         try:
-            session = await ctx.auth.login(agent_id, password)
-        except LoginThrottled:
-            return _bad("too many failed logins; try again later", 429)
+            session = await ctx.auth.login(agent_id, password, source=ctx.auth.source_of(request))
+        except LoginThrottled as exc:
+            resp = _bad("too many failed logins; try again later", 429)
+            resp.headers["Retry-After"] = str(exc.retry_after)
+            return resp
         if session is None:
             return _bad("wrong agent or password", 401)
         resp = _json({"token": session.token, "expires_at": session.expires_at,

@@ -39,6 +39,7 @@ from redis.exceptions import RedisError
 
 from ivrserver.domain import customer_validation as cv
 from ivrserver.domain.customer_validation import FieldError
+from ivrserver.domain.hashing import Pepper
 from ivrserver.store import customers as store
 from ivrserver.store import history
 from ivrserver.store.keys import Keys
@@ -119,8 +120,9 @@ def _guard(handler: Handler) -> Handler:
 
 def routes(redis: aioredis.Redis, keys: Keys, authorize: Authorize = allow_all, *, default_country: str = "",
            retention_days: int = history.DEFAULT_RETENTION_DAYS,
-           clock: Callable[[], float] = time.time) -> list[web.RouteDef]:
-    """The customer, history and case routes, bound to a Redis client and key layout."""
+           clock: Callable[[], float] = time.time, pepper: Pepper | None = None) -> list[web.RouteDef]:
+    """The customer, history and case routes, bound to a Redis client and key layout. `pepper`
+    keys PIN hashes (without it a body with a clear `pin` is refused)."""
 
     async def _validated_customer(request: web.Request, *, id_required: bool) -> cv.ValidCustomer:
         data = await _body(request)
@@ -132,7 +134,9 @@ def routes(redis: aioredis.Redis, keys: Keys, authorize: Authorize = allow_all, 
     async def _stored(item: cv.ValidCustomer) -> Any:
         if item.pin is None:
             return item.customer
-        return await asyncio.to_thread(item.to_customer, os.urandom(16))
+        if pepper is None:
+            raise _error(web.HTTPServiceUnavailable, "PINs cannot be set: no pepper configured", [])
+        return await asyncio.to_thread(item.to_customer, os.urandom(16), pepper)
 
     async def _save(customer: Any, mode: Any) -> None:
         try:

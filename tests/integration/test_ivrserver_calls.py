@@ -36,7 +36,7 @@ from ivrserver.domain.model import (
 from ivrserver.store import agents as agent_store
 from ivrserver.store import callpath, customers, history
 from ivrserver.store.keys import Keys
-from tests.conftest import free_port
+from tests.conftest import TEST_PEPPER, free_port
 from tests.integration.conftest import Phones
 
 pytestmark = pytest.mark.integration
@@ -325,7 +325,8 @@ async def test_callback_rings_the_agent_first_then_the_customer_exactly_once(ivr
 
 async def test_account_and_pin_identify_an_unknown_number_over_sip_info_dtmf(ivr: Ivr, phones: Phones) -> None:
     await add_customer(ivr, Customer(id="c-acct-1", name="Qian Yu", phones=("15550021",), account_number="80010009",
-                                     pin_hash=hash_pin("1357", b"0123456789abcdef"), attributes={"balance": "17"}))
+                                     pin_hash=hash_pin("1357", b"0123456789abcdef", TEST_PEPPER),
+                                     attributes={"balance": "17"}))
     # From an unknown number: 1 = balance → account 80010009# → PIN 1357# → identified → balance said.
     result = await phones.call("180010009#1357#", mode="info", number="15559100", hold_ms=6000)
     assert result.ok, result.describe()
@@ -341,7 +342,7 @@ async def test_account_and_pin_identify_an_unknown_number_over_sip_info_dtmf(ivr
 
 async def test_wrong_pins_lock_the_account_and_the_caller_reaches_a_human(ivr: Ivr, phones: Phones) -> None:
     await add_customer(ivr, Customer(id="c-acct-2", name="Feng Bo", phones=("15550022",), account_number="80010010",
-                                     pin_hash=hash_pin("2468", b"fedcba9876543210")))
+                                     pin_hash=hash_pin("2468", b"fedcba9876543210", TEST_PEPPER)))
     for attempt in range(3):  # a wrong PIN goes to billing too; nobody answers, the caller gives up
         result = await phones.call("180010010#9999#", number="15559200", hold_ms=2500)
         assert result.ok, (attempt, result.describe())
@@ -416,7 +417,7 @@ async def test_ami_reconnects_after_asterisk_restarts(redis_client: aioredis.Red
 async def test_a_vip_identified_by_pin_is_routed_to_their_account_manager(ivr: Ivr, phones: Phones) -> None:
     await add_customer(ivr, Customer(id="c-vip-pin", name="Tang Wei", phones=("15550041",), tier=Tier.VIP,
                                      account_manager="agent1002", account_number="80010041",
-                                     pin_hash=hash_pin("8642", b"abcdefabcdef0123")))
+                                     pin_hash=hash_pin("8642", b"abcdefabcdef0123", TEST_PEPPER)))
     manager = await phones.agent(1002, hold_ms=500)
     await ivr.agent_ready("agent1002")
     # Calling from an unknown number: balance → account + PIN → no balance on file → the menu

@@ -7,6 +7,7 @@ import pytest
 from ivrserver.domain import customer_validation as cv
 from ivrserver.domain import identification
 from ivrserver.domain.model import ContactPreferences, Customer, Segment, Tier
+from tests.conftest import TEST_PEPPER
 
 GOOD: dict[str, Any] = {
     "id": "c1", "name": "Wang Lei", "phones": ["155 5000-1", "+49 30 123"], "tier": "vip",
@@ -33,8 +34,8 @@ def test_good_customer() -> None:
         attributes={"balance": "12.50", "count": "3", "flag": "true"})
     assert result.pin == "0987" and result.pin_given
     assert "0987" not in repr(result)
-    stored = result.to_customer(b"0123456789abcdef")
-    assert stored.pin_hash is not None and identification.verify_pin("0987", stored.pin_hash)
+    stored = result.to_customer(b"0123456789abcdef", TEST_PEPPER)
+    assert stored.pin_hash is not None and identification.verify_pin("0987", stored.pin_hash, TEST_PEPPER)
 
 
 def test_minimal_customer_gets_defaults() -> None:
@@ -42,7 +43,7 @@ def test_minimal_customer_gets_defaults() -> None:
     assert errors == [] and result is not None
     assert result.customer == Customer(id="x", name="X", phones=())
     assert result.pin is None and not result.pin_given
-    assert result.to_customer(b"0123456789abcdef") is result.customer
+    assert result.to_customer(b"0123456789abcdef", TEST_PEPPER) is result.customer
 
 
 def test_duplicate_phones_after_normalisation_are_merged() -> None:
@@ -76,7 +77,7 @@ def test_duplicate_phones_after_normalisation_are_merged() -> None:
     ({"pin": 1234}, "pin", "quote it"),
     ({"pin": "123456789"}, "pin", "4-8 digits"),
     ({"pin_hash": "md5$abc"}, "pin_hash", "scrypt"),
-    ({"pin_hash": identification.hash_pin("1111", b"saltsalt")}, "pin", "either pin or pin_hash"),
+    ({"pin_hash": identification.hash_pin("1111", b"saltsalt", TEST_PEPPER)}, "pin", "either pin or pin_hash"),
     ({"account_number": None}, "pin", "needs an account_number"),
     ({"preferences": "UTC"}, "preferences", "mapping"),
     ({"preferences": {"timezone": "Mars/Olympus"}}, "preferences.timezone", "IANA"),
@@ -152,7 +153,8 @@ def test_parse_bool(value: Any, expected: bool | None) -> None:
 
 
 def test_flat_row_round_trip() -> None:
-    result, _ = cv.validate_customer({**GOOD, "pin": None, "pin_hash": identification.hash_pin("1234", b"12345678")})
+    pin_hash = identification.hash_pin("1234", b"12345678", TEST_PEPPER)
+    result, _ = cv.validate_customer({**GOOD, "pin": None, "pin_hash": pin_hash})
     assert result is not None
     row = cv.to_flat_row(result.customer)
     again, errors = cv.validate_customer(cv.from_flat_row(row))

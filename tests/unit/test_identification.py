@@ -1,25 +1,31 @@
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
+from ivrserver.domain import hashing
 from ivrserver.domain import identification as ident
+from ivrserver.domain.hashing import Pepper
 from ivrserver.domain.identification import Attempts, LockoutPolicy
 
 SALT = bytes(range(16))
 POLICY = LockoutPolicy(max_failures=3, window_seconds=900, lock_seconds=1800)
+PEPPER = Pepper(b"p" * 32)
 
 
-def test_hash_is_deterministic_given_salt_and_salted() -> None:
-    first = ident.hash_pin("1234", SALT)
-    assert first == ident.hash_pin("1234", SALT)
-    assert first != ident.hash_pin("1234", bytes(16 - i for i in range(16)))
-    assert first.startswith("scrypt$")
-    assert first.split("$")[4] == SALT.hex()
+def test_hash_is_deterministic_given_salt_and_salted_and_keyed() -> None:
+    first = ident.hash_pin("1234", SALT, PEPPER)
+    assert first == ident.hash_pin("1234", SALT, PEPPER)
+    assert first != ident.hash_pin("1234", bytes(16 - i for i in range(16)), PEPPER)
+    assert first != ident.hash_pin("1234", SALT, Pepper(b"q" * 32))
+    assert first.startswith(f"$scrypt$ln={hashing.PIN_COST.ln},r=8,p=1,k={PEPPER.id}$")
     assert ident.is_pin_hash(first)
+    assert not ident.pin_needs_rehash(first, PEPPER)
 
 
 def test_hash_does_not_contain_the_pin_in_clear() -> None:
-    stored = ident.hash_pin("98765432", SALT)
+    stored = ident.hash_pin("98765432", SALT, PEPPER)
     assert "98765432" not in stored
 
 
@@ -28,7 +34,15 @@ def test_hash_does_not_contain_the_pin_in_clear() -> None:
     ("1234\n", False),
 ])
 def test_verify(pin: str, ok: bool) -> None:
-    assert ident.verify_pin(pin, ident.hash_pin("1234", SALT)) is ok
+    assert ident.verify_pin(pin, ident.hash_pin("1234", SALT, PEPPER), PEPPER) is ok
+
+
+def test_unkeyed_hash_of_before_still_verifies_and_needs_rehash() -> None:
+    key = hashlib.scrypt(b"1357", salt=SALT, n=2**12, r=8, p=1, dklen=32)
+    old = f"scrypt$4096$8$1${SALT.hex()}${key.hex()}"
+    assert ident.is_pin_hash(old)
+    assert ident.verify_pin("1357", old, PEPPER) and not ident.verify_pin("1358", old, PEPPER)
+    assert ident.pin_needs_rehash(old, PEPPER)
 
 
 @pytest.mark.parametrize("stored", [
@@ -39,20 +53,20 @@ def test_verify(pin: str, ok: bool) -> None:
     "scrypt$4096$8$1$" + SALT.hex() + "$" + "00" * 8,            # key of the wrong length
 ])
 def test_verify_rejects_malformed_hashes(stored: str) -> None:
-    assert ident.verify_pin("1234", stored) is False
+    assert ident.verify_pin("1234", stored, PEPPER) is False
     assert ident.is_pin_hash(stored) is False
 
 
 @pytest.mark.parametrize(("pin", "salt"), [("123", SALT), ("123456789", SALT), ("abcd", SALT), ("1234", b"x")])
 def test_hash_pin_refuses_bad_input(pin: str, salt: bytes) -> None:
     with pytest.raises(ValueError) as info:
-        ident.hash_pin(pin, salt)
+        ident.hash_pin(pin, salt, PEPPER)
     assert pin not in str(info.value)
 
 
 def test_dummy_hash_never_matches_a_short_guess_and_is_cached() -> None:
-    assert ident.is_pin_hash(ident.dummy_hash())
-    assert ident.dummy_hash() is ident.dummy_hash()
+    assert ident.is_pin_hash(ident.dummy_hash(PEPPER))
+    assert ident.dummy_hash(PEPPER) is ident.dummy_hash(PEPPER)
 
 
 # (failures before, locked_until before, now) → (locked?, failures kept)

@@ -90,3 +90,32 @@ def test_no_calls() -> None:
     stats = ms.aggregate("hotline", [])
     assert (stats.calls, stats.self_served_share, stats.abandon_rate, stats.max_depth) == (0, 0.0, 0.0, 0)
     assert stats.suggestions == []
+
+
+def _paths() -> list[ms.CallPath]:
+    return [
+        walk("c1", "1", "goto:balance", ExitReason.SELF_SERVED, t=0),
+        walk("c2", "2", "goto:faults", ExitReason.QUEUE, t=100),
+        path("c3", ("enter", "main", 200, "", ""), ("invalid", "main", 203, "7", ""),
+             ("timeout", "main", 208, "", ""), ("failure", "main", 209, "", ""),
+             ("exit", "main", 209, "", "caller_hangup")),
+        walk("c4", "1", "goto:balance", ExitReason.CALLER_HANGUP, t=300),
+        walk("c5", "3", "goto:plans", ExitReason.SELF_SERVED, t=400),
+    ]
+
+
+@pytest.mark.parametrize("split", [0, 1, 2, 3, 5])
+def test_tallies_of_buckets_merge_into_the_tally_of_the_whole(split: int) -> None:
+    paths = _paths()
+    whole = ms.tally(paths)
+    merged = ms.tally(paths[:split])
+    merged.merge(ms.tally(paths[split:]))
+    assert merged == whole
+    assert ms.summarize("hotline", merged) == ms.aggregate("hotline", paths)
+
+
+def test_a_tally_survives_its_json_form() -> None:
+    import json
+
+    whole = ms.tally(_paths())
+    assert ms.Tally.from_dict(json.loads(json.dumps(whole.to_dict()))) == whole
