@@ -11,6 +11,7 @@ an instance directory with tests/integration's session Asterisk when both run in
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
+import yaml
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from ivrserver.devstack.asterisk import LocalAsterisk
@@ -38,6 +40,8 @@ HOSTILE_NAME = 'Boss Wang <script>window.__pwned=1</script><img src=x onerror="w
 NUMBER = "15550021"
 NOTE = 'Refund promised by Friday <img src=x onerror="window.__pwned=3">'
 SCREENSHOT = "/tmp/agent-real-call.png"
+REPO = Path(__file__).resolve().parents[2]
+WRAP_UP_SECONDS = 4
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -53,10 +57,23 @@ async def phones(pbx: LocalAsterisk) -> AsyncIterator[Phones]:
 
 
 @pytest.fixture
+def agents_file(tmp_path: Path) -> Path:
+    """The demo agents with a short wrap-up, so the test sees it end (the page must notice by itself:
+    wrap-up ends by time, no event says so)."""
+    agents = yaml.safe_load((REPO / "scripts" / "demo-agents.yaml").read_text())
+    agents["wrap_up_seconds"] = WRAP_UP_SECONDS
+    path = tmp_path / "agents.yaml"
+    path.write_text(yaml.safe_dump(agents, sort_keys=False))
+    return path
+
+
+@pytest.fixture
 async def ivr(pbx: LocalAsterisk, phones: Phones, redis_url: str, redis_client: aioredis.Redis,
-              tmp_path: Path) -> AsyncIterator[Ivr]:
+              tmp_path: Path, agents_file: Path) -> AsyncIterator[Ivr]:
     settings = server_settings(pbx, redis_url, tmp_path, prefix=f"br{free_port()}", instance="browser",
                                agi_port=pbx.ports.agi_port)
+    routing = dataclasses.replace(settings.routing, agents_file=str(agents_file))
+    settings = dataclasses.replace(settings, routing=routing)
     async with running(settings) as server:
         yield Ivr(server, redis_client, tmp_path / "menus")
 
@@ -109,9 +126,16 @@ async def test_a_real_vip_call_pops_on_the_page_as_text_and_the_notes_reach_the_
         assert await page.evaluate("window.__pwned") is None
 
         await expect(page.locator("#pop-phase")).to_have_text("answered", timeout=10_000)
+        await expect(page.locator("#state-badge")).to_have_text("on call")
+        await expect(page.locator("#recent li").first).to_contain_text("· answered")
         assert (await manager.wait()).ok
         assert (await caller.wait()).ok
         await expect(page.locator("#pop-phase")).to_have_text("ended", timeout=10_000)
+        # What the agent sees once the call is over: wrap-up, and the call in "Recent pops" as ended.
+        await expect(page.locator("#state-badge")).to_have_text("wrap up")
+        await expect(page.locator("#recent li")).to_have_count(1)
+        await expect(page.locator("#recent li").first).to_contain_text("· ended")
+        await page.screenshot(path="/tmp/agent-real-call-wrapup.png", full_page=True)
         contact = await ivr.finished_contact(customer_id="c-vip-hostile")
         assert contact.outcome is Outcome.ANSWERED and contact.agents == ("agent1001",)
         await expect(page.locator("#notes-contact")).to_have_text(f"Contact {contact.id}")
@@ -129,6 +153,15 @@ async def test_a_real_vip_call_pops_on_the_page_as_text_and_the_notes_reach_the_
         assert (record.notes, record.disposition) == (NOTE, "follow_up")
         assert record.outcome is Outcome.ANSWERED  # the write-back kept what the call recorded
 
+        # Wrap-up ends by time alone: the badge must come back to what GET /api/v1/me says, ready.
+        await expect(page.locator("#state-badge")).to_have_text("ready", timeout=(WRAP_UP_SECONDS + 6) * 1000)
+        me = await page.evaluate("""async () => {
+            const token = sessionStorage.getItem('ivr.token');
+            const r = await fetch('/api/v1/me', {headers: {Authorization: 'Bearer ' + token}});
+            return await r.json();
+        }""")
+        assert me["state"] == "ready"
+        await expect(page.locator("#recent li").first).to_contain_text("· ended")
         await page.screenshot(path=SCREENSHOT, full_page=True)
         assert await page.locator("#pop script, #pop img, #notes-form img").count() == 0
         assert await page.evaluate("window.__pwned") is None
