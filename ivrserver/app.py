@@ -56,6 +56,7 @@ from ivrserver.web import api_agents, api_callbacks, api_customers, api_docs, ap
 from ivrserver.web.agent_ws import AgentHub
 from ivrserver.web.app import HealthCheck, build_app
 from ivrserver.web.auth import AUTH, Authenticator, auth_middleware, authorize_hook, require_supervisor
+from ivrserver.web.limits import ConnectionGuard, GuardedSite
 
 log = logging.getLogger("ivrserver.app")
 
@@ -315,7 +316,11 @@ class IvrServer:
         await self.fastagi.start()
         self._runner = web.AppRunner(self.web_app(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.web.host, self.settings.web.port)
+        # header timeout and connection cap: aiohttp has neither (web/limits.py)
+        self.web_guard = ConnectionGuard(header_timeout=self.settings.web.header_timeout,
+                                         max_connections=self.settings.web.max_connections, metrics=self.metrics)
+        site = GuardedSite(self._runner, self.settings.web.host, self.settings.web.port, guard=self.web_guard,
+                           access_log=None)
         await site.start()
         server = getattr(site, "_server", None)
         if server is not None and server.sockets:
