@@ -14,8 +14,10 @@ import redis.asyncio as aioredis
 
 from ivrserver import config
 from ivrserver.commands import load_settings
+from ivrserver.domain import hashing
 from ivrserver.pbx.asterisk_conf import ConfReadError, keypress_log_channels, queue_names, read_conf
 from ivrserver.services import menu_files, routing_files
+from ivrserver.services import pepper as pepper_source
 from ivrserver.services.menus import MenuRegistry
 
 # What ivrserver does over AMI, and the manager.conf class each needs.
@@ -228,6 +230,97 @@ def _check_agi_port(settings: config.Settings) -> Check:
     return Check("fastagi.port", True, f"{settings.agi.host}:{settings.agi.port} is free for ivrserver")
 
 
+# --- defaults still in place before production (warnings; each its own check) ------------------
+
+DEFAULT_AMI_SECRET = config.AmiSettings().secret
+_ANY_ADDRESS = frozenset({"0.0.0.0", "::", "", "*", "[::]"})
+
+
+def _check_ami_secret(settings: config.Settings) -> Check:
+    if settings.ami.secret == DEFAULT_AMI_SECRET:
+        return Check("security.ami_secret", True, f"ami.secret is still the default {DEFAULT_AMI_SECRET!r}: anyone "
+                     "who reaches the manager port can originate calls", "set a long random secret in manager.conf "
+                     "and ami.secret (or IVRSERVER_AMI__SECRET)", warning=True)
+    return Check("security.ami_secret", True, "ami.secret is not the default")
+
+
+def _demo_password(agent_id: str, stored: str) -> bool:
+    """The demo scheme of scripts/demo-agents.yaml: the password is the agent's id."""
+    return hashing.verify(agent_id, stored)
+
+
+def _check_agent_passwords(settings: config.Settings) -> Check:
+    """Agents whose password is a demo one, or whose hash is below the current cost (blocking:
+    runs in a worker thread; one hash check per agent and guess)."""
+    try:
+        agents = routing_files.load_agents(settings.routing.agents_file)
+    except routing_files.RoutingFileError as exc:
+        return Check("security.agent_passwords", True, f"agents not checked: {exc.problems[0]}", warning=True)
+    demo = sorted(a for a, h in agents.credentials.items() if _demo_password(a, h))
+    weak = sorted(a for a, h in agents.credentials.items()
+                  if a not in demo and hashing.needs_rehash(h, cost=hashing.PASSWORD_COST))
+    problems = []
+    if demo:
+        problems.append(f"{len(demo)} agent(s) with a demo password ({', '.join(demo[:5])}"
+                        f"{', ...' if len(demo) > 5 else ''})")
+    if weak:
+        problems.append(f"{len(weak)} password hash(es) below the current cost ({', '.join(weak[:5])}; "
+                        "replaced at each agent's next login when the file is writable)")
+    if problems:
+        return Check("security.agent_passwords", True, "; ".join(problems) + f" in {settings.routing.agents_file}",
+                     "give each agent their own password: scripts/hash-password, then password_hash in the "
+                     "agents file", warning=True)
+    return Check("security.agent_passwords", True,
+                 f"{len(agents.credentials)} agent password(s), none a demo one, all at the current cost")
+
+
+def _check_pepper(settings: config.Settings) -> Check:
+    """PIN hashes need a pepper of the operator's own (reads, maybe creates, a file: run in a thread)."""
+    try:
+        source = pepper_source.load(settings.security)
+    except pepper_source.PepperError as exc:
+        return Check("security.pepper", False, str(exc), "create it: openssl rand -hex 32 > FILE; chmod 600 FILE; "
+                     "set security.pepper_file")
+    if source.development:
+        return Check("security.pepper", True, f"PIN hashes are keyed with the development pepper {source.path} "
+                     "(generated, not configured)", "openssl rand -hex 32 > /etc/ivrserver/pepper; chmod 600 it; "
+                     "set security.pepper_file; keep a backup with the Redis data (customers then keep their "
+                     "PINs only if you copy the development pepper there instead)", warning=True)
+    detail = f"PIN hashes keyed with the pepper from {source.origin} (id {source.pepper.id})"
+    if source.path is not None and Path(source.path).stat().st_mode & 0o077:
+        return Check("security.pepper", True, f"{detail}, but {source.path} is readable by group or others",
+                     f"chmod 600 {source.path}", warning=True)
+    return Check("security.pepper", True, detail)
+
+
+def _check_bind_addresses(settings: config.Settings) -> list[Check]:
+    checks = []
+    if settings.agi.host in _ANY_ADDRESS:
+        checks.append(Check("security.fastagi_bind", True, f"FastAGI listens on every address "
+                            f"({settings.agi.host or '*'}:{settings.agi.port}); FastAGI has no authentication",
+                            "set agi.host to the address Asterisk connects to and let only Asterisk's address "
+                            "reach the port (firewall)", warning=True))
+    else:
+        checks.append(Check("security.fastagi_bind", True, f"FastAGI listens on {settings.agi.host} only "
+                            "(it has no authentication: only Asterisk's address may reach it)"))
+    if settings.web.host in _ANY_ADDRESS:
+        checks.append(Check("security.web_bind", True, f"the web server listens on every address "
+                            f"({settings.web.host or '*'}:{settings.web.port}) without TLS",
+                            "bind web.host to 127.0.0.1 behind a TLS reverse proxy (and list it in "
+                            "security.trusted_proxies)", warning=True))
+    else:
+        checks.append(Check("security.web_bind", True, f"the web server listens on {settings.web.host} only"))
+    return checks
+
+
+async def security_checks(settings: config.Settings) -> list[Check]:
+    """The "before production" defaults: AMI secret, agent passwords, pepper, bind addresses."""
+    return [_check_ami_secret(settings),
+            await asyncio.to_thread(_check_agent_passwords, settings),
+            await asyncio.to_thread(_check_pepper, settings),
+            *_check_bind_addresses(settings)]
+
+
 async def diagnose(settings: config.Settings) -> list[Check]:
     conf_dir = Path(settings.asterisk.config_dir)
     checks = [await _check_redis(settings), await _ami_login(settings)]
@@ -241,6 +334,7 @@ async def diagnose(settings: config.Settings) -> list[Check]:
     persistence = await _check_redis_persistence(settings)
     checks += [persistence] if persistence is not None else []
     checks.append(await asyncio.to_thread(_check_asterisk_logger, conf_dir))
+    checks += await security_checks(settings)
     return checks
 
 

@@ -109,3 +109,16 @@ def test_hash_refuses_bad_input() -> None:
         hashing.hash_secret("x", b"short", cost=CHEAP)
     with pytest.raises(ValueError):
         hashing.hash_secret("x", SALT, cost=Cost(30))
+
+
+def test_hash_password_script_prints_a_current_hash(tmp_path: object) -> None:
+    """scripts/hash-password needs only the standard library (run isolated from the venv's packages)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "hash-password"
+    out = subprocess.run([sys.executable, "-S", str(script), "--stdin"], input="correct horse\n",
+                         capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    assert out.startswith("$scrypt$ln=17,r=8,p=1$") and hashing.verify("correct horse", out)
+    assert not hashing.needs_rehash(out, cost=hashing.PASSWORD_COST)
