@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,6 +26,7 @@ from ivrserver.web import api_customers
 from ivrserver.web.agent_ws import HUB, AgentHub
 from ivrserver.web.api_agents import AgentApiContext, history_saver, page_routes, routes
 from ivrserver.web.auth import AUTH, Authenticator, agent_id_of, auth_middleware, authorize_hook, hash_password
+from tests.conftest import free_port
 
 AGENTS = {
     "agent1001": Agent(id="agent1001", name="Alice", endpoint="PJSIP/agent1001", tiers=("vip",)),
@@ -491,6 +494,9 @@ async def test_close_ends_sockets_and_tasks(redis_url: str, redis_client: aiored
         assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("agent-hub")]
 
 
+STATIC_TOKEN = "static-token-agent1001-0123456789abcdef"
+
+
 # ---- numbering epochs: Redis lost its data --------------------------------------------------------
 async def test_open_socket_resyncs_when_redis_lost_the_counter(desk: Desk, http: aiohttp.ClientSession,
                                                                redis_client: aioredis.Redis) -> None:
@@ -611,3 +617,57 @@ async def test_deleted_customer_leaves_me_and_access(redis_url: str, redis_clien
             assert resp.status == 201
         async with http.get(desk.url + "/api/v1/customers/C7", headers=alice) as resp:
             assert resp.status == 403
+
+
+async def _start_redis(port: int, workdir: str) -> asyncio.subprocess.Process:
+    """A redis-server that keeps nothing on disk (as a restart without persistence finds it)."""
+    exe = shutil.which("redis-server")
+    assert exe is not None, "redis-server is not installed"
+    proc = await asyncio.create_subprocess_exec(
+        exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                return proc
+            except OSError:
+                await asyncio.sleep(0.05)
+
+
+async def test_open_socket_resyncs_after_a_redis_restart_without_persistence(
+        http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    # Its own redis-server: this test restarts it.
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    keys = Keys(prefix="restart")
+    proc = await _start_redis(port, str(tmp_path))
+    try:
+        async with make_desk(url, keys, seed=False, static_tokens={"agent1001": STATIC_TOKEN}) as desk:
+            ws = await open_agent(http, desk, STATIC_TOKEN)
+            for i in range(4):
+                await desk.hub.publish("agent1001", {**POP, "call_id": f"old{i}"})
+            old = [await recv(ws) for _ in range(4)]
+            proc.terminate()
+            await proc.wait()
+            proc = await _start_redis(port, str(tmp_path))  # empty: no counter, no backlog
+
+            async def publish() -> int:
+                async with asyncio.timeout(10):
+                    while True:
+                        try:
+                            return await desk.hub.publish("agent1001", {**POP, "call_id": "after-restart"})
+                        except (aioredis.ConnectionError, OSError):
+                            await asyncio.sleep(0.1)
+            assert await publish() == 1
+            # Whether the pop came through the resubscribed channel or the catch-up that follows a
+            # resubscription, the socket is told the numbering restarted and gets the pop.
+            header = await recv_until(ws, "replay", timeout=15)
+            assert header["reset"] is True and header["after"] == 0 and header["epoch"] != old[0]["epoch"]
+            event = await recv_until(ws, "event")
+            assert (event["seq"], event["epoch"], event["data"]["call_id"]) == (1, header["epoch"], "after-restart")
+            await ws.close()
+    finally:
+        proc.terminate()
+        await proc.wait()
