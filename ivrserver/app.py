@@ -46,6 +46,7 @@ from ivrserver.services.menus import MenuRegistry
 from ivrserver.services.queue_state import QueueState
 from ivrserver.services.routing import RoutingService
 from ivrserver.services.screen_pop import ScreenPopService
+from ivrserver.services.speech import SpeechRenderer
 from ivrserver.store import client as redis_client
 from ivrserver.store import customers
 from ivrserver.store.callbacks import CallbackStore
@@ -161,7 +162,8 @@ class IvrServer:
         resources, notes = menu_files.resources(str(sounds) if sounds.is_dir() else None, self._queues_conf())
         for note in notes:
             log.info("menu check: %s", note)
-        registry = MenuRegistry(self.settings.menus.dir, resources=resources)
+        speech = SpeechRenderer.from_settings(self.settings.prompts, str(sounds) if sounds.is_dir() else None)
+        registry = MenuRegistry(self.settings.menus.dir, resources=resources, speech=speech)
         result = registry.reload()
         # A contact centre keeps taking calls with a broken menu file: ivrserver starts without a
         # menu (VIP and repeat-caller routing, screen-pops and callbacks work; menu callers get the

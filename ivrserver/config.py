@@ -111,6 +111,23 @@ class MenuSettings:
 
 
 @dataclass(frozen=True)
+class PromptSettings:
+    # Text prompts are synthesized when menus are checked or loaded, never during a call. Both
+    # commands run without a shell; {voice} {wav} {text_file} {out} are replaced per argument.
+    synthesizer: str = "espeak-ng -v {voice} -w {wav} -f {text_file}"
+    convert: str = "sox -q {wav} -r 8000 -c 1 -b 16 -e signed-integer -t raw {out} gain -n -1"
+    # language=voice of the synthesizer, comma-separated; a text prompt's language must be here.
+    voices: str = "zh=cmn,en=en-us"
+    # Where rendered audio is written ('' = <asterisk.sounds_dir>/ivrserver, or a user cache
+    # directory when there is no sounds directory); Asterisk must be able to read it.
+    cache_dir: str = ""
+    # The cache directory as Asterisk sees it ('' = the sounds-relative name when cache_dir is
+    # under asterisk.sounds_dir, else cache_dir itself).
+    asterisk_dir: str = ""
+    concurrency: int = 2  # synthesizer processes at once
+
+
+@dataclass(frozen=True)
 class RoutingSettings:
     policy_file: str = str(PACKAGE_DIR / "defaults" / "routing.yaml")
     agents_file: str = str(PACKAGE_DIR / "defaults" / "agents.yaml")
@@ -179,6 +196,7 @@ class Settings:
     web: WebSettings = field(default_factory=WebSettings)
     asterisk: AsteriskSettings = field(default_factory=AsteriskSettings)
     menus: MenuSettings = field(default_factory=MenuSettings)
+    prompts: PromptSettings = field(default_factory=PromptSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     callbacks: CallbackSettings = field(default_factory=CallbackSettings)
     phone: PhoneSettings = field(default_factory=PhoneSettings)
@@ -293,6 +311,10 @@ def _check(key: str, value: Any, errors: list[str]) -> None:
     if key.startswith("postgres.") and key.endswith(("_days", "pool_size")) and isinstance(value, int) \
             and value < 1:
         errors.append(f"{key}: must be at least 1, got {value}")
+    if key in ("prompts.synthesizer", "prompts.convert", "prompts.voices"):
+        _check_with(key, value, errors, "ivrserver.services.speech", "check_" + key.split(".")[1])
+    if key == "prompts.concurrency" and not (1 <= value <= 32):
+        errors.append(f"{key}: must be 1..32, got {value}")
     if key == "security.trusted_proxies":
         _check_networks(key, value, errors)
     if key == "security.pepper" and value and len(value) < 32:

@@ -20,8 +20,10 @@ from ivrserver.commands import load_settings
 from ivrserver.domain import menu as m
 from ivrserver.domain import menu_engine as e
 from ivrserver.domain import menu_stats as ms
+from ivrserver.domain import speech
 from ivrserver.services import menu_files
 from ivrserver.services.ivr_call import local_time
+from ivrserver.services.speech import SpeechRenderer
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -36,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--queue-prefix", default="ivr-",
                    help="Asterisk queue = prefix + menu queue name, as the dialplan does (default: ivr-)")
     p.add_argument("--language", default="en", help="sounds language subdirectory (default: en)")
+    p.add_argument("--no-render", action="store_true",
+                   help="do not synthesize text prompts (no voice, synthesizer or duration checks)")
     p.set_defaults(func=run_check)
 
     p = sub.add_parser("simulate", help="walk a menu in the terminal, no Asterisk needed")
@@ -51,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--callback", choices=["accept", "decline"], default="accept")
     p.add_argument("--at", help="local time for opening hours, ISO 8601 (default: now)")
     p.add_argument("--announce", default="", help="comma-separated announcement sounds")
+    p.add_argument("--lang", default="", help="the call's language at start, e.g. zh (default: the menu's)")
     p.set_defaults(func=run_simulate)
 
     p = sub.add_parser("stats", help="per-node traffic and a suggested option order from recorded calls")
@@ -94,9 +99,10 @@ def run_check(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except OSError as exc:
         print(f"{target}: cannot read: {exc.strerror}", file=sys.stderr)
         return 2
+    renderer = None if args.no_render else SpeechRenderer.from_settings(settings.prompts, sounds_dir)
     issues: list[m.Issue] = []
     for path in files:
-        issues += menu_files.load_menu(path, resources)[1]
+        issues += menu_files.load_menu(path, resources, renderer)[1]
     errors = sum(1 for i in issues if i.severity is m.Severity.ERROR)
     warnings = len(issues) - errors
     if args.format == "json":
@@ -119,17 +125,37 @@ def run_check(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _prompt_text(p: e.Prompt) -> str:
-    return p.file if isinstance(p, e.Sound) else f"<say {p.kind} {p.value}>"
+    if isinstance(p, e.Sound):
+        return p.file
+    if isinstance(p, e.Spoken):
+        return f"«{p.text}» ({p.language})"
+    return f"<say {p.kind} {p.value}>"
+
+
+VOCABULARY = frozenset(speech.ZH_VOCABULARY)
+
+
+def _prompts_text(prompts: tuple[e.Prompt, ...]) -> str:
+    """Prompts as the simulator prints them; a number said word by word reads as one text."""
+    merged: list[e.Prompt] = []
+    for p in prompts:
+        last = merged[-1] if merged else None
+        if isinstance(p, e.Spoken) and isinstance(last, e.Spoken) and last.language == p.language \
+                and len(p.text) == 1 and len(last.text) <= 24 and set(last.text + p.text) <= VOCABULARY:
+            merged[-1] = e.Spoken(last.text + p.text, p.language)
+        else:
+            merged.append(p)
+    return ", ".join(_prompt_text(p) for p in merged)
 
 
 def describe(cmd: e.Command) -> str:
     """One line per command, as the simulator prints it."""
     if isinstance(cmd, e.Play):
         skip = " (any key skips)" if cmd.interruptible_by else ""
-        return f"play {', '.join(_prompt_text(p) for p in cmd.prompts)}{skip}"
+        return f"play {_prompts_text(cmd.prompts)}{skip}"
     if isinstance(cmd, e.Collect):
         term = f", end with {cmd.terminator}" if cmd.terminator else ""
-        return (f"play {', '.join(_prompt_text(p) for p in cmd.prompts) or '-'} and wait for up to "
+        return (f"play {_prompts_text(cmd.prompts) or '-'} and wait for up to "
                 f"{cmd.max_digits} key(s), {cmd.timeout_ms / 1000:g} s{term}")
     if isinstance(cmd, e.Lookup):
         return f"look up the caller's {', '.join(cmd.fields)}"
@@ -149,10 +175,10 @@ def describe(cmd: e.Command) -> str:
 
 def simulate(menu: m.Menu, *, now: datetime, inputs: Iterator[str | None], data: dict[str, str],
              identify: str = "ok", callback: str = "accept", announcement: tuple[str, ...] = (),
-             out: TextIO) -> e.MenuRun:
+             language: str = "", out: TextIO) -> e.MenuRun:
     """Drive a MenuRun from scripted inputs (a digit string, '' for a timeout, None: hang up)."""
     run = e.MenuRun(menu)
-    commands = run.start(e.StartContext(now=now, announcement=announcement))
+    commands = run.start(e.StartContext(now=now, announcement=announcement, language=language))
     clock = now.timestamp()
     while commands:
         event: e.Event | None = None
@@ -249,8 +275,11 @@ def run_simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
           f"{now.isoformat(timespec='minutes')}", file=out)
     inputs = _scripted(args.keys) if args.keys is not None else _interactive(out)
     announcement = tuple(s for s in args.announce.split(",") if s)
+    if args.lang and not m.LANGUAGE_RE.match(args.lang):
+        print(f"--lang: expected a language code such as zh or en, got {args.lang!r}", file=sys.stderr)
+        return 2
     simulate(menu, now=now, inputs=inputs, data=data, identify=args.identify, callback=args.callback,
-             announcement=announcement, out=out)
+             announcement=announcement, language=args.lang, out=out)
     return 0
 
 

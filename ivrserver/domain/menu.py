@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ivrserver.domain import suggest
+from ivrserver.domain import speech, suggest
 from ivrserver.domain.working_days import WorkingDays
 
 TreePath = tuple[str | int, ...]
@@ -114,11 +114,29 @@ class SayKind(enum.StrEnum):
     NUMBER = "number"
     DIGITS = "digits"
     DATE = "date"
+    MONEY = "money"  # an amount with cents, e.g. 42.50
 
 
 @dataclass(frozen=True)
 class SoundPrompt:
     file: str
+
+
+@dataclass(frozen=True)
+class TextPrompt:
+    """Text spoken in the call's language: (language, text) variants; a recorded sound file of
+    `name` in that language's sounds directory wins over the synthesized text."""
+
+    variants: tuple[tuple[str, str], ...]
+    name: str = ""
+
+    def variant(self, language: str, fallback: str) -> tuple[str, str]:
+        """(language, text) for the call's language, else the menu's, else the first variant."""
+        found = dict(self.variants)
+        for lang in (language, fallback):
+            if lang in found:
+                return lang, found[lang]
+        return self.variants[0]
 
 
 @dataclass(frozen=True)
@@ -129,7 +147,7 @@ class SayPrompt:
     var: str
 
 
-PromptItem = SoundPrompt | SayPrompt
+PromptItem = SoundPrompt | SayPrompt | TextPrompt
 
 
 class Flow(enum.StrEnum):
@@ -282,6 +300,9 @@ class Menu:
     announcement_interruptible: bool
     nodes: Mapping[str, Node]
     lint: LintLimits = field(default_factory=LintLimits)
+    # (text, language) → the sound name Asterisk streams for it (a rendered clip or a recorded
+    # file); filled by the services layer when the text prompts were synthesized.
+    clips: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
     def entry_for(self, now: datetime) -> tuple[str, str]:
         """(entry node, 'open' | 'closed' | 'holiday') for a local datetime in the menu's zone."""
@@ -302,6 +323,7 @@ class Resources:
     sounds: Mapping[str, float | None] | None = None  # sound name → estimated seconds (or None)
     queues: Collection[str] | None = None
     timezones: Collection[str] | None = None
+    spoken: Mapping[tuple[str, str], float] | None = None  # (text, language) → seconds of rendered audio
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,10 +400,50 @@ class _Builder:
                 var = self.text(item.get("var"), (*ipath, "var"), NAME_RE, "a variable name")
                 if var:
                     out.append(SayPrompt(SayKind(kind), var))
+            elif isinstance(item, Mapping) and "text" in item:
+                text_prompt = self.text_prompt(item, ipath)
+                if text_prompt is not None:
+                    out.append(text_prompt)
             else:
-                self.error(ipath, "type", f"{dotted(ipath)}: expected a sound name or "
-                                          "{say: number|digits|date, var: NAME}")
+                self.error(ipath, "type", f"{dotted(ipath)}: expected a sound name, "
+                                          "{say: number|digits|date|money, var: NAME} or {text: ..., lang: xx}")
         return tuple(out)
+
+    def text_prompt(self, item: Mapping[str, Any], path: TreePath) -> TextPrompt | None:
+        """`{text: "余额查询请按1", lang: zh}` or `{text: {zh: "…", en: "…"}}`, optional `name`."""
+        raw = item.get("text")
+        variants: list[tuple[str, str]] = []
+        if isinstance(raw, Mapping):
+            if "lang" in item:
+                self.error((*path, "lang"), "text-lang", f"{dotted(path)}: 'lang' goes with a single text; "
+                                                         "per-language texts are keyed by language already")
+            pairs = [(lang, text, (*path, "text", lang)) for lang, text in raw.items()]
+            if not pairs:
+                self.error((*path, "text"), "empty-text", f"{dotted(path)}.text: no language given")
+        else:
+            lang = item.get("lang")
+            if lang is None:
+                self.error(path, "text-lang", f"{dotted(path)}: a text prompt needs 'lang' (e.g. lang: zh)",
+                           "or give one text per language: text: {zh: ..., en: ...}")
+                return None
+            pairs = [(lang, raw, (*path, "text"))]
+        for lang, text, tpath in pairs:
+            if not isinstance(lang, str) or not LANGUAGE_RE.match(lang):
+                self.error(tpath, "text-lang", f"{dotted(tpath)}: {lang!r} is not a language code such as 'zh'",
+                           key=isinstance(raw, Mapping))
+                continue
+            try:
+                variants.append((lang, speech.check_text(text)))
+            except speech.TextError as exc:
+                code = "empty-text" if isinstance(text, str) and not text.strip() else "text"
+                self.error(tpath, code, f"{dotted(tpath)}: {exc}")
+        name = item.get("name", "")
+        if name and not (isinstance(name, str) and SOUND_RE.match(name) and ".." not in name):
+            self.error((*path, "name"), "sound-name", f"{dotted(path)}.name: {name!r} is not a sound name")
+            name = ""
+        if not variants or len(variants) != len(pairs):
+            return None
+        return TextPrompt(tuple(variants), name or "")
 
     def action(self, value: Any, path: TreePath) -> Action | None:
         if value is None:
@@ -867,8 +929,8 @@ def _lint_prompt_length(b: _Builder, menu: Menu, node: Node, resources: Resource
         return
     where = (*node.path, "prompts") if node.prompts else (*node.path, "after")
     sounds = resources.sounds
-    if sounds is not None:
-        secs = [1.0 if isinstance(p, SayPrompt) else sounds.get(p.file) for p in items]
+    if sounds is not None or resources.spoken is not None:
+        secs = [_seconds(p, resources) for p in items]
         known = [s for s in secs if s is not None]
         total = sum(known)
         if known and total > menu.lint.max_prompt_seconds:
@@ -883,6 +945,47 @@ def _lint_prompt_length(b: _Builder, menu: Menu, node: Node, resources: Resource
         b.warn(where, "prompt-length",
                f"{dotted(node.path)}: {len(items)} prompt files (more than {menu.lint.max_prompt_files})",
                "callers abandon long prompts: shorten them", key=True)
+
+
+def _seconds(item: PromptItem, resources: Resources) -> float | None:
+    """How long an item plays: sound files by their size, text by its rendered audio (the longest
+    language), a say-prompt about 1 s (2 s for money); None when unknown."""
+    if isinstance(item, SayPrompt):
+        return 2.0 if item.kind is SayKind.MONEY else 1.0
+    if isinstance(item, SoundPrompt):
+        return resources.sounds.get(item.file) if resources.sounds is not None else None
+    spoken = resources.spoken or {}
+    known = [spoken[(text, lang)] for lang, text in item.variants if (text, lang) in spoken]
+    return max(known) if known else None
+
+
+def text_prompts(menu: Menu) -> list[tuple[TreePath, TextPrompt]]:
+    """Every text prompt of the menu with where it is written (the human action's too)."""
+    out: list[tuple[TreePath, TextPrompt]] = []
+    seen: set[TreePath] = set()
+    for node in menu.nodes.values():
+        for path, item in _prompt_items(node):
+            if isinstance(item, TextPrompt) and path not in seen:
+                seen.add(path)
+                out.append((path, item))
+    out += [((*menu.human.path, "play", i), p) for i, p in enumerate(menu.human.play) if isinstance(p, TextPrompt)]
+    return out
+
+
+def languages(menu: Menu) -> list[str]:
+    """The languages a call through the menu can be in: its own and every language switch."""
+    langs = [menu.language]
+    for node in menu.nodes.values():
+        langs += [a.language for _, a in node.actions() if a.language]
+    return list(dict.fromkeys(langs))
+
+
+def say_kinds(menu: Menu) -> set[str]:
+    """How the menu says values (number, digits, date, money), from say-prompts and lookups."""
+    kinds = {str(n.say) for n in menu.nodes.values() if n.kind is NodeKind.LOOKUP}
+    for node in menu.nodes.values():
+        kinds |= {str(item.kind) for _, item in _prompt_items(node) if isinstance(item, SayPrompt)}
+    return kinds
 
 
 def has_errors(issues: Sequence[Issue]) -> bool:

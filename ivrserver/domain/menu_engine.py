@@ -15,10 +15,12 @@ Every step is recorded in `run.path` (PathEvent), stamped with the time the driv
 from __future__ import annotations
 
 import enum
+import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 
+from ivrserver.domain import speech
 from ivrserver.domain.menu import (
     DTMF_KEYS,
     HUMAN_KEY,
@@ -31,6 +33,7 @@ from ivrserver.domain.menu import (
     SayKind,
     SayPrompt,
     SoundPrompt,
+    TextPrompt,
 )
 
 # A run that enters this many nodes without waiting for the caller is stopped (validation
@@ -54,7 +57,17 @@ class Say:
     value: str  # number: optional '-' and digits; digits: 0-9; date: epoch seconds
 
 
-Prompt = Sound | Say
+@dataclass(frozen=True)
+class Spoken:
+    """Text in a language: `file` is the rendered clip (or recorded sound) Asterisk streams; ''
+    when the menu was loaded without synthesis (the simulator shows the text instead)."""
+
+    text: str
+    language: str
+    file: str = ""
+
+
+Prompt = Sound | Say | Spoken
 
 
 @dataclass(frozen=True)
@@ -330,8 +343,32 @@ class MenuRun:
             elif isinstance(item, SayPrompt):
                 value = self.variables.get(item.var)
                 if value is not None and _sayable(item.kind, value):
-                    out.append(Say(item.kind, value))
+                    out.extend(self._say(item.kind, value))
+            elif isinstance(item, TextPrompt):
+                lang, text = item.variant(self.language, self.menu.language)
+                out.append(self._spoken(text, lang))
         return tuple(out)
+
+    def _spoken(self, text: str, lang: str) -> Spoken:
+        return Spoken(text, lang, self.menu.clips.get((text, lang), ""))
+
+    def _say(self, kind: SayKind, value: str) -> tuple[Prompt, ...]:
+        """A value in the call's language: Asterisk's SAY where it has the words, else clips."""
+        out: list[Prompt] = []
+        for part in speech.say_parts(str(kind), value, self.language, self._zone()):
+            if isinstance(part, speech.AsteriskSay):
+                out.append(Say(SayKind(part.kind), part.value))
+            else:
+                out.extend(self._spoken(word, self.language) for word in part.words)
+        return tuple(out)
+
+    def _zone(self) -> tzinfo:
+        if self.menu.hours is None:
+            return UTC
+        try:
+            return zoneinfo.ZoneInfo(self.menu.hours.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            return UTC
 
     # -- nodes -------------------------------------------------------------------------------
 
@@ -478,7 +515,7 @@ class MenuRun:
             return
         self._record(PathKind.LOOKUP, node.name, detail="found")
         self.variables[node.lookup_field] = value
-        out.append(Play((*self._prompts(node.prompts), Say(node.say, value), *self._prompts(node.after))))
+        out.append(Play((*self._prompts(node.prompts), *self._say(node.say, value), *self._prompts(node.after))))
         self._act(node.next or self.menu.human, node.name, out, label="next")
 
     def _on_identify(self, event: CallerIdentified | IdentificationFailed, out: list[Command]) -> None:
@@ -512,10 +549,5 @@ def _queue_of(action: Action) -> str:
 
 
 def _sayable(kind: SayKind, value: str) -> bool:
-    """Only values that SAY NUMBER / DIGITS / DATE accept as such ever reach a command."""
-    if not value or len(value) > 18:
-        return False
-    if kind is SayKind.NUMBER:
-        body = value[1:] if value.startswith("-") else value
-        return body.isascii() and body.isdigit()
-    return value.isascii() and value.isdigit()
+    """Only values that SAY NUMBER / DIGITS / DATE accept as such (or amounts) reach a command."""
+    return speech.sayable(str(kind), value)

@@ -103,10 +103,13 @@ class _Driver:
     async def play(self, prompts: tuple[e.Prompt, ...], escape: str) -> str | None:
         """Play prompts in order; a key in `escape` stops them and is returned."""
         for item in prompts:
-            if isinstance(item, e.Sound):
-                digit = await self.channel.stream_file(item.file, escape)
-            else:
+            if isinstance(item, e.Say):
                 digit = await self.say(item, escape)
+            elif file := _file_of(item):
+                digit = await self.channel.stream_file(file, escape)
+            else:
+                _unrendered(self.channel.call_id, item)
+                continue
             if digit and digit in escape:
                 return digit
         return None
@@ -115,13 +118,13 @@ class _Driver:
         escape = cmd.interruptible_by
         prompts = cmd.prompts
         digits = ""
-        last = prompts[-1] if prompts else None
-        if isinstance(last, e.Sound) and cmd.terminator == "#":
+        last = _file_of(prompts[-1]) if prompts else ""
+        if last and cmd.terminator == "#":
             # Fast path: all but the last prompt interruptibly, then GET DATA on the last one
             # (GET DATA always ends on '#', so only where '#' is the terminator anyway).
             first = await self.play(prompts[:-1], escape)
             if first is None:
-                got, _timed_out = await self.channel.get_data(last.file, cmd.timeout_ms, cmd.max_digits)
+                got, _timed_out = await self.channel.get_data(last, cmd.timeout_ms, cmd.max_digits)
                 got = "".join(c for c in got if c in DTMF_KEYS)
                 return e.DigitsEntered(got, self.clock()) if got else e.InputTimedOut(self.clock())
             digits = first
@@ -210,6 +213,24 @@ async def run_menu(channel: Channel, version: MenuVersion, snapshot: CallerSnaps
         await _fallback(channel, definition, run)
     return MenuOutcome(name, version.version, channel.call_id, run.exit, run.language, run.customer_id
                        or (snapshot.customer.id if snapshot.customer else None), path, error)
+
+
+def _file_of(prompt: e.Prompt) -> str:
+    """The sound Asterisk streams for a prompt ('' for a SAY or text that was not rendered)."""
+    if isinstance(prompt, e.Sound):
+        return prompt.file
+    return prompt.file if isinstance(prompt, e.Spoken) else ""
+
+
+_warned_unrendered: set[tuple[str, str]] = set()
+
+
+def _unrendered(call_id: str, item: e.Prompt) -> None:
+    """A text prompt without audio (menus loaded without a synthesizer): skipped, said once."""
+    if isinstance(item, e.Spoken) and (item.text, item.language) not in _warned_unrendered:
+        _warned_unrendered.add((item.text, item.language))
+        log.warning("call %s: a %s text prompt has no rendered audio (prompts synthesizer not set up); "
+                    "skipped", call_id, item.language)
 
 
 async def _execute(driver: _Driver, run: e.MenuRun, cmd: e.Command) -> e.Event | None:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from collections.abc import Iterator
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import yaml
@@ -35,6 +36,9 @@ from ivrserver.config import REPO_DIR
 from ivrserver.domain import menu as m
 from ivrserver.pbx.asterisk_conf import ConfReadError, queue_names
 from ivrserver.services import work_calendar
+
+if TYPE_CHECKING:
+    from ivrserver.services.speech import SpeechRenderer
 
 log = logging.getLogger(__name__)
 
@@ -212,13 +216,20 @@ def _schema_issue(src: m.Source, error: jsonschema.ValidationError) -> Iterator[
         return
     if error.validator in ("oneOf", "anyOf"):
         # Actions: exactly one of the flow keys. Say that instead of jsonschema's generic text.
-        if isinstance(error.instance, dict):
+        if isinstance(error.instance, dict) and "goto" in json.dumps(error.validator_value):
             flows = [k for k in m.FLOW_KEYS if k in error.instance]
             if len(flows) != 1:
                 got = f"; got {', '.join(flows)}" if flows else ""
                 yield issue(path, f"{where}: an action takes exactly one of {', '.join(m.FLOW_KEYS)}{got}")
                 return
         context = error.context or []
+        if isinstance(error.instance, dict) and isinstance(error.validator_value, list):
+            # A prompt {text: ...} that fails: report what is wrong with it as a text prompt.
+            fits = [i for i, alt in enumerate(error.validator_value) if isinstance(alt, dict)
+                    and alt.get("required") and set(alt["required"]) <= set(error.instance)]
+            if len(fits) == 1:
+                context = [c for c in context if c.relative_schema_path
+                           and c.relative_schema_path[0] == fits[0]] or context
         best = jsonschema.exceptions.best_match([c for c in context if c.validator != "type"] or context)
         if best is not None:
             yield from _schema_issue(src, best)
@@ -246,9 +257,10 @@ def schema_issues(src: m.Source) -> list[m.Issue]:
     return sorted(dict.fromkeys(issues), key=lambda i: (i.line, i.column))
 
 
-def check_text(text: str, file: str, name: str, resources: m.Resources | None = None
-               ) -> tuple[m.Menu | None, list[m.Issue]]:
-    """The whole pipeline for one menu's text: YAML, schema, build, validate and lint."""
+def check_text(text: str, file: str, name: str, resources: m.Resources | None = None,
+               renderer: SpeechRenderer | None = None) -> tuple[m.Menu | None, list[m.Issue]]:
+    """The whole pipeline for one menu's text: YAML, schema, build, render the text prompts
+    (with a renderer: their audio's durations feed the prompt-length lint), validate and lint."""
     src, issues = parse(text, file)
     if src is None or m.has_errors(issues):
         return None, issues
@@ -258,6 +270,11 @@ def check_text(text: str, file: str, name: str, resources: m.Resources | None = 
     menu, issues = m.build(src, name)
     if menu is None:
         return None, sorted(issues, key=lambda i: (i.line, i.column, i.code))
+    if renderer is not None:
+        clips, spoken, speech_issues = renderer.render_menu(menu, src)
+        issues = [*issues, *speech_issues]
+        resources = dataclasses.replace(resources or m.Resources(), spoken=spoken)
+        menu = dataclasses.replace(menu, clips=clips)
     issues = list(dict.fromkeys([*issues, *m.validate(menu, src, resources)]))
     menu, calendar_issues = work_calendar.attach_to_menu(menu, src, date.today())
     issues += calendar_issues
@@ -265,12 +282,12 @@ def check_text(text: str, file: str, name: str, resources: m.Resources | None = 
     return (None if m.has_errors(issues) else menu), issues
 
 
-def load_menu(path: str | os.PathLike[str], resources: m.Resources | None = None
-              ) -> tuple[m.Menu | None, list[m.Issue]]:
+def load_menu(path: str | os.PathLike[str], resources: m.Resources | None = None,
+              renderer: SpeechRenderer | None = None) -> tuple[m.Menu | None, list[m.Issue]]:
     """`check_text` on a file; never raises: a failure of the checker itself (RecursionError,
     MemoryError, a bug) is an error of that file, so no menu file can take a caller down."""
     try:
-        return _load_menu(Path(path), resources)
+        return _load_menu(Path(path), resources, renderer)
     except Exception as exc:  # any failure rejects this file, nothing else
         log.error("menu file could not be checked", extra={"file": str(path)}, exc_info=True)
         return None, [m.Issue(str(path), 1, 1, m.Severity.ERROR, "internal",
@@ -278,7 +295,8 @@ def load_menu(path: str | os.PathLike[str], resources: m.Resources | None = None
                               "simplify the file (nesting, size); the error is logged")]
 
 
-def _load_menu(p: Path, resources: m.Resources | None) -> tuple[m.Menu | None, list[m.Issue]]:
+def _load_menu(p: Path, resources: m.Resources | None, renderer: SpeechRenderer | None = None
+               ) -> tuple[m.Menu | None, list[m.Issue]]:
     try:
         raw = p.read_bytes()
     except OSError as exc:
@@ -289,7 +307,7 @@ def _load_menu(p: Path, resources: m.Resources | None) -> tuple[m.Menu | None, l
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return None, [m.Issue(str(p), 1, 1, m.Severity.ERROR, "io", f"not UTF-8: {exc.reason}")]
-    return check_text(text, str(p), p.stem, resources)
+    return check_text(text, str(p), p.stem, resources, renderer)
 
 
 def menu_files(directory: str | os.PathLike[str]) -> list[Path]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ivrserver.domain.menu import Issue, Menu, Resources, Severity
 from ivrserver.services import menu_files as mf
+from ivrserver.services.speech import SpeechRenderer
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,12 @@ class ReloadResult:
 
 class MenuRegistry:
     def __init__(self, menus_dir: str | os.PathLike[str], *, resources: Resources | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, speech: SpeechRenderer | None = None) -> None:
+        """speech: renders text prompts at every reload (only what is not cached); None: text
+        prompts load without audio (they are skipped on calls)."""
         self.dir = Path(menus_dir)
         self.resources = resources
+        self.speech = speech
         self.clock = clock
         self._current = MenuVersion("", 0.0)
         self._lock = threading.Lock()
@@ -111,7 +115,7 @@ class MenuRegistry:
         for path in files:
             with contextlib.suppress(OSError):  # load_menu reports it
                 digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-            menu, issues = mf.load_menu(path, self.resources)
+            menu, issues = mf.load_menu(path, self.resources, self.speech)
             errors += [i for i in issues if i.severity is Severity.ERROR]
             warnings += [i for i in issues if i.severity is Severity.WARNING]
             if menu is not None:

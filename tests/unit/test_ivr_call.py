@@ -1,5 +1,8 @@
 """services/ivr_call.py over a small in-test fake channel.
 
+The hotline's text prompts are rendered by the real synthesizer (espeak-ng + sox) into a
+temporary cache, so the files streamed are the clips a real call streams.
+
 Why a fake here: the engine is tested pure (test_menu_engine.py); what only this service does —
 turning Collect into STREAM FILE/WAIT FOR DIGIT or GET DATA, saying looked-up values, the dialplan
 contract variables, and the fallbacks on hang-up and AGI errors — needs a channel, and the real
@@ -16,16 +19,18 @@ from typing import Any
 
 import pytest
 
+from ivrserver.config import PromptSettings
 from ivrserver.domain import menu_engine as e
+from ivrserver.domain.menu import TextPrompt
 from ivrserver.domain.menu_stats import CallPath
 from ivrserver.domain.model import CallerSnapshot, Customer
 from ivrserver.pbx.fastagi import AgiError, AgiHangup
 from ivrserver.services.ivr_call import run_menu
 from ivrserver.services.menus import MenuRegistry, MenuVersion
+from ivrserver.services.speech import SpeechRenderer
 
 HOTLINE = Path(__file__).resolve().parents[2] / "menus" / "hotline.yaml"
 MONDAY_10 = datetime.fromisoformat("2025-06-02T10:00:00+08:00").timestamp()
-MAIN_PROMPTS = ["hello", "vm-press", "digits/1", "for", "vm-youhave", "digits/dollars"]
 ALL = "0123456789*#"
 
 
@@ -100,12 +105,26 @@ class Recorder:
 def version(tmp_path_factory: pytest.TempPathFactory) -> MenuVersion:
     d = tmp_path_factory.mktemp("menus")
     shutil.copy(HOTLINE, d / "hotline.yaml")
-    reg = MenuRegistry(d)
+    speech = SpeechRenderer.from_settings(PromptSettings(cache_dir=str(d / "cache")), None)
+    reg = MenuRegistry(d, speech=speech)
     assert reg.reload().ok
     return reg.current
 
 
-CUSTOMER = Customer(id="c42", name="Li", phones=("+8613800000000",), attributes={"balance": "42"})
+def said(version: MenuVersion, node: str, lang: str = "en", index: int = 0) -> str:
+    """The clip streamed for a node's text prompt in `lang`."""
+    menu = version.menu("hotline")
+    prompt = menu.nodes[node].prompts[index]
+    assert isinstance(prompt, TextPrompt)
+    return menu.clips[prompt.variant(lang, lang)[::-1]]
+
+
+def word(version: MenuVersion, text: str, lang: str = "en") -> str:
+    """The clip of a text or vocabulary word (handler texts, 'yuan', 四)."""
+    return version.menu("hotline").clips[(text, lang)]
+
+
+CUSTOMER = Customer(id="c42", name="Li", phones=("+8613800000000",), attributes={"balance": "42.50"})
 KNOWN = CallerSnapshot(number="+8613800000000", customer=CUSTOMER)
 UNKNOWN = CallerSnapshot(number="+8613900000000")
 
@@ -121,11 +140,13 @@ def sets(**values: str) -> list[tuple[str, str, str]]:
 async def test_balance_self_service_for_a_known_caller(version: MenuVersion) -> None:
     ch, rec = FakeChannel("1", "2"), Recorder()
     outcome = await run_menu(ch, version, KNOWN, rec, MONDAY_10, menu="hotline", clock=lambda: MONDAY_10 + 1)
+    v = version
     assert ch.calls == [
-        *stream(*MAIN_PROMPTS), ("wait", 5000),
-        ("stream", "vm-youhave", ""), ("say_number", 42), ("stream", "digits/dollars", ""),
-        *stream("vm-press", "digits/1", "to-listen-to-it", "vm-press", "digits/2", "vm-goodbye"), ("wait", 5000),
-        ("stream", "goodbye", ""),
+        *stream(said(v, "main")), ("wait", 5000),
+        ("stream", said(v, "balance"), ""), ("say_number", 42), ("stream", word(v, "yuan"), ""),
+        ("stream", word(v, "and"), ""), ("say_number", 50), ("stream", word(v, "fen"), ""),
+        *stream(said(v, "after_balance")), ("wait", 5000),
+        ("stream", word(v, "Thank you for calling. Goodbye."), ""),
         *sets(IVR_ACTION="hangup", IVR_REASON="ivr:self_served"),
     ]
     assert outcome.exit == e.Exit(e.ExitReason.SELF_SERVED, "after_balance")
@@ -139,9 +160,9 @@ async def test_a_key_during_the_prompts_chooses_and_queue_variables_are_set(vers
     ch = FakeChannel(Barge("3"), Barge("1"))
     outcome = await run_menu(ch, version, KNOWN, Recorder(), MONDAY_10, menu="hotline")
     assert ch.calls == [
-        ("stream", "hello", ALL),  # '3' pressed here: no more prompts, no wait
-        ("stream", "vm-press", ALL),  # faults menu; '1' pressed during its first prompt
-        ("stream", "one-moment-please", ""),
+        ("stream", said(version, "main"), ALL),  # '3' pressed here: no more prompts, no wait
+        ("stream", said(version, "faults"), ALL),  # faults menu; '1' pressed during its prompt
+        ("stream", word(version, "One moment please."), ""),
         *sets(IVR_ACTION="queue", IVR_QUEUE="faults", IVR_PRIORITY="2", IVR_REASON="ivr:faults:1"),
     ]
     assert outcome.exit is not None and outcome.exit.queue == "faults"
@@ -157,7 +178,8 @@ async def test_unknown_caller_identifies_with_account_and_pin(version: MenuVersi
     ch = FakeChannel("1", "123456", "7890", "2")
     outcome = await run_menu(ch, version, UNKNOWN, Recorder(), MONDAY_10, menu="hotline", identify=identify)
     assert asked == [("123456", "7890")]
-    assert ("get_data", "agent-user", 5000, 12) in ch.calls and ("get_data", "agent-pass", 5000, 8) in ch.calls
+    assert ("get_data", said(version, "account"), 5000, 12) in ch.calls
+    assert ("get_data", said(version, "pin"), 5000, 8) in ch.calls
     assert ("say_number", 42) in ch.calls
     assert outcome.customer_id == "c42" and outcome.exit == e.Exit(e.ExitReason.SELF_SERVED, "after_balance")
     details = [p.detail for p in outcome.path if p.kind is e.PathKind.COLLECTED]
@@ -185,7 +207,7 @@ async def test_caller_hangs_up(version: MenuVersion) -> None:
 
 
 async def test_an_agi_error_sends_the_caller_to_the_human_queue(version: MenuVersion) -> None:
-    ch, rec = FakeChannel("1", fail_on="vm-press"), Recorder()
+    ch, rec = FakeChannel("1", fail_on=said(version, "main")), Recorder()
     outcome = await run_menu(ch, version, KNOWN, rec, MONDAY_10, menu="hotline")
     assert outcome.exit is None and outcome.error.startswith("AgiError")
     assert ch.calls[-4:] == sets(IVR_ACTION="queue", IVR_QUEUE="general", IVR_PRIORITY="0",
@@ -214,3 +236,24 @@ async def test_callback_offer_and_announcement(version: MenuVersion) -> None:
     assert offered == [e.OfferCallback("faults", 2, "ivr:faults:2")]
     assert outcome.exit == e.Exit(e.ExitReason.CALLBACK, "faults", queue="faults", priority=2)
     assert ch.calls[-2:] == sets(IVR_ACTION="hangup", IVR_REASON="ivr:callback")
+
+
+async def test_in_mandarin_the_balance_is_read_with_its_cents_from_rendered_words(version: MenuVersion) -> None:
+    ch = FakeChannel("9", "2", "1", "2")
+    outcome = await run_menu(ch, version, KNOWN, Recorder(), MONDAY_10, menu="hotline")
+    v = version
+    assert ("language", "zh") in ch.calls
+    played = [c[1] for c in ch.calls if c[0] == "stream"]
+    balance = played.index(said(v, "balance", "zh"))
+    assert played[balance + 1:balance + 7] == [word(v, w, "zh") for w in "四十二元五角"]
+    assert not [c for c in ch.calls if c[0].startswith("say_")]  # no Asterisk SAY: it has no Mandarin digits
+    assert outcome.language == "zh" and outcome.exit == e.Exit(e.ExitReason.SELF_SERVED, "after_balance")
+
+
+async def test_a_text_prompt_without_rendered_audio_is_skipped_not_streamed(tmp_path: Path) -> None:
+    shutil.copy(HOTLINE, tmp_path / "hotline.yaml")
+    reg = MenuRegistry(tmp_path)  # no synthesizer: text prompts load without audio
+    assert reg.reload().ok
+    ch = FakeChannel("5")
+    await run_menu(ch, reg.current, KNOWN, Recorder(), MONDAY_10, menu="hotline")
+    assert ch.calls[0] == ("wait", 5000) and not [c for c in ch.calls if c[0] == "stream" and not c[1]]

@@ -80,7 +80,7 @@ def test_simulate_scripted_walk_to_a_self_served_balance() -> None:
     lines = out.splitlines()
     assert lines[0].startswith("menu hotline (") and lines[0].endswith("local time 2025-06-02T10:00+08:00")
     assert "  caller presses 1" in lines
-    assert "[after_balance] play vm-youhave, <say number 42>, digits/dollars" in lines
+    assert "[after_balance] play «Your balance is» (en), <say number 42>, «yuan» (en)" in lines
     assert lines[-1] == "exit: self_served at node after_balance"
 
 
@@ -88,8 +88,18 @@ def test_simulate_timeouts_end_at_a_human_and_hours_pick_the_entry() -> None:
     code, out = run("simulate", str(HOTLINE), "--keys", "t,t,t", "--at", "2025-06-02T10:00:00+08:00")
     assert code == 0 and out.splitlines()[-1] == "exit: queue at node main (queue general)"
     code, out = run("simulate", str(HOTLINE), "--keys", "t,t,t", "--at", "2025-10-01T10:00:00+08:00")
-    assert out.splitlines()[1].startswith("[after_hours] play vm-nobodyavail")
+    assert out.splitlines()[1].startswith("[after_hours] play «Our agents are not available now.")
     assert "offer a callback from queue general" in out
+
+
+def test_simulate_in_mandarin_shows_the_text_and_the_balance_with_its_cents() -> None:
+    code, out = run("simulate", str(HOTLINE), "--lang", "zh", "--keys", "1,2", "--data", "balance=42.50",
+                    "--at", "2025-06-02T10:00:00+08:00")
+    lines = out.splitlines()
+    assert code == 0 and lines[1].startswith("[main] play «您好，欢迎致电。查询余额请按1，")
+    assert "[after_balance] play «您的余额是» (zh), «四十二元五角» (zh)" in lines
+    assert lines[-1] == "exit: self_served at node after_balance"
+    assert run("simulate", str(HOTLINE), "--lang", "zh;rm", "--keys", "1")[0] == 2
 
 
 def test_simulate_runs_out_of_keys_as_a_hang_up() -> None:
