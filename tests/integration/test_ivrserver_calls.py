@@ -36,7 +36,7 @@ from ivrserver.domain.model import (
 from ivrserver.store import agents as agent_store
 from ivrserver.store import callpath, customers, history
 from ivrserver.store.keys import Keys
-from tests.conftest import TEST_PEPPER, free_port
+from tests.conftest import TEST_PEPPER, TEST_PEPPER_TEXT, free_port
 from tests.integration.conftest import Phones
 
 pytestmark = pytest.mark.integration
@@ -133,6 +133,7 @@ def ivr_settings(asterisk: LocalAsterisk, redis_url: str, tmp_path: Path) -> con
         "callbacks": {"poll_interval": 0.1, "calling_from": "00:00", "calling_until": "23:59",
                       "agent_ring_seconds": 10, "grace_seconds": 1},
         "instance": "it-a",
+        "security": {"pepper": TEST_PEPPER_TEXT},  # the pepper the tests' PIN hashes are keyed with
     })
 
 
