@@ -88,8 +88,8 @@ class IvrServer:
         self.supervisor = Supervisor(self.metrics)  # every long-lived task: crashes logged, counted, restarted
         self.keys = Keys(settings.redis.prefix)
         self.stopping = asyncio.Event()
-        self.redis: aioredis.Redis = redis_client.connect(
-            settings.redis.url, decode_responses=True, socket_connect_timeout=3, socket_timeout=5,
+        self.redis: aioredis.Redis = redis_client.connect_to(
+            settings.redis, decode_responses=True, socket_connect_timeout=3, socket_timeout=5,
             health_check_interval=15)
         self.ami = AmiClient(settings.ami, self.metrics)
         self.fanout = EventFanout(self.ami.events, self.metrics)
@@ -120,8 +120,8 @@ class IvrServer:
                                   audit=self.audit, agents_file=settings.routing.agents_file,
                                   trusted_proxies=settings.security.trusted_proxies)
         # Pub/sub blocks on reads for as long as no pop is published: no socket timeout there.
-        self.pubsub_redis: aioredis.Redis = aioredis.Redis.from_url(
-            settings.redis.url, decode_responses=True, socket_connect_timeout=3, socket_keepalive=True,
+        self.pubsub_redis: aioredis.Redis = redis_client.connect_to(
+            settings.redis, decode_responses=True, socket_connect_timeout=3, socket_keepalive=True,
             health_check_interval=15)
         self.hub = AgentHub(self.pubsub_redis, self.keys, self.pops, self.auth, queue_size=settings.web.socket_queue,
                             heartbeat=settings.web.heartbeat)
@@ -129,7 +129,8 @@ class IvrServer:
                                            contact_id_for=self.tracker.contact_id, instance=settings.instance)
         # callbacks (virtual hold reads the live queues)
         self.queue_state = QueueState(self._agent_of_interface, self._count_free)
-        self.callback_store = CallbackStore(self.redis, self.keys)
+        self.callback_store = CallbackStore(
+            self.redis, self.keys, replicated=lambda: redis_client.wait_for_replica(self.redis, settings.redis))
         callback_policy = policy_from_settings(settings.callbacks, phone_region=settings.phone.default_region,
                                                working_days=_working_days(settings))
         self.dialer = AmiCallbackDialer(self.ami, self.redis, self.keys, self.callback_store,

@@ -47,6 +47,13 @@ class RedisSettings:
     # Longest a caller waits for their snapshot before the first prompt (and for the end-of-call
     # write); past it the caller is served as unknown: a frozen Redis costs a caller this, not 5 s.
     snapshot_timeout: float = 0.3
+    # High availability: "host:port,host:port,…" of Redis Sentinels; the primary of
+    # `sentinel_master` is used (redis.url then gives only the database number and password).
+    sentinels: str = ""
+    sentinel_master: str = "ivrserver"
+    # After marking a callback attempt placed, wait up to this long for a replica to hold the mark
+    # (WAIT 1), so a failover cannot forget it and dial the customer twice; 0: don't wait.
+    replica_wait_ms: int = 500
 
 
 @dataclass(frozen=True)
@@ -158,17 +165,6 @@ class PhoneSettings:
 
 
 @dataclass(frozen=True)
-class PostgresSettings:
-    # The system of record; "" = not configured (`make run` and the tests start a private cluster).
-    dsn: str = ""
-    pool_size: int = 10
-    # Retention per partitioned table, in days: whole months older than this are dropped.
-    contacts_retention_days: int = 730
-    paths_retention_days: int = 365
-    audit_retention_days: int = 2555
-
-
-@dataclass(frozen=True)
 class SecuritySettings:
     # File holding the server-side pepper that keys PIN hashes (at least 32 characters, e.g. the
     # output of `openssl rand -hex 32`; mode 0600). Never stored in Redis or exported.
@@ -180,6 +176,17 @@ class SecuritySettings:
     # Comma-separated addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For is
     # believed for login limits and audit; empty: the peer address is the client.
     trusted_proxies: str = ""
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    # The system of record; "" = not configured (`make run` and the tests start a private cluster).
+    dsn: str = ""
+    pool_size: int = 10
+    # Retention per partitioned table, in days: whole months older than this are dropped.
+    contacts_retention_days: int = 730
+    paths_retention_days: int = 365
+    audit_retention_days: int = 2555
 
 
 @dataclass(frozen=True)
@@ -283,6 +290,19 @@ def _coerce(key: str, raw: Any, tp: Any, errors: list[str], from_env: bool) -> A
     return None
 
 
+def parse_sentinels(text: str) -> list[tuple[str, int]]:
+    """`"host:port,host:port"` → [(host, port), …]; ValueError names the bad entry."""
+    out: list[tuple[str, int]] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"expected host:port, got {item!r}")
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
 def _check(key: str, value: Any, errors: list[str]) -> None:
     if key in _PORTS and not (1 <= value <= 65535):
         errors.append(f"{key}: port must be 1..65535, got {value}")
@@ -296,21 +316,16 @@ def _check(key: str, value: Any, errors: list[str]) -> None:
         if len(parts) != 2 or not all(p.isdigit() for p in parts) or not (
                 0 <= int(parts[0]) <= 24 and 0 <= int(parts[1]) < 60):
             errors.append(f"{key}: expected HH:MM, got {value!r}")
-    if key == "redis.snapshot_timeout" and value > 10:
-        errors.append(f"{key}: must be at most 10 seconds, got {value}")
-    if key == "web.max_connections" and not (1 <= value <= 1_000_000):
-        errors.append(f"{key}: must be 1..1000000, got {value}")
     if key == "phone.default_region":
         _check_with(key, value, errors, "ivrserver.domain.phone", "check_region")
     if key == "callbacks.calendar_country" and value:
         _check_with(key, value, errors, "ivrserver.services.work_calendar", "check_country")
+    if key == "redis.snapshot_timeout" and value > 10:
+        errors.append(f"{key}: must be at most 10 seconds, got {value}")
+    if key == "web.max_connections" and not (1 <= value <= 1_000_000):
+        errors.append(f"{key}: must be 1..1000000, got {value}")
     if key == "redis.history_write_delay" and not (0 <= value <= 60):
         errors.append(f"{key}: must be 0..60 seconds, got {value}")
-    if key == "postgres.dsn" and value and not value.startswith(("postgresql://", "postgres://")):
-        errors.append(f"{key}: expected a postgresql:// URL, got {value!r}")
-    if key.startswith("postgres.") and key.endswith(("_days", "pool_size")) and isinstance(value, int) \
-            and value < 1:
-        errors.append(f"{key}: must be at least 1, got {value}")
     if key in ("prompts.synthesizer", "prompts.convert", "prompts.voices"):
         _check_with(key, value, errors, "ivrserver.services.speech", "check_" + key.split(".")[1])
     if key == "prompts.concurrency" and not (1 <= value <= 32):
@@ -319,6 +334,18 @@ def _check(key: str, value: Any, errors: list[str]) -> None:
         _check_networks(key, value, errors)
     if key == "security.pepper" and value and len(value) < 32:
         errors.append(f"{key}: must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+    if key == "redis.sentinels" and value:
+        try:
+            parse_sentinels(value)
+        except ValueError as exc:
+            errors.append(f"{key}: {exc}")
+    if key == "redis.replica_wait_ms" and not (0 <= value <= 10_000):
+        errors.append(f"{key}: must be 0..10000 milliseconds, got {value}")
+    if key == "postgres.dsn" and value and not value.startswith(("postgresql://", "postgres://")):
+        errors.append(f"{key}: expected a postgresql:// URL, got {value!r}")
+    if key.startswith("postgres.") and key.endswith(("_days", "pool_size")) and isinstance(value, int) \
+            and value < 1:
+        errors.append(f"{key}: must be at least 1, got {value}")
     if key == "redis.url" and not value.startswith(("redis://", "rediss://", "unix://")):
         errors.append(f"{key}: expected a redis://, rediss:// or unix:// URL, got {value!r}")
     if key == "asterisk.hotline" and not (0 < len(value) <= 32 and all(c in "0123456789+*#" for c in value)):

@@ -24,6 +24,7 @@ from ivrserver.services.callbacks import (
     policy_from_settings,
 )
 from ivrserver.store.callbacks import CallbackStore
+from ivrserver.store.client import connect_for_command
 from ivrserver.store.keys import Keys
 
 TIME_HELP = "epoch seconds, '+30m' / '+2h' / '+1d', or ISO 8601 with offset (2025-05-01T18:00+08:00)"
@@ -105,7 +106,7 @@ def _run(args: argparse.Namespace, body: Callable[[CallbackService], Awaitable[i
     prefix = getattr(args, "prefix", None) or settings.redis.prefix
 
     async def go() -> int:
-        client = aioredis.Redis.from_url(url, decode_responses=True)
+        client = connect_for_command(settings.redis, getattr(args, "redis_url", None), decode_responses=True)
         try:
             days = await asyncio.to_thread(work_calendar.for_today, settings.callbacks.calendar_country,
                                            settings.callbacks.calendar_subdivision, datetime.now(UTC).date())

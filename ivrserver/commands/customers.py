@@ -46,6 +46,7 @@ from ivrserver.domain.model import Customer
 from ivrserver.services import pepper as pepper_source
 from ivrserver.store import customers as store
 from ivrserver.store import history
+from ivrserver.store.client import connect_for_command
 from ivrserver.store.keys import Keys
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
@@ -94,7 +95,7 @@ def _run(args: argparse.Namespace, body: Any) -> int:
         return 2
 
     async def main() -> int:
-        client = aioredis.Redis.from_url(url, decode_responses=True)
+        client = connect_for_command(settings.redis, args.redis_url, decode_responses=True)
         try:
             return int(await body(client, keys))
         finally:

@@ -24,6 +24,7 @@ from ivrserver.domain import speech
 from ivrserver.services import menu_files
 from ivrserver.services.ivr_call import local_time
 from ivrserver.services.speech import SpeechRenderer
+from ivrserver.store.client import connect_for_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -284,13 +285,12 @@ def run_simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _customer_data(settings: config.Settings, number: str) -> dict[str, str]:
-    import redis.asyncio as aioredis
 
     from ivrserver.store.customers import snapshot_by_number
     from ivrserver.store.keys import Keys
 
     async def fetch() -> dict[str, str]:
-        client = aioredis.Redis.from_url(settings.redis.url, decode_responses=True)
+        client = connect_for_command(settings.redis, decode_responses=True)
         try:
             snap = await snapshot_by_number(client, Keys(settings.redis.prefix), number)
         finally:
@@ -344,7 +344,6 @@ def stats_dict(stats: ms.MenuStats) -> dict[str, Any]:
 
 def run_stats(args: argparse.Namespace, out: TextIO | None = None,
               clock: Callable[[], float] = time.time) -> int:
-    import redis.asyncio as aioredis
     import redis.exceptions
 
     from ivrserver.store.callpath import recent_paths
@@ -359,7 +358,7 @@ def run_stats(args: argparse.Namespace, out: TextIO | None = None,
     policy = ms.POLICIES[args.policy]
 
     async def fetch() -> list[ms.CallPath]:
-        client = aioredis.Redis.from_url(url, decode_responses=True)
+        client = connect_for_command(settings.redis, args.redis_url, decode_responses=True)
         try:
             return await recent_paths(client, Keys(settings.redis.prefix), menu, clock() - args.days * 86400)
         finally:

@@ -30,7 +30,7 @@ import enum
 import json
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,10 +234,14 @@ def _score(value: Any) -> float | None:
 
 
 class CallbackStore:
-    def __init__(self, redis: aioredis.Redis, keys: Keys, *, placed_ttl_seconds: int = 30 * 86400) -> None:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, *, placed_ttl_seconds: int = 30 * 86400,
+                 replicated: Callable[[], Awaitable[bool]] | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.placed_ttl_seconds = placed_ttl_seconds
+        # Under Sentinel: waits until a replica holds what was just written (store/client.wait_for_replica).
+        self.replicated = replicated
+        self.unreplicated_marks = 0
         self._create = redis.register_script(_CREATE)
         self._claim = redis.register_script(_CLAIM)
         self._reap = redis.register_script(_REAP)
@@ -356,7 +360,14 @@ class CallbackStore:
                   self.keys.callback_placed(cb.id, cb.attempts)],
             args=[claim.callback_id, claim.token, _json(cb), holder, str(self.placed_ttl_seconds),
                   _num(now + lease_seconds)])
-        return DialStart(int(result))
+        started = DialStart(int(result))
+        if started is DialStart.MARKED and self.replicated is not None and not await self.replicated():
+            # No replica confirmed the mark in time: a failover right now could forget it. Dialing
+            # anyway serves the customer (waiting longer would not make a lone primary safer);
+            # counted and logged so operators see a replica is missing or lagging.
+            self.unreplicated_marks += 1
+            log.warning("callback %s attempt %d: placed mark not confirmed by a replica", cb.id, cb.attempts)
+        return started
 
     async def save_leased(self, claim: Claim, cb: Callback) -> bool:
         """Write the record while holding the lease (e.g. state dialing); False if the lease is lost."""
