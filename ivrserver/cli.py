@@ -49,7 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"ivrserver.commands.{name}")
         module.register(sub)
+    _config_after_the_command(parser)
     return parser
+
+
+def _config_after_the_command(parser: argparse.ArgumentParser) -> None:
+    """`ivrserver doctor -c FILE` as well as `ivrserver -c FILE doctor`: every command accepts
+    -c/--config after its name. SUPPRESS: a sub-parser default would overwrite the value already
+    parsed before the command with None."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                if not any("--config" in a.option_strings for a in sub._actions):
+                    sub.add_argument("-c", "--config", default=argparse.SUPPRESS,
+                                     help="settings YAML (as before the command)")
+                _config_after_the_command(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

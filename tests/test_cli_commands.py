@@ -380,3 +380,14 @@ def test_every_subcommand_is_tested_and_has_a_handler() -> None:
     assert not stale, f"@covers names commands that do not exist: {stale}"
     # cli.main calls args.func: a subcommand that sets another default name crashes on every run.
     assert not [path for path, parser in registered.items() if not callable(parser.get_default("func"))]
+
+
+@covers("config", "menus check", "doctor")
+@pytest.mark.parametrize("command", [["config"], ["menus", "check"], ["doctor"]])
+def test_the_settings_file_may_follow_the_command(command: list[str], env: dict[str, str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ami: {prot: 1}\n")
+    for argv in (["-c", str(bad), *command], [*command, "-c", str(bad)]):
+        result = ivrserver(*argv, env=env)
+        assert result.returncode == 2, argv
+        assert "ami.prot: unknown key" in result.stderr and "did you mean 'port'" in result.stderr, argv
