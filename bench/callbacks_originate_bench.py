@@ -65,7 +65,7 @@ from ivrserver.devstack.redis import LocalRedis
 from ivrserver.domain import callbacks as cbm
 from ivrserver.domain.model import ContactPreferences
 from ivrserver.pbx.ami import AmiClient
-from ivrserver.services.callback_dialer import AmiCallbackDialer
+from ivrserver.pbx.callback_dialer import AmiCallbackDialer
 from ivrserver.services.callbacks import CallbackPlacer, CallbackScheduler
 from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys

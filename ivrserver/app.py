@@ -27,11 +27,11 @@ from ivrserver.domain.model import AgentState, ContactPreferences
 from ivrserver.domain.working_days import WorkingDays
 from ivrserver.metrics import Metrics
 from ivrserver.pbx.ami import AmiClient, AmiError
+from ivrserver.pbx.callback_dialer import AmiCallbackDialer
 from ivrserver.pbx.fastagi import FastAgiServer
 from ivrserver.services import menu_files, routing_files, work_calendar
 from ivrserver.services import pepper as pepper_source
 from ivrserver.services.agent_state import AgentStateService
-from ivrserver.services.callback_dialer import AmiCallbackDialer
 from ivrserver.services.callbacks import (
     CallbackPlacer,
     CallbackScheduler,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ivrserver import config
-from ivrserver.services.callback_dialer import callback_caller_id
+from ivrserver.pbx.callback_dialer import callback_caller_id
 
 
 @pytest.mark.parametrize(("hotline", "caller_id"), [
