@@ -23,6 +23,17 @@ def _run(args: argparse.Namespace) -> int:
     return app.main(settings)
 
 
+def _without_password(url: str) -> str:
+    """`scheme://user:secret@host/…` → `scheme://user:***@host/…` (a DSN may carry a password)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def _show_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     if settings is None:
@@ -33,6 +44,8 @@ def _show_config(args: argparse.Namespace) -> int:
             value = getattr(value, part)
         if key.endswith("secret") or (key == "security.pepper" and value):
             value = "***"
+        elif key in ("postgres.dsn", "redis.url") and isinstance(value, str):
+            value = _without_password(value)
         print(f"{key} = {value}")
     return 0
 

@@ -391,3 +391,14 @@ def test_the_settings_file_may_follow_the_command(command: list[str], env: dict[
         result = ivrserver(*argv, env=env)
         assert result.returncode == 2, argv
         assert "ami.prot: unknown key" in result.stderr and "did you mean 'port'" in result.stderr, argv
+
+
+@covers("config")
+def test_config_hides_passwords_in_connection_urls(env: dict[str, str]) -> None:
+    env = {**env, "IVRSERVER_POSTGRES__DSN": "postgresql://ivr:pg-s3cret@db.example:5432/ivr",
+           "IVRSERVER_REDIS__URL": "redis://:r3d1s-s3cret@cache.example:6379/0"}
+    out = ivrserver("config", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "pg-s3cret" not in out.stdout and "r3d1s-s3cret" not in out.stdout
+    assert "postgres.dsn = postgresql://ivr:***@db.example:5432/ivr" in out.stdout
+    assert "redis.url = redis://:***@cache.example:6379/0" in out.stdout
