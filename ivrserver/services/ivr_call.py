@@ -227,7 +227,8 @@ _warned_unrendered: set[tuple[str, str]] = set()
 
 def _unrendered(call_id: str, item: e.Prompt) -> None:
     """A text prompt without audio (menus loaded without a synthesizer): skipped, said once."""
-    if isinstance(item, e.Spoken) and (item.text, item.language) not in _warned_unrendered:
+    if isinstance(item, e.Spoken) and (item.text, item.language) not in _warned_unrendered \
+            and len(_warned_unrendered) < 1000:
         _warned_unrendered.add((item.text, item.language))
         log.warning("call %s: a %s text prompt has no rendered audio (prompts synthesizer not set up); "
                     "skipped", call_id, item.language)
