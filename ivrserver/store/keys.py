@@ -34,8 +34,21 @@ class Keys:
         """A login session, by the SHA-256 of its token (the token itself is never stored)."""
         return f"{self.prefix}:session:{token_digest}"
 
-    def login_failures(self, agent_id: str) -> str:
-        return f"{self.prefix}:loginfail:{agent_id}"
+    def login_failures(self, agent_id: str, address: str = "") -> str:
+        """Failed logins of one agent from one address (the lockout counter)."""
+        return f"{self.prefix}:loginfail:{agent_id}:{address or 'unknown'}"
+
+    def address_login_failures(self, address: str) -> str:
+        """Failed logins from one address, any agent."""
+        return f"{self.prefix}:loginfail-addr:{address or 'unknown'}"
+
+    def agent_login_failures(self, agent_id: str) -> str:
+        """Failed logins of one agent, any address."""
+        return f"{self.prefix}:loginfail-agent:{agent_id}"
+
+    def known_login_address(self, agent_id: str, address: str) -> str:
+        """An address the agent logged in from successfully (not locked out by others' failures)."""
+        return f"{self.prefix}:loginok:{agent_id}:{address or 'unknown'}"
 
     # contact history and cases
     def contact(self, contact_id: str) -> str:
@@ -66,6 +79,15 @@ class Keys:
     def call_owner(self, linkedid: str) -> str:
         """The instance that writes this call's contact record (SET NX; the FastAGI side takes over)."""
         return f"{self.prefix}:callowner:{linkedid}"
+
+    # the system of record (PostgreSQL): records on their way there (record/sink.py)
+    def outbox(self) -> str:
+        """Stream of contact, path and audit records waiting for the sink (only with postgres.dsn)."""
+        return f"{self.prefix}:outbox"
+
+    def outbox_dead(self) -> str:
+        """Stream of outbox entries the sink could not decode (kept for a person to look at)."""
+        return f"{self.prefix}:outbox:dead"
 
     # IVR path analytics
     def ivr_path(self, call_id: str) -> str:
