@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from ivrserver.store.audit import AuditLog
 from ivrserver.store.keys import Keys
-from ivrserver.store.pops import AuditLog
 
 MAX = 2**64 - 1
 

@@ -10,7 +10,8 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from ivrserver.store import history
+from ivrserver.store import cases as case_store
+from ivrserver.store import contacts as contact_store
 from ivrserver.store.keys import Keys
 from ivrserver.web.auth import COOKIE, MAX_LOGIN_FAILURES, hash_password, verify_password
 from tests.test_agent_ws import POP, Desk, make_desk, open_agent, recv
@@ -228,17 +229,17 @@ async def test_notes_only_for_handled_contact(desk: Desk, http: aiohttp.ClientSe
     await desk.hub.publish("agent1001", POP)  # contact T1 (customer C1) rings at agent1001
     async with http.post(url, json=body, headers=bearer(token)) as r:
         assert r.status == 200, await r.text()
-    contact = await history.get_contact(desk.redis, desk.keys, "T1")
+    contact = await contact_store.get_contact(desk.redis, desk.keys, "T1")
     assert contact is not None
     assert (contact.notes, contact.disposition) == (body["notes"], "follow_up")
-    case = await history.get_case(desk.redis, desk.keys, desk.cases["C1"])
+    case = await case_store.get_case(desk.redis, desk.keys, desk.cases["C1"])
     assert case is not None
     assert (case.status, case.next_step, case.still_needed) == ("open", "refund decision by Friday", "bill")
     # Closing the case from the desk takes it out of the customer's open cases.
     body["case"]["status"] = "closed"
     async with http.post(url, json=body, headers=bearer(token)) as r:
         assert r.status == 200
-    assert await history.list_open_cases(desk.redis, desk.keys, "C1") == []
+    assert await case_store.list_open_cases(desk.redis, desk.keys, "C1") == []
     # Another agent, or another customer's case, is refused.
     bob = await login(http, desk, "agent1002")
     async with http.post(url, json=body, headers=bearer(bob)) as r:
@@ -246,7 +247,7 @@ async def test_notes_only_for_handled_contact(desk: Desk, http: aiohttp.ClientSe
     async with http.post(url, json=note(desk.cases["C2"]), headers=bearer(token)) as r:
         assert r.status == 400
         assert "case" in (await r.json())["error"]
-    case2 = await history.get_case(desk.redis, desk.keys, desk.cases["C2"])
+    case2 = await case_store.get_case(desk.redis, desk.keys, desk.cases["C2"])
     assert case2 is not None and case2.next_step == ""
 
 

@@ -19,8 +19,8 @@ from ivrserver.app import IvrServer
 from ivrserver.commands import callbacks as cli
 from ivrserver.domain.callback_access import Actor, Role, number_on_record, placement_refusal, visible_because
 from ivrserver.store.callbacks import CallbackStore
+from ivrserver.store.grants import Grant
 from ivrserver.store.keys import Keys
-from ivrserver.store.pops import Grant
 from ivrserver.web.backoffice import BackofficeTokens, BackofficeTokensError, digest
 from tests.test_callbacks_api import BACKOFFICE_TOKEN, OPEN, add_customers, login, web_app
 

@@ -22,7 +22,7 @@ from ivrserver.domain.model import ContactPreferences, Customer, Tier
 from ivrserver.store import customers
 from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
-from ivrserver.web.auth import AUTH, session_key, token_digest
+from ivrserver.web.auth import AUTH, token_digest
 from ivrserver.web.backoffice import digest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,7 +67,7 @@ async def login(client: TestClient, agent: str) -> dict[str, str]:
     assert app is not None
     auth = app[AUTH]
     token = secrets.token_urlsafe(32)
-    await auth.redis.set(session_key(auth.keys, token_digest(token)), agent, ex=600)
+    await auth.redis.set(auth.keys.session(token_digest(token)), agent, ex=600)
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -18,8 +18,8 @@ import yaml
 from ivrserver.commands import customers as command
 from ivrserver.domain import identification
 from ivrserver.domain.model import Customer
+from ivrserver.store import cases as case_store
 from ivrserver.store import customers as store
-from ivrserver.store import history
 from ivrserver.store.keys import Keys
 from tests.conftest import TEST_PEPPER
 
@@ -247,7 +247,7 @@ def test_demo_customers_file_imports(repo_root: Path, redis_url: str, db: redis.
     async def open_cases() -> list[str | None]:
         client = aioredis.Redis.from_url(redis_url, decode_responses=True)
         try:
-            return [c.owner_agent for c in await history.list_open_cases(client, KEYS, "c-vip-1")]
+            return [c.owner_agent for c in await case_store.list_open_cases(client, KEYS, "c-vip-1")]
         finally:
             await client.aclose()
     assert asyncio.run(open_cases()) == ["agent1003"]

@@ -11,8 +11,10 @@ import redis.asyncio as aioredis
 
 from ivrserver.domain.model import Customer
 from ivrserver.store import customers
+from ivrserver.store.audit import AuditLog
+from ivrserver.store.grants import Grant, contact_field
 from ivrserver.store.keys import Keys
-from ivrserver.store.pops import EPOCH, AuditLog, Grant, PopStore, contact_field
+from ivrserver.store.pops import EPOCH, PopStore
 
 
 @pytest.fixture

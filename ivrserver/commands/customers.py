@@ -44,8 +44,9 @@ from ivrserver.domain.customer_validation import FieldError, ValidCustomer
 from ivrserver.domain.hashing import Pepper
 from ivrserver.domain.model import Customer
 from ivrserver.services import pepper as pepper_source
+from ivrserver.store import cases as case_store
+from ivrserver.store import contacts as contact_store
 from ivrserver.store import customers as store
-from ivrserver.store import history
 from ivrserver.store.client import connect_for_command
 from ivrserver.store.keys import Keys
 
@@ -308,10 +309,10 @@ async def _open_cases(redis: aioredis.Redis, keys: Keys, cases: list[tuple[int, 
     """Open the cases a customer does not already have open (same summary): re-imports are no-ops."""
     opened = 0
     for _, fields in cases:
-        current = await history.list_open_cases(redis, keys, fields["customer_id"])
+        current = await case_store.list_open_cases(redis, keys, fields["customer_id"])
         if any(c.summary == fields["summary"] for c in current):
             continue
-        await history.open_case(redis, keys, now=now, **fields)
+        await case_store.open_case(redis, keys, now=now, **fields)
         opened += 1
     return opened
 
@@ -462,9 +463,10 @@ def run_show(args: argparse.Namespace) -> int:
             return 1
         document = {
             "customer": cv.customer_to_dict(customer),
-            "open_cases": [history.case_to_dict(c) for c in await history.list_open_cases(redis, keys, customer.id)],
-            "recent_contacts": [history.contact_to_dict(c)
-                                for c in await history.list_timeline(redis, keys, customer.id, limit=10)],
+            "open_cases": [case_store.case_to_dict(c)
+                           for c in await case_store.list_open_cases(redis, keys, customer.id)],
+            "recent_contacts": [contact_store.contact_to_dict(c)
+                                for c in await contact_store.list_timeline(redis, keys, customer.id, limit=10)],
         }
         # Round-trip through JSON: plain types only, so safe_dump never meets an enum.
         yaml.safe_dump(json.loads(json.dumps(document)), sys.stdout, sort_keys=False, allow_unicode=True)

@@ -22,8 +22,8 @@ from ivrserver.devstack.ports import StackPorts
 from ivrserver.devstack.process import DevStackError
 from ivrserver.devstack.sipp import SippResult, start_caller
 from ivrserver.domain.model import Contact, Outcome
-from ivrserver.services.history import contact_id_of_call
-from ivrserver.store.history import get_contact
+from ivrserver.services.contact_tracker import contact_id_of_call
+from ivrserver.store.contacts import get_contact
 from ivrserver.store.keys import Keys
 
 

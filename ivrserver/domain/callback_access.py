@@ -3,7 +3,7 @@
 - Supervisors, back-office tokens and the system itself (the IVR's "press 2", the CLI run by an
   operator with Redis access) see and change every callback.
 - An agent sees and changes only a callback they requested, that prefers them, or whose customer
-  they hold a live access grant for (the grant a screen-pop opens: see store/pops.py).
+  they hold a live access grant for (the grant a screen-pop opens: see store/grants.py).
 - Placing a call with no agent on the line (customer-first / notification) or to a number that is
   not on the customer's record needs a supervisor or a back-office token: an agent cannot use the
   hotline as a free dialler.

@@ -25,7 +25,7 @@ from ivrserver.domain.model import ContactKind
 from ivrserver.pbx import ami_events as ev
 from ivrserver.pbx.ami import AmiClient, AmiError
 from ivrserver.services.callbacks import DialOutcome, DialResult
-from ivrserver.services.history import ContactTracker
+from ivrserver.services.contact_tracker import ContactTracker
 from ivrserver.store import call_context
 from ivrserver.store.call_context import CallContext
 from ivrserver.store.callbacks import CallbackStore

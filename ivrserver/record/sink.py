@@ -27,7 +27,7 @@ from ivrserver.domain.menu_stats import CallPath
 from ivrserver.record.rollup import mark_dirty
 from ivrserver.record.rows import AuditRow, insert_audit, upsert_contacts, upsert_paths
 from ivrserver.store.callpath import decode_event, encode_event
-from ivrserver.store.history import contact_from_json, contact_to_json
+from ivrserver.store.contacts import contact_from_json, contact_to_json
 
 if TYPE_CHECKING:
     import asyncpg

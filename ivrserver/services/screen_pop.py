@@ -24,7 +24,8 @@ from ivrserver.domain.model import Agent, ContactKind
 from ivrserver.domain.screen_pop import Phase, PopContext, Role, build_pop, phase_update
 from ivrserver.pbx import ami_events as ev
 from ivrserver.pbx.asterisk_conf import ivr_queue
-from ivrserver.store import history
+from ivrserver.store import cases as case_store
+from ivrserver.store import contacts as contact_store
 from ivrserver.store.call_context import CallContext
 from ivrserver.store.customers import customer_from_json
 from ivrserver.store.keys import Keys
@@ -193,8 +194,8 @@ class ScreenPopService:
         except (RedisError, OSError) as exc:
             log.error("customer record unavailable for pop", extra={"error": str(exc)})
             return None, [], []
-        contacts = [c for c in (history.contact_from_json(r) for r in records[:len(contact_ids)]) if c]
-        cases = [c for c in (history.case_from_json(r) for r in records[len(contact_ids):]) if c]
+        contacts = [c for c in (contact_store.contact_from_json(r) for r in records[:len(contact_ids)]) if c]
+        cases = [c for c in (case_store.case_from_json(r) for r in records[len(contact_ids):]) if c]
         return customer_from_json(profile), contacts, cases
 
     async def run(self, events: asyncio.Queue[Any]) -> None:

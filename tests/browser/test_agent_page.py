@@ -12,7 +12,8 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from ivrserver.domain.model import Case, CaseStatus, Contact, ContactKind, Customer, Outcome, Segment, Tier
 from ivrserver.domain.screen_pop import PopContext, Role, build_pop
-from ivrserver.store import history
+from ivrserver.store import cases as case_store
+from ivrserver.store import contacts
 from ivrserver.store.keys import Keys
 from tests.test_agent_ws import make_desk
 
@@ -114,10 +115,10 @@ async def test_agent_page_pop_notes_and_no_injection(browser: Browser, redis_url
         await page.fill("#case-next", "none: refunded")
         await page.click("#notes-save")
         await expect(page.locator("#notes-status")).to_have_text("Saved.")
-        contact = await history.get_contact(redis_client, keys, "T-browser")
+        contact = await contacts.get_contact(redis_client, keys, "T-browser")
         assert contact is not None
         assert (contact.notes, contact.disposition) == ("Refund approved <script>alert(1)</script>", "resolved")
-        case = await history.get_case(redis_client, keys, desk.cases["C1"])
+        case = await case_store.get_case(redis_client, keys, desk.cases["C1"])
         assert case is not None and (case.status, case.next_step) == ("closed", "none: refunded")
 
         # Pause from the page reaches the injected QueuePause hook.

@@ -40,7 +40,9 @@ from ivrserver import config
 from ivrserver.devstack.asterisk import LocalAsterisk
 from ivrserver.domain.callbacks import AttemptOutcome, Callback
 from ivrserver.domain.model import Contact, ContactKind, Customer, Outcome, Tier
-from ivrserver.store import customers, history
+from ivrserver.store import cases as case_store
+from ivrserver.store import contacts as contact_store
+from ivrserver.store import customers
 from tests.browser.test_agent_page_real_call import ARGS, CHROMIUM, log_in
 from tests.conftest import free_port
 from tests.integration.conftest import Phones, idle, local_asterisk, phones_on
@@ -138,10 +140,10 @@ async def customer_with_a_story(ivr: Ivr) -> str:
     """The customer, an open case owned by agent1003 and a contact three days ago; the case id."""
     now = time.time()
     await customers.save_customer(ivr.redis, ivr.keys, CUSTOMER)
-    case = await history.open_case(ivr.redis, ivr.keys, customer_id=CUSTOMER.id, summary=CASE_SUMMARY,
+    case = await case_store.open_case(ivr.redis, ivr.keys, customer_id=CUSTOMER.id, summary=CASE_SUMMARY,
                                    now=now - 3 * 86400, owner_agent=AGENT, severity=2,
                                    still_needed="a week without drops", next_step="call back after the fix")
-    await history.save_contact(ivr.redis, ivr.keys, Contact(
+    await contact_store.save_contact(ivr.redis, ivr.keys, Contact(
         id="ct-old-1", kind=ContactKind.INBOUND, number=NUMBER, started_at=now - 3 * 86400,
         customer_id=CUSTOMER.id, ended_at=now - 3 * 86400 + 300, agents=(AGENT,), outcome=Outcome.ANSWERED,
         disposition="follow_up", notes=OLD_NOTE), now=now)

@@ -25,7 +25,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from ivrserver.devstack.asterisk import LocalAsterisk
 from ivrserver.domain.model import Customer, Outcome, Tier
-from ivrserver.store import customers, history
+from ivrserver.store import contacts, customers
 from tests.conftest import free_port
 from tests.integration.conftest import Phones, idle, local_asterisk, phones_on
 from tests.integration.test_ivrserver_calls import Ivr, wait_until
@@ -147,7 +147,7 @@ async def test_a_real_vip_call_pops_on_the_page_as_text_and_the_notes_reach_the_
         await expect(page.locator("#notes-status")).to_have_text("Saved.")
 
         async def saved() -> object:
-            found = await history.get_contact(ivr.redis, ivr.keys, contact.id)
+            found = await contacts.get_contact(ivr.redis, ivr.keys, contact.id)
             return found if found is not None and found.notes else None
         record = await wait_until(saved, timeout=5, what="the note on the contact record")
         assert (record.notes, record.disposition) == (NOTE, "follow_up")

@@ -26,8 +26,9 @@ from ivrserver.devstack.stack import write_settings
 from ivrserver.domain.callbacks import Callback
 from ivrserver.domain.model import Contact, ContactKind, Outcome
 from ivrserver.store.callbacks import CallbackStore
+from ivrserver.store.cases import list_open_cases
+from ivrserver.store.contacts import get_contact, save_contact
 from ivrserver.store.customers import get_customer
-from ivrserver.store.history import get_contact, list_open_cases, save_contact
 from ivrserver.store.keys import Keys
 
 

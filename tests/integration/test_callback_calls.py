@@ -51,7 +51,7 @@ from ivrserver.pbx import ami_events as ev
 from ivrserver.pbx.ami import AmiClient
 from ivrserver.services.callbacks import CallbackService
 from ivrserver.store import agents as agent_store
-from ivrserver.store import callpath, customers, history
+from ivrserver.store import callpath, contacts, customers
 from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
 from tests.conftest import free_port
@@ -457,7 +457,7 @@ async def test_an_answered_callback_is_done_once_its_call_has_ended(
         final = await stack.store.get(cb.id)
 
         async def recorded() -> list[Contact]:
-            found = await history.list_timeline(stack.redis, stack.keys, customer.id)
+            found = await contacts.list_timeline(stack.redis, stack.keys, customer.id)
             return [c for c in found if c.outcome is not Outcome.IN_PROGRESS]
         [contact] = await wait_until(recorded, what="the callback's contact record")
     assert final is not None and final.state is CallbackState.DONE, final

@@ -34,7 +34,8 @@ from ivrserver.domain.model import (
     Tier,
 )
 from ivrserver.store import agents as agent_store
-from ivrserver.store import callpath, customers, history
+from ivrserver.store import callpath, cases, customers
+from ivrserver.store import contacts as contact_store
 from ivrserver.store.keys import Keys
 from tests.conftest import TEST_PEPPER, TEST_PEPPER_TEXT, free_port
 from tests.integration.conftest import Phones
@@ -92,7 +93,7 @@ class Ivr:
 
     async def contacts(self) -> list[Any]:
         ids = [k.rsplit(":", 1)[1] async for k in self.redis.scan_iter(f"{self.keys.prefix}:contact:*")]
-        found = [await history.get_contact(self.redis, self.keys, i) for i in ids]
+        found = [await contact_store.get_contact(self.redis, self.keys, i) for i in ids]
         return [c for c in found if c is not None]
 
     async def finished_contact(self, **match: Any) -> Any:
@@ -197,7 +198,7 @@ async def test_self_service_balance_is_recorded_as_self_served(ivr: Ivr, phones:
     assert path.events[-1].kind.value == "exit" and path.events[-1].detail == "caller_hangup"
     contact = await ivr.finished_contact(customer_id="c-std-1")
     assert contact.outcome is Outcome.SELF_SERVED
-    timeline = await history.list_timeline(ivr.redis, ivr.keys, "c-std-1")
+    timeline = await contact_store.list_timeline(ivr.redis, ivr.keys, "c-std-1")
     assert [c.id for c in timeline] == [contact.id]
 
 
@@ -252,7 +253,7 @@ async def test_vip_goes_straight_to_the_account_manager_and_the_pop_reaches_only
 async def test_open_case_goes_to_its_owner_and_falls_back_to_the_queue_when_unanswered(
         ivr: Ivr, phones: Phones) -> None:
     customer = await add_customer(ivr, Customer(id="c-rep-1", name="Zhao Min", phones=("15550002",)))
-    await history.open_case(ivr.redis, ivr.keys, customer_id=customer.id, summary="premium SMS charge",
+    await cases.open_case(ivr.redis, ivr.keys, customer_id=customer.id, summary="premium SMS charge",
                             now=time.time(), owner_agent="agent1005", still_needed="first charge date")
     owner = await phones.agent(1005, answer=False)
     general = await phones.agent(1004, hold_ms=1000)

@@ -29,7 +29,8 @@ from ivrserver import config
 from ivrserver.app import IvrServer
 from ivrserver.devstack.asterisk import LocalAsterisk
 from ivrserver.domain.model import Customer, Outcome, Tier
-from ivrserver.store import customers, history
+from ivrserver.store import contacts as contact_store
+from ivrserver.store import customers
 from tests.conftest import free_port
 from tests.integration.conftest import Phones
 from tests.integration.test_ivrserver_calls import REPO, Ivr, running, wait_until, write_menus, write_routing
@@ -273,7 +274,7 @@ async def test_two_instances_record_exactly_one_contact_per_call(pair: Pair, pho
     assert [c.id for c in found] == [contact.id], f"one contact per call, found {seen}"
     assert contact.outcome is Outcome.ANSWERED and contact.agents == ("agent1001",)
     assert "agent1001" in contact.routing_reason  # A's FastAGI facts are in the one record
-    timeline = await history.list_timeline(pair.a.redis, pair.a.keys, VIP.id)
+    timeline = await contact_store.list_timeline(pair.a.redis, pair.a.keys, VIP.id)
     assert [c.id for c in timeline] == [contact.id]
     # Every pop the agent got names that record, so notes written from the page land on it.
     named = {f["data"].get("contact_id") for f in on_b.events()}
