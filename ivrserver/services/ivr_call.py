@@ -191,6 +191,12 @@ async def run_menu(channel: Channel, version: MenuVersion, snapshot: CallerSnaps
     driver = _Driver(channel, snapshot, clock, identify, offer_callback, lookup)
     error = ""
     commands = run.start(e.StartContext(now=local_time(definition, now), announcement=announcement))
+    # The call runs in the menu's language; Asterisk starts every channel in its own default
+    # (agi_language, usually en). Align the channel when they differ, so recorded prompts
+    # (<lang>/<name>) and Asterisk's SAY follow the menu from the first prompt.
+    channel_language = getattr(getattr(channel, "request", None), "language", "")
+    if channel_language and run.language and channel_language != run.language:
+        commands = [e.SetLanguage(run.language), *commands]
     try:
         while commands:
             event: e.Event | None = None

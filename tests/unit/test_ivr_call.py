@@ -257,3 +257,31 @@ async def test_a_text_prompt_without_rendered_audio_is_skipped_not_streamed(tmp_
     ch = FakeChannel("5")
     await run_menu(ch, reg.current, KNOWN, Recorder(), MONDAY_10, menu="hotline")
     assert ch.calls[0] == ("wait", 5000) and not [c for c in ch.calls if c[0] == "stream" and not c[1]]
+
+
+class _Request:
+    def __init__(self, language: str) -> None:
+        self.language = language
+        self.script = "hotline"
+
+
+@pytest.mark.parametrize(("channel_language", "menu_language", "first"), [
+    ("en", "zh", ("language", "zh")),   # a Mandarin hotline on Asterisk's default channel language
+    ("zh", "zh", None),                 # already aligned: no extra AGI round trip
+    ("", "zh", None),                   # no agi_language header: leave the channel alone
+])
+async def test_the_channel_starts_in_the_menus_language(tmp_path: Path, channel_language: str,
+                                                         menu_language: str, first: tuple[str, str] | None) -> None:
+    (tmp_path / "hotline.yaml").write_text(HOTLINE.read_text(encoding="utf-8").replace(
+        "\nlanguage: en", f"\nlanguage: {menu_language}", 1), encoding="utf-8")
+    reg = MenuRegistry(tmp_path)
+    assert reg.reload().ok, reg.reload().errors
+    assert reg.current.menu("hotline").language == menu_language
+    ch = FakeChannel("5")
+    ch.request = _Request(channel_language)  # type: ignore[attr-defined]
+    await run_menu(ch, reg.current, KNOWN, Recorder(), MONDAY_10, menu="hotline")
+    languages = [c for c in ch.calls if c[0] == "language"]
+    if first is None:
+        assert languages == []
+    else:
+        assert ch.calls[0] == first and ("set", "IVR_LANGUAGE", menu_language) in ch.calls
