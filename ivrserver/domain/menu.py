@@ -1,6 +1,6 @@
 """IVR menu definition, built from a position-annotated tree, and its validation and lint.
 
-Pure: stdlib only. The YAML text is parsed elsewhere (services/menu_files.py) into plain values
+Pure: stdlib only. The YAML text is parsed elsewhere (files/yaml_source.py) into plain values
 (dict / list / str / int / float / bool / None) plus a side table of source positions; this module
 turns that into frozen dataclasses and reports precise issues (file, line, column, message, hint).
 
@@ -10,18 +10,18 @@ Shape rules (types, allowed keys) are checked first by menus/schema.json in the 
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from ivrserver.domain import speech, suggest
+from ivrserver.domain.source import Issue, Severity, Source, TreePath, dotted
+from ivrserver.domain.source import Position as Position  # re-exported: menus' callers use m.Position
+from ivrserver.domain.source import has_errors as has_errors  # re-exported: m.has_errors
 from ivrserver.domain.working_days import WorkingDays
-
-TreePath = tuple[str | int, ...]
 
 DTMF_KEYS = "0123456789*#"
 HUMAN_KEY = "0"
@@ -38,67 +38,7 @@ SUBDIVISION_RE = re.compile(r"^\w[\w .-]{0,31}$")
 
 
 # ---------------------------------------------------------------------------------------------
-# Source positions and issues
-
-
-@dataclass(frozen=True)
-class Position:
-    line: int  # 1-based
-    column: int  # 1-based
-
-
-@dataclass(frozen=True)
-class Source:
-    """Parsed menu file: plain data plus where each value (and each mapping key) starts.
-
-    `values[path]` is where the value at `path` starts; `keys[path]` is where the mapping key
-    naming that value starts (so `keys[("nodes", "main")]` points at the text `main:`).
-    """
-
-    file: str
-    data: Any
-    values: Mapping[TreePath, Position] = field(default_factory=dict)
-    keys: Mapping[TreePath, Position] = field(default_factory=dict)
-
-    def at(self, path: TreePath, *, key: bool = False) -> Position:
-        """Position of the value (or its key) at `path`, else of the nearest ancestor."""
-        table = self.keys if key else self.values
-        probe = tuple(path)
-        while True:
-            if probe in table:
-                return table[probe]
-            if probe in self.values:
-                return self.values[probe]
-            if not probe:
-                return Position(1, 1)
-            probe = probe[:-1]
-
-
-class Severity(enum.StrEnum):
-    ERROR = "error"
-    WARNING = "warning"
-
-
-@dataclass(frozen=True)
-class Issue:
-    file: str
-    line: int
-    column: int
-    severity: Severity
-    code: str
-    message: str
-    hint: str = ""
-
-    def format(self) -> str:
-        text = f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.message}"
-        return f"{text} ({self.hint})" if self.hint else text
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def dotted(path: TreePath) -> str:
-    return ".".join(str(p) for p in path) or "<top>"
+# Source positions and issues: domain/source.py (shared with the routing files)
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -565,35 +505,81 @@ def _valid_date(text: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class _NodeDefaults:
+    """`defaults:` of a menu file: what input nodes inherit unless they set their own."""
+
+    tries: int
+    timeout_ms: int
+    digit_timeout_ms: int
+    human_key: bool
+    invalid: Action | None
+    timeout: Action | None
+    failure: Action | None
+
+
 def build(src: Source, name: str) -> tuple[Menu | None, list[Issue]]:
-    """Build the menu `name` from a parsed file; issues found while building (never raises)."""
+    """Build the menu `name` from a parsed file; issues found while building (never raises).
+    One function per part of the file, in file order, as MenuRun has one method per event."""
     b = _Builder(src, name)
     top = b.mapping(src.data, ())
-    defaults = b.mapping(top.get("defaults"), ("defaults",))
-    dhandlers = b.mapping(defaults.get("handlers"), ("defaults", "handlers"))
-    d_tries = b.integer(defaults.get("tries"), ("defaults", "tries"), 3, 1, 9)
-    d_timeout = b.millis(defaults.get("timeout"), ("defaults", "timeout"), 5000)
-    d_digit = b.millis(defaults.get("digit_timeout"), ("defaults", "digit_timeout"), 3000)
-    d_human_key = defaults.get("human_key", True) is not False
-    d_invalid = b.action(dhandlers.get("invalid"), ("defaults", "handlers", "invalid"))
-    d_timeout_h = b.action(dhandlers.get("timeout"), ("defaults", "handlers", "timeout"))
-    d_failure = b.action(dhandlers.get("failure"), ("defaults", "handlers", "failure"))
-
+    defaults = _build_defaults(b, top)
     human = b.action(top.get("human"), ("human",)) or Action(Flow.QUEUE, target="general", path=("human",))
+    lint = _build_lint(b, top)
+    announcement = b.mapping(top.get("announcement"), ("announcement",))
+    language = _build_language(b, top)
+    entry_open, entry_closed, entry_holiday, hours = _build_entry(b, top)
+    nodes: dict[str, Node] = {}
+    for node_name, raw in b.mapping(top.get("nodes"), ("nodes",)).items():
+        node = _build_node(b, node_name, raw, defaults)
+        if node is not None:
+            nodes[node_name] = node
+    if any(i.severity is Severity.ERROR for i in b.issues):
+        return None, b.issues
+    menu = Menu(
+        name=name, file=src.file, language=language, entry_open=entry_open, entry_closed=entry_closed,
+        entry_holiday=entry_holiday, hours=hours, human=human,
+        announcement_interruptible=announcement.get("interruptible", True) is not False,
+        nodes=nodes, lint=lint,
+    )
+    return menu, b.issues
+
+
+def _build_defaults(b: _Builder, top: Mapping[str, Any]) -> _NodeDefaults:
+    defaults = b.mapping(top.get("defaults"), ("defaults",))
+    handlers = b.mapping(defaults.get("handlers"), ("defaults", "handlers"))
+    return _NodeDefaults(
+        tries=b.integer(defaults.get("tries"), ("defaults", "tries"), 3, 1, 9),
+        timeout_ms=b.millis(defaults.get("timeout"), ("defaults", "timeout"), 5000),
+        digit_timeout_ms=b.millis(defaults.get("digit_timeout"), ("defaults", "digit_timeout"), 3000),
+        human_key=defaults.get("human_key", True) is not False,
+        invalid=b.action(handlers.get("invalid"), ("defaults", "handlers", "invalid")),
+        timeout=b.action(handlers.get("timeout"), ("defaults", "handlers", "timeout")),
+        failure=b.action(handlers.get("failure"), ("defaults", "handlers", "failure")),
+    )
+
+
+def _build_lint(b: _Builder, top: Mapping[str, Any]) -> LintLimits:
     lint_raw = b.mapping(top.get("lint"), ("lint",))
-    lint = LintLimits(
+    seconds = lint_raw.get("max_prompt_seconds", 20.0)
+    return LintLimits(
         max_depth=b.integer(lint_raw.get("max_depth"), ("lint", "max_depth"), 4, 1, 20),
         max_options=b.integer(lint_raw.get("max_options"), ("lint", "max_options"), 5, 1, 12),
-        max_prompt_seconds=float(lint_raw.get("max_prompt_seconds", 20.0))
-        if isinstance(lint_raw.get("max_prompt_seconds", 20.0), (int, float)) else 20.0,
+        max_prompt_seconds=float(seconds) if isinstance(seconds, (int, float)) else 20.0,
         max_prompt_files=b.integer(lint_raw.get("max_prompt_files"), ("lint", "max_prompt_files"), 6, 1, 50),
     )
-    announcement = b.mapping(top.get("announcement"), ("announcement",))
+
+
+def _build_language(b: _Builder, top: Mapping[str, Any]) -> str:
     language = top.get("language", "en")
     if not isinstance(language, str) or not LANGUAGE_RE.match(language):
         b.error(("language",), "type", f"language: expected a code such as 'en', got {language!r}")
-        language = "en"
+        return "en"
+    return language
 
+
+def _build_entry(b: _Builder, top: Mapping[str, Any]) -> tuple[str, str, str, Hours | None]:
+    """(open, closed, holiday entry nodes, hours)."""
     entry = b.mapping(top.get("entry"), ("entry",))
     entry_open = entry.get("open") if isinstance(entry.get("open"), str) else ""
     entry_closed = entry.get("closed") if isinstance(entry.get("closed"), str) else entry_open
@@ -604,94 +590,115 @@ def build(src: Source, name: str) -> tuple[Menu | None, list[Issue]]:
     if hours is not None and "closed" not in entry:
         b.error(("entry",), "entry", "entry.closed: missing: 'hours' is set, so say which node callers "
                                      "reach outside them", key=True)
+    return entry_open, entry_closed, entry_holiday, hours
 
-    nodes: dict[str, Node] = {}
-    for node_name, raw in b.mapping(top.get("nodes"), ("nodes",)).items():
-        npath: TreePath = ("nodes", node_name)
-        if not NAME_RE.match(node_name):
-            b.error(npath, "node-name", f"nodes.{node_name}: a node name is letters, digits and '_'",
-                    key=True)
-            continue
-        data = b.mapping(raw, npath)
-        kind_raw = data.get("type", "menu")
-        if kind_raw not in tuple(NodeKind):
-            b.error((*npath, "type"), "node-type", f"{dotted(npath)}.type: unknown node type {kind_raw!r}",
-                    did_you_mean(str(kind_raw), tuple(NodeKind)))
-            continue
-        kind = NodeKind(kind_raw)
-        handlers = b.mapping(data.get("handlers"), (*npath, "handlers"))
-        kw: dict[str, Any] = {
-            "name": node_name,
-            "kind": kind,
-            "path": npath,
-            "prompts": b.prompts(data.get("prompts"), (*npath, "prompts")),
-        }
-        if kind in INPUT_KINDS:
-            kw["tries"] = b.integer(data.get("tries"), (*npath, "tries"), d_tries, 1, 9)
-            kw["timeout_ms"] = b.millis(data.get("timeout"), (*npath, "timeout"), d_timeout)
-            kw["digit_timeout_ms"] = b.millis(data.get("digit_timeout"), (*npath, "digit_timeout"), d_digit)
-            kw["invalid"] = b.action(handlers.get("invalid"), (*npath, "handlers", "invalid")) or d_invalid
-            kw["timeout"] = b.action(handlers.get("timeout"), (*npath, "handlers", "timeout")) or d_timeout_h
-            kw["failure"] = b.action(handlers.get("failure"), (*npath, "handlers", "failure")) or d_failure
-        if kind is NodeKind.MENU:
-            options: dict[str, Action] = {}
-            for key, raw_action in b.mapping(data.get("options"), (*npath, "options")).items():
-                opath = (*npath, "options", key)
-                if len(key) != 1 or key not in DTMF_KEYS:
-                    b.error(opath, "key", f"{dotted(opath)}: '{key}' is not a phone key",
-                            "use one of 0-9, '*' or '#' (quote * and #)", key=True)
-                    continue
-                act = b.action(raw_action, opath)
-                if act is not None:
-                    options[key] = act
-            kw["options"] = options
-            hk = data.get("human_key", d_human_key)
-            kw["human_key"] = hk if isinstance(hk, bool) else d_human_key
-        elif kind is NodeKind.COLLECT:
-            kw["variable"] = b.text(data.get("variable"), (*npath, "variable"), NAME_RE, "a variable name")
-            kw["min_digits"] = b.integer(data.get("min_digits"), (*npath, "min_digits"), 1, 1, 32)
-            kw["max_digits"] = b.integer(data.get("max_digits"), (*npath, "max_digits"), 16, 1, 32)
-            term = data.get("terminator", "#")
-            if term not in ("", "#", "*"):
-                b.error((*npath, "terminator"), "terminator",
-                        f"{dotted(npath)}.terminator: expected '#', '*' or '', got {term!r}")
-                term = "#"
-            kw["terminator"] = term
-            if kw["min_digits"] > kw["max_digits"]:
-                b.error((*npath, "min_digits"), "digits",
-                        f"{dotted(npath)}: min_digits ({kw['min_digits']}) is more than max_digits "
-                        f"({kw['max_digits']})")
-        elif kind is NodeKind.LOOKUP:
-            kw["lookup_field"] = b.text(data.get("field"), (*npath, "field"), NAME_RE, "a field name")
-            say = data.get("say", "number")
-            if say not in tuple(SayKind):
-                b.error((*npath, "say"), "say-kind", f"{dotted(npath)}.say: cannot say as {say!r}",
-                        did_you_mean(str(say), tuple(SayKind)))
-                say = "number"
-            kw["say"] = SayKind(say)
-            kw["after"] = b.prompts(data.get("after"), (*npath, "after"))
-            kw["missing"] = b.action(data.get("missing"), (*npath, "missing"))
-        elif kind is NodeKind.IDENTIFY:
-            kw["account_var"] = b.text(data.get("account"), (*npath, "account"), NAME_RE, "a variable name")
-            kw["pin_var"] = b.text(data.get("pin"), (*npath, "pin"), NAME_RE, "a variable name")
-            kw["failed"] = b.action(data.get("failed"), (*npath, "failed"))
-            kw["locked"] = b.action(data.get("locked"), (*npath, "locked"))
-        if kind is not NodeKind.MENU:
-            kw["next"] = b.action(data.get("next"), (*npath, "next"))
-            if kw["next"] is None and "next" not in data:
-                b.error(npath, "next", f"{dotted(npath)}: a '{kind}' node needs 'next': what happens after it",
-                        key=True)
-        nodes[node_name] = Node(**kw)
 
-    if any(i.severity is Severity.ERROR for i in b.issues):
-        return None, b.issues
-    menu = Menu(
-        name=name, file=src.file, language=language, entry_open=entry_open, entry_closed=entry_closed,
-        entry_holiday=entry_holiday, hours=hours, human=human,
-        announcement_interruptible=announcement.get("interruptible", True) is not False,
-        nodes=nodes, lint=lint,
-    )
-    return menu, b.issues
+def _build_node(b: _Builder, node_name: str, raw: Any, defaults: _NodeDefaults) -> Node | None:
+    npath: TreePath = ("nodes", node_name)
+    if not NAME_RE.match(node_name):
+        b.error(npath, "node-name", f"nodes.{node_name}: a node name is letters, digits and '_'", key=True)
+        return None
+    data = b.mapping(raw, npath)
+    kind_raw = data.get("type", "menu")
+    if kind_raw not in tuple(NodeKind):
+        b.error((*npath, "type"), "node-type", f"{dotted(npath)}.type: unknown node type {kind_raw!r}",
+                did_you_mean(str(kind_raw), tuple(NodeKind)))
+        return None
+    kind = NodeKind(kind_raw)
+    handlers = b.mapping(data.get("handlers"), (*npath, "handlers"))
+    kw: dict[str, Any] = {
+        "name": node_name,
+        "kind": kind,
+        "path": npath,
+        "prompts": b.prompts(data.get("prompts"), (*npath, "prompts")),
+    }
+    if kind in INPUT_KINDS:
+        kw.update(_build_input_fields(b, npath, data, handlers, defaults))
+    fields_of_kind = _KIND_FIELDS.get(kind)
+    if fields_of_kind is not None:
+        kw.update(fields_of_kind(b, npath, data, defaults))
+    if kind is not NodeKind.MENU:
+        kw["next"] = b.action(data.get("next"), (*npath, "next"))
+        if kw["next"] is None and "next" not in data:
+            b.error(npath, "next", f"{dotted(npath)}: a '{kind}' node needs 'next': what happens after it", key=True)
+    return Node(**kw)
+
+
+def _build_input_fields(b: _Builder, npath: TreePath, data: Mapping[str, Any], handlers: Mapping[str, Any],
+                        d: _NodeDefaults) -> dict[str, Any]:
+    """Menu and collect nodes: tries, timeouts, handlers (each the default unless set)."""
+    return {
+        "tries": b.integer(data.get("tries"), (*npath, "tries"), d.tries, 1, 9),
+        "timeout_ms": b.millis(data.get("timeout"), (*npath, "timeout"), d.timeout_ms),
+        "digit_timeout_ms": b.millis(data.get("digit_timeout"), (*npath, "digit_timeout"), d.digit_timeout_ms),
+        "invalid": b.action(handlers.get("invalid"), (*npath, "handlers", "invalid")) or d.invalid,
+        "timeout": b.action(handlers.get("timeout"), (*npath, "handlers", "timeout")) or d.timeout,
+        "failure": b.action(handlers.get("failure"), (*npath, "handlers", "failure")) or d.failure,
+    }
+
+
+def _build_menu_fields(b: _Builder, npath: TreePath, data: Mapping[str, Any], d: _NodeDefaults) -> dict[str, Any]:
+    options: dict[str, Action] = {}
+    for key, raw_action in b.mapping(data.get("options"), (*npath, "options")).items():
+        opath = (*npath, "options", key)
+        if len(key) != 1 or key not in DTMF_KEYS:
+            b.error(opath, "key", f"{dotted(opath)}: '{key}' is not a phone key",
+                    "use one of 0-9, '*' or '#' (quote * and #)", key=True)
+            continue
+        act = b.action(raw_action, opath)
+        if act is not None:
+            options[key] = act
+    hk = data.get("human_key", d.human_key)
+    return {"options": options, "human_key": hk if isinstance(hk, bool) else d.human_key}
+
+
+def _build_collect_fields(b: _Builder, npath: TreePath, data: Mapping[str, Any],
+                          d: _NodeDefaults) -> dict[str, Any]:
+    kw: dict[str, Any] = {
+        "variable": b.text(data.get("variable"), (*npath, "variable"), NAME_RE, "a variable name"),
+        "min_digits": b.integer(data.get("min_digits"), (*npath, "min_digits"), 1, 1, 32),
+        "max_digits": b.integer(data.get("max_digits"), (*npath, "max_digits"), 16, 1, 32),
+    }
+    term = data.get("terminator", "#")
+    if term not in ("", "#", "*"):
+        b.error((*npath, "terminator"), "terminator",
+                f"{dotted(npath)}.terminator: expected '#', '*' or '', got {term!r}")
+        term = "#"
+    kw["terminator"] = term
+    if kw["min_digits"] > kw["max_digits"]:
+        b.error((*npath, "min_digits"), "digits",
+                f"{dotted(npath)}: min_digits ({kw['min_digits']}) is more than max_digits ({kw['max_digits']})")
+    return kw
+
+
+def _build_lookup_fields(b: _Builder, npath: TreePath, data: Mapping[str, Any],
+                         d: _NodeDefaults) -> dict[str, Any]:
+    lookup_field = b.text(data.get("field"), (*npath, "field"), NAME_RE, "a field name")
+    say = data.get("say", "number")
+    if say not in tuple(SayKind):
+        b.error((*npath, "say"), "say-kind", f"{dotted(npath)}.say: cannot say as {say!r}",
+                did_you_mean(str(say), tuple(SayKind)))
+        say = "number"
+    return {"lookup_field": lookup_field, "say": SayKind(say),
+            "after": b.prompts(data.get("after"), (*npath, "after")),
+            "missing": b.action(data.get("missing"), (*npath, "missing"))}
+
+
+def _build_identify_fields(b: _Builder, npath: TreePath, data: Mapping[str, Any],
+                           d: _NodeDefaults) -> dict[str, Any]:
+    return {"account_var": b.text(data.get("account"), (*npath, "account"), NAME_RE, "a variable name"),
+            "pin_var": b.text(data.get("pin"), (*npath, "pin"), NAME_RE, "a variable name"),
+            "failed": b.action(data.get("failed"), (*npath, "failed")),
+            "locked": b.action(data.get("locked"), (*npath, "locked"))}
+
+
+# The fields each node type adds (play nodes add none: prompts and next only).
+_KIND_FIELDS: Mapping[NodeKind, Callable[[_Builder, TreePath, Mapping[str, Any], _NodeDefaults], dict[str, Any]]] = {
+    NodeKind.MENU: _build_menu_fields,
+    NodeKind.COLLECT: _build_collect_fields,
+    NodeKind.LOOKUP: _build_lookup_fields,
+    NodeKind.IDENTIFY: _build_identify_fields,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -797,112 +804,157 @@ def _prompt_items(node: Node) -> list[tuple[TreePath, PromptItem]]:
 
 def validate(menu: Menu, src: Source, resources: Resources | None = None) -> list[Issue]:
     """Semantic errors and lint warnings of a built menu, in file order."""
-    resources = resources or Resources()
-    b = _Builder(src, menu.name)
-    names = list(menu.nodes)
+    return _Validation(menu, src, resources or Resources()).run()
 
-    def check_target(action: Action, where: TreePath) -> None:
-        if action.flow is Flow.GOTO and action.target not in menu.nodes:
-            b.error((*where, "goto"), "unknown-node", f"{dotted(where)}: goto '{action.target}': no such node",
-                    did_you_mean(action.target, names))
-        if action.flow in (Flow.QUEUE, Flow.CALLBACK) and resources.queues is not None \
-                and action.target not in resources.queues:
-            b.error((*where, str(action.flow)), "unknown-queue",
-                    f"{dotted(where)}: queue '{action.target}' is not defined in Asterisk's queues.conf",
-                    did_you_mean(action.target, resources.queues))
-        if action.flow is Flow.TRANSFER and action.fallback_queue and resources.queues is not None \
-                and action.fallback_queue not in resources.queues:
-            b.error((*where, "fallback_queue"), "unknown-queue",
-                    f"{dotted(where)}: queue '{action.fallback_queue}' is not defined in Asterisk's queues.conf",
-                    did_you_mean(action.fallback_queue, resources.queues))
 
-    # entry and hours
-    for key, target in (("open", menu.entry_open), ("closed", menu.entry_closed),
-                        ("holiday", menu.entry_holiday)):
-        if target and target not in menu.nodes and ("entry", key) in src.values:
-            b.error(("entry", key), "unknown-node", f"entry.{key}: no such node '{target}'",
-                    did_you_mean(target, names))
-    if menu.hours is not None and resources.timezones is not None \
-            and menu.hours.timezone not in resources.timezones:
-        b.error(("hours", "timezone"), "timezone", f"hours.timezone: unknown time zone '{menu.hours.timezone}'",
-                did_you_mean(menu.hours.timezone, resources.timezones))
-    check_target(menu.human, ("human",))
-    if menu.human.flow not in HUMAN_FLOWS:
-        b.error(("human",), "human", f"human: must send callers to a person (queue, transfer or callback), "
-                                     f"not '{menu.human.flow}'")
+class _Validation:
+    """The checks of a built menu, one method each (as MenuRun has one method per event); `run`
+    calls them in order and returns the issues sorted by position."""
 
-    variables = {n.variable for n in menu.nodes.values() if n.kind is NodeKind.COLLECT}
-    fields = {n.lookup_field for n in menu.nodes.values() if n.kind is NodeKind.LOOKUP}
-    for node in menu.nodes.values():
+    def __init__(self, menu: Menu, src: Source, resources: Resources) -> None:
+        self.menu = menu
+        self.src = src
+        self.resources = resources
+        self.b = _Builder(src, menu.name)
+        self.names = list(menu.nodes)
+        self.variables = {n.variable for n in menu.nodes.values() if n.kind is NodeKind.COLLECT}
+        self.fields = {n.lookup_field for n in menu.nodes.values() if n.kind is NodeKind.LOOKUP}
+
+    def run(self) -> list[Issue]:
+        self.entry_nodes()
+        self.hours_timezone()
+        self.human()
+        for node in self.menu.nodes.values():
+            self.actions(node)
+            self.dead_end(node)
+            self.identify_variables(node)
+            self.prompts(node)
+        depth = levels(self.menu)
+        self.reachable(depth)
+        self.cycles()
+        self.lint(depth)
+        return sorted(self.b.issues, key=lambda i: (i.line, i.column, i.code))
+
+    # -- targets of an action: nodes, queues
+    def target(self, action: Action, where: TreePath) -> None:
+        queues = self.resources.queues
+        if action.flow is Flow.GOTO and action.target not in self.menu.nodes:
+            self.b.error((*where, "goto"), "unknown-node", f"{dotted(where)}: goto '{action.target}': no such node",
+                         did_you_mean(action.target, self.names))
+        if action.flow in (Flow.QUEUE, Flow.CALLBACK) and queues is not None and action.target not in queues:
+            self.b.error((*where, str(action.flow)), "unknown-queue",
+                         f"{dotted(where)}: queue '{action.target}' is not defined in Asterisk's queues.conf",
+                         did_you_mean(action.target, queues))
+        if action.flow is Flow.TRANSFER and action.fallback_queue and queues is not None \
+                and action.fallback_queue not in queues:
+            self.b.error((*where, "fallback_queue"), "unknown-queue",
+                         f"{dotted(where)}: queue '{action.fallback_queue}' is not defined in Asterisk's "
+                         "queues.conf", did_you_mean(action.fallback_queue, queues))
+
+    # -- the menu as a whole
+    def entry_nodes(self) -> None:
+        menu = self.menu
+        for key, target in (("open", menu.entry_open), ("closed", menu.entry_closed),
+                            ("holiday", menu.entry_holiday)):
+            if target and target not in menu.nodes and ("entry", key) in self.src.values:
+                self.b.error(("entry", key), "unknown-node", f"entry.{key}: no such node '{target}'",
+                             did_you_mean(target, self.names))
+
+    def hours_timezone(self) -> None:
+        hours, zones = self.menu.hours, self.resources.timezones
+        if hours is not None and zones is not None and hours.timezone not in zones:
+            self.b.error(("hours", "timezone"), "timezone", f"hours.timezone: unknown time zone '{hours.timezone}'",
+                         did_you_mean(hours.timezone, zones))
+
+    def human(self) -> None:
+        human = self.menu.human
+        self.target(human, ("human",))
+        if human.flow not in HUMAN_FLOWS:
+            self.b.error(("human",), "human", f"human: must send callers to a person (queue, transfer or "
+                                              f"callback), not '{human.flow}'")
+
+    # -- each node
+    def actions(self, node: Node) -> None:
         for label, action in node.actions():
-            check_target(action, action.path)
+            self.target(action, action.path)
             if label == "failure" and action.flow is Flow.HANGUP:
-                b.error((*action.path, "hangup"), "failure-hangup",
-                        f"{dotted(action.path)}: a failure handler must not hang up",
-                        "callers whose input failed go to a human: remove it to use 'human'")
-        if node.kind is NodeKind.MENU and not node.options:
-            b.error(node.path, "dead-end", f"{dotted(node.path)}: dead end: the menu offers no option",
-                    "add options, or make it a 'play' node with 'next'", key=True)
-        if node.kind is NodeKind.IDENTIFY:
-            for attr, key in (("account_var", "account"), ("pin_var", "pin")):
-                var = getattr(node, attr)
-                if var not in variables:
-                    b.error((*node.path, key), "unknown-variable",
-                            f"{dotted(node.path)}.{key}: no collect node fills variable '{var}'",
-                            did_you_mean(var, variables))
-        for ipath, item in _prompt_items(node):
-            if isinstance(item, SayPrompt) and item.var not in variables | fields:
-                b.error((*ipath, "var"), "unknown-variable",
-                        f"{dotted(ipath)}: no collect or lookup node provides '{item.var}'",
-                        did_you_mean(item.var, variables | fields))
-            if isinstance(item, SoundPrompt) and resources.sounds is not None \
-                    and item.file not in resources.sounds:
-                b.error(ipath, "missing-sound", f"{dotted(ipath)}: sound file '{item.file}' not found "
-                                                "in the sounds directory",
-                        did_you_mean(item.file, resources.sounds))
+                self.b.error((*action.path, "hangup"), "failure-hangup",
+                             f"{dotted(action.path)}: a failure handler must not hang up",
+                             "callers whose input failed go to a human: remove it to use 'human'")
 
-    # graph: reachability, cycles with no exit
-    depth = levels(menu)
-    for name, node in menu.nodes.items():
-        if name not in depth:
-            b.error(node.path, "unreachable", f"nodes.{name}: unreachable: no entry or goto leads here",
-                    key=True)
-    for comp in _sccs(menu):
-        members = set(comp)
-        name0 = comp[0]
-        looped = len(comp) > 1 or name0 in _targets(menu.nodes[name0], menu)
-        if not looped:
-            continue
-        ordered = [n for n in names if n in members]
+    def dead_end(self, node: Node) -> None:
+        if node.kind is NodeKind.MENU and not node.options:
+            self.b.error(node.path, "dead-end", f"{dotted(node.path)}: dead end: the menu offers no option",
+                         "add options, or make it a 'play' node with 'next'", key=True)
+
+    def identify_variables(self, node: Node) -> None:
+        if node.kind is not NodeKind.IDENTIFY:
+            return
+        for attr, key in (("account_var", "account"), ("pin_var", "pin")):
+            var = getattr(node, attr)
+            if var not in self.variables:
+                self.b.error((*node.path, key), "unknown-variable",
+                             f"{dotted(node.path)}.{key}: no collect node fills variable '{var}'",
+                             did_you_mean(var, self.variables))
+
+    def prompts(self, node: Node) -> None:
+        known = self.variables | self.fields
+        sounds = self.resources.sounds
+        for ipath, item in _prompt_items(node):
+            if isinstance(item, SayPrompt) and item.var not in known:
+                self.b.error((*ipath, "var"), "unknown-variable",
+                             f"{dotted(ipath)}: no collect or lookup node provides '{item.var}'",
+                             did_you_mean(item.var, known))
+            if isinstance(item, SoundPrompt) and sounds is not None and item.file not in sounds:
+                self.b.error(ipath, "missing-sound", f"{dotted(ipath)}: sound file '{item.file}' not found "
+                                                     "in the sounds directory", did_you_mean(item.file, sounds))
+
+    # -- the graph: reachability, cycles with no exit
+    def reachable(self, depth: Mapping[str, int]) -> None:
+        for name, node in self.menu.nodes.items():
+            if name not in depth:
+                self.b.error(node.path, "unreachable", f"nodes.{name}: unreachable: no entry or goto leads here",
+                             key=True)
+
+    def cycles(self) -> None:
+        for comp in _sccs(self.menu):
+            name0 = comp[0]
+            if len(comp) > 1 or name0 in _targets(self.menu.nodes[name0], self.menu):
+                self.cycle(set(comp))
+
+    def cycle(self, members: set[str]) -> None:
+        menu = self.menu
+        ordered = [n for n in self.names if n in members]
         ring = " → ".join([*ordered, ordered[0]])
+        first = menu.nodes[ordered[0]].path
         if not any(menu.nodes[n].kind in INPUT_KINDS for n in ordered):
-            b.error(menu.nodes[ordered[0]].path, "cycle-no-input",
-                    f"nodes.{ordered[0]}: cycle {ring} never waits for the caller", key=True)
-            continue
+            self.b.error(first, "cycle-no-input", f"nodes.{ordered[0]}: cycle {ring} never waits for the caller",
+                         key=True)
+            return
         exits = [(n, a) for n in ordered for _, a in edges(menu.nodes[n], menu)
                  if a.flow in TERMINAL_FLOWS or (a.flow is Flow.GOTO and a.target not in members)]
         if not exits:
-            b.error(menu.nodes[ordered[0]].path, "cycle-no-exit",
-                    f"nodes.{ordered[0]}: cycle with no exit: {ring}",
-                    "callers can never leave it: give one node an option or failure handler to a human",
-                    key=True)
+            self.b.error(first, "cycle-no-exit", f"nodes.{ordered[0]}: cycle with no exit: {ring}",
+                         "callers can never leave it: give one node an option or failure handler to a human",
+                         key=True)
 
-    # lint
-    for name, node in menu.nodes.items():
-        if depth.get(name, 0) > menu.lint.max_depth:
-            b.warn(node.path, "depth", f"nodes.{name}: {depth[name]} levels deep (more than "
-                                       f"{menu.lint.max_depth})",
-                   "past 4 levels 52% of callers give up: flatten the menu", key=True)
-        if node.kind is NodeKind.MENU and len(node.options) > menu.lint.max_options:
-            b.warn((*node.path, "options"), "options",
-                   f"{dotted(node.path)}: {len(node.options)} options (more than {menu.lint.max_options})",
-                   "callers forget long lists: split or drop options", key=True)
-        if node.kind in INPUT_KINDS | {NodeKind.PLAY, NodeKind.LOOKUP}:
-            _lint_prompt_length(b, menu, node, resources)
-    if not _human_reachable(menu, depth):
-        b.warn(("nodes",), "no-human", "no route to a human: no menu offers '0', a queue or a transfer",
-               "the IVR serves about 78% of needs; the rest must reach a person", key=True)
-    return sorted(b.issues, key=lambda i: (i.line, i.column, i.code))
+    # -- lint (warnings)
+    def lint(self, depth: Mapping[str, int]) -> None:
+        menu, b = self.menu, self.b
+        for name, node in menu.nodes.items():
+            if depth.get(name, 0) > menu.lint.max_depth:
+                b.warn(node.path, "depth", f"nodes.{name}: {depth[name]} levels deep (more than "
+                                           f"{menu.lint.max_depth})",
+                       "past 4 levels 52% of callers give up: flatten the menu", key=True)
+            if node.kind is NodeKind.MENU and len(node.options) > menu.lint.max_options:
+                b.warn((*node.path, "options"), "options",
+                       f"{dotted(node.path)}: {len(node.options)} options (more than {menu.lint.max_options})",
+                       "callers forget long lists: split or drop options", key=True)
+            if node.kind in INPUT_KINDS | {NodeKind.PLAY, NodeKind.LOOKUP}:
+                _lint_prompt_length(b, menu, node, self.resources)
+        if not _human_reachable(menu, depth):
+            b.warn(("nodes",), "no-human", "no route to a human: no menu offers '0', a queue or a transfer",
+                   "the IVR serves about 78% of needs; the rest must reach a person", key=True)
 
 
 def _human_reachable(menu: Menu, depth: Mapping[str, int]) -> bool:
@@ -987,6 +1039,3 @@ def say_kinds(menu: Menu) -> set[str]:
         kinds |= {str(item.kind) for _, item in _prompt_items(node) if isinstance(item, SayPrompt)}
     return kinds
 
-
-def has_errors(issues: Sequence[Issue]) -> bool:
-    return any(i.severity is Severity.ERROR for i in issues)
