@@ -6,14 +6,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := redis-server sip-tester mmdebstrap zstd chromium espeak-ng sox
+APT_PACKAGES := redis-server postgresql sip-tester mmdebstrap zstd chromium espeak-ng sox
 # make call CALL_LANG=zh: the language menu (9), then Mandarin (2), then DIGITS
 CALL_ZH_KEYS := 9,2,
 
 .PHONY: run call test unit integration lint bench deps asterisk clean help
 
 help:
-	@echo "make run    bring up Redis + Asterisk + ivrserver on 127.0.0.1 (Ctrl-C stops all)"
+	@echo "make run    bring up Redis + PostgreSQL + Asterisk + ivrserver on 127.0.0.1 (Ctrl-C stops all)"
 	@echo "make call   place one SIPp test call to the hotline 1860 (while make run is up);"
 	@echo "            CALL_LANG=zh walks it in Mandarin (presses 9, 2 first), DIGITS=..., CALLER=..."
 	@echo "make test   install what is missing, run unit + integration + browser tests"

@@ -1,4 +1,4 @@
-"""`ivrserver db migrate|status`: the system of record's schema (PostgreSQL)."""
+"""`ivrserver db migrate|status|import-redis`: the system of record (PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import sys
 
 from ivrserver.commands import load_settings
-from ivrserver.services import record_schema
+from ivrserver.services import record_schema, redis_import
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -18,6 +18,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=run_migrate)
     p = sub.add_parser("status", help="print the schema version; exit 1 when migrations are pending")
     p.set_defaults(func=run_status)
+    p = sub.add_parser("import-redis", help="copy a Redis-only deployment's customers, cases, contacts, paths and "
+                                            "audit into PostgreSQL (repeatable: twice = once)")
+    p.add_argument("--batch", type=int, default=redis_import.BATCH, help=f"records per batch (default "
+                                                                          f"{redis_import.BATCH})")
+    p.set_defaults(func=run_import_redis)
 
 
 def run_migrate(args: argparse.Namespace) -> int:
@@ -58,3 +63,29 @@ def run_status(args: argparse.Namespace) -> int:
     print(f"schema at version {report.version} of {report.newest}"
           + (f": {pending} migration(s) pending (ivrserver db migrate)" if pending else ""))
     return 1 if pending else 0
+
+
+def run_import_redis(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    if settings is None:
+        return 2
+    if not 1 <= args.batch <= 10_000:
+        print("error: --batch must be between 1 and 10000", file=sys.stderr)
+        return 2
+    try:
+        counts = asyncio.run(redis_import.import_redis(settings, batch=args.batch,
+                                                       progress=lambda text: print(text, flush=True)))
+    except record_schema.NotConfigured as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # Redis or PostgreSQL unreachable, refused: say which; rerunning is safe
+        print(f"error: {type(exc).__name__}: {exc} (nothing is lost: run it again)", file=sys.stderr)
+        return 1
+    if counts.partitions:
+        print(f"created {len(counts.partitions)} partition(s) for older months")
+    for why, n in sorted(counts.skipped.items()):
+        if n:
+            print(f"skipped {n} {why}(s)")
+    print(f"imported {counts.customers} customer(s), {counts.cases} case(s), {counts.contacts} contact(s), "
+          f"{counts.paths} path(s), {counts.audit} audit entr{'y' if counts.audit == 1 else 'ies'}")
+    return 0

@@ -8,6 +8,7 @@ import json
 import re
 import socket
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -15,9 +16,11 @@ import redis.asyncio as aioredis
 from ivrserver import config
 from ivrserver.commands import load_settings
 from ivrserver.domain import hashing
+from ivrserver.files import menus as menu_files
+from ivrserver.files import routing as routing_files
 from ivrserver.pbx.asterisk_conf import ConfReadError, keypress_log_channels, queue_names, read_conf
-from ivrserver.services import menu_files, routing_files
 from ivrserver.services import pepper as pepper_source
+from ivrserver.services import record_schema
 from ivrserver.services.menus import MenuRegistry
 
 # What ivrserver does over AMI, and the manager.conf class each needs.
@@ -321,9 +324,60 @@ async def security_checks(settings: config.Settings) -> list[Check]:
             *_check_bind_addresses(settings)]
 
 
+# -- PostgreSQL, the system of record (only when postgres.dsn is set) ---------------------------
+
+def _check_postgres_reachable(h: record_schema.RecordHealth) -> Check:
+    if h.error:
+        return Check("postgres.reachable", False, f"{h.dsn}: {h.error}",
+                     "start PostgreSQL (`make run` starts its own), or set postgres.dsn / IVRSERVER_POSTGRES__DSN "
+                     "to a server, database and role that exist")
+    return Check("postgres.reachable", True, f"{h.dsn} answers")
+
+
+def _check_postgres_schema(h: record_schema.RecordHealth) -> Check | None:
+    if h.error:
+        return None
+    if h.version != h.newest:
+        return Check("postgres.schema", False, f"schema at version {h.version} of {h.newest}: "
+                     f"{h.newest - h.version} migration(s) pending", "ivrserver db migrate")
+    return Check("postgres.schema", True, f"schema at the newest version ({h.newest})")
+
+
+def _check_postgres_rights(h: record_schema.RecordHealth) -> Check | None:
+    if h.error or h.version != h.newest:
+        return None
+    if h.missing_rights:
+        return Check("postgres.rights", False, "the role lacks " + ", ".join(h.missing_rights),
+                     "GRANT them to the role of postgres.dsn (e.g. GRANT INSERT, UPDATE ON contacts, ivr_paths, "
+                     "audit TO <role>; GRANT CREATE ON SCHEMA public TO <role>), or use the schema's owner")
+    return Check("postgres.rights", True, "the role can write contacts, paths, audit, customers, cases "
+                 "and create next months' partitions")
+
+
+def _check_postgres_partitions(h: record_schema.RecordHealth) -> Check | None:
+    if h.error or h.version != h.newest:
+        return None
+    if h.missing_partitions:
+        return Check("postgres.partitions", False, "missing partition(s) " + ", ".join(h.missing_partitions)
+                     + ": rows land in the default partition, which retention never drops",
+                     "ivrserver db migrate (creates this and the next months' partitions); run it monthly")
+    return Check("postgres.partitions", True, "this and next month's partitions exist for contacts, "
+                 "ivr_paths and audit")
+
+
+async def postgres_checks(settings: config.Settings) -> list[Check]:
+    """Reachable, migrated, the role's rights, partitions; nothing when postgres.dsn is empty."""
+    if not settings.postgres.dsn:
+        return []
+    h = await record_schema.health(settings.postgres, datetime.now(UTC))
+    found = [_check_postgres_reachable(h), _check_postgres_schema(h), _check_postgres_rights(h),
+             _check_postgres_partitions(h)]
+    return [c for c in found if c is not None]
+
+
 async def diagnose(settings: config.Settings) -> list[Check]:
     conf_dir = Path(settings.asterisk.config_dir)
-    checks = [await _check_redis(settings), await _ami_login(settings)]
+    checks = [await _check_redis(settings), *await postgres_checks(settings), await _ami_login(settings)]
     # File-reading checks run in a worker thread: the event loop never blocks on disk.
     checks += await asyncio.to_thread(_check_ami_permissions, settings, conf_dir)
     checks += await asyncio.to_thread(_check_dialplan, settings, conf_dir)
@@ -354,6 +408,6 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("doctor", help="check Redis, AMI, dialplan and queues; say how to fix each")
+    p = subparsers.add_parser("doctor", help="check Redis, PostgreSQL, AMI, dialplan and queues; say how to fix each")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=run_doctor)

@@ -21,10 +21,10 @@ from ivrserver.domain import menu as m
 from ivrserver.domain import menu_engine as e
 from ivrserver.domain import menu_stats as ms
 from ivrserver.domain import speech
-from ivrserver.services import menu_files
+from ivrserver.files import menus as menu_files
+from ivrserver.services import menu_stats as stats_service
 from ivrserver.services.ivr_call import local_time
 from ivrserver.services.speech import SpeechRenderer
-from ivrserver.store.client import connect_for_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -61,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     p = sub.add_parser("stats", help="per-node traffic and a suggested option order from recorded calls")
     p.add_argument("--menu", help="menu name (default: menus.entry)")
-    p.add_argument("--redis-url", help="Redis URL (default: redis.url)")
+    p.add_argument("--redis-url", help="read the paths Redis holds at this URL, even with postgres.dsn set "
+                                       "(default: PostgreSQL when postgres.dsn is set, else redis.url)")
     p.add_argument("--days", type=float, default=30.0, help="look back this many days (default 30)")
     p.add_argument("--policy", choices=sorted(ms.POLICIES), default=ms.ThirdFourthFirst().name)
     p.add_argument("--format", choices=["text", "json"], default="text")
@@ -285,19 +286,7 @@ def run_simulate(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _customer_data(settings: config.Settings, number: str) -> dict[str, str]:
-
-    from ivrserver.store.customers import snapshot_by_number
-    from ivrserver.store.keys import Keys
-
-    async def fetch() -> dict[str, str]:
-        client = connect_for_command(settings.redis, decode_responses=True)
-        try:
-            snap = await snapshot_by_number(client, Keys(settings.redis.prefix), number)
-        finally:
-            await client.aclose()
-        return dict(snap.customer.attributes) if snap.customer else {}
-
-    return asyncio.run(fetch())
+    return asyncio.run(stats_service.caller_data(settings, number))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,10 +333,8 @@ def stats_dict(stats: ms.MenuStats) -> dict[str, Any]:
 
 def run_stats(args: argparse.Namespace, out: TextIO | None = None,
               clock: Callable[[], float] = time.time) -> int:
+    import asyncpg
     import redis.exceptions
-
-    from ivrserver.store.callpath import recent_paths
-    from ivrserver.store.keys import Keys
 
     out = out or sys.stdout
     settings = load_settings(getattr(args, "config", None))
@@ -357,24 +344,34 @@ def run_stats(args: argparse.Namespace, out: TextIO | None = None,
     url = args.redis_url or settings.redis.url
     policy = ms.POLICIES[args.policy]
 
-    async def fetch() -> list[ms.CallPath]:
-        client = connect_for_command(settings.redis, args.redis_url, decode_responses=True)
-        try:
-            return await recent_paths(client, Keys(settings.redis.prefix), menu, clock() - args.days * 86400)
-        finally:
-            await client.aclose()
-
-    try:
-        paths = asyncio.run(fetch())
-    except (redis.exceptions.RedisError, OSError) as exc:
-        print(f"cannot read IVR paths from {url}: {exc}", file=sys.stderr)
+    if not args.days > 0:
+        print(f"--days: expected a positive number, got {args.days}", file=sys.stderr)
         return 2
-    stats = ms.aggregate(menu, paths, policy)
+    until = clock()
+    try:
+        window = asyncio.run(stats_service.window_counts(settings, menu, until - args.days * 86400, until,
+                                                         redis_url=args.redis_url))
+    except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+        where = "PostgreSQL (postgres.dsn)" if settings.postgres.dsn and not args.redis_url else url
+        print(f"cannot read IVR paths from {where}: {exc}", file=sys.stderr)
+        return 2
+    except asyncpg.PostgresError as exc:
+        print(f"cannot read IVR paths from PostgreSQL (postgres.dsn): {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    stats = ms.summarize(menu, window.tally, policy)
+    since_text = datetime.fromtimestamp(window.since).isoformat(" ", "seconds")
+    if window.source == "postgres":
+        source = f"every call since {since_text}, counted in PostgreSQL (rollups and paths)"
+    else:
+        source = (f"{window.read} path(s) read from Redis since {since_text}: all it holds for the window "
+                  f"(it keeps paths for redis.retention_days; set postgres.dsn for the system of record)")
     if args.format == "json":
-        json.dump(stats_dict(stats), out, indent=2)
+        json.dump({**stats_dict(stats), "source": window.source, "since": window.since, "until": window.until,
+                   "paths_read": window.read}, out, indent=2)
         out.write("\n")
     else:
         print(format_stats(stats, policy), file=out)
+        print(f"\nsource: {source}", file=out)
     return 0
 
 

@@ -1,6 +1,7 @@
 """`python -m ivrserver.devstack run | up | call`: the commands behind `make run` and `make call`.
 
-`run` (`make run`) brings up, on 127.0.0.1: its own Redis (persistent, in run/redis), Asterisk 22,
+`run` (`make run`) brings up, on 127.0.0.1: its own Redis (persistent, in run/redis), its own
+PostgreSQL (durable, in run/postgres, port 5433 or a free one; schema migrated), Asterisk 22,
 ten SIPp agent phones, a SIPp customer phone behind the `customers` trunk, and ivrserver itself,
 writes the stack's effective settings to run/ivrserver.yaml, prints what to try, and stops all of
 it on Ctrl-C/SIGTERM. What it starts is recorded in run/pids/: after a `kill -9` of `make run`,
@@ -28,6 +29,7 @@ from ivrserver.devstack.calls import place_call
 from ivrserver.devstack.demo import demo_facts, seed_demo
 from ivrserver.devstack.pidfiles import PidFiles
 from ivrserver.devstack.ports import AGENT_NUMBERS, StackPorts, port_free
+from ivrserver.devstack.postgres import DEFAULT_POSTGRES_PORT, DevPostgres
 from ivrserver.devstack.process import RUN_DIR, DevStackError
 from ivrserver.devstack.redis import LocalRedis
 from ivrserver.devstack.sipp import SippProcess, start_sipp
@@ -50,6 +52,10 @@ class RunFiles:
     @property
     def redis_data(self) -> Path:
         return self.root / "redis"
+
+    @property
+    def postgres_data(self) -> Path:
+        return self.root / "postgres"
 
     @property
     def settings(self) -> Path:
@@ -81,6 +87,11 @@ def _redis_port(args: argparse.Namespace) -> tuple[int, str]:
     return port, f" (port {args.redis_port} is taken by another program)"
 
 
+def _postgres(args: argparse.Namespace, files: RunFiles, pids: PidFiles) -> DevPostgres:
+    """make run's PostgreSQL: durable, in <run>/postgres, on --postgres-port (a free one if taken)."""
+    return DevPostgres(files.postgres_data, None if args.free_ports else args.postgres_port, pids=pids)
+
+
 def _free_tcp_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -100,8 +111,9 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-def describe(asterisk: LocalAsterisk, redis: LocalRedis, files: RunFiles, redis_note: str = "") -> list[str]:
-    """The stack's own lines of the banner (ports, trunk, Redis, where config and logs are)."""
+def describe(asterisk: LocalAsterisk, redis: LocalRedis, files: RunFiles, redis_note: str = "",
+             postgres: DevPostgres | None = None) -> list[str]:
+    """The stack's own lines of the banner (ports, trunk, Redis, PostgreSQL, where config and logs are)."""
     p = asterisk.ports
     keeps = (f"make run's own, append-only file (appendfsync everysec) in {files.shown(files.redis_data)}: "
              "data survives restarts" if redis.persistent else "throwaway: keeps nothing")
@@ -112,6 +124,9 @@ def describe(asterisk: LocalAsterisk, redis: LocalRedis, files: RunFiles, redis_
         f"  AMI       127.0.0.1:{p.ami_port} user ivrserver",
         f"  FastAGI   Asterisk connects to {p.agi_host}:{p.agi_port}",
         f"  Redis     {redis.url} — {keeps}{redis_note}",
+        *([f"  Postgres  {postgres.dsn} — make run's own cluster in {files.shown(postgres.data_dir)} "
+           f"(durable; log {files.shown(postgres.cluster.log_file)}), schema at version "
+           f"{postgres.schema.version if postgres.schema else '?'}{postgres.note}"] if postgres is not None else []),
     ]
 
 
@@ -124,9 +139,11 @@ async def _up(args: argparse.Namespace) -> int:
     port, note = _redis_port(args)
     redis = LocalRedis(port, data_dir=files.redis_data, pids=pids)
     try:
-        async with stack(_stack_ports(args), ami_secret=args.ami_secret, redis=redis, name=args.name,
-                         pids=pids) as (asterisk, redis):
-            print("\n".join([*describe(asterisk, redis, files, note), "Ctrl-C stops everything."]), flush=True)
+        async with _postgres(args, files, pids) as postgres, \
+                stack(_stack_ports(args), ami_secret=args.ami_secret, redis=redis, name=args.name,
+                      pids=pids) as (asterisk, redis):
+            print("\n".join([*describe(asterisk, redis, files, note, postgres), "Ctrl-C stops everything."]),
+                  flush=True)
             waiter = asyncio.create_task(stop.wait())
             watcher = asyncio.create_task(asterisk.wait())
             done, pending = await asyncio.wait([waiter, watcher], return_when=asyncio.FIRST_COMPLETED)
@@ -182,7 +199,8 @@ def banner(settings: config.Settings, web_url: str, files: RunFiles, stack_lines
         *_columns([
             ("make call", "unknown caller 5551234 presses 1 (balance → asks for the account)"),
             (f"make call CALLER={facts.vip_number} DIGITS=", f"demo VIP {facts.vip_id}: {facts.vip_reason}"),
-            (f".venv/bin/ivrserver -c {cfg} doctor", "checks this stack (Redis, AMI, dialplan, queues, menus)"),
+            (f".venv/bin/ivrserver -c {cfg} doctor", "checks this stack (Redis, PostgreSQL, AMI, dialplan, queues,"
+                                                    " menus)"),
             (f".venv/bin/ivrserver -c {cfg} menus check", "menus against this Asterisk's sounds and queues"),
         ]),
         "Ctrl-C stops everything." + (f" Calls to this stack: `python -m ivrserver.devstack call --run-dir "
@@ -204,9 +222,12 @@ async def _run_all(args: argparse.Namespace) -> int:
     redis = LocalRedis(port, data_dir=files.redis_data, pids=pids)
     ports = _stack_ports(args)
     try:
-        async with stack(ports, ami_secret=args.ami_secret, redis=redis, name=args.name,
-                         pids=pids) as (asterisk, redis):
+        async with _postgres(args, files, pids) as postgres, \
+                stack(ports, ami_secret=args.ami_secret, redis=redis, name=args.name,
+                      pids=pids) as (asterisk, redis):
             settings = stack_settings(asterisk, redis.url, args.config)
+            settings = dataclasses.replace(settings, postgres=dataclasses.replace(settings.postgres,
+                                                                                  dsn=postgres.dsn))
             if args.free_ports:     # the web port too: the block of StackPorts.free() holds the rest
                 settings = dataclasses.replace(settings, web=dataclasses.replace(settings.web, port=_free_tcp_port()))
             await asyncio.to_thread(write_settings, settings, files.settings)
@@ -219,7 +240,7 @@ async def _run_all(args: argparse.Namespace) -> int:
             try:
                 await asyncio.wait_for(ready.wait(), 30)
                 web_url = f"http://{settings.web.host}:{server.web_port}/"
-                print(banner(settings, web_url, files, describe(asterisk, redis, files, note)), flush=True)
+                print(banner(settings, web_url, files, describe(asterisk, redis, files, note, postgres)), flush=True)
                 waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(asterisk.wait()), serving]
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 for task in waiters[:2]:
@@ -253,6 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         up.add_argument("--ami-secret", default=os.environ.get("IVRSERVER_AMI__SECRET", DEFAULT_AMI_SECRET))
         up.add_argument("--redis-port", type=int, default=DEFAULT_REDIS_PORT,
                         help=f"port of make run's own Redis (default {DEFAULT_REDIS_PORT}; a free one if taken)")
+        up.add_argument("--postgres-port", type=int, default=DEFAULT_POSTGRES_PORT,
+                        help=f"port of make run's own PostgreSQL (default {DEFAULT_POSTGRES_PORT}; "
+                             "a free one if taken)")
         up.add_argument("-c", "--config", default=os.environ.get("IVRSERVER_CONFIG"),
                         help="ivrserver settings file (ports of Asterisk/Redis come from the stack)")
         up.add_argument("--run-dir", default=str(RUN_DIR), help="pid files, Redis data, settings (default run/)")

@@ -118,14 +118,17 @@ class LocalPostgres:
             await asyncio.to_thread(os.chown, self.data_dir, *owner)
             await asyncio.to_thread(_let_traverse, self.data_dir.parent)
         await asyncio.to_thread(os.chmod, self.data_dir, 0o700)
-        proc = await asyncio.create_subprocess_exec(
-            str(bindir / "initdb"), "-D", str(self.data_dir), "-U", ROLE, "--auth=trust",
-            "-E", "UTF8", "--locale=C.UTF-8", "--no-instructions",
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        # subprocess.run in a worker thread, not an asyncio subprocess: uvloop's (`make run` may run
+        # on it) refuses user=/group=, which initdb needs when we are root.
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            [str(bindir / "initdb"), "-D", str(self.data_dir), "-U", ROLE, "--auth=trust",
+             "-E", "UTF8", "--locale=C.UTF-8", "--no-instructions"],
+            stdin=subprocess.DEVNULL, capture_output=True, check=False,
             user=owner[0] if owner else None, group=owner[1] if owner else None)
-        out, err = await proc.communicate()
         if proc.returncode != 0:
-            raise ClusterError(f"initdb failed in {self.data_dir}: {(err or out).decode(errors='replace').strip()}")
+            raise ClusterError(f"initdb failed in {self.data_dir}: "
+                               f"{(proc.stderr or proc.stdout).decode(errors='replace').strip()}")
 
     async def _wait_ready(self, timeout: float) -> None:
         import asyncpg

@@ -90,3 +90,34 @@ async def maintain(conn: asyncpg.Connection, retention_days: dict[str, int], now
                 await conn.execute(f'DROP TABLE IF EXISTS "{name}"')
                 dropped.append(name)
     return created, dropped
+
+
+def months_between(table: str, first: datetime, last: datetime) -> list[Month]:
+    """Every month of `table` from `first`'s through `last`'s."""
+    start, end = date(first.year, first.month, 1), date(last.year, last.month, 1)
+    out = []
+    while start <= end:
+        out.append(Month(table, start))
+        start = _next_month(start)
+    return out
+
+
+async def ensure_months(conn: asyncpg.Connection, table: str, first: datetime, last: datetime) -> list[str]:
+    """Create the missing partitions of `table` for the months first..last (an import of older
+    data); a month whose rows already sit in the default partition is left there. Returns created."""
+    import asyncpg
+
+    have = set(await existing_partitions(conn, table))
+    created = []
+    for month in months_between(table, first, last):
+        if month.name in have:
+            continue
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    f'CREATE TABLE "{month.name}" PARTITION OF "{table}" '
+                    f"FOR VALUES FROM ('{month.start.isoformat()}') TO ('{month.end.isoformat()}')")
+        except asyncpg.CheckViolationError:
+            continue
+        created.append(month.name)
+    return created

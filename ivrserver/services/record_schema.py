@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from datetime import datetime
 
 from ivrserver.config import PostgresSettings
 from ivrserver.record import migrate, partitions
@@ -56,5 +58,52 @@ async def schema_status(settings: PostgresSettings) -> SchemaReport:
     try:
         version, newest = await migrate.status(conn)
         return SchemaReport([], version, newest, [], [])
+    finally:
+        await conn.close()
+
+
+@dataclass(frozen=True)
+class RecordHealth:
+    """What `doctor` reports about the system of record; `error` set = not reachable (the rest empty)."""
+
+    dsn: str
+    error: str = ""
+    version: int = 0
+    newest: int = 0
+    missing_rights: tuple[str, ...] = ()
+    missing_partitions: tuple[str, ...] = ()
+
+
+def shown_dsn(dsn: str) -> str:
+    """The DSN without its password (doctor prints it)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(dsn)
+        if parts.password is None:
+            return dsn
+        netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "(unparsable dsn)"
+
+
+async def health(settings: PostgresSettings, now: datetime) -> RecordHealth:
+    """Reachable? Migrated? The role's rights? This and next month's partitions?"""
+    from ivrserver.record import health as record_health
+
+    shown = shown_dsn(settings.dsn)
+    try:
+        conn = await asyncio.wait_for(_connect(settings), 10)
+    except Exception as exc:  # refused, unknown host, bad password, no such database: say which
+        return RecordHealth(shown, error=f"{type(exc).__name__}: {str(exc)[:300]}")
+    try:
+        version, newest = await migrate.status(conn)
+        if version != newest:   # the tables to ask about may not exist yet: doctor says so
+            return RecordHealth(shown, version=version, newest=newest)
+        rights = await record_health.missing_rights(conn)
+        missing = await record_health.missing_partitions(conn, now)
+        return RecordHealth(shown, version=version, newest=newest, missing_rights=tuple(rights),
+                            missing_partitions=tuple(missing))
     finally:
         await conn.close()

@@ -5,7 +5,8 @@ Asterisk, Redis, SIPp phones and ivrserver.
 - the banner's facts are the demo data's (the VIP's call rings the case owner agent1003);
 - `ivrserver -c <run>/ivrserver.yaml doctor` is green and `menus check` checks sounds and queues;
 - `make call` (devstack call) reports route, agent and outcome from the contact record;
-- after a SIGKILL of `make run`, its Asterisk, Redis and eleven phones keep running; the next
+- its own PostgreSQL is up, migrated (`db status`), its dsn in <run>/ivrserver.yaml;
+- after a SIGKILL of `make run`, its Asterisk, Redis, PostgreSQL and eleven phones keep running; the next
   `make run` stops exactly those (pid files), says so, and comes up; Ctrl-C then stops everything.
 """
 
@@ -19,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ivrserver.devstack.pidfiles import OWNER, PidFiles, still_ours
 
@@ -85,7 +87,13 @@ async def test_make_run_end_to_end_and_after_a_sigkill(tmp_path: Path) -> None:
         assert "demo VIP c-vip-1: repeat caller: open case → case owner agent1003" in banner, banner
         assert "a SIPp customer phone" in banner and "your own SIP trunk" in banner
         assert "append-only file (appendfsync everysec)" in banner
+        assert "  Postgres  postgresql://ivrserver@127.0.0.1:" in banner and "(durable; log " in banner, banner
         settings = run_dir / "ivrserver.yaml"
+        written = yaml.safe_load(settings.read_text())
+        assert written["postgres"]["dsn"].startswith("postgresql://ivrserver@127.0.0.1:")
+        assert written["postgres"]["dsn"] in banner
+        code, out = await run(*IVRSERVER, "-c", str(settings), "db", "status")
+        assert code == 0 and "pending" not in out, out     # migrated by make run
         assert f"ivrserver -c {settings} doctor" in banner or "ivrserver -c run/ivrserver.yaml doctor" in banner
 
         code, out = await run(*IVRSERVER, "-c", str(settings), "doctor")
@@ -101,7 +109,7 @@ async def test_make_run_end_to_end_and_after_a_sigkill(tmp_path: Path) -> None:
         assert "agent      agent1003 answered" in out and "outcome    answered" in out, out
 
         started = {r.name: r for r in pids.recorded()}
-        assert {"asterisk", "redis", OWNER} <= set(started)
+        assert {"asterisk", "redis", "postgres", OWNER} <= set(started)
         phones = [r for r in started.values() if r.program == "sipp"]
         assert len(phones) == 11 and any("customer phone" in r.what for r in phones)
         assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
