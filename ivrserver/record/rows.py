@@ -1,4 +1,5 @@
-"""Batched, idempotent writes of contacts, IVR paths and audit entries into PostgreSQL.
+"""Batched, idempotent writes of the outbox's records into PostgreSQL: contacts, IVR paths, audit
+entries, customers (and their deletion), cases, case events, finished callbacks and notices.
 
 Every write can be repeated (the outbox delivers at least once): contacts are upserted and an
 older revision never overwrites a newer one (`rev`, the outbox entry's position), paths are
@@ -7,15 +8,18 @@ replaced whole, audit entries are keyed by their Redis stream id and inserted on
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from ivrserver.domain.callbacks import Callback, CallbackMode
+from ivrserver.domain.callbacks import to_dict as callback_to_dict
 from ivrserver.domain.menu_engine import PathEvent, PathKind
 from ivrserver.domain.menu_stats import CallPath
-from ivrserver.domain.model import Contact
+from ivrserver.domain.model import Case, Contact, Customer
 
 if TYPE_CHECKING:
     import asyncpg
@@ -113,3 +117,159 @@ ON CONFLICT (entry_id, at) DO NOTHING
 async def insert_audit(conn: asyncpg.Connection, rows: Sequence[AuditRow]) -> None:
     await conn.executemany(_AUDIT_INSERT, [
         (r.id, ts(r.at), r.who, r.role, r.what, r.target, r.allowed, r.why, r.source) for r in rows])
+
+
+# --- customers, cases, case events, finished callbacks (the outbox's other kinds) ---------------------
+#
+# Every statement is one row's whole story (executemany runs them in order, in one round trip), guarded
+# by revision: an upsert applies only over an older `rev`, and never over a deletion of the customer at
+# a newer one (`deleted_customers`). Repeating a statement changes nothing.
+
+@dataclass(frozen=True)
+class CaseEventRow:
+    entry_id: str  # the outbox entry it came from: written once
+    case_id: str
+    customer_id: str | None
+    at: float
+    actor: str  # an agent id, `system`, `import`, `backoffice:<name>`
+    kind: str  # opened, updated, closed, reopened, ...
+    detail: Mapping[str, object]
+
+
+_NOT_DELETED_SINCE = "NOT EXISTS (SELECT 1 FROM deleted_customers d WHERE d.id = {id} AND d.rev > {rev})"
+
+_CUSTOMER_UPSERT = f"""
+WITH up AS (
+    INSERT INTO customers AS c (id, name, tier, segment, language, account_manager, account_number, pin_hash,
+                                preferences, attributes, updated_at, rev)
+    SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::text, $9::jsonb,
+           $10::jsonb, now(), $12::bigint
+    WHERE {_NOT_DELETED_SINCE.format(id="$1", rev="$12")}
+    ON CONFLICT (id) DO UPDATE SET
+        name = EXCLUDED.name, tier = EXCLUDED.tier, segment = EXCLUDED.segment, language = EXCLUDED.language,
+        account_manager = EXCLUDED.account_manager, account_number = EXCLUDED.account_number,
+        pin_hash = EXCLUDED.pin_hash, preferences = EXCLUDED.preferences, attributes = EXCLUDED.attributes,
+        updated_at = now(), rev = EXCLUDED.rev
+    WHERE c.rev <= EXCLUDED.rev
+    RETURNING id
+), gone AS (
+    DELETE FROM customer_phones p USING up WHERE p.customer_id = up.id AND NOT (p.phone = ANY($11::text[]))
+)
+INSERT INTO customer_phones (phone, customer_id)
+SELECT DISTINCT phone, up.id FROM up, unnest($11::text[]) AS phone
+ON CONFLICT DO NOTHING
+"""
+
+
+async def upsert_customers(conn: asyncpg.Connection, customers: Sequence[tuple[Customer, int]]) -> None:
+    """(customer, revision) pairs, in stream order: the whole profile (pin_hash included: this is the
+    record) and its phones, which replace the stored ones."""
+    await conn.executemany(_CUSTOMER_UPSERT, [
+        (c.id, c.name, c.tier.value, c.segment.value, c.language, c.account_manager, c.account_number, c.pin_hash,
+         json.dumps(dataclasses.asdict(c.preferences)), json.dumps(dict(c.attributes), ensure_ascii=False),
+         sorted(set(c.phones)), rev)
+        for c, rev in customers])
+
+
+_CUSTOMER_DELETE = """
+WITH tomb AS (
+    INSERT INTO deleted_customers AS d (id, rev) VALUES ($1, $2)
+    ON CONFLICT (id) DO UPDATE SET rev = GREATEST(d.rev, EXCLUDED.rev), deleted_at = now()
+), newer AS (
+    SELECT 1 FROM customers WHERE id = $1 AND rev > $2
+), customer AS (
+    DELETE FROM customers WHERE id = $1 AND rev <= $2
+), phones AS (
+    DELETE FROM customer_phones WHERE customer_id = $1 AND NOT EXISTS (SELECT 1 FROM newer)
+), old_cases AS (
+    DELETE FROM cases WHERE customer_id = $1 AND rev <= $2 RETURNING id
+)
+DELETE FROM case_events
+WHERE rev <= $2 AND (customer_id = $1 OR case_id IN (SELECT id FROM old_cases))
+"""
+
+
+async def delete_customers(conn: asyncpg.Connection, deletions: Sequence[tuple[str, int]]) -> None:
+    """(customer id, revision) pairs: the customer, its phones, cases and case events, all as of that
+    revision (a customer created again later, at a newer revision, keeps what is newer)."""
+    await conn.executemany(_CUSTOMER_DELETE, list(deletions))
+
+
+_CASE_UPSERT = f"""
+INSERT INTO cases AS k (id, customer_id, status, summary, severity, owner_agent, still_needed, next_step,
+                        opened_at, closed_at, updated_at, rev)
+SELECT $1::text, $2::text, $3::text, $4::text, $5::smallint, $6::text, $7::text, $8::text, $9::timestamptz,
+       CASE WHEN $3::text = 'open' THEN NULL ELSE $10::timestamptz END, $10::timestamptz, $11::bigint
+WHERE {_NOT_DELETED_SINCE.format(id="$2", rev="$11")}
+ON CONFLICT (id) DO UPDATE SET
+    customer_id = EXCLUDED.customer_id, status = EXCLUDED.status, summary = EXCLUDED.summary,
+    severity = EXCLUDED.severity, owner_agent = EXCLUDED.owner_agent, still_needed = EXCLUDED.still_needed,
+    next_step = EXCLUDED.next_step, opened_at = EXCLUDED.opened_at,
+    -- a closed case keeps the time it was first closed; a reopened one has none
+    closed_at = CASE WHEN EXCLUDED.status = 'open' THEN NULL ELSE COALESCE(k.closed_at, EXCLUDED.closed_at) END,
+    updated_at = EXCLUDED.updated_at, rev = EXCLUDED.rev
+WHERE k.rev <= EXCLUDED.rev
+"""
+
+
+async def upsert_cases(conn: asyncpg.Connection, cases: Sequence[tuple[Case, float, int]]) -> None:
+    """(case, time of the change, revision) triples, in stream order."""
+    await conn.executemany(_CASE_UPSERT, [
+        (k.id, k.customer_id, k.status.value, k.summary, k.severity, k.owner_agent, k.still_needed, k.next_step,
+         ts(k.opened_at), ts(at), rev)
+        for k, at, rev in cases])
+
+
+_CASE_EVENT_INSERT = f"""
+INSERT INTO case_events (entry_id, case_id, customer_id, at, actor, kind, detail, rev)
+SELECT $1::text, $2::text, $3::text, $4::timestamptz, $5::text, $6::text, $7::jsonb, $8::bigint
+WHERE $3::text IS NULL OR {_NOT_DELETED_SINCE.format(id="$3", rev="$8")}
+ON CONFLICT (entry_id) DO NOTHING
+"""
+
+
+async def insert_case_events(conn: asyncpg.Connection, events: Sequence[tuple[CaseEventRow, int]]) -> None:
+    """(event, revision) pairs; each is appended once, whatever the number of deliveries."""
+    await conn.executemany(_CASE_EVENT_INSERT, [
+        (e.entry_id, e.case_id, e.customer_id, ts(e.at), e.actor, e.kind,
+         json.dumps(dict(e.detail), ensure_ascii=False, separators=(",", ":")), rev)
+        for e, rev in events])
+
+
+_CALLBACK_UPSERT = """
+INSERT INTO callbacks_finished AS f (id, customer_id, number, mode, state, requested_at, finished_at, record, rev)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)
+ON CONFLICT (id) DO UPDATE SET
+    customer_id = EXCLUDED.customer_id, number = EXCLUDED.number, mode = EXCLUDED.mode, state = EXCLUDED.state,
+    requested_at = EXCLUDED.requested_at, finished_at = EXCLUDED.finished_at, record = EXCLUDED.record,
+    rev = EXCLUDED.rev
+WHERE f.rev <= EXCLUDED.rev
+"""
+
+_NOTICE_UPSERT = """
+INSERT INTO notifications AS n (id, customer_id, kind, state, created_at, finished_at, record, rev)
+VALUES ($1, $2, 'call', $3, $4, $5, $6::jsonb, $7)
+ON CONFLICT (id) DO UPDATE SET
+    customer_id = EXCLUDED.customer_id, kind = EXCLUDED.kind, state = EXCLUDED.state,
+    created_at = EXCLUDED.created_at, finished_at = EXCLUDED.finished_at, record = EXCLUDED.record,
+    rev = EXCLUDED.rev
+WHERE n.rev <= EXCLUDED.rev
+"""
+
+
+async def upsert_finished_callbacks(conn: asyncpg.Connection, finished: Sequence[tuple[Callback, int]]) -> None:
+    """(callback in a final state, revision) pairs: agent-first callbacks go to callbacks_finished,
+    customer-first ones (spoken notices) to notifications; `record` is the whole callback as JSON."""
+    callbacks, notices = [], []
+    for cb, rev in finished:
+        record = json.dumps(callback_to_dict(cb), ensure_ascii=False, separators=(",", ":"))
+        finished_at = ts(cb.updated_at or cb.created_at)
+        if cb.mode is CallbackMode.CUSTOMER_FIRST:
+            notices.append((cb.id, cb.customer_id or None, cb.state.value, ts(cb.created_at), finished_at, record, rev))
+        else:
+            callbacks.append((cb.id, cb.customer_id or None, cb.number, cb.mode.value, cb.state.value,
+                              ts(cb.created_at), finished_at, record, rev))
+    if callbacks:
+        await conn.executemany(_CALLBACK_UPSERT, callbacks)
+    if notices:
+        await conn.executemany(_NOTICE_UPSERT, notices)
