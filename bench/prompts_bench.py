@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ivrserver.config import PromptSettings
-from ivrserver.services import menu_files
+from ivrserver.files import menus as menu_files
 from ivrserver.services.speech import SpeechRenderer
 
 ZH = ["余额查询请按{n}", "您好，欢迎致电客服热线，第{n}项服务", "充值服务请按{n}，人工服务请按零",

@@ -16,11 +16,11 @@ from ivrserver.config import RoutingSettings
 from ivrserver.domain.agent_state import AgentLive, DeviceStatus, Leg
 from ivrserver.domain.model import AgentState, AgentStatus, CallerSnapshot, Customer, Tier
 from ivrserver.domain.routing import Action
+from ivrserver.files.routing import load_routing
 from ivrserver.pbx.ami_events import parse_event
 from ivrserver.pbx.fastagi import AgiChannel, FastAgiServer
 from ivrserver.services.agent_state import AgentStateService
 from ivrserver.services.routing import RoutingService, channel_variables
-from ivrserver.services.routing_files import load_routing
 from ivrserver.store import agents as store
 from ivrserver.store.keys import Keys
 

@@ -18,7 +18,7 @@ from ivrserver import config
 from ivrserver.config import PromptSettings
 from ivrserver.domain import menu as m
 from ivrserver.domain import speech
-from ivrserver.services import menu_files as mf
+from ivrserver.files import menus as mf
 from ivrserver.services.menus import MenuRegistry
 from ivrserver.services.messages import MessageService
 from ivrserver.services.speech import SpeechRenderer, SynthesisError

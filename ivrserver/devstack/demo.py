@@ -29,7 +29,7 @@ from ivrserver.domain.model import (
     Tier,
 )
 from ivrserver.domain.routing import route
-from ivrserver.services.routing_files import load_routing
+from ivrserver.files.routing import load_routing
 
 DEMO_CUSTOMERS = REPO_DIR / "scripts" / "demo-customers.yaml"
 

@@ -11,7 +11,7 @@ No rule matching → the `otherwise` chain (the menu by default).
 Every decision carries a human `reason` ("repeat caller: open case #123, last agent agent1003
 busy → vip queue") and a structured `trace` of the rules tried and the candidates skipped.
 
-The policy is parsed from a plain mapping (the YAML is loaded by services.routing_files);
+The policy is parsed from a plain mapping (the YAML is loaded by files/routing.py);
 `parse_policy` raises PolicyError whose `.problems` name the rule (number and name), the key,
 what is allowed and, for near misses, "did you mean".
 """

@@ -1,7 +1,7 @@
 """"Did you mean …?" for a misspelt name: the one closest choice, for every validator.
 
-Settings (`config.py`), menus (`domain/menu.py`, `services/menu_files.py`) and routing
-(`domain/routing.py`, `services/routing_files.py`) all phrase their hints through here, so a
+Settings (`config.py`), menus (`domain/menu.py`, `files/menus.py`) and routing
+(`domain/routing.py`, `files/routing.py`) all phrase their hints through here, so a
 near miss is judged the same way everywhere: difflib's ratio of at least 0.6, one match.
 
     >>> did_you_mean("prot", ["host", "port", "secret"])

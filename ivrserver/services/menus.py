@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ivrserver.domain.menu import Issue, Menu, Resources, Severity
-from ivrserver.services import menu_files as mf
+from ivrserver.files import menus as mf
 from ivrserver.services.speech import SpeechRenderer
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from ivrserver.files import menus as menu_files
 from ivrserver.metrics import Metrics
-from ivrserver.services import menu_files
 from ivrserver.services.menus import MenuRegistry
 from ivrserver.web import api_menus
 from ivrserver.web.app import build_app

@@ -8,7 +8,7 @@ import pytest
 
 from ivrserver.domain import menu_engine as e
 from ivrserver.domain.menu import Menu, SayKind
-from ivrserver.services.menu_files import check_text
+from ivrserver.files.menus import check_text
 
 MENU = """
 human: {queue: general, priority: 1}

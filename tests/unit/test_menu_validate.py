@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ivrserver.domain import menu as m
-from ivrserver.services import menu_files as mf
+from ivrserver.files import menus as mf
 
 CORPUS = Path(__file__).resolve().parent / "menu_corpus"
 HOTLINE = Path(__file__).resolve().parents[2] / "menus" / "hotline.yaml"

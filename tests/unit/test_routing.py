@@ -23,7 +23,7 @@ from ivrserver.domain.model import (
     Tier,
 )
 from ivrserver.domain.routing import Action, Route, TraceStep, candidate_agent_ids, parse_policy, route
-from ivrserver.services.routing_files import parse_agents
+from ivrserver.files.routing import parse_agents
 
 DEFAULTS = Path(__file__).resolve().parents[2] / "ivrserver" / "defaults"
 POLICY = parse_policy(yaml.safe_load((DEFAULTS / "routing.yaml").read_text()))

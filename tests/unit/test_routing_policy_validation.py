@@ -9,7 +9,8 @@ import pytest
 
 from ivrserver.config import RoutingSettings
 from ivrserver.domain.routing import PolicyError, parse_policy, validate_policy
-from ivrserver.services.routing_files import (
+from ivrserver.files.menus import load_menu
+from ivrserver.files.routing import (
     KNOWN_QUEUES,
     RoutingFileError,
     check,
@@ -156,19 +157,27 @@ def test_policy_file_errors_carry_line_numbers(tmp_path: Path) -> None:
     with pytest.raises(RoutingFileError) as info:
         load_policy(path, agents={a: None for a in AGENT_IDS})  # type: ignore[misc]
     assert info.value.problems == [
-        f'{path}:6: rule #1 (vip): when.tier: unknown tier "vipp"; allowed: gold, standard, vip; did you mean "vip"?',
-        f'{path}:10: rule #2 (night): when.time.from: expected "HH:MM" in quotes, got 1320 '
+        f'{path}:6:7: error: rule #1 (vip): when.tier: unknown tier "vipp"; allowed: gold, standard, vip; '
+        'did you mean "vip"?',
+        f'{path}:10:14: error: rule #2 (night): when.time.from: expected "HH:MM" in quotes, got 1320 '
         "(YAML reads unquoted 08:30 as a number)",
-        f'{path}:12: rule #3 (vip): name: duplicate rule name "vip" (also rule #1)',
-        f'{path}:14: rule #3 (vip): then #1.agent: unknown agent "agent1011"; defined: agent1001, agent1010; '
+        f'{path}:12:5: error: rule #3 (vip): name: duplicate rule name "vip" (also rule #1)',
+        f'{path}:14:10: error: rule #3 (vip): then #1.agent: unknown agent "agent1011"; defined: agent1001, agent1010; '
         'did you mean "agent1010"?',
     ]
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("rules: [\n  {name: a, then: [menu]\n", "{path}:3: not valid YAML: expected ',' or '}', but got '<stream end>'"),
+    ("rules: [\n  {name: a, then: [menu]\n",
+     "{path}:3:1: error: not valid YAML: expected ',' or '}', but got '<stream end>'"),
     ("timezone: UTC\ntimezone: Asia/Shanghai\n",
-     "{path}:2: duplicate key timezone (YAML keeps only the last one)"),
+     "{path}:2:1: error: timezone: duplicate key 'timezone' (first defined on line 1) "
+     "(YAML keeps only the last one: remove or rename one)"),
+    ("", "{path}:1:1: error: the file is empty"),
+    ("[" * 5000, "{path}:1:42: error: nested deeper than 40 levels (the limit for a routing file) "
+     "(a routing file needs only a few levels; check for unclosed '[' or '{')"),
+    ("a: &a [*a, *a]\n", "{path}:1:1: error: too large or too deeply nested once aliases are expanded "
+     "(limit 20000 values, depth 40)"),
 ])
 def test_policy_file_yaml_errors(tmp_path: Path, text: str, expected: str) -> None:
     path = tmp_path / "routing.yaml"
@@ -181,7 +190,7 @@ def test_policy_file_yaml_errors(tmp_path: Path, text: str, expected: str) -> No
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(RoutingFileError) as info:
         load_policy(tmp_path / "nope.yaml")
-    assert info.value.problems == [f"{tmp_path / 'nope.yaml'}: cannot read: No such file or directory"]
+    assert info.value.problems == [f"{tmp_path / 'nope.yaml'}:1:1: error: cannot read: No such file or directory"]
 
 
 AGENTS_YAML = """\
@@ -204,15 +213,15 @@ def test_agents_file_errors_carry_line_numbers(tmp_path: Path) -> None:
     with pytest.raises(RoutingFileError) as info:
         load_agents(path)
     assert info.value.problems == [
-        f"{path}:1: wrap_up_seconds: expected seconds 0..3600, got -1",
-        f'{path}:4: agent #2 (agent1001): id: duplicate agent id "agent1001"',
-        f"{path}:9: agent #3 (agent1003): skils: unknown key; allowed: id, name, endpoint, tiers, skills, "
+        f"{path}:1:1: error: wrap_up_seconds: expected seconds 0..3600, got -1",
+        f'{path}:4:6: error: agent #2 (agent1001): id: duplicate agent id "agent1001"',
+        f"{path}:9:5: error: agent #3 (agent1003): skils: unknown key; allowed: id, name, endpoint, tiers, skills, "
         'supervisor, password_hash; did you mean "skills"?',
-        f"{path}:7: agent #3 (agent1003): endpoint: expected a dial string TECH/resource like PJSIP/agent1001, "
-        "got 'agent1003'",
-        f"{path}:8: agent #3 (agent1003): tiers: unknown tier 'platinum'; allowed: vip, gold, standard",
-        f"{path}:10: agent #4 (agent1004): endpoint: pjsip/AGENT1001 is also the endpoint of agent1001",
-        f"{path}:10: agent #4 (agent1004): supervisor: expected true or false, got 'yes'",
+        f"{path}:7:5: error: agent #3 (agent1003): endpoint: expected a dial string TECH/resource like "
+        "PJSIP/agent1001, got 'agent1003'",
+        f"{path}:8:5: error: agent #3 (agent1003): tiers: unknown tier 'platinum'; allowed: vip, gold, standard",
+        f"{path}:10:37: error: agent #4 (agent1004): endpoint: pjsip/AGENT1001 is also the endpoint of agent1001",
+        f"{path}:10:64: error: agent #4 (agent1004): supervisor: expected true or false, got 'yes'",
     ]
 
 
@@ -234,8 +243,22 @@ def test_check_reports_both_files(tmp_path: Path) -> None:
     (tmp_path / "agents.yaml").write_text("agents:\n  - {id: agent1001, endpoint: SIP}\n")
     settings = RoutingSettings(policy_file=str(tmp_path / "routing.yaml"), agents_file=str(tmp_path / "agents.yaml"))
     assert check(settings) == [
-        f"{tmp_path / 'agents.yaml'}:2: agent #1 (agent1001): endpoint: expected a dial string TECH/resource like "
-        "PJSIP/agent1001, got 'SIP'",
-        f"{tmp_path / 'routing.yaml'}:2: rule #1 (x): then: the chain must end with a queue, tier_queue or menu "
-        "target (where the call goes when no agent is free)",
+        f"{tmp_path / 'agents.yaml'}:2:21: error: agent #1 (agent1001): endpoint: expected a dial string "
+        "TECH/resource like PJSIP/agent1001, got 'SIP'",
+        f"{tmp_path / 'routing.yaml'}:2:15: error: rule #1 (x): then: the chain must end with a queue, tier_queue "
+        "or menu target (where the call goes when no agent is free)",
     ]
+
+
+@pytest.mark.parametrize("text", ["timezone: UTC\ntimezone: Asia/Shanghai\n", "rules: [\n  {name: a\n", None])
+def test_routing_and_menu_files_report_file_problems_alike(tmp_path: Path, text: str | None) -> None:
+    """One loader (files/yaml_source.py), one error format: the same broken file reads the same as a
+    menu and as a routing policy."""
+    path = tmp_path / "same.yaml"
+    if text is not None:
+        path.write_text(text)
+    menu, issues = load_menu(path)
+    with pytest.raises(RoutingFileError) as info:
+        load_policy(path)
+    assert menu is None and issues
+    assert info.value.problems == [i.format() for i in issues] == [i.format() for i in info.value.issues]

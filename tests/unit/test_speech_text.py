@@ -9,7 +9,7 @@ import pytest
 from ivrserver.domain import menu_engine as e
 from ivrserver.domain import speech
 from ivrserver.domain.menu import TextPrompt
-from ivrserver.services.menu_files import check_text
+from ivrserver.files.menus import check_text
 
 
 @pytest.mark.parametrize(("n", "words"), [

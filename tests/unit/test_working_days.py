@@ -15,8 +15,8 @@ from ivrserver.domain.callbacks import CallbackPolicy
 from ivrserver.domain.menu import Menu
 from ivrserver.domain.model import ContactPreferences
 from ivrserver.domain.working_days import WorkingDays
+from ivrserver.files.menus import check_text
 from ivrserver.services import work_calendar
-from ivrserver.services.menu_files import check_text
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NEW_YORK = ZoneInfo("America/New_York")
