@@ -31,7 +31,9 @@ MAX_LINE = 8192
 MAX_ARGS = 128
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,79}$")
 _ESCAPE_DIGITS = re.compile(r"^[0-9*#]*$")
-_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}$")
+# Relative to Asterisk's sounds directory, or absolute (rendered text prompts in a cache directory
+# outside it: prompts.asterisk_dir); never with a "..".
+_FILE_NAME = re.compile(r"^/?[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}$")
 _HEADER_NAME = re.compile(r"agi_[a-z0-9_]+")
 _VERB = re.compile(r"[A-Z]+( [A-Z]+)*")
 _DATA_TAIL = re.compile(r"(\s+\w+=\S*)*\s*")  # what may follow the ')' closing a reply's data

@@ -52,7 +52,8 @@ def test_variable_names(name: str, ok: bool) -> None:
 
 @pytest.mark.parametrize(("name", "ok"), [
     ("vm-press", True), ("digits/1", True), ("custom/en/welcome", True), ("../../etc/passwd", False),
-    ("/etc/passwd", False), ("a b", False), ("a;b", False),
+    ("/var/cache/ivrserver/prompts/tts-0a1b", True), ("/../etc/passwd", False), ("//etc", False),
+    ("/", False), ("a b", False), ("a;b", False), ("/a\nVERBOSE x", False),
 ])
 def test_sound_names(name: str, ok: bool) -> None:
     if ok:
