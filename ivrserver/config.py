@@ -191,6 +191,9 @@ class PostgresSettings:
     contacts_retention_days: int = 730
     paths_retention_days: int = 365
     audit_retention_days: int = 2555
+    # At shutdown, records still in the Redis outbox are written for at most this long (the rest
+    # wait in Redis for the next start).
+    drain_timeout: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -350,6 +353,8 @@ def _check(key: str, value: Any, errors: list[str]) -> None:
     if key.startswith("postgres.") and key.endswith(("_days", "pool_size")) and isinstance(value, int) \
             and value < 1:
         errors.append(f"{key}: must be at least 1, got {value}")
+    if key == "postgres.drain_timeout" and not (0 <= value <= 300):
+        errors.append(f"{key}: must be 0..300 seconds, got {value}")
     if key == "redis.url" and not value.startswith(("redis://", "rediss://", "unix://")):
         errors.append(f"{key}: expected a redis://, rediss:// or unix:// URL, got {value!r}")
     if key == "asterisk.hotline" and not (0 < len(value) <= 32 and all(c in "0123456789+*#" for c in value)):

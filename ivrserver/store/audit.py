@@ -2,17 +2,27 @@
 
 Layout (all names from `Keys`):
 - `audit()`   Stream, append-only: who, role, what, target, why, allowed, at, source.
-- `outbox()`  Stream: with PostgreSQL configured (`outbox=True`) every entry is also appended
+- `outbox()`  Stream: with PostgreSQL configured (`Keys.records`) every entry is also appended
               there, in the same script, for record/sink.py (the `audit` table).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from ivrserver.store import scripts
 from ivrserver.store.keys import Keys
+
+# KEYS: audit stream, outbox; ARGV: the outbox record's JSON after its opening brace (the entry id
+# goes first, known only here), then the entry's field/value pairs.
+_APPEND_RECORDED = scripts.declare("""
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+redis.call('XADD', KEYS[2], '*', 'kind', 'audit', 'data', '{"id":"' .. id .. '",' .. string.sub(ARGV[1], 2))
+return id
+""")
 
 
 @dataclass(frozen=True)
@@ -59,7 +69,15 @@ class AuditLog:
         fields = {"at": repr(at), "who": who[:64], "role": role[:16], "what": what[:64],
                   "target": target[:128], "why": why[:200], "allowed": "1" if allowed else "0",
                   "source": source[:64]}
-        entry_id = await self.redis.xadd(self.keys.audit(), fields)  # type: ignore[arg-type]
+        outbox = self.keys.outbox_if_recording()
+        if outbox is None:
+            entry_id = await self.redis.xadd(self.keys.audit(), fields)  # type: ignore[arg-type]
+            return str(entry_id)
+        # with a system of record: the entry and its outbox record in one script (one round trip)
+        record = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+        pairs = [x for item in fields.items() for x in item]
+        entry_id = await scripts.script(self.redis, _APPEND_RECORDED)(
+            keys=[self.keys.audit(), outbox], args=[record, *pairs])
         return str(entry_id)
 
     async def recent(self, *, count: int = 100, before: str | None = None) -> list[AuditEntry]:

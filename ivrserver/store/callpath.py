@@ -54,13 +54,25 @@ def decode_event(raw: str) -> PathEvent | None:
         return None
 
 
+def path_to_json(path: CallPath, events: Sequence[str] | None = None) -> str:
+    """The path as one JSON document (the outbox record the sink writes to `ivr_paths`); `events`
+    are its events already encoded (`encode_event`), if at hand."""
+    encoded = list(events) if events is not None else [encode_event(e) for e in path.events]
+    return json.dumps({"call": path.call_id, "menu": path.menu, "version": path.version,
+                       "started_at": path.started_at, "events": encoded}, separators=(",", ":"), ensure_ascii=False)
+
+
 # KEYS: path list, menu index[, context]; ARGV: retention, call id, start, trim bound, context TTL,
-# context JSON ('' with no context key), then the list items (header, events)
+# context JSON ('' with no context key), outbox key and the path's record ('' when no system of
+# record is configured), then the list items (header, events)
 _SAVE_PATH = scripts.declare("""
 local retention = tonumber(ARGV[1])
 redis.call('DEL', KEYS[1])
-for i = 7, #ARGV, 1000 do  -- in chunks: unpack() of a long path would overflow Lua's C stack
+for i = 9, #ARGV, 1000 do  -- in chunks: unpack() of a long path would overflow Lua's C stack
   redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+if ARGV[7] ~= '' then
+  redis.call('XADD', ARGV[7], '*', 'kind', 'path', 'data', ARGV[8])
 end
 redis.call('EXPIRE', KEYS[1], retention)
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
@@ -81,7 +93,8 @@ class RedisPathRecorder:
 
     async def record(self, path: CallPath, *, context: tuple[str, str, int] | None = None) -> None:
         """Write the path (replacing an earlier one of the same call) and index it by start time;
-        `context` = (key, JSON, TTL seconds) is saved in the same script run."""
+        `context` = (key, JSON, TTL seconds) is saved in the same script run, and with a system of
+        record (`keys.records`) the path is appended to the outbox there too."""
         header = json.dumps({"call": path.call_id, "menu": path.menu, "version": path.version,
                              "started_at": path.started_at}, separators=(",", ":"))
         keys = [self.keys.ivr_path(path.call_id), self.keys.ivr_calls(path.menu)]
@@ -89,9 +102,12 @@ class RedisPathRecorder:
         if context is not None:
             key, document, ttl = context
             keys.append(key)
+        events = [encode_event(e) for e in path.events]
+        outbox = self.keys.outbox_if_recording()
+        record = "" if outbox is None else path_to_json(path, events)
         await scripts.script(self.redis, _SAVE_PATH)(keys=keys, args=[
             self.retention, path.call_id, repr(path.started_at), f"({path.started_at - self.retention!r}", int(ttl),
-            document, header, *[encode_event(e) for e in path.events]])
+            document, outbox or "", record, header, *events])
 
 
 def _parse(raw: Sequence[str]) -> CallPath | None:

@@ -6,7 +6,7 @@ Layout (every name from `Keys`):
                                   retention are trimmed on every write; the key expires with them
 - ``linkedid:{linkedid}`` STRING  contact id of an Asterisk call (Linkedid), expires after a day
 - ``callowner:{linkedid}`` STRING the instance writing the call's record, expires after a day
-- ``outbox``              STREAM  with PostgreSQL configured (`outbox=`), every saved record is
+- ``outbox``              STREAM  with PostgreSQL configured (`Keys.records`), every saved record is
                                   also appended here in the same script, for record/sink.py
 """
 
@@ -106,8 +106,12 @@ async def _write_contact(redis: aioredis.Redis, keys: Keys, contact_id: str,
                 pipe.multi()
                 if old is not None and old.customer_id and old.customer_id != contact.customer_id:
                     pipe.zrem(keys.timeline(old.customer_id), contact.id)
-                pipe.set(key, contact_to_json(contact))
+                document = contact_to_json(contact)
+                pipe.set(key, document)
                 pipe.expireat(key, math.ceil(contact.started_at + keep))
+                outbox = keys.outbox_if_recording()
+                if outbox is not None:
+                    pipe.xadd(outbox, {"kind": "contact", "data": document})
                 if contact.customer_id:
                     timeline = keys.timeline(contact.customer_id)
                     pipe.zadd(timeline, {contact.id: contact.started_at})
@@ -141,6 +145,9 @@ if old then
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[5])
+if KEYS[2] then  -- the outbox (a system of record is configured): the same record, same script
+  redis.call('XADD', KEYS[2], '*', 'kind', 'contact', 'data', ARGV[1])
+end
 if ARGV[8] ~= '' then
   local timeline = ARGV[9] .. ARGV[8]
   redis.call('ZADD', timeline, ARGV[6], ARGV[7])
@@ -167,13 +174,16 @@ async def save_contact(redis: aioredis.Redis, keys: Keys, contact: Contact, *, n
     With `keep_write_back` (the call tracker) the stored disposition and notes are kept: the agent
     may have written them while the call was still going on. With `linkedid` the Asterisk call is
     linked to the contact in the same script (see `contact_id_for_call`); with `owner` =
-    (linkedid, instance) that instance is recorded as the one writing the call's record.
+    (linkedid, instance) that instance is recorded as the one writing the call's record. With a
+    system of record (`keys.records`) the record is also appended to the outbox, in the same script.
     """
     keep = _retention_seconds(retention_days)
     script = scripts.script(redis, _SAVE_CONTACT)
     timeline_prefix = keys.timeline("")
+    outbox = keys.outbox_if_recording()
+    script_keys = [keys.contact(contact.id)] if outbox is None else [keys.contact(contact.id), outbox]
     for _ in range(10):
-        stored = await script(keys=[keys.contact(contact.id)], args=[
+        stored = await script(keys=script_keys, args=[
             contact_to_json(contact), "1" if keep_write_back else "0", contact.notes, contact.disposition,
             math.ceil(contact.started_at + keep), repr(contact.started_at), contact.id,
             contact.customer_id or "", timeline_prefix, f"({now - keep}", keep,

@@ -12,6 +12,11 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Keys:
     prefix: str = "ivr"
+    # A system of record is configured (postgres.dsn): the writers of contact records, IVR paths
+    # and audit entries also append each record to `outbox()`, in the script or transaction they
+    # already run (no extra round trip); record/sink.py moves the entries into PostgreSQL.
+    # False (Redis-only): the outbox is never written.
+    records: bool = False
 
     # customers
     def customer(self, customer_id: str) -> str:
@@ -84,6 +89,10 @@ class Keys:
     def outbox(self) -> str:
         """Stream of contact, path and audit records waiting for the sink (only with postgres.dsn)."""
         return f"{self.prefix}:outbox"
+
+    def outbox_if_recording(self) -> str | None:
+        """The outbox when records go to PostgreSQL (`records`), else None: what writers append to."""
+        return self.outbox() if self.records else None
 
     def outbox_dead(self) -> str:
         """Stream of outbox entries the sink could not decode (kept for a person to look at)."""
