@@ -17,7 +17,7 @@ help:
 	@echo "make call   place one SIPp test call to the hotline 1860 (while make run is up);"
 	@echo "            CALL_LANG=zh walks it in Mandarin (presses 9, 2 first), DIGITS=..., CALLER=..."
 	@echo "make test   install what is missing, run unit + integration + browser tests"
-	@echo "make lint   ruff"
+	@echo "make lint   ruff (style, bugs, complexity); make test runs it first"
 	@echo "make bench  run the benchmarks and print their tables"
 
 deps:
@@ -48,9 +48,10 @@ unit: $(STAMP)
 integration: deps $(STAMP) asterisk
 	$(PY) -m pytest -q -m integration tests
 
-test: deps $(STAMP) asterisk
+test: deps $(STAMP) lint asterisk
 	$(PY) -m pytest -q tests
 
+# ruff: style, imports, bugbear, async traps and function complexity (C90, limit in pyproject.toml)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ivrserver tests bench scripts/hash-password
 
