@@ -19,38 +19,49 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ivrserver.domain.callbacks import TERMINAL_STATES, Callback
+from ivrserver.domain.callbacks import from_dict as callback_from_dict
+from ivrserver.domain.callbacks import to_dict as callback_to_dict
 from ivrserver.domain.menu_stats import CallPath
 from ivrserver.record.rollup import mark_dirty
-from ivrserver.record.rows import AuditRow, insert_audit, upsert_contacts, upsert_paths
-from ivrserver.store.callpath import decode_event, encode_event
+from ivrserver.record.rows import (
+    AuditRow,
+    CaseEventRow,
+    delete_customers,
+    insert_audit,
+    insert_case_events,
+    upsert_cases,
+    upsert_contacts,
+    upsert_customers,
+    upsert_finished_callbacks,
+    upsert_paths,
+)
+from ivrserver.store.callpath import decode_event, path_to_json
+from ivrserver.store.cases import case_from_json, case_to_json
 from ivrserver.store.contacts import contact_from_json, contact_to_json
+from ivrserver.store.customers import customer_from_json, customer_to_json
 
 if TYPE_CHECKING:
     import asyncpg
     import redis.asyncio as aioredis
+    from redis.asyncio.client import Pipeline
 
-    from ivrserver.domain.model import Contact
+    from ivrserver.domain.model import Case, Contact, Customer
 
 log = logging.getLogger(__name__)
 
 GROUP = "record"
-KINDS = ("contact", "path", "audit")
+KINDS = ("contact", "path", "audit", "customer", "customer_deleted", "case", "case_event", "callback")
 
 
 def revision(entry_id: str) -> int:
     """A stream id `ms-seq` as one ordered integer (fits a bigint until the year 2262)."""
     ms, _, seq = entry_id.partition("-")
     return int(ms) * 1_000_000 + int(seq or 0)
-
-
-def path_to_json(path: CallPath) -> str:
-    return json.dumps({"call": path.call_id, "menu": path.menu, "version": path.version,
-                       "started_at": path.started_at, "events": [encode_event(e) for e in path.events]},
-                      separators=(",", ":"), ensure_ascii=False)
 
 
 def path_from_json(raw: str) -> CallPath:
@@ -64,31 +75,145 @@ def audit_to_fields(row: AuditRow) -> dict[str, str]:
             "why": row.why, "allowed": "1" if row.allowed else "0", "source": row.source}
 
 
+def _dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+# --- entries: the fields of one outbox entry per record (XADD them alone or in a pipeline) -----------
+
+def customer_entry(customer: Customer) -> dict[str, str]:
+    """The whole customer, pin_hash included (PostgreSQL is the record): never log an entry."""
+    return {"kind": "customer", "data": customer_to_json(customer)}
+
+
+def customer_deleted_entry(customer_id: str) -> dict[str, str]:
+    return {"kind": "customer_deleted", "data": _dumps({"id": customer_id})}
+
+
+def case_entry(case: Case, at: float) -> dict[str, str]:
+    """The case as it is after a change made at `at` (a closed case's closing time, the first time)."""
+    return {"kind": "case", "data": case_to_json(case), "at": repr(float(at))}
+
+
+def case_event_entry(case_id: str, customer_id: str | None, *, at: float, actor: str, kind: str,
+                     detail: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """One change of a case: who (an agent id, `system`, `import`, `backoffice:<name>`), when, what."""
+    return {"kind": "case_event", "data": _dumps({"case_id": case_id, "customer_id": customer_id, "at": at,
+                                                  "actor": actor, "kind": kind, "detail": dict(detail or {})})}
+
+
+def callback_entry(cb: Callback) -> dict[str, str]:
+    if cb.state not in TERMINAL_STATES:
+        raise ValueError(f"callback {cb.id} is {cb.state.value}, not finished")
+    return {"kind": "callback", "data": _dumps(callback_to_dict(cb))}
+
+
 class Outbox:
-    """The producer side: one XADD per record, in the round trip the caller already makes."""
+    """The producer side: one XADD per record, in the round trip the caller already makes.
+
+    `queue(pipe, entry)` puts an entry on a pipeline (or MULTI) the caller executes with its own
+    writes; the other methods XADD at once and return the entry id."""
 
     def __init__(self, redis: aioredis.Redis, stream: str) -> None:
         self.redis = redis
         self.stream = stream
 
+    def queue(self, pipe: Pipeline, entry: Mapping[str, str]) -> None:
+        pipe.xadd(self.stream, dict(entry))  # type: ignore[arg-type]
+
+    async def add(self, entry: Mapping[str, str]) -> str:
+        return str(await self.redis.xadd(self.stream, dict(entry)))  # type: ignore[arg-type]
+
     async def contact(self, contact: Contact) -> str:
-        return str(await self.redis.xadd(self.stream, {"kind": "contact", "data": contact_to_json(contact)}))
+        return await self.add({"kind": "contact", "data": contact_to_json(contact)})
 
     async def path(self, path: CallPath) -> str:
-        return str(await self.redis.xadd(self.stream, {"kind": "path", "data": path_to_json(path)}))
+        return await self.add({"kind": "path", "data": path_to_json(path)})
 
     async def audit(self, entry_id: str, row: AuditRow) -> str:
-        data = json.dumps({"id": entry_id, **audit_to_fields(row)}, separators=(",", ":"), ensure_ascii=False)
-        return str(await self.redis.xadd(self.stream, {"kind": "audit", "data": data}))
+        return await self.add({"kind": "audit", "data": _dumps({"id": entry_id, **audit_to_fields(row)})})
+
+    async def customer(self, customer: Customer) -> str:
+        return await self.add(customer_entry(customer))
+
+    async def customer_deleted(self, customer_id: str) -> str:
+        return await self.add(customer_deleted_entry(customer_id))
+
+    async def case(self, case: Case, at: float) -> str:
+        return await self.add(case_entry(case, at))
+
+    async def case_event(self, case_id: str, customer_id: str | None, *, at: float, actor: str, kind: str,
+                         detail: Mapping[str, Any] | None = None) -> str:
+        return await self.add(case_event_entry(case_id, customer_id, at=at, actor=actor, kind=kind, detail=detail))
+
+    async def callback(self, cb: Callback) -> str:
+        return await self.add(callback_entry(cb))
+
+
+@dataclass(frozen=True)
+class Record:
+    """One decoded outbox entry: its id, its fields (for the dead letters), its kind and value."""
+
+    entry_id: str
+    fields: Mapping[str, str]
+    kind: str
+    value: Any
 
 
 @dataclass
 class Batch:
     ids: list[str] = field(default_factory=list)
-    contacts: list[tuple[Contact, int]] = field(default_factory=list)
-    paths: list[CallPath] = field(default_factory=list)
-    audit: list[AuditRow] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)  # in stream order
     dead: list[tuple[str, Mapping[str, str], str]] = field(default_factory=list)
+
+
+def _decode_one(entry_id: str, kind: str, data: str, fields: Mapping[str, str]) -> Any:
+    rev = revision(entry_id)
+    if kind == "contact":
+        contact = contact_from_json(data)
+        if contact is None:
+            raise ValueError("unreadable contact")
+        return (contact, rev)
+    if kind == "path":
+        return path_from_json(data)
+    if kind == "audit":
+        d = json.loads(data)
+        return AuditRow(id=str(d["id"]), at=float(d["at"]), who=str(d["who"]), role=str(d["role"]),
+                        what=str(d["what"]), target=str(d["target"]), why=str(d["why"]), allowed=d["allowed"] == "1",
+                        source=str(d.get("source", "")))
+    if kind == "customer":
+        customer = customer_from_json(data)
+        if customer is None or not customer.id:
+            raise ValueError("unreadable customer")
+        return (customer, rev)
+    if kind == "customer_deleted":
+        customer_id = json.loads(data)["id"]
+        if not isinstance(customer_id, str) or not customer_id:
+            raise ValueError("no customer id")
+        return (customer_id, rev)
+    if kind == "case":
+        case = case_from_json(data)
+        if case is None:
+            raise ValueError("unreadable case")
+        return (case, float(fields.get("at") or case.opened_at), rev)
+    if kind == "case_event":
+        d = json.loads(data)
+        detail = d.get("detail") or {}
+        if not isinstance(detail, dict):
+            raise ValueError("case event detail is not an object")
+        customer_id = d.get("customer_id")
+        return (CaseEventRow(entry_id=entry_id, case_id=str(d["case_id"]),
+                             customer_id=None if customer_id is None else str(customer_id), at=float(d["at"]),
+                             actor=str(d["actor"]), kind=str(d["kind"]), detail=detail), rev)
+    if kind == "callback":
+        d = json.loads(data)
+        if not isinstance(d, dict):
+            raise ValueError("callback is not an object")
+        cb = callback_from_dict(d)
+        if cb.state not in TERMINAL_STATES:
+            raise ValueError(f"callback in state {cb.state.value}, not finished")
+        return (cb, rev)
+    raise ValueError(f"unknown kind {kind[:32]!r}")
 
 
 def decode(entries: Sequence[tuple[str, Mapping[str, str]]]) -> Batch:
@@ -97,24 +222,55 @@ def decode(entries: Sequence[tuple[str, Mapping[str, str]]]) -> Batch:
         batch.ids.append(entry_id)
         kind, data = fields.get("kind", ""), fields.get("data", "")
         try:
-            if kind == "contact":
-                contact = contact_from_json(data)
-                if contact is None:
-                    raise ValueError("unreadable contact")
-                batch.contacts.append((contact, revision(entry_id)))
-            elif kind == "path":
-                batch.paths.append(path_from_json(data))
-            elif kind == "audit":
-                d = json.loads(data)
-                batch.audit.append(AuditRow(id=str(d["id"]), at=float(d["at"]), who=str(d["who"]),
-                                            role=str(d["role"]), what=str(d["what"]), target=str(d["target"]),
-                                            why=str(d["why"]), allowed=d["allowed"] == "1",
-                                            source=str(d.get("source", ""))))
-            else:
-                raise ValueError(f"unknown kind {kind[:32]!r}")
-        except (ValueError, KeyError, TypeError) as exc:
+            batch.records.append(Record(entry_id, fields, kind, _decode_one(entry_id, kind, data, fields)))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             batch.dead.append((entry_id, fields, str(exc)[:200]))
     return batch
+
+
+async def _paths(conn: asyncpg.Connection, paths: Sequence[CallPath]) -> None:
+    await upsert_paths(conn, paths)
+    await mark_dirty(conn, paths)
+
+
+# kind → the batched write of a run of records of that kind (each record's value as decoded)
+WRITERS: dict[str, Callable[[asyncpg.Connection, list[Any]], Awaitable[None]]] = {
+    "contact": upsert_contacts, "path": _paths, "audit": insert_audit, "customer": upsert_customers,
+    "customer_deleted": delete_customers, "case": upsert_cases, "case_event": insert_case_events,
+    "callback": upsert_finished_callbacks,
+}
+
+
+def runs(records: Sequence[Record]) -> list[tuple[str, list[Record]]]:
+    """Consecutive records of one kind, in stream order: [(kind, records), ...]."""
+    out: list[tuple[str, list[Record]]] = []
+    for record in records:
+        if out and out[-1][0] == record.kind:
+            out[-1][1].append(record)
+        else:
+            out.append((record.kind, [record]))
+    return out
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """An error of the records written, not of the database's availability: the same write fails
+    again however often it is retried (a value out of range or not encodable, a constraint).
+    Connection loss, shutdown, too many connections, a missing table or right are not: retried."""
+    import asyncpg
+
+    if isinstance(exc, asyncpg.exceptions._base.DataError):  # a value the client cannot encode
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(getattr(exc, "sqlstate", "") or "")[:2] in ("22", "23", "54")
+    return False
+
+
+def _error_text(exc: BaseException, kind: str) -> str:
+    sqlstate = getattr(exc, "sqlstate", None)
+    text = type(exc).__name__ + (f" (SQLSTATE {sqlstate})" if sqlstate else "")
+    if kind != "customer":  # a customer's message could quote its values (the PIN hash among them)
+        text += ": " + str(exc).replace("\n", " ")
+    return text[:300]
 
 
 class RecordSink:
@@ -160,14 +316,25 @@ class RecordSink:
         return _entries(fresh)
 
     async def _write(self, batch: Batch) -> None:
+        """The whole batch in one transaction, in stream order (runs of one kind in one statement
+        batch), so a customer deleted and created again within one batch ends as created."""
         async with self.pool.acquire() as conn, conn.transaction():
-            if batch.contacts:
-                await upsert_contacts(conn, batch.contacts)
-            if batch.paths:
-                await upsert_paths(conn, batch.paths)
-                await mark_dirty(conn, batch.paths)
-            if batch.audit:
-                await insert_audit(conn, batch.audit)
+            for kind, records in runs(batch.records):
+                await WRITERS[kind](conn, [r.value for r in records])
+
+    async def _write_each(self, batch: Batch) -> None:
+        """After a data error: each record in a transaction of its own, in stream order; the ones
+        that fail with a data error join the dead letters, the rest are written. Any other error
+        (PostgreSQL gone meanwhile) propagates: the batch is retried whole, idempotently."""
+        async with self.pool.acquire() as conn:
+            for record in batch.records:
+                try:
+                    async with conn.transaction():
+                        await WRITERS[record.kind](conn, [record.value])
+                except Exception as exc:
+                    if not is_data_error(exc):
+                        raise
+                    batch.dead.append((record.entry_id, record.fields, _error_text(exc, record.kind)))
 
     async def _done(self, batch: Batch) -> None:
         if batch.dead:
@@ -175,8 +342,9 @@ class RecordSink:
                 for entry_id, fields, why in batch.dead:
                     pipe.xadd(self.dead_stream, {**fields, "entry": entry_id, "error": why})
                 await pipe.execute()
-            log.error("record sink: %d outbox entr%s could not be decoded; moved to %s", len(batch.dead),
-                      "y" if len(batch.dead) == 1 else "ies", self.dead_stream)
+            kinds = sorted({fields.get("kind", "")[:32] for _, fields, _ in batch.dead})
+            log.error("record sink: %d outbox entr%s could not be written (%s); moved to %s", len(batch.dead),
+                      "y" if len(batch.dead) == 1 else "ies", ", ".join(kinds), self.dead_stream)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xack(self.stream, GROUP, *batch.ids)
             pipe.xdel(self.stream, *batch.ids)
@@ -188,7 +356,14 @@ class RecordSink:
         if not entries:
             return 0
         batch = decode(entries)
-        await self._write(batch)
+        try:
+            await self._write(batch)
+        except Exception as exc:
+            if not is_data_error(exc):
+                raise
+            log.warning("record sink: a batch of %d failed on its data (%s); writing its entries one by one",
+                        len(batch.records), type(exc).__name__)
+            await self._write_each(batch)
         await self._done(batch)
         self.written += len(batch.ids)
         return len(batch.ids)
