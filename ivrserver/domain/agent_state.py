@@ -14,7 +14,7 @@ Two sources of truth are combined:
 A leg that was up and ends starts the wrap-up (`wrap_up_seconds`); wrap-up ends by time alone, so
 `status_at(live, now)` turns an expired wrap-up into READY without any event.
 
-Events are read by attribute, with the field names of contracts.md "AMI events"
+Events are read by attribute, with the field names of the typed AMI events
 (`ivrserver.pbx.ami_events`); the fold dispatches on the AMI event name (`event_name()`), so this
 module needs no import from the adapter.
 """
@@ -56,7 +56,7 @@ class Leg(enum.StrEnum):
 
 
 # ---------------------------------------------------------------------------------------------
-# Input: the fields this fold reads, named as in contracts.md "AMI events". The typed events of
+# Input: the fields this fold reads, named as in ivrserver.pbx.ami_events. The typed events of
 # ivrserver.pbx.ami_events (and any object with an `event` name and these attributes) fit.
 
 

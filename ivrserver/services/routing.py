@@ -3,7 +3,8 @@
 The decision itself is domain.routing.route(); this module only fetches the agents' state (one
 pipelined Redis round trip, only for the agents the policy may pick for this caller — none at
 all for a caller with no case owner, last agent or account manager) and writes the channel
-variables of the dialplan contract (contracts.md "Dialplan ⇄ ivrserver contract").
+variables the dialplan reads (dialplans/ivrserver.conf; README "Point ivrserver at your own
+Asterisk": IVR_ACTION, IVR_QUEUE, IVR_PRIORITY, IVR_AGENT, ...).
 """
 
 from __future__ import annotations

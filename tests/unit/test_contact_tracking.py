@@ -432,7 +432,7 @@ def test_event_from_headers(headers: dict[str, str], expected: ct.CallEvent | No
 
 @dataclass(frozen=True)
 class AgentConnect:
-    """Shaped like the lead's typed event: attribute names from contracts.md."""
+    """Shaped like the typed event of ivrserver.pbx.ami_events (same attribute names)."""
 
     uniqueid: str
     linkedid: str
