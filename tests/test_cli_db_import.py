@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from ivrserver.domain.menu_engine import PathEvent, PathKind
 from ivrserver.domain.menu_stats import CallPath
-from ivrserver.domain.model import Contact, ContactKind, Customer, Outcome, Tier
+from ivrserver.domain.model import CaseStatus, Contact, ContactKind, Customer, Outcome, Tier
 from ivrserver.store import cases as case_store
 from ivrserver.store import contacts as contact_store
 from ivrserver.store.audit import AuditLog
@@ -34,7 +34,7 @@ async def seed(client: aioredis.Redis, now: float) -> None:
     first = await case_store.open_case(client, KEYS, customer_id="c-0", summary="refund", now=now - 3 * DAY,
                                        owner_agent="agent1003", severity=2)
     await case_store.open_case(client, KEYS, customer_id="c-1", summary="card lost", now=now - DAY)
-    await case_store.close_case(client, KEYS, first.id, next_step="none")
+    await case_store.update_case(client, KEYS, first.id, {"status": CaseStatus.CLOSED, "next_step": "none"})
     for i in range(9):
         await contact_store.save_contact(client, KEYS, Contact(
             id=f"contact-{i}", kind=ContactKind.INBOUND, number=f"1555000{i % 7}", started_at=now - i * 3600,

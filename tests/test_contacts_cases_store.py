@@ -104,7 +104,7 @@ async def test_case_lifecycle(redis_client: aioredis.Redis, keys: Keys) -> None:
     assert [c.id for c in await case_store.list_open_cases(redis_client, keys, "c1")] == ["2", "1"]
     updated = await case_store.update_case(redis_client, keys, "1", {"next_step": "call back", "owner_agent": None})
     assert (updated.next_step, updated.owner_agent, updated.summary) == ("call back", None, "SMS refund")
-    closed = await case_store.close_case(redis_client, keys, "1")
+    closed = await case_store.update_case(redis_client, keys, "1", {"status": CaseStatus.CLOSED})
     assert closed.status is CaseStatus.CLOSED
     assert [c.id for c in await case_store.list_open_cases(redis_client, keys, "c1")] == ["2"]
     assert [c.id for c in await case_store.list_cases(redis_client, keys, "c1")] == ["2", "1"]

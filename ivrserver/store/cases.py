@@ -108,13 +108,6 @@ async def update_case(redis: aioredis.Redis, keys: Keys, case_id: str, changes: 
                 continue
 
 
-async def close_case(redis: aioredis.Redis, keys: Keys, case_id: str, *, next_step: str | None = None) -> Case:
-    changes: dict[str, Any] = {"status": CaseStatus.CLOSED}
-    if next_step is not None:
-        changes["next_step"] = next_step
-    return await update_case(redis, keys, case_id, changes)
-
-
 async def _cases(redis: aioredis.Redis, keys: Keys, index: str, limit: int) -> list[Case]:
     ids = await redis.zrevrange(index, 0, max(1, limit) - 1)
     if not ids:
