@@ -13,6 +13,9 @@ atomically (Lua), so concurrent claimers never get the same job; a reaper moves 
 back to due with their original due score (at-least-once). Every write by a lease holder checks
 its token, so a holder whose lease expired and was re-claimed cannot overwrite the new holder.
 The placed marker makes the dial itself at-most-once per attempt, across restarts.
+With a system of record (`Keys.records`), a record written in a final state (done, failed,
+cancelled) is also appended to the outbox right after its write (record/sink.py:
+callbacks_finished, notifications); the sink's upsert makes a repeat harmless.
 Unleased updates (API reschedule / cancel) compare the record's version and refuse leased jobs.
 
 Round trips of one placement: the claim returns the records with the leases (one script call for
@@ -36,7 +39,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from ivrserver.domain.callbacks import Callback, CallbackState, from_dict
+from ivrserver.domain.callbacks import TERMINAL_STATES, Callback, CallbackState, from_dict
 from ivrserver.store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -255,6 +258,12 @@ class CallbackStore:
     def _lease_keys(self) -> list[str]:
         return [self.keys.callbacks_due(), self.keys.callbacks_leased(), lease_info_key(self.keys)]
 
+    async def _record_if_final(self, cb: Callback | None, written: bool) -> None:
+        """A record just written in a final state goes to the outbox (a system of record is set)."""
+        outbox = self.keys.outbox_if_recording()
+        if written and outbox is not None and cb is not None and cb.state in TERMINAL_STATES:
+            await self.redis.xadd(outbox, {"kind": "callback", "data": _json(cb)})
+
     # ------------------------------------------------------------------ records
     async def create(self, cb: Callback) -> bool:
         """Store a new callback (and queue it if it has a due time); False if the id exists."""
@@ -262,6 +271,7 @@ class CallbackStore:
         created = await self._create(
             keys=[self.keys.callback(cb.id), self.keys.callback_index(), self.keys.callbacks_due()],
             args=[cb.id, _json(cb), _num(cb.created_at), due])
+        await self._record_if_final(cb, bool(int(created)))
         return bool(int(created))
 
     async def get(self, callback_id: str) -> Callback | None:
@@ -305,6 +315,7 @@ class CallbackStore:
         result = await self._update(
             keys=[self.keys.callback(cb.id), self.keys.callbacks_due(), self.keys.callbacks_leased()],
             args=[cb.id, str(expected_version), _json(cb), "" if due is None else _num(due)])
+        await self._record_if_final(cb, UpdateResult(_s(result)) is UpdateResult.OK)
         return UpdateResult(_s(result))
 
     # ------------------------------------------------------------------ scheduling
@@ -373,6 +384,7 @@ class CallbackStore:
         """Write the record while holding the lease (e.g. state dialing); False if the lease is lost."""
         ok = await self._save(keys=[*self._lease_keys(), self.keys.callback(claim.callback_id)],
                               args=[claim.callback_id, claim.token, _json(cb)])
+        await self._record_if_final(cb, bool(int(ok)))
         return bool(int(ok))
 
     async def _settle_job(self, claim: Claim, cb: Callback | None, due: float | None) -> bool:
@@ -380,6 +392,7 @@ class CallbackStore:
             keys=[*self._lease_keys(), self.keys.callback(claim.callback_id)],
             args=[claim.callback_id, claim.token, "" if cb is None else _json(cb),
                   "" if due is None else _num(due)])
+        await self._record_if_final(cb, bool(int(ok)))
         return bool(int(ok))
 
     async def complete(self, claim: Claim, cb: Callback | None) -> bool:
