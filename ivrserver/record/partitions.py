@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import asyncpg
 
 PARTITIONED = ("contacts", "ivr_paths", "audit")
+PARTITION_KEYS = {"contacts": "started_at", "ivr_paths": "started_at", "audit": "at"}
 _NAME_RE = re.compile(r"^(?P<table>[a-z_]+)_(?P<year>\d{4})_(?P<month>\d{2})$")
 
 
@@ -80,9 +81,7 @@ async def maintain(conn: asyncpg.Connection, retention_days: dict[str, int], now
         for month in months_ahead(table, now, ahead):
             if month.name in have:
                 continue
-            await conn.execute(
-                f'CREATE TABLE IF NOT EXISTS "{month.name}" PARTITION OF "{table}" '
-                f"FOR VALUES FROM ('{month.start.isoformat()}') TO ('{month.end.isoformat()}')")
+            await create_month(conn, month)
             created.append(month.name)
         days = retention_days.get(table)
         if days:
@@ -90,6 +89,28 @@ async def maintain(conn: asyncpg.Connection, retention_days: dict[str, int], now
                 await conn.execute(f'DROP TABLE IF EXISTS "{name}"')
                 dropped.append(name)
     return created, dropped
+
+
+async def create_month(conn: asyncpg.Connection, month: Month) -> None:
+    """Create `month`'s partition. Rows of that month that landed in the default partition (written
+    while the partition did not exist yet: PostgreSQL refuses then to create it, CheckViolation)
+    are moved into it in the same transaction: the table is made standalone, filled, then attached."""
+    bounds = f"FROM ('{month.start.isoformat()}') TO ('{month.end.isoformat()}')"
+    key = PARTITION_KEYS[month.table]
+    async with conn.transaction():
+        waiting = await conn.fetchval(
+            f'SELECT count(*) FROM "{month.table}_default" WHERE {key} >= $1 AND {key} < $2',
+            month.start, month.end)
+        if not waiting:
+            await conn.execute(f'CREATE TABLE IF NOT EXISTS "{month.name}" PARTITION OF "{month.table}" '
+                               f"FOR VALUES {bounds}")
+            return
+        await conn.execute(f'CREATE TABLE "{month.name}" (LIKE "{month.table}" INCLUDING DEFAULTS '
+                           "INCLUDING CONSTRAINTS)")
+        await conn.execute(
+            f'WITH moved AS (DELETE FROM "{month.table}_default" WHERE {key} >= $1 AND {key} < $2 '
+            f'RETURNING *) INSERT INTO "{month.name}" SELECT * FROM moved', month.start, month.end)
+        await conn.execute(f'ALTER TABLE "{month.table}" ATTACH PARTITION "{month.name}" FOR VALUES {bounds}')
 
 
 def months_between(table: str, first: datetime, last: datetime) -> list[Month]:
@@ -104,20 +125,12 @@ def months_between(table: str, first: datetime, last: datetime) -> list[Month]:
 
 async def ensure_months(conn: asyncpg.Connection, table: str, first: datetime, last: datetime) -> list[str]:
     """Create the missing partitions of `table` for the months first..last (an import of older
-    data); a month whose rows already sit in the default partition is left there. Returns created."""
-    import asyncpg
-
+    data); rows of that month already in the default partition move into it. Returns created."""
     have = set(await existing_partitions(conn, table))
     created = []
     for month in months_between(table, first, last):
         if month.name in have:
             continue
-        try:
-            async with conn.transaction():
-                await conn.execute(
-                    f'CREATE TABLE "{month.name}" PARTITION OF "{table}" '
-                    f"FOR VALUES FROM ('{month.start.isoformat()}') TO ('{month.end.isoformat()}')")
-        except asyncpg.CheckViolationError:
-            continue
+        await create_month(conn, month)
         created.append(month.name)
     return created

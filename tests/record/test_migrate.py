@@ -87,3 +87,28 @@ async def test_partitions_are_created_ahead_and_dropped_after_retention(empty_db
         assert "audit_2025_01" in await partitions.existing_partitions(conn, "audit")  # no retention set
     finally:
         await conn.close()
+
+
+async def test_rows_written_before_their_months_partition_move_into_it(empty_db: str) -> None:
+    conn = await asyncpg.connect(empty_db)
+    try:
+        await migrate.migrate(conn)
+        early = datetime(2024, 5, 20, tzinfo=UTC)  # no partition for May 2024 yet: the default takes it
+        await conn.execute("INSERT INTO contacts (id, started_at, kind, outcome) VALUES ('early', $1, 'inbound', "
+                           "'answered')", early)
+        await conn.execute("INSERT INTO audit (entry_id, at, actor, action, allowed) VALUES ('1-0', $1, 'a', "
+                           "'x', true)", early)
+        created, _ = await partitions.maintain(conn, {}, now=early)
+        assert "contacts_2024_05" in created and "audit_2024_05" in created
+        assert await conn.fetchval("SELECT tableoid::regclass::text FROM contacts WHERE id = 'early'") \
+            == "contacts_2024_05"
+        assert await conn.fetchval("SELECT count(*) FROM contacts_default") == 0
+        assert await conn.fetchval("SELECT tableoid::regclass::text FROM audit WHERE entry_id = '1-0'") \
+            == "audit_2024_05"
+        # The moved partition is a real partition: later rows of that month land there directly.
+        await conn.execute("INSERT INTO contacts (id, started_at, kind, outcome) VALUES ('later', $1, "
+                           "'inbound', 'answered')", early)
+        assert await conn.fetchval("SELECT tableoid::regclass::text FROM contacts WHERE id = 'later'") \
+            == "contacts_2024_05"
+    finally:
+        await conn.close()
