@@ -94,6 +94,11 @@ class Keys:
         """The outbox when records go to PostgreSQL (`records`), else None: what writers append to."""
         return self.outbox() if self.records else None
 
+    def record_restored(self) -> str:
+        """Set once Redis holds the system of record's customers, cases and recent contacts (no
+        TTL: state); missing with postgres.dsn set means Redis lost them: the warm-up re-fills it."""
+        return f"{self.prefix}:record:restored"
+
     def outbox_dead(self) -> str:
         """Stream of outbox entries the sink could not decode (kept for a person to look at)."""
         return f"{self.prefix}:outbox:dead"

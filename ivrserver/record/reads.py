@@ -1,0 +1,140 @@
+"""Reading the system of record back: what Redis needs to serve calls again after losing its data.
+
+Keyset-paged (by customer id), so a warm-up of millions of customers reads bounded batches; the
+recent contacts of a page come from the (customer_id, started_at DESC) index, a few per customer.
+A row the domain cannot read (a tier this code does not know) is skipped and counted, not raised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ivrserver.domain.model import (
+    Case,
+    CaseStatus,
+    Contact,
+    ContactKind,
+    ContactPreferences,
+    Customer,
+    Outcome,
+    Segment,
+    Tier,
+)
+
+if TYPE_CHECKING:
+    import asyncpg
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Page:
+    """One page of customers with their cases and recent contacts; `last_id` pages on."""
+
+    customers: list[Customer] = field(default_factory=list)
+    cases: list[Case] = field(default_factory=list)
+    contacts: list[Contact] = field(default_factory=list)
+    unreadable: int = 0
+    last_id: str | None = None
+
+
+_CUSTOMERS = """
+SELECT c.id, c.name, c.tier, c.segment, c.language, c.account_manager, c.account_number, c.pin_hash,
+       c.preferences, c.attributes,
+       coalesce(array_agg(p.phone ORDER BY p.phone) FILTER (WHERE p.phone IS NOT NULL), '{}') AS phones
+FROM customers c LEFT JOIN customer_phones p ON p.customer_id = c.id
+WHERE c.id > $1
+GROUP BY c.id
+ORDER BY c.id
+LIMIT $2
+"""
+
+_CASES = """
+SELECT id, customer_id, status, summary, severity, owner_agent, still_needed, next_step, opened_at
+FROM cases WHERE customer_id = ANY($1::text[])
+"""
+
+# the newest few contacts of each customer of the page, within the retention Redis keeps
+_RECENT_CONTACTS = """
+SELECT k.* FROM unnest($1::text[]) AS ids(customer_id)
+CROSS JOIN LATERAL (
+    SELECT id, kind, number, started_at, customer_id, ended_at, ivr_path, routing_reason, queue, wait_seconds,
+           agents, outcome, talk_seconds, disposition, notes
+    FROM contacts
+    WHERE contacts.customer_id = ids.customer_id AND started_at >= $2
+    ORDER BY started_at DESC
+    LIMIT $3
+) AS k
+"""
+
+_MAX_CASE_ID = "SELECT max(id::numeric) FROM cases WHERE id ~ '^[0-9]{1,18}$'"
+
+
+def _epoch(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def _customer(row: Any) -> Customer:
+    prefs = json.loads(row["preferences"]) if row["preferences"] else {}
+    return Customer(
+        id=row["id"], name=row["name"], phones=tuple(row["phones"]), tier=Tier(row["tier"]),
+        segment=Segment(row["segment"]), language=row["language"], account_manager=row["account_manager"],
+        account_number=row["account_number"], pin_hash=row["pin_hash"],
+        preferences=ContactPreferences(
+            timezone=str(prefs.get("timezone", "UTC")), allowed_from=str(prefs.get("allowed_from", "09:00")),
+            allowed_until=str(prefs.get("allowed_until", "20:00")), do_not_call=bool(prefs.get("do_not_call")),
+            holidays_ok=bool(prefs.get("holidays_ok"))),
+        attributes={str(k): str(v) for k, v in (json.loads(row["attributes"]) if row["attributes"] else {}).items()})
+
+
+def _case(row: Any) -> Case:
+    return Case(id=row["id"], customer_id=row["customer_id"], status=CaseStatus(row["status"]), summary=row["summary"],
+                opened_at=row["opened_at"].timestamp(), owner_agent=row["owner_agent"], severity=int(row["severity"]),
+                still_needed=row["still_needed"], next_step=row["next_step"])
+
+
+def _contact(row: Any) -> Contact:
+    return Contact(id=row["id"], kind=ContactKind(row["kind"]), number=row["number"],
+                   started_at=row["started_at"].timestamp(), customer_id=row["customer_id"],
+                   ended_at=_epoch(row["ended_at"]), ivr_path=tuple(row["ivr_path"]),
+                   routing_reason=row["routing_reason"], queue=row["queue"], wait_seconds=row["wait_seconds"],
+                   agents=tuple(row["agents"]), outcome=Outcome(row["outcome"]), talk_seconds=row["talk_seconds"],
+                   disposition=row["disposition"], notes=row["notes"])
+
+
+async def page(conn: asyncpg.Connection, *, after: str = "", limit: int = 500, contacts_since: datetime,
+               contacts_per_customer: int = 10) -> Page:
+    """The customers after id `after` (at most `limit`), every case of theirs and their newest
+    contacts since `contacts_since`. An empty page (last_id None) means the end."""
+    out = Page()
+    rows = await conn.fetch(_CUSTOMERS, after, limit)
+    if not rows:
+        return out
+    out.last_id = rows[-1]["id"]
+    out.customers, out.unreadable = _read(rows, _customer)
+    ids = [r["id"] for r in rows]
+    out.cases, bad_cases = _read(await conn.fetch(_CASES, ids), _case)
+    out.contacts, bad_contacts = _read(await conn.fetch(_RECENT_CONTACTS, ids, contacts_since,
+                                                        contacts_per_customer), _contact)
+    out.unreadable += bad_cases + bad_contacts
+    return out
+
+
+def _read(rows: list[Any], build: Any) -> tuple[list[Any], int]:
+    found, bad = [], 0
+    for row in rows:
+        try:
+            found.append(build(row))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            bad += 1
+    return found, bad
+
+
+async def max_case_id(conn: asyncpg.Connection) -> int:
+    """The highest numeric case id on record (0 for none): Redis's case sequence must not hand it out again."""
+    value = await conn.fetchval(_MAX_CASE_ID)
+    return int(value or 0)
