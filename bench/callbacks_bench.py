@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,8 @@ from ivrserver.services.callbacks import (
 )
 from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
+
+from benchlib import local_redis, percentile
 
 POLICY = cbm.CallbackPolicy(calling_from="00:00", calling_until="24:00")
 OPEN = ContactPreferences(timezone="UTC", allowed_from="00:00", allowed_until="24:00")
@@ -159,32 +160,6 @@ async def worker(url: str, name: str, lease: float, batch: int, concurrency: int
 
 # ----------------------------------------------------------------------------- parent
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        sys.exit("redis-server is not installed")
-    port = free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", workdir],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                sys.exit("redis-server did not start")
-            time.sleep(0.05)
-
-
 async def seed(client: aioredis.Redis, n: int, start: float, spread: float) -> dict[str, float]:
     keys = Keys(PREFIX)
     due: dict[str, float] = {}
@@ -249,12 +224,6 @@ class Report:
     worker_cpu: float = 0.0
     redis_cpu: float = 0.0
     loadavg: str = ""
-
-    def pct(self, values: list[float], p: float) -> float:
-        if not values:
-            return float("nan")
-        s = sorted(values)
-        return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 async def run_scenario(url: str, scenario: str, args: argparse.Namespace, workdir: str, redis_pid: int) -> Report:
@@ -344,8 +313,8 @@ def print_table(reports: list[Report], args: argparse.Namespace) -> None:
     rows = []
     for r in reports:
         rows.append([r.scenario, str(r.n), str(r.dials), str(r.dup_attempts), str(r.dup_callbacks), str(r.lost),
-                     str(r.unknown), str(r.connected), str(r.reaped), f"{r.pct(r.late, 50) * 1000:.0f} ms",
-                     f"{r.pct(r.late, 99) * 1000:.0f} ms", f"{max(r.late, default=float('nan')) * 1000:.0f} ms",
+                     str(r.unknown), str(r.connected), str(r.reaped), f"{percentile(r.late, 50) * 1000:.0f} ms",
+                     f"{percentile(r.late, 99) * 1000:.0f} ms", f"{max(r.late, default=float('nan')) * 1000:.0f} ms",
                      " ".join(f"{k}={v}" for k, v in sorted(r.per_instance.items()))])
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
     print()
@@ -368,7 +337,7 @@ def print_table(reports: list[Report], args: argparse.Namespace) -> None:
         if r.killed_at is not None:
             print(f"{r.scenario}: {len(r.late_killed)} callbacks were late by more than half a lease "
                   f"(held by the killed instance until its lease expired); lateness excluding them "
-                  f"p99 = {r.pct([x for x in r.late if x <= args.lease * 0.5], 99) * 1000:.0f} ms")
+                  f"p99 = {percentile([x for x in r.late if x <= args.lease * 0.5], 99) * 1000:.0f} ms")
     print("reaped = jobs whose lease expired (holder killed) and were re-queued by another instance")
     print("unknown = dialed by the killed instance, which died before writing the outcome: "
           "never re-dialed, final state failed/outcome_unknown")
@@ -402,14 +371,13 @@ def main() -> int:
     args.spread = args.spread or (180.0 if args.full else 20.0)
     args.lead = args.lead if args.lead is not None else 3.0 + args.n / 4000  # seeding time
     workdir = tempfile.mkdtemp(prefix="callbacks-bench-")
-    redis_proc, url = start_redis(workdir)
     try:
-        scenarios = ["normal", "kill"] if args.scenario == "both" else [args.scenario]
-        reports = [asyncio.run(run_scenario(url, s, args, workdir, redis_proc.pid)) for s in scenarios]
+        with local_redis() as redis:
+            assert redis.pid is not None
+            scenarios = ["normal", "kill"] if args.scenario == "both" else [args.scenario]
+            reports = [asyncio.run(run_scenario(redis.url, s, args, workdir, redis.pid)) for s in scenarios]
         print_table(reports, args)
     finally:
-        redis_proc.terminate()
-        redis_proc.wait(timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

@@ -70,6 +70,8 @@ from ivrserver.services.callbacks import CallbackPlacer, CallbackScheduler
 from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
 
+from benchlib import percentile
+
 PREFIX = "obench"
 POLICY = cbm.CallbackPolicy(calling_from="00:00", calling_until="24:00")
 OPEN = ContactPreferences(timezone="UTC", allowed_from="00:00", allowed_until="24:00")
@@ -252,13 +254,6 @@ class Report:
     reaped: int = 0
     held_by_killed: int = 0
 
-    @staticmethod
-    def pct(values: list[float], p: float) -> float:
-        if not values:
-            return float("nan")
-        s = sorted(values)
-        return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
-
 
 async def run_scenario(scenario: str, args: argparse.Namespace, asterisk: LocalAsterisk, redis_url: str,
                        workdir: Path) -> Report:
@@ -371,8 +366,9 @@ def print_table(reports: list[Report], args: argparse.Namespace) -> None:
     for r in reports:
         dup = r.dup_agent + r.dup_customer + r.dup_answer
         rows.append([r.scenario + (f" (-{r.killed})" if r.killed else ""), str(r.n), str(r.agent_legs),
-                     str(r.customer_legs), str(dup), str(r.lost), str(r.unknown), ms(r.pct(r.late, 50)),
-                     ms(r.pct(r.late, 99)), ms(max(r.late, default=float("nan"))), ms(r.pct(r.late_marker, 99)),
+                     str(r.customer_legs), str(dup), str(r.lost), str(r.unknown), ms(percentile(r.late, 50)),
+                     ms(percentile(r.late, 99)), ms(max(r.late, default=float("nan"))),
+                     ms(percentile(r.late_marker, 99)),
                      " ".join(f"{k}={v}" for k, v in sorted(r.states.items())),
                      " ".join(f"{k}={v}" for k, v in sorted(r.per_instance.items()))])
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
@@ -391,7 +387,7 @@ def print_table(reports: list[Report], args: argparse.Namespace) -> None:
             ok = [x for x in r.late if x <= args.lease * 0.5]
             print(f"{r.scenario}: {r.held_by_killed} leases held by {r.killed} when killed, {r.reaped} re-queued "
                   f"by the others; {len(r.late) - len(ok)} callbacks later than half a lease; lateness of "
-                  f"the rest p99 {ms(r.pct(ok, 99))}")
+                  f"the rest p99 {ms(percentile(ok, 99))}")
     print("late = Asterisk's Newchannel of the agent leg − due; marker = placer's clock before Originate − due")
     print("lost = customer never rung; unknown = dialed by the killed instance, outcome lost, never re-dialed")
 

@@ -71,6 +71,8 @@ BENCH = Path(__file__).resolve().parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchlib import free_port, local_redis, percentile  # noqa: E402
+
 PREFIX = "ivr"
 TARGET_P99_MS = 1.0
 TARGET_KB_PER_CALL = 100.0
@@ -108,12 +110,6 @@ def plan_pinning(mode: str) -> str:
     os.sched_setaffinity(0, generator)
     return (f"pinned: server + Redis on CPU {','.join(map(str, sorted(SUT_CPUS)))}, "
             f"the generator on CPU {cpus[-1]} (--pin off to share)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def proc_status(pid: int) -> dict[str, int]:
@@ -179,47 +175,6 @@ def redis_commandstats(url: str) -> collections.Counter[str]:
     finally:
         client.close()
     return collections.Counter({k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()})
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
-
-class RedisServer:
-    """A private redis-server on a free port (never 6379), no persistence."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="bench-redis-")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise SystemExit("redis-server is not installed (apt-get install redis-server)")
-        self.proc = subprocess.Popen([exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--dir", self.dir],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin_sut)
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
-                return
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise SystemExit("redis-server did not start")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------- the callers
@@ -1178,8 +1133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     args.pinning = plan_pinning(args.pin)
     workdir = Path(tempfile.mkdtemp(prefix="fastagi-bench-"))
-    redis = RedisServer()
-    redis.start()
+    redis_stack = contextlib.ExitStack()
+    redis = redis_stack.enter_context(local_redis(cpus=SUT_CPUS))  # with the server under --pin
     args.redis_url = redis.url
     rows: list[Row] = []
     load_start = loadavg()
@@ -1215,7 +1170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"{server.log_lines('WARNING')} WARNING lines", flush=True)
         print_table(rows, args, (load_start, loadavg()))
     finally:
-        redis.stop()
+        redis_stack.close()
         if args.keep:
             print(f"work directory kept: {workdir}")
         else:

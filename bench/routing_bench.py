@@ -3,7 +3,7 @@
     .venv/bin/python bench/routing_bench.py [--concurrency 200] [--calls 6000] [--hold 1.0]
                                             [--flood-calls 10000] [--customers 5000]
 
-Starts its own redis-server on a free port (never touches 6379), seeds customers, cases,
+Starts its own redis-server (devstack's LocalRedis: a free port, never 6379), seeds customers, cases,
 contacts and agent states through the real stores, then runs `concurrency` callers in parallel,
 each doing what call entry does: `snapshot_by_number()` (store/customers.py) then
 `RoutingService.route()` (agents' live state + the pure decision).
@@ -23,12 +23,8 @@ import contextvars
 import gc
 import os
 import random
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,15 +37,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ivrserver.app import run_on_loop
 from ivrserver.config import RoutingSettings
+from ivrserver.devstack.redis import LocalRedis
 from ivrserver.domain.agent_state import AgentLive, DeviceStatus, Leg
 from ivrserver.domain.model import Contact, ContactKind, Customer, Outcome, Segment, Tier
 from ivrserver.domain.routing import route as decide
+from ivrserver.files.routing import load_routing
 from ivrserver.services.routing import RoutingService
-from ivrserver.services.routing_files import load_routing
 from ivrserver.store import agents as agent_store
-from ivrserver.store import customers, history
+from ivrserver.store import cases as case_store
+from ivrserver.store import contacts as contact_store
+from ivrserver.store import customers
 from ivrserver.store.client import Connection
 from ivrserver.store.keys import Keys
+
+from benchlib import percentile
 
 TRIPS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("trips", default=None)
 
@@ -82,32 +83,6 @@ class Stats:
     actions: dict[str, int] = field(default_factory=dict)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_redis() -> tuple[subprocess.Popen[bytes], int, str]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        sys.exit("redis-server is not installed")
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="ivrserver-bench-")
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc, port, workdir
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                sys.exit(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
-
-
 AGENT_STATES = {  # a plausible mid-morning floor
     "agent1001": AgentLive("agent1001", logged_in=True, device=DeviceStatus.NOT_INUSE),
     "agent1002": AgentLive("agent1002", logged_in=True, device=DeviceStatus.INUSE,
@@ -137,11 +112,11 @@ async def seed(redis: aioredis.Redis, keys: Keys, n_customers: int, now: float, 
                             segment=rng.choice(list(Segment)), account_manager=manager)
         await customers.save_customer(redis, keys, customer)
         if rng.random() < 0.3:
-            await history.open_case(redis, keys, customer_id=customer.id, summary="billing dispute",
+            await case_store.open_case(redis, keys, customer_id=customer.id, summary="billing dispute",
                                     now=now - rng.uniform(3600, 30 * 86400), owner_agent=rng.choice(agent_ids))
         if rng.random() < 0.5:
             started = now - rng.uniform(600, 72 * 3600)
-            await history.save_contact(redis, keys, Contact(
+            await contact_store.save_contact(redis, keys, Contact(
                 id=f"k{i}", kind=ContactKind.INBOUND, number=number, started_at=started, customer_id=customer.id,
                 ended_at=started + 240, agents=(rng.choice(agent_ids),), outcome=Outcome.ANSWERED), now=now)
     await agent_store.save(redis, keys, AGENT_STATES.values())
@@ -158,15 +133,9 @@ def caller_numbers(known: list[str], calls: int, rng: random.Random) -> list[str
     return out
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
 async def run(args: argparse.Namespace) -> None:
-    proc, port, workdir = start_redis()
-    try:
-        url = f"redis://127.0.0.1:{port}/0"
+    async with LocalRedis() as local:
+        url = local.url
         pool = aioredis.ConnectionPool.from_url(url, decode_responses=True, connection_class=CountingConnection,
                                                 max_connections=args.concurrency + 10)
         redis = aioredis.Redis(connection_pool=pool)
@@ -255,22 +224,22 @@ async def run(args: argparse.Namespace) -> None:
                                    + "   (target <= 2)"),
             ("Redis commands / call", f"{live_cmds / len(live.latency):.2f} (server INFO delta, Lua's inner "
                                       "calls included)"),
-            ("decision latency p50", f"{pct(live.latency, 50):.3f} ms   (snapshot + agent states + route)"),
-            ("decision latency p99", f"{pct(live.latency, 99):.3f} ms   (target < 2 ms)"),
+            ("decision latency p50", f"{percentile(live.latency, 50):.3f} ms   (snapshot + agent states + route)"),
+            ("decision latency p99", f"{percentile(live.latency, 99):.3f} ms   (target < 2 ms)"),
             ("decision latency max", f"{max(live.latency):.3f} ms"),
-            ("  snapshot p50 / p99", f"{pct(live.snapshot, 50):.3f} / {pct(live.snapshot, 99):.3f} ms   "
+            ("  snapshot p50 / p99", f"{percentile(live.snapshot, 50):.3f} / {percentile(live.snapshot, 99):.3f} ms   "
                                      "(store/customers.py, one EVALSHA)"),
-            ("  routing p50 / p99", f"{pct(live.routing, 50):.3f} / {pct(live.routing, 99):.3f} ms   "
+            ("  routing p50 / p99", f"{percentile(live.routing, 50):.3f} / {percentile(live.routing, 99):.3f} ms   "
                                     f"(RoutingService.route: agent states from {args.agent_state} + route())"),
             ("", ""),
             ("FLOOD", f"{args.concurrency} callers back to back, no hold time: capacity, latency is queueing"),
             ("calls decided", f"{len(flood.latency)} in {flood_wall:.1f} s "
                               f"({len(flood.latency) / flood_wall:,.0f} decisions/s, one process)"),
             ("round trips / call", f"mean {statistics.mean(flood.trips):.2f}, max {max(flood.trips)}"),
-            ("latency p50 / p99", f"{pct(flood.latency, 50):.1f} / {pct(flood.latency, 99):.1f} ms "
+            ("latency p50 / p99", f"{percentile(flood.latency, 50):.1f} / {percentile(flood.latency, 99):.1f} ms "
                                   f"(~ concurrency / throughput)"),
             ("", ""),
-            ("pure route() p50 / p99", f"{pct(pure, 50) * 1000:.1f} / {pct(pure, 99) * 1000:.1f} µs"),
+            ("pure route() p50 / p99", f"{percentile(pure, 50) * 1000:.1f} / {percentile(pure, 99) * 1000:.1f} µs"),
         ]
         width = max(len(k) for k, _ in rows)
         print(f"routing bench — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, Python {sys.version.split()[0]}, "
@@ -280,10 +249,6 @@ async def run(args: argparse.Namespace) -> None:
         print(f"  {'connections opened':<{width}}  {CountingConnection.opened} (pool; set-up not charged to calls)")
         await redis.aclose()
         await pool.aclose()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> None:

@@ -41,6 +41,12 @@ class LocalRedis:
     def persistent(self) -> bool:
         return self.data_dir is not None
 
+    @property
+    def pid(self) -> int | None:
+        """The redis-server we started (None when reusing one or not running): benchmarks pin it
+        to CPUs and read its CPU time."""
+        return self._proc.pid if self._proc is not None else None
+
     async def start(self, timeout: float = 10.0) -> None:
         if self.reuse and self.port is not None and await listening(self.host, self.port):
             self.external = True
