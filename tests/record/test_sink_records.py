@@ -254,12 +254,13 @@ async def test_undecodable_entries_of_the_new_kinds_go_to_the_dead_letter_stream
     assert await pool.fetchval("SELECT count(*) FROM callbacks_finished") == 0
 
 
-def test_a_batch_is_applied_in_stream_order_as_runs_of_one_kind() -> None:
+def test_a_batch_is_written_one_statement_batch_per_kind_each_in_stream_order() -> None:
     from ivrserver.record.sink import Record, runs
 
-    kinds = ["customer", "customer", "case", "customer_deleted", "customer", "case_event", "case_event", "case"]
+    kinds = ["customer", "customer", "case", "customer_deleted", "customer", "case_event", "case_event", "case",
+             "contact", "path", "audit", "contact", "path", "audit"]  # a call's records interleave kinds
     records = [Record(f"1-{i}", {}, k, i) for i, k in enumerate(kinds)]
     assert [(k, [r.value for r in rs]) for k, rs in runs(records)] == [
-        ("customer", [0, 1]), ("case", [2]), ("customer_deleted", [3]), ("customer", [4]),
-        ("case_event", [5, 6]), ("case", [7])]
+        ("customer", [0, 1, 4]), ("case", [2, 7]), ("customer_deleted", [3]), ("case_event", [5, 6]),
+        ("contact", [8, 11]), ("path", [9, 12]), ("audit", [10, 13])]
     assert runs([]) == []
