@@ -145,8 +145,13 @@ async def worker(args: argparse.Namespace) -> None:
     scheduler = CallbackScheduler(store, placer, instance=args.name, poll_interval=args.poll,
                                   lease_seconds=args.lease, batch=args.batch, concurrency=args.concurrency)
     await client.set(f"{PREFIX}:bench:ready:{args.name}", "1")
+    async def feed_dialer() -> None:
+        """What the app's event fan-out does for the dialer: every AMI event to `on_event`, in place."""
+        while True:
+            dialer.on_event(await ami.events.get())
+
     async with asyncio.TaskGroup() as tg:
-        tg.create_task(dialer.run(ami.events))
+        tg.create_task(feed_dialer())
         tg.create_task(scheduler.run())
 
 
