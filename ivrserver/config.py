@@ -40,8 +40,11 @@ class ConfigError(ValueError):
 class RedisSettings:
     url: str = "redis://127.0.0.1:6379/0"
     prefix: str = "ivr"
-    # Retention of contact history and IVR paths, in days.
+    # Retention of contact history and IVR paths, in days (Redis-only: Redis is their only store).
     retention_days: int = 365
+    # With postgres.dsn set, what Redis keeps of contacts, timelines, IVR paths and audit entries
+    # (the call path reads only recent ones; PostgreSQL keeps them all), instead of retention_days.
+    hot_days: int = 30
     # A call's contact-record changes are collected this long and written once (0: every change at once).
     history_write_delay: float = 0.5
     # Longest a caller waits for their snapshot before the first prompt (and for the end-of-call
@@ -221,6 +224,12 @@ class Settings:
     # uvloop (libuv) or the standard library's loop; both run the same code.
     event_loop: str = "uvloop"
 
+    @property
+    def redis_keep_days(self) -> int:
+        """How long Redis keeps contacts, timelines and IVR paths (and trims the audit stream to):
+        `redis.hot_days` when they go to PostgreSQL (`postgres.dsn`), else `redis.retention_days`."""
+        return self.redis.hot_days if self.postgres.dsn else self.redis.retention_days
+
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "log.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -350,8 +359,8 @@ def _check(key: str, value: Any, errors: list[str]) -> None:
         errors.append(f"{key}: must be 0..10000 milliseconds, got {value}")
     if key == "postgres.dsn" and value and not value.startswith(("postgresql://", "postgres://")):
         errors.append(f"{key}: expected a postgresql:// URL, got {value!r}")
-    if key.startswith("postgres.") and key.endswith(("_days", "pool_size")) and isinstance(value, int) \
-            and value < 1:
+    if key.startswith(("postgres.", "redis.")) and key.endswith(("_days", "pool_size")) \
+            and isinstance(value, int) and value < 1:
         errors.append(f"{key}: must be at least 1, got {value}")
     if key == "postgres.drain_timeout" and not (0 <= value <= 300):
         errors.append(f"{key}: must be 0..300 seconds, got {value}")

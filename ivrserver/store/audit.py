@@ -1,7 +1,11 @@
 """The audit log in Redis: an append-only stream of who read or changed what, allowed or not.
 
 Layout (all names from `Keys`):
-- `audit()`   Stream, append-only: who, role, what, target, why, allowed, at, source.
+- `audit()`   Stream, append-only: who, role, what, target, why, allowed, at, source. No TTL (one
+              key for the whole log). Redis-only, it is the only copy and is never trimmed; with
+              PostgreSQL configured (`Keys.records`), the `audit` table keeps every entry and the
+              stream only the last `hot_days` (`redis.hot_days`): each append trims it by age
+              (XADD MINID, by the Redis clock as the entry ids are).
 - `outbox()`  Stream: with PostgreSQL configured (`Keys.records`) every entry is also appended
               there, in the same script, for record/sink.py (the `audit` table).
 """
@@ -16,11 +20,19 @@ import redis.asyncio as aioredis
 from ivrserver.store import scripts
 from ivrserver.store.keys import Keys
 
-# KEYS: audit stream, outbox; ARGV: the outbox record's JSON after its opening brace (the entry id
-# goes first, known only here), then the entry's field/value pairs.
+DAY = 86400
+DEFAULT_HOT_DAYS = 30
+
+# KEYS: audit stream, outbox; ARGV: milliseconds of entries the stream keeps, the outbox record's
+# JSON after its opening brace (the entry id goes first, known only here), then the entry's
+# field/value pairs. Entries older than the kept time are trimmed in the same XADD (exact MINID:
+# in steady state each append removes about one entry; the entry ids are Redis clock times).
 _APPEND_RECORDED = scripts.declare("""
-local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
-redis.call('XADD', KEYS[2], '*', 'kind', 'audit', 'data', '{"id":"' .. id .. '",' .. string.sub(ARGV[1], 2))
+local t = redis.call('TIME')
+local oldest = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[1])
+if oldest < 0 then oldest = 0 end
+local id = redis.call('XADD', KEYS[1], 'MINID', string.format('%d', oldest), '*', unpack(ARGV, 3))
+redis.call('XADD', KEYS[2], '*', 'kind', 'audit', 'data', '{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2))
 return id
 """)
 
@@ -58,11 +70,16 @@ def _older_than(before: str) -> str | None:
 
 
 class AuditLog:
-    """Append-only: this class has no way to change or remove an entry."""
+    """Append-only: this class has no way to change or remove an entry. With a system of record
+    (`keys.records`) the stream keeps `hot_days` of entries (PostgreSQL keeps them all); without
+    one nothing is ever trimmed."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, *, hot_days: float = DEFAULT_HOT_DAYS) -> None:
+        if hot_days <= 0:
+            raise ValueError("hot_days must be more than 0")
         self.redis = redis
         self.keys = keys
+        self.hot_days = hot_days
 
     async def append(self, *, who: str, role: str, what: str, target: str, why: str, allowed: bool,
                      at: float, source: str = "") -> str:
@@ -77,7 +94,7 @@ class AuditLog:
         record = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
         pairs = [x for item in fields.items() for x in item]
         entry_id = await scripts.script(self.redis, _APPEND_RECORDED)(
-            keys=[self.keys.audit(), outbox], args=[record, *pairs])
+            keys=[self.keys.audit(), outbox], args=[int(self.hot_days * DAY * 1000), record, *pairs])
         return str(entry_id)
 
     async def recent(self, *, count: int = 100, before: str | None = None) -> list[AuditEntry]:

@@ -7,6 +7,10 @@ Layout (names from store/keys.py):
   retention are trimmed on every write.
 - `announcement(menu)`: STRING, comma-separated sound names played at entry while it exists.
 
+The retention is the recorder's `retention_seconds`: the app passes `Settings.redis_keep_days`
+(``redis.retention_days`` Redis-only, ``redis.hot_days`` with PostgreSQL, which keeps every path
+and counts `menus stats` from its own tables).
+
 A call's path is written in ONE round trip when the call leaves the menu (before the dialplan
 takes over, so the screen-pop can read it as soon as an agent rings), by one script that can
 also save the call's context (`record(path, context=...)`): one command for redis-py to send and

@@ -4,6 +4,11 @@ Layout (every name from `Keys`):
 - ``contact:{id}``        STRING  JSON of a `Contact`; EXPIREAT started_at + retention
 - ``timeline:{customer}`` ZSET    contact ids scored by started_at; entries older than the
                                   retention are trimmed on every write; the key expires with them
+
+The retention is the caller's `retention_days`: the app passes `Settings.redis_keep_days`, i.e.
+``redis.retention_days`` Redis-only (Redis is the only store) and ``redis.hot_days`` with
+PostgreSQL (it keeps every record; Redis only what the call path reads: the last contacts of the
+caller snapshot, the record of a call going on, notes written back after it).
 - ``linkedid:{linkedid}`` STRING  contact id of an Asterisk call (Linkedid), expires after a day
 - ``callowner:{linkedid}`` STRING the instance writing the call's record, expires after a day
 - ``outbox``              STREAM  with PostgreSQL configured (`Keys.records`), every saved record is
