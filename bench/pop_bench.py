@@ -3,7 +3,7 @@
     .venv/bin/python bench/pop_bench.py [--agents 2000] [--client-procs 4] [--calls-per-second 50]
                                         [--seconds 20] [--redis-url redis://...]
 
-Processes: its own redis-server on a free port (unless --redis-url), one server process (the real
+Processes: its own redis-server (devstack's LocalRedis, unless --redis-url), one server process (the real
 aiohttp app with AgentHub + PopStore + Authenticator), and `--client-procs` client processes that
 together hold `--agents` authenticated agent websockets. The server stands in for the AMI adapter:
 at a steady call rate it picks a random agent and, per call, publishes the ringing pop (built with
@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -40,18 +38,17 @@ from aiohttp import web
 
 from ivrserver.domain.model import Agent, Case, CaseStatus, Contact, ContactKind, Customer, Outcome, Tier
 from ivrserver.domain.screen_pop import Phase, PopContext, Role, build_pop, phase_update
+from ivrserver.services.privacy import PrivacyService
+from ivrserver.services.screen_pop import PopFeed
+from ivrserver.store.audit import AuditLog
 from ivrserver.store.keys import Keys
-from ivrserver.store.pops import AuditLog, PopStore
+from ivrserver.store.pops import PopStore
 from ivrserver.web.agent_ws import AgentHub
 from ivrserver.web.auth import Authenticator
 
+from benchlib import free_port, local_redis, percentile
+
 PREFIX = "bench"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def agent_ids(n: int) -> list[str]:
@@ -89,9 +86,9 @@ async def serve(args: argparse.Namespace) -> None:
     keys = Keys(PREFIX)
     store = PopStore(redis, keys, backlog_seconds=3600)
     audit = AuditLog(redis, keys)
-    auth = Authenticator(redis, keys, agents, {}, pops=store, audit=audit,
+    auth = Authenticator(redis, keys, agents, {}, privacy=PrivacyService(store, audit),
                          static_tokens={a: token_of(a) for a in ids})
-    hub = AgentHub(redis, keys, store, auth, queue_size=256, heartbeat=15.0)
+    hub = AgentHub(redis, PopFeed(store, keys), auth, queue_size=256, heartbeat=15.0)
 
     async def run(request: web.Request) -> web.Response:
         body = await request.json()
@@ -187,39 +184,9 @@ async def clients(args: argparse.Namespace) -> None:
 
 
 # ---- orchestration ---------------------------------------------------------------------------
-def start_redis() -> tuple[subprocess.Popen[bytes], str, str]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        sys.exit("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="pop-bench-redis-")
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                sys.exit("redis-server did not start")
-            time.sleep(0.05)
-    return proc, f"redis://127.0.0.1:{port}/0", workdir
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
 def orchestrate(args: argparse.Namespace) -> None:
-    redis_proc = workdir = None
-    redis_url = args.redis_url
-    if redis_url is None:
-        redis_proc, redis_url, workdir = start_redis()
+    redis = contextlib.ExitStack()  # our own Redis unless --redis-url
+    redis_url = args.redis_url or redis.enter_context(local_redis()).url
     port = free_port()
     me = [sys.executable, __file__, "--agents", str(args.agents), "--port", str(port), "--redis-url", redis_url]
     procs: list[subprocess.Popen[str]] = []
@@ -276,10 +243,7 @@ def orchestrate(args: argparse.Namespace) -> None:
         for p in procs:
             if p.poll() is None:
                 p.kill()
-        if redis_proc is not None:
-            redis_proc.terminate()
-            redis_proc.wait(timeout=10)
-            shutil.rmtree(workdir or "", ignore_errors=True)
+        redis.close()
 
     ms = [x * 1000 for x in latencies]
     rows = [
@@ -291,8 +255,8 @@ def orchestrate(args: argparse.Namespace) -> None:
         ("frames received", f"{len(ms)}"),
         ("lost / slow-disconnected", f"{run['published'] - len(ms)} / {run['slow_disconnects']}"),
         ("latency p50", f"{statistics.median(ms):.2f} ms" if ms else "n/a"),
-        ("latency p90", f"{pct(ms, 90):.2f} ms"),
-        ("latency p99", f"{pct(ms, 99):.2f} ms   (target < 25 ms)"),
+        ("latency p90", f"{percentile(ms, 90):.2f} ms"),
+        ("latency p99", f"{percentile(ms, 99):.2f} ms   (target < 25 ms)"),
         ("latency max", f"{max(ms):.2f} ms" if ms else "n/a"),
         ("cpu cores", str(os.cpu_count())),
     ]

@@ -12,8 +12,7 @@ import datetime
 import gc
 import logging
 import signal
-import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,16 +21,19 @@ from aiohttp import web
 
 from ivrserver import logs
 from ivrserver.config import Settings
-from ivrserver.domain.callbacks import longest_idle_first
-from ivrserver.domain.model import AgentState, ContactPreferences
+from ivrserver.domain.model import ContactPreferences
 from ivrserver.domain.working_days import WorkingDays
+from ivrserver.files import menus as menu_files
+from ivrserver.files import routing as routing_files
 from ivrserver.metrics import Metrics
-from ivrserver.pbx.ami import AmiClient, AmiError
+from ivrserver.pbx.ami import AmiClient
 from ivrserver.pbx.callback_dialer import AmiCallbackDialer
 from ivrserver.pbx.fastagi import FastAgiServer
-from ivrserver.services import menu_files, routing_files, work_calendar
+from ivrserver.record.runtime import RecordRuntime, SchemaNotCurrent
 from ivrserver.services import pepper as pepper_source
+from ivrserver.services import work_calendar
 from ivrserver.services.agent_state import AgentStateService
+from ivrserver.services.announcements import Announcements
 from ivrserver.services.callbacks import (
     CallbackPlacer,
     CallbackScheduler,
@@ -39,19 +41,23 @@ from ivrserver.services.callbacks import (
     customer_lookup,
     policy_from_settings,
 )
+from ivrserver.services.contact_tracker import ContactTracker
+from ivrserver.services.customers import CustomerService
 from ivrserver.services.event_fanout import EventFanout
-from ivrserver.services.history import ContactTracker
 from ivrserver.services.hotline import HotlineService
 from ivrserver.services.menus import MenuRegistry
+from ivrserver.services.privacy import PrivacyService
 from ivrserver.services.queue_state import QueueState
+from ivrserver.services.record_warmup import RecordWarmup
 from ivrserver.services.routing import RoutingService
-from ivrserver.services.screen_pop import ScreenPopService
+from ivrserver.services.screen_pop import PopFeed, ScreenPopService
 from ivrserver.services.speech import SpeechRenderer
 from ivrserver.store import client as redis_client
 from ivrserver.store import customers
+from ivrserver.store.audit import AuditLog
 from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
-from ivrserver.store.pops import AuditLog, PopStore
+from ivrserver.store.pops import PopStore
 from ivrserver.supervision import Supervisor
 from ivrserver.web import api_agents, api_callbacks, api_customers, api_docs, api_menus, backoffice
 from ivrserver.web.agent_ws import AgentHub
@@ -86,7 +92,8 @@ class IvrServer:
         self.settings = settings
         self.metrics = Metrics()
         self.supervisor = Supervisor(self.metrics)  # every long-lived task: crashes logged, counted, restarted
-        self.keys = Keys(settings.redis.prefix)
+        # with a system of record, contacts, paths and audit entries also go to the outbox (Keys.records)
+        self.keys = Keys(settings.redis.prefix, records=bool(settings.postgres.dsn))
         self.stopping = asyncio.Event()
         self.redis: aioredis.Redis = redis_client.connect_to(
             settings.redis, decode_responses=True, socket_connect_timeout=3, socket_timeout=5,
@@ -101,34 +108,37 @@ class IvrServer:
         self.agent_defs = agents.agents
         self._by_endpoint = {a.endpoint: a.id for a in agents.agents.values()}
         self.agent_state = AgentStateService(self.redis, self.keys, agents.agents,
-                                             wrap_up_seconds=agents.wrap_up_seconds)
-        self.tracker = ContactTracker(self.redis, self.keys, retention_days=settings.redis.retention_days,
+                                             wrap_up_seconds=agents.wrap_up_seconds, ami_action=self.ami.action)
+        self.tracker = ContactTracker(self.redis, self.keys, retention_days=settings.redis_keep_days,
                                       agents=self._by_endpoint, instance=settings.instance,
                                       write_delay=settings.redis.history_write_delay,
                                       default_country=settings.phone.default_region)
         self.routing = RoutingService(self.redis, self.keys, policy, agents.agents,
                                       statuses=self.agent_state.statuses_of)
         self.hotline = HotlineService(self.redis, self.keys, self.menus, self.routing, self.tracker,
-                                      entry=settings.menus.entry, retention_days=settings.redis.retention_days,
+                                      entry=settings.menus.entry, retention_days=settings.redis_keep_days,
                                       snapshot_timeout=settings.redis.snapshot_timeout,
                                       pepper=self.pepper.pepper, default_country=settings.phone.default_region)
         self.fastagi.route(settings.menus.entry, self.hotline.handle)
         # screen-pop: per-agent numbered events, login and audit
         self.pops = PopStore(self.redis, self.keys, backlog_seconds=settings.web.backlog_seconds)
-        self.audit = AuditLog(self.redis, self.keys)
-        self.auth = Authenticator(self.redis, self.keys, agents.agents, agents.credentials, pops=self.pops,
-                                  audit=self.audit, agents_file=settings.routing.agents_file,
+        self.audit = AuditLog(self.redis, self.keys, hot_days=settings.redis_keep_days)
+        self.privacy = PrivacyService(self.pops, self.audit)
+        self.customers = CustomerService(self.redis, self.keys, pepper=self.pepper.pepper,
+                                         retention_days=settings.redis_keep_days)
+        self.auth = Authenticator(self.redis, self.keys, agents.agents, agents.credentials, privacy=self.privacy,
+                                  agents_file=settings.routing.agents_file,
                                   trusted_proxies=settings.security.trusted_proxies)
         # Pub/sub blocks on reads for as long as no pop is published: no socket timeout there.
         self.pubsub_redis: aioredis.Redis = redis_client.connect_to(
             settings.redis, decode_responses=True, socket_connect_timeout=3, socket_keepalive=True,
             health_check_interval=15)
-        self.hub = AgentHub(self.pubsub_redis, self.keys, self.pops, self.auth, queue_size=settings.web.socket_queue,
-                            heartbeat=settings.web.heartbeat)
+        self.hub = AgentHub(self.pubsub_redis, PopFeed(self.pops, self.keys), self.auth,
+                            queue_size=settings.web.socket_queue, heartbeat=settings.web.heartbeat)
         self.screen_pop = ScreenPopService(self.redis, self.keys, self.hub, agents.agents,
                                            contact_id_for=self.tracker.contact_id, instance=settings.instance)
         # callbacks (virtual hold reads the live queues)
-        self.queue_state = QueueState(self._agent_of_interface, self._count_free)
+        self.queue_state = QueueState(self._agent_of_interface, self.agent_state.free_count)
         self.callback_store = CallbackStore(
             self.redis, self.keys, replicated=lambda: redis_client.wait_for_replica(self.redis, settings.redis))
         callback_policy = policy_from_settings(settings.callbacks, phone_region=settings.phone.default_region,
@@ -136,7 +146,8 @@ class IvrServer:
         self.dialer = AmiCallbackDialer(self.ami, self.redis, self.keys, self.callback_store,
                                         tracker=self.tracker, hotline=settings.asterisk.hotline)
         placer = CallbackPlacer(
-            self.callback_store, self.dialer, callback_policy, free_agents=self._free_agents, is_free=self._is_free,
+            self.callback_store, self.dialer, callback_policy, free_agents=self.agent_state.free_agents,
+            is_free=self.agent_state.is_free,
             preferences=self._preferences, endpoint_of=lambda a: self.agent_defs[a].endpoint,
             customer_dial=settings.asterisk.customer_dial, callback_context=settings.asterisk.callback_context,
             notify_context=settings.asterisk.notify_context, agent_ring_seconds=settings.callbacks.agent_ring_seconds,
@@ -151,6 +162,7 @@ class IvrServer:
         self.backoffice = self._load_backoffice_tokens()
         self.hotline.attach_callbacks(self.callbacks)
         self._runner: web.AppRunner | None = None
+        self.records: RecordRuntime | None = None  # PostgreSQL (postgres.dsn), built in run()
         self.web_port = settings.web.port
 
     # -- building -------------------------------------------------------------------------
@@ -199,15 +211,12 @@ class IvrServer:
     def web_app(self) -> web.Application:
         health: dict[str, HealthCheck] = {"redis": self._redis_ok, "ami": self._ami_ok, "fastagi": self._agi_ok,
                                           "menus": self._menus_ok}
-        retention = self.settings.redis.retention_days
         agent_api = api_agents.AgentApiContext(
-            auth=self.auth, hub=self.hub, store=self.pops, audit=self.audit, set_paused=self._set_paused,
-            save_notes=api_agents.history_saver(self.redis, self.keys, retention_days=retention),
-            get_state=self._agent_state)
+            auth=self.auth, hub=self.hub, privacy=self.privacy, customers=self.customers,
+            set_paused=self.agent_state.set_paused, get_state=self.agent_state.state_of)
         routes = [
-            api_menus.routes(self.menus, redis=self.redis, keys=self.keys, guard=require_supervisor),
-            api_customers.routes(self.redis, self.keys, authorize_hook, retention_days=retention,
-                                 pepper=self.pepper.pepper, default_country=self.settings.phone.default_region),
+            api_menus.routes(self.menus, announcements=Announcements(self.redis, self.keys), guard=require_supervisor),
+            api_customers.routes(self.customers, authorize_hook, default_country=self.settings.phone.default_region),
             api_callbacks.routes(self.callbacks),
             api_agents.routes(agent_api),
             api_docs.routes(),
@@ -231,34 +240,14 @@ class IvrServer:
     # -- lookups the features need ------------------------------------------------------------
     async def _grants(self, agent_id: str) -> set[str]:
         """The customers an agent holds a live access grant for (handling their call)."""
-        return set(await self.pops.grants(agent_id, now=time.time()))
+        return await self.privacy.granted(agent_id)
 
     async def _preferences(self, customer_id: str) -> ContactPreferences | None:
-        customer = await customers.get_customer(self.redis, self.keys, customer_id)
+        customer = await self.customers.get(customer_id)
         return customer.preferences if customer else None
-
-    async def _free_agents(self, tier: str) -> list[str]:
-        members = [a.id for a in self.agent_defs.values() if tier in a.tiers]
-        statuses = await self.agent_state.statuses_of(members, time.time())
-        return longest_idle_first(statuses.values(), members)
 
     def _agent_of_interface(self, interface: str) -> str | None:
         return self._by_endpoint.get(interface)
-
-    async def _count_free(self, agent_ids: Iterable[str]) -> int:
-        ids = list(agent_ids)
-        statuses = await self.agent_state.statuses_of(ids, time.time())
-        return sum(1 for s in statuses.values() if s.state is AgentState.READY)
-
-    async def _is_free(self, agent_id: str) -> bool:
-        statuses = await self.agent_state.statuses_of([agent_id], time.time())
-        status = statuses.get(agent_id)
-        return status is not None and status.state is AgentState.READY
-
-    async def _agent_state(self, agent_id: str) -> str | None:
-        statuses = await self.agent_state.statuses_of([agent_id], time.time())
-        status = statuses.get(agent_id)
-        return status.state.value if status else None
 
     async def _refresh_queue_members(self) -> None:
         """After every AMI login: the state of every queue member, so routing is right after a restart."""
@@ -266,15 +255,6 @@ class IvrServer:
         for message in response if isinstance(response, list) else [response]:
             if message.get("Event") == "QueueMember":
                 self.ami.feed(message)
-
-    async def _set_paused(self, agent_id: str, paused: bool) -> None:
-        """Pause or resume the agent in every queue (AMI QueuePause on their interface)."""
-        agent = self.agent_defs[agent_id]
-        try:
-            await self.ami.action("QueuePause", {"Interface": agent.endpoint, "Paused": "true" if paused else "false",
-                                                 "Reason": "agent desktop"})
-        except AmiError as exc:
-            raise web.HTTPServiceUnavailable(text=f"cannot reach Asterisk: {exc}") from exc
 
     # -- health ---------------------------------------------------------------------------
     async def _redis_ok(self) -> tuple[bool, str]:
@@ -308,6 +288,14 @@ class IvrServer:
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Start everything, serve until `stopping` is set, then shut down in order."""
+        if self.settings.postgres.dsn:
+            self.records = RecordRuntime(self.settings.postgres, self.redis, self.keys, instance=self.settings.instance)
+            try:
+                await self.records.open()
+            except SchemaNotCurrent as exc:
+                await self.redis.aclose()
+                await self.pubsub_redis.aclose()
+                raise StartupError(f"postgres.dsn: {exc}") from exc
         try:
             await customers.load_scripts(self.redis)
         except Exception as exc:  # Redis may come later; calls are still served (as unknown callers)
@@ -341,6 +329,13 @@ class IvrServer:
         supervise("agent-state", lambda: self.agent_state.run(agent_events))
         supervise("screen-pop", lambda: self.screen_pop.run(pop_events))
         supervise("contact-sweeper", self.tracker.run)
+        if self.records is not None and self.records.sink is not None:
+            supervise("record-sink", self.records.sink.run)
+            supervise("record-upkeep", self.records.upkeep)
+            if self.records.pool is not None:  # Redis re-filled from PostgreSQL whenever it lost its data
+                warmup = RecordWarmup(self.redis, self.keys, self.records.pool,
+                                      retention_days=self.settings.redis_keep_days)
+                supervise("record-warmup", warmup.run)
         if self.settings.callbacks.enabled:
             supervise("callback-scheduler", self.scheduler.run)
         if self.settings.menus.watch:
@@ -368,6 +363,8 @@ class IvrServer:
         await self.supervisor.stop()
         await self.hotline.close()  # end-of-call writes still in flight (a slow Redis)
         await self.tracker.close()  # contact records still waiting for their deferred write
+        if self.records is not None:
+            await self.records.close(self.settings.postgres.drain_timeout)  # the outbox, into PostgreSQL
         if self._runner is not None:
             await self._runner.cleanup()
         await self.ami.close()

@@ -19,12 +19,17 @@ from aiohttp import web
 
 from ivrserver.domain.hashing import Cost
 from ivrserver.domain.model import Agent, Contact, ContactKind
-from ivrserver.store import history
+from ivrserver.services.customers import CustomerService
+from ivrserver.services.privacy import PrivacyService
+from ivrserver.services.screen_pop import PopFeed
+from ivrserver.store import cases as case_store
+from ivrserver.store import contacts
+from ivrserver.store.audit import AuditLog
 from ivrserver.store.keys import Keys
-from ivrserver.store.pops import AuditLog, PopStore
+from ivrserver.store.pops import PopStore
 from ivrserver.web import api_customers
 from ivrserver.web.agent_ws import HUB, AgentHub
-from ivrserver.web.api_agents import AgentApiContext, history_saver, page_routes, routes
+from ivrserver.web.api_agents import AgentApiContext, page_routes, routes
 from ivrserver.web.auth import AUTH, Authenticator, agent_id_of, auth_middleware, authorize_hook, hash_password
 from tests.conftest import free_port
 
@@ -70,21 +75,22 @@ async def make_desk(redis_url: str, keys: Keys, *, queue_size: int = 256, heartb
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     store = PopStore(redis, keys, backlog_seconds=backlog_seconds)
     audit = AuditLog(redis, keys)
-    auth = Authenticator(redis, keys, AGENTS, CREDENTIALS if credentials is None else credentials, pops=store,
-                         audit=audit, clock=clock, static_tokens=static_tokens,
+    privacy = PrivacyService(store, audit, clock=clock)
+    auth = Authenticator(redis, keys, AGENTS, CREDENTIALS if credentials is None else credentials,
+                         privacy=privacy, clock=clock, static_tokens=static_tokens,
                          **{"password_cost": TEST_COST, **auth_options})
-    hub = AgentHub(redis, keys, store, auth, queue_size=queue_size, heartbeat=heartbeat,
+    hub = AgentHub(redis, PopFeed(store, keys), auth, queue_size=queue_size, heartbeat=heartbeat,
                    auth_timeout=auth_timeout, session_check=session_check)
     desk = Desk(url="", hub=hub, auth=auth, store=store, audit=audit, redis=redis, keys=keys)
     if seed:
-        # Contact records and cases as the hotline / customers streams write them (store/history.py).
+        # Contact records and cases as the hotline / customers streams write them (store/contacts.py, store/cases.py).
         now = time.time()
         for contact_id, customer_id in (("T1", "C1"), ("T2", "C2"), ("T-browser", "C1")):
-            await history.save_contact(redis, keys, Contact(id=contact_id, kind=ContactKind.INBOUND,
+            await contacts.save_contact(redis, keys, Contact(id=contact_id, kind=ContactKind.INBOUND,
                                                             number="13800000001", started_at=now,
                                                             customer_id=customer_id), now=now)
         for customer_id in ("C1", "C2"):
-            case = await history.open_case(redis, keys, customer_id=customer_id, summary="premium SMS", now=now)
+            case = await case_store.open_case(redis, keys, customer_id=customer_id, summary="premium SMS", now=now)
             desk.cases[customer_id] = case.id
 
     async def set_paused(agent_id: str, paused: bool) -> None:
@@ -107,11 +113,12 @@ async def make_desk(redis_url: str, keys: Keys, *, queue_size: int = 256, heartb
     app = web.Application(middlewares=[auth_middleware()])
     app[AUTH] = auth
     hub.install(app)
-    app.add_routes(routes(AgentApiContext(auth=auth, hub=hub, store=store, audit=audit, set_paused=set_paused,
-                                          save_notes=history_saver(redis, keys), clock=clock)))
+    customers = CustomerService(redis, keys, clock=clock)
+    app.add_routes(routes(AgentApiContext(auth=auth, hub=hub, privacy=privacy, customers=customers,
+                                          set_paused=set_paused, clock=clock)))
     app.add_routes(page_routes())
     if real_customers:
-        app.add_routes(api_customers.routes(redis, keys, authorize_hook))
+        app.add_routes(api_customers.routes(customers, authorize_hook))
     else:
         app.router.add_get("/api/v1/customers/{customer_id}", read_customer)
         app.router.add_get("/api/v1/customers", list_customers)

@@ -14,8 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from ivrserver.domain import identification
 from ivrserver.domain.model import Contact, ContactKind, Outcome
+from ivrserver.services.customers import CustomerService
+from ivrserver.store import contacts as contact_store
 from ivrserver.store import customers as store
-from ivrserver.store import history
 from ivrserver.store.keys import Keys
 from ivrserver.web.api_customers import routes
 from tests.conftest import TEST_PEPPER
@@ -32,7 +33,9 @@ BODY: dict[str, Any] = {
 
 async def make_client(redis_client: aioredis.Redis, keys: Keys, **kw: Any) -> TestClient:
     app = web.Application()
-    app.add_routes(routes(redis_client, keys, clock=lambda: NOW, **{"pepper": TEST_PEPPER, **kw}))
+    authorize = kw.pop("authorize", None)
+    service = CustomerService(redis_client, keys, clock=lambda: NOW, **{"pepper": TEST_PEPPER, **kw})
+    app.add_routes(routes(service, authorize) if authorize else routes(service))
     client = TestClient(TestServer(app))
     await client.start_server()
     return client
@@ -154,7 +157,7 @@ async def test_oversized_body_is_rejected_not_crashing(client: TestClient) -> No
 
 async def test_history_and_cases(client: TestClient, redis_client: aioredis.Redis, keys: Keys) -> None:
     assert (await client.post("/api/v1/customers", json=BODY)).status == 201
-    await history.save_contact(redis_client, keys, Contact(
+    await contact_store.save_contact(redis_client, keys, Contact(
         id="k1", kind=ContactKind.INBOUND, number="15550001", started_at=NOW - 60, customer_id="c1",
         ended_at=NOW - 30, outcome=Outcome.ANSWERED, agents=("agent1003",)), now=NOW)
     resp = await client.post("/api/v1/cases", json={"customer_id": "c1", "summary": "SMS refund",
@@ -169,6 +172,9 @@ async def test_history_and_cases(client: TestClient, redis_client: aioredis.Redi
 
     resp = await client.put("/api/v1/contacts/k1", json={"disposition": "resolved", "notes": "refund"})
     assert resp.status == 200 and (await resp.json())["notes"] == "refund"
+    # one rule with the agent desktop's write-back: a disposition from the same vocabulary only
+    resp = await client.put("/api/v1/contacts/k1", json={"disposition": "refund granted"})
+    assert resp.status == 400 and [e["field"] for e in (await resp.json())["errors"]] == ["disposition"]
 
     hist = await (await client.get("/api/v1/customers/c1/history?limit=5")).json()
     assert [c["id"] for c in hist["contacts"]] == ["k1"]

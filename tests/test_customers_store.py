@@ -14,12 +14,13 @@ from ivrserver.domain import customer_validation as cv
 from ivrserver.domain import identification
 from ivrserver.domain.identification import Locked, LockoutPolicy
 from ivrserver.domain.model import Case, CaseStatus, Contact, ContactKind, Customer, Outcome, Tier
+from ivrserver.services.customers import identify_by_account
+from ivrserver.store import cases, contacts
 from ivrserver.store import customers as store
-from ivrserver.store import history
 from ivrserver.store.keys import Keys
 from tests.conftest import TEST_PEPPER
 
-identify = functools.partial(store.identify_by_account, pepper=TEST_PEPPER)
+identify = functools.partial(identify_by_account, pepper=TEST_PEPPER)  # the flow is a use case now
 
 NOW = float(int(time.time()))
 PIN = "4321"
@@ -79,13 +80,13 @@ async def test_list_paging_and_delete(redis_client: aioredis.Redis, keys: Keys) 
                                                                account_number=f"8001000{i}"))
     page, total = await store.list_customers(redis_client, keys, offset=1, limit=2)
     assert total == 5 and [c.id for c in page] == ["c1", "c2"]
-    case = await history.open_case(redis_client, keys, customer_id="c1", summary="x", now=NOW)
+    case = await cases.open_case(redis_client, keys, customer_id="c1", summary="x", now=NOW)
     assert await store.delete_customer(redis_client, keys, "c1") is True
     assert await store.delete_customer(redis_client, keys, "c1") is False
     assert await store.get_customer(redis_client, keys, "c1") is None
     assert await store.customer_ids_for_phone(redis_client, keys, "15550001") == []
     assert await store.account_owner(redis_client, keys, "80010001") is None
-    assert await history.get_case(redis_client, keys, case.id) is None
+    assert await cases.get_case(redis_client, keys, case.id) is None
     assert [c.id async for c in store.iter_customers(redis_client, keys, batch=2)] == ["c0", "c2", "c3", "c4"]
 
 
@@ -120,14 +121,14 @@ class CountingRedis:
 async def test_snapshot_known_caller_in_one_round_trip(redis_client: aioredis.Redis, keys: Keys) -> None:
     c = customer()
     await store.save_customer(redis_client, keys, c)
-    old_case = await history.open_case(redis_client, keys, customer_id="c1", summary="old", now=NOW - 100)
-    case = await history.open_case(redis_client, keys, customer_id="c1", summary="SMS refund", now=NOW,
+    old_case = await cases.open_case(redis_client, keys, customer_id="c1", summary="old", now=NOW - 100)
+    case = await cases.open_case(redis_client, keys, customer_id="c1", summary="SMS refund", now=NOW,
                                    owner_agent="agent1003", severity=2)
-    closed = await history.open_case(redis_client, keys, customer_id="c1", summary="done", now=NOW)
-    await history.close_case(redis_client, keys, closed.id)
-    await history.save_contact(redis_client, keys, contact("k1", NOW - 7200), now=NOW)
-    await history.save_contact(redis_client, keys, contact("k2", NOW - 3600, Outcome.ABANDONED), now=NOW)
-    await history.save_contact(redis_client, keys, contact("k3", NOW - 5, Outcome.IN_PROGRESS), now=NOW)
+    closed = await cases.open_case(redis_client, keys, customer_id="c1", summary="done", now=NOW)
+    await cases.update_case(redis_client, keys, closed.id, {"status": CaseStatus.CLOSED})
+    await contacts.save_contact(redis_client, keys, contact("k1", NOW - 7200), now=NOW)
+    await contacts.save_contact(redis_client, keys, contact("k2", NOW - 3600, Outcome.ABANDONED), now=NOW)
+    await contacts.save_contact(redis_client, keys, contact("k3", NOW - 5, Outcome.IN_PROGRESS), now=NOW)
     await store.load_scripts(redis_client)  # warm: EVALSHA hits on the first call
     counter = CountingRedis(redis_client)
     snap = await store.snapshot_by_number(redis_client, keys, " 1555-0001 ")

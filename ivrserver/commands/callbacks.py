@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -20,12 +19,9 @@ from ivrserver.services.callbacks import (
     CallbackBusy,
     CallbackNotFound,
     CallbackService,
-    customer_lookup,
+    for_command,
     policy_from_settings,
 )
-from ivrserver.store.callbacks import CallbackStore
-from ivrserver.store.client import connect_for_command
-from ivrserver.store.keys import Keys
 
 TIME_HELP = "epoch seconds, '+30m' / '+2h' / '+1d', or ISO 8601 with offset (2025-05-01T18:00+08:00)"
 
@@ -106,18 +102,12 @@ def _run(args: argparse.Namespace, body: Callable[[CallbackService], Awaitable[i
     prefix = getattr(args, "prefix", None) or settings.redis.prefix
 
     async def go() -> int:
-        client = connect_for_command(settings.redis, getattr(args, "redis_url", None), decode_responses=True)
-        try:
-            days = await asyncio.to_thread(work_calendar.for_today, settings.callbacks.calendar_country,
-                                           settings.callbacks.calendar_subdivision, datetime.now(UTC).date())
-            policy = policy_from_settings(settings.callbacks, phone_region=settings.phone.default_region,
-                                          working_days=days)
-            # customer: the callback's tier defaults to the customer's (as on REST and the agent page)
-            service = CallbackService(CallbackStore(client, Keys(prefix)), policy, clock=time.time,
-                                      customer=customer_lookup(client, Keys(prefix)))
+        days = await asyncio.to_thread(work_calendar.for_today, settings.callbacks.calendar_country,
+                                       settings.callbacks.calendar_subdivision, datetime.now(UTC).date())
+        policy = policy_from_settings(settings.callbacks, phone_region=settings.phone.default_region,
+                                      working_days=days)
+        async with for_command(settings.redis, getattr(args, "redis_url", None), policy, prefix=prefix) as service:
             return await body(service)
-        finally:
-            await client.aclose()
 
     try:
         return asyncio.run(go())

@@ -26,14 +26,12 @@ import csv
 import dataclasses
 import io
 import json
-import os
 import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-import redis.asyncio as aioredis
 import yaml
 from redis.exceptions import RedisError
 
@@ -41,14 +39,10 @@ from ivrserver.commands import load_settings
 from ivrserver.domain import customer_validation as cv
 from ivrserver.domain import phone
 from ivrserver.domain.customer_validation import FieldError, ValidCustomer
-from ivrserver.domain.hashing import Pepper
 from ivrserver.domain.model import Customer
+from ivrserver.services import customers as customer_service
 from ivrserver.services import pepper as pepper_source
-from ivrserver.store import cases as case_store
-from ivrserver.store import contacts as contact_store
-from ivrserver.store import customers as store
-from ivrserver.store.client import connect_for_command
-from ivrserver.store.keys import Keys
+from ivrserver.services.customers import AccountInUse, CustomerService
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_ROWS = 200_000
@@ -90,17 +84,14 @@ def _run(args: argparse.Namespace, body: Any) -> int:
     settings = load_settings(getattr(args, "config", None))
     if settings is None:
         return 2
-    url, keys = args.redis_url or settings.redis.url, Keys(prefix=settings.redis.prefix)
+    url = args.redis_url or settings.redis.url
     if not url.startswith(("redis://", "rediss://", "unix://")):
         print(f"--redis-url: expected a redis://, rediss:// or unix:// URL, got {url!r}", file=sys.stderr)
         return 2
 
     async def main() -> int:
-        client = connect_for_command(settings.redis, args.redis_url, decode_responses=True)
-        try:
-            return int(await body(client, keys))
-        finally:
-            await client.aclose()
+        async with customer_service.for_command(settings.redis, args.redis_url) as service:
+            return int(await body(service))
     try:
         return asyncio.run(main())
     except (RedisError, OSError) as exc:
@@ -252,38 +243,13 @@ def validate_rows(rows: Iterable[Row], default_country: str) -> tuple[list[tuple
     return valid, errors
 
 
-async def _check_store(redis: aioredis.Redis, keys: Keys, valid: list[tuple[int, ValidCustomer]]
+async def _check_store(service: CustomerService, valid: list[tuple[int, ValidCustomer]]
                        ) -> tuple[dict[str, Customer], list[RowError]]:
     """Existing profiles of the rows' ids, and rows whose account number another customer owns."""
-    errors: list[RowError] = []
-    existing: dict[str, Customer] = {}
-    for start in range(0, len(valid), 1000):
-        chunk = valid[start:start + 1000]
-        async with redis.pipeline(transaction=False) as pipe:
-            for _, item in chunk:
-                pipe.get(keys.customer(item.customer.id))
-                if item.customer.account_number:
-                    pipe.get(keys.account(item.customer.account_number))
-                else:
-                    pipe.echo("")
-            replies = await pipe.execute()
-        for i, (line, item) in enumerate(chunk):
-            found = store.customer_from_json(replies[2 * i])
-            if found is not None:
-                existing[found.id] = found
-            owner = replies[2 * i + 1]
-            if owner and owner != item.customer.id:
-                errors.append(RowError(line, FieldError("account_number",
-                                                        f"already belongs to customer {owner}")))
-    return existing, errors
-
-
-def _to_store(item: ValidCustomer, existing: Customer | None, pepper: Pepper | None) -> Customer:
-    customer = item.to_customer(os.urandom(16), pepper) if pepper is not None else item.customer
-    if not item.pin_given and existing is not None and existing.pin_hash \
-            and existing.account_number == customer.account_number:
-        customer = dataclasses.replace(customer, pin_hash=existing.pin_hash)
-    return customer
+    check = await service.check_import(valid)
+    errors = [RowError(line, FieldError("account_number", f"already belongs to customer {owner}"))
+              for line, owner in check.conflicts]
+    return check.existing, errors
 
 
 def _report(errors: list[RowError], source: str, out: TextIO) -> None:
@@ -302,19 +268,6 @@ def validate_cases(rows: Iterable[Row]) -> tuple[list[tuple[int, dict[str, Any]]
         else:
             valid.append((row.line, fields))
     return valid, errors
-
-
-async def _open_cases(redis: aioredis.Redis, keys: Keys, cases: list[tuple[int, dict[str, Any]]],
-                      now: float) -> int:
-    """Open the cases a customer does not already have open (same summary): re-imports are no-ops."""
-    opened = 0
-    for _, fields in cases:
-        current = await case_store.list_open_cases(redis, keys, fields["customer_id"])
-        if any(c.summary == fields["summary"] for c in current):
-            continue
-        await case_store.open_case(redis, keys, now=now, **fields)
-        opened += 1
-    return opened
 
 
 def run_import(args: argparse.Namespace) -> int:
@@ -338,14 +291,14 @@ def run_import(args: argparse.Namespace) -> int:
     cases, case_errors = validate_cases(case_rows)
     errors += row_errors + case_errors
 
-    async def body(redis: aioredis.Redis, keys: Keys) -> int:
-        existing, store_errors = await _check_store(redis, keys, valid)
+    async def body(service: CustomerService) -> int:
+        existing, store_errors = await _check_store(service, valid)
         errors.extend(store_errors)
         bad_lines = {e.line for e in errors}
         todo = [(line, item) for line, item in valid if line not in bad_lines]
         known = {item.customer.id for _, item in todo}
         for line, fields in cases:
-            if fields["customer_id"] not in known and not await redis.exists(keys.customer(fields["customer_id"])):
+            if fields["customer_id"] not in known and not await service.exists(fields["customer_id"]):
                 errors.append(RowError(line, FieldError("cases: customer_id", "no such customer in this file "
                                                                               "or in the store")))
         bad_lines = {e.line for e in errors}
@@ -366,16 +319,17 @@ def run_import(args: argparse.Namespace) -> int:
                 print(f"cannot hash PINs: {exc}", file=sys.stderr)
                 return 2
         prepared = await asyncio.to_thread(
-            lambda: [(line, _to_store(item, existing.get(item.customer.id), pepper)) for line, item in todo])
+            lambda: [(line, customer_service.import_profile(item, existing.get(item.customer.id), pepper))
+                     for line, item in todo])
         imported = 0
         for line, customer in prepared:
             try:
-                await store.save_customer(redis, keys, customer)
+                await service.upsert(customer)
                 imported += 1
-            except store.AccountInUse as exc:
+            except AccountInUse as exc:
                 errors.append(RowError(line, FieldError("account_number", f"already belongs to customer "
                                                                           f"{exc.owner}")))
-        opened = await _open_cases(redis, keys, todo_cases, time.time())
+        opened = await service.open_cases_once([fields for _, fields in todo_cases], now=time.time())
         if errors:
             _report(errors, str(path), sys.stderr)
         skipped = len({e.line for e in errors})
@@ -387,10 +341,6 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 # --- export / show -------------------------------------------------------------------------------
-
-async def _all_customers(redis: aioredis.Redis, keys: Keys) -> list[Customer]:
-    return [c async for c in store.iter_customers(redis, keys)]
-
 
 # OWASP CSV injection: a spreadsheet runs a cell that begins with one of these as a formula.
 FORMULA_TRIGGERS = frozenset("=+-@\t\r")
@@ -434,8 +384,8 @@ def write_yaml(customers: list[Customer], out: TextIO) -> None:
 def run_export(args: argparse.Namespace) -> int:
     customers: list[Customer] = []
 
-    async def body(redis: aioredis.Redis, keys: Keys) -> int:
-        customers.extend(await _all_customers(redis, keys))
+    async def body(service: CustomerService) -> int:
+        customers.extend(await service.all())
         return 0
 
     status = _run(args, body)
@@ -456,17 +406,16 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    async def body(redis: aioredis.Redis, keys: Keys) -> int:
-        customer = await store.get_customer(redis, keys, args.id)
+    async def body(service: CustomerService) -> int:
+        customer = await service.get(args.id)
         if customer is None:
             print(f"no customer with id {args.id!r}", file=sys.stderr)
             return 1
+        open_cases, recent = await service.recent(customer.id, limit=10)
         document = {
             "customer": cv.customer_to_dict(customer),
-            "open_cases": [case_store.case_to_dict(c)
-                           for c in await case_store.list_open_cases(redis, keys, customer.id)],
-            "recent_contacts": [contact_store.contact_to_dict(c)
-                                for c in await contact_store.list_timeline(redis, keys, customer.id, limit=10)],
+            "open_cases": [customer_service.case_to_dict(c) for c in open_cases],
+            "recent_contacts": [customer_service.contact_to_dict(c) for c in recent],
         }
         # Round-trip through JSON: plain types only, so safe_dump never meets an enum.
         yaml.safe_dump(json.loads(json.dumps(document)), sys.stdout, sort_keys=False, allow_unicode=True)

@@ -437,7 +437,6 @@ def to_flat_row(customer: Customer) -> dict[str, str]:
 
 CASE_CREATE_FIELDS = ("customer_id", "summary", "owner_agent", "severity", "still_needed", "next_step")
 CASE_UPDATE_FIELDS = ("summary", "owner_agent", "severity", "still_needed", "next_step", "status")
-CONTACT_UPDATE_FIELDS = ("disposition", "notes")
 
 
 def _severity(errors: _Errors, value: Any) -> int | None:
@@ -505,23 +504,6 @@ def validate_case_update(data: Any) -> tuple[dict[str, Any] | None, list[FieldEr
             errors.add("status", f"must be one of {', '.join(s.value for s in CaseStatus)}")
         else:
             out["status"] = CaseStatus(status)
-    return (None, errors.items) if errors.items else (out, [])
-
-
-def validate_contact_update(data: Any) -> tuple[dict[str, str] | None, list[FieldError]]:
-    """Disposition and notes an agent adds to a contact record."""
-    errors = _Errors()
-    if not isinstance(data, Mapping):
-        errors.add("contact", f"must be a mapping of fields, got {_type_name(data)}")
-        return None, errors.items
-    _unknown(errors, data, CONTACT_UPDATE_FIELDS)
-    if not data:
-        errors.add("contact", f"give at least one of {', '.join(CONTACT_UPDATE_FIELDS)}")
-    out: dict[str, str] = {}
-    if "disposition" in data:
-        out["disposition"] = _text(errors, "disposition", data["disposition"], max_len=200) or ""
-    if "notes" in data:
-        out["notes"] = _text(errors, "notes", data["notes"], max_len=MAX_TEXT, multiline=True) or ""
     return (None, errors.items) if errors.items else (out, [])
 
 

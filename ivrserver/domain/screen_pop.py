@@ -28,8 +28,9 @@ MASK = "••••"
 AGENT_ATTRIBUTES: frozenset[str] = frozenset(
     {"plan", "region", "preferred_channel", "device", "contract_end", "company", "notes_hint"}
 )
-# IVR steps whose input is a secret (PIN, password, card digits): never shown to anyone.
-SENSITIVE_STEP_WORDS: tuple[str, ...] = ("pin", "password", "passcode", "secret", "cvv", "card")
+# IVR steps whose input is a secret (PIN, password, card digits): never shown to anyone. One list
+# for the step's names and for what the IVR collected ("pass": password, passcode, passphrase).
+SENSITIVE_STEP_WORDS: tuple[str, ...] = ("pin", "pass", "secret", "cvv", "card")
 MAX_HISTORY = 5
 MAX_TEXT = 2000
 
@@ -109,11 +110,34 @@ def mask_customer(customer: Customer, role: Role,
     }
 
 
+def is_sensitive_text(text: str) -> bool:
+    """Whether a step's name or collected detail says its input is a secret (SENSITIVE_STEP_WORDS)."""
+    lowered = text.lower()
+    return any(word in lowered for word in SENSITIVE_STEP_WORDS)
+
+
 def _is_sensitive(step: Mapping[str, Any]) -> bool:
     if step.get("sensitive") is True:
         return True
-    name = f"{step.get('menu', '')} {step.get('node', '')} {step.get('label', '')}".lower()
-    return any(word in name for word in SENSITIVE_STEP_WORDS)
+    return is_sensitive_text(f"{step.get('menu', '')} {step.get('node', '')} {step.get('label', '')}")
+
+
+def steps_from_path(path: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The recorded IVR path (menu_engine PathEvents as dicts) as the pop's steps; a collected
+    input whose detail names a secret is marked sensitive (masked by `ivr_steps`)."""
+    steps: list[dict[str, Any]] = []
+    for p in path:
+        kind, node = p.get("kind"), p.get("node", "")
+        if kind == "key":
+            steps.append({"menu": node, "input": p.get("key", ""), "label": p.get("target", "")})
+        elif kind == "collected":
+            detail = str(p.get("detail", ""))
+            steps.append({"menu": node, "input": detail, "label": "entered", "sensitive": is_sensitive_text(detail)})
+        elif kind in ("invalid", "timeout", "identified", "lookup", "language"):
+            steps.append({"menu": node, "label": f"{kind} {p.get('detail', '')}".strip(), "input": p.get("key", "")})
+        elif kind == "exit":
+            steps.append({"menu": node, "label": f"exit: {p.get('detail', '')} {p.get('target', '')}".strip()})
+    return steps
 
 
 def ivr_steps(path: Iterable[Mapping[str, Any]], limit: int = 50) -> list[dict[str, str]]:

@@ -11,22 +11,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ivrserver.domain.agent_state import AgentLive, AgentStateFold, event_name, status_at
-from ivrserver.domain.model import Agent, AgentStatus
+from ivrserver.domain.callbacks import longest_idle_first
+from ivrserver.domain.model import Agent, AgentState, AgentStatus
+from ivrserver.pbx.ami import AmiError
 from ivrserver.store import agents as agent_store
 from ivrserver.store.keys import Keys
 
 log = logging.getLogger("ivrserver.agent_state")
 
 
+AmiAction = Callable[[str, dict[str, str]], Awaitable[object]]
+
+
+class PbxUnavailable(Exception):
+    """Asterisk could not be asked to pause or resume the agent."""
+
+
+def is_free(status: AgentStatus | None) -> bool:
+    """An agent is free for a call (callbacks, virtual hold) exactly when their state is READY."""
+    return status is not None and status.state is AgentState.READY
+
+
 class AgentStateService:
     def __init__(self, redis: aioredis.Redis, keys: Keys, agent_defs: Mapping[str, Agent], *,
-                 wrap_up_seconds: float, clock: Callable[[], float] = time.time) -> None:
+                 wrap_up_seconds: float, clock: Callable[[], float] = time.time,
+                 ami_action: AmiAction | None = None) -> None:
+        self._agent_defs = agent_defs
+        self._ami_action = ami_action
         self._redis = redis
         self._keys = keys
         self._fold = AgentStateFold(agent_defs, wrap_up_seconds)
@@ -46,6 +63,38 @@ class AgentStateService:
     async def statuses_of(self, ids: Collection[str], now: float) -> dict[str, AgentStatus]:
         """The live state of `ids` as this instance folded it (for routing: no Redis round trip)."""
         return {i: status_at(live, now) for i in ids if (live := self._live.get(i)) is not None}
+
+    async def free_count(self, ids: Iterable[str]) -> int:
+        """How many of `ids` are free now."""
+        statuses = await self.statuses_of(list(ids), self._clock())
+        return sum(1 for s in statuses.values() if is_free(s))
+
+    async def is_free(self, agent_id: str) -> bool:
+        statuses = await self.statuses_of([agent_id], self._clock())
+        return is_free(statuses.get(agent_id))
+
+    async def free_agents(self, tier: str) -> list[str]:
+        """The agents of `tier`, free ones first, longest idle first (callbacks' choice of agent)."""
+        members = [a.id for a in self._agent_defs.values() if tier in a.tiers]
+        statuses = await self.statuses_of(members, self._clock())
+        return longest_idle_first(statuses.values(), members)
+
+    async def state_of(self, agent_id: str) -> str | None:
+        """The agent's state name now (`ready`, `paused`, …), None before any event."""
+        status = (await self.statuses_of([agent_id], self._clock())).get(agent_id)
+        return status.state.value if status else None
+
+    async def set_paused(self, agent_id: str, paused: bool) -> None:
+        """Pause or resume the agent in every queue: AMI QueuePause on their interface. The state
+        changes when Asterisk reports it (QueueMemberPause), not here. Raises PbxUnavailable."""
+        if self._ami_action is None:
+            raise PbxUnavailable("no Asterisk connection configured")
+        agent = self._agent_defs[agent_id]
+        try:
+            await self._ami_action("QueuePause", {"Interface": agent.endpoint, "Paused": "true" if paused else "false",
+                                                  "Reason": "agent desktop"})
+        except AmiError as exc:
+            raise PbxUnavailable(f"cannot reach Asterisk: {exc}") from exc
 
     def wants(self, event: object) -> bool:
         """Whether the event is about a defined agent (the fan-out's filter: the rest change nothing)."""

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
+from ivrserver.config import RedisSettings
 from ivrserver.domain import callbacks as policy_mod
 from ivrserver.domain import phone
 from ivrserver.domain.callback_access import Actor, Role, placement_refusal, visible_because
@@ -47,6 +48,7 @@ from ivrserver.domain.model import ContactPreferences, Customer
 from ivrserver.domain.working_days import WorkingDays
 from ivrserver.store import customers as customer_store
 from ivrserver.store.callbacks import CallbackStore, Claim, DialStart, UpdateResult
+from ivrserver.store.client import connect_for_command
 from ivrserver.store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -631,3 +633,18 @@ __all__ = [
     "CallbackService", "DialOutcome", "DialResult", "Dialer", "InvalidTransition", "PlaceResult", "Role",
     "customer_lookup", "policy_from_settings",
 ]
+
+
+@contextlib.asynccontextmanager
+async def for_command(redis_settings: RedisSettings, url: str | None, policy: CallbackPolicy, *,
+                      prefix: str | None = None) -> AsyncIterator[CallbackService]:
+    """A CallbackService on its own Redis connection for one CLI command (`ivrserver callbacks …`),
+    closed on exit; `prefix` overrides redis.prefix. The callback's tier defaults to the customer's
+    (as on REST and the agent page)."""
+    client = connect_for_command(redis_settings, url, decode_responses=True)
+    keys = Keys(prefix or redis_settings.prefix)
+    try:
+        yield CallbackService(CallbackStore(client, keys), policy, clock=time.time,
+                              customer=customer_lookup(client, keys))
+    finally:
+        await client.aclose()

@@ -27,7 +27,8 @@ from ivrserver.domain.model import CallerSnapshot, ContactKind, Customer
 from ivrserver.domain.routing import Action
 from ivrserver.pbx.fastagi import AgiChannel
 from ivrserver.services.callbacks import CallbackService
-from ivrserver.services.history import ContactTracker
+from ivrserver.services.contact_tracker import ContactTracker
+from ivrserver.services.customers import identify_by_account
 from ivrserver.services.ivr_call import run_menu
 from ivrserver.services.menus import MenuRegistry
 from ivrserver.services.routing import RoutingService
@@ -117,8 +118,7 @@ class HotlineService:
         if self._pepper is None:
             log.warning("identification refused: no pepper configured for PIN hashes")
             return None
-        return await customers.identify_by_account(self._redis, self._keys, account, pin, self._clock(),
-                                                   pepper=self._pepper)
+        return await identify_by_account(self._redis, self._keys, account, pin, self._clock(), pepper=self._pepper)
 
     async def handle(self, channel: AgiChannel) -> None:
         started = self._clock()

@@ -20,20 +20,75 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ivrserver.domain import privacy
 from ivrserver.domain.model import Agent, ContactKind
-from ivrserver.domain.screen_pop import Phase, PopContext, Role, build_pop, phase_update
+from ivrserver.domain.screen_pop import (
+    Phase,
+    PopContext,
+    Role,
+    build_pop,
+    customer_id_of,
+    phase_update,
+    steps_from_path,
+)
 from ivrserver.pbx import ami_events as ev
 from ivrserver.pbx.asterisk_conf import ivr_queue
-from ivrserver.store import cases as case_store
-from ivrserver.store import contacts as contact_store
+from ivrserver.store import call_context, pop_claims
+from ivrserver.store import customers as customer_store
 from ivrserver.store.call_context import CallContext
-from ivrserver.store.customers import customer_from_json
+from ivrserver.store.grants import Grant, check_agent_id
 from ivrserver.store.keys import Keys
+from ivrserver.store.pops import EPOCH, PopStore, Replay
 
 log = logging.getLogger("ivrserver.screen_pop")
 _LEG_SUFFIX = re.compile(r"-[0-9a-f]{8}(;\d)?$")
 RECENT_CONTACTS = 10
 CLAIM_SECONDS = 6 * 3600  # longer than any ring + call; the claim only has to outlive the leg
+
+
+class PopFeed:
+    """Per-agent numbered pop events (store/pops.py) and the read access each pop grants
+    (`domain.privacy.grant_until`). The websocket hub (web/agent_ws.py) publishes, replays and acks
+    through it; one per app instance."""
+
+    def __init__(self, pops: PopStore, keys: Keys) -> None:
+        self.pops = pops
+        self.channel = keys.pop_channel()  # pub/sub: "<agent> <epoch> <seq> <frame>"
+
+    async def publish(self, agent_id: str, event: Mapping[str, Any], *, customer_id: str | None = None,
+                      now: float | None = None) -> int:
+        """Store, number and fan out one event for one agent (on every instance). A pop ("type":
+        "pop") waits for the browser's ack; a pop or phase update grants the agent read access to its
+        customer and write-back to its contact for `domain.privacy.GRANT_SECONDS[phase]`. Returns the
+        event's number."""
+        check_agent_id(agent_id)
+        if not isinstance(event, Mapping) or not isinstance(event.get("type"), str):
+            raise ValueError("event must be a mapping with a string 'type'")
+        now = time.time() if now is None else now
+        cid = customer_id or customer_id_of(event)
+        contact_id = event.get("contact_id")
+        until = privacy.grant_until(event.get("phase"), now)
+        grant = None if until is None else Grant(
+            until, customer_id=cid, contact_id=contact_id if isinstance(contact_id, str) and contact_id else None)
+        stored = await self.pops.append(agent_id, event, needs_ack=event.get("type") == "pop", grant=grant)
+        return stored.seq
+
+    async def position(self, agent_id: str) -> tuple[int, str | None]:
+        return await self.pops.position(agent_id)
+
+    async def since(self, agent_id: str, last_seq: int, *, epoch: str | None = None) -> Replay:
+        return await self.pops.since(agent_id, last_seq, epoch=epoch)
+
+    async def ack(self, agent_id: str, seq: int) -> bool:
+        return await self.pops.ack(agent_id, seq)
+
+    async def unacked(self, *, now: float) -> list[dict[str, Any]]:
+        return await self.pops.unacked(now=now)
+
+
+def is_epoch(value: object) -> bool:
+    """An epoch as the server makes them (the client echoes what it was sent)."""
+    return isinstance(value, str) and EPOCH.match(value) is not None
 
 
 class Publisher(Protocol):
@@ -49,24 +104,6 @@ class _Leg:
     contact_id: str | None
     answered: bool = False
     owned: bool = True  # False: another instance publishes this leg's pops
-
-
-def ivr_steps_from_path(path: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
-    """The recorded IVR path (menu_engine PathEvents as dicts) as the pop's steps."""
-    steps: list[dict[str, Any]] = []
-    for p in path:
-        kind, node = p.get("kind"), p.get("node", "")
-        if kind == "key":
-            steps.append({"menu": node, "input": p.get("key", ""), "label": p.get("target", "")})
-        elif kind == "collected":
-            detail = str(p.get("detail", ""))
-            steps.append({"menu": node, "input": detail, "label": "entered",
-                          "sensitive": any(w in detail.lower() for w in ("pin", "pass", "card"))})
-        elif kind in ("invalid", "timeout", "identified", "lookup", "language"):
-            steps.append({"menu": node, "label": f"{kind} {p.get('detail', '')}".strip(), "input": p.get("key", "")})
-        elif kind == "exit":
-            steps.append({"menu": node, "label": f"exit: {p.get('detail', '')} {p.get('target', '')}".strip()})
-    return steps
 
 
 class ScreenPopService:
@@ -137,7 +174,7 @@ class ScreenPopService:
             call_id=event.linkedid or leg_id, number=number, phase=Phase.RINGING,
             kind=ContactKind(ctx.kind) if ctx else ContactKind.INBOUND, contact_id=contact_id, customer=customer,
             routing_reason=ctx.routing_reason if ctx else "", queue=queue,
-            ivr_path=ivr_steps_from_path(ctx.ivr_path) if ctx else [],
+            ivr_path=steps_from_path(ctx.ivr_path) if ctx else [],
             recent_contacts=contacts, open_cases=cases, callback=(ctx.callback or None) if ctx else None)
         pop = build_pop(pop_ctx, role=Role.SUPERVISOR if agent.supervisor else Role.AGENT, now=now)
         self._remember(leg_id, _Leg(agent.id, pop_ctx.call_id, customer_id, contact_id))
@@ -146,8 +183,8 @@ class ScreenPopService:
                                            "customer": customer_id or "-"})
 
     async def _claim(self, agent_id: str, leg_id: str) -> bool:
-        return bool(await self._redis.set(self._keys.pop_claim(agent_id, leg_id), self._instance, nx=True,
-                                          ex=CLAIM_SECONDS))
+        return await pop_claims.claim(self._redis, self._keys, agent_id, leg_id, instance=self._instance,
+                                      seconds=CLAIM_SECONDS)
 
     def _remember(self, leg_id: str, leg: _Leg) -> None:
         self._legs[leg_id] = leg
@@ -172,31 +209,18 @@ class ScreenPopService:
 
     async def _load_context(self, context_id: str) -> CallContext | None:
         try:
-            raw = await self._redis.get(self._keys.call_context(context_id))
+            return await call_context.load(self._redis, self._keys, context_id)
         except (RedisError, OSError) as exc:
             log.error("call context unavailable for pop", extra={"error": str(exc)})
             return None
-        return CallContext.from_json(raw) if raw else None
 
     async def _load_customer(self, customer_id: str) -> tuple[Any, list[Any], list[Any]]:
         """Profile, recent contacts and open cases: one pipelined round trip plus one for the records."""
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.get(self._keys.customer(customer_id))
-                pipe.zrevrange(self._keys.timeline(customer_id), 0, RECENT_CONTACTS - 1)
-                pipe.zrange(self._keys.open_cases(customer_id), 0, 49)
-                profile, contact_ids, case_ids = await pipe.execute()
-                for cid in contact_ids:
-                    pipe.get(self._keys.contact(cid))
-                for cid in case_ids:
-                    pipe.get(self._keys.case(cid))
-                records = await pipe.execute() if contact_ids or case_ids else []
+            return await customer_store.customer_card(self._redis, self._keys, customer_id, recent=RECENT_CONTACTS)
         except (RedisError, OSError) as exc:
             log.error("customer record unavailable for pop", extra={"error": str(exc)})
             return None, [], []
-        contacts = [c for c in (contact_store.contact_from_json(r) for r in records[:len(contact_ids)]) if c]
-        cases = [c for c in (case_store.case_from_json(r) for r in records[len(contact_ids):]) if c]
-        return customer_from_json(profile), contacts, cases
 
     async def run(self, events: asyncio.Queue[Any]) -> None:
         while True:

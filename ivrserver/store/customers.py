@@ -18,11 +18,9 @@ newest finished contact, so that call entry costs a single round trip.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
@@ -30,10 +28,9 @@ from redis.exceptions import WatchError
 
 from ivrserver.domain import identification, phone
 from ivrserver.domain.customer_validation import customer_to_dict
-from ivrserver.domain.hashing import Pepper
-from ivrserver.domain.identification import Locked, LockoutPolicy
-from ivrserver.domain.model import CallerSnapshot, ContactPreferences, Customer, Segment, Tier
-from ivrserver.store import history, pops, scripts
+from ivrserver.domain.identification import LockoutPolicy
+from ivrserver.domain.model import CallerSnapshot, Case, Contact, ContactPreferences, Customer, Segment, Tier
+from ivrserver.store import cases, contacts, grants, scripts
 from ivrserver.store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -159,7 +156,7 @@ async def delete_customer(redis: aioredis.Redis, keys: Keys, customer_id: str, *
                 if old is None:
                     await pipe.reset()
                     await redis.zrem(keys.customer_ids(), customer_id)
-                    await pops.revoke_customer(redis, keys, customer_id)
+                    await grants.revoke_customer(redis, keys, customer_id)
                     return False
                 pipe.multi()
                 for number in old.phones:
@@ -172,9 +169,10 @@ async def delete_customer(redis: aioredis.Redis, keys: Keys, customer_id: str, *
                 break
             except WatchError:
                 continue
-    await pops.revoke_customer(redis, keys, customer_id)
+    await grants.revoke_customer(redis, keys, customer_id)
     if with_history:
-        await history.delete_history(redis, keys, customer_id)
+        await contacts.delete_customer_contacts(redis, keys, customer_id)
+        await cases.delete_customer_cases(redis, keys, customer_id)
     return True
 
 
@@ -288,15 +286,14 @@ async def snapshot_and_announcement(redis: aioredis.Redis, keys: Keys, number: s
     customer = customer_from_json(reply[1])
     if customer is None:
         return CallerSnapshot(number=normalised), announcement
-    cases = tuple(c for c in (history.case_from_json(r) for r in reply[2] or ()) if c is not None)
-    return CallerSnapshot(number=normalised, customer=customer, open_cases=cases,
-                          last_contact=history.contact_from_json(reply[3] or None)), announcement
+    open_cases = tuple(c for c in (cases.case_from_json(r) for r in reply[2] or ()) if c is not None)
+    return CallerSnapshot(number=normalised, customer=customer, open_cases=open_cases,
+                          last_contact=contacts.contact_from_json(reply[3] or None)), announcement
 
 
-# --- account + PIN identification ----------------------------------------------------------------
+# --- account + PIN identification (the flow: services/customers.identify_by_account) ---------
 
-async def _read_attempts(redis: aioredis.Redis, keys: Keys,
-                         account: str) -> tuple[identification.Attempts, str | None]:
+async def read_attempts(redis: aioredis.Redis, keys: Keys, account: str) -> tuple[identification.Attempts, str | None]:
     """The account's failure record and owner, in one round trip."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.pin_failures(account))
@@ -305,15 +302,18 @@ async def _read_attempts(redis: aioredis.Redis, keys: Keys,
     return identification.decode_attempts(fields or {}), owner
 
 
-async def _record_failure(redis: aioredis.Redis, keys: Keys, account: str, now: float,
-                          policy: LockoutPolicy) -> identification.Attempts:
+async def update_attempts(redis: aioredis.Redis, keys: Keys, account: str, now: float, policy: LockoutPolicy,
+                          change: Callable[[identification.Attempts], identification.Attempts],
+                          ) -> identification.Attempts:
+    """Replace the account's failure record by `change(current)` atomically (WATCH, retried), kept
+    as long as the policy needs it; returns the new record."""
     key = keys.pin_failures(account)
     async with redis.pipeline(transaction=True) as pipe:
         while True:
             try:
                 await pipe.watch(key)
                 current = identification.decode_attempts(await pipe.hgetall(key) or {})
-                updated = identification.after_failure(current, now, policy)
+                updated = change(current)
                 pipe.multi()
                 pipe.delete(key)
                 pipe.hset(key, mapping=identification.encode_attempts(updated))
@@ -324,7 +324,11 @@ async def _record_failure(redis: aioredis.Redis, keys: Keys, account: str, now: 
                 continue
 
 
-async def _upgrade_pin_hash(redis: aioredis.Redis, keys: Keys, customer_id: str, old: str, new: str) -> bool:
+async def clear_attempts(redis: aioredis.Redis, keys: Keys, account: str) -> None:
+    await redis.delete(keys.pin_failures(account))
+
+
+async def replace_pin_hash(redis: aioredis.Redis, keys: Keys, customer_id: str, old: str, new: str) -> bool:
     """Replace the profile's PIN hash `old` by `new` unless the profile changed meanwhile (only the
     `pin_hash` field is touched: other fields stay exactly as stored)."""
     key = keys.customer(customer_id)
@@ -344,42 +348,35 @@ async def _upgrade_pin_hash(redis: aioredis.Redis, keys: Keys, customer_id: str,
             return False  # changed meanwhile: the next successful identification tries again
 
 
-async def identify_by_account(redis: aioredis.Redis, keys: Keys, account: str, pin: str, now: float, *,
-                              pepper: Pepper, policy: LockoutPolicy | None = None) -> Customer | Locked | None:
-    """The customer whose account number and PIN match, Locked while the account is locked, else None.
+async def profiles_and_owners(redis: aioredis.Redis, keys: Keys, items: list[tuple[str, str | None]],
+                              ) -> list[tuple[Customer | None, str | None]]:
+    """For (customer id, account number or None) pairs: the stored profile and the account's owner,
+    in one round trip."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for customer_id, account_number in items:
+            pipe.get(keys.customer(customer_id))
+            if account_number:
+                pipe.get(keys.account(account_number))
+            else:
+                pipe.echo("")
+        replies = await pipe.execute()
+    return [(customer_from_json(replies[2 * i]), replies[2 * i + 1] or None) for i in range(len(items))]
 
-    Wrong PINs and unknown accounts both count towards the lockout and take the same time (a dummy
-    hash is verified), so the answer does not tell whether an account exists. The PIN is never
-    logged; the account number only masked. A matching hash that is unkeyed or below the current
-    cost is replaced by one keyed with `pepper`.
-    """
-    policy = policy or LockoutPolicy()
-    if not identification.is_valid_account_number(account):
-        log.info("identification refused: malformed account number")
-        return None
-    attempts, owner = await _read_attempts(redis, keys, account)
-    until = identification.locked_until(attempts, now)
-    if until is not None:
-        log.info("identification refused: account %s locked", phone.masked(account))
-        return Locked(until)
-    customer = await get_customer(redis, keys, owner) if owner else None
-    stored = customer.pin_hash if customer is not None else None
-    matched = await asyncio.to_thread(identification.verify_pin, pin, stored or identification.dummy_hash(pepper),
-                                      pepper)
-    if matched and customer is not None and stored is not None:
-        await redis.delete(keys.pin_failures(account))
-        if identification.pin_needs_rehash(stored, pepper):
-            new = await asyncio.to_thread(identification.hash_pin, pin, os.urandom(16), pepper)
-            if await _upgrade_pin_hash(redis, keys, customer.id, stored, new):
-                log.info("PIN hash of customer %s upgraded (keyed with the pepper)", customer.id)
-        log.info("identified customer %s by account %s", customer.id, phone.masked(account))
-        return customer
-    updated = await _record_failure(redis, keys, account, now, policy)
-    locked = identification.locked_until(updated, now)
-    if locked is not None:
-        log.warning("account %s locked until %.0f after %d wrong PINs", phone.masked(account), locked,
-                    policy.max_failures)
-        return Locked(locked)
-    log.info("identification failed for account %s (%d recent failures)", phone.masked(account),
-             len(updated.failures))
-    return None
+
+async def customer_card(redis: aioredis.Redis, keys: Keys, customer_id: str, *, recent: int,
+                        max_cases: int = 50) -> tuple[Customer | None, list[Contact], list[Case]]:
+    """Profile, the `recent` newest contacts and the open cases of a customer (the screen pop):
+    one pipelined round trip for the indexes, one for the records."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(keys.customer(customer_id))
+        pipe.zrevrange(keys.timeline(customer_id), 0, recent - 1)
+        pipe.zrange(keys.open_cases(customer_id), 0, max_cases - 1)
+        profile, contact_ids, case_ids = await pipe.execute()
+        for cid in contact_ids:
+            pipe.get(keys.contact(cid))
+        for cid in case_ids:
+            pipe.get(keys.case(cid))
+        records = await pipe.execute() if contact_ids or case_ids else []
+    found_contacts = [c for c in (contacts.contact_from_json(r) for r in records[:len(contact_ids)]) if c]
+    found_cases = [c for c in (cases.case_from_json(r) for r in records[len(contact_ids):]) if c]
+    return customer_from_json(profile), found_contacts, found_cases

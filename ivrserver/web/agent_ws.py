@@ -46,11 +46,9 @@ import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ivrserver.domain.model import Agent
-from ivrserver.domain.screen_pop import customer_id_of
-from ivrserver.store.keys import Keys
-from ivrserver.store.pops import EPOCH, Grant, PopStore, Replay, check_agent_id
+from ivrserver.services.screen_pop import PopFeed, Replay, is_epoch
+from ivrserver.services.sessions import Authenticator
 from ivrserver.web import bodies
-from ivrserver.web.auth import Authenticator
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +57,6 @@ MAX_ERRORS = 5
 MAX_MESSAGES_PER_10S = 50
 MAX_SEQ = 2**53
 
-# How long an agent may read the customer's record after each pop phase (seconds).
-GRANT_SECONDS: dict[str, float] = {"ringing": 300.0, "answered": 4 * 3600.0, "transferred": 4 * 3600.0,
-                                   "ended": 900.0}
 
 
 class _Conn:
@@ -159,12 +154,11 @@ class _Conn:
 class AgentHub:
     """Per-instance hub. `start()` subscribes to the pop channel; `close()` ends every task and socket."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, store: PopStore, auth: Authenticator, *,
+    def __init__(self, redis: aioredis.Redis, feed: PopFeed, auth: Authenticator, *,
                  queue_size: int = 256, heartbeat: float = 15.0, auth_timeout: float = 5.0,
                  session_check: float = 30.0) -> None:
-        self.redis = redis
-        self.keys = keys
-        self.store = store
+        self.redis = redis  # the pub/sub connection (blocks on reads: no socket timeout)
+        self.store = feed
         self.auth = auth
         self.queue_size = queue_size
         self.heartbeat = heartbeat
@@ -224,22 +218,13 @@ class AgentHub:
     # ---- publishing ---------------------------------------------------------------------
     async def publish(self, agent_id: str, event: Mapping[str, Any], *, customer_id: str | None = None,
                       now: float | None = None) -> int:
-        """Store, number and fan out one event for one agent (on every instance). A pop ("type":
-        "pop") waits for the browser's ack; a pop or phase update grants the agent read access to its
-        customer and write-back to its contact for GRANT_SECONDS[phase]. Returns the event's number."""
-        check_agent_id(agent_id)
-        if not isinstance(event, Mapping) or not isinstance(event.get("type"), str):
-            raise ValueError("event must be a mapping with a string 'type'")
-        now = time.time() if now is None else now
-        cid = customer_id or customer_id_of(event)
-        contact_id = event.get("contact_id")
-        grant = None
-        phase = event.get("phase")
-        if isinstance(phase, str) and phase in GRANT_SECONDS:
-            grant = Grant(now + GRANT_SECONDS[phase], customer_id=cid,
-                          contact_id=contact_id if isinstance(contact_id, str) and contact_id else None)
-        stored = await self.store.append(agent_id, event, needs_ack=event.get("type") == "pop", grant=grant)
-        return stored.seq
+        """Store, number and fan out one event for one agent on every instance (`PopFeed.publish`:
+        a pop waits for its ack and grants access for its phase). Returns the event's number."""
+        return await self.store.publish(agent_id, event, customer_id=customer_id, now=now)
+
+    async def unacked(self, *, now: float) -> list[dict[str, Any]]:
+        """Pops no browser has acknowledged yet (supervisors' view), oldest first."""
+        return await self.store.unacked(now=now)
 
     # ---- local fan-out ------------------------------------------------------------------
     def _register(self, conn: _Conn) -> None:
@@ -279,7 +264,7 @@ class AgentHub:
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.keys.pop_channel())
+                await pubsub.subscribe(self.store.channel)
                 if not first:
                     await self._catch_up()
                 first = False
@@ -506,7 +491,7 @@ EPOCH_MESSAGE = "epoch must be null or the epoch string the server sent"
 
 def _is_epoch(value: Any) -> bool:
     """Absent/null, or an epoch as the server makes them (the client echoes what it was sent)."""
-    return value is None or (isinstance(value, str) and EPOCH.match(value) is not None)
+    return value is None or is_epoch(value)
 
 
 def _is_seq(value: Any, *, allow_zero: bool) -> bool:

@@ -21,17 +21,16 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
-from ivrserver.domain.model import CaseStatus
-from ivrserver.store import history
-from ivrserver.store.keys import Keys
-from ivrserver.store.pops import AuditLog, PopStore, contact_field
+from ivrserver.domain import contact_notes
+from ivrserver.services.agent_state import PbxUnavailable
+from ivrserver.services.customers import CustomerService, NoteRejected
+from ivrserver.services.privacy import PrivacyService
 from ivrserver.web import bodies
 from ivrserver.web.agent_ws import AgentHub
 from ivrserver.web.auth import (
@@ -47,8 +46,6 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_BODY = 16 * 1024
 ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 AUDIT_ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
-DISPOSITIONS = ("resolved", "follow_up", "escalated", "callback_scheduled", "no_action", "wrong_number",
-                "other")
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 SECURITY_HEADERS = {
@@ -59,27 +56,7 @@ SECURITY_HEADERS = {
 }
 
 
-@dataclass(frozen=True)
-class NoteUpdate:
-    """An agent's write-back for one contact (and optionally one of the customer's cases)."""
-
-    contact_id: str
-    agent_id: str
-    notes: str
-    disposition: str
-    at: float
-    case_id: str | None = None
-    case_status: str | None = None  # "open" | "closed"
-    next_step: str | None = None
-    still_needed: str | None = None
-
-
-class NoteRejected(ValueError):
-    """The write-back is inconsistent (e.g. the case is another customer's): 400 with this message."""
-
-
-SetPaused = Callable[[str, bool], Awaitable[None]]
-SaveNotes = Callable[[NoteUpdate], Awaitable[bool]]  # False: no such contact; may raise NoteRejected
+SetPaused = Callable[[str, bool], Awaitable[None]]  # may raise PbxUnavailable: the request gets 503
 GetState = Callable[[str], Awaitable[str | None]]
 
 
@@ -87,42 +64,11 @@ GetState = Callable[[str], Awaitable[str | None]]
 class AgentApiContext:
     auth: Authenticator
     hub: AgentHub
-    store: PopStore
-    audit: AuditLog
+    privacy: PrivacyService
+    customers: CustomerService
     set_paused: SetPaused
-    save_notes: SaveNotes
     get_state: GetState | None = None
     clock: Callable[[], float] = time.time
-
-
-def history_saver(redis: aioredis.Redis, keys: Keys, *, retention_days: int = 365) -> SaveNotes:
-    """SaveNotes on store/history.py: notes + disposition on the contact record; status, next step
-    and still-needed on the case, which must belong to the contact's customer."""
-
-    async def save(update: NoteUpdate) -> bool:
-        contact = await history.get_contact(redis, keys, update.contact_id)
-        if contact is None:
-            return False
-        if update.case_id is not None:
-            case = await history.get_case(redis, keys, update.case_id)
-            if case is None or case.customer_id != contact.customer_id:
-                raise NoteRejected("case is not one of this caller's cases")
-        await history.update_contact_notes(redis, keys, update.contact_id,
-                                           {"notes": update.notes, "disposition": update.disposition},
-                                           now=update.at, retention_days=retention_days)
-        if update.case_id is not None:
-            changes: dict[str, Any] = {}
-            if update.case_status is not None:
-                changes["status"] = CaseStatus(update.case_status)
-            if update.next_step is not None:
-                changes["next_step"] = update.next_step
-            if update.still_needed is not None:
-                changes["still_needed"] = update.still_needed
-            if changes:
-                await history.update_case(redis, keys, update.case_id, changes)
-        return True
-
-    return save
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -169,8 +115,13 @@ def _str_field(body: dict[str, Any], name: str, *, limit: int, required: bool = 
     return value
 
 
-def routes(ctx: AgentApiContext) -> list[web.RouteDef]:
-    async def login(request: web.Request) -> web.Response:
+class AgentRoutes:
+    """The handlers, one method each (the route table: `routes`)."""
+
+    def __init__(self, ctx: AgentApiContext) -> None:
+        self.ctx = ctx
+
+    async def login(self, request: web.Request) -> web.Response:
         body = await _body(request)
         if isinstance(body, web.Response):
             return body
@@ -178,7 +129,7 @@ def routes(ctx: AgentApiContext) -> list[web.RouteDef]:
         if not isinstance(agent_id, str) or not isinstance(password, str):
             return _bad("agent and password are required strings")
         try:
-            session = await ctx.auth.login(agent_id, password, source=ctx.auth.source_of(request))
+            session = await self.ctx.auth.login(agent_id, password, source=self.ctx.auth.source_of(request))
         except LoginThrottled as exc:
             resp = _bad("too many failed logins; try again later", 429)
             resp.headers["Retry-After"] = str(exc.retry_after)
@@ -188,27 +139,25 @@ def routes(ctx: AgentApiContext) -> list[web.RouteDef]:
         resp = _json({"token": session.token, "expires_at": session.expires_at,
                       "agent": {"id": session.agent.id, "name": session.agent.name,
                                 "supervisor": session.agent.supervisor}})
-        resp.set_cookie(COOKIE, session.token, max_age=ctx.auth.session_seconds, httponly=True,
+        resp.set_cookie(COOKIE, session.token, max_age=self.ctx.auth.session_seconds, httponly=True,
                         samesite="Strict", secure=request.secure, path="/")
         return resp
 
-    async def logout(request: web.Request) -> web.Response:
+    async def logout(self, request: web.Request) -> web.Response:
         token = request_token(request)
         if token:
-            await ctx.auth.logout(token)
+            await self.ctx.auth.logout(token)
         resp = _json({"ok": True})
         resp.del_cookie(COOKIE, path="/")
         return resp
 
-    async def me(request: web.Request) -> web.Response:
+    async def me(self, request: web.Request) -> web.Response:
         agent = await current_agent(request)
-        state = await ctx.get_state(agent.id) if ctx.get_state is not None else None
-        grants = await ctx.store.grants(agent.id, now=ctx.clock())
+        state = await self.ctx.get_state(agent.id) if self.ctx.get_state is not None else None
         return _json({"agent": {"id": agent.id, "name": agent.name, "supervisor": agent.supervisor},
-                      "state": state,
-                      "customers": sorted(c for c in grants if not c.startswith("contact:"))})
+                      "state": state, "customers": await self.ctx.privacy.customers_of(agent.id)})
 
-    async def set_state(request: web.Request) -> web.Response:
+    async def set_state(self, request: web.Request) -> web.Response:
         agent = await current_agent(request)
         body = await _body(request)
         if isinstance(body, web.Response):
@@ -220,12 +169,15 @@ def routes(ctx: AgentApiContext) -> list[web.RouteDef]:
             reason = _str_field(body, "reason", limit=100) or ""
         except ValueError as exc:
             return _bad(str(exc))
-        await ctx.set_paused(agent.id, state == "paused")
-        await ctx.hub.publish(agent.id, {"type": "state", "state": state, "requested": True,
-                                         "reason": reason, "at": ctx.clock()})
+        try:
+            await self.ctx.set_paused(agent.id, state == "paused")
+        except PbxUnavailable as exc:
+            return _bad(str(exc), 503)
+        await self.ctx.hub.publish(agent.id, {"type": "state", "state": state, "requested": True,
+                                         "reason": reason, "at": self.ctx.clock()})
         return _json({"state": state, "requested": True}, 202)
 
-    async def save_notes(request: web.Request) -> web.Response:
+    async def save_notes(self, request: web.Request) -> web.Response:
         agent = await current_agent(request)
         contact_id = request.match_info["contact_id"]
         if not ID_RE.match(contact_id):
@@ -233,47 +185,30 @@ def routes(ctx: AgentApiContext) -> list[web.RouteDef]:
         body = await _body(request)
         if isinstance(body, web.Response):
             return body
-        try:
-            notes = _str_field(body, "notes", limit=4000, required=True) or ""
-            disposition = _str_field(body, "disposition", limit=32, required=True) or ""
-            if disposition not in DISPOSITIONS:
-                raise ValueError(f"disposition must be one of {', '.join(DISPOSITIONS)}")
-            case = body.get("case")
-            case_id = case_status = next_step = still_needed = None
-            if case is not None:
-                if not isinstance(case, dict):
-                    raise ValueError("case must be an object")
-                case_id = _str_field(case, "id", limit=128, required=True, pattern=ID_RE)
-                case_status = _str_field(case, "status", limit=16)
-                if case_status is not None and case_status not in ("open", "closed"):
-                    raise ValueError("case.status must be 'open' or 'closed'")
-                next_step = _str_field(case, "next_step", limit=500)
-                still_needed = _str_field(case, "still_needed", limit=500)
-        except ValueError as exc:
-            return _bad(str(exc))
-        now = ctx.clock()
-        allowed = agent.supervisor or await ctx.store.has_access(agent.id, contact_field(contact_id), now=now)
-        await ctx.audit.append(who=agent.id, role="supervisor" if agent.supervisor else "agent",
-                               what="contact.notes", target=contact_id, why="write-back after call",
-                               allowed=allowed, at=now, source=request.remote or "")
+        note, errors = contact_notes.validate(body, write_back=True)
+        if note is None:
+            return _bad("; ".join(str(e) for e in errors))
+        allowed = await self.ctx.privacy.may_write_contact(agent, contact_id, source=request.remote or "")
         if not allowed:
             return _bad("you are not handling this contact", 403)
-        update = NoteUpdate(contact_id=contact_id, agent_id=agent.id, notes=notes, disposition=disposition,
-                            at=now, case_id=case_id, case_status=case_status, next_step=next_step,
-                            still_needed=still_needed)
+        now = self.ctx.clock()
         try:
-            saved = await ctx.save_notes(update)
+            saved = await self.ctx.customers.save_note(contact_id, note, now=now)
         except NoteRejected as exc:
             return _bad(str(exc))
-        if not saved:
+        if saved is None:
             return _bad("no such contact", 404)
-        return _json({"saved": asdict(update)})
+        case = note.case
+        return _json({"saved": {
+            "contact_id": contact_id, "agent_id": agent.id, "notes": saved.notes, "disposition": saved.disposition,
+            "at": now, "case_id": case.case_id if case else None, "case_status": case.status if case else None,
+            "next_step": case.next_step if case else None, "still_needed": case.still_needed if case else None}})
 
-    async def unacked(request: web.Request) -> web.Response:
+    async def unacked(self, request: web.Request) -> web.Response:
         await require_supervisor(request)
-        return _json({"unacked": await ctx.store.unacked(now=ctx.clock())})
+        return _json({"unacked": await self.ctx.hub.unacked(now=self.ctx.clock())})
 
-    async def audit(request: web.Request) -> web.Response:
+    async def audit(self, request: web.Request) -> web.Response:
         sup = await require_supervisor(request)
         try:
             count = int(request.query.get("count", "100"))
@@ -284,20 +219,20 @@ def routes(ctx: AgentApiContext) -> list[web.RouteDef]:
         before = request.query.get("before")
         if before is not None and not AUDIT_ID_RE.match(before):
             return _bad("before must be an audit entry id")
-        entries = await ctx.audit.recent(count=count, before=before)
-        await ctx.audit.append(who=sup.id, role="supervisor", what="audit.read", target="audit",
-                               why="supervisor review", allowed=True, at=ctx.clock(),
-                               source=request.remote or "")
-        return _json({"entries": [asdict(e) for e in entries]})
+        entries = await self.ctx.privacy.read_audit(sup, count=count, before=before, source=request.remote or "")
+        return _json({"entries": entries})
 
+
+def routes(ctx: AgentApiContext) -> list[web.RouteDef]:
+    h = AgentRoutes(ctx)
     return [
-        web.post("/api/v1/login", login),
-        web.post("/api/v1/logout", logout),
-        web.get("/api/v1/me", me),
-        web.post("/api/v1/me/state", set_state),
-        web.post("/api/v1/contacts/{contact_id}/notes", save_notes),
-        web.get("/api/v1/pops/unacked", unacked),
-        web.get("/api/v1/audit", audit),
+        web.post("/api/v1/login", h.login),
+        web.post("/api/v1/logout", h.logout),
+        web.get("/api/v1/me", h.me),
+        web.post("/api/v1/me/state", h.set_state),
+        web.post("/api/v1/contacts/{contact_id}/notes", h.save_notes),
+        web.get("/api/v1/pops/unacked", h.unacked),
+        web.get("/api/v1/audit", h.audit),
     ]
 
 

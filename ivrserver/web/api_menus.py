@@ -18,13 +18,11 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from ivrserver.domain.menu import NAME_RE
+from ivrserver.services.announcements import Announcements
 from ivrserver.services.menus import MenuRegistry
-from ivrserver.store import callpath
-from ivrserver.store.keys import Keys
 from ivrserver.web import bodies
 
 Guard = Callable[[web.Request], Awaitable[object]]
@@ -32,7 +30,7 @@ MAX_ANNOUNCEMENT_FILES = 10
 MAX_TTL = 366 * 86400  # a year; Redis refuses expiries past its range (500 before)
 
 
-def routes(registry: MenuRegistry, *, redis: aioredis.Redis | None = None, keys: Keys | None = None,
+def routes(registry: MenuRegistry, *, announcements: Announcements | None = None,
            guard: Guard | None = None) -> list[web.RouteDef]:
     async def check(request: web.Request) -> None:
         if guard is not None:
@@ -63,13 +61,13 @@ def routes(registry: MenuRegistry, *, redis: aioredis.Redis | None = None, keys:
 
     async def get_announcement(request: web.Request) -> web.Response:
         await check(request)
-        assert redis is not None and keys is not None
-        sounds = await callpath.read_announcement(redis, keys, menu_name(request))
+        assert announcements is not None
+        sounds = await announcements.read(menu_name(request))
         return web.json_response({"sounds": list(sounds)})
 
     async def put_announcement(request: web.Request) -> web.Response:
         await check(request)
-        assert redis is not None and keys is not None
+        assert announcements is not None
         name = menu_name(request)
         try:
             body = await bodies.read_json(request)
@@ -85,19 +83,19 @@ def routes(registry: MenuRegistry, *, redis: aioredis.Redis | None = None, keys:
             return web.json_response({"errors": {"ttl": f"expected a whole number of seconds, 1-{MAX_TTL}"}},
                                      status=400)
         try:
-            await callpath.set_announcement(redis, keys, name, sounds, ttl)
+            await announcements.set(name, sounds, ttl)
         except ValueError as exc:
             return web.json_response({"errors": {"sounds": str(exc)}}, status=400)
         return web.json_response({"sounds": sounds, "ttl": ttl})
 
     async def delete_announcement(request: web.Request) -> web.Response:
         await check(request)
-        assert redis is not None and keys is not None
-        await callpath.set_announcement(redis, keys, menu_name(request), [])
+        assert announcements is not None
+        await announcements.clear(menu_name(request))
         return web.json_response({"sounds": []})
 
     out = [web.post("/api/v1/menus/reload", reload), web.get("/api/v1/menus", show)]
-    if redis is not None and keys is not None:
+    if announcements is not None:
         out += [web.get("/api/v1/menus/{menu}/announcement", get_announcement),
                 web.put("/api/v1/menus/{menu}/announcement", put_announcement),
                 web.delete("/api/v1/menus/{menu}/announcement", delete_announcement)]

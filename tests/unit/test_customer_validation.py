@@ -227,13 +227,3 @@ def test_validate_case_update(data: Any, fields: list[str], expected: dict[str, 
     result, errors = cv.validate_case_update(data)
     assert fields_of(errors) == fields
     assert result == expected
-
-
-@pytest.mark.parametrize(("data", "fields"), [
-    ({"disposition": "resolved", "notes": "line 1\nline 2"}, []),
-    ({"notes": "\x07"}, ["notes"]),
-    ({"outcome": "answered"}, ["outcome"]),
-    ({}, ["contact"]),
-])
-def test_validate_contact_update(data: Any, fields: list[str]) -> None:
-    assert fields_of(cv.validate_contact_update(data)[1]) == fields

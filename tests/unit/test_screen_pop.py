@@ -28,6 +28,7 @@ from ivrserver.domain.screen_pop import (
     ivr_steps,
     mask_account,
     phase_update,
+    steps_from_path,
 )
 
 NOW = 1_700_000_000.0
@@ -176,3 +177,16 @@ def test_long_text_is_truncated(text_len: int, limit_field: str) -> None:
     long = Contact(id="TL", kind=ContactKind.INBOUND, number="1", started_at=NOW - 1, notes="x" * text_len)
     pop = build_pop(ctx(recent_contacts=(long,)), role=Role.AGENT, now=NOW)
     assert len(pop["history"][0][limit_field]) == 2000
+
+
+@pytest.mark.parametrize(("path", "shown"), [
+    ([{"kind": "collected", "node": "verify", "detail": "pin"}], MASK),  # the IVR's PIN entry
+    ([{"kind": "collected", "node": "verify", "detail": "passcode"}], MASK),
+    ([{"kind": "collected", "node": "verify", "detail": "card digits"}], MASK),
+    ([{"kind": "collected", "node": "account", "detail": "80010001"}], "80010001"),
+    ([{"kind": "key", "node": "pin_menu", "key": "1", "target": "x"}], MASK),  # the step's name says secret
+    ([{"kind": "key", "node": "main", "key": "1", "target": "billing"}], "1"),
+])
+def test_one_masking_rule_from_recorded_path_to_pop(path: list[dict[str, Any]], shown: str) -> None:
+    """The recorded IVR path → pop steps → what anyone sees: one list of secret words decides."""
+    assert [s["input"] for s in ivr_steps(steps_from_path(path))] == [shown]
