@@ -1,4 +1,4 @@
-"""Per-agent numbered events, their bounded backlog, acknowledgements, access grants and the audit log.
+"""Screen-pops: per-agent numbered events, their bounded backlog and acknowledgements.
 
 Layout (all names from `Keys`):
 - `agent_event_seq(agent)`  INCR counter: the agent's event numbers 1, 2, 3 … (never expires).
@@ -10,15 +10,13 @@ Layout (all names from `Keys`):
                             the Redis clock, so trimming by age (`MINID`) is one clock for all instances.
 - `pop_channel()`           pub/sub: "<agent> <epoch> <seq> <frame>" so every instance's hub delivers locally.
 - `unacked_pops()`          Hash "<agent>:<seq>" -> JSON summary, removed on ack.
-- `agent_access(agent)`     Hash customer id (or `contact:<id>`) -> expiry (epoch seconds): REST
-                            reads and notes write-back allowed until then.
-- `customer_grantees(customer)` ZSET "<agent> <field>" -> expiry: every grant field that belongs
-                            to the customer (its id and its contacts), so deleting the customer
-                            revokes them (`revoke_customer`).
-- `audit()`                 Stream, append-only: who, role, what, target, why, allowed, at.
+- `agent_access(agent)`, `customer_grantees(customer)`: the access grant a pop carries
+                            (layout in store/grants.py).
 
 Appending is one Lua script (one round trip, atomic): number, store, trim, mark unacked, grant,
 publish — so the stream order is the number order and a replay never has holes it cannot explain.
+`PopStore` is also an `AccessGrants` (store/grants.py): the grants its pops carry are read and
+revoked there.
 """
 
 from __future__ import annotations
@@ -32,11 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import WatchError
 
+from ivrserver.store.grants import AccessGrants, Grant, check_agent_id
 from ivrserver.store.keys import Keys
 
-AGENT_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 EPOCH = re.compile(r"^[0-9a-f]{1,32}$")
 MAX_REPLAY = 500
 
@@ -83,12 +80,6 @@ def new_epoch() -> str:
     return secrets.token_hex(8)
 
 
-def check_agent_id(agent_id: str) -> str:
-    if not isinstance(agent_id, str) or not AGENT_ID.match(agent_id):
-        raise ValueError(f"invalid agent id {agent_id!r}")
-    return agent_id
-
-
 @dataclass(frozen=True)
 class Stored:
     seq: int
@@ -105,36 +96,13 @@ class Replay:
     reset: bool = False  # the client's numbering was another epoch (or ahead of the counter): start at 0
 
 
-@dataclass(frozen=True)
-class Grant:
-    """Read access for one agent until `until` (epoch seconds) to a customer and/or a contact."""
-
-    until: float
-    customer_id: str | None = None
-    contact_id: str | None = None
-
-    def fields(self) -> list[str]:
-        out: list[str] = []
-        if self.customer_id:
-            out += [self.customer_id, repr(self.until)]
-        if self.contact_id:
-            out += [contact_field(self.contact_id), repr(self.until)]
-        return out
-
-
-def contact_field(contact_id: str) -> str:
-    """Grant field for a contact (notes write-back), beside customer ids in the same hash."""
-    return f"contact:{contact_id}"
-
-
-class PopStore:
+class PopStore(AccessGrants):
     """Redis side of the screen-pop hub; one per app instance."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, *, backlog_seconds: int = 3600) -> None:
         if backlog_seconds <= 0:
             raise ValueError("backlog_seconds must be > 0")
-        self.redis = redis
-        self.keys = keys
+        super().__init__(redis, keys)
         self.backlog_seconds = backlog_seconds
         self._append = redis.register_script(_APPEND)
 
@@ -270,150 +238,3 @@ class PopStore:
             await self.redis.hdel(key, *stale)
         out.sort(key=lambda i: (i["ts"], i["agent"], i["seq"]))
         return out
-
-    # ---- access grants ------------------------------------------------------------------
-    async def grant(self, agent_id: str, grant: Grant) -> None:
-        key = self.keys.agent_access(check_agent_id(agent_id))
-        fields = grant.fields()
-        if not fields:
-            return
-        until = grant.until
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=dict(zip(fields[::2], fields[1::2], strict=True)))
-            pipe.expireat(key, int(until) + 1, gt=True)
-            pipe.expireat(key, int(until) + 1, nx=True)
-            if grant.customer_id:
-                index = self.keys.customer_grantees(grant.customer_id)
-                pipe.zadd(index, {f"{agent_id} {f}": until for f in fields[::2]})
-                pipe.expireat(index, int(until) + 1, gt=True)
-                pipe.expireat(index, int(until) + 1, nx=True)
-            await pipe.execute()
-
-    async def has_access(self, agent_id: str, customer_id: str, *, now: float) -> bool:
-        """Live grant for a customer id (or `contact_field(contact_id)`)."""
-        value = await self.redis.hget(self.keys.agent_access(check_agent_id(agent_id)), customer_id)
-        if value is None:
-            return False
-        try:
-            return float(value) > now
-        except ValueError:
-            return False
-
-    async def grants(self, agent_id: str, *, now: float) -> dict[str, float]:
-        """Live grants of one agent: expired ones, and customers that no longer exist (a pop's
-        phase update can re-grant a customer deleted during the call), are removed."""
-        key = self.keys.agent_access(check_agent_id(agent_id))
-        raw = await self.redis.hgetall(key)
-        live: dict[str, float] = {}
-        expired: list[str] = []
-        for cid, until in raw.items():
-            try:
-                u = float(until)
-            except ValueError:
-                u = 0.0
-            if u > now:
-                live[cid] = u
-            else:
-                expired.append(cid)
-        customers = [c for c in live if not c.startswith("contact:")]
-        if customers:
-            exists = await self.redis.mget([self.keys.customer(c) for c in customers])
-            for cid, value in zip(customers, exists, strict=True):
-                if value is None:
-                    del live[cid]
-                    expired.append(cid)
-        if expired:
-            await self.redis.hdel(key, *expired)
-        return live
-
-    async def revoke_customer(self, customer_id: str) -> int:
-        """Remove every agent's grants to a customer and to its contacts (the customer is being
-        deleted); returns how many grant fields were removed."""
-        return await revoke_customer(self.redis, self.keys, customer_id)
-
-
-async def revoke_customer(redis: aioredis.Redis, keys: Keys, customer_id: str) -> int:
-    """Every agent's grant fields that belong to `customer_id` (its id and its contacts), removed
-    atomically with the index that lists them; a grant added meanwhile retries the whole step."""
-    index = keys.customer_grantees(customer_id)
-    async with redis.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                await pipe.watch(index)
-                members = await pipe.zrange(index, 0, -1)
-                pipe.multi()
-                for member in members:
-                    agent_id, _, field_name = str(member).partition(" ")
-                    if AGENT_ID.match(agent_id) and field_name:
-                        pipe.hdel(keys.agent_access(agent_id), field_name)
-                pipe.delete(index)
-                results = await pipe.execute()
-                return sum(int(r) for r in results[:-1])
-            except WatchError:
-                continue
-
-
-# ---- audit log ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class AuditEntry:
-    id: str
-    at: float
-    who: str
-    role: str
-    what: str
-    target: str
-    why: str
-    allowed: bool
-    source: str
-
-
-_STREAM_ID_MAX = 2**64 - 1
-
-
-def _older_than(before: str) -> str | None:
-    """The XREVRANGE upper bound for entries older than stream id `before`, or None when no id is
-    older (0-0). Ids past Redis' 64-bit parts (which Redis refuses) mean "every entry"."""
-    ms_text, _, seq_text = before.partition("-")
-    if not (ms_text.isascii() and ms_text.isdigit() and seq_text.isascii() and seq_text.isdigit()):
-        raise ValueError(f"not a stream id: {before!r}")
-    ms, seq = int(ms_text), int(seq_text)
-    if ms > _STREAM_ID_MAX:
-        return "+"
-    if seq > _STREAM_ID_MAX:
-        return f"{ms}-{_STREAM_ID_MAX}"
-    if ms == 0 and seq == 0:
-        return None
-    return f"({ms}-{seq}"
-
-
-class AuditLog:
-    """Append-only: this class has no way to change or remove an entry."""
-
-    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
-        self.redis = redis
-        self.keys = keys
-
-    async def append(self, *, who: str, role: str, what: str, target: str, why: str, allowed: bool,
-                     at: float, source: str = "") -> str:
-        fields = {"at": repr(at), "who": who[:64], "role": role[:16], "what": what[:64],
-                  "target": target[:128], "why": why[:200], "allowed": "1" if allowed else "0",
-                  "source": source[:64]}
-        entry_id = await self.redis.xadd(self.keys.audit(), fields)  # type: ignore[arg-type]
-        return str(entry_id)
-
-    async def recent(self, *, count: int = 100, before: str | None = None) -> list[AuditEntry]:
-        """Newest first; `before` is an entry id (`<ms>-<seq>`) to page backwards from (exclusive)."""
-        upper = _older_than(before) if before else "+"
-        if upper is None:
-            return []
-        rows = await self.redis.xrevrange(self.keys.audit(), max=upper, min="-",
-                                          count=max(1, min(count, 1000)))
-        return [
-            AuditEntry(id=entry_id, at=float(f.get("at", "0")), who=f.get("who", ""), role=f.get("role", ""),
-                       what=f.get("what", ""), target=f.get("target", ""), why=f.get("why", ""),
-                       allowed=f.get("allowed") == "1", source=f.get("source", ""))
-            for entry_id, f in rows
-        ]
-
-    async def length(self) -> int:
-        return int(await self.redis.xlen(self.keys.audit()))

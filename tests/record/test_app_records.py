@@ -1,0 +1,224 @@
+"""The system of record wired into a running ivrserver: real FastAGI calls (in-process server, the
+peer scripted the way res_agi.c talks, as tests/test_frozen_redis.py does), a real Redis and a real
+PostgreSQL. No Asterisk runs here: the two AMI events of each call (Newchannel before the AGI
+session, Hangup after it) are fed to the server's own AMI client (`AmiClient.feed`, the entry its
+socket reader uses), so the contact tracker sees the call as it would behind Asterisk.
+
+- a call's contact record and IVR path, and an audit entry, reach PostgreSQL through the outbox;
+- Redis-only (no postgres.dsn): the outbox is never written;
+- a schema behind the code: the server refuses to start and names `ivrserver db migrate`;
+- PostgreSQL killed while calls go on: nothing lost, nothing written twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from ivrserver import config
+from ivrserver.app import IvrServer, StartupError
+from ivrserver.record import migrate
+from ivrserver.record.local_cluster import LocalPostgres
+from ivrserver.record.rows import decode_path_events
+from ivrserver.store import callpath
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+HEADERS = ("agi_network: yes\nagi_network_script: hotline\nagi_request: agi://127.0.0.1/hotline\n"
+           "agi_channel: PJSIP/callers-{n:08d}\nagi_uniqueid: {uid}\nagi_callerid: 1555{n:04d}\n"
+           "agi_calleridname: Eve\n\n")
+PROMPTS = ("STREAM FILE", "GET DATA", "GET OPTION", "EXEC")
+
+
+def settings_for(redis_url: str, menus: Path, dsn: str) -> config.Settings:
+    return config.from_mapping({
+        "redis": {"url": redis_url, "history_write_delay": 0.05},
+        "ami": {"port": free_port(), "reconnect_max_delay": 1.0},
+        "agi": {"port": free_port()},
+        "web": {"port": free_port()},
+        "asterisk": {"config_dir": "/nonexistent", "sounds_dir": "/nonexistent"},
+        "menus": {"dir": str(menus), "watch": False},
+        "routing": {"agents_file": str(REPO / "scripts" / "demo-agents.yaml")},
+        "callbacks": {"enabled": False},
+        "postgres": {"dsn": dsn},
+        "instance": "rec-test",
+        "event_loop": "asyncio",
+    })
+
+
+@pytest.fixture
+def menus(tmp_path: Path) -> Path:
+    folder = tmp_path / "menus"
+    folder.mkdir()
+    (folder / "hotline.yaml").write_text((REPO / "menus" / "hotline.yaml").read_text())
+    return folder
+
+
+async def migrated(dsn: str, target: int | None = None) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate.migrate(conn, target)
+    finally:
+        await conn.close()
+
+
+async def running(settings: config.Settings) -> tuple[IvrServer, asyncio.Task[None]]:
+    srv = IvrServer(settings)
+    ready = asyncio.Event()
+    task = asyncio.create_task(srv.run(ready))
+    await asyncio.wait_for(ready.wait(), 15)
+    return srv, task
+
+
+async def stop(srv: IvrServer, task: asyncio.Task[None]) -> None:
+    srv.stopping.set()
+    await asyncio.wait_for(task, 30)
+
+
+async def call(srv: IvrServer, n: int) -> str:
+    """One caller: presses 1 during the greeting, hangs up at the third prompt. Returns its uniqueid."""
+    uid = f"{time.time():.0f}.{n}"
+    channel = {"Channel": f"PJSIP/callers-{n:08d}", "CallerIDNum": f"1555{n:04d}", "Uniqueid": uid, "Linkedid": uid}
+    srv.ami.feed({"Event": "Newchannel", **channel})
+    try:
+        return await _agi_session(srv.fastagi.port, n, uid)
+    finally:
+        srv.ami.feed({"Event": "Hangup", "Cause": "16", **channel})
+
+
+async def _agi_session(port: int, n: int, uid: str) -> str:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(HEADERS.format(n=n, uid=uid).encode())
+    prompts = 0
+    try:
+        while True:
+            line = (await asyncio.wait_for(reader.readline(), 10)).decode().strip()
+            if not line:
+                return uid
+            if line.startswith(PROMPTS):
+                prompts += 1
+                if prompts == 1:
+                    writer.write(b"200 result=49 endpos=8000\n")
+                elif prompts > 3:
+                    writer.write(b"200 result=-1\nHANGUP\n")
+                    await writer.drain()
+                    await asyncio.wait_for(reader.read(), 10)
+                    return uid
+                else:
+                    writer.write(b"200 result=0 endpos=8000\n")
+            else:
+                writer.write(b"200 result=1\n")
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached in {timeout}s: {what} (last: {value!r})")
+        await asyncio.sleep(0.1)
+
+
+async def test_a_call_writes_its_contact_path_and_audit_rows_through_the_outbox(
+        redis_url: str, redis_client: aioredis.Redis, empty_db: str, menus: Path) -> None:
+    await migrated(empty_db)
+    srv, task = await running(settings_for(redis_url, menus, empty_db))
+    pool = await asyncpg.create_pool(empty_db, min_size=1, max_size=2)
+    try:
+        assert srv.keys.records
+        uid = await call(srv, 1)
+        await srv.audit.append(who="agent1001", role="agent", what="customer.read", target="c1", why="pop",
+                               allowed=True, at=time.time(), source="test")
+        await eventually(lambda: pool.fetchval("SELECT count(*) FROM contacts"), what="contact row")
+        await eventually(lambda: pool.fetchval("SELECT count(*) FROM ivr_paths"), what="path row")
+        await eventually(lambda: pool.fetchval("SELECT count(*) FROM audit"), what="audit row")
+        row = await pool.fetchrow("SELECT number, kind FROM contacts")
+        assert row["number"].endswith("15550001") and row["kind"] == "inbound"
+        in_redis = await callpath.read_path(srv.redis, srv.keys, uid)
+        assert in_redis is not None and in_redis.events
+        path = await pool.fetchrow("SELECT call_id, menu, events FROM ivr_paths")
+        assert (path["call_id"], path["menu"]) == (uid, "hotline")
+        assert decode_path_events(path["events"]) == in_redis.events
+        assert await pool.fetchval("SELECT actor FROM audit") == "agent1001"
+        # the sink deleted what it wrote: nothing waits
+        await eventually(lambda: _outbox_empty(redis_client, srv), what="outbox drained")
+    finally:
+        await stop(srv, task)
+        await pool.close()
+
+
+async def _outbox_empty(redis: aioredis.Redis, srv: IvrServer) -> bool:
+    return int(await redis.xlen(srv.keys.outbox())) == 0
+
+
+async def test_without_postgres_the_outbox_is_never_written(
+        redis_url: str, redis_client: aioredis.Redis, menus: Path) -> None:
+    srv, task = await running(settings_for(redis_url, menus, ""))
+    try:
+        assert not srv.keys.records
+        await call(srv, 2)
+        await srv.audit.append(who="agent1001", role="agent", what="customer.read", target="c1", why="pop",
+                               allowed=True, at=time.time())
+        await eventually(lambda: redis_client.keys("ivr:contact:*"), what="contact in Redis")
+        assert await redis_client.keys("ivr:ivrpath:*")
+        assert not await redis_client.exists(srv.keys.outbox())
+    finally:
+        await stop(srv, task)
+
+
+async def test_a_schema_behind_the_code_refuses_to_start_and_says_what_to_run(
+        redis_url: str, redis_client: aioredis.Redis, empty_db: str, menus: Path) -> None:
+    await migrated(empty_db, target=1)
+    srv = IvrServer(settings_for(redis_url, menus, empty_db))
+    with pytest.raises(StartupError, match=r"version 1, this ivrserver needs \d+: run `ivrserver db migrate`"):
+        await asyncio.wait_for(srv.run(asyncio.Event()), 15)
+
+
+async def test_postgres_killed_under_load_loses_nothing_and_writes_nothing_twice(
+        redis_url: str, redis_client: aioredis.Redis, menus: Path) -> None:
+    workdir = tempfile.mkdtemp(prefix="ivrserver-pg-app-outage-")
+    cluster = LocalPostgres(f"{workdir}/data", durable=True)
+    await cluster.start()
+    srv = task = None
+    try:
+        await migrated(cluster.dsn)
+        srv, task = await running(settings_for(redis_url, menus, cluster.dsn))
+        await asyncio.gather(*(call(srv, n) for n in range(100, 120)))
+        await cluster.kill()  # a crash, while calls go on
+        await asyncio.gather(*(call(srv, n) for n in range(120, 160)))
+        await asyncio.sleep(0.5)
+        assert await redis_client.xlen(srv.keys.outbox()) > 0  # waiting in Redis
+        await cluster.start()
+        await asyncio.gather(*(call(srv, n) for n in range(160, 170)))
+        conn = await asyncpg.connect(cluster.dsn)
+        try:
+            await eventually(lambda: _count_is(conn, "ivr_paths", 70), timeout=30, what="70 paths")
+            await eventually(lambda: _count_is(conn, "contacts", 70), timeout=30, what="70 contacts")
+            assert await conn.fetchval("SELECT count(DISTINCT id) FROM contacts") == 70
+            assert await conn.fetchval("SELECT count(DISTINCT call_id) FROM ivr_paths") == 70
+            numbers = {r["number"][-4:] for r in await conn.fetch("SELECT number FROM contacts")}
+            assert numbers == {f"{n:04d}" for n in range(100, 170)}
+        finally:
+            await conn.close()
+    finally:
+        if srv is not None and task is not None:
+            await stop(srv, task)
+        await cluster.stop()
+        cluster.remove()
+
+
+async def _count_is(conn: asyncpg.Connection, table: str, n: int) -> bool:
+    return int(await conn.fetchval(f"SELECT count(*) FROM {table}")) == n
