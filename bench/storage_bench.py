@@ -34,7 +34,7 @@ from ivrserver.domain.menu_stats import CallPath
 from ivrserver.domain.model import Contact, ContactKind, Outcome
 from ivrserver.record import rollup
 from ivrserver.record.local_cluster import LocalPostgres
-from ivrserver.record.rows import AuditRow
+from ivrserver.record.rows import AuditEntry
 from ivrserver.record.sink import Outbox, RecordSink
 from ivrserver.services import record_schema
 from ivrserver.store import contacts as contact_store
@@ -45,7 +45,7 @@ from ivrserver.store.keys import Keys
 SEEDS_MONTH = 18_000_000    # 15 M IVR + 3 M agent calls a month (the seeds)
 
 
-def call(i: int, at: float, customers: int = 50_000) -> tuple[Contact, CallPath, AuditRow]:
+def call(i: int, at: float, customers: int = 50_000) -> tuple[Contact, CallPath, AuditEntry]:
     cid = f"c-{i % customers}"
     contact = Contact(id=f"bench-{i}", kind=ContactKind.INBOUND, number=f"1555{i % 10_000_000:07d}",
                       started_at=at, customer_id=cid, ended_at=at + 95, routing_reason="repeat caller: open case",
@@ -56,7 +56,7 @@ def call(i: int, at: float, customers: int = 50_000) -> tuple[Contact, CallPath,
         PathEvent(PathKind.KEY, "main", at + 3, key=str(1 + i % 4), target="goto:balance"),
         PathEvent(PathKind.ENTER, "balance", at + 3), PathEvent(PathKind.EXIT, "balance", at + 9,
                                                                  detail="self_served" if i % 5 else "agent")))
-    audit = AuditRow(id=f"{int(at * 1000)}-{i}", at=at, who="agent1003", role="agent", what="customer.read",
+    audit = AuditEntry(id=f"{int(at * 1000)}-{i}", at=at, who="agent1003", role="agent", what="customer.read",
                      target=cid, why="screen pop", allowed=True)
     return contact, path, audit
 

@@ -137,3 +137,18 @@ class CallerSnapshot:
     open_cases: tuple[Case, ...] = ()
     last_contact: Contact | None = None
     anonymous: bool = False
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One access decision as the audit log keeps it (Redis stream, then PostgreSQL)."""
+
+    id: str  # the Redis stream id it was appended under: unique, ordered
+    at: float
+    who: str
+    role: str
+    what: str
+    target: str
+    why: str
+    allowed: bool
+    source: str = ""

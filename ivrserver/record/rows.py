@@ -19,7 +19,7 @@ from ivrserver.domain.callbacks import Callback, CallbackMode
 from ivrserver.domain.callbacks import to_dict as callback_to_dict
 from ivrserver.domain.menu_engine import PathEvent, PathKind
 from ivrserver.domain.menu_stats import CallPath
-from ivrserver.domain.model import Case, Contact, Customer
+from ivrserver.domain.model import AuditEntry, Case, Contact, Customer
 
 if TYPE_CHECKING:
     import asyncpg
@@ -27,19 +27,6 @@ if TYPE_CHECKING:
 
 def ts(epoch: float | None) -> datetime | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
-
-
-@dataclass(frozen=True)
-class AuditRow:
-    id: str  # the Redis stream id it was appended under: unique, ordered
-    at: float
-    who: str
-    role: str
-    what: str
-    target: str
-    why: str
-    allowed: bool
-    source: str = ""
 
 
 _CONTACT_UPSERT = """
@@ -114,7 +101,7 @@ ON CONFLICT (entry_id, at) DO NOTHING
 """
 
 
-async def insert_audit(conn: asyncpg.Connection, rows: Sequence[AuditRow]) -> None:
+async def insert_audit(conn: asyncpg.Connection, rows: Sequence[AuditEntry]) -> None:
     await conn.executemany(_AUDIT_INSERT, [
         (r.id, ts(r.at), r.who, r.role, r.what, r.target, r.allowed, r.why, r.source) for r in rows])
 

@@ -29,7 +29,7 @@ from ivrserver.domain.callbacks import to_dict as callback_to_dict
 from ivrserver.domain.menu_stats import CallPath
 from ivrserver.record.rollup import mark_dirty
 from ivrserver.record.rows import (
-    AuditRow,
+    AuditEntry,
     CaseEventRow,
     delete_customers,
     insert_audit,
@@ -70,7 +70,7 @@ def path_from_json(raw: str) -> CallPath:
     return CallPath(str(d["call"]), str(d["menu"]), str(d["version"]), float(d["started_at"]), events)
 
 
-def audit_to_fields(row: AuditRow) -> dict[str, str]:
+def audit_to_fields(row: AuditEntry) -> dict[str, str]:
     return {"at": repr(row.at), "who": row.who, "role": row.role, "what": row.what, "target": row.target,
             "why": row.why, "allowed": "1" if row.allowed else "0", "source": row.source}
 
@@ -130,7 +130,7 @@ class Outbox:
     async def path(self, path: CallPath) -> str:
         return await self.add({"kind": "path", "data": path_to_json(path)})
 
-    async def audit(self, entry_id: str, row: AuditRow) -> str:
+    async def audit(self, entry_id: str, row: AuditEntry) -> str:
         return await self.add({"kind": "audit", "data": _dumps({"id": entry_id, **audit_to_fields(row)})})
 
     async def customer(self, customer: Customer) -> str:
@@ -178,7 +178,7 @@ def _decode_one(entry_id: str, kind: str, data: str, fields: Mapping[str, str]) 
         return path_from_json(data)
     if kind == "audit":
         d = json.loads(data)
-        return AuditRow(id=str(d["id"]), at=float(d["at"]), who=str(d["who"]), role=str(d["role"]),
+        return AuditEntry(id=str(d["id"]), at=float(d["at"]), who=str(d["who"]), role=str(d["role"]),
                         what=str(d["what"]), target=str(d["target"]), why=str(d["why"]), allowed=d["allowed"] == "1",
                         source=str(d.get("source", "")))
     if kind == "customer":

@@ -183,6 +183,6 @@ async def _paths(redis, keys: Keys, conn, ids: list[str], since: datetime, count
 
 
 def _audit_row(entry_id: str, f: dict[str, str], rows):  # type: ignore[no-untyped-def]
-    return rows.AuditRow(id=entry_id, at=float(f.get("at", "0") or 0), who=f.get("who", ""), role=f.get("role", ""),
+    return rows.AuditEntry(id=entry_id, at=float(f.get("at", "0") or 0), who=f.get("who", ""), role=f.get("role", ""),
                          what=f.get("what", ""), target=f.get("target", ""), why=f.get("why", ""),
                          allowed=f.get("allowed") == "1", source=f.get("source", ""))

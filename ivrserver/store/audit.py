@@ -13,10 +13,10 @@ Layout (all names from `Keys`):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from ivrserver.domain.model import AuditEntry
 from ivrserver.store import scripts
 from ivrserver.store.keys import Keys
 
@@ -35,19 +35,6 @@ local id = redis.call('XADD', KEYS[1], 'MINID', string.format('%d', oldest), '*'
 redis.call('XADD', KEYS[2], '*', 'kind', 'audit', 'data', '{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2))
 return id
 """)
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    id: str
-    at: float
-    who: str
-    role: str
-    what: str
-    target: str
-    why: str
-    allowed: bool
-    source: str
 
 
 _STREAM_ID_MAX = 2**64 - 1

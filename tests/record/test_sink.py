@@ -17,7 +17,7 @@ from ivrserver.domain.menu_stats import CallPath
 from ivrserver.domain.model import Contact, ContactKind, Outcome
 from ivrserver.record import migrate
 from ivrserver.record.local_cluster import LocalPostgres
-from ivrserver.record.rows import AuditRow, upsert_contacts
+from ivrserver.record.rows import AuditEntry, upsert_contacts
 from ivrserver.record.sink import Outbox, RecordSink, decode, revision
 from tests.test_agent_ws import eventually
 
@@ -54,7 +54,7 @@ async def test_records_reach_postgres_in_one_batch_newest_revision_wins(
     path = CallPath("call-1", "hotline", "v1", T0, (PathEvent(PathKind.ENTER, "main", T0),
                                                     PathEvent(PathKind.EXIT, "main", T0 + 3, detail="queue")))
     await out.path(path)
-    await out.audit("1-1", AuditRow(id="1-1", at=T0, who="agent1003", role="agent", what="customer.read",
+    await out.audit("1-1", AuditEntry(id="1-1", at=T0, who="agent1003", role="agent", what="customer.read",
                                     target="c1", why="pop", allowed=True))
     assert await s.step() == 4
     assert await s.pending() == 0
@@ -85,7 +85,7 @@ async def test_a_crash_between_commit_and_ack_writes_nothing_twice(
     first = sink(redis_client, pool, consumer="dies", claim_idle=0.05)
     await first.ensure_group()
     for i in range(5):
-        await out.audit(f"9-{i}", AuditRow(id=f"9-{i}", at=T0 + i, who="sup", role="supervisor", what="audit.read",
+        await out.audit(f"9-{i}", AuditEntry(id=f"9-{i}", at=T0 + i, who="sup", role="supervisor", what="audit.read",
                                            target="", why="", allowed=True))
         await out.contact(contact(f"k{i}", Outcome.ANSWERED))
     entries = await first._read()
