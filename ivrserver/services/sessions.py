@@ -44,6 +44,15 @@ TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{20,128}$")
 T = TypeVar("T")
 
 
+def new_token() -> str:
+    """A session token: 256 random bits, URL-safe, never starting with '-' (a token that did was
+    read as an option by `ivrserver menus reload --token TOKEN`: one login in 64)."""
+    while True:
+        token = secrets.token_urlsafe(32)
+        if not token.startswith("-"):
+            return token
+
+
 @dataclass(frozen=True)
 class LoginLimits:
     """Failed-login limits, each counted in a fixed window that starts at the first failure.
@@ -232,7 +241,7 @@ class Authenticator:
         await self.sessions.release_login_slot(agent_id, source, known_seconds=self.limits.known_address_days * 86400)
         if hashing.needs_rehash(stored, cost=self.password_cost):
             await self._upgrade(agent_id, password, stored)
-        token = secrets.token_urlsafe(32)
+        token = new_token()
         await self.sessions.create(token_digest(token), agent.id, seconds=self.session_seconds)
         return Session(token, agent, self.clock() + self.session_seconds)
 

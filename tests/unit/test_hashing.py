@@ -122,3 +122,11 @@ def test_hash_password_script_prints_a_current_hash(tmp_path: object) -> None:
                          capture_output=True, text=True, timeout=60, check=True).stdout.strip()
     assert out.startswith("$scrypt$ln=17,r=8,p=1$") and hashing.verify("correct horse", out)
     assert not hashing.needs_rehash(out, cost=hashing.PASSWORD_COST)
+
+
+def test_session_tokens_never_start_with_a_dash() -> None:
+    from ivrserver.services.sessions import new_token
+
+    tokens = [new_token() for _ in range(2000)]  # 1 in 64 urlsafe tokens starts with '-'
+    assert not [t for t in tokens if t.startswith("-")]
+    assert len(set(tokens)) == 2000 and all(len(t) >= 43 for t in tokens)
