@@ -90,7 +90,8 @@ def _run(args: argparse.Namespace, body: Any) -> int:
         return 2
 
     async def main() -> int:
-        async with customer_service.for_command(settings.redis, args.redis_url) as service:
+        async with customer_service.for_command(settings.redis, args.redis_url,
+                                                records=bool(settings.postgres.dsn)) as service:
             return int(await body(service))
     try:
         return asyncio.run(main())
@@ -329,7 +330,8 @@ def run_import(args: argparse.Namespace) -> int:
             except AccountInUse as exc:
                 errors.append(RowError(line, FieldError("account_number", f"already belongs to customer "
                                                                           f"{exc.owner}")))
-        opened = await service.open_cases_once([fields for _, fields in todo_cases], now=time.time())
+        opened = await service.open_cases_once([fields for _, fields in todo_cases], now=time.time(),
+                                               actor=customer_service.IMPORT)
         if errors:
             _report(errors, str(path), sys.stderr)
         skipped = len({e.line for e in errors})

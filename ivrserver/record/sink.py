@@ -41,9 +41,9 @@ from ivrserver.record.rows import (
     upsert_paths,
 )
 from ivrserver.store.callpath import decode_event, path_to_json
-from ivrserver.store.cases import case_from_json, case_to_json
+from ivrserver.store.cases import case_entry, case_event_entry, case_from_json
 from ivrserver.store.contacts import contact_from_json, contact_to_json
-from ivrserver.store.customers import customer_from_json, customer_to_json
+from ivrserver.store.customers import customer_deleted_entry, customer_entry, customer_from_json
 
 if TYPE_CHECKING:
     import asyncpg
@@ -80,26 +80,9 @@ def _dumps(value: object) -> str:
 
 
 # --- entries: the fields of one outbox entry per record (XADD them alone or in a pipeline) -----------
-
-def customer_entry(customer: Customer) -> dict[str, str]:
-    """The whole customer, pin_hash included (PostgreSQL is the record): never log an entry."""
-    return {"kind": "customer", "data": customer_to_json(customer)}
-
-
-def customer_deleted_entry(customer_id: str) -> dict[str, str]:
-    return {"kind": "customer_deleted", "data": _dumps({"id": customer_id})}
-
-
-def case_entry(case: Case, at: float) -> dict[str, str]:
-    """The case as it is after a change made at `at` (a closed case's closing time, the first time)."""
-    return {"kind": "case", "data": case_to_json(case), "at": repr(float(at))}
-
-
-def case_event_entry(case_id: str, customer_id: str | None, *, at: float, actor: str, kind: str,
-                     detail: Mapping[str, Any] | None = None) -> dict[str, str]:
-    """One change of a case: who (an agent id, `system`, `import`, `backoffice:<name>`), when, what."""
-    return {"kind": "case_event", "data": _dumps({"case_id": case_id, "customer_id": customer_id, "at": at,
-                                                  "actor": actor, "kind": kind, "detail": dict(detail or {})})}
+# customer_entry, customer_deleted_entry (store/customers.py), case_entry and case_event_entry
+# (store/cases.py) live next to the JSON they carry: the store's writes queue them in their own
+# MULTI, and store/ cannot import this module (it imports store/). Imported here for Outbox and callers.
 
 
 def callback_entry(cb: Callback) -> dict[str, str]:

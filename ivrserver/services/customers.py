@@ -12,6 +12,9 @@ Rules that live here (and nowhere in an adapter):
 - Identification by account + PIN: the lockout policy is `domain.identification`; the flow
   (lock check, constant-time verify with a dummy hash for unknown accounts, failure count, hash
   upgrade) is `identify_by_account`; `store.customers` only reads and writes.
+- Who changed a case (`actor`, on its `case_event` record with a system of record): the caller
+  says — an agent's id (web), `backoffice:<name>` (a back-office token), `import` (the CLI import),
+  `system` (the server itself: the IVR, anything without a person behind it).
 """
 
 from __future__ import annotations
@@ -50,6 +53,15 @@ MAX_TIMELINE_LIMIT = contact_store.MAX_TIMELINE_LIMIT
 # the wire form of contacts and cases (REST, `customers show`)
 contact_to_dict = contact_store.contact_to_dict
 case_to_dict = case_store.case_to_dict
+
+# actors of case changes that are not an agent
+SYSTEM = "system"
+IMPORT = "import"
+
+
+def backoffice_actor(name: str) -> str:
+    """The actor of a change made with the back-office token `name`."""
+    return f"backoffice:{name}"
 
 
 class AccountInUse(Exception):
@@ -251,30 +263,33 @@ class CustomerService:
     async def upsert(self, customer: Customer) -> None:
         await self._save(customer, "upsert")
 
-    async def open_cases_once(self, cases: Iterable[Mapping[str, Any]], *, now: float) -> int:
+    async def open_cases_once(self, cases: Iterable[Mapping[str, Any]], *, now: float, actor: str = IMPORT) -> int:
         """Open the cases a customer does not already have open (same summary): re-imports are no-ops."""
         opened = 0
         for fields in cases:
             current = await case_store.list_open_cases(self.redis, self.keys, fields["customer_id"])
             if any(c.summary == fields["summary"] for c in current):
                 continue
-            await case_store.open_case(self.redis, self.keys, now=now, **fields)
+            await case_store.open_case(self.redis, self.keys, now=now, actor=actor, **fields)
             opened += 1
         return opened
 
     # ---- cases ------------------------------------------------------------------------------
-    async def open_case(self, fields: Mapping[str, Any]) -> Case:
-        """Open a validated case (`domain.customer_validation.validate_case_create`)."""
+    async def open_case(self, fields: Mapping[str, Any], *, actor: str = SYSTEM) -> Case:
+        """Open a validated case (`domain.customer_validation.validate_case_create`) on behalf of `actor`."""
         if await self.get(fields["customer_id"]) is None:
             raise CustomerNotFound(fields["customer_id"])
-        return await case_store.open_case(self.redis, self.keys, now=self.clock(), **fields)
+        return await case_store.open_case(self.redis, self.keys, now=self.clock(), actor=actor, **fields)
 
     async def case(self, case_id: str) -> Case | None:
         return await case_store.get_case(self.redis, self.keys, case_id)
 
-    async def update_case(self, case_id: str, changes: Mapping[str, Any]) -> Case:
+    async def update_case(self, case_id: str, changes: Mapping[str, Any], *, actor: str = SYSTEM,
+                          now: float | None = None) -> Case:
+        """Apply validated changes on behalf of `actor` (closing, reopening, updating)."""
         try:
-            return await case_store.update_case(self.redis, self.keys, case_id, changes)
+            return await case_store.update_case(self.redis, self.keys, case_id, changes,
+                                                now=self.clock() if now is None else now, actor=actor)
         except case_store.CaseNotFound:
             raise CaseNotFound(case_id) from None
 
@@ -282,9 +297,11 @@ class CustomerService:
     async def contact(self, contact_id: str) -> Contact | None:
         return await contact_store.get_contact(self.redis, self.keys, contact_id)
 
-    async def save_note(self, contact_id: str, note: NoteChange, *, now: float | None = None) -> Contact | None:
+    async def save_note(self, contact_id: str, note: NoteChange, *, now: float | None = None,
+                        actor: str = SYSTEM) -> Contact | None:
         """Set disposition / notes on a contact record and apply the note's case change (the case
-        must belong to the contact's customer, else NoteRejected). None: no such contact."""
+        must belong to the contact's customer, else NoteRejected) on behalf of `actor`. None: no
+        such contact."""
         contact = await self.contact(contact_id)
         if contact is None:
             return None
@@ -293,9 +310,9 @@ class CustomerService:
             case = await self.case(change.case_id)
             if case is None or case.customer_id != contact.customer_id:
                 raise NoteRejected("case is not one of this caller's cases")
+        now = self.clock() if now is None else now
         updated = await contact_store.update_contact_notes(
-            self.redis, self.keys, contact_id, note.fields, now=self.clock() if now is None else now,
-            retention_days=self.retention_days)
+            self.redis, self.keys, contact_id, note.fields, now=now, retention_days=self.retention_days)
         if updated is None:
             return None
         if change is not None:
@@ -307,7 +324,7 @@ class CustomerService:
             if change.still_needed is not None:
                 changes["still_needed"] = change.still_needed
             if changes:
-                await self.update_case(change.case_id, changes)
+                await self.update_case(change.case_id, changes, actor=actor, now=now)
         return updated
 
     # ---- identification ---------------------------------------------------------------------
@@ -321,11 +338,13 @@ class CustomerService:
 
 
 @asynccontextmanager
-async def for_command(settings: RedisSettings, url: str | None = None, *,
-                      pepper: Pepper | None = None) -> AsyncIterator[CustomerService]:
-    """A CustomerService on its own Redis connection, for one CLI command (closed on exit)."""
+async def for_command(settings: RedisSettings, url: str | None = None, *, pepper: Pepper | None = None,
+                      records: bool = False) -> AsyncIterator[CustomerService]:
+    """A CustomerService on its own Redis connection, for one CLI command (closed on exit).
+    `records`: a system of record is configured (postgres.dsn): writes also go to the outbox, as the
+    server's do (the server's sink moves them to PostgreSQL)."""
     client = connect_for_command(settings, url, decode_responses=True)
     try:
-        yield CustomerService(client, Keys(prefix=settings.prefix), pepper=pepper)
+        yield CustomerService(client, Keys(prefix=settings.prefix, records=records), pepper=pepper)
     finally:
         await client.aclose()

@@ -5,6 +5,9 @@ Layout (every name from `Keys`):
 - ``opencases:{customer}`` ZSET    ids of the customer's open cases scored by opened_at
 - ``cases:{customer}``     ZSET    ids of all the customer's cases scored by opened_at
 - ``seq:case``             STRING  INCR counter giving case ids "1", "2", ...
+- ``outbox``               STREAM  with a system of record (`Keys.records`), every change of a case
+                                   appends a `case` entry (the case as it is now) and a `case_event`
+                                   entry (who, when, what) in the same MULTI as the Redis write
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -56,19 +60,73 @@ def case_from_json(raw: str | None) -> Case | None:
         return None
 
 
+# --- outbox entries (record/sink.py decodes them; they live here, next to the JSON they carry, so
+# that store modules can write them in their own MULTI without importing record/, which imports
+# store/ for the same serialisation) -----------------------------------------------------------
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def case_entry(case: Case, at: float) -> dict[str, str]:
+    """The case as it is after a change made at `at` (a closed case's closing time, the first time)."""
+    return {"kind": "case", "data": case_to_json(case), "at": repr(float(at))}
+
+
+def case_event_entry(case_id: str, customer_id: str | None, *, at: float, actor: str, kind: str,
+                     detail: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """One change of a case: who (an agent id, `system`, `import`, `backoffice:<name>`), when, what."""
+    return {"kind": "case_event", "data": _dumps({"case_id": case_id, "customer_id": customer_id, "at": at,
+                                                  "actor": actor, "kind": kind, "detail": dict(detail or {})})}
+
+
+_CASE_FIELDS = ("summary", "still_needed", "next_step", "owner_agent", "severity", "status")
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, CaseStatus) else value
+
+
+def change_kind(old: Case, new: Case) -> str:
+    """opened / updated / closed / reopened: what a change did to a case."""
+    if old.status is not new.status:
+        return "reopened" if new.status is CaseStatus.OPEN else "closed"
+    return "updated"
+
+
+def changed_fields(old: Case | None, new: Case) -> dict[str, Any]:
+    """The fields whose value differs (all of them for a new case), as JSON values."""
+    return {name: _plain(getattr(new, name)) for name in _CASE_FIELDS
+            if old is None or getattr(old, name) != getattr(new, name)}
+
+
+def _queue_change(pipe: Any, keys: Keys, old: Case | None, new: Case, *, at: float, actor: str) -> None:
+    """With a system of record: the case and its event, on the caller's MULTI."""
+    outbox = keys.outbox_if_recording()
+    if outbox is None:
+        return
+    kind = "opened" if old is None else change_kind(old, new)
+    pipe.xadd(outbox, case_entry(new, at))
+    pipe.xadd(outbox, case_event_entry(new.id, new.customer_id, at=at, actor=actor, kind=kind,
+                                       detail=changed_fields(old, new)))
+
+
 # --- cases ---------------------------------------------------------------------------------------
 
 async def open_case(redis: aioredis.Redis, keys: Keys, *, customer_id: str, summary: str, now: float,
                     owner_agent: str | None = None, severity: int = 3, still_needed: str = "",
-                    next_step: str = "") -> Case:
-    """Open a new case with the next id from the case sequence."""
+                    next_step: str = "", actor: str = "system") -> Case:
+    """Open a new case with the next id from the case sequence. With a system of record the case
+    and its `opened` event by `actor` are queued in the same MULTI."""
     case_id = str(await redis.incr(keys.case_seq()))
+    now = round(now, 6)  # microseconds, as PostgreSQL keeps it: the copy restored from the record is equal
     case = Case(id=case_id, customer_id=customer_id, status=CaseStatus.OPEN, summary=summary, opened_at=now,
                 owner_agent=owner_agent, severity=severity, still_needed=still_needed, next_step=next_step)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(keys.case(case_id), case_to_json(case))
         pipe.zadd(keys.open_cases(customer_id), {case_id: now})
         pipe.zadd(keys.customer_cases(customer_id), {case_id: now})
+        _queue_change(pipe, keys, None, case, at=now, actor=actor)
         await pipe.execute()
     return case
 
@@ -77,11 +135,15 @@ async def get_case(redis: aioredis.Redis, keys: Keys, case_id: str) -> Case | No
     return case_from_json(await redis.get(keys.case(case_id)))
 
 
-async def update_case(redis: aioredis.Redis, keys: Keys, case_id: str, changes: Mapping[str, Any]) -> Case:
+async def update_case(redis: aioredis.Redis, keys: Keys, case_id: str, changes: Mapping[str, Any], *,
+                      now: float | None = None, actor: str = "system") -> Case:
     """Apply validated changes (summary, still_needed, next_step, owner_agent, severity, status).
 
     Closing or reopening moves the case out of / into the customer's open cases. Concurrent
-    updates of one case are serialised with WATCH. Raises CaseNotFound.
+    updates of one case are serialised with WATCH. Raises CaseNotFound. With a system of record the
+    case and an `updated` / `closed` / `reopened` event by `actor` at `now` (default: the clock),
+    detail the changed fields, are queued in the same MULTI; a change that changes nothing is
+    not recorded.
     """
     allowed = {"summary", "still_needed", "next_step", "owner_agent", "severity", "status"}
     unknown = set(changes) - allowed
@@ -97,6 +159,8 @@ async def update_case(redis: aioredis.Redis, keys: Keys, case_id: str, changes: 
                     raise CaseNotFound(case_id)
                 updated = dataclasses.replace(case, **changes)
                 pipe.multi()
+                if updated != case:
+                    _queue_change(pipe, keys, case, updated, at=time.time() if now is None else now, actor=actor)
                 pipe.set(key, case_to_json(updated))
                 if updated.status is CaseStatus.OPEN:
                     pipe.zadd(keys.open_cases(case.customer_id), {case_id: case.opened_at})

@@ -11,6 +11,9 @@ Layout (every name from `Keys`):
                                 saving the customer again (import, REST) moves them to E.164.
 - ``account:{number}``  STRING  id of the customer with this account number (unique)
 - ``pinfail:{account}`` HASH    failures (comma-separated epoch seconds), locked_until; expires
+- ``outbox``            STREAM  with a system of record (`Keys.records`), every write of a profile
+                                (save, import, PIN hash upgrade) appends a `customer` entry and a
+                                deletion a `customer_deleted` entry, in the same MULTI as the write
 
 The caller snapshot is one EVALSHA: a Lua script follows phone → id → profile, open cases and the
 newest finished contact, so that call entry costs a single round trip.
@@ -86,6 +89,19 @@ def customer_from_json(raw: str | None) -> Customer | None:
         return None
 
 
+# --- outbox entries (record/sink.py decodes them; built here, next to the JSON they carry, so that
+# the writes below can queue them in their own MULTI: store/ must not import record/) ---------------
+
+def customer_entry(customer: Customer) -> dict[str, str]:
+    """The whole customer, pin_hash included (PostgreSQL is the record): never log an entry."""
+    return {"kind": "customer", "data": customer_to_json(customer)}
+
+
+def customer_deleted_entry(customer_id: str) -> dict[str, str]:
+    return {"kind": "customer_deleted", "data": json.dumps({"id": customer_id}, separators=(",", ":"),
+                                                           ensure_ascii=False)}
+
+
 # --- profiles ------------------------------------------------------------------------------------
 
 async def save_customer(redis: aioredis.Redis, keys: Keys, customer: Customer, *,
@@ -93,7 +109,8 @@ async def save_customer(redis: aioredis.Redis, keys: Keys, customer: Customer, *
     """Store a validated customer and keep the phone and account indexes in step, atomically.
 
     `create` refuses an existing id (CustomerExists), `update` a missing one (CustomerNotFound).
-    An account number owned by another customer raises AccountInUse.
+    An account number owned by another customer raises AccountInUse. With a system of record the
+    profile is queued for PostgreSQL in the same MULTI.
     """
     if not customer.id:
         raise ValueError("customer id is required")
@@ -120,7 +137,11 @@ async def save_customer(redis: aioredis.Redis, keys: Keys, customer: Customer, *
                         pipe.srem(keys.phone(number), customer.id)
                     if old.account_number and old.account_number != customer.account_number:
                         pipe.delete(keys.account(old.account_number), keys.pin_failures(old.account_number))
-                pipe.set(key, customer_to_json(customer))
+                document = customer_to_json(customer)
+                pipe.set(key, document)
+                outbox = keys.outbox_if_recording()
+                if outbox is not None:
+                    pipe.xadd(outbox, {"kind": "customer", "data": document})
                 pipe.zadd(keys.customer_ids(), {customer.id: 0})
                 for number in customer.phones:
                     pipe.sadd(keys.phone(number), customer.id)
@@ -146,7 +167,8 @@ async def get_customers(redis: aioredis.Redis, keys: Keys, customer_ids: list[st
 async def delete_customer(redis: aioredis.Redis, keys: Keys, customer_id: str, *,
                           with_history: bool = True) -> bool:
     """Delete a customer, their index entries, every agent's access grant to them and their
-    contacts, and (by default) their contacts and cases."""
+    contacts, and (by default) their contacts and cases. With a system of record the deletion is
+    queued for PostgreSQL in the same MULTI (there the customer's cases and case events go with it)."""
     key = keys.customer(customer_id)
     async with redis.pipeline(transaction=True) as pipe:
         while True:
@@ -165,6 +187,9 @@ async def delete_customer(redis: aioredis.Redis, keys: Keys, customer_id: str, *
                     pipe.delete(keys.account(old.account_number), keys.pin_failures(old.account_number))
                 pipe.delete(key)
                 pipe.zrem(keys.customer_ids(), customer_id)
+                outbox = keys.outbox_if_recording()
+                if outbox is not None:
+                    pipe.xadd(outbox, customer_deleted_entry(customer_id))  # type: ignore[arg-type]
                 await pipe.execute()
                 break
             except WatchError:
@@ -330,7 +355,8 @@ async def clear_attempts(redis: aioredis.Redis, keys: Keys, account: str) -> Non
 
 async def replace_pin_hash(redis: aioredis.Redis, keys: Keys, customer_id: str, old: str, new: str) -> bool:
     """Replace the profile's PIN hash `old` by `new` unless the profile changed meanwhile (only the
-    `pin_hash` field is touched: other fields stay exactly as stored)."""
+    `pin_hash` field is touched: other fields stay exactly as stored). With a system of record the
+    profile is queued for PostgreSQL in the same MULTI."""
     key = keys.customer(customer_id)
     async with redis.pipeline(transaction=True) as pipe:
         try:
@@ -340,8 +366,12 @@ async def replace_pin_hash(redis: aioredis.Redis, keys: Keys, customer_id: str, 
             if not isinstance(profile, dict) or profile.get("pin_hash") != old:
                 return False
             profile["pin_hash"] = new
+            document = json.dumps(profile, separators=(",", ":"), ensure_ascii=False)
             pipe.multi()
-            pipe.set(key, json.dumps(profile, separators=(",", ":"), ensure_ascii=False))
+            pipe.set(key, document)
+            outbox = keys.outbox_if_recording()
+            if outbox is not None:
+                pipe.xadd(outbox, {"kind": "customer", "data": document})
             await pipe.execute()
             return True
         except (WatchError, ValueError):

@@ -193,7 +193,7 @@ class AgentRoutes:
             return _bad("you are not handling this contact", 403)
         now = self.ctx.clock()
         try:
-            saved = await self.ctx.customers.save_note(contact_id, note, now=now)
+            saved = await self.ctx.customers.save_note(contact_id, note, now=now, actor=agent.id)
         except NoteRejected as exc:
             return _bad(str(exc))
         if saved is None:

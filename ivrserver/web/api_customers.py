@@ -18,6 +18,8 @@ Bad input is a 400 with `{"error": ..., "errors": [{"field": ..., "message": ...
 resource 404; a conflict (id or account number taken) 409; Redis unreachable 503.
 Authorization is delegated: `authorize(request, customer_id, purpose)` is awaited before every
 access and raises web.HTTPForbidden to refuse (customer_id is None for listing and creation).
+Changes of cases are made on behalf of the request's agent (its id), or of its back-office token
+(`backoffice:<name>`); routes built without an authorization hook and without either act as `api`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from ivrserver.domain.model import Customer
 from ivrserver.services import customers
 from ivrserver.services.customers import CustomerService
 from ivrserver.web import bodies
+from ivrserver.web.auth import AGENT
+from ivrserver.web.backoffice import BACKOFFICE
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,17 @@ def _customer_id(request: web.Request) -> str:
     if not cv.ID_RE.fullmatch(cid):
         raise _not_found("customer")
     return cid
+
+
+def actor_of(request: web.Request) -> str:
+    """Who makes this change (the case event's actor): read after `authorize` resolved the agent."""
+    agent = request.get(AGENT)
+    if agent is not None:
+        return agent.id
+    name = request.get(BACKOFFICE)
+    if name is not None:
+        return customers.backoffice_actor(name)
+    return "api"
 
 
 def _guard(handler: Handler) -> Handler:
@@ -206,7 +221,7 @@ class CustomerRoutes:
             raise _invalid(errors)
         await self.authorize(request, fields["customer_id"], "case.create")
         try:
-            case = await self.service.open_case(fields)
+            case = await self.service.open_case(fields, actor=actor_of(request))
         except customers.CustomerNotFound:
             raise _invalid([FieldError("customer_id", "no customer with this id")]) from None
         return _json_response(customers.case_to_dict(case), status=201,
@@ -232,7 +247,7 @@ class CustomerRoutes:
             raise _invalid(errors)
         case = await self._case(request, "case.update")
         try:
-            updated = await self.service.update_case(case.id, changes)
+            updated = await self.service.update_case(case.id, changes, actor=actor_of(request))
         except customers.CaseNotFound:
             raise _not_found("case") from None
         return _json_response(customers.case_to_dict(updated))
@@ -248,7 +263,7 @@ class CustomerRoutes:
         if contact is None:
             raise _not_found("contact")
         await self.authorize(request, contact.customer_id, "contact.update")
-        updated = await self.service.save_note(contact_id, note)
+        updated = await self.service.save_note(contact_id, note, actor=actor_of(request))
         if updated is None:
             raise _not_found("contact")
         return _json_response(customers.contact_to_dict(updated))
