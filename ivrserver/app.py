@@ -140,7 +140,8 @@ class IvrServer:
         # callbacks (virtual hold reads the live queues)
         self.queue_state = QueueState(self._agent_of_interface, self.agent_state.free_count)
         self.callback_store = CallbackStore(
-            self.redis, self.keys, replicated=lambda: redis_client.wait_for_replica(self.redis, settings.redis))
+            self.redis, self.keys, replicated=lambda: redis_client.wait_for_replica(self.redis, settings.redis),
+            hot_days=settings.redis.hot_days)
         callback_policy = policy_from_settings(settings.callbacks, phone_region=settings.phone.default_region,
                                                working_days=_working_days(settings))
         self.dialer = AmiCallbackDialer(self.ami, self.redis, self.keys, self.callback_store,

@@ -9,9 +9,10 @@ tests/record/test_app_records.py does: no Asterisk here), a screen-pop ringing a
 note, a callback requested and one cancelled, a wrong PIN, an audited read. Then every key is
 walked (SCAN): one without a TTL that is not on `STATE_KEYS` fails the test.
 
-With PostgreSQL, contacts, timelines and IVR paths expire after `redis.hot_days` (PostgreSQL keeps
-them for its own retention) and the audit stream is trimmed by age; Redis-only, they keep
-`redis.retention_days` and the audit stream is never trimmed (Redis is their only store).
+With PostgreSQL, contacts, timelines, IVR paths and finished callbacks expire after `redis.hot_days`
+(PostgreSQL keeps them for its own retention) and the audit stream is trimmed by age; Redis-only,
+they keep `redis.retention_days` (callbacks: forever) and the audit stream is never trimmed (Redis
+is their only store).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ STATE_KEYS: dict[str, str] = {
     r"agentstate:.+": "an agent's live state (ready, ringing, on a call, wrap-up, paused)",
     r"agentstates": "the index of live agent states (routing reads every agent's state at once)",
     r"unacked": "the screen-pop backlog: pops not yet acknowledged (an entry leaves on ack)",
-    r"callback:[^:]+": "a callback job of the scheduler (finished ones go to PostgreSQL with a dsn)",
+    r"callback:[^:]+": "a callback job of the scheduler until it finishes (Redis-only a finished one stays: "
+                       "the only copy; with a dsn it goes to PostgreSQL and expires after hot_days)",
     r"callbacks:(due|leased|leaseinfo|all)": "the callback scheduler's queues, leases and index",
     r"outbox": "records on their way to PostgreSQL: the sink deletes what it wrote",
     r"outbox:dead": "outbox entries the sink could not write: kept for a person to look at",
@@ -278,9 +280,18 @@ def check(ttls: dict[str, int], prefix: str, *, hot_limit: int | None, hot_floor
         if family(name, prefix) in HOT:
             assert ttl > 0, name
             if hot_limit is not None:
-                assert ttl <= hot_limit, f"{name}: TTL {ttl} s, more than redis.hot_days"
+                # a contact expires at the whole second after started_at + hot_days (EXAT ceil), and
+                # TTL rounds to the nearest second: walked within 0.5 s of a call's start, 1 s more
+                assert ttl <= hot_limit + 1, f"{name}: TTL {ttl} s, more than redis.hot_days"
             if hot_floor is not None:
                 assert ttl > hot_floor, f"{name}: TTL {ttl} s, Redis-only keeps redis.retention_days"
+
+
+async def callback_ttls(redis: aioredis.Redis, keys: Keys, ttls: dict[str, int]) -> dict[str, int]:
+    """state → TTL of the run's callback records (one cancelled, one waiting)."""
+    names = [k for k in ttls if re.fullmatch(re.escape(keys.callback("")) + r"[^:]+", k)]
+    records = [json.loads(raw) for raw in await redis.mget(names)] if names else []
+    return {r["state"]: ttls[name] for name, r in zip(names, records, strict=True)}
 
 
 async def migrated(dsn: str) -> None:
@@ -312,6 +323,9 @@ async def test_with_postgres_every_key_expires_or_is_named_state_and_hot_copies_
         assert srv.keys.records
         ttls = await run_and_walk(srv, redis_client, redis_url, empty_db)
         check(ttls, srv.keys.prefix, hot_limit=HOT_DAYS * DAY, hot_floor=None)
+        callbacks = await callback_ttls(redis_client, srv.keys, ttls)
+        assert 0 < callbacks.pop("cancelled") <= HOT_DAYS * DAY  # finished: PostgreSQL has it
+        assert set(callbacks.values()) == {-1}  # waiting: scheduler state
     finally:
         await stop(srv, task)
 
@@ -323,6 +337,7 @@ async def test_redis_only_every_key_expires_or_is_named_state_and_keeps_retentio
         assert not srv.keys.records
         ttls = await run_and_walk(srv, redis_client, redis_url, "")
         check(ttls, srv.keys.prefix, hot_limit=RETENTION_DAYS * DAY, hot_floor=HOT_DAYS * DAY)
+        assert set((await callback_ttls(redis_client, srv.keys, ttls)).values()) == {-1}  # the only copy
         assert srv.keys.outbox() not in ttls
     finally:
         await stop(srv, task)

@@ -106,7 +106,8 @@ def _run(args: argparse.Namespace, body: Callable[[CallbackService], Awaitable[i
                                        settings.callbacks.calendar_subdivision, datetime.now(UTC).date())
         policy = policy_from_settings(settings.callbacks, phone_region=settings.phone.default_region,
                                       working_days=days)
-        async with for_command(settings.redis, getattr(args, "redis_url", None), policy, prefix=prefix) as service:
+        async with for_command(settings.redis, getattr(args, "redis_url", None), policy, prefix=prefix,
+                               records=bool(settings.postgres.dsn)) as service:
             return await body(service)
 
     try:

@@ -637,14 +637,16 @@ __all__ = [
 
 @contextlib.asynccontextmanager
 async def for_command(redis_settings: RedisSettings, url: str | None, policy: CallbackPolicy, *,
-                      prefix: str | None = None) -> AsyncIterator[CallbackService]:
+                      prefix: str | None = None, records: bool = False) -> AsyncIterator[CallbackService]:
     """A CallbackService on its own Redis connection for one CLI command (`ivrserver callbacks …`),
     closed on exit; `prefix` overrides redis.prefix. The callback's tier defaults to the customer's
-    (as on REST and the agent page)."""
+    (as on REST and the agent page). `records`: a system of record is configured (postgres.dsn):
+    a callback the command finishes goes to the outbox and expires after redis.hot_days, as the
+    server's do."""
     client = connect_for_command(redis_settings, url, decode_responses=True)
-    keys = Keys(prefix or redis_settings.prefix)
+    keys = Keys(prefix or redis_settings.prefix, records=records)
     try:
-        yield CallbackService(CallbackStore(client, keys), policy, clock=time.time,
+        yield CallbackService(CallbackStore(client, keys, hot_days=redis_settings.hot_days), policy, clock=time.time,
                               customer=customer_lookup(client, keys))
     finally:
         await client.aclose()

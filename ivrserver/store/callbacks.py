@@ -14,8 +14,12 @@ back to due with their original due score (at-least-once). Every write by a leas
 its token, so a holder whose lease expired and was re-claimed cannot overwrite the new holder.
 The placed marker makes the dial itself at-most-once per attempt, across restarts.
 With a system of record (`Keys.records`), a record written in a final state (done, failed,
-cancelled) is also appended to the outbox right after its write (record/sink.py:
-callbacks_finished, notifications); the sink's upsert makes a repeat harmless.
+cancelled) is also appended to the outbox in the same script as its write (record/sink.py:
+callbacks_finished, notifications; the sink's upsert makes a repeat harmless), and PostgreSQL being
+its home, Redis keeps it only `hot_days` (EXPIRE): `callbacks:expiring` (ZSET id → expiry epoch,
+itself expiring) tells which index entries to drop once their record is gone — every final write
+drops up to 100 of them, and a listing drops the ones it finds without a record. Recent finished
+callbacks stay listed for `hot_days`. Redis-only, finished records are kept (the only copy).
 Unleased updates (API reschedule / cancel) compare the record's version and refuse leased jobs.
 
 Round trips of one placement: the claim returns the records with the leases (one script call for
@@ -55,12 +59,36 @@ if (not info) or string.sub(info, 1, #ARGV[2] + 1) ~= (ARGV[2] .. ' ') then retu
 if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
 """
 
-# KEYS: record, index, due   ARGV: id, json, created score, due score ('' = not due)
-_CREATE = """
+# Every script that writes a record ends its ARGV with four more: hot seconds ('' = not a final
+# record, or Redis-only: nothing more to do), outbox, expiring ZSET, index (key names: see above).
+# finished(record key, id, json): the written final record expires, goes to the outbox, and index
+# entries of records already expired are dropped (at most 100 per write).
+_FINISHED = """
+local function finished(record, id, json)
+  local n = #ARGV
+  local ttl = ARGV[n - 3]
+  if ttl == '' then return end
+  local expiring, index = ARGV[n - 1], ARGV[n]
+  local now = tonumber(redis.call('TIME')[1])
+  redis.call('EXPIRE', record, ttl)
+  redis.call('ZADD', expiring, now + tonumber(ttl), id)
+  local gone = redis.call('ZRANGEBYSCORE', expiring, '-inf', now, 'LIMIT', 0, 100)
+  if #gone > 0 then
+    redis.call('ZREM', index, unpack(gone))
+    redis.call('ZREM', expiring, unpack(gone))
+  end
+  redis.call('EXPIRE', expiring, tonumber(ttl) + 86400)
+  redis.call('XADD', ARGV[n - 2], '*', 'kind', 'callback', 'data', json)
+end
+"""
+
+# KEYS: record, index, due   ARGV: id, json, created score, due score ('' = not due), finished args
+_CREATE = _FINISHED + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 if ARGV[4] ~= '' then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1]) end
+finished(KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
@@ -107,18 +135,23 @@ end
 return expired
 """
 
-# KEYS: due, leased, leaseinfo, record   ARGV: id, token, json ('' = keep), next due ('' = none)
-_SETTLE = _TOKEN_CHECK + """
+# KEYS: due, leased, leaseinfo, record
+# ARGV: id, token, json ('' = keep), next due ('' = none), finished args
+_SETTLE = _FINISHED + _TOKEN_CHECK + """
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
-if ARGV[3] ~= '' then redis.call('SET', KEYS[4], ARGV[3]) end
+if ARGV[3] ~= '' then
+  redis.call('SET', KEYS[4], ARGV[3])
+  finished(KEYS[4], ARGV[1], ARGV[3])
+end
 if ARGV[4] ~= '' then redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1]) end
 return 1
 """
 
-# KEYS: due, leased, leaseinfo, record   ARGV: id, token, json
-_SAVE = _TOKEN_CHECK + """
+# KEYS: due, leased, leaseinfo, record   ARGV: id, token, json, finished args
+_SAVE = _FINISHED + _TOKEN_CHECK + """
 redis.call('SET', KEYS[4], ARGV[3])
+finished(KEYS[4], ARGV[1], ARGV[3])
 return 1
 """
 
@@ -140,13 +173,14 @@ redis.call('ZADD', KEYS[2], 'XX', ARGV[3], ARGV[1])
 return 1
 """
 
-# KEYS: record, due, leased   ARGV: id, expected version, json, next due ('' = not due)
-_UPDATE = """
+# KEYS: record, due, leased   ARGV: id, expected version, json, next due ('' = not due), finished args
+_UPDATE = _FINISHED + """
 if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return 'leased' end
 local cur = redis.call('GET', KEYS[1])
 if not cur then return 'missing' end
 if tostring(cjson.decode(cur)['version']) ~= ARGV[2] then return 'conflict' end
 redis.call('SET', KEYS[1], ARGV[3])
+finished(KEYS[1], ARGV[1], ARGV[3])
 if ARGV[4] == '' then redis.call('ZREM', KEYS[2], ARGV[1]) else redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1]) end
 return 'ok'
 """
@@ -236,11 +270,20 @@ def _score(value: Any) -> float | None:
     return float(text) if text else None
 
 
+DAY = 86400
+NOT_FINISHED = ("", "", "", "")
+
+
 class CallbackStore:
     def __init__(self, redis: aioredis.Redis, keys: Keys, *, placed_ttl_seconds: int = 30 * 86400,
-                 replicated: Callable[[], Awaitable[bool]] | None = None) -> None:
+                 replicated: Callable[[], Awaitable[bool]] | None = None, hot_days: int = 30) -> None:
+        """`hot_days` (redis.hot_days): how long a finished record stays in Redis with a system of
+        record (`keys.records`); Redis-only it stays."""
+        if hot_days < 1:
+            raise ValueError("hot_days must be at least 1")
         self.redis = redis
         self.keys = keys
+        self.hot_seconds = hot_days * DAY
         self.placed_ttl_seconds = placed_ttl_seconds
         # Under Sentinel: waits until a replica holds what was just written (store/client.wait_for_replica).
         self.replicated = replicated
@@ -258,11 +301,13 @@ class CallbackStore:
     def _lease_keys(self) -> list[str]:
         return [self.keys.callbacks_due(), self.keys.callbacks_leased(), lease_info_key(self.keys)]
 
-    async def _record_if_final(self, cb: Callback | None, written: bool) -> None:
-        """A record just written in a final state goes to the outbox (a system of record is set)."""
+    def _finished(self, cb: Callback | None) -> tuple[str, str, str, str]:
+        """The scripts' trailing ARGV for writing `cb`: with a system of record and a final state,
+        the record expires after hot_days and goes to the outbox, in the script that writes it."""
         outbox = self.keys.outbox_if_recording()
-        if written and outbox is not None and cb is not None and cb.state in TERMINAL_STATES:
-            await self.redis.xadd(outbox, {"kind": "callback", "data": _json(cb)})
+        if outbox is None or cb is None or cb.state not in TERMINAL_STATES:
+            return NOT_FINISHED
+        return (str(self.hot_seconds), outbox, self.keys.callbacks_expiring(), self.keys.callback_index())
 
     # ------------------------------------------------------------------ records
     async def create(self, cb: Callback) -> bool:
@@ -270,8 +315,7 @@ class CallbackStore:
         due = "" if cb.due_at is None else _num(cb.due_at)
         created = await self._create(
             keys=[self.keys.callback(cb.id), self.keys.callback_index(), self.keys.callbacks_due()],
-            args=[cb.id, _json(cb), _num(cb.created_at), due])
-        await self._record_if_final(cb, bool(int(created)))
+            args=[cb.id, _json(cb), _num(cb.created_at), due, *self._finished(cb)])
         return bool(int(created))
 
     async def get(self, callback_id: str) -> Callback | None:
@@ -292,7 +336,13 @@ class CallbackStore:
         ids = [_s(i) for i in await self.redis.zrevrange(self.keys.callback_index(), 0, scan - 1)]
         out: list[Callback] = []
         for start in range(0, len(ids), 500):
-            for cb in await self.get_many(ids[start:start + 500]):
+            chunk = ids[start:start + 500]
+            found = await self.get_many(chunk)
+            if self.keys.records:  # finished records expired (PostgreSQL has them): out of the index
+                gone = [i for i, cb in zip(chunk, found, strict=True) if cb is None]
+                if gone:
+                    await self.redis.zrem(self.keys.callback_index(), *gone)
+            for cb in found:
                 if cb is None:
                     continue
                 if state is not None and cb.state is not state:
@@ -314,8 +364,7 @@ class CallbackStore:
         due queue. Refused while a scheduler is placing it or if it changed since it was read."""
         result = await self._update(
             keys=[self.keys.callback(cb.id), self.keys.callbacks_due(), self.keys.callbacks_leased()],
-            args=[cb.id, str(expected_version), _json(cb), "" if due is None else _num(due)])
-        await self._record_if_final(cb, UpdateResult(_s(result)) is UpdateResult.OK)
+            args=[cb.id, str(expected_version), _json(cb), "" if due is None else _num(due), *self._finished(cb)])
         return UpdateResult(_s(result))
 
     # ------------------------------------------------------------------ scheduling
@@ -383,16 +432,14 @@ class CallbackStore:
     async def save_leased(self, claim: Claim, cb: Callback) -> bool:
         """Write the record while holding the lease (e.g. state dialing); False if the lease is lost."""
         ok = await self._save(keys=[*self._lease_keys(), self.keys.callback(claim.callback_id)],
-                              args=[claim.callback_id, claim.token, _json(cb)])
-        await self._record_if_final(cb, bool(int(ok)))
+                              args=[claim.callback_id, claim.token, _json(cb), *self._finished(cb)])
         return bool(int(ok))
 
     async def _settle_job(self, claim: Claim, cb: Callback | None, due: float | None) -> bool:
         ok = await self._settle(
             keys=[*self._lease_keys(), self.keys.callback(claim.callback_id)],
             args=[claim.callback_id, claim.token, "" if cb is None else _json(cb),
-                  "" if due is None else _num(due)])
-        await self._record_if_final(cb, bool(int(ok)))
+                  "" if due is None else _num(due), *self._finished(cb)])
         return bool(int(ok))
 
     async def complete(self, claim: Claim, cb: Callback | None) -> bool:

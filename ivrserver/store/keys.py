@@ -169,3 +169,8 @@ class Keys:
 
     def callback_index(self) -> str:
         return f"{self.prefix}:callbacks:all"
+
+    def callbacks_expiring(self) -> str:
+        """ZSET id → epoch its finished record expires (only with `records`): those ids leave
+        `callback_index()` once their record is gone."""
+        return f"{self.prefix}:callbacks:expiring"
