@@ -59,11 +59,14 @@ from fastagi_bench import (  # noqa: E402
     seed,
 )
 
+from ivrserver.config import PostgresSettings  # noqa: E402
 from ivrserver.devstack.asterisk import HOTLINE, LocalAsterisk  # noqa: E402
 from ivrserver.devstack.ports import StackPorts  # noqa: E402
 from ivrserver.devstack.redis import LocalRedis  # noqa: E402
 from ivrserver.devstack.rtp import dtmf_pcaps  # noqa: E402
 from ivrserver.devstack.sipp import caller_variables, start_sipp  # noqa: E402
+from ivrserver.record.local_cluster import LocalPostgres  # noqa: E402
+from ivrserver.services import record_schema  # noqa: E402
 
 TARGET_RATIO = 0.25
 AGI_COMMANDS = "ivrserver_agi_command_seconds_count"  # one sample per AGI command sent, by command
@@ -241,7 +244,9 @@ def print_table(steps: Sequence[Step], args: argparse.Namespace, load: tuple[str
     print()
     print(f"End-to-end hotline benchmark ({'full' if args.full else 'quick'}): SIPp → Asterisk 22 → ivrserver "
           f"(FastAGI + AMI), key 1 = balance self-service, caller hangs up {args.hold_ms} ms after the key; "
-          f"{args.seconds:g} s of calls per rate.")
+          f"{args.seconds:g} s of calls per rate; "
+          + ("PostgreSQL as the system of record (the server's sink writes every call: its CPU is ivrserver's)."
+             if args.postgres else "Redis only (no postgres.dsn)."))
     print(f"Machine: {os.cpu_count()} cores shared with other engineers' runs (load average {load[0]} at start, "
           f"{load[1]} at end); SIPp and Redis run on the same cores.")
     head = (f"{'calls/s':>7} | {'attempted':>9} | {'ok':>5} | {'failed':>6} | {'AGI served':>10} | "
@@ -291,6 +296,7 @@ def start_profiler(args: argparse.Namespace, ivr: IvrProcess, workdir: Path) -> 
 async def bench(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="e2e-bench-"))
     redis = LocalRedis()
+    pg: LocalPostgres | None = LocalPostgres(workdir / "pg", durable=True) if args.postgres else None
     ports = StackPorts.free()
     asterisk = LocalAsterisk(ports, name=f"e2e-bench-{os.getpid()}")
     ivr: IvrProcess | None = None
@@ -299,6 +305,10 @@ async def bench(args: argparse.Namespace) -> int:
     try:
         await redis.start()
         await seed(redis.url, [CALLER])
+        if pg is not None:
+            print("== starting PostgreSQL (the system of record: the server's sink writes every call) ...", flush=True)
+            await pg.start()
+            await record_schema.migrate_schema(PostgresSettings(dsn=pg.dsn))
         print(f"== starting Asterisk (ports from {ports.sip_port}) ...", flush=True)
         await asterisk.start()
         proc = getattr(asterisk, "_proc", None)  # LocalAsterisk has no public pid; chroot execs asterisk
@@ -310,6 +320,10 @@ async def bench(args: argparse.Namespace) -> int:
                                   sounds_dir=str(asterisk.sounds_dir), log_level=args.log_level)
         import yaml
 
+        if pg is not None:
+            settings = yaml.safe_load(config.read_text())
+            settings["postgres"] = {"dsn": pg.dsn}
+            config.write_text(yaml.safe_dump(settings, sort_keys=False))
         web_port = int(yaml.safe_load(config.read_text())["web"]["port"])
         ivr = IvrProcess(config, web_port, workdir / "ivrserver.log", args.cprofile)
         await ivr.start()
@@ -365,6 +379,8 @@ async def bench(args: argparse.Namespace) -> int:
         if not args.keep:
             asterisk.remove()
         await redis.stop()
+        if pg is not None:
+            await pg.stop()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
@@ -389,6 +405,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "exact call counts; it slows ivrserver, so its CPU figures are not comparable)")
     parser.add_argument("--monitor", action="store_true", help="print the Redis commands of the warm-up call")
     parser.add_argument("--keep", action="store_true", help="keep logs and the Asterisk instance directory")
+    parser.add_argument("--postgres", action="store_true",
+                        help="run with a private durable PostgreSQL as the system of record (postgres.dsn): every "
+                             "call's contact, path and audit entry go through the outbox and the server's sink")
     args = parser.parse_args(argv)
     if shutil.which("sipp") is None:
         print("sipp is not installed (apt-get install sip-tester); skipping the end-to-end bench")

@@ -197,6 +197,9 @@ class PostgresSettings:
     # At shutdown, records still in the Redis outbox are written for at most this long (the rest
     # wait in Redis for the next start).
     drain_timeout: float = 5.0
+    # When little is waiting, the sink lets the outbox collect this long between two batches: fewer
+    # PostgreSQL transactions and Redis round trips per call (0: write each entry as it arrives).
+    write_interval: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -362,6 +365,8 @@ def _check(key: str, value: Any, errors: list[str]) -> None:
     if key.startswith(("postgres.", "redis.")) and key.endswith(("_days", "pool_size")) \
             and isinstance(value, int) and value < 1:
         errors.append(f"{key}: must be at least 1, got {value}")
+    if key == "postgres.write_interval" and not (0 <= value <= 10):
+        errors.append(f"{key}: must be 0..10 seconds, got {value}")
     if key == "postgres.drain_timeout" and not (0 <= value <= 300):
         errors.append(f"{key}: must be 0..300 seconds, got {value}")
     if key == "redis.url" and not value.startswith(("redis://", "rediss://", "unix://")):

@@ -110,7 +110,7 @@ class RecordRuntime:
         self.pool = await asyncpg.create_pool(self.settings.dsn, min_size=0, max_size=max(1, self.settings.pool_size),
                                               timeout=self.connect_timeout, command_timeout=60)
         self.sink = CheckedSink(self.redis, self.pool, stream=self.keys.outbox(), dead_stream=self.keys.outbox_dead(),
-                                consumer=self.instance)
+                                consumer=self.instance, write_interval=self.settings.write_interval)
         self.sink.retention_days = self.retention_days
         try:
             async with asyncio.timeout(self.connect_timeout), self.pool.acquire() as conn:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -264,7 +265,7 @@ class RecordSink:
 
     def __init__(self, redis: aioredis.Redis, pool: asyncpg.Pool, *, stream: str, dead_stream: str,
                  consumer: str, batch_size: int = 500, block_ms: int = 1000, claim_idle: float = 30.0,
-                 max_backoff: float = 5.0) -> None:
+                 max_backoff: float = 5.0, write_interval: float = 0.0) -> None:
         self.redis = redis
         self.pool = pool
         self.stream = stream
@@ -274,8 +275,15 @@ class RecordSink:
         self.block_ms = block_ms
         self.claim_idle_ms = int(claim_idle * 1000)
         self.max_backoff = max_backoff
+        self.write_interval = write_interval
         self.written = 0
         self._down = False
+        # Own unacknowledged entries exist only between reading a batch and acknowledging it (a
+        # failed batch, a restart): look for them then, not before every batch. Idle consumers'
+        # entries are claimed every claim_idle / 2.
+        self._check_mine = True
+        self._mine_left = False
+        self._next_claim = 0.0
 
     async def ensure_group(self) -> None:
         from redis.exceptions import ResponseError
@@ -289,17 +297,27 @@ class RecordSink:
     async def _read(self) -> list[tuple[str, Mapping[str, str]]]:
         # Our own unacknowledged entries first (a batch that failed, or from before a restart),
         # then entries another consumer left idle too long, then new ones.
-        mine = await self.redis.xreadgroup(GROUP, self.consumer, {self.stream: "0"}, count=self.batch_size)
-        entries = _entries(mine)
-        if entries:
-            return entries
-        claimed = await self.redis.xautoclaim(self.stream, GROUP, self.consumer, self.claim_idle_ms,
-                                              start_id="0-0", count=self.batch_size)
-        if claimed and claimed[1]:
-            return [(str(i), f) for i, f in claimed[1] if f]
-        fresh = await self.redis.xreadgroup(GROUP, self.consumer, {self.stream: ">"}, count=self.batch_size,
-                                            block=self.block_ms)
-        return _entries(fresh)
+        if self._check_mine:
+            mine = await self.redis.xreadgroup(GROUP, self.consumer, {self.stream: "0"}, count=self.batch_size)
+            entries = _entries(mine)
+            if entries:
+                # a full batch of them: there may be more; the acknowledgement must not stop the look
+                self._mine_left = len(entries) >= self.batch_size
+                return entries
+            self._check_mine = False
+        now = time.monotonic()
+        if now >= self._next_claim:
+            claimed = await self.redis.xautoclaim(self.stream, GROUP, self.consumer, self.claim_idle_ms,
+                                                  start_id="0-0", count=self.batch_size)
+            if claimed and claimed[1]:
+                self._check_mine = True
+                return [(str(i), f) for i, f in claimed[1] if f]
+            self._next_claim = now + self.claim_idle_ms / 2000
+        fresh = _entries(await self.redis.xreadgroup(GROUP, self.consumer, {self.stream: ">"},
+                                                     count=self.batch_size, block=self.block_ms))
+        if fresh:
+            self._check_mine = True  # until they are acknowledged (_done)
+        return fresh
 
     async def _write(self, batch: Batch) -> None:
         """The whole batch in one transaction, one statement batch per kind (runs())."""
@@ -334,6 +352,8 @@ class RecordSink:
             pipe.xack(self.stream, GROUP, *batch.ids)
             pipe.xdel(self.stream, *batch.ids)
             await pipe.execute()
+        self._check_mine = self._mine_left  # what this consumer read is acknowledged
+        self._mine_left = False
 
     async def step(self) -> int:
         """Read one batch, write it, acknowledge it; returns how many entries were moved."""
@@ -358,7 +378,7 @@ class RecordSink:
         delay = 0.2
         while True:
             try:
-                await self.step()
+                moved = await self.step()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # PostgreSQL or Redis away: wait and retry the same entries
@@ -373,6 +393,9 @@ class RecordSink:
                 self._down = False
                 log.info("record sink: writing again")
             delay = 0.2
+            if 0 < moved < self.batch_size and self.write_interval:
+                # Little was waiting: let the outbox collect (a call's records are off its path).
+                await asyncio.sleep(self.write_interval)
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Write what is waiting now (shutdown, tests)."""

@@ -148,3 +148,18 @@ async def test_postgres_outage_loses_nothing_and_logs_once_each_way(
     finally:
         await cluster.stop()
         cluster.remove()
+
+
+async def test_a_restart_with_more_unacknowledged_entries_than_a_batch_writes_them_all(
+        redis_client: aioredis.Redis, pool: asyncpg.Pool) -> None:
+    out = Outbox(redis_client, STREAM)
+    first = sink(redis_client, pool, consumer="a", batch_size=10)
+    await first.ensure_group()
+    for i in range(25):
+        await out.contact(contact(f"r{i}", Outcome.ANSWERED))
+    for _ in range(3):
+        await first._read()  # read (pending for "a"), never acknowledged: then the process dies
+    again = sink(redis_client, pool, consumer="a", batch_size=10)  # the same instance restarted
+    moved = [await again.step() for _ in range(4)]
+    assert moved == [10, 10, 5, 0]
+    assert await pool.fetchval("SELECT count(*) FROM contacts") == 25 and await again.pending() == 0
