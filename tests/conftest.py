@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,14 +36,15 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """Start a private redis-server for the test session; fail loudly if it is not installed."""
+@contextmanager
+def private_redis(prefix: str = "ivrserver-redis-") -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of our own on a free port (no persistence, its own work dir): its URL and
+    process, stopped and removed on exit (resumed first, should a test have frozen it)."""
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.fail("redis-server is not installed: run `make test`, which installs it")
     port = free_port()
-    workdir = tempfile.mkdtemp(prefix="ivrserver-redis-")
+    workdir = tempfile.mkdtemp(prefix=prefix)
     proc = subprocess.Popen(
         [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", workdir],
@@ -55,13 +58,25 @@ def redis_url() -> Iterator[str]:
         except OSError:
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
+                shutil.rmtree(workdir, ignore_errors=True)
                 pytest.fail(f"redis-server did not start on port {port}")
             time.sleep(0.05)
-    os.environ["IVRSERVER_TEST_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(timeout=10)
-    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        yield f"redis://127.0.0.1:{port}/0", proc
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """Start a private redis-server for the test session; fail loudly if it is not installed."""
+    with private_redis() as (url, _proc):
+        os.environ["IVRSERVER_TEST_REDIS_URL"] = url
+        yield url
 
 
 @pytest.fixture

@@ -7,13 +7,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from ivrserver.app import IvrServer
 from ivrserver.commands import callbacks as cli
@@ -22,23 +21,14 @@ from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.grants import Grant
 from ivrserver.store.keys import Keys
 from ivrserver.web.backoffice import BackofficeTokens, BackofficeTokensError, digest
-from tests.test_callbacks_api import BACKOFFICE_TOKEN, OPEN, add_customers, login, web_app
+from tests import test_callbacks_api
+from tests.test_callbacks_api import BACKOFFICE_TOKEN, OPEN, login
+
+# test_callbacks_api.py's fixtures: the web app on a real Redis holding the test customers, and a
+# client of it without a session
+server, anonymous = test_callbacks_api.server, test_callbacks_api.anonymous
 
 Headers = dict[str, str]
-
-
-@pytest.fixture
-async def server(redis_url: str, redis_client: aioredis.Redis, keys: Keys,
-                 tmp_path: Path) -> AsyncIterator[IvrServer]:
-    await add_customers(redis_client, keys)
-    async with web_app(redis_url, keys, tmp_path) as srv:
-        yield srv
-
-
-@pytest.fixture
-async def anonymous(server: IvrServer) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(server.web_app())) as c:
-        yield c
 
 
 @pytest.fixture

@@ -11,77 +11,35 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from ivrserver import config
 from ivrserver.app import IvrServer
-from tests.conftest import free_port
+from tests.conftest import private_redis
+from tests.inprocess import PROMPTS, hotline_menus, server_settings, serving
 
-REPO = Path(__file__).resolve().parents[1]
 HEADERS = ("agi_network: yes\nagi_network_script: hotline\nagi_request: agi://127.0.0.1/hotline\n"
            "agi_channel: PJSIP/callers-00000001\nagi_uniqueid: {uid}\nagi_callerid: 15550001\n"
            "agi_calleridname: Eve\n\n")
-PROMPTS = ("STREAM FILE", "GET DATA", "GET OPTION", "EXEC")
 
 
 @pytest.fixture
 def own_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A redis-server of this test only: it is frozen with SIGSTOP (the session's must not be)."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.fail("redis-server is not installed: run `make test`")
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="ivrserver-frozen-")
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0", proc
-    os.kill(proc.pid, signal.SIGCONT)
-    proc.terminate()
-    proc.wait(timeout=10)
-    shutil.rmtree(workdir, ignore_errors=True)
+    with private_redis("ivrserver-frozen-") as own:
+        yield own
 
 
 @pytest.fixture
 async def server(own_redis: tuple[str, subprocess.Popen[bytes]], tmp_path: Path) -> AsyncIterator[IvrServer]:
-    menus = tmp_path / "menus"
-    menus.mkdir()
-    text = (REPO / "menus" / "hotline.yaml").read_text()
-    (menus / "hotline.yaml").write_text(text)
-    settings = config.from_mapping({
-        "redis": {"url": own_redis[0], "snapshot_timeout": 0.3},
-        "ami": {"port": free_port(), "reconnect_max_delay": 1.0},
-        "agi": {"port": free_port()},
-        "web": {"port": free_port()},
-        "asterisk": {"config_dir": "/nonexistent", "sounds_dir": "/nonexistent"},
-        "menus": {"dir": str(menus), "watch": False},
-        "routing": {"agents_file": str(REPO / "scripts" / "demo-agents.yaml")},
-        "callbacks": {"enabled": False},
-        "event_loop": "asyncio",
-    })
-    srv = IvrServer(settings)
-    ready = asyncio.Event()
-    task = asyncio.create_task(srv.run(ready))
-    await asyncio.wait_for(ready.wait(), 15)
-    yield srv
-    srv.stopping.set()
-    await asyncio.wait_for(task, 30)
+    settings = server_settings(own_redis[0], hotline_menus(tmp_path / "menus"), redis={"snapshot_timeout": 0.3})
+    async with serving(settings) as srv:
+        yield srv
 
 
 class Call:

@@ -21,24 +21,21 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
 from ivrserver import config
 from ivrserver.app import IvrServer
-from ivrserver.record import migrate
 from ivrserver.store.audit import AuditLog
 from ivrserver.store.keys import Keys
 from tests.cli_harness import ivrserver, user_env
-from tests.conftest import TEST_PEPPER_TEXT, free_port
+from tests.conftest import TEST_PEPPER_TEXT
+from tests.inprocess import PROMPTS, REPO, eventually, hotline_menus, migrated, running, server_settings, stop
 
-REPO = Path(__file__).resolve().parents[1]
 DAY = 86400
 HOT_DAYS = 7        # redis.hot_days of the run (not the default, so that the test sees it is used)
 RETENTION_DAYS = 90  # redis.retention_days of the run
@@ -79,39 +76,14 @@ HOT = ("contact", "timeline", "ivrpath", "ivrcalls")
 HEADERS = ("agi_network: yes\nagi_network_script: hotline\nagi_request: agi://127.0.0.1/hotline\n"
            "agi_channel: PJSIP/callers-{n:08d}\nagi_uniqueid: {uid}\nagi_callerid: {number}\n"
            "agi_calleridname: Caller\n\n")
-PROMPTS = ("STREAM FILE", "GET DATA", "GET OPTION", "EXEC")
 
 
 def settings_for(redis_url: str, tmp_path: Path, dsn: str) -> config.Settings:
-    menus = tmp_path / "menus"
-    menus.mkdir()
-    (menus / "hotline.yaml").write_text((REPO / "menus" / "hotline.yaml").read_text())
-    return config.from_mapping({
-        "redis": {"url": redis_url, "history_write_delay": 0.05, "hot_days": HOT_DAYS,
-                  "retention_days": RETENTION_DAYS},
-        "ami": {"port": free_port(), "reconnect_max_delay": 1.0},
-        "agi": {"port": free_port()},
-        "web": {"port": free_port()},
-        "asterisk": {"config_dir": "/nonexistent", "sounds_dir": "/nonexistent"},
-        "menus": {"dir": str(menus), "watch": False},
-        "routing": {"agents_file": str(REPO / "scripts" / "demo-agents.yaml")},
-        "callbacks": {"enabled": False, "calling_from": "00:00", "calling_until": "24:00"},
-        "postgres": {"dsn": dsn},
-        "security": {"pepper": TEST_PEPPER_TEXT},
-        "instance": "ttl-test",
-        "event_loop": "asyncio",
-    })
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached in {timeout}s: {what} (last: {value!r})")
-        await asyncio.sleep(0.1)
+    return server_settings(
+        redis_url, hotline_menus(tmp_path / "menus"),
+        redis={"history_write_delay": 0.05, "hot_days": HOT_DAYS, "retention_days": RETENTION_DAYS},
+        callbacks={"calling_from": "00:00", "calling_until": "24:00"},
+        postgres={"dsn": dsn}, security={"pepper": TEST_PEPPER_TEXT}, instance="ttl-test")
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -292,27 +264,6 @@ async def callback_ttls(redis: aioredis.Redis, keys: Keys, ttls: dict[str, int])
     names = [k for k in ttls if re.fullmatch(re.escape(keys.callback("")) + r"[^:]+", k)]
     records = [json.loads(raw) for raw in await redis.mget(names)] if names else []
     return {r["state"]: ttls[name] for name, r in zip(names, records, strict=True)}
-
-
-async def migrated(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate.migrate(conn)
-    finally:
-        await conn.close()
-
-
-async def running(settings: config.Settings) -> tuple[IvrServer, asyncio.Task[None]]:
-    srv = IvrServer(settings)
-    ready = asyncio.Event()
-    task = asyncio.create_task(srv.run(ready))
-    await asyncio.wait_for(ready.wait(), 15)
-    return srv, task
-
-
-async def stop(srv: IvrServer, task: asyncio.Task[None]) -> None:
-    srv.stopping.set()
-    await asyncio.wait_for(task, 30)
 
 
 async def test_with_postgres_every_key_expires_or_is_named_state_and_hot_copies_keep_hot_days(

@@ -15,9 +15,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -25,62 +23,24 @@ import redis.asyncio as aioredis
 
 from ivrserver import config
 from ivrserver.app import IvrServer, StartupError
-from ivrserver.record import migrate
 from ivrserver.record.local_cluster import LocalPostgres
 from ivrserver.record.rows import decode_path_events
 from ivrserver.store import callpath
-from tests.conftest import free_port
+from tests.inprocess import PROMPTS, eventually, hotline_menus, migrated, running, server_settings, stop
 
-REPO = Path(__file__).resolve().parents[2]
 HEADERS = ("agi_network: yes\nagi_network_script: hotline\nagi_request: agi://127.0.0.1/hotline\n"
            "agi_channel: PJSIP/callers-{n:08d}\nagi_uniqueid: {uid}\nagi_callerid: 1555{n:04d}\n"
            "agi_calleridname: Eve\n\n")
-PROMPTS = ("STREAM FILE", "GET DATA", "GET OPTION", "EXEC")
 
 
 def settings_for(redis_url: str, menus: Path, dsn: str) -> config.Settings:
-    return config.from_mapping({
-        "redis": {"url": redis_url, "history_write_delay": 0.05},
-        "ami": {"port": free_port(), "reconnect_max_delay": 1.0},
-        "agi": {"port": free_port()},
-        "web": {"port": free_port()},
-        "asterisk": {"config_dir": "/nonexistent", "sounds_dir": "/nonexistent"},
-        "menus": {"dir": str(menus), "watch": False},
-        "routing": {"agents_file": str(REPO / "scripts" / "demo-agents.yaml")},
-        "callbacks": {"enabled": False},
-        "postgres": {"dsn": dsn},
-        "instance": "rec-test",
-        "event_loop": "asyncio",
-    })
+    return server_settings(redis_url, menus, redis={"history_write_delay": 0.05}, postgres={"dsn": dsn},
+                           instance="rec-test")
 
 
 @pytest.fixture
 def menus(tmp_path: Path) -> Path:
-    folder = tmp_path / "menus"
-    folder.mkdir()
-    (folder / "hotline.yaml").write_text((REPO / "menus" / "hotline.yaml").read_text())
-    return folder
-
-
-async def migrated(dsn: str, target: int | None = None) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate.migrate(conn, target)
-    finally:
-        await conn.close()
-
-
-async def running(settings: config.Settings) -> tuple[IvrServer, asyncio.Task[None]]:
-    srv = IvrServer(settings)
-    ready = asyncio.Event()
-    task = asyncio.create_task(srv.run(ready))
-    await asyncio.wait_for(ready.wait(), 15)
-    return srv, task
-
-
-async def stop(srv: IvrServer, task: asyncio.Task[None]) -> None:
-    srv.stopping.set()
-    await asyncio.wait_for(task, 30)
+    return hotline_menus(tmp_path / "menus")
 
 
 async def call(srv: IvrServer, n: int) -> str:
@@ -119,17 +79,6 @@ async def _agi_session(port: int, n: int, uid: str) -> str:
             await writer.drain()
     finally:
         writer.close()
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached in {timeout}s: {what} (last: {value!r})")
-        await asyncio.sleep(0.1)
 
 
 async def test_a_call_writes_its_contact_path_and_audit_rows_through_the_outbox(

@@ -27,7 +27,7 @@ from ivrserver.store import cases as case_store
 from ivrserver.store import customers as customer_store
 from ivrserver.store.keys import Keys
 from tests.cli_harness import ivrserver, user_env
-from tests.record.test_sink_records import customer, pool  # noqa: F401 - pool: the migrated database
+from tests.record.test_sink_records import customer
 
 NOW = float(int(time.time()))
 
@@ -110,7 +110,7 @@ async def test_every_customer_and_case_write_queues_its_record_in_the_same_multi
 
 
 async def test_case_events_carry_actor_kind_and_changed_fields_and_reach_postgres(
-        redis_client: aioredis.Redis, pool: asyncpg.Pool) -> None:  # noqa: F811
+        redis_client: aioredis.Redis, pool: asyncpg.Pool) -> None:
     keys = Keys("e", records=True)
     c = customer("c7")
     await customer_store.save_customer(redis_client, keys, c)

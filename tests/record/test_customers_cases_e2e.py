@@ -23,18 +23,8 @@ import redis.asyncio as aioredis
 from ivrserver.app import IvrServer
 from ivrserver.store import cases as case_store
 from ivrserver.store import customers as customer_store
-from tests.test_redis_ttls import (
-    _contexts,
-    call,
-    eventually,
-    hang_up,
-    import_customers,
-    migrated,
-    ring_agent,
-    running,
-    settings_for,
-    stop,
-)
+from tests.inprocess import eventually, migrated, running, stop
+from tests.test_redis_ttls import _contexts, call, hang_up, import_customers, ring_agent, settings_for
 
 SUPERVISOR, AGENT = "agent1010", "agent1001"
 VIP_NUMBER = "15550001"  # c-vip-1 of scripts/demo-customers.yaml

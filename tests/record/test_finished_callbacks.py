@@ -18,12 +18,11 @@ from ivrserver.record.sink import RecordSink
 from ivrserver.store.callbacks import CallbackStore, UpdateResult
 from ivrserver.store.keys import Keys
 from tests.cli_harness import ivrserver, user_env
-from tests.record.test_sink_records import pool  # noqa: F401 - the migrated database fixture
 from tests.test_callback_store import NOW, job
 
 
 async def test_final_states_reach_callbacks_finished_and_notifications(
-        redis_client: aioredis.Redis, pool: asyncpg.Pool) -> None:  # noqa: F811
+        redis_client: aioredis.Redis, pool: asyncpg.Pool) -> None:
     keys = Keys("t", records=True)
     store = CallbackStore(redis_client, keys)
     for i in range(3):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -23,16 +22,6 @@ from tests.test_agent_ws import eventually
 
 STREAM, DEAD = "t:outbox", "t:outbox:dead"
 T0 = 1_764_800_000.0  # 2025-12-03
-
-
-@pytest.fixture
-async def pool(empty_db: str) -> AsyncIterator[asyncpg.Pool]:
-    conn = await asyncpg.connect(empty_db)
-    await migrate.migrate(conn)
-    await conn.close()
-    p = await asyncpg.create_pool(empty_db, min_size=1, max_size=4)
-    yield p
-    await p.close()
 
 
 def contact(cid: str, outcome: Outcome = Outcome.IN_PROGRESS, notes: str = "") -> Contact:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -14,7 +13,6 @@ import redis.asyncio as aioredis
 
 from ivrserver.domain.callbacks import Callback, CallbackMode, CallbackState
 from ivrserver.domain.model import Case, CaseStatus, ContactPreferences, Customer, Outcome, Tier
-from ivrserver.record import migrate
 from ivrserver.record.rows import delete_customers, upsert_cases, upsert_customers
 from ivrserver.record.sink import (
     Outbox,
@@ -29,16 +27,6 @@ from tests.record.test_sink import contact
 
 STREAM, DEAD = "t:outbox", "t:outbox:dead"
 T0 = 1_764_800_000.0  # 2025-12-03
-
-
-@pytest.fixture
-async def pool(empty_db: str) -> AsyncIterator[asyncpg.Pool]:
-    conn = await asyncpg.connect(empty_db)
-    await migrate.migrate(conn)
-    await conn.close()
-    p = await asyncpg.create_pool(empty_db, min_size=1, max_size=4)
-    yield p
-    await p.close()
 
 
 @pytest.fixture

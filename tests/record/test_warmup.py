@@ -19,7 +19,7 @@ from ivrserver.store import contacts as contact_store
 from ivrserver.store import customers as customer_store
 from ivrserver.store.audit import AuditLog
 from ivrserver.store.keys import Keys
-from tests.record.test_sink_records import case, customer, pool  # noqa: F401 - pool: the migrated database
+from tests.record.test_sink_records import case, customer
 from tests.test_agent_ws import eventually
 
 NOW = float(int(time.time()))  # whole seconds: PostgreSQL keeps microseconds
@@ -31,7 +31,7 @@ def call(i: int, k: int) -> Contact:
                    customer_id=f"c{i:04d}", outcome=Outcome.ANSWERED, notes=f"call {k}", agents=("agent1003",))
 
 
-async def populate(redis: aioredis.Redis, keys: Keys, pool: asyncpg.Pool) -> RecordSink:  # noqa: F811
+async def populate(redis: aioredis.Redis, keys: Keys, pool: asyncpg.Pool) -> RecordSink:
     """The store's writes queue their own outbox entries (Keys.records): customer, case, case event."""
     audit = AuditLog(redis, keys)
     for i in range(N):
@@ -52,13 +52,13 @@ async def populate(redis: aioredis.Redis, keys: Keys, pool: asyncpg.Pool) -> Rec
     return sink
 
 
-async def counts(pool: asyncpg.Pool) -> dict[str, int]:  # noqa: F811
+async def counts(pool: asyncpg.Pool) -> dict[str, int]:
     tables = ("customers", "customer_phones", "cases", "case_events", "contacts", "audit")
     return {t: int(await pool.fetchval(f"SELECT count(*) FROM {t}")) for t in tables}
 
 
 async def test_a_flushed_redis_is_refilled_from_postgres_and_postgres_lost_nothing(
-        redis_client: aioredis.Redis, pool: asyncpg.Pool) -> None:  # noqa: F811
+        redis_client: aioredis.Redis, pool: asyncpg.Pool) -> None:
     keys = Keys("t", records=True)
     await populate(redis_client, keys, pool)
     before = await counts(pool)
@@ -92,7 +92,7 @@ async def test_a_flushed_redis_is_refilled_from_postgres_and_postgres_lost_nothi
 
 
 async def test_the_warmup_keeps_what_redis_holds_and_runs_when_the_marker_is_missing(
-        redis_client: aioredis.Redis, pool: asyncpg.Pool) -> None:  # noqa: F811
+        redis_client: aioredis.Redis, pool: asyncpg.Pool) -> None:
     keys = Keys("t", records=True)
     out = Outbox(redis_client, keys.outbox())
     for i in range(3):
