@@ -441,6 +441,26 @@ def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str
     return out, errors
 
 
+class YamlFileError(ValueError):
+    """A YAML file that is not a mapping: the message says why (cannot read, not valid YAML, expected …)."""
+
+
+def read_yaml_mapping(path: str | os.PathLike[str], expected: str) -> dict[str, Any]:
+    """The mapping in the YAML file at `path` (an empty file: {}); YamlFileError if it cannot be read,
+    is not YAML, or holds something else than a mapping (`expected` describes the mapping wanted)."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise YamlFileError(f"cannot read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise YamlFileError(f"not valid YAML: {exc}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise YamlFileError(f"expected {expected}")
+    return loaded
+
+
 def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Load settings from `path` (or $IVRSERVER_CONFIG, or defaults) and the environment."""
     environ = os.environ if environ is None else environ
@@ -448,16 +468,9 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
     data: dict[str, Any] = {}
     if path:
         try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError([f"{path}: expected a mapping of sections at the top level"])
-        data = loaded
+            data = read_yaml_mapping(path, "a mapping of sections at the top level")
+        except YamlFileError as exc:
+            raise ConfigError([f"{path}: {exc}"]) from exc
     env, errors = _env_overrides(environ)
     return _build(data, env, errors)
 

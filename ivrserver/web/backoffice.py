@@ -19,10 +19,10 @@ import hashlib
 import hmac
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 
-import yaml
 from aiohttp import web
+
+from ivrserver.config import YamlFileError, read_yaml_mapping
 
 BACKOFFICE = web.RequestKey("ivrserver_backoffice", str)  # the token's name, set by `middleware`
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -62,16 +62,9 @@ class BackofficeTokens:
         if not path:
             return cls()
         try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise BackofficeTokensError([f"web.backoffice_tokens_file: cannot read {path}: {exc.strerror}"]) from exc
-        except yaml.YAMLError as exc:
-            raise BackofficeTokensError([f"web.backoffice_tokens_file: {path} is not valid YAML: {exc}"]) from exc
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise BackofficeTokensError([f"web.backoffice_tokens_file: {path}: expected a mapping name: sha256:<hex>"])
-        return cls(data)
+            return cls(read_yaml_mapping(path, "a mapping name: sha256:<hex>"))
+        except YamlFileError as exc:
+            raise BackofficeTokensError([f"web.backoffice_tokens_file: {path}: {exc}"]) from exc
 
     def resolve(self, token: str | None) -> str | None:
         """The name of the token, or None. Every known digest is compared (constant time)."""
