@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +187,10 @@ def cli_args(redis_url: str, *argv: str) -> argparse.Namespace:
 
 async def test_the_cli_takes_the_customers_tier(server: IvrServer, redis_url: str, redis_client: aioredis.Redis,
                                                 keys: Keys, capsys: pytest.CaptureFixture[str]) -> None:
-    args = cli_args(redis_url, "add", "--customer", "c-vip", "--number", "5550009", "--at", "+1h",
+    # Tomorrow 10:00 UTC: inside the company's default calling hours whenever the test runs.
+    day = datetime.now(UTC).date() + timedelta(days=1)
+    at = datetime(day.year, day.month, day.day, 10, tzinfo=UTC).isoformat()
+    args = cli_args(redis_url, "add", "--customer", "c-vip", "--number", "5550009", "--at", at,
                     "--timezone", "UTC")
     run = getattr(args, "func", None) or args.handler
     assert await asyncio.get_running_loop().run_in_executor(None, run, args) == 0

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -278,9 +279,16 @@ CALLBACK_LINE = re.compile(r"^(?P<id>[0-9a-f]{8,})\s+(?P<state>\w+)\s+(?P<custom
                            r"due (?P<due>-|\S+ \S+)")
 
 
+def tomorrow_at(hour: int) -> str:
+    """A time inside every calling window (company 08-21, the customer's default 09-20, UTC) whatever
+    the hour the tests run: '+1h' at 19:30 UTC is outside, and the test failed every evening."""
+    day = datetime.now(UTC).date() + timedelta(days=1)
+    return datetime(day.year, day.month, day.day, hour, tzinfo=UTC).isoformat()
+
+
 def added(env: dict[str, str], *extra: str) -> re.Match[str]:
     result = ivrserver("callbacks", "add", "--customer", "c-cli-1", "--number", "+8613800000001",
-                       "--at", "+1h", "--reason", "billing question", *extra, env=env)
+                       "--at", tomorrow_at(10), "--reason", "billing question", *extra, env=env)
     assert result.returncode == 0, result.stderr
     match = CALLBACK_LINE.match(result.stdout)
     assert match is not None, result.stdout
@@ -339,7 +347,7 @@ def test_callbacks_list(env: dict[str, str], redis_url: str, tmp_path: Path) -> 
 @covers("callbacks reschedule")
 def test_callbacks_reschedule(env: dict[str, str]) -> None:
     before = added(env)
-    result = ivrserver("callbacks", "reschedule", before["id"], "--at", "+3h", env=env)
+    result = ivrserver("callbacks", "reschedule", before["id"], "--at", tomorrow_at(13), env=env)
     assert result.returncode == 0, result.stderr
     after = CALLBACK_LINE.match(result.stdout)
     assert after is not None and after["id"] == before["id"] and after["due"] > before["due"]
