@@ -94,3 +94,54 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0,
         if time.monotonic() > deadline:
             raise AssertionError(f"not reached in {timeout}s: {what} (last: {value!r})")
         await asyncio.sleep(0.1)
+
+
+def agi_headers(uid: str, n: int = 1, number: str = "", name: str = "Eve") -> str:
+    """The variables res_agi.c sends first for call `n` to the hotline script (caller ID `number`,
+    default 1555 and n in 4 digits), ending with the blank line."""
+    return ("agi_network: yes\nagi_network_script: hotline\nagi_request: agi://127.0.0.1/hotline\n"
+            f"agi_channel: PJSIP/callers-{n:08d}\nagi_uniqueid: {uid}\nagi_callerid: {number or f'1555{n:04d}'}\n"
+            f"agi_calleridname: {name}\n\n")
+
+
+class ScriptedCaller:
+    """A FastAGI peer scripted the way res_agi.c talks: presses `key` at the first prompt, no key at
+    the next ones, and hangs up at the prompt after `answered` prompts, unless the server ends the
+    session first (the call left the menu). Records every command the server sent, how long the
+    first prompt took and how long the server held the session after the hang-up."""
+
+    def __init__(self, port: int, headers: str, *, key: str = "1", answered: int = 3) -> None:
+        self.port, self.headers, self.key, self.answered = port, headers, key, answered
+        self.commands: list[str] = []
+        self.first_prompt_after = -1.0
+        self.closed_after_hangup = -1.0
+
+    async def run(self) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        started = time.monotonic()
+        writer.write(self.headers.encode())
+        prompts = 0
+        try:
+            while True:
+                line = (await asyncio.wait_for(reader.readline(), 10)).decode().strip()
+                if not line:
+                    return
+                self.commands.append(line)
+                if line.startswith(PROMPTS):
+                    prompts += 1
+                    if prompts == 1:
+                        self.first_prompt_after = time.monotonic() - started
+                    if prompts > self.answered:
+                        writer.write(b"200 result=-1\nHANGUP\n")
+                        await writer.drain()
+                        hung_up = time.monotonic()
+                        await asyncio.wait_for(reader.read(), 10)
+                        self.closed_after_hangup = time.monotonic() - hung_up
+                        return
+                    # the digit's character code, as res_agi.c reports a key; 0: none pressed
+                    writer.write(f"200 result={ord(self.key) if prompts == 1 else 0} endpos=8000\n".encode())
+                else:
+                    writer.write(b"200 result=1\n")
+                await writer.drain()
+        finally:
+            writer.close()

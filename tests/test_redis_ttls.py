@@ -34,7 +34,17 @@ from ivrserver.store.audit import AuditLog
 from ivrserver.store.keys import Keys
 from tests.cli_harness import ivrserver, user_env
 from tests.conftest import TEST_PEPPER_TEXT
-from tests.inprocess import PROMPTS, REPO, eventually, hotline_menus, migrated, running, server_settings, stop
+from tests.inprocess import (
+    REPO,
+    ScriptedCaller,
+    agi_headers,
+    eventually,
+    hotline_menus,
+    migrated,
+    running,
+    server_settings,
+    stop,
+)
 
 DAY = 86400
 HOT_DAYS = 7        # redis.hot_days of the run (not the default, so that the test sees it is used)
@@ -73,11 +83,6 @@ PRODUCED = ("customer", "phone", "account", "case", "opencases", "seq:case", "co
             "callback", "callbacks:all", "audit")
 HOT = ("contact", "timeline", "ivrpath", "ivrcalls")
 
-HEADERS = ("agi_network: yes\nagi_network_script: hotline\nagi_request: agi://127.0.0.1/hotline\n"
-           "agi_channel: PJSIP/callers-{n:08d}\nagi_uniqueid: {uid}\nagi_callerid: {number}\n"
-           "agi_calleridname: Caller\n\n")
-
-
 def settings_for(redis_url: str, tmp_path: Path, dsn: str) -> config.Settings:
     return server_settings(
         redis_url, hotline_menus(tmp_path / "menus"),
@@ -99,27 +104,9 @@ async def call(srv: IvrServer, n: int, number: str, key: bytes) -> dict[str, str
     AMI side only later (`hang_up`), so that a pop can ring an agent first."""
     channel = channel_of(n, number)
     srv.ami.feed({"Event": "Newchannel", **channel})
-    reader, writer = await asyncio.open_connection("127.0.0.1", srv.fastagi.port)
-    writer.write(HEADERS.format(n=n, uid=channel["Uniqueid"], number=number).encode())
-    prompts = 0
-    try:
-        while True:
-            line = (await asyncio.wait_for(reader.readline(), 10)).decode().strip()
-            if not line:
-                return channel
-            if line.startswith(PROMPTS):
-                prompts += 1
-                if prompts > 4:
-                    writer.write(b"200 result=-1\nHANGUP\n")
-                    await writer.drain()
-                    await asyncio.wait_for(reader.read(), 10)
-                    return channel
-                writer.write(b"200 result=" + (str(key[0]).encode() if prompts == 1 else b"0") + b" endpos=8000\n")
-            else:
-                writer.write(b"200 result=1\n")
-            await writer.drain()
-    finally:
-        writer.close()
+    await ScriptedCaller(srv.fastagi.port, agi_headers(channel["Uniqueid"], n, number, name="Caller"),
+                         key=key.decode(), answered=4).run()
+    return channel
 
 
 def hang_up(srv: IvrServer, channel: dict[str, str]) -> None:

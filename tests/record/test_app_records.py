@@ -26,11 +26,16 @@ from ivrserver.app import IvrServer, StartupError
 from ivrserver.record.local_cluster import LocalPostgres
 from ivrserver.record.rows import decode_path_events
 from ivrserver.store import callpath
-from tests.inprocess import PROMPTS, eventually, hotline_menus, migrated, running, server_settings, stop
-
-HEADERS = ("agi_network: yes\nagi_network_script: hotline\nagi_request: agi://127.0.0.1/hotline\n"
-           "agi_channel: PJSIP/callers-{n:08d}\nagi_uniqueid: {uid}\nagi_callerid: 1555{n:04d}\n"
-           "agi_calleridname: Eve\n\n")
+from tests.inprocess import (
+    ScriptedCaller,
+    agi_headers,
+    eventually,
+    hotline_menus,
+    migrated,
+    running,
+    server_settings,
+    stop,
+)
 
 
 def settings_for(redis_url: str, menus: Path, dsn: str) -> config.Settings:
@@ -49,36 +54,10 @@ async def call(srv: IvrServer, n: int) -> str:
     channel = {"Channel": f"PJSIP/callers-{n:08d}", "CallerIDNum": f"1555{n:04d}", "Uniqueid": uid, "Linkedid": uid}
     srv.ami.feed({"Event": "Newchannel", **channel})
     try:
-        return await _agi_session(srv.fastagi.port, n, uid)
+        await ScriptedCaller(srv.fastagi.port, agi_headers(uid, n)).run()
+        return uid
     finally:
         srv.ami.feed({"Event": "Hangup", "Cause": "16", **channel})
-
-
-async def _agi_session(port: int, n: int, uid: str) -> str:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(HEADERS.format(n=n, uid=uid).encode())
-    prompts = 0
-    try:
-        while True:
-            line = (await asyncio.wait_for(reader.readline(), 10)).decode().strip()
-            if not line:
-                return uid
-            if line.startswith(PROMPTS):
-                prompts += 1
-                if prompts == 1:
-                    writer.write(b"200 result=49 endpos=8000\n")
-                elif prompts > 3:
-                    writer.write(b"200 result=-1\nHANGUP\n")
-                    await writer.drain()
-                    await asyncio.wait_for(reader.read(), 10)
-                    return uid
-                else:
-                    writer.write(b"200 result=0 endpos=8000\n")
-            else:
-                writer.write(b"200 result=1\n")
-            await writer.drain()
-    finally:
-        writer.close()
 
 
 async def test_a_call_writes_its_contact_path_and_audit_rows_through_the_outbox(
