@@ -337,14 +337,20 @@ async def test_deferred_tracker_creates_at_once_then_coalesces_a_calls_changes(
         await t.close()
 
 
+async def known_caller_stored(t: ContactTracker, redis_client: aioredis.Redis, keys: Keys) -> str:
+    """CALLER rings in as customer c1 and the deferred tracker's first write of the contact lands: its id."""
+    await t.handle_event(ami("Newchannel"))
+    await t.report(CALLER, CallFacts(kind=ContactKind.INBOUND, customer_id="c1"))
+    contact_id = t.contact_id(CALLER)
+    assert contact_id is not None
+    await eventually(lambda: stored(redis_client, keys, contact_id))
+    return contact_id
+
+
 async def test_deferred_tracker_keeps_notes_written_meanwhile(redis_client: aioredis.Redis, keys: Keys) -> None:
     t = ContactTracker(redis_client, keys, write_delay=0.2)
     try:
-        await t.handle_event(ami("Newchannel"))
-        await t.report(CALLER, CallFacts(kind=ContactKind.INBOUND, customer_id="c1"))
-        contact_id = t.contact_id(CALLER)
-        assert contact_id is not None
-        await eventually(lambda: stored(redis_client, keys, contact_id))
+        contact_id = await known_caller_stored(t, redis_client, keys)
         await contacts.update_contact_notes(redis_client, keys, contact_id, {"notes": "refund by Friday"}, now=NOW)
         await t.report(CALLER, CallFacts(self_served=True, routing_reason="menu"))
         await t.close()                                               # shutdown: pending written now
@@ -367,11 +373,7 @@ async def test_deferred_tracker_retries_a_write_the_store_refused(redis_client: 
 
     redis_client.evalsha = flaky  # type: ignore[method-assign]
     try:
-        await t.handle_event(ami("Newchannel"))
-        await t.report(CALLER, CallFacts(kind=ContactKind.INBOUND, customer_id="c1"))
-        contact_id = t.contact_id(CALLER)
-        assert contact_id is not None
-        await eventually(lambda: stored(redis_client, keys, contact_id))
+        await known_caller_stored(t, redis_client, keys)
         assert failures["left"] == 0                                  # refused twice, then written
     finally:
         await t.close()
