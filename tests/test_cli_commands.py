@@ -410,3 +410,17 @@ def test_config_hides_passwords_in_connection_urls(env: dict[str, str]) -> None:
     assert "pg-s3cret" not in out.stdout and "r3d1s-s3cret" not in out.stdout
     assert "postgres.dsn = postgresql://ivr:***@db.example:5432/ivr" in out.stdout
     assert "redis.url = redis://:***@cache.example:6379/0" in out.stdout
+
+
+@covers("callbacks list")
+def test_a_reader_leaving_a_callbacks_listing_is_not_a_redis_failure(env: dict[str, str], tmp_path: Path) -> None:
+    added(env)
+    errors = tmp_path / "stderr"
+    with errors.open("wb") as err:
+        proc = subprocess.Popen([str(IVRSERVER), "callbacks", "list"], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=err)
+        assert proc.stdout is not None
+        proc.stdout.close()  # `ivrserver callbacks list | head -0`
+        assert proc.wait(timeout=60) in (1, -signal.SIGPIPE)
+    text = errors.read_text()
+    assert "Traceback" not in text and "cannot reach Redis" not in text, text

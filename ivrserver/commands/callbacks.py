@@ -122,6 +122,8 @@ def _run(args: argparse.Namespace, body: Callable[[CallbackService], Awaitable[i
     except (InvalidTransition, CallbackBusy) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        raise  # the reader of our output left (| head): cli.main ends quietly
     except (OSError, aioredis.ConnectionError) as exc:
         print(f"error: cannot reach Redis at {url}: {exc}", file=sys.stderr)
         return 1
