@@ -29,6 +29,19 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def tcp_listen_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when a TCP server could listen on `port` now, binding as servers do (SO_REUSEADDR):
+    connections of a previous server in TIME_WAIT do not count as taken, a listener does."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            s.listen(1)
+        except OSError:
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class StackPorts:
     """Every address of one stack (all on 127.0.0.1 except agi_host, which is the FastAGI target)."""

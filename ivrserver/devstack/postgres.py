@@ -56,9 +56,9 @@ class DevPostgres:
         return self.cluster.port
 
     async def start(self) -> None:
-        from ivrserver.devstack.ports import port_free
+        from ivrserver.devstack.ports import tcp_listen_free
 
-        if self.cluster.port is not None and not port_free(self.cluster.port):
+        if self.cluster.port is not None and not tcp_listen_free(self.cluster.port):
             taken = self.cluster.port
             self.cluster.port = free_tcp_port()
             self.note = f" (port {taken} is taken by another program)"

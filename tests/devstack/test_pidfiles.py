@@ -75,3 +75,25 @@ def test_recorded_round_trip(tmp_path: Path, sleeper: subprocess.Popen[bytes]) -
     assert dataclasses.asdict(rec) == {"name": "asterisk", "pid": sleeper.pid, "start": process_start(sleeper.pid),
                                        "program": "sleep", "what": "Asterisk devstack"}
     assert still_ours(rec)
+
+
+def test_a_port_left_in_time_wait_is_free_for_a_server_a_listener_is_not() -> None:
+    """After a killed make run its PostgreSQL port has connections in TIME_WAIT: the next start
+    must take the same port (5433) instead of wandering to a free one, as PostgreSQL itself can."""
+    import socket
+
+    from ivrserver.devstack.ports import port_free, tcp_listen_free
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    assert not tcp_listen_free(port)  # a listener holds it
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    accepted.close()  # the server side closes first: its end goes to TIME_WAIT
+    client.close()
+    server.close()
+    assert tcp_listen_free(port)
+    assert not port_free(port)  # the strict check (no SO_REUSEADDR) still sees the TIME_WAIT socket
