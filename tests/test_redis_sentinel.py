@@ -141,7 +141,7 @@ async def test_without_sentinels_there_is_nothing_to_wait_for(redis_url: str) ->
 
 async def test_a_placed_mark_waits_for_a_replica_under_sentinel(topology: Topology) -> None:
     """The scheduler's own path: start_dial takes the placed mark, then waits for a replica to hold
-    it; the mark is on both replicas before the dial would start. With no replica answering (both
+    it; the mark is on a replica before the dial would start. With no replica answering (both
     frozen), the dial goes ahead and the unconfirmed mark is counted."""
     from ivrserver.domain import callbacks as cbm
     from ivrserver.domain.callbacks import Callback, CallbackState
@@ -166,10 +166,13 @@ async def test_a_placed_mark_waits_for_a_replica_under_sentinel(topology: Topolo
                                          lease_seconds=10)
         assert started is DialStart.MARKED
         if not frozen:
+            # WAIT 1: at least one replica holds the mark before the dial (the other may lag a moment).
+            holders = 0
             for port in topology.replicas:
                 replica = aioredis.Redis(port=port, decode_responses=True)
-                assert await replica.get(keys.callback_placed(cb.id, 1)) == "A"
+                holders += await replica.get(keys.callback_placed(cb.id, 1)) == "A"
                 await replica.aclose()
+            assert holders >= 1
             assert store.unreplicated_marks == 0
         else:
             assert store.unreplicated_marks == 1
