@@ -322,58 +322,82 @@ def parse_sentinels(text: str) -> list[tuple[str, int]]:
     return out
 
 
-def _check(key: str, value: Any, errors: list[str]) -> None:
-    if key in _PORTS and not (1 <= value <= 65535):
-        errors.append(f"{key}: port must be 1..65535, got {value}")
-    if key in _CHOICES and value not in _CHOICES[key]:
-        errors.append(f"{key}: must be one of {', '.join(_CHOICES[key])}, got {value!r}")
-    if key.endswith(("_timeout", "_interval", "_seconds", "heartbeat")) and isinstance(value, (int, float)) \
-            and value <= 0:
-        errors.append(f"{key}: must be greater than 0, got {value}")
+# Numeric settings with a closed range: key → (low, high, unit shown in the error).
+_RANGES: dict[str, tuple[int, int, str]] = {
+    "redis.snapshot_timeout": (0, 10, " seconds"),  # and > 0, as every *_timeout
+    "redis.history_write_delay": (0, 60, " seconds"),
+    "redis.replica_wait_ms": (0, 10_000, " milliseconds"),
+    "web.max_connections": (1, 1_000_000, ""),
+    "prompts.concurrency": (1, 32, ""),
+    "postgres.write_interval": (0, 10, " seconds"),
+    "postgres.drain_timeout": (0, 300, " seconds"),
+}
+# Settings checked by a domain/service function that raises ValueError: key → (module, function).
+# Imported only when that key is set, so config stays cheap to import.
+_CHECKERS: dict[str, tuple[str, str]] = {
+    "phone.default_region": ("ivrserver.domain.phone", "check_region"),
+    "callbacks.calendar_country": ("ivrserver.services.work_calendar", "check_country"),
+    "prompts.synthesizer": ("ivrserver.services.speech", "check_synthesizer"),
+    "prompts.convert": ("ivrserver.services.speech", "check_convert"),
+    "prompts.voices": ("ivrserver.services.speech", "check_voices"),
+}
+
+
+def _check_text(key: str, value: str) -> str | None:
+    """The problem with a text setting's value, or None."""
     if key in ("callbacks.calling_from", "callbacks.calling_until"):
         parts = value.split(":")
         if len(parts) != 2 or not all(p.isdigit() for p in parts) or not (
                 0 <= int(parts[0]) <= 24 and 0 <= int(parts[1]) < 60):
-            errors.append(f"{key}: expected HH:MM, got {value!r}")
-    if key == "phone.default_region":
-        _check_with(key, value, errors, "ivrserver.domain.phone", "check_region")
-    if key == "callbacks.calendar_country" and value:
-        _check_with(key, value, errors, "ivrserver.services.work_calendar", "check_country")
-    if key == "redis.snapshot_timeout" and value > 10:
-        errors.append(f"{key}: must be at most 10 seconds, got {value}")
-    if key == "web.max_connections" and not (1 <= value <= 1_000_000):
-        errors.append(f"{key}: must be 1..1000000, got {value}")
-    if key == "redis.history_write_delay" and not (0 <= value <= 60):
-        errors.append(f"{key}: must be 0..60 seconds, got {value}")
-    if key in ("prompts.synthesizer", "prompts.convert", "prompts.voices"):
-        _check_with(key, value, errors, "ivrserver.services.speech", "check_" + key.split(".")[1])
-    if key == "prompts.concurrency" and not (1 <= value <= 32):
-        errors.append(f"{key}: must be 1..32, got {value}")
-    if key == "security.trusted_proxies":
-        _check_networks(key, value, errors)
-    if key == "security.pepper" and value and len(value) < 32:
-        errors.append(f"{key}: must be at least 32 characters (e.g. `openssl rand -hex 32`)")
-    if key == "redis.sentinels" and value:
+            return f"expected HH:MM, got {value!r}"
+    elif key == "security.pepper" and value and len(value) < 32:
+        return "must be at least 32 characters (e.g. `openssl rand -hex 32`)"
+    elif key == "redis.sentinels" and value:
         try:
             parse_sentinels(value)
         except ValueError as exc:
-            errors.append(f"{key}: {exc}")
-    if key == "redis.replica_wait_ms" and not (0 <= value <= 10_000):
-        errors.append(f"{key}: must be 0..10000 milliseconds, got {value}")
-    if key == "postgres.dsn" and value and not value.startswith(("postgresql://", "postgres://")):
-        errors.append(f"{key}: expected a postgresql:// URL, got {value!r}")
-    if key.startswith(("postgres.", "redis.")) and key.endswith(("_days", "pool_size")) \
-            and isinstance(value, int) and value < 1:
-        errors.append(f"{key}: must be at least 1, got {value}")
-    if key == "postgres.write_interval" and not (0 <= value <= 10):
-        errors.append(f"{key}: must be 0..10 seconds, got {value}")
-    if key == "postgres.drain_timeout" and not (0 <= value <= 300):
-        errors.append(f"{key}: must be 0..300 seconds, got {value}")
-    if key == "redis.url" and not value.startswith(("redis://", "rediss://", "unix://")):
-        errors.append(f"{key}: expected a redis://, rediss:// or unix:// URL, got {value!r}")
-    if key == "asterisk.hotline" and not (0 < len(value) <= 32 and all(c in "0123456789+*#" for c in value)):
+            return str(exc)
+    elif key == "postgres.dsn" and value and not value.startswith(("postgresql://", "postgres://")):
+        return f"expected a postgresql:// URL, got {value!r}"
+    elif key == "redis.url" and not value.startswith(("redis://", "rediss://", "unix://")):
+        return f"expected a redis://, rediss:// or unix:// URL, got {value!r}"
+    elif key == "asterisk.hotline" and not (0 < len(value) <= 32 and all(c in "0123456789+*#" for c in value)):
         # shown as the caller id of callbacks (`Callback <hotline>`): a plain number only
-        errors.append(f"{key}: expected digits (and + * #), 1-32 of them, got {value!r}")
+        return f"expected digits (and + * #), 1-32 of them, got {value!r}"
+    return None
+
+
+def _check_number(key: str, value: float) -> str | None:
+    """The problem with a numeric setting's value, or None."""
+    if key in _PORTS and not (1 <= value <= 65535):
+        return f"port must be 1..65535, got {value}"
+    if key.endswith(("_timeout", "_interval", "_seconds", "heartbeat")) and value <= 0 \
+            and key != "postgres.write_interval":  # 0 there means: write each entry as it arrives
+        return f"must be greater than 0, got {value}"
+    if key.startswith(("postgres.", "redis.")) and key.endswith(("_days", "pool_size")) and value < 1:
+        return f"must be at least 1, got {value}"
+    if key in _RANGES:
+        low, high, unit = _RANGES[key]
+        if not (low <= value <= high):
+            return f"must be {low}..{high}{unit}, got {value}"
+    return None
+
+
+def _check(key: str, value: Any, errors: list[str]) -> None:
+    if key in _CHOICES and value not in _CHOICES[key]:
+        errors.append(f"{key}: must be one of {', '.join(_CHOICES[key])}, got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        problem = _check_number(key, value)
+    elif isinstance(value, str):
+        problem = _check_text(key, value)
+    else:
+        problem = None
+    if problem:
+        errors.append(f"{key}: {problem}")
+    if key in _CHECKERS and (value or key != "callbacks.calendar_country"):  # "" there: no calendar
+        _check_with(key, value, errors, *_CHECKERS[key])
+    if key == "security.trusted_proxies":
+        _check_networks(key, value, errors)
 
 
 def _check_with(key: str, value: Any, errors: list[str], module: str, name: str) -> None:
