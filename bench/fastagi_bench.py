@@ -159,7 +159,8 @@ def hotline_without_hours(directory: Path) -> Path:
     data = yaml.safe_load((REPO / "menus" / "hotline.yaml").read_text())
     data.pop("hours", None)
     data["entry"] = {"open": "main"}
-    data["nodes"].pop("after_hours", None)
+    for node in ("after_hours", "closed_language"):  # the closed menu and its language choice
+        data["nodes"].pop(node, None)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "hotline.yaml").write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     return directory
@@ -669,6 +670,10 @@ def ivrserver_config(workdir: Path, redis_url: str, agi_port: int, *, ami_port: 
         asterisk["sounds_dir"] = sounds_dir
     if asterisk:
         config["asterisk"] = asterisk
+    else:
+        # No Asterisk here: the generator answers every STREAM FILE, so the hotline's text prompts
+        # are rendered into the run's own folder (the default is under Asterisk's sounds directory).
+        config["prompts"] = {"cache_dir": str(workdir / "prompts")}
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

@@ -51,7 +51,8 @@ def write_menus(directory: Path, change: dict[str, Any] | None = None) -> None:
     data = yaml.safe_load((REPO / "menus" / "hotline.yaml").read_text())
     data.pop("hours", None)
     data["entry"] = {"open": "main"}
-    data["nodes"].pop("after_hours", None)
+    for node in ("after_hours", "closed_language"):  # the closed menu and its language choice
+        data["nodes"].pop(node, None)
     for node, fields in (change or {}).items():
         data["nodes"][node].update(fields)
     directory.mkdir(exist_ok=True)
