@@ -76,15 +76,24 @@ class HotlineService:
         """The callback service is built after the hotline (it needs the AMI dialer)."""
         self._callbacks = callbacks
 
-    async def _snapshot(self, number: str) -> tuple[CallerSnapshot, tuple[str, ...]] | None:
-        """The caller snapshot and the entry announcement: one round trip before the first prompt.
-        None when Redis failed or did not answer within `snapshot_timeout`."""
+    def _lookup(self, number: str) -> asyncio.Task[tuple[CallerSnapshot, str | None]]:
+        """Start the caller snapshot and the entry announcement: one round trip before the first prompt."""
+        return asyncio.ensure_future(customers.snapshot_and_announcement(
+            self._redis, self._keys, number, menu=self._entry, default_country=self._country))
+
+    async def _snapshot(self, lookup: asyncio.Task[tuple[CallerSnapshot, str | None]],
+                        deadline: float) -> tuple[CallerSnapshot, tuple[str, ...]] | None:
+        """The lookup's result, or None when Redis failed or did not answer by `deadline` (loop time).
+
+        Past the deadline the caller goes on as unknown but the lookup is not cut off: redis-py
+        would drop its connection, and under a load spike (Redis slow, not frozen) every late
+        lookup reconnecting made the next ones later still. It ends on its own, bounded by the
+        client's socket timeout."""
         try:
-            async with asyncio.timeout(self._snapshot_timeout):
-                snapshot, raw = await customers.snapshot_and_announcement(
-                    self._redis, self._keys, number, menu=self._entry, default_country=self._country)
+            async with asyncio.timeout_at(deadline):
+                snapshot, raw = await asyncio.shield(lookup)
         except TimeoutError:
-            # redis-py drops the connection of a command cut off by the deadline: no reply mix-up
+            lookup.add_done_callback(_consume)
             log.error("caller lookup took longer than %ss; serving the caller as unknown", self._snapshot_timeout)
             return None
         except (RedisError, OSError) as exc:
@@ -126,7 +135,8 @@ class HotlineService:
         context_id = f"c-{uuid.uuid4().hex[:16]}"
         # The caller lookup (one Redis round trip) runs while Asterisk answers the first command,
         # which needs nothing from it: the call-context id, first in the dialplan contract.
-        lookup = asyncio.ensure_future(self._snapshot(channel.request.callerid))
+        deadline = asyncio.get_running_loop().time() + self._snapshot_timeout
+        lookup = self._lookup(channel.request.callerid)
         try:
             await channel.set_variable("IVR_CONTEXT_ID", context_id)
         except BaseException:
@@ -134,7 +144,7 @@ class HotlineService:
             with contextlib.suppress(BaseException):
                 await lookup
             raise
-        looked_up = await lookup
+        looked_up = await self._snapshot(lookup, deadline)
         redis_ok = looked_up is not None
         snapshot, announcement = looked_up if looked_up is not None else (CallerSnapshot(number=""), ())
         customer: Customer | None = snapshot.customer
@@ -229,3 +239,9 @@ class HotlineService:
     async def _report(self, channel: AgiChannel, facts: CallFacts, *, in_ivr: bool = False) -> None:
         if self._tracker is not None:
             await self._tracker.report(channel.request.uniqueid, facts, in_ivr=in_ivr)
+
+
+def _consume(task: asyncio.Future[object]) -> None:
+    """A lookup nobody waits for any more: retrieve its outcome so no error goes unobserved."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("late caller lookup failed: %s", task.exception())
