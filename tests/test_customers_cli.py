@@ -252,7 +252,7 @@ def test_demo_customers_file_imports(repo_root: Path, redis_url: str, db: redis.
             await client.aclose()
     assert asyncio.run(open_cases()) == ["agent1003"]
     std = load(redis_url, "c-std-1")
-    assert std is not None and std.attributes["balance"] == "12"
+    assert std is not None and std.attributes["balance"] == "42.50"  # read with its cents (say: money)
 
 
 @pytest.mark.parametrize(("argv", "code", "message"), [

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import shutil
 import signal
 import subprocess
@@ -149,7 +150,9 @@ async def test_a_placed_mark_waits_for_a_replica_under_sentinel(topology: Topolo
     from ivrserver.store.keys import Keys
 
     await _ready(topology)
-    settings = topology.settings()
+    # 2 s, not the 200 ms of the failover test: under a loaded make test a replica can lag past
+    # 200 ms, WAIT then answers 0 and the (correct) outcome is "unconfirmed", not what this checks.
+    settings = dataclasses.replace(topology.settings(), replica_wait_ms=2000)
     client = connect_to(settings, decode_responses=True, socket_timeout=3.0)
     keys = Keys("t")
     store = CallbackStore(client, keys, replicated=lambda: wait_for_replica(client, settings))
