@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
+from ivrserver.domain.privacy import contact_grant
 from ivrserver.store.keys import Keys
 
 AGENT_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -48,9 +49,9 @@ class Grant:
         return out
 
 
-def contact_field(contact_id: str) -> str:
-    """Grant field for a contact (notes write-back), beside customer ids in the same hash."""
-    return f"contact:{contact_id}"
+# The grant field of a contact (notes write-back), beside customer ids in the same hash: the
+# domain's one naming rule (domain/privacy.py decides on these names).
+contact_field = contact_grant
 
 
 class AccessGrants:
