@@ -29,6 +29,7 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 SOUND_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 QUEUE_RE = re.compile(r"^[a-z0-9_]+$")  # what the dialplan accepts in IVR_QUEUE
+SERVICE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # an option's `service:` (incidents.yaml names)
 ENDPOINT_RE = re.compile(r"^PJSIP/[A-Za-z0-9_.\-]+$")  # what the dialplan accepts in IVR_AGENT
 LANGUAGE_RE = re.compile(r"^[a-z]{2}(_[A-Z]{2})?$")
 RANGE_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
@@ -116,6 +117,9 @@ class Action:
     play: tuple[PromptItem, ...] = ()
     language: str = ""
     path: TreePath = ()
+    # a fault report about this service (e.g. mobile_data): the run records it (PathKind.REPORTED)
+    # and the hotline counts it for mass-fault detection (domain/incidents.py)
+    service: str = ""
 
     def describe(self) -> str:
         return f"{self.flow}:{self.target}" if self.target else str(self.flow)
@@ -413,6 +417,9 @@ class _Builder:
                                            "a language code such as 'en' or 'fr_CA'")
         if "priority" in value:
             kwargs["priority"] = self.integer(value["priority"], (*path, "priority"), 0, 0, 999)
+        if "service" in value:
+            kwargs["service"] = self.text(value["service"], (*path, "service"), SERVICE_RE,
+                                          "a service name such as 'mobile_data' (a-z, 0-9, _)")
         if flow is Flow.GOTO:
             kwargs["target"] = self.text(raw, fpath, NAME_RE, "a node name")
         elif flow in (Flow.QUEUE, Flow.CALLBACK):

@@ -130,7 +130,14 @@ class Hangup:
     reason: str
 
 
-Command = Play | Collect | Lookup | Identify | SetLanguage | Transfer | ToAgent | OfferCallback | Hangup
+@dataclass(frozen=True)
+class Subscribe:
+    """The caller asked to be told when the incident is fixed (answered by Subscribed)."""
+
+    incident_id: str
+
+
+Command = Play | Collect | Lookup | Identify | SetLanguage | Transfer | ToAgent | OfferCallback | Hangup | Subscribe
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,12 +180,18 @@ class CallbackScheduled:
 
 
 @dataclass(frozen=True)
+class Subscribed:
+    accepted: bool
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
 class CallerHungUp:
     at: float = 0.0
 
 
 Event = (DigitsEntered | InputTimedOut | LookupDone | CallerIdentified | IdentificationFailed
-         | CallbackScheduled | CallerHungUp)
+         | CallbackScheduled | CallerHungUp | Subscribed)
 
 
 class UnexpectedEvent(ValueError):
@@ -201,6 +214,8 @@ class PathKind(enum.StrEnum):
     LOOKUP = "lookup"  # detail: found | missing
     IDENTIFIED = "identified"  # detail: ok | failed | locked
     LANGUAGE = "language"
+    REPORTED = "reported"  # the caller chose a fault report: detail = the service (option `service:`)
+    INCIDENT = "incident"  # a known incident was announced: detail = incident id; key = what they did
     EXIT = "exit"  # detail: ExitReason, target: queue / endpoint
 
 
@@ -248,10 +263,26 @@ class Exit:
 
 
 @dataclass(frozen=True)
+class IncidentOffer:
+    """A known incident matching this caller (area and service), said before the menu: what it is
+    and "press 1 to be told when it is fixed, or stay on the line for an agent" (`prompts`), then
+    '1' → Subscribe → `thanks` and the call ends; anything else → the service's queue."""
+
+    incident_id: str
+    prompts: Mapping[str, tuple[Prompt, ...]]  # language → the announcement and the offer
+    thanks: Mapping[str, tuple[Prompt, ...]]  # language → after subscribing
+    queue: str
+    priority: int = 0
+    timeout_ms: int = 5000
+    key: str = "1"
+
+
+@dataclass(frozen=True)
 class StartContext:
     now: datetime  # local time in the menu's time zone: chooses the entry node
     announcement: tuple[str, ...] = ()  # sound names switched on at runtime for this menu
     language: str = ""  # the channel's language; "" → the menu's
+    incident: IncidentOffer | None = None  # an incident announcement instead of the menu
 
 
 class _Wait(enum.Enum):
@@ -261,6 +292,8 @@ class _Wait(enum.Enum):
     IDENTIFY = 3
     CALLBACK = 4
     DONE = 5
+    INCIDENT = 6  # the incident offer's key
+    SUBSCRIBE = 7
 
 
 @dataclass
@@ -280,6 +313,7 @@ class MenuRun:
     _at: float = 0.0
     _steps: int = 0
     _pending: Action | None = None
+    _incident: IncidentOffer | None = None
 
     # -- public ------------------------------------------------------------------------------
 
@@ -299,6 +333,9 @@ class MenuRun:
             self._record(PathKind.ANNOUNCEMENT, entry, detail=str(len(context.announcement)))
             keys = DTMF_KEYS if self.menu.announcement_interruptible else ""
             out.append(Play(tuple(Sound(f) for f in context.announcement), interruptible_by=keys))
+        if context.incident is not None:
+            self._offer(context.incident, out)
+            return out
         self._enter(entry, out)
         return out
 
@@ -318,6 +355,10 @@ class MenuRun:
             self._on_identify(event, out)
         elif self._wait is _Wait.CALLBACK and isinstance(event, CallbackScheduled):
             self._on_callback(event, out)
+        elif self._wait is _Wait.INCIDENT and isinstance(event, (DigitsEntered, InputTimedOut)):
+            self._on_offer(event, out)
+        elif self._wait is _Wait.SUBSCRIBE and isinstance(event, Subscribed):
+            self._on_subscribed(event, out)
         else:
             raise UnexpectedEvent(f"{type(event).__name__} while waiting for {self._wait.name.lower()}")
         return out
@@ -416,6 +457,8 @@ class MenuRun:
 
     def _act(self, action: Action, at_node: str, out: list[Command], *, label: str, retry: bool = False) -> None:
         """Do an action: play its prompts, switch language, then its flow."""
+        if action.service:
+            self._record(PathKind.REPORTED, at_node, detail=action.service)
         prompts = self._prompts(action.play)
         if action.language and action.language != self.language:
             self.language = action.language
@@ -542,6 +585,74 @@ class MenuRun:
         fallback = self.menu.human if self.menu.human.flow is not Flow.CALLBACK \
             else Action(Flow.QUEUE, target=self.menu.human.target)
         self._act(fallback, self.node, out, label="callback-declined")
+
+
+    # -- incident offer ----------------------------------------------------------------------
+
+    def _localised(self, variants: Mapping[str, tuple[Prompt, ...]]) -> tuple[Prompt, ...]:
+        for lang in (self.language, self.menu.language):
+            if lang in variants:
+                return variants[lang]
+        return next(iter(variants.values()), ())
+
+    def _offer(self, offer: IncidentOffer, out: list[Command]) -> None:
+        self._incident = offer
+        self.node = INCIDENT_NODE
+        self._record(PathKind.INCIDENT, INCIDENT_NODE, detail=offer.incident_id)
+        out.append(Collect(self._localised(offer.prompts), max_digits=1, timeout_ms=offer.timeout_ms,
+                           digit_timeout_ms=offer.timeout_ms))
+        self._wait = _Wait.INCIDENT
+
+    def _on_offer(self, event: DigitsEntered | InputTimedOut, out: list[Command]) -> None:
+        offer = self._incident
+        assert offer is not None
+        digits = event.digits if isinstance(event, DigitsEntered) else ""
+        key = digits[:1] if digits[:1] in DTMF_KEYS else ""
+        if key == offer.key:
+            self._record(PathKind.INCIDENT, INCIDENT_NODE, key=key, target="subscribe", detail=offer.incident_id)
+            out.append(Subscribe(offer.incident_id))
+            self._wait = _Wait.SUBSCRIBE
+            return
+        self._offer_to_queue(offer, key, out)
+
+    def _offer_to_queue(self, offer: IncidentOffer, key: str, out: list[Command]) -> None:
+        self._record(PathKind.INCIDENT, INCIDENT_NODE, key=key, target=f"queue:{offer.queue}",
+                     detail=offer.incident_id)
+        out.append(Transfer(offer.queue, offer.priority, reason=f"ivr:{INCIDENT_NODE}:{key or 'stayed'}"))
+        self._finish(Exit(ExitReason.QUEUE, INCIDENT_NODE, queue=offer.queue, priority=offer.priority), out)
+
+    def _on_subscribed(self, event: Subscribed, out: list[Command]) -> None:
+        offer = self._incident
+        assert offer is not None
+        if not event.accepted:
+            self._offer_to_queue(offer, "", out)
+            return
+        self._play(self._localised(offer.thanks), out)
+        out.append(Hangup(str(ExitReason.SELF_SERVED)))
+        self._finish(Exit(ExitReason.SELF_SERVED, INCIDENT_NODE), out)
+
+
+INCIDENT_NODE = "incident"
+
+
+def reported_services(path: Sequence[PathEvent]) -> tuple[str, ...]:
+    """The services a call reported a fault about (in order, once each)."""
+    return tuple(dict.fromkeys(p.detail for p in path if p.kind is PathKind.REPORTED and p.detail))
+
+
+def incident_outcome(path: Sequence[PathEvent]) -> tuple[str, str] | None:
+    """(incident id, 'subscribed' | 'agent' | 'hung_up') for a call that heard an incident
+    announcement, else None."""
+    heard = [p for p in path if p.kind is PathKind.INCIDENT]
+    if not heard:
+        return None
+    last = heard[-1]
+    if last.target == "subscribe":
+        done = any(p.kind is PathKind.EXIT and p.detail == ExitReason.SELF_SERVED for p in path)
+        return last.detail, "subscribed" if done else "hung_up"
+    if last.target.startswith("queue:"):
+        return last.detail, "agent"
+    return last.detail, "hung_up"
 
 
 def _queue_of(action: Action) -> str:
