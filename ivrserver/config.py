@@ -148,6 +148,13 @@ class RoutingSettings:
 
 
 @dataclass(frozen=True)
+class CaseSettings:
+    # The case policy (cases.yaml: due hours by severity, back-office actions, compensation
+    # authority), validated at start like routing.yaml (files/case_policy.py).
+    policy_file: str = str(PACKAGE_DIR / "defaults" / "cases.yaml")
+
+
+@dataclass(frozen=True)
 class CallbackSettings:
     enabled: bool = True
     poll_interval: float = 1.0  # longest sleep; known due times and own requests wake it sooner
@@ -203,6 +210,51 @@ class PostgresSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    # Outgoing webhooks (services/webhooks.py): the endpoints file (webhooks.yaml: name, url, events,
+    # secret_env or secret_file, optional timeout and max_attempts); '' = no endpoints, nothing is sent.
+    endpoints_file: str = ""
+    # One attempt's whole request (connect, send, answer) at most this long; an endpoint may override.
+    timeout_seconds: float = 10.0
+    # Attempts before a delivery goes to the dead letters (an endpoint may override).
+    max_attempts: int = 8
+    # Retry after a failed attempt n: backoff_base_seconds * 2^(n-1), at most backoff_max_seconds,
+    # minus up to half of it at random (jitter); a 429/503's Retry-After (up to an hour) wins.
+    backoff_base_seconds: float = 5.0
+    backoff_max_seconds: float = 3600.0
+    # A claimed delivery not settled this long (its instance died) is attempted again (at least
+    # once); the lease is never shorter than twice the longest endpoint timeout.
+    lease_seconds: float = 60.0
+    poll_interval: float = 1.0  # longest sleep between looks at the due queue (own publishes wake it)
+    concurrency: int = 16  # attempts in flight per instance (and HTTP connections at most)
+
+
+@dataclass(frozen=True)
+class WallboardSettings:
+    # Service level on the wallboard: a queue call counts as answered in time when an agent
+    # answered it within this many seconds of joining the queue.
+    service_level_seconds: int = 20
+    # Time zone whose midnight starts a new day for the board's "today" counters (IANA name).
+    timezone: str = "UTC"
+    # Queues shown first, in this order, comma-separated (ivrserver names: vip,general); '' = every
+    # queue of queues.conf. With a list, only those queues are shown.
+    queues: str = ""
+    # How often each instance re-reads callbacks waiting and active incidents (the page never polls).
+    refresh_interval: float = 2.0
+    # Frames waiting for one slow wallboard socket at most; past it the socket is dropped (it reconnects).
+    socket_queue: int = 512
+
+
+@dataclass(frozen=True)
+class IncidentSettings:
+    # Mass-fault detection (issue 19): complaints per (service, area) become incidents, announced
+    # to matching callers. The policy file (incidents.yaml: window, minimum count, ratio over the
+    # baseline, cool-down, services, area names) is validated at start (files/incident_policy.py).
+    enabled: bool = True
+    policy_file: str = str(PACKAGE_DIR / "defaults" / "incidents.yaml")
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = "INFO"
     format: str = "text"  # "text" or "json"
@@ -218,11 +270,15 @@ class Settings:
     menus: MenuSettings = field(default_factory=MenuSettings)
     prompts: PromptSettings = field(default_factory=PromptSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
+    cases: CaseSettings = field(default_factory=CaseSettings)
     callbacks: CallbackSettings = field(default_factory=CallbackSettings)
     phone: PhoneSettings = field(default_factory=PhoneSettings)
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     log: LogSettings = field(default_factory=LogSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
+    incidents: IncidentSettings = field(default_factory=IncidentSettings)
+    wallboard: WallboardSettings = field(default_factory=WallboardSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     instance: str = "ivrserver"
     # uvloop (libuv) or the standard library's loop; both run the same code.
     event_loop: str = "uvloop"
@@ -331,6 +387,13 @@ _RANGES: dict[str, tuple[int, int, str]] = {
     "prompts.concurrency": (1, 32, ""),
     "postgres.write_interval": (0, 10, " seconds"),
     "postgres.drain_timeout": (0, 300, " seconds"),
+    "wallboard.service_level_seconds": (1, 3600, " seconds"),
+    "wallboard.socket_queue": (16, 100_000, ""),
+    "webhooks.timeout_seconds": (0, 300, " seconds"),
+    "webhooks.max_attempts": (1, 100, ""),
+    "webhooks.backoff_base_seconds": (0, 86_400, " seconds"),
+    "webhooks.backoff_max_seconds": (0, 7 * 86_400, " seconds"),
+    "webhooks.concurrency": (1, 1000, ""),
 }
 # Settings checked by a domain/service function that raises ValueError: key → (module, function).
 # Imported only when that key is set, so config stays cheap to import.
@@ -340,6 +403,7 @@ _CHECKERS: dict[str, tuple[str, str]] = {
     "prompts.synthesizer": ("ivrserver.services.speech", "check_synthesizer"),
     "prompts.convert": ("ivrserver.services.speech", "check_convert"),
     "prompts.voices": ("ivrserver.services.speech", "check_voices"),
+    "wallboard.timezone": ("ivrserver.domain.wallboard", "check_timezone"),
 }
 
 

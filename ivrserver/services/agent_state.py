@@ -50,10 +50,21 @@ class AgentStateService:
         self._agent_ids = tuple(agent_defs)
         self._clock = clock
         self._live: dict[str, AgentLive] = {}
+        # Called with each changed record, in event order, before it is saved (the wallboard).
+        self._listeners: list[Callable[[AgentLive], None]] = []
+
+    def on_change(self, listener: Callable[[AgentLive], None]) -> None:
+        """Call `listener(record)` for every agent record a folded event changes (synchronous; a
+        raising listener is logged, the fold and the save go on)."""
+        self._listeners.append(listener)
 
     async def start(self) -> None:
         """Load the defined agents' stored records (one round trip) as the fold's starting point."""
         self._live = await agent_store.load(self._redis, self._keys, self._agent_ids)
+
+    def records(self) -> dict[str, AgentLive]:
+        """A copy of this instance's fold: every agent record it holds (the wallboard's start)."""
+        return dict(self._live)
 
     def statuses(self, now: float | None = None) -> dict[str, AgentStatus]:
         """This instance's view of every agent it has seen (for the agent page / admin API)."""
@@ -106,6 +117,11 @@ class AgentStateService:
         if changed is None:
             return None
         self._live[changed.agent_id] = changed
+        for listener in self._listeners:
+            try:
+                listener(changed)
+            except Exception:
+                log.exception("agent state listener failed on %s", changed.agent_id)
         await agent_store.save(self._redis, self._keys, [changed])
         return changed
 

@@ -75,6 +75,51 @@ class Keys:
     def case_seq(self) -> str:
         return f"{self.prefix}:seq:case"
 
+    # the case lifecycle (store/cases.py, services/cases.py, services/case_followup.py; issue 18)
+    def case_changes(self) -> str:
+        """STREAM of every case change (kind, case, actor, why), appended in the MULTI of the case
+        write; CaseFollowup reads it with a consumer group and deletes what every handler took."""
+        return f"{self.prefix}:casechanges"
+
+    def case_changes_dead(self) -> str:
+        """STREAM of case-change entries the follow-up could not read (kept for a person to look at)."""
+        return f"{self.prefix}:casechanges:dead"
+
+    def case_events(self, case_id: str) -> str:
+        """LIST of the case's latest events (JSON: kind, actor, why, at, detail; the newest 200),
+        lives and dies with the case (PostgreSQL's case_events keeps them all)."""
+        return f"{self.prefix}:caseevents:{case_id}"
+
+    def case_change_done(self, event_id: str) -> str:
+        """HASH handler name → 1 for one change: a redelivered change skips the handlers that ran
+        (expires after a week)."""
+        return f"{self.prefix}:casechange:done:{event_id}"
+
+    def cases_due(self) -> str:
+        """ZSET case id → due epoch of every case not yet resolved or closed that has a due time
+        (overdue: score < now)."""
+        return f"{self.prefix}:casesdue"
+
+    def cases_handed(self, backoffice: str) -> str:
+        """ZSET case id → epoch it was handed to the back office `backoffice` (until it is closed)."""
+        return f"{self.prefix}:caseshanded:{backoffice}"
+
+    def compensation(self, compensation_id: str) -> str:
+        """STRING JSON of one compensation (granted, requested, approved, refused)."""
+        return f"{self.prefix}:compensation:{compensation_id}"
+
+    def case_compensations(self, case_id: str) -> str:
+        """ZSET compensation id → requested epoch, per case."""
+        return f"{self.prefix}:compensations:case:{case_id}"
+
+    def compensations_requested(self) -> str:
+        """ZSET compensation id → requested epoch of those waiting for a supervisor."""
+        return f"{self.prefix}:compensations:requested"
+
+    def compensation_day(self, person: str, day: str) -> str:
+        """STRING cents one person granted or approved on `day` (YYYY-MM-DD; expires after 3 days)."""
+        return f"{self.prefix}:compensations:day:{person}:{day}"
+
     def call_by_linkedid(self, linkedid: str) -> str:
         return f"{self.prefix}:linkedid:{linkedid}"
 
@@ -112,6 +157,56 @@ class Keys:
 
     def announcement(self, menu: str) -> str:
         return f"{self.prefix}:announcement:{menu}"
+
+    # mass-fault incidents (store/incidents.py, issue 19). Complaint counters are written by the
+    # call's end-of-call script (store/callpath.py); all counters expire, incidents are state.
+    def incident_count(self, service: str, area: str, bucket: int) -> str:
+        """Complaints of one (service, area) in one short bucket (INCR, TTL window + bucket)."""
+        return f"{self.prefix}:inc:n:{service}:{area}:{bucket}"
+
+    def incident_hourly(self, service: str, area: str, hour: int) -> str:
+        """Complaints of one (service, area) in one hour: the baseline (INCR, TTL baseline + 2 h)."""
+        return f"{self.prefix}:inc:h:{service}:{area}:{hour}"
+
+    def incident_pairs(self) -> str:
+        """ZSET "service|area" → time of its latest complaint: what the detector looks at."""
+        return f"{self.prefix}:inc:pairs"
+
+    def incident_callers(self, service: str, area: str) -> str:
+        """ZSET "customer id|number" → time of their latest complaint about the pair (TTL: kept days)."""
+        return f"{self.prefix}:inc:callers:{service}:{area}"
+
+    def incident(self, incident_id: str) -> str:
+        """One incident (JSON; no TTL while active, kept `hot_days` after resolve)."""
+        return f"{self.prefix}:incident:{incident_id}"
+
+    def incidents_all(self) -> str:
+        """ZSET incident id → opened at: the listing."""
+        return f"{self.prefix}:incidents"
+
+    def incidents_active(self) -> str:
+        """HASH incident id → compact JSON of each active incident: read by the caller snapshot."""
+        return f"{self.prefix}:incidents:active"
+
+    def incident_pair(self, service: str, area: str) -> str:
+        """The active incident of a pair (SET NX: one incident per pair, across instances)."""
+        return f"{self.prefix}:inc:active:{service}:{area}"
+
+    def incident_cooldown(self, service: str, area: str) -> str:
+        """Set at resolve with TTL = cool-down: the pair is not raised again meanwhile."""
+        return f"{self.prefix}:inc:cooldown:{service}:{area}"
+
+    def incident_subscribers(self, incident_id: str) -> str:
+        """SET "customer id|number" of callers who pressed 1 to be told when it is fixed."""
+        return f"{self.prefix}:incident:{incident_id}:subs"
+
+    def incident_stats(self, incident_id: str) -> str:
+        """HASH absorbed / reached_agent / hung_up: what callers who heard the announcement did."""
+        return f"{self.prefix}:incident:{incident_id}:stats"
+
+    def incident_leader(self) -> str:
+        """The detector's lease: one instance looks at the counters at a time."""
+        return f"{self.prefix}:inc:leader"
 
     # agents
     def agent_state(self, agent_id: str) -> str:
@@ -174,3 +269,52 @@ class Keys:
         """ZSET id → epoch its finished record expires (only with `records`): those ids leave
         `callback_index()` once their record is gone."""
         return f"{self.prefix}:callbacks:expiring"
+
+    # outgoing webhooks (store/webhooks.py; ids from domain/webhooks.delivery_id)
+    def webhook_published(self, key_digest: str) -> str:
+        """STRING set once per publish key (SHA-256 of the key), expiring after hot_days: a second
+        publish with the same key sends nothing more."""
+        return f"{self.prefix}:webhook:published:{key_digest}"
+
+    def webhook_delivery(self, delivery_id: str) -> str:
+        """HASH of one delivery (endpoint, event, key, body, state, attempts, log …); final ones
+        expire after hot_days."""
+        return f"{self.prefix}:webhook:{delivery_id}"
+
+    def webhooks_due(self) -> str:
+        """ZSET delivery id → epoch its next attempt is due."""
+        return f"{self.prefix}:webhooks:due"
+
+    def webhooks_leased(self) -> str:
+        """ZSET delivery id → epoch the lease of the instance attempting it expires."""
+        return f"{self.prefix}:webhooks:leased"
+
+    def webhooks_lease_info(self) -> str:
+        """HASH delivery id → "<token> <due> <claimer>" of each current lease."""
+        return f"{self.prefix}:webhooks:leaseinfo"
+
+    def webhooks_index(self) -> str:
+        """ZSET every delivery id → creation epoch (the delivery log's listing)."""
+        return f"{self.prefix}:webhooks:all"
+
+    def webhooks_dead(self) -> str:
+        """ZSET dead-lettered delivery id → epoch it died (supervisors list and re-queue them)."""
+        return f"{self.prefix}:webhooks:dead"
+
+    # live wallboard (services/wallboard.py): what every instance's board is rebuilt from
+    def wallboard_waiting(self) -> str:
+        """HASH caller uid → {"q","at","p"}: callers waiting in a queue now (state: no TTL; an entry
+        leaves with the caller's leave, answer, abandon or hang-up)."""
+        return f"{self.prefix}:wb:waiting"
+
+    def wallboard_day(self, day: str) -> str:
+        """HASH `<queue>|<counter>` → count of one day (wallboard.timezone); expires after that day."""
+        return f"{self.prefix}:wb:day:{day}"
+
+    def wallboard_seen(self, kind: str, queue: str, uid: str) -> str:
+        """SET NX marker: this join/answer/abandon was counted once by some instance (short TTL)."""
+        return f"{self.prefix}:wb:seen:{kind}:{queue}:{uid}"
+
+    def wallboard_channel(self) -> str:
+        """Pub/sub channel of applied queue changes (domain.wallboard.encode_change)."""
+        return f"{self.prefix}:wb:changes"

@@ -1,0 +1,284 @@
+// The supervisors' wallboard: one websocket (/ws/wallboard), a snapshot then changes; no polling.
+// Waits and times in state tick here, from the server's clock (every frame carries `now`).
+// Everything from the server is put on the page as text (textContent), never as markup.
+(() => {
+  "use strict";
+
+  const $ = (id) => document.getElementById(id);
+  const STATES = ["ready", "ringing", "on_call", "wrap_up", "paused", "logged_out"];
+  const board = { queues: new Map(), agents: new Map(), slSeconds: 20 };
+  let offset = 0; // server clock − this clock, ms
+  let ws = null;
+  let retry = 1000;
+  let wanted = false; // keep a socket open (signed in as a supervisor)
+
+  // ---- messages (i18n catalogue: /static/i18n/<lang>.json, sections "common" and "wallboard") ----
+  const defaults = {
+    "wallboard.conn.live": "live", "wallboard.conn.off": "offline", "wallboard.conn.connecting": "connecting",
+    "wallboard.state.ready": "Ready", "wallboard.state.ringing": "Ringing", "wallboard.state.on_call": "On call",
+    "wallboard.state.wrap_up": "Wrap-up", "wallboard.state.paused": "Paused", "wallboard.state.logged_out": "Logged out",
+    "wallboard.login.failed": "Wrong agent id or password.", "wallboard.login.throttled": "Too many attempts; try again later.",
+    "wallboard.login.unreachable": "The server cannot be reached.",
+    "wallboard.incident.since": "since", "wallboard.incident.fix": "fix expected",
+  };
+  document.querySelectorAll("[data-i18n]").forEach((el) => { defaults[el.dataset.i18n] = el.textContent; });
+  let catalogue = {};
+  const t = (key) => catalogue[key] || defaults[key] || key;
+
+  function chosenLang() {
+    const asked = new URLSearchParams(location.search).get("lang");
+    const kept = localStorage.getItem("ivr.lang");
+    const lang = asked || kept || (navigator.language || "en");
+    return lang.toLowerCase().startsWith("zh") ? "zh" : "en";
+  }
+  let lang = chosenLang();
+
+  async function loadCatalogue() {
+    catalogue = {};
+    try {
+      const r = await fetch(`/static/i18n/${lang}.json`, { cache: "no-cache" });
+      if (r.ok) {
+        const data = await r.json();
+        for (const section of ["common", "wallboard"]) {
+          const entries = data && typeof data[section] === "object" ? data[section] : {};
+          for (const [k, v] of Object.entries(entries)) {
+            if (typeof v === "string") catalogue[k.startsWith(section + ".") ? k : `${section}.${k}`] = v;
+          }
+        }
+      }
+    } catch (e) { /* no catalogue: the English defaults stay */ }
+    document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+    document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+    $("lang").value = lang;
+    renderAll();
+  }
+
+  // ---- formatting ----
+  const locale = () => (lang === "zh" ? "zh-CN" : "en-GB");
+  const serverNow = () => Date.now() + offset;
+  function duration(ms) {
+    const s = Math.max(0, Math.floor(ms / 1000));
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+    const two = (n) => String(n).padStart(2, "0");
+    return h > 0 ? `${h}:${two(m)}:${two(sec)}` : `${m}:${two(sec)}`;
+  }
+  const clockTime = (ms) => new Intl.DateTimeFormat(locale(), { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false }).format(new Date(ms));
+  const shortTime = (ms) => new Intl.DateTimeFormat(locale(), { hour: "2-digit", minute: "2-digit", hour12: false }).format(new Date(ms));
+  const num = (n) => new Intl.NumberFormat(locale()).format(n);
+
+  // ---- views ----
+  function show(view) {
+    $("login-view").hidden = view !== "login";
+    $("refused").hidden = view !== "refused";
+    $("board").hidden = view !== "board";
+    $("btn-logout").hidden = view === "login";
+  }
+  function setConn(state) {
+    $("conn").dataset.conn = state;
+    $("conn").textContent = t(`wallboard.conn.${state}`);
+  }
+
+  function queueEl(name) {
+    let el = document.querySelector(`#queues .queue[data-queue="${CSS.escape(name)}"]`);
+    if (!el) {
+      el = $("queue-tpl").content.firstElementChild.cloneNode(true);
+      el.dataset.queue = name;
+      el.querySelector(".qname").textContent = name;
+      el.querySelectorAll("[data-i18n]").forEach((x) => { x.textContent = t(x.dataset.i18n); });
+      $("queues").appendChild(el);
+    }
+    return el;
+  }
+  function renderQueue(q) {
+    const el = queueEl(q.name);
+    el.querySelector(".waiting").textContent = num(q.waiting);
+    el.querySelector(".answered").textContent = num(q.answered);
+    el.querySelector(".abandoned").textContent = num(q.abandoned);
+    el.querySelector(".callbacks").textContent = num(q.callbacks);
+    el.querySelector(".sl").textContent = q.service_level === null ? "–" : `${q.service_level.toFixed(0)}%`;
+    el.dataset.busy = q.waiting > 0 ? "yes" : "no";
+    const slLow = q.service_level !== null && q.service_level < 80;
+    el.querySelector(".sl").classList.toggle("bad", slLow);
+    tickQueue(el, q);
+  }
+  function tickQueue(el, q) {
+    const longest = el.querySelector(".longest");
+    if (q.waiting > 0 && q.oldest_joined_at !== null) {
+      const wait = serverNow() - q.oldest_joined_at;
+      longest.textContent = duration(wait);
+      longest.classList.toggle("bad", wait > board.slSeconds * 1000);
+    } else {
+      longest.textContent = "–";
+      longest.classList.remove("bad");
+    }
+  }
+
+  function agentEl(id) {
+    let el = document.querySelector(`#agents .agent[data-agent="${CSS.escape(id)}"]`);
+    if (!el) {
+      el = $("agent-tpl").content.firstElementChild.cloneNode(true);
+      el.dataset.agent = id;
+      $("agents").appendChild(el);
+    }
+    return el;
+  }
+  function renderAgent(a) {
+    const el = agentEl(a.id);
+    el.dataset.state = STATES.includes(a.state) ? a.state : "logged_out";
+    el.querySelector(".aname").textContent = a.name || a.id;
+    el.querySelector(".astate").textContent = t(`wallboard.state.${el.dataset.state}`);
+    el.querySelector(".atime").textContent = duration(serverNow() - a.since);
+  }
+
+  function renderTotals(totals) {
+    $("total-waiting").textContent = num(totals.waiting);
+    $("total-callbacks").textContent = num(totals.callbacks_total);
+    for (const s of STATES) $(`count-${s}`).textContent = num((totals.agent_counts || {})[s] || 0);
+  }
+
+  function renderIncidents(inc) {
+    const list = $("incidents");
+    list.replaceChildren();
+    $("incidents-unknown").hidden = inc.known;
+    $("incidents-none").hidden = !inc.known || inc.items.length > 0;
+    for (const i of inc.items) {
+      const li = document.createElement("li");
+      li.dataset.state = i.state;
+      const head = document.createElement("strong");
+      head.textContent = [i.service, i.area].filter(Boolean).join(" · ");
+      const meta = document.createElement("span");
+      let text = `${i.state} · ${t("wallboard.incident.since")} ${shortTime(i.opened_at)}`;
+      if (i.expected_fix_at) text += ` · ${t("wallboard.incident.fix")} ${shortTime(i.expected_fix_at)}`;
+      meta.textContent = text;
+      li.append(head, meta);
+      list.appendChild(li);
+    }
+  }
+
+  function renderAll() {
+    board.queues.forEach(renderQueue);
+    board.agents.forEach(renderAgent);
+    if (board.totals) renderTotals(board.totals);
+    if (board.incidents) renderIncidents(board.incidents);
+    setConn($("conn").dataset.conn || "off");
+  }
+
+  function tick() {
+    $("clock").textContent = clockTime(serverNow());
+    document.querySelectorAll("#queues .queue").forEach((el) => {
+      const q = board.queues.get(el.dataset.queue);
+      if (q) tickQueue(el, q);
+    });
+    document.querySelectorAll("#agents .agent").forEach((el) => {
+      const a = board.agents.get(el.dataset.agent);
+      if (a) el.querySelector(".atime").textContent = duration(serverNow() - a.since);
+    });
+  }
+
+  // ---- frames ----
+  function onFrame(msg) {
+    if (typeof msg.now === "number") offset = msg.now - Date.now();
+    switch (msg.type) {
+      case "snapshot":
+        board.queues.clear(); board.agents.clear();
+        $("queues").replaceChildren(); $("agents").replaceChildren();
+        board.slSeconds = msg.service_level_seconds;
+        $("sl-seconds").textContent = String(msg.service_level_seconds);
+        $("day").textContent = msg.day;
+        for (const q of msg.queues) { board.queues.set(q.name, q); renderQueue(q); }
+        for (const a of msg.agents) { board.agents.set(a.id, a); renderAgent(a); }
+        board.totals = msg.totals; renderTotals(msg.totals);
+        board.incidents = msg.incidents; renderIncidents(msg.incidents);
+        show("board");
+        break;
+      case "queues":
+        for (const q of msg.queues) { board.queues.set(q.name, q); renderQueue(q); }
+        board.totals = msg.totals; renderTotals(msg.totals);
+        break;
+      case "agent":
+        if (msg.agent) { board.agents.set(msg.agent.id, msg.agent); renderAgent(msg.agent); }
+        board.totals = msg.totals; renderTotals(msg.totals);
+        break;
+      case "incidents":
+        board.incidents = msg.incidents; renderIncidents(msg.incidents);
+        break;
+      case "error":
+        if (msg.code === "forbidden") { wanted = false; show("refused"); }
+        else if (msg.code === "auth_failed" || msg.code === "auth_required" || msg.code === "auth_timeout") {
+          wanted = false; show("login");
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  function connect() {
+    if (!wanted || ws) return;
+    setConn("connecting");
+    const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/wallboard`;
+    const sock = new WebSocket(url);
+    ws = sock;
+    sock.onopen = () => { retry = 1000; setConn("live"); };
+    sock.onmessage = (ev) => {
+      let msg;
+      try { msg = JSON.parse(ev.data); } catch (e) { return; }
+      if (msg && typeof msg === "object") onFrame(msg);
+    };
+    sock.onclose = (ev) => {
+      ws = null;
+      setConn("off");
+      if (ev.code === 4403) { wanted = false; show("refused"); return; }
+      if (wanted) { setTimeout(start, retry); retry = Math.min(retry * 2, 10000); }
+    };
+  }
+
+  // ---- session: the login cookie authenticates the socket ----
+  async function start() {
+    let r;
+    try {
+      r = await fetch("/api/v1/me", { credentials: "same-origin" });
+    } catch (e) {
+      setConn("off"); setTimeout(start, retry); retry = Math.min(retry * 2, 10000); return;
+    }
+    if (r.status === 401) { wanted = false; show("login"); return; }
+    if (!r.ok) { setTimeout(start, retry); retry = Math.min(retry * 2, 10000); return; }
+    const me = await r.json();
+    if (!me.agent || !me.agent.supervisor) { wanted = false; show("refused"); return; }
+    wanted = true;
+    connect();
+  }
+
+  $("login-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    $("login-error").textContent = "";
+    let r;
+    try {
+      r = await fetch("/api/v1/login", {
+        method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ agent: $("login-agent").value, password: $("login-password").value }),
+      });
+    } catch (e) { $("login-error").textContent = t("wallboard.login.unreachable"); return; }
+    if (r.status === 429) { $("login-error").textContent = t("wallboard.login.throttled"); return; }
+    if (!r.ok) { $("login-error").textContent = t("wallboard.login.failed"); return; }
+    $("login-password").value = "";
+    start();
+  });
+
+  async function logout() {
+    wanted = false;
+    if (ws) ws.close();
+    try { await fetch("/api/v1/logout", { method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" }, body: "{}" }); } catch (e) { /* gone anyway */ }
+    show("login");
+  }
+  $("btn-logout").addEventListener("click", logout);
+  $("btn-switch").addEventListener("click", logout);
+  $("lang").addEventListener("change", () => {
+    lang = $("lang").value === "zh" ? "zh" : "en";
+    localStorage.setItem("ivr.lang", lang);
+    loadCatalogue();
+  });
+
+  setInterval(tick, 1000);
+  loadCatalogue().then(start);
+})();
