@@ -76,8 +76,28 @@ class AgentStatus:
 
 
 class CaseStatus(enum.StrEnum):
+    """A case's lifecycle (domain/cases.py has the allowed moves). `open` and `closed` are the
+    values of cases from before the lifecycle; a case is open (pops, the open-cases index) unless
+    closed. `closed` is "confirmed": the customer or the bill confirmed the result."""
+
     OPEN = "open"
+    IN_PROGRESS = "in_progress"
+    WAITING_CUSTOMER = "waiting_customer"
+    WAITING_BACKOFFICE = "waiting_backoffice"
+    RESOLVED = "resolved"
     CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class ChecklistItem:
+    """One thing a case still needs, from the customer or a back office, ticked off when done."""
+
+    id: str
+    text: str
+    source: str = "customer"  # "customer" | "backoffice" (the wire form calls it `from`)
+    done: bool = False
+    done_by: str | None = None
+    done_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +111,13 @@ class Case:
     severity: int = 3  # 1 = most severe
     still_needed: str = ""
     next_step: str = ""
+    # the lifecycle (issue 18); cases from before it load with these defaults
+    checklist: tuple[ChecklistItem, ...] = ()
+    due_at: float | None = None  # by severity (cases.yaml); overdue = not resolved/closed past it
+    updated_at: float | None = None  # the last change
+    handed_to: tuple[str, ...] = ()  # back offices the case was handed to (they may read it, post results)
+    compensated_cents: int = 0  # compensation granted or approved on the case so far
+    currency: str = ""  # of compensated_cents ("" until the first grant)
 
 
 class ContactKind(enum.StrEnum):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ivrserver.domain.cases import checklist_item_from_dict
 from ivrserver.domain.model import (
     Case,
     CaseStatus,
@@ -54,7 +55,8 @@ LIMIT $2
 """
 
 _CASES = """
-SELECT id, customer_id, status, summary, severity, owner_agent, still_needed, next_step, opened_at
+SELECT id, customer_id, status, summary, severity, owner_agent, still_needed, next_step, opened_at, due_at,
+       checklist, handed_to, compensated_cents, currency, updated_at
 FROM cases WHERE customer_id = ANY($1::text[])
 """
 
@@ -94,7 +96,10 @@ def _customer(row: Any) -> Customer:
 def _case(row: Any) -> Case:
     return Case(id=row["id"], customer_id=row["customer_id"], status=CaseStatus(row["status"]), summary=row["summary"],
                 opened_at=row["opened_at"].timestamp(), owner_agent=row["owner_agent"], severity=int(row["severity"]),
-                still_needed=row["still_needed"], next_step=row["next_step"])
+                still_needed=row["still_needed"], next_step=row["next_step"], due_at=_epoch(row["due_at"]),
+                checklist=tuple(checklist_item_from_dict(i) for i in json.loads(row["checklist"] or "[]")),
+                handed_to=tuple(row["handed_to"] or ()), compensated_cents=int(row["compensated_cents"]),
+                currency=row["currency"], updated_at=_epoch(row["updated_at"]))
 
 
 def _contact(row: Any) -> Contact:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 from ivrserver.domain.callbacks import Callback, CallbackMode
 from ivrserver.domain.callbacks import to_dict as callback_to_dict
+from ivrserver.domain.cases import checklist_item_to_dict
+from ivrserver.domain.compensation import Compensation
 from ivrserver.domain.menu_engine import PathEvent, PathKind
 from ivrserver.domain.menu_stats import CallPath
 from ivrserver.domain.model import AuditEntry, Case, Contact, Customer
@@ -121,6 +123,7 @@ class CaseEventRow:
     actor: str  # an agent id, `system`, `import`, `backoffice:<name>`
     kind: str  # opened, updated, closed, reopened, ...
     detail: Mapping[str, object]
+    why: str = ""  # required to reopen, wait and resolve (domain/cases.py)
 
 
 _NOT_DELETED_SINCE = "NOT EXISTS (SELECT 1 FROM deleted_customers d WHERE d.id = {id} AND d.rev > {rev})"
@@ -184,17 +187,23 @@ async def delete_customers(conn: asyncpg.Connection, deletions: Sequence[tuple[s
 
 _CASE_UPSERT = f"""
 INSERT INTO cases AS k (id, customer_id, status, summary, severity, owner_agent, still_needed, next_step,
-                        opened_at, closed_at, updated_at, rev)
+                        opened_at, closed_at, updated_at, rev, due_at, checklist, handed_to, compensated_cents,
+                        currency, resolved_at)
 SELECT $1::text, $2::text, $3::text, $4::text, $5::smallint, $6::text, $7::text, $8::text, $9::timestamptz,
-       CASE WHEN $3::text = 'open' THEN NULL ELSE $10::timestamptz END, $10::timestamptz, $11::bigint
+       CASE WHEN $3::text = 'closed' THEN $10::timestamptz END, $10::timestamptz, $11::bigint,
+       $12::timestamptz, $13::jsonb, $14::text[], $15::bigint, $16::text,
+       CASE WHEN $3::text IN ('resolved', 'closed') THEN $10::timestamptz END
 WHERE {_NOT_DELETED_SINCE.format(id="$2", rev="$11")}
 ON CONFLICT (id) DO UPDATE SET
     customer_id = EXCLUDED.customer_id, status = EXCLUDED.status, summary = EXCLUDED.summary,
     severity = EXCLUDED.severity, owner_agent = EXCLUDED.owner_agent, still_needed = EXCLUDED.still_needed,
     next_step = EXCLUDED.next_step, opened_at = EXCLUDED.opened_at,
-    -- a closed case keeps the time it was first closed; a reopened one has none
-    closed_at = CASE WHEN EXCLUDED.status = 'open' THEN NULL ELSE COALESCE(k.closed_at, EXCLUDED.closed_at) END,
-    updated_at = EXCLUDED.updated_at, rev = EXCLUDED.rev
+    -- a closed case keeps the time it was first closed (resolved: first resolved); a reopened one has none
+    closed_at = CASE WHEN EXCLUDED.status = 'closed' THEN COALESCE(k.closed_at, EXCLUDED.closed_at) END,
+    resolved_at = CASE WHEN EXCLUDED.status IN ('resolved', 'closed')
+                       THEN COALESCE(k.resolved_at, EXCLUDED.resolved_at) END,
+    updated_at = EXCLUDED.updated_at, rev = EXCLUDED.rev, due_at = EXCLUDED.due_at, checklist = EXCLUDED.checklist,
+    handed_to = EXCLUDED.handed_to, compensated_cents = EXCLUDED.compensated_cents, currency = EXCLUDED.currency
 WHERE k.rev <= EXCLUDED.rev
 """
 
@@ -203,13 +212,15 @@ async def upsert_cases(conn: asyncpg.Connection, cases: Sequence[tuple[Case, flo
     """(case, time of the change, revision) triples, in stream order."""
     await conn.executemany(_CASE_UPSERT, [
         (k.id, k.customer_id, k.status.value, k.summary, k.severity, k.owner_agent, k.still_needed, k.next_step,
-         ts(k.opened_at), ts(at), rev)
+         ts(k.opened_at), ts(at), rev, ts(k.due_at),
+         json.dumps([checklist_item_to_dict(i) for i in k.checklist], ensure_ascii=False, separators=(",", ":")),
+         list(k.handed_to), k.compensated_cents, k.currency)
         for k, at, rev in cases])
 
 
 _CASE_EVENT_INSERT = f"""
-INSERT INTO case_events (entry_id, case_id, customer_id, at, actor, kind, detail, rev)
-SELECT $1::text, $2::text, $3::text, $4::timestamptz, $5::text, $6::text, $7::jsonb, $8::bigint
+INSERT INTO case_events (entry_id, case_id, customer_id, at, actor, kind, detail, rev, why)
+SELECT $1::text, $2::text, $3::text, $4::timestamptz, $5::text, $6::text, $7::jsonb, $8::bigint, $9::text
 WHERE $3::text IS NULL OR {_NOT_DELETED_SINCE.format(id="$3", rev="$8")}
 ON CONFLICT (entry_id) DO NOTHING
 """
@@ -219,8 +230,30 @@ async def insert_case_events(conn: asyncpg.Connection, events: Sequence[tuple[Ca
     """(event, revision) pairs; each is appended once, whatever the number of deliveries."""
     await conn.executemany(_CASE_EVENT_INSERT, [
         (e.entry_id, e.case_id, e.customer_id, ts(e.at), e.actor, e.kind,
-         json.dumps(dict(e.detail), ensure_ascii=False, separators=(",", ":")), rev)
+         json.dumps(dict(e.detail), ensure_ascii=False, separators=(",", ":")), rev, e.why)
         for e, rev in events])
+
+
+_COMPENSATION_UPSERT = f"""
+INSERT INTO case_compensations AS p (id, case_id, customer_id, amount_cents, currency, reason, granted_by,
+                                     approved_by, state, requested_at, decided_at, decision_why, revision)
+SELECT $1::text, $2::text, $3::text, $4::bigint, $5::text, $6::text, $7::text, $8::text, $9::text,
+       $10::timestamptz, $11::timestamptz, $12::text, $13::bigint
+WHERE {_NOT_DELETED_SINCE.format(id="$3", rev="$13")}
+ON CONFLICT (id) DO UPDATE SET
+    approved_by = EXCLUDED.approved_by, state = EXCLUDED.state, decided_at = EXCLUDED.decided_at,
+    decision_why = EXCLUDED.decision_why, revision = EXCLUDED.revision
+WHERE p.revision <= EXCLUDED.revision
+"""
+
+
+async def upsert_case_compensations(conn: asyncpg.Connection,
+                                    compensations: Sequence[tuple[Compensation, int]]) -> None:
+    """(compensation as it is now, revision) pairs: the newest version of each wins."""
+    await conn.executemany(_COMPENSATION_UPSERT, [
+        (c.id, c.case_id, c.customer_id, c.amount_cents, c.currency, c.reason, c.granted_by, c.approved_by,
+         c.state.value, ts(c.requested_at), ts(c.decided_at), c.decision_why, rev)
+        for c, rev in compensations])
 
 
 _CALLBACK_UPSERT = """

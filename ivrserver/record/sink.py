@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ivrserver.domain.callbacks import TERMINAL_STATES, Callback
 from ivrserver.domain.callbacks import from_dict as callback_from_dict
 from ivrserver.domain.callbacks import to_dict as callback_to_dict
+from ivrserver.domain.compensation import from_dict as compensation_from_dict
 from ivrserver.domain.menu_stats import CallPath
 from ivrserver.record.rollup import mark_dirty
 from ivrserver.record.rows import (
@@ -35,6 +36,7 @@ from ivrserver.record.rows import (
     delete_customers,
     insert_audit,
     insert_case_events,
+    upsert_case_compensations,
     upsert_cases,
     upsert_contacts,
     upsert_customers,
@@ -56,7 +58,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GROUP = "record"
-KINDS = ("contact", "path", "audit", "customer", "customer_deleted", "case", "case_event", "callback")
+KINDS = ("contact", "path", "audit", "customer", "customer_deleted", "case", "case_event", "callback",
+         "case_compensation")
 
 
 def revision(entry_id: str) -> int:
@@ -188,7 +191,10 @@ def _decode_one(entry_id: str, kind: str, data: str, fields: Mapping[str, str]) 
         customer_id = d.get("customer_id")
         return (CaseEventRow(entry_id=entry_id, case_id=str(d["case_id"]),
                              customer_id=None if customer_id is None else str(customer_id), at=float(d["at"]),
-                             actor=str(d["actor"]), kind=str(d["kind"]), detail=detail), rev)
+                             actor=str(d["actor"]), kind=str(d["kind"]), detail=detail,
+                             why=str(d.get("why") or "")), rev)
+    if kind == "case_compensation":
+        return (compensation_from_dict(json.loads(data)), rev)
     if kind == "callback":
         d = json.loads(data)
         if not isinstance(d, dict):
@@ -221,7 +227,7 @@ async def _paths(conn: asyncpg.Connection, paths: Sequence[CallPath]) -> None:
 WRITERS: dict[str, Callable[[asyncpg.Connection, list[Any]], Awaitable[None]]] = {
     "contact": upsert_contacts, "path": _paths, "audit": insert_audit, "customer": upsert_customers,
     "customer_deleted": delete_customers, "case": upsert_cases, "case_event": insert_case_events,
-    "callback": upsert_finished_callbacks,
+    "callback": upsert_finished_callbacks, "case_compensation": upsert_case_compensations,
 }
 
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
+from ivrserver.domain.cases import ACTIVE
 from ivrserver.domain.model import Case, CaseStatus, Contact, Customer
 from ivrserver.store import scripts
 from ivrserver.store.cases import case_to_json
@@ -41,7 +42,8 @@ end
 return n
 """)
 
-# ARGV: case prefix, open cases prefix, customer cases prefix, JSON [[id, customer, case, opened_at, open]]
+# ARGV: case prefix, open cases prefix, customer cases prefix, JSON [[id, customer, case, opened_at, open,
+# due (0: none)]], due cases index
 _CASES = scripts.declare("""
 local n = 0
 for _, k in ipairs(cjson.decode(ARGV[4])) do
@@ -49,6 +51,7 @@ for _, k in ipairs(cjson.decode(ARGV[4])) do
     n = n + 1
     redis.call('ZADD', ARGV[3] .. k[2], k[4], k[1])
     if k[5] == 1 then redis.call('ZADD', ARGV[2] .. k[2], k[4], k[1]) end
+    if k[6] ~= 0 then redis.call('ZADD', ARGV[5], k[6], k[1]) end
   end
 end
 return n
@@ -91,10 +94,11 @@ async def restore_customers(redis: aioredis.Redis, keys: Keys, customers: Sequen
 async def restore_cases(redis: aioredis.Redis, keys: Keys, cases: Sequence[Case]) -> int:
     if not cases:
         return 0
-    batch = [[k.id, k.customer_id, case_to_json(k), k.opened_at, 1 if k.status is CaseStatus.OPEN else 0]
+    batch = [[k.id, k.customer_id, case_to_json(k), k.opened_at, 1 if k.status is not CaseStatus.CLOSED else 0,
+              k.due_at if k.due_at is not None and k.status in ACTIVE else 0]
              for k in cases]
     return int(await scripts.script(redis, _CASES)(keys=[], args=[
-        keys.case(""), keys.open_cases(""), keys.customer_cases(""), _dumps(batch)]))
+        keys.case(""), keys.open_cases(""), keys.customer_cases(""), _dumps(batch), keys.cases_due()]))
 
 
 async def restore_contacts(redis: aioredis.Redis, keys: Keys, contacts: Sequence[Contact], *, now: float,

@@ -87,12 +87,13 @@ async def test_every_customer_and_case_write_queues_its_record_in_the_same_multi
         opened.append(await case_store.open_case(redis_client, keys, customer_id="c1", summary="no line", now=NOW,
                                                  actor="agent1001"))
     inside, outside = await transactions(redis_client, open_it)
-    assert not xadds(outside) and [len(xadds(t)) for t in inside] == [2]  # the case and its event
+    # the case and its event on the outbox, the change on the case-changes stream (the follow-up)
+    assert not xadds(outside) and [len(xadds(t)) for t in inside] == [3]
     case_id = opened[0].id
 
     inside, outside = await transactions(redis_client, lambda: case_store.update_case(
         redis_client, keys, case_id, {"status": CaseStatus.CLOSED}, now=NOW + 1, actor="agent1001"))
-    assert not xadds(outside) and [len(xadds(t)) for t in inside] == [2]
+    assert not xadds(outside) and [len(xadds(t)) for t in inside] == [3]
 
     stored = await customer_store.get_customer(redis_client, keys, "c1")
     assert stored is not None and stored.pin_hash
