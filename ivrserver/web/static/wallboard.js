@@ -21,7 +21,9 @@
     "wallboard.login.unreachable": "The server cannot be reached.",
     "wallboard.incident.since": "since", "wallboard.incident.fix": "fix expected",
   };
-  document.querySelectorAll("[data-i18n]").forEach((el) => { defaults[el.dataset.i18n] = el.textContent; });
+  const remember = (el) => { defaults[el.dataset.i18n] = el.textContent; };
+  document.querySelectorAll("[data-i18n]").forEach(remember);
+  document.querySelectorAll("template").forEach((tpl) => tpl.content.querySelectorAll("[data-i18n]").forEach(remember));
   let catalogue = {};
   const t = (key) => catalogue[key] || defaults[key] || key;
 
