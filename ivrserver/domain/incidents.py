@@ -311,3 +311,42 @@ def mask_number(number: str) -> str:
         return "*" * len(number)
     return number[:6] + "*" * (len(number) - 10) + number[-4:] if len(number) > 10 else \
         number[:3] + "*" * (len(number) - 5) + number[-2:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain data (Redis JSON, the outbox, REST)
+
+
+def _opt_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def _numbers(value: object) -> dict[str, float | int | None]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): v for k, v in value.items()
+            if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))}
+
+
+def to_dict(incident: Incident) -> dict[str, object]:
+    return {"id": incident.id, "service": incident.service, "area": incident.area, "state": incident.state.value,
+            "opened_at": incident.opened_at, "opened_by": incident.opened_by, "area_names": dict(incident.area_names),
+            "planned": incident.planned, "acknowledged_at": incident.acknowledged_at,
+            "resolved_at": incident.resolved_at, "cause": incident.cause, "expected_fix_at": incident.expected_fix_at,
+            "counts": dict(incident.counts), "figures": dict(incident.figures), "revision": incident.revision,
+            "updated_at": incident.updated_at}
+
+
+def from_dict(d: Mapping[str, object]) -> Incident:
+    """Raises ValueError/KeyError/TypeError on a malformed record."""
+    names = d.get("area_names") or {}
+    if not isinstance(names, Mapping):
+        raise ValueError("area_names is not an object")
+    return Incident(
+        id=str(d["id"]), service=str(d["service"]), area=str(d["area"]), state=IncidentState(str(d["state"])),
+        opened_at=float(d["opened_at"]), opened_by=str(d["opened_by"]),  # type: ignore[arg-type]
+        area_names={str(k): str(v) for k, v in names.items()}, planned=bool(d.get("planned", False)),
+        acknowledged_at=_opt_float(d.get("acknowledged_at")), resolved_at=_opt_float(d.get("resolved_at")),
+        cause=str(d.get("cause") or ""), expected_fix_at=_opt_float(d.get("expected_fix_at")),
+        counts=_numbers(d.get("counts")), figures=_numbers(d.get("figures")),
+        revision=int(d.get("revision", 1)), updated_at=float(d.get("updated_at") or 0.0))  # type: ignore[arg-type]

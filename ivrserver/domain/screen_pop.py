@@ -68,6 +68,9 @@ class PopContext:
     callback: Mapping[str, Any] | None = None
     transferred_from: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+    # active incidents relevant to the caller: {"id","service_name","area_name","state","cause",
+    # "expected_fix_at","opened_at"} (services/incidents.pop_entry)
+    incidents: Sequence[Mapping[str, Any]] = ()
 
 
 def mask_account(account_number: str | None) -> str | None:
@@ -218,7 +221,20 @@ def build_pop(ctx: PopContext, *, role: Role, now: float, max_history: int = MAX
         "callback": None if ctx.callback is None else callback_entry(ctx.callback),
         "transferred_from": ctx.transferred_from,
         "extra": {_text(k, 64): _text(v, 300) for k, v in ctx.extra.items()},
+        "incidents": [incident_entry(i) for i in list(ctx.incidents)[:5]],
     }
+
+
+def _epoch(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def incident_entry(incident: Mapping[str, Any]) -> dict[str, Any]:
+    """One incident on the pop: text fields bounded, times as numbers or None."""
+    return {"id": _text(incident.get("id", ""), 120), "service": _text(incident.get("service_name", ""), 80),
+            "area": _text(incident.get("area_name", ""), 80), "state": _text(incident.get("state", ""), 20),
+            "cause": _text(incident.get("cause", ""), 300), "expected_fix_at": _epoch(incident.get("expected_fix_at")),
+            "opened_at": _epoch(incident.get("opened_at"))}
 
 
 def phase_update(call_id: str, phase: Phase, *, now: float, contact_id: str | None = None,

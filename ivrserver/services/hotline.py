@@ -29,6 +29,7 @@ from ivrserver.pbx.fastagi import AgiChannel
 from ivrserver.services.callbacks import CallbackService
 from ivrserver.services.contact_tracker import ContactTracker
 from ivrserver.services.customers import identify_by_account
+from ivrserver.services.incidents import IncidentService
 from ivrserver.services.ivr_call import run_menu
 from ivrserver.services.menus import MenuRegistry
 from ivrserver.services.routing import RoutingService
@@ -71,18 +72,25 @@ class HotlineService:
         # wait at most as long (not at all when the snapshot already failed) and finish unawaited.
         self._snapshot_timeout = snapshot_timeout
         self._pending_writes: set[asyncio.Task[None]] = set()
+        self._incidents: IncidentService | None = None
 
     def attach_callbacks(self, callbacks: CallbackService) -> None:
         """The callback service is built after the hotline (it needs the AMI dialer)."""
         self._callbacks = callbacks
 
-    def _lookup(self, number: str) -> asyncio.Task[tuple[CallerSnapshot, str | None]]:
-        """Start the caller snapshot and the entry announcement: one round trip before the first prompt."""
-        return asyncio.ensure_future(customers.snapshot_and_announcement(
-            self._redis, self._keys, number, menu=self._entry, default_country=self._country))
+    def attach_incidents(self, incidents: IncidentService) -> None:
+        """Mass-fault incidents: complaints counted, matching callers hear the announcement."""
+        self._incidents = incidents
 
-    async def _snapshot(self, lookup: asyncio.Task[tuple[CallerSnapshot, str | None]],
-                        deadline: float) -> tuple[CallerSnapshot, tuple[str, ...]] | None:
+    def _lookup(self, number: str) -> asyncio.Task[tuple[CallerSnapshot, str, list[str]]]:
+        """Start the caller snapshot, the entry announcement and the active incidents: one round
+        trip before the first prompt."""
+        return asyncio.ensure_future(customers.snapshot_for_call(
+            self._redis, self._keys, number, menu=self._entry, default_country=self._country,
+            incidents=self._incidents is not None))
+
+    async def _snapshot(self, lookup: asyncio.Task[tuple[CallerSnapshot, str, list[str]]],
+                        deadline: float) -> tuple[CallerSnapshot, tuple[str, ...], list[str]] | None:
         """The lookup's result, or None when Redis failed or did not answer by `deadline` (loop time).
 
         Past the deadline the caller goes on as unknown but the lookup is not cut off: redis-py
@@ -91,7 +99,7 @@ class HotlineService:
         client's socket timeout."""
         try:
             async with asyncio.timeout_at(deadline):
-                snapshot, raw = await asyncio.shield(lookup)
+                snapshot, raw, active = await asyncio.shield(lookup)
         except TimeoutError:
             lookup.add_done_callback(_consume)
             log.error("caller lookup took longer than %ss; serving the caller as unknown", self._snapshot_timeout)
@@ -100,7 +108,7 @@ class HotlineService:
             # Redis down: the caller is served as unknown (menu, then a human), never dropped.
             log.error("caller lookup failed; serving the caller as unknown", extra={"error": str(exc)})
             return None
-        return snapshot, callpath.parse_announcement(raw)
+        return snapshot, callpath.parse_announcement(raw), active
 
     async def offer_callback(self, cmd: e.OfferCallback, snapshot: CallerSnapshot, customer_id: str | None) -> bool:
         """"Press 2 to be called back": keep the caller's place in the queue (virtual hold)."""
@@ -146,8 +154,13 @@ class HotlineService:
             raise
         looked_up = await self._snapshot(lookup, deadline)
         redis_ok = looked_up is not None
-        snapshot, announcement = looked_up if looked_up is not None else (CallerSnapshot(number=""), ())
+        snapshot, announcement, active = looked_up if looked_up is not None else (CallerSnapshot(number=""), (), [])
         customer: Customer | None = snapshot.customer
+        incidents = self._incidents
+        offer = incidents.offer(snapshot, active) if incidents is not None else None
+        if offer is not None and customer is not None and customer.language in offer.prompts:
+            offer = dataclasses.replace(offer, prompts={customer.language: offer.prompts[customer.language]},
+                                        thanks={k: v for k, v in offer.thanks.items() if k == customer.language})
         await self._report(channel, CallFacts(kind=ContactKind.INBOUND, number=snapshot.number or None,
                                               customer_id=customer.id if customer else None, context_id=context_id),
                            in_ivr=True)
@@ -156,6 +169,7 @@ class HotlineService:
         reason = decision.reason
         path: tuple[dict[str, Any], ...] = ()
         recorded: CallPath | None = None
+        counters: list[list[str]] = []
         customer_id = customer.id if customer else None
         if decision.action is Action.MENU and self._entry not in version.menus:
             # no valid menu is live (an invalid file at start): no decision, the dialplan's
@@ -166,7 +180,11 @@ class HotlineService:
         elif decision.action is Action.MENU:
             outcome = await run_menu(channel, version, snapshot, None, started, menu=self._entry,
                                      announcement=announcement, identify=self._identify,
-                                     offer_callback=self.offer_callback, clock=self._clock)
+                                     offer_callback=self.offer_callback, clock=self._clock, incident=offer,
+                                     subscribe=(lambda i, c: incidents.subscribe(i, snapshot, c))
+                                     if incidents is not None else None)
+            if incidents is not None:
+                counters = incidents.complaint_ops(self._clock(), snapshot, outcome.path, outcome.customer_id)
             recorded = CallPath(outcome.call_id, outcome.menu, outcome.version, started, outcome.path)
             path = path_dicts(outcome.path)
             customer_id = outcome.customer_id
@@ -183,10 +201,11 @@ class HotlineService:
             await self._report(channel, CallFacts(routing_reason=reason))
         ctx = CallContext(id=context_id, number=snapshot.number, started_at=started, customer_id=customer_id,
                           routing_reason=reason, menu=self._entry, menu_version=version.version,
-                          ivr_path=path)
-        # the IVR path and the context in one round trip, before the dialplan rings an agent; the
-        # call waits for it only as long as for the snapshot (not at all if Redis already failed)
-        write = asyncio.create_task(self._save(ctx, recorded), name="call-context-write")
+                          ivr_path=path, incidents=tuple(incidents.pop_entries(snapshot, active)) if incidents else ())
+        # the IVR path, the context and the complaint counters in one round trip, before the
+        # dialplan rings an agent; the call waits for it only as long as for the snapshot (not at
+        # all if Redis already failed)
+        write = asyncio.create_task(self._save(ctx, recorded, counters), name="call-context-write")
         self._pending_writes.add(write)
         write.add_done_callback(self._pending_writes.discard)
         if redis_ok:
@@ -195,10 +214,11 @@ class HotlineService:
             log.warning("call context write still pending after %ss; the call goes on without waiting",
                         self._snapshot_timeout if redis_ok else 0)
 
-    async def _save(self, ctx: CallContext, recorded: CallPath | None) -> None:
+    async def _save(self, ctx: CallContext, recorded: CallPath | None, counters: list[list[str]]) -> None:
         try:
             if recorded is not None:
-                await self._recorder.record(recorded, context=call_context.as_write(self._keys, ctx))
+                await self._recorder.record(recorded, context=call_context.as_write(self._keys, ctx),
+                                            counters=counters)
             else:
                 await call_context.save(self._redis, self._keys, ctx)
         except (RedisError, OSError) as exc:

@@ -36,6 +36,8 @@ IdentifyFn = Callable[[str, str], Awaitable[Any]]
 OfferCallbackFn = Callable[[e.OfferCallback, CallerSnapshot, str | None], Awaitable[bool]]
 # lookup(customer, fields) → field values; default: the customer's attributes
 LookupFn = Callable[[Customer | None, tuple[str, ...]], Awaitable[Mapping[str, str | None]]]
+# subscribe(incident id, customer id) → True when the caller will be told when it is fixed
+SubscribeFn = Callable[[str, str | None], Awaitable[bool]]
 
 
 class Channel(Protocol):
@@ -91,6 +93,7 @@ class _Driver:
         self.identify = identify
         self.offer_callback = offer_callback
         self.lookup = lookup
+        self.subscribe: SubscribeFn | None = None
         self.variables: dict[str, str] = {}
 
     async def say(self, item: e.Say, escape: str) -> str | None:
@@ -178,7 +181,8 @@ class _Driver:
 async def run_menu(channel: Channel, version: MenuVersion, snapshot: CallerSnapshot, recorder: PathRecorder | None,
                    now: float, *, menu: str | None = None, announcement: tuple[str, ...] = (),
                    identify: IdentifyFn | None = None, offer_callback: OfferCallbackFn | None = None,
-                   lookup: LookupFn = _attributes, clock: Callable[[], float] = time.time) -> MenuOutcome:
+                   lookup: LookupFn = _attributes, clock: Callable[[], float] = time.time,
+                   incident: e.IncidentOffer | None = None, subscribe: SubscribeFn | None = None) -> MenuOutcome:
     """Run one call through `menu` (default: the AGI script name) of the version taken at call start.
 
     `now` is the call's start (epoch seconds): it chooses the entry node by the menu's hours.
@@ -189,8 +193,10 @@ async def run_menu(channel: Channel, version: MenuVersion, snapshot: CallerSnaps
     definition = version.menu(name)
     run = e.MenuRun(definition)
     driver = _Driver(channel, snapshot, clock, identify, offer_callback, lookup)
+    driver.subscribe = subscribe
     error = ""
-    commands = run.start(e.StartContext(now=local_time(definition, now), announcement=announcement))
+    commands = run.start(e.StartContext(now=local_time(definition, now), announcement=announcement,
+                                        incident=incident if subscribe is not None else None))
     # The call runs in the menu's language; Asterisk starts every channel in its own default
     # (agi_language, usually en). Align the channel when they differ, so recorded prompts
     # (<lang>/<name>) and Asterisk's SAY follow the menu from the first prompt.
@@ -255,6 +261,10 @@ async def _execute(driver: _Driver, run: e.MenuRun, cmd: e.Command) -> e.Event |
         return await driver.identify_caller(cmd)
     if isinstance(cmd, e.OfferCallback):
         return await driver.callback(cmd, run.customer_id or (driver.customer.id if driver.customer else None))
+    if isinstance(cmd, e.Subscribe):
+        accepted = driver.subscribe is not None and await driver.subscribe(
+            cmd.incident_id, run.customer_id or (driver.customer.id if driver.customer else None))
+        return e.Subscribed(bool(accepted), driver.clock())
     if isinstance(cmd, e.SetLanguage):
         await driver.channel.set_language(cmd.language)
         await driver.channel.set_variable("IVR_LANGUAGE", cmd.language)

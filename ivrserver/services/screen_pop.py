@@ -175,7 +175,8 @@ class ScreenPopService:
             kind=ContactKind(ctx.kind) if ctx else ContactKind.INBOUND, contact_id=contact_id, customer=customer,
             routing_reason=ctx.routing_reason if ctx else "", queue=queue,
             ivr_path=steps_from_path(ctx.ivr_path) if ctx else [],
-            recent_contacts=contacts, open_cases=cases, callback=(ctx.callback or None) if ctx else None)
+            recent_contacts=contacts, open_cases=cases, callback=(ctx.callback or None) if ctx else None,
+            incidents=ctx.incidents if ctx else ())
         pop = build_pop(pop_ctx, role=Role.SUPERVISOR if agent.supervisor else Role.AGENT, now=now)
         self._remember(leg_id, _Leg(agent.id, pop_ctx.call_id, customer_id, contact_id))
         await self._hub.publish(agent.id, pop, customer_id=customer_id, now=now)

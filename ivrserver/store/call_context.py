@@ -30,17 +30,21 @@ class CallContext:
     menu_version: str = ""
     ivr_path: tuple[dict[str, Any], ...] = ()
     callback: dict[str, Any] = field(default_factory=dict)
+    # active incidents relevant to the caller (services/incidents.pop_entry), shown on the pop
+    incidents: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> str:
         # not dataclasses.asdict: it deep-copies the path's dicts (written for every call)
         doc = {f.name: getattr(self, f.name) for f in fields(self)}
         doc["ivr_path"] = list(self.ivr_path)
+        doc["incidents"] = list(self.incidents)
         return json.dumps(doc, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, raw: str) -> CallContext:
         doc = json.loads(raw)
         doc["ivr_path"] = tuple(doc.get("ivr_path") or ())
+        doc["incidents"] = tuple(i for i in doc.get("incidents") or () if isinstance(i, dict))
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in doc.items() if k in known})
 

@@ -68,11 +68,26 @@ def path_to_json(path: CallPath, events: Sequence[str] | None = None) -> str:
 
 # KEYS: path list, menu index[, context]; ARGV: retention, call id, start, trim bound, context TTL,
 # context JSON ('' with no context key), outbox key and the path's record ('' when no system of
-# record is configured), then the list items (header, events)
+# record is configured), the call's counter operations (JSON, '' for none: store/incidents.py
+# complaint_ops), then the list items (header, events)
 _SAVE_PATH = scripts.declare("""
 local retention = tonumber(ARGV[1])
 redis.call('DEL', KEYS[1])
-for i = 9, #ARGV, 1000 do  -- in chunks: unpack() of a long path would overflow Lua's C stack
+if ARGV[9] ~= '' then
+  for _, op in ipairs(cjson.decode(ARGV[9])) do
+    if op[1] == 'incr' then
+      redis.call('INCR', op[2])
+      redis.call('EXPIRE', op[2], op[3])
+    elseif op[1] == 'zadd' then
+      redis.call('ZADD', op[2], op[3], op[4])
+      redis.call('EXPIRE', op[2], op[5])
+    elseif op[1] == 'hincr' then
+      redis.call('HINCRBY', op[2], op[3], 1)
+      redis.call('EXPIRE', op[2], op[4])
+    end
+  end
+end
+for i = 10, #ARGV, 1000 do  -- in chunks: unpack() of a long path would overflow Lua's C stack
   redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
 if ARGV[7] ~= '' then
@@ -95,10 +110,12 @@ class RedisPathRecorder:
         self.keys = keys
         self.retention = int(retention_seconds)
 
-    async def record(self, path: CallPath, *, context: tuple[str, str, int] | None = None) -> None:
+    async def record(self, path: CallPath, *, context: tuple[str, str, int] | None = None,
+                     counters: Sequence[Sequence[str]] = ()) -> None:
         """Write the path (replacing an earlier one of the same call) and index it by start time;
         `context` = (key, JSON, TTL seconds) is saved in the same script run, and with a system of
-        record (`keys.records`) the path is appended to the outbox there too."""
+        record (`keys.records`) the path is appended to the outbox there too; `counters` are the
+        call's complaint counters (store/incidents.complaint_ops), in the same run as well."""
         header = json.dumps({"call": path.call_id, "menu": path.menu, "version": path.version,
                              "started_at": path.started_at}, separators=(",", ":"))
         keys = [self.keys.ivr_path(path.call_id), self.keys.ivr_calls(path.menu)]
@@ -111,7 +128,8 @@ class RedisPathRecorder:
         record = "" if outbox is None else path_to_json(path, events)
         await scripts.script(self.redis, _SAVE_PATH)(keys=keys, args=[
             self.retention, path.call_id, repr(path.started_at), f"({path.started_at - self.retention!r}", int(ttl),
-            document, outbox or "", record, header, *events])
+            document, outbox or "", record,
+            json.dumps(counters, separators=(",", ":")) if counters else "", header, *events])
 
 
 def _parse(raw: Sequence[str]) -> CallPath | None:

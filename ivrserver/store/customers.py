@@ -240,15 +240,18 @@ async def account_owner(redis: aioredis.Redis, keys: Keys, account_number: str) 
 _SNAPSHOT_LUA = scripts.declare("""
 -- KEYS: phone index sets of the caller's number (normal form, then older forms).
 -- ARGV: key prefixes built by Keys (customer, open cases, case, timeline, contact), the
--- maximum number of open cases to return, and the key of the menu's entry announcement
--- ('' for none: its value is returned last, '' when unset).
+-- maximum number of open cases to return, the key of the menu's entry announcement ('' for
+-- none: its value is returned fifth, '' when unset) and the key of the active incidents ('' for
+-- none: their HASH values are returned sixth; a handful at most, filtered by area in Python).
 local announcement = ''
 if ARGV[7] and ARGV[7] ~= '' then announcement = redis.call('GET', ARGV[7]) or '' end
+local incidents = {}
+if ARGV[8] and ARGV[8] ~= '' then incidents = redis.call('HVALS', ARGV[8]) end
 local ids = redis.call('SUNION', unpack(KEYS))
-if #ids ~= 1 then return {#ids, false, {}, '', announcement} end
+if #ids ~= 1 then return {#ids, false, {}, '', announcement, incidents} end
 local id = ids[1]
 local profile = redis.call('GET', ARGV[1] .. id)
-if not profile then return {0, false, {}, '', announcement} end
+if not profile then return {0, false, {}, '', announcement, incidents} end
 local cases = {}
 local case_ids = redis.call('ZREVRANGE', ARGV[2] .. id, 0, tonumber(ARGV[6]) - 1)
 for _, case_id in ipairs(case_ids) do
@@ -267,7 +270,7 @@ for _, contact_id in ipairs(recent) do
     end
   end
 end
-return {1, profile, cases, last, announcement}
+return {1, profile, cases, last, announcement, incidents}
 """)
 
 
@@ -294,26 +297,44 @@ async def snapshot_and_announcement(redis: aioredis.Redis, keys: Keys, number: s
                                     ) -> tuple[CallerSnapshot, str]:
     """The caller snapshot and, with `menu`, the raw value of that menu's entry announcement
     ('' when off), in the same round trip: what a call needs before its first prompt."""
+    snapshot, announcement, _ = await snapshot_for_call(redis, keys, number, menu=menu,
+                                                        default_country=default_country, incidents=False)
+    return snapshot, announcement
+
+
+async def snapshot_for_call(redis: aioredis.Redis, keys: Keys, number: str | None, *,
+                            menu: str | None = None, default_country: str = "", incidents: bool = True,
+                            ) -> tuple[CallerSnapshot, str, list[str]]:
+    """`snapshot_and_announcement` and, with `incidents`, the raw JSON of every active incident
+    (store/incidents.py), still in one round trip."""
     announcement_key = keys.announcement(menu) if menu else ""
+    incidents_key = keys.incidents_active() if incidents else ""
     forms = phone.lookup_forms(number, default_country)
+    if not forms and not announcement_key and not incidents_key:
+        return CallerSnapshot(number="", anonymous=True), "", []
     if not forms:
-        raw = (await redis.get(announcement_key) or "") if announcement_key else ""
-        return CallerSnapshot(number="", anonymous=True), str(raw)
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.get(announcement_key or keys.announcement(""))
+            pipe.hvals(incidents_key or keys.incidents_active())
+            raw, active = await pipe.execute()
+        return (CallerSnapshot(number="", anonymous=True), str(raw or "") if announcement_key else "",
+                list(active) if incidents_key else [])
     reply: list[Any] = await scripts.script(redis, _SNAPSHOT_LUA)(
         keys=[keys.phone(form) for form in forms],
         args=[keys.customer(""), keys.open_cases(""), keys.case(""), keys.timeline(""), keys.contact(""),
-              MAX_SNAPSHOT_CASES, announcement_key],
+              MAX_SNAPSHOT_CASES, announcement_key, incidents_key],
     )
     normalised = forms[0]
     announcement = str(reply[4] or "") if reply and len(reply) >= 5 else ""
+    active = [str(r) for r in reply[5]] if reply and len(reply) >= 6 and reply[5] else []
     if not reply or reply[0] != 1 or len(reply) < 4:
-        return CallerSnapshot(number=normalised), announcement
+        return CallerSnapshot(number=normalised), announcement, active
     customer = customer_from_json(reply[1])
     if customer is None:
-        return CallerSnapshot(number=normalised), announcement
+        return CallerSnapshot(number=normalised), announcement, active
     open_cases = tuple(c for c in (cases.case_from_json(r) for r in reply[2] or ()) if c is not None)
     return CallerSnapshot(number=normalised, customer=customer, open_cases=open_cases,
-                          last_contact=contacts.contact_from_json(reply[3] or None)), announcement
+                          last_contact=contacts.contact_from_json(reply[3] or None)), announcement, active
 
 
 # --- account + PIN identification (the flow: services/customers.identify_by_account) ---------

@@ -270,6 +270,34 @@ class Keys:
         `callback_index()` once their record is gone."""
         return f"{self.prefix}:callbacks:expiring"
 
+    # proactive notices (store/notices.py, services/notices.py; issue 18). A notice's call is a
+    # customer-first callback (the callback keys above); these keep the notices themselves.
+    def notice(self, notice_id: str) -> str:
+        """STRING JSON of one notice (domain.notices.to_dict), by its id from the key (SET NX);
+        expires hot_days after it is final."""
+        return f"{self.prefix}:notice:{notice_id}"
+
+    def notice_call(self, call_id: str) -> str:
+        """SET of the notice ids one notice call carries (batched notices play in turn)."""
+        return f"{self.prefix}:notice:call:{call_id}"
+
+    def notices_of_case(self, case_id: str) -> str:
+        """SET of the keys of notices about a case (a reopened case cancels its pending ones)."""
+        return f"{self.prefix}:notices:case:{case_id}"
+
+    def notice_pending_calls(self, customer_id: str) -> str:
+        """HASH call id → due epoch of the customer's notice calls not dialed yet (batching)."""
+        return f"{self.prefix}:notices:pending:{customer_id}"
+
+    def notice_budget(self, customer_id: str) -> str:
+        """ZSET call id → planned epoch of the customer's counted notice calls (the budget window;
+        expires budget_days after the last one)."""
+        return f"{self.prefix}:notices:budget:{customer_id}"
+
+    def notice_lock(self, customer_id: str) -> str:
+        """Short lock (SET NX PX, token) while one instance schedules or cancels a customer's notices."""
+        return f"{self.prefix}:notices:lock:{customer_id}"
+
     # outgoing webhooks (store/webhooks.py; ids from domain/webhooks.delivery_id)
     def webhook_published(self, key_digest: str) -> str:
         """STRING set once per publish key (SHA-256 of the key), expiring after hot_days: a second

@@ -1,0 +1,406 @@
+"""Mass-fault incidents, the use cases (issue 19).
+
+- Detection (`run`, under the supervisor on every instance): one instance at a time holds the
+  detector lease and looks at the complaint counters of the pairs that had complaints in the last
+  window; a pair whose counts pass the policy (domain/incidents.assess) gets an incident, created
+  once across instances (the pair's SET NX marker), and the work order goes out as the webhook
+  "incident.opened" (key "incident:<id>:opened": sent once however often it is published).
+  Every instance also renders the announcements of active incidents (the text in each language
+  → clips), so a matching caller never waits for a synthesizer.
+- The call path (services/hotline.py): `offer` for a caller matching an active incident (the
+  active incidents come with the caller snapshot, no extra round trip), `subscribe` when they
+  press 1, `complaint_ops` for the counters written by the end-of-call script.
+- The back office / supervisors (web/api_incidents.py): open by hand (planned outage),
+  acknowledge, update (cause, expected fix time), resolve. At resolve every subscriber and every
+  customer who complained about the pair during the incident gets one notice (NoticeService,
+  key "incident:<id>:<customer>"), and the figures are archived with the incident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+import zoneinfo
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from redis.exceptions import RedisError
+
+from ivrserver.domain import areas
+from ivrserver.domain import incidents as inc
+from ivrserver.domain import menu_engine as e
+from ivrserver.domain.model import CallerSnapshot
+from ivrserver.services.speech import SpeechRenderer, SynthesisError
+from ivrserver.store.incidents import (
+    Conflict,
+    IncidentStore,
+    complaint_ops,
+    incident_from_json,
+    member,
+    split_member,
+)
+
+log = logging.getLogger("ivrserver.incidents")
+MAX_SAMPLE_CALLERS = 10
+LANGUAGES = ("en", "zh")
+
+
+class Publisher(Protocol):
+    """services/webhooks.Webhooks."""
+
+    async def publish(self, event: str, data: Mapping[str, Any], *, key: str) -> bool: ...
+
+
+class NoticeScheduler(Protocol):
+    """services/notices.NoticeService."""
+
+    async def schedule(self, req: Any) -> Any: ...
+
+
+class IncidentError(ValueError):
+    """A request the incidents refuse (unknown service, bad area, a state that forbids it)."""
+
+
+class IncidentNotFound(LookupError):
+    pass
+
+
+class IncidentConflict(Exception):
+    """The pair has an active incident already (`.existing` is its id) or it changed meanwhile."""
+
+    def __init__(self, message: str, existing: str = "") -> None:
+        super().__init__(message)
+        self.existing = existing
+
+
+@dataclass(frozen=True)
+class ResolveReport:
+    incident: inc.Incident
+    notices_scheduled: int
+    notices_refused: int
+
+
+class IncidentService:
+    def __init__(self, store: IncidentStore, policy: inc.Policy, *, speech: SpeechRenderer | None = None,
+                 webhooks: Publisher | None = None, notices: NoticeScheduler | None = None, instance: str = "",
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.policy = policy
+        self.speech = speech
+        self.webhooks = webhooks
+        self.notices = notices
+        self.instance = instance or "ivrserver"
+        self.clock = clock
+        try:
+            self.zone = zoneinfo.ZoneInfo(policy.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            self.zone = zoneinfo.ZoneInfo("UTC")
+        # (incident id, revision) → language → prompts of the offer; the thanks per language
+        self._offers: dict[tuple[str, int], dict[str, tuple[e.Prompt, ...]]] = {}
+        self._thanks: dict[str, tuple[e.Prompt, ...]] = {}
+        self._wake = asyncio.Event()
+        self.leader = False
+
+    def attach(self, *, webhooks: Publisher | None = None, notices: NoticeScheduler | None = None) -> None:
+        """Services built after this one (the app wires them when they exist)."""
+        self.webhooks = webhooks or self.webhooks
+        self.notices = notices or self.notices
+
+    # -- the call path ---------------------------------------------------------------------
+
+    def area_of(self, snapshot: CallerSnapshot) -> areas.Area | None:
+        attributes = snapshot.customer.attributes if snapshot.customer else None
+        return areas.caller_area(attributes, snapshot.number or None, self.policy.areas)
+
+    def matching(self, snapshot: CallerSnapshot, active: Sequence[str]) -> list[inc.Incident]:
+        """Active incidents (raw JSON from the snapshot) for the caller's area and services."""
+        if not active:
+            return []
+        area = self.area_of(snapshot)
+        if area is None:
+            return []
+        services = inc.caller_services(snapshot.customer.attributes if snapshot.customer else None)
+        found = [i for i in (incident_from_json(raw) for raw in active) if i is not None]
+        return sorted((i for i in found if inc.matches(i, area.key, services)), key=lambda i: i.opened_at)
+
+    def offer(self, snapshot: CallerSnapshot, active: Sequence[str]) -> e.IncidentOffer | None:
+        """The announcement for this caller, if an active incident matches them and its clips are
+        rendered (not yet: the renderer is woken and the caller hears the normal menu)."""
+        for incident in self.matching(snapshot, active):
+            prompts = self._offers.get((incident.id, incident.revision))
+            if prompts is None or not self._thanks:
+                self._wake.set()
+                continue
+            info = self.policy.services.get(incident.service)
+            return e.IncidentOffer(incident.id, prompts, self._thanks, queue=info.queue if info else "faults",
+                                   priority=info.priority if info else 0)
+        return None
+
+    def complaint_ops(self, now: float, snapshot: CallerSnapshot, path: Sequence[e.PathEvent],
+                      customer_id: str | None) -> list[list[str]]:
+        """The counters the call's end-of-call script writes (nothing for a call that neither
+        reported a fault nor heard an announcement)."""
+        services = [s for s in e.reported_services(path) if s in self.policy.services]
+        heard = e.incident_outcome(path)
+        if not services and heard is None:
+            return []
+        area = self.area_of(snapshot) if services else None
+        caller = member(customer_id, snapshot.number)
+        return self.store_ops(now, services, area.key if area else None, caller, heard)
+
+    def store_ops(self, now: float, services: Sequence[str], area: str | None, caller: str,
+                  heard: tuple[str, str] | None) -> list[list[str]]:
+        return complaint_ops(self.store.keys, self.policy, now, services=services, area=area, caller=caller,
+                             heard=heard)
+
+    async def subscribe(self, incident_id: str, snapshot: CallerSnapshot, customer_id: str | None) -> bool:
+        if not snapshot.number and not customer_id:
+            return False
+        try:
+            return await self.store.subscribe(incident_id, member(customer_id, snapshot.number))
+        except (RedisError, OSError) as exc:
+            log.warning("incident subscription not stored", extra={"incident": incident_id, "error": str(exc)})
+            return False
+
+    def pop_entries(self, snapshot: CallerSnapshot, active: Sequence[str]) -> list[dict[str, Any]]:
+        """What the agent's pop shows about incidents relevant to the caller."""
+        return [pop_entry(i, self.policy) for i in self.matching(snapshot, active)]
+
+    # -- rendering -------------------------------------------------------------------------
+
+    async def _clips(self, texts: Mapping[str, Sequence[str]]) -> dict[str, tuple[e.Prompt, ...]]:
+        assert self.speech is not None
+        out: dict[str, tuple[e.Prompt, ...]] = {}
+        for lang, parts in texts.items():
+            if lang not in self.speech.voices:
+                continue
+            clips = [await self.speech.clip(text, lang) for text in parts]
+            out[lang] = tuple(e.Spoken(text, lang, clip.sound) for text, clip in zip(parts, clips, strict=True))
+        return out
+
+    async def render_active(self, incidents: Sequence[inc.Incident]) -> None:
+        """Render the offers of active incidents not rendered yet; forget the others."""
+        if self.speech is None:
+            return
+        live = {(i.id, i.revision) for i in incidents}
+        for stale in set(self._offers) - live:
+            del self._offers[stale]
+        try:
+            if not self._thanks:
+                self._thanks = await self._clips({lang: [inc.SUBSCRIBED_TEXT[lang]] for lang in LANGUAGES})
+            for incident in incidents:
+                if (incident.id, incident.revision) in self._offers:
+                    continue
+                texts = {lang: [inc.announcement_text(incident, self.policy, lang, self.zone), inc.OFFER_TEXT[lang]]
+                         for lang in LANGUAGES}
+                self._offers[(incident.id, incident.revision)] = await self._clips(texts)
+        except (SynthesisError, OSError) as exc:
+            log.error("incident announcement not rendered; matching callers hear the normal menu",
+                      extra={"error": str(exc)})
+
+    # -- detection -------------------------------------------------------------------------
+
+    async def detect_once(self, now: float | None = None) -> list[inc.Incident]:
+        """Look at every pair with recent complaints; open the incidents the policy calls for."""
+        now = self.clock() if now is None else now
+        pairs = await self.store.recent_pairs(now - self.policy.window_seconds)
+        opened = []
+        for (service, area), (counts, active, resolved_at) in zip(
+                pairs, await self.store.pair_states(pairs, now, self.policy), strict=True):
+            if service not in self.policy.services:
+                continue
+            verdict = inc.assess(counts, self.policy, active=active, resolved_at=resolved_at, now=now)
+            if verdict is not inc.Verdict.RAISE:
+                continue
+            names = self.policy.areas.get(area) or await self._area_names(service, area, now)
+            incident = inc.open_incident(service, area, now, opened_by="detector", counts=counts, area_names=names)
+            if await self.store.create(incident) is None:
+                log.warning("incident opened", extra={"incident": incident.id, "count": counts.window,
+                                                      "baseline": counts.baseline})
+                await self._work_order(incident)
+                opened.append(incident)
+        return opened
+
+    async def _area_names(self, service: str, area: str, now: float) -> dict[str, str]:
+        """The names of an area, from one of the callers who complained (their number's region)."""
+        for raw in await self.store.callers(service, area, now - self.policy.window_seconds, now):
+            found = areas.from_number(split_member(raw)[1])
+            if found is not None and found.key == area:
+                return dict(found.names)
+        return {}
+
+    async def _work_order(self, incident: inc.Incident) -> None:
+        if self.webhooks is None:
+            log.warning("incident %s: no webhooks configured, the work order is not sent", incident.id)
+            return
+        since = float(incident.counts.get("first_report_at") or incident.opened_at - self.policy.window_seconds)
+        callers = await self.store.callers(incident.service, incident.area, since, incident.opened_at + 1)
+        sample = [inc.mask_number(split_member(c)[1]) for c in callers[-MAX_SAMPLE_CALLERS:] if split_member(c)[1]]
+        data = {**work_order(incident), "sample_callers": sample}
+        await self.webhooks.publish("incident.opened", data, key=f"incident:{incident.id}:opened")
+
+    async def run(self) -> None:
+        """Every instance: keep the announcements rendered; the lease holder: detect."""
+        interval = self.policy.interval_seconds
+        while True:
+            try:
+                self.leader = await self.store.take_lease(self.instance, max(3 * interval, 2.0))
+                if self.leader:
+                    await self.detect_once()
+                await self.render_active(await self.store.active())
+            except (RedisError, OSError) as exc:
+                log.warning("incident detector: Redis unavailable", extra={"error": str(exc)})
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+
+    # -- by hand and the back office -------------------------------------------------------
+
+    async def get(self, incident_id: str) -> inc.Incident:
+        found = await self.store.get(incident_id)
+        if found is None:
+            raise IncidentNotFound(incident_id)
+        return found
+
+    async def subscriber_count(self, incident_id: str) -> int:
+        return len(await self.store.subscribers(incident_id))
+
+    async def list(self, *, state: str | None = None, limit: int = 100) -> list[inc.Incident]:
+        found = await self.store.list(limit=limit)
+        return [i for i in found if state is None or i.state.value == state]
+
+    async def open(self, service: str, area: str, *, actor: str, planned: bool = True, cause: str = "",
+                   expected_fix_at: float | None = None, area_names: Mapping[str, str] | None = None) -> inc.Incident:
+        if service not in self.policy.services:
+            raise IncidentError(f"unknown service {service!r}; known: {', '.join(self.policy.services)}")
+        key = areas.area_key(area)
+        if not key:
+            raise IncidentError(f"not an area: {area!r}")
+        names = dict(area_names or self.policy.areas.get(key) or {"en": area, "zh": area})
+        incident = inc.open_incident(service, key, self.clock(), opened_by=actor, area_names=names, planned=planned,
+                                     cause=cause, expected_fix_at=expected_fix_at)
+        existing = await self.store.create(incident)
+        if existing is not None:
+            raise IncidentConflict(f"an incident is active for {service} in {key}: {existing}", existing)
+        await self._work_order(incident)
+        self._wake.set()
+        return incident
+
+    async def _change(self, incident_id: str, change: Callable[[inc.Incident], inc.Incident]) -> inc.Incident:
+        for _ in range(5):
+            current = await self.get(incident_id)
+            try:
+                changed = change(current)
+            except inc.TransitionError as exc:
+                raise IncidentError(str(exc)) from exc
+            if changed is current:
+                return current
+            try:
+                await self.store.save(changed, previous_revision=current.revision,
+                                      cooldown_seconds=self.policy.cooldown_seconds)
+            except Conflict:
+                continue
+            self._wake.set()
+            return changed
+        raise IncidentConflict("the incident keeps changing; try again")
+
+    async def acknowledge(self, incident_id: str, *, actor: str) -> inc.Incident:
+        incident = await self._change(incident_id, lambda i: inc.acknowledge(i, self.clock()))
+        log.info("incident acknowledged", extra={"incident": incident_id, "actor": actor})
+        return incident
+
+    async def update(self, incident_id: str, *, actor: str, cause: str | None = None,
+                     expected_fix_at: float | object | None = ...) -> inc.Incident:
+        kwargs: dict[str, Any] = {"cause": cause}
+        if expected_fix_at is not ...:
+            kwargs["expected_fix_at"] = expected_fix_at
+        before = await self.get(incident_id)
+        incident = await self._change(incident_id, lambda i: inc.update(i, self.clock(), **kwargs))
+        if incident.revision != before.revision and self.webhooks is not None:
+            await self.webhooks.publish("incident.updated", work_order(incident),
+                                        key=f"incident:{incident.id}:updated:{incident.revision}")
+        log.info("incident updated", extra={"incident": incident_id, "actor": actor})
+        return incident
+
+    async def resolve(self, incident_id: str, *, actor: str, cause: str | None = None) -> ResolveReport:
+        """Resolve, tell everyone who asked and every customer who complained (once each), archive
+        the figures. Repeating a resolve (e.g. after a crash between the steps) finishes the
+        notices without sending any twice (NoticeService keys)."""
+        incident = await self.get(incident_id)
+        if incident.state is not inc.IncidentState.RESOLVED:
+            incident = await self._change(incident_id, lambda i: inc.resolve(i, self.clock(), cause=cause))
+        scheduled, refused = await self._notify(incident)
+        stats = await self.store.stats(incident.id)
+        since = float(incident.counts.get("first_report_at") or incident.opened_at)
+        complaints = len(await self.store.callers(incident.service, incident.area, since,
+                                                  incident.resolved_at or self.clock()))
+        figures = inc.figures(incident, absorbed=stats.get("absorbed", 0), reached_agent=stats.get("reached_agent", 0),
+                              complaints=complaints, notices_delivered=scheduled, notices_refused=refused)
+        if dict(incident.figures) != figures:
+            archived = dataclasses.replace(incident, figures=figures, revision=incident.revision + 1)
+            try:
+                await self.store.save(archived, previous_revision=incident.revision,
+                                      cooldown_seconds=self.policy.cooldown_seconds)
+                incident = archived
+            except Conflict:
+                incident = await self.get(incident_id)
+        if self.webhooks is not None:
+            data = {**work_order(incident), "figures": dict(incident.figures)}
+            await self.webhooks.publish("incident.resolved", data, key=f"incident:{incident.id}:resolved")
+        log.info("incident resolved", extra={"incident": incident_id, "actor": actor})
+        return ResolveReport(incident, scheduled, refused)
+
+    async def _notify(self, incident: inc.Incident) -> tuple[int, int]:
+        """One notice per customer who asked or complained; (scheduled, refused)."""
+        if self.notices is None:
+            log.warning("incident %s resolved: no notice service, nobody is told", incident.id)
+            return 0, 0
+        try:
+            from ivrserver.domain.notices import NoticeRequest
+        except ImportError:  # pragma: no cover - the notices module ships with the notices feature
+            log.error("incident %s resolved: notices are not available in this build", incident.id)
+            return 0, 0
+        since = float(incident.counts.get("first_report_at") or incident.opened_at)
+        until = incident.resolved_at or self.clock()
+        people = set(await self.store.subscribers(incident.id))
+        people |= set(await self.store.callers(incident.service, incident.area, since, until))
+        customers: dict[str, str] = {}
+        for raw in sorted(people):
+            customer_id, number = split_member(raw)
+            who = customer_id or (f"tel-{number.lstrip('+')}" if number else "")
+            if who:
+                customers.setdefault(who, number)
+        text = inc.resolved_text(incident, self.policy)
+        scheduled = refused = 0
+        for who in sorted(customers):
+            result = await self.notices.schedule(NoticeRequest(
+                key=f"incident:{incident.id}:{who}", customer_id=who, kind="incident", text=text,
+                incident_id=incident.id))
+            if getattr(result, "refused", False) or str(getattr(result, "outcome", "")).startswith("refused"):
+                refused += 1
+            else:
+                scheduled += 1
+        return scheduled, refused
+
+
+def work_order(incident: inc.Incident) -> dict[str, Any]:
+    """The webhook data of an incident (the network team's work order)."""
+    counts = dict(incident.counts)
+    return {"id": incident.id, "service": incident.service, "area": incident.area,
+            "area_names": dict(incident.area_names), "state": incident.state.value, "planned": incident.planned,
+            "opened_at": incident.opened_at, "opened_by": incident.opened_by, "cause": incident.cause,
+            "expected_fix_at": incident.expected_fix_at,
+            "counts": {"window": counts.get("window"), "baseline": counts.get("baseline")},
+            "first_report_at": counts.get("first_report_at"), "latest_report_at": counts.get("latest_report_at")}
+
+
+def pop_entry(incident: inc.Incident, policy: inc.Policy) -> dict[str, Any]:
+    return {"id": incident.id, "service": incident.service,
+            "service_name": policy.service_name(incident.service, "en"),
+            "area": incident.area, "area_name": incident.area_names.get("en", incident.area),
+            "state": incident.state.value, "cause": incident.cause, "expected_fix_at": incident.expected_fix_at,
+            "opened_at": incident.opened_at}

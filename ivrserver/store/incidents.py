@@ -1,0 +1,242 @@
+"""Incidents in Redis: complaint counters, the incidents themselves, who asked to be told.
+
+Counters (names in store/keys.py, "mass-fault incidents"): a complaint is written by the call's
+end-of-call script (store/callpath.py `record(..., extra=...)`), never in a round trip of its
+own: `complaint_ops` gives the operations that script runs —
+INCR of the pair's short bucket and hourly bucket (each with its TTL), ZADD of the pair into
+`incident_pairs()` (what the detector looks at) and of the caller into the pair's callers (who is
+told at resolve), HINCRBY of an incident's stats for a call that heard its announcement.
+
+Incidents: JSON under `incident(id)`, listed in `incidents_all()`; active ones also in the HASH
+`incidents_active()` (read by the caller snapshot) and as the pair's marker `incident_pair()`
+(SET NX: one incident per (service, area) across instances). Every change is one script run
+that checks the revision (compare-and-set) and, with a system of record, appends the incident
+to the outbox (kind "incidents") in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from ivrserver.domain import incidents as inc
+from ivrserver.store import scripts
+from ivrserver.store.keys import Keys
+
+MAX_LIST = 1000
+
+
+def incident_to_json(incident: inc.Incident) -> str:
+    return json.dumps(inc.to_dict(incident), separators=(",", ":"), ensure_ascii=False)
+
+
+def incident_from_json(raw: str | None) -> inc.Incident | None:
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        return inc.from_dict(data) if isinstance(data, dict) else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def member(customer_id: str | None, number: str) -> str:
+    """How a caller is remembered: 'customer id|number' (either may be empty)."""
+    return f"{customer_id or ''}|{number}"
+
+
+def split_member(value: str) -> tuple[str | None, str]:
+    customer_id, _, number = value.partition("|")
+    return customer_id or None, number
+
+
+def complaint_ops(keys: Keys, policy: inc.Policy, now: float, *, services: Iterable[str], area: str | None,
+                  caller: str, heard: tuple[str, str] | None = None) -> list[list[str]]:
+    """The counter operations of one call (for the end-of-call script): its complaints about
+    `services` from `area`, and what it did after an incident announcement (`heard`)."""
+    ops: list[list[str]] = []
+    if area:
+        short_ttl = str(policy.window_seconds + 2 * policy.bucket_seconds)
+        hourly_ttl = str((policy.baseline_hours + 2) * inc.HOUR)
+        bucket, hour = inc.bucket_of(now, policy.bucket_seconds), inc.bucket_of(now, inc.HOUR)
+        for service in services:
+            ops.append(["incr", keys.incident_count(service, area, bucket), short_ttl])
+            ops.append(["incr", keys.incident_hourly(service, area, hour), hourly_ttl])
+            ops.append(["zadd", keys.incident_pairs(), repr(now), f"{service}|{area}", hourly_ttl])
+            if caller.strip("|"):
+                ops.append(["zadd", keys.incident_callers(service, area), repr(now), caller,
+                            str(policy.callers_kept_seconds)])
+    if heard is not None:
+        incident_id, outcome = heard
+        field = {"subscribed": "absorbed", "hung_up": "absorbed", "agent": "reached_agent"}.get(outcome, "absorbed")
+        ops.append(["hincr", keys.incident_stats(incident_id), field, str(policy.callers_kept_seconds)])
+    return ops
+
+
+# KEYS: incident, listing, active hash, pair marker; ARGV: id, JSON, compact JSON, opened at,
+# outbox ('' without a system of record)
+_OPEN = scripts.declare("""
+if redis.call('SET', KEYS[4], ARGV[1], 'NX') == false then
+  return redis.call('GET', KEYS[4]) or ''
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+if ARGV[5] ~= '' then redis.call('XADD', ARGV[5], '*', 'kind', 'incidents', 'data', ARGV[2]) end
+return 1
+""")
+
+# KEYS: incident, active hash, pair marker, cool-down, subscribers, stats; ARGV: id, JSON, compact
+# JSON ('' when no longer active), expected stored revision, cool-down seconds, keep seconds after
+# resolve, outbox
+_SAVE = scripts.declare("""
+local current = redis.call('GET', KEYS[1])
+if not current then return -1 end
+local ok, decoded = pcall(cjson.decode, current)
+if not ok or tonumber(decoded['revision']) ~= tonumber(ARGV[4]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+else
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+  if tonumber(ARGV[5]) > 0 then redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[5]) end
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+  redis.call('EXPIRE', KEYS[5], ARGV[6])
+  redis.call('EXPIRE', KEYS[6], ARGV[6])
+end
+if ARGV[7] ~= '' then redis.call('XADD', ARGV[7], '*', 'kind', 'incidents', 'data', ARGV[2]) end
+return 1
+""")
+
+# KEYS: lease; ARGV: holder, milliseconds. Take it when free, extend it when ours.
+_LEASE = scripts.declare("""
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+""")
+
+
+class Conflict(Exception):
+    """The incident changed meanwhile (revision) or is gone."""
+
+
+class IncidentStore:
+    def __init__(self, redis: Redis, keys: Keys, *, keep_seconds: int = 30 * 86400) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.keep_seconds = keep_seconds  # a resolved incident stays in Redis this long
+
+    # -- incidents -------------------------------------------------------------------------
+
+    async def create(self, incident: inc.Incident) -> str | None:
+        """Store a new incident unless its pair has an active one: None when stored, else the id of
+        the pair's active incident."""
+        keys = [self.keys.incident(incident.id), self.keys.incidents_all(), self.keys.incidents_active(),
+                self.keys.incident_pair(incident.service, incident.area)]
+        doc = incident_to_json(incident)
+        reply = await scripts.script(self.redis, _OPEN)(keys=keys, args=[
+            incident.id, doc, doc, repr(incident.opened_at), self.keys.outbox_if_recording() or ""])
+        return None if reply == 1 else str(reply)
+
+    async def save(self, incident: inc.Incident, *, previous_revision: int, cooldown_seconds: int) -> None:
+        """Replace the stored incident of `previous_revision` by `incident` (raises Conflict)."""
+        keys = [self.keys.incident(incident.id), self.keys.incidents_active(),
+                self.keys.incident_pair(incident.service, incident.area),
+                self.keys.incident_cooldown(incident.service, incident.area),
+                self.keys.incident_subscribers(incident.id), self.keys.incident_stats(incident.id)]
+        doc = incident_to_json(incident)
+        reply = await scripts.script(self.redis, _SAVE)(keys=keys, args=[
+            incident.id, doc, doc if incident.active else "", previous_revision, int(cooldown_seconds),
+            self.keep_seconds, self.keys.outbox_if_recording() or ""])
+        if reply != 1:
+            raise Conflict("gone" if reply == -1 else "changed meanwhile")
+
+    async def get(self, incident_id: str) -> inc.Incident | None:
+        return incident_from_json(await self.redis.get(self.keys.incident(incident_id)))
+
+    async def list(self, *, limit: int = 100) -> list[inc.Incident]:
+        """The latest incidents, newest first."""
+        ids = await self.redis.zrevrange(self.keys.incidents_all(), 0, max(1, min(limit, MAX_LIST)) - 1)
+        if not ids:
+            return []
+        raws = await self.redis.mget([self.keys.incident(i) for i in ids])
+        return [i for i in (incident_from_json(r) for r in raws) if i is not None]
+
+    async def active(self) -> list[inc.Incident]:
+        raw = await self.redis.hgetall(self.keys.incidents_active())
+        return [i for i in (incident_from_json(v) for v in raw.values()) if i is not None]
+
+    # -- callers ---------------------------------------------------------------------------
+
+    async def subscribe(self, incident_id: str, caller: str) -> bool:
+        """Remember that this caller wants to be told (only while the incident is active)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hexists(self.keys.incidents_active(), incident_id)
+            pipe.sadd(self.keys.incident_subscribers(incident_id), caller)
+            active, _ = await pipe.execute()
+        if not active:
+            await self.redis.srem(self.keys.incident_subscribers(incident_id), caller)
+        return bool(active)
+
+    async def subscribers(self, incident_id: str) -> list[str]:
+        return sorted(await self.redis.smembers(self.keys.incident_subscribers(incident_id)))
+
+    async def callers(self, service: str, area: str, since: float, until: float) -> list[str]:
+        return list(await self.redis.zrangebyscore(self.keys.incident_callers(service, area), since, until))
+
+    async def stats(self, incident_id: str) -> dict[str, int]:
+        raw = await self.redis.hgetall(self.keys.incident_stats(incident_id))
+        return {k: int(v) for k, v in raw.items() if str(v).lstrip("-").isdigit()}
+
+    # -- detection -------------------------------------------------------------------------
+
+    async def take_lease(self, holder: str, seconds: float) -> bool:
+        reply = await scripts.script(self.redis, _LEASE)(keys=[self.keys.incident_leader()],
+                                                          args=[holder, int(seconds * 1000)])
+        return reply == 1
+
+    async def recent_pairs(self, since: float) -> list[tuple[str, str]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(self.keys.incident_pairs(), "-inf", f"({since!r}")
+            pipe.zrangebyscore(self.keys.incident_pairs(), since, "+inf")
+            _, members = await pipe.execute()
+        out = []
+        for m in members:
+            service, _, area = str(m).partition("|")
+            if service and area:
+                out.append((service, area))
+        return out
+
+    async def pair_states(self, pairs: Sequence[tuple[str, str]], now: float, policy: inc.Policy,
+                          ) -> list[tuple[inc.Counts, bool, float | None]]:
+        """For each pair: its counts, whether an incident is active for it, and when its last
+        incident was resolved if still cooling down (one round trip for all pairs)."""
+        if not pairs:
+            return []
+        buckets = list(inc.window_buckets(now, policy))
+        hours = list(inc.baseline_hours(now, policy))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for service, area in pairs:
+                pipe.mget([self.keys.incident_count(service, area, b) for b in buckets])
+                pipe.mget([self.keys.incident_hourly(service, area, h) for h in hours] or ["-"])
+                pipe.exists(self.keys.incident_pair(service, area))
+                pipe.pttl(self.keys.incident_cooldown(service, area))
+            replies: list[Any] = await pipe.execute()
+        out = []
+        for i in range(len(pairs)):
+            short_raw, hourly_raw, active, cooling_ms = replies[4 * i: 4 * i + 4]
+            short = {b: int(v) for b, v in zip(buckets, short_raw, strict=True) if v}
+            hourly = {h: int(v) for h, v in zip(hours, hourly_raw, strict=False) if v}
+            counts = inc.counts_from(short, hourly, now, policy)
+            resolved_at = None
+            if cooling_ms and int(cooling_ms) > 0:
+                resolved_at = now - (policy.cooldown_seconds - int(cooling_ms) / 1000)
+            out.append((counts, bool(active), resolved_at))
+        return out

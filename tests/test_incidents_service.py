@@ -1,0 +1,168 @@
+"""Incidents on a real Redis: complaints counted by the end-of-call script, detection by two
+instances at once (one incident), the work order through the real webhook deliverer to a real
+receiver (once), the caller snapshot carrying active incidents in its one round trip, offers only
+for matching callers, subscriptions, the lifecycle with compare-and-set, cool-down, figures."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from ivrserver.domain import incidents as inc
+from ivrserver.domain import menu_engine as e
+from ivrserver.domain.menu_stats import CallPath
+from ivrserver.domain.model import CallerSnapshot, Customer
+from ivrserver.services.incidents import IncidentConflict, IncidentError, IncidentService
+from ivrserver.store import customers
+from ivrserver.store.callpath import RedisPathRecorder
+from ivrserver.store.incidents import IncidentStore
+from ivrserver.store.keys import Keys
+from tests.test_webhooks_delivery import Receiver, endpoint, webhooks
+
+POLICY = inc.Policy(window_seconds=60, bucket_seconds=10, min_count=5, ratio=3.0, baseline_hours=1,
+                    cooldown_seconds=60,
+                    services={"mobile_data": inc.ServiceInfo({"en": "mobile data", "zh": "移动数据"}),
+                              "broadband": inc.ServiceInfo({"en": "broadband"})},
+                    areas={"chaoyang-liaoning": {"en": "Chaoyang", "zh": "朝阳"}})
+CHAOYANG = "+8613904210{:03d}"  # mobile numbers of Chaoyang, Liaoning
+BEIJING = "+8613800138{:03d}"
+
+
+def service(redis: aioredis.Redis, keys: Keys, instance: str = "i1", **kw: object) -> IncidentService:
+    return IncidentService(IncidentStore(redis, keys), POLICY, instance=instance, **kw)  # type: ignore[arg-type]
+
+
+async def complain(svc: IncidentService, recorder: RedisPathRecorder, number: str, now: float,
+                   service_name: str = "mobile_data", customer: Customer | None = None) -> None:
+    """One caller's path through 'report a fault → <service>', written the way the hotline does."""
+    path = (e.PathEvent(e.PathKind.ENTER, "report_fault", now),
+            e.PathEvent(e.PathKind.REPORTED, "report_fault", now, detail=service_name))
+    snapshot = CallerSnapshot(number=number, customer=customer)
+    counters = svc.complaint_ops(now, snapshot, path, customer.id if customer else None)
+    await recorder.record(CallPath(f"call-{number}-{now}", "hotline", "v1", now, path), counters=counters)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = Receiver()
+    await r.start()
+    yield r
+    await r.stop()
+
+
+async def test_a_burst_from_one_city_opens_one_incident_once_across_instances(
+        redis_client: aioredis.Redis, keys: Keys, receiver: Receiver) -> None:
+    hooks = webhooks(redis_client, keys, [endpoint(receiver, events=("incident.*",))])
+    a = service(redis_client, keys, "i1", webhooks=hooks)
+    b = service(redis_client, keys, "i2", webhooks=hooks)
+    recorder = RedisPathRecorder(redis_client, keys, 3600)
+    now = time.time()
+    for i in range(4):
+        await complain(a, recorder, CHAOYANG.format(i), now)
+        await complain(a, recorder, BEIJING.format(i), now)
+    assert await a.detect_once(now) == []  # 4 < min_count
+    await complain(a, recorder, CHAOYANG.format(4), now)
+    await complain(a, recorder, CHAOYANG.format(4), now, service_name="broadband")
+    opened_a, opened_b = await asyncio.gather(a.detect_once(now + 0.1), b.detect_once(now + 0.1))
+    opened = opened_a + opened_b
+    assert [(i.service, i.area) for i in opened] == [("mobile_data", "chaoyang-liaoning")]
+    incident = opened[0]
+    assert incident.counts["window"] == 5 and incident.area_names == {"en": "Chaoyang", "zh": "朝阳"}
+    assert await a.detect_once(now + 1) == []  # active: not again
+    deliverer = asyncio.create_task(hooks.run())
+    try:
+        for _ in range(100):
+            if receiver.accepted:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        deliverer.cancel()
+        await asyncio.gather(deliverer, return_exceptions=True)
+    assert len(receiver.hits) == 1
+    order = receiver.hits[0]["body"]
+    assert order["event"] == "incident.opened" and order["key"] == f"incident:{incident.id}:opened"
+    data = order["data"]
+    assert (data["service"], data["area"], data["counts"]["window"]) == ("mobile_data", "chaoyang-liaoning", 5)
+    assert data["first_report_at"] is not None and data["latest_report_at"] is not None
+    assert sorted(data["sample_callers"]) == sorted(inc.mask_number(CHAOYANG.format(i)) for i in range(5))
+    assert data["sample_callers"][0].startswith("+86139****")
+    assert all(CHAOYANG.format(i) not in str(order) for i in range(5))  # masked numbers only
+
+
+async def test_snapshot_carries_active_incidents_and_offers_match_only_the_area(
+        redis_client: aioredis.Redis, keys: Keys) -> None:
+    svc = service(redis_client, keys)
+    await svc.open("mobile_data", "chaoyang-liaoning", actor="supervisor:s1", expected_fix_at=time.time() + 3600)
+    chaoyang_customer = Customer(id="c-ch", name="Li", phones=(BEIJING.format(900),),
+                                 attributes={"area": "Chaoyang, Liaoning"})
+    await customers.save_customer(redis_client, keys, chaoyang_customer)
+    offers = {}
+    for label, number in (("chaoyang", CHAOYANG.format(1)), ("beijing", BEIJING.format(1)),
+                          ("profile", BEIJING.format(900)), ("withheld", "anonymous")):
+        snapshot, _, active = await customers.snapshot_for_call(redis_client, keys, number, menu="hotline")
+        assert len(active) == 1
+        offers[label] = svc.offer(snapshot, active)
+    assert offers["chaoyang"] is None  # not rendered yet: the normal menu, the renderer woken
+    assert svc._wake.is_set()
+    # no synthesizer here: render by hand the way render_active stores clips (one per language)
+    incident = (await svc.store.active())[0]
+    svc._offers[(incident.id, incident.revision)] = {"en": (e.Spoken("we know", "en", "clip"),)}
+    svc._thanks = {"en": (e.Spoken("thanks", "en", "t"),)}
+    for label in offers:
+        snapshot, _, active = await customers.snapshot_for_call(
+            redis_client, keys, {"chaoyang": CHAOYANG.format(1), "beijing": BEIJING.format(1),
+                                 "profile": BEIJING.format(900), "withheld": "anonymous"}[label], menu="hotline")
+        offers[label] = svc.offer(snapshot, active)
+    assert offers["chaoyang"] is not None and offers["chaoyang"].incident_id == incident.id
+    assert offers["chaoyang"].queue == "faults"
+    assert offers["profile"] is not None  # the profile's area wins over the Beijing number
+    assert offers["beijing"] is None and offers["withheld"] is None
+    snapshot, _, active = await customers.snapshot_for_call(redis_client, keys, CHAOYANG.format(1))
+    assert svc.pop_entries(snapshot, active)[0]["area_name"] == "Chaoyang"
+    assert await svc.subscribe(incident.id, snapshot, None)
+    assert await svc.store.subscribers(incident.id) == [f"|{CHAOYANG.format(1)}"]
+
+
+async def test_lifecycle_conflicts_cooldown_and_figures(redis_client: aioredis.Redis, keys: Keys) -> None:
+    clock = [time.time()]
+    svc = IncidentService(IncidentStore(redis_client, keys), POLICY, instance="i1", clock=lambda: clock[0])
+    recorder = RedisPathRecorder(redis_client, keys, 3600)
+    with pytest.raises(IncidentError):
+        await svc.open("telepathy", "beijing", actor="supervisor:s1")
+    planned = await svc.open("mobile_data", "Chaoyang, Liaoning", actor="supervisor:s1", cause="maintenance")
+    assert planned.area == "chaoyang-liaoning" and planned.planned
+    with pytest.raises(IncidentConflict) as conflict:
+        await svc.open("mobile_data", "chaoyang-liaoning", actor="backoffice:noc")
+    assert conflict.value.existing == planned.id
+    for i in range(6):  # complaints during a planned outage: no second incident
+        await complain(svc, recorder, CHAOYANG.format(i), clock[0])
+    assert await svc.detect_once(clock[0]) == []
+    acked = await svc.acknowledge(planned.id, actor="backoffice:noc")
+    assert acked.state is inc.IncidentState.ACKNOWLEDGED
+    updated = await svc.update(planned.id, actor="backoffice:noc", expected_fix_at=clock[0] + 600)
+    assert updated.expected_fix_at == clock[0] + 600 and updated.revision == 3
+    # callers who heard the announcement: one subscribed, one went to an agent
+    for outcome in ("subscribed", "agent"):
+        ops = svc.store_ops(clock[0], [], None, "|x", (planned.id, outcome))
+        await recorder.record(CallPath(f"heard-{outcome}", "hotline", "v1", clock[0], ()), counters=ops)
+    clock[0] += 120
+    report = await svc.resolve(planned.id, actor="backoffice:noc")
+    done = report.incident
+    assert done.state is inc.IncidentState.RESOLVED
+    assert done.figures["calls_absorbed"] == 1 and done.figures["calls_reached_agent"] == 1
+    assert done.figures["complaints"] == 6 and done.figures["time_to_fix_seconds"] == pytest.approx(120, abs=1)
+    assert done.figures["time_to_detect_seconds"] is None  # opened by hand
+    assert await svc.store.active() == []
+    with pytest.raises(IncidentError):
+        await svc.acknowledge(planned.id, actor="backoffice:noc")
+    again = await svc.resolve(planned.id, actor="backoffice:noc")  # a repeated resolve changes nothing
+    assert again.incident.revision == done.revision
+    for i in range(6):  # cooling down: a new burst does not raise at once
+        await complain(svc, recorder, CHAOYANG.format(100 + i), clock[0])
+    assert await svc.detect_once(clock[0]) == []
+    assert await redis_client.ttl(keys.incident(planned.id)) > 0  # kept a while after resolve
+    assert [i.id for i in await svc.list(state="resolved")] == [planned.id]
