@@ -235,6 +235,15 @@ class IncidentCell:
     expected_fix_at: float | None = None
 
 
+ACTIVE_INCIDENT_STATES = frozenset({"open", "acknowledged"})  # domain.incidents.ACTIVE_STATES' values
+
+
+def active_incidents(sources: Iterable[object]) -> list[IncidentCell]:
+    """The active ones (open or acknowledged) of any incidents, as the board shows them."""
+    cells = (incident_cell(source) for source in sources)
+    return [c for c in cells if c is not None and c.state in ACTIVE_INCIDENT_STATES]
+
+
 def incident_cell(source: object) -> IncidentCell | None:
     """An incident as the board shows it, from a mapping or an object with the contract's fields
     (id, service, area, state, opened_at, expected_fix_at); None when it lacks an id."""

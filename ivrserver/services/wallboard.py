@@ -122,6 +122,11 @@ class WallboardService:
         self.published = 0  # changes this instance applied first (and published)
         self.frames = 0
 
+    def attach_incidents(self, source: IncidentSource) -> None:
+        """Show active incidents: `source()` lists incidents (services/incidents.py IncidentService.list);
+        the open and acknowledged ones are shown, re-read every refresh_interval."""
+        self.incidents = source
+
     # -- outputs ---------------------------------------------------------------------------
     def add_sink(self, sink: Sink) -> None:
         """`sink(frame)` gets every frame (JSON text) for this instance's sockets; never awaits."""
@@ -307,7 +312,7 @@ class WallboardService:
                 self._queue_frame([q for q in changed if q], now)
         if self.incidents is not None:
             try:
-                found = [c for c in (wb.incident_cell(i) for i in await self.incidents()) if c is not None]
+                found = wb.active_incidents(await self.incidents())
             except Exception:
                 log.warning("wallboard: incidents not read", exc_info=True)
             else:

@@ -238,3 +238,10 @@ def test_incidents_ordered_and_known_flag() -> None:
     assert [i["id"] for i in b.incidents_view()["items"]] == ["a", "b"]
     assert not b.set_incidents([first, later])
     assert b.set_incidents([]) and b.incidents_view() == {"known": True, "items": []}
+
+
+def test_active_incidents_keeps_open_and_acknowledged() -> None:
+    found = wb.active_incidents([
+        {"id": "a", "state": "open", "opened_at": T0}, IncidentLike(id="b", state="acknowledged", opened_at=T0),
+        {"id": "c", "state": "resolved", "opened_at": T0}, {"state": "open"}])
+    assert [c.id for c in found] == ["a", "b"]
