@@ -230,6 +230,57 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class NoticeSettings:
+    # Proactive notices (services/notices.py): customer-first calls that tell a customer something
+    # is done. Budget: at most max_calls notice calls per customer in any budget_days window; over
+    # it a notice goes by SMS (channel auto, an SMS sender configured) or waits until it fits.
+    max_calls: int = 2
+    budget_days: float = 7.0
+    # Notices of one customer due within this many seconds of a pending notice call ride on it
+    # (one call plays them in turn).
+    batch_seconds: float = 600.0
+    # A notice without its own expiry is moot this many days after it could first go out.
+    window_days: float = 3.0
+    # Kinds a customer consents to unless their `notices` attribute refuses them (comma-separated):
+    # what they asked to be told (the result of their case, the end of an outage they reported).
+    default_consent: str = "case_result,incident"
+    # The case_result notice's text per language ({case} = the case id, {result} = the result).
+    case_result_en: str = "This is a message about your case {case}: {result}. Press 1 to talk to us."
+    case_result_zh: str = "关于您的工单{case}：{result}。如需人工服务，请按1。"
+    # Ring the customer this long (seconds) before the attempt counts as not answered.
+    ring_seconds: int = 30
+
+
+@dataclass(frozen=True)
+class SmsSettings:
+    # How an SMS reaches a customer's phone (services/sms.py): "asterisk" (a SIP MESSAGE through
+    # Asterisk: AMI MessageSend over PJSIP), "gateway" (the webhook event sms.send to the operator's
+    # SMS gateway: an endpoint in webhooks.endpoints_file subscribed to it) or "off".
+    transport: str = "asterisk"
+    # MessageSend's Destination; {number} is replaced by the customer's number (digits, optional +).
+    # The host:port is the customers trunk's (its aor contact in pjsip.conf).
+    destination: str = "pjsip:customers/sip:{number}@127.0.0.1:5090"
+    # The sender (From user) of the SMS ('' = asterisk.hotline).
+    sender: str = ""
+    # How long an SMS key is remembered (a second send with the same key sends nothing), in days.
+    kept_days: int = 30
+
+
+@dataclass(frozen=True)
+class ReminderSettings:
+    # Reminders from data (services/reminders.py): rules in reminders.yaml (validated at start).
+    enabled: bool = True
+    rules_file: str = str(PACKAGE_DIR / "defaults" / "reminders.yaml")
+    # Seconds between two walks over every customer (a saved customer is looked at sooner).
+    interval: float = 3600.0
+    # Customers read per page of the walk, and the pause between two pages (seconds).
+    page_size: int = 500
+    page_pause: float = 0.05
+    # How long a posted event's id is remembered (the same id never fires twice), in days.
+    kept_days: int = 90
+
+
+@dataclass(frozen=True)
 class WallboardSettings:
     # Service level on the wallboard: a queue call counts as answered in time when an agent
     # answered it within this many seconds of joining the queue.
@@ -279,6 +330,9 @@ class Settings:
     incidents: IncidentSettings = field(default_factory=IncidentSettings)
     wallboard: WallboardSettings = field(default_factory=WallboardSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    sms: SmsSettings = field(default_factory=SmsSettings)
+    reminders: ReminderSettings = field(default_factory=ReminderSettings)
+    notices: NoticeSettings = field(default_factory=NoticeSettings)
     instance: str = "ivrserver"
     # uvloop (libuv) or the standard library's loop; both run the same code.
     event_loop: str = "uvloop"
@@ -294,6 +348,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "log.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "log.format": ("text", "json"),
     "event_loop": ("uvloop", "asyncio"),
+    "sms.transport": ("asterisk", "gateway", "off"),
 }
 _PORTS = {"ami.port", "agi.port", "web.port"}
 
@@ -394,6 +449,16 @@ _RANGES: dict[str, tuple[int, int, str]] = {
     "webhooks.backoff_base_seconds": (0, 86_400, " seconds"),
     "webhooks.backoff_max_seconds": (0, 7 * 86_400, " seconds"),
     "webhooks.concurrency": (1, 1000, ""),
+    "sms.kept_days": (1, 3650, " days"),
+    "reminders.interval": (1, 7 * 86_400, " seconds"),
+    "reminders.page_size": (1, 10_000, ""),
+    "reminders.page_pause": (0, 60, " seconds"),
+    "reminders.kept_days": (1, 3650, " days"),
+    "notices.max_calls": (0, 100, ""),
+    "notices.budget_days": (0, 90, " days"),
+    "notices.batch_seconds": (0, 86_400, " seconds"),
+    "notices.window_days": (0, 90, " days"),
+    "notices.ring_seconds": (5, 300, " seconds"),
 }
 # Settings checked by a domain/service function that raises ValueError: key → (module, function).
 # Imported only when that key is set, so config stays cheap to import.
@@ -425,6 +490,11 @@ def _check_text(key: str, value: str) -> str | None:
         return f"expected a postgresql:// URL, got {value!r}"
     elif key == "redis.url" and not value.startswith(("redis://", "rediss://", "unix://")):
         return f"expected a redis://, rediss:// or unix:// URL, got {value!r}"
+    elif key == "sms.destination" and not (value.startswith("pjsip:") and value.count("{number}") == 1
+                                           and value.isprintable() and " " not in value):
+        return f"expected pjsip:…{{number}}… (e.g. pjsip:customers/sip:{{number}}@host:5060), got {value!r}"
+    elif key == "sms.sender" and value and not (len(value) <= 32 and all(c in "0123456789+" for c in value)):
+        return f"expected digits (and +), at most 32, got {value!r}"
     elif key == "asterisk.hotline" and not (0 < len(value) <= 32 and all(c in "0123456789+*#" for c in value)):
         # shown as the caller id of callbacks (`Callback <hotline>`): a plain number only
         return f"expected digits (and + * #), 1-32 of them, got {value!r}"

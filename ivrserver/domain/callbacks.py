@@ -148,7 +148,8 @@ class Callback:
     final_reason: str = ""
     preferences: ContactPreferences = field(default_factory=ContactPreferences)
     queue_place: QueuePlace | None = None
-    prompt: str = ""  # customer-first: the recorded message (a sound file name)
+    prompt: str = ""  # customer-first: the recorded message (a sound file name; 'a&b' plays a, then b)
+    notice: str = ""  # a proactive notice call (services/notices.py): its kinds, comma-separated; "" = not one
     requested_by: str | None = None
     updated_at: float = 0.0
     version: int = 0  # bumped on every change; the store compares it on unleased updates

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
+from ivrserver.domain.callbacks import CallbackMode
 from ivrserver.domain.contact_tracking import CallFacts
 from ivrserver.domain.model import ContactKind
 from ivrserver.pbx import ami_events as ev
@@ -76,12 +77,15 @@ class AmiCallbackDialer:
 
     async def _save_context(self, callback_id: str, context_id: str, number: str, channel_id: str) -> None:
         cb = await self._store.get(callback_id)
+        # a customer-first call (a notice) is a notification in the customer's history
+        kind = ContactKind.NOTIFICATION if cb is not None and cb.mode is CallbackMode.CUSTOMER_FIRST \
+            else ContactKind.CALLBACK
         if self._tracker is not None:
             # Every attempt becomes a contact record (kind callback), built from the call's AMI events.
             await self._tracker.report(channel_id, CallFacts(
-                kind=ContactKind.CALLBACK, number=number or None, customer_id=cb.customer_id if cb else None,
+                kind=kind, number=number or None, customer_id=cb.customer_id if cb else None,
                 context_id=context_id, routing_reason=f"scheduled callback {callback_id}"))
-        ctx = CallContext(id=context_id, number=number, started_at=self._clock(), kind="callback",
+        ctx = CallContext(id=context_id, number=number, started_at=self._clock(), kind=kind.value,
                           customer_id=cb.customer_id if cb else None,
                           routing_reason=f"scheduled callback {callback_id}" + (
                               f" requested by {cb.requested_by}" if cb and cb.requested_by else ""),

@@ -92,6 +92,8 @@ class Dialer(Protocol):
 FreeAgents = Callable[[str], Awaitable[list[str]]]  # tier → free agent ids, longest idle first
 IsFree = Callable[[str], Awaitable[bool]]
 RecordAttempt = Callable[[Callback, policy_mod.Attempt], Awaitable[None]]
+# Told every record the placer wrote after a dial or a give-up (the notices follow their calls' outcomes).
+OnPlaced = Callable[[Callback], Awaitable[None]]
 PreferencesOf = Callable[[str], Awaitable[ContactPreferences | None]]
 QueueSnapshot = Callable[[str], Awaitable[tuple[Sequence[QueueEntry], int]]]  # queue → (live, free)
 
@@ -143,9 +145,10 @@ class CallbackPlacer:
                  callback_context: str = "ivrserver-callback", notify_context: str = "ivrserver-notify",
                  agent_ring_seconds: int = 20, customer_ring_seconds: int = 30,
                  lease_seconds: float = 60.0, instance: str = "ivrserver",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, on_placed: OnPlaced | None = None) -> None:
         self.store = store
         self.dialer = dialer
+        self.on_placed = on_placed
         self.policy = policy
         self.free_agents = free_agents
         self.is_free = is_free
@@ -174,7 +177,9 @@ class CallbackPlacer:
         now = self.clock()
         decision = policy_mod.plan_attempt(cb, prefs, self.policy, now)
         if isinstance(decision, GiveUp):
-            await self.store.complete(claim, policy_mod.fail(cb, decision.reason, now))
+            failed = policy_mod.fail(cb, decision.reason, now)
+            if await self.store.complete(claim, failed):
+                await self._placed(failed)
             return PlaceResult.GAVE_UP
         if isinstance(decision, WaitUntil):
             return await self._wait(claim, cb, decision.at, now, move_due=True)
@@ -228,6 +233,7 @@ class CallbackPlacer:
                     cb.id, cb.attempts, holder)
         await self.store.complete(claim, done)
         await self._record(done)
+        await self._placed(done)
         return PlaceResult.RECOVERED_UNKNOWN
 
     def _call_args(self, cb: Callback) -> dict[str, Any]:
@@ -294,6 +300,16 @@ class CallbackPlacer:
             log.error("callback %s attempt %d: lease lost before the outcome %s was written",
                       done.id, done.attempts, done.history[-1].outcome)
         await self._record(done)
+        if ok:
+            await self._placed(done)
+
+    async def _placed(self, done: Callback) -> None:
+        if self.on_placed is None:
+            return
+        try:
+            await self.on_placed(done)
+        except Exception:
+            log.exception("callback %s: the follower of its outcome failed", done.id)
 
     async def _record(self, done: Callback) -> None:
         try:

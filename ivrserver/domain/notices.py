@@ -1,0 +1,431 @@
+"""Proactive notices: the call (or SMS) that tells a customer something is done — wanted, never unwanted.
+
+Pure: stdlib and domain/ only, no clock reads (every function that depends on time takes `now`).
+
+A notice is asked for with a `NoticeRequest` (the key makes it exactly-once: the same key is the
+same notice, created once). Whether and when it goes out is decided here, in this order:
+
+1. consent for the notice's kind (`consents`): the customer attribute `notices`, a comma-separated
+   list — `kind` consents to that kind, `-kind` refuses it, `none` refuses every kind not listed
+   as consented; kinds in `notices.default_consent` (by default `case_result` and `incident`: what
+   the customer asked to be told) are consented unless refused. No consent → refused `no_consent`.
+2. a phone number to call (`no_phone`), the notice not expired (`expired`);
+3. the channel: `sms` → an SMS (refused `no_sms` without an SMS sender); do-not-call → an SMS if
+   the channel is `auto` and SMS is available, else refused `do_not_call`;
+4. the customer's allowed hours and time zone (`callbacks.next_allowed_time`): the call is due at
+   the first callable instant at or after `not_before` (refused `no_calling_hours` when there is
+   none before the notice expires);
+5. batching: a pending notice call of the same customer due within `batch_seconds` of that
+   instant carries this notice too (one call plays them in turn) and costs no budget;
+6. the budget: at most `max_calls` notice calls per customer in any `budget_days` window
+   (`budget_slot`); over it → an SMS when the channel is `auto` and SMS is available, else the
+   call is deferred to when the budget frees (refused `budget` if that is past the expiry).
+   Never dropped silently: every notice ends scheduled, deferred, sent by SMS or refused with a
+   reason.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ivrserver.domain.callbacks import CallbackPolicy, next_allowed_time
+from ivrserver.domain.model import AgentState, AgentStatus, ContactPreferences, Customer
+from ivrserver.domain.routing import Action, QueueTarget, Route
+
+CONSENT_ATTRIBUTE = "notices"
+KIND_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")
+MAX_KEY = 200
+MAX_TEXT = 1000
+CHANNELS = ("auto", "call", "sms")
+LANGUAGES = ("en", "zh")  # the fallback order when the customer's language has no text
+DAY = 86400.0
+
+
+class NoticeInvalid(ValueError):
+    """A notice request failed validation; `errors` maps field → what is wrong."""
+
+    def __init__(self, errors: Mapping[str, str]) -> None:
+        super().__init__("invalid notice request: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = dict(errors)
+
+
+@dataclass(frozen=True)
+class NoticeRequest:
+    key: str  # idempotency: the same key is the same notice, created once
+    customer_id: str
+    kind: str  # consent kind: case_result, card_expiry, roaming, incident …
+    text: Mapping[str, str]  # language → message text ("en" and/or "zh")
+    case_id: str | None = None
+    incident_id: str | None = None
+    channel: str = "auto"  # call | sms | auto
+    not_before: float | None = None
+    expires_at: float | None = None  # moot after this
+
+
+class NoticeStatus(enum.StrEnum):
+    SCHEDULED = "scheduled"  # a call is due (or a pending call carries it)
+    DEFERRED = "deferred"  # scheduled later than asked: the budget was used up
+    SMS_SENT = "sms_sent"
+    EXISTING = "existing"  # the key was scheduled before: nothing new
+    REFUSED = "refused"
+
+
+class NoticeState(enum.StrEnum):
+    """A notice's own state (its call has the callback's states)."""
+
+    SCHEDULED = "scheduled"  # waiting for its call
+    HEARD = "heard"  # the call was answered: the message played
+    PRESSED_1 = "pressed_1"  # and the customer asked for an agent
+    FAILED = "failed"  # the call gave up (no answer after the retries, do-not-call meanwhile …)
+    CANCELLED = "cancelled"  # moot before it dialed
+    REFUSED = "refused"  # never scheduled (reason says why)
+    SMS_SENT = "sms_sent"
+    SMS_FAILED = "sms_failed"
+
+
+PENDING = frozenset({NoticeState.SCHEDULED})
+
+
+@dataclass(frozen=True)
+class NoticeResult:
+    status: NoticeStatus
+    notice_id: str
+    reason: str = ""  # refused: no_consent | do_not_call | budget | no_phone | expired | no_sms | …
+    call_id: str | None = None
+    due_at: float | None = None
+    state: NoticeState | None = None  # existing: the notice's state now
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One notice as the store keeps it (JSON)."""
+
+    id: str
+    key: str
+    customer_id: str
+    kind: str
+    state: NoticeState
+    created_at: float
+    text: str = ""  # the text in the language it is spoken / sent in
+    language: str = ""
+    sound: str = ""  # what Playback takes (the rendered message)
+    channel: str = "call"  # how it went out: call | sms | none
+    case_id: str | None = None
+    incident_id: str | None = None
+    call_id: str | None = None
+    due_at: float | None = None
+    expires_at: float | None = None
+    reason: str = ""
+    updated_at: float = 0.0
+    outcomes: tuple[tuple[str, float], ...] = ()  # (outcome, at), oldest first
+
+
+@dataclass(frozen=True)
+class NoticePolicy:
+    max_calls: int = 2  # notice calls per customer in any budget window
+    budget_days: float = 7.0
+    batch_seconds: float = 600.0
+    window_days: float = 3.0  # a notice without expires_at is moot this long after it may first go out
+    default_consent: frozenset[str] = frozenset({"case_result", "incident"})
+
+    @property
+    def budget_seconds(self) -> float:
+        return self.budget_days * DAY
+
+
+# ----------------------------------------------------------------------------- ids, validation
+
+def notice_id(key: str) -> str:
+    """Deterministic id of the notice with this key."""
+    return "nt-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def call_id_for(first_notice_id: str) -> str:
+    """The id of the call (a customer-first callback) first created for a notice."""
+    return "ntc-" + first_notice_id.removeprefix("nt-")
+
+
+def _plain_text(raw: object, limit: int, what: str) -> str:
+    if not isinstance(raw, str):
+        raise ValueError(f"{what}: expected text")
+    text = raw.strip()
+    if not text:
+        raise ValueError(f"{what}: empty")
+    if len(text) > limit:
+        raise ValueError(f"{what}: at most {limit} characters, got {len(text)}")
+    bad = [c for c in text if ord(c) < 32 or ord(c) == 127]
+    if bad:
+        raise ValueError(f"{what}: control character {bad[0]!r} is not allowed")
+    return text
+
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$")
+
+
+def _check_time(raw: object, what: str) -> float | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw) or raw < 0:
+        raise ValueError(f"{what}: expected epoch seconds")
+    return float(raw)
+
+
+def _check_fields(req: NoticeRequest, errors: dict[str, str]) -> None:
+    checks: list[tuple[str, Any]] = [
+        ("key", lambda: _plain_text(req.key, MAX_KEY, "key")),
+        ("customer_id", lambda: req.customer_id if isinstance(req.customer_id, str)
+         and _ID.match(req.customer_id) else _bad("customer_id: expected an id")),
+        ("kind", lambda: req.kind if isinstance(req.kind, str) and KIND_RE.match(req.kind)
+         else _bad("kind: expected a-z, 0-9, _ (starting with a letter), at most 32")),
+        ("channel", lambda: req.channel if req.channel in CHANNELS else _bad(f"channel: one of {', '.join(CHANNELS)}")),
+        ("case_id", lambda: req.case_id is None or _ID.match(str(req.case_id)) or _bad("case_id: expected an id")),
+        ("incident_id", lambda: req.incident_id is None or _ID.match(str(req.incident_id))
+         or _bad("incident_id: expected an id")),
+        ("not_before", lambda: _check_time(req.not_before, "not_before")),
+        ("expires_at", lambda: _check_time(req.expires_at, "expires_at")),
+    ]
+    for name, check in checks:
+        try:
+            check()
+        except ValueError as exc:
+            errors[name] = str(exc).partition(": ")[2] or str(exc)
+
+
+def validate(req: NoticeRequest) -> NoticeRequest:
+    """The request with its texts stripped, or NoticeInvalid listing every problem."""
+    errors: dict[str, str] = {}
+    _check_fields(req, errors)
+    texts: dict[str, str] = {}
+    if not isinstance(req.text, Mapping) or not req.text:
+        errors["text"] = "expected at least one language → text (en, zh)"
+    else:
+        for lang, value in req.text.items():
+            if not isinstance(lang, str) or not LANGUAGE_RE.match(lang):
+                errors["text"] = f"unknown language {str(lang)[:8]!r}"
+                continue
+            try:
+                texts[lang] = _plain_text(value, MAX_TEXT, f"text.{lang}")
+            except ValueError as exc:
+                errors["text"] = str(exc)
+    if errors:
+        raise NoticeInvalid(errors)
+    return NoticeRequest(key=req.key.strip(), customer_id=req.customer_id, kind=req.kind, text=texts,
+                         case_id=req.case_id, incident_id=req.incident_id, channel=req.channel,
+                         not_before=req.not_before, expires_at=req.expires_at)
+
+
+def _bad(message: str) -> Any:
+    raise ValueError(message)
+
+
+# ----------------------------------------------------------------------------- consent, language
+
+@dataclass(frozen=True)
+class Consent:
+    granted: frozenset[str] = frozenset()
+    refused: frozenset[str] = frozenset()
+    none: bool = False  # "none": nothing but the kinds granted explicitly
+
+
+def parse_consent(raw: str | None) -> Consent:
+    """The `notices` attribute: 'card_expiry,roaming,-case_result' or 'none'. Entries that are not a
+    kind name are ignored (imported data); a kind both granted and refused is refused."""
+    granted: set[str] = set()
+    refused: set[str] = set()
+    none = False
+    for item in (raw or "").split(","):
+        word = item.strip().lower()
+        if word == "none":
+            none = True
+        elif word.startswith("-") and KIND_RE.match(word[1:]):
+            refused.add(word[1:])
+        elif KIND_RE.match(word):
+            granted.add(word)
+    return Consent(frozenset(granted - refused), frozenset(refused), none)
+
+
+def consents(attributes: Mapping[str, str], kind: str, defaults: Iterable[str]) -> bool:
+    """Whether the customer wants notices of `kind` (see the module docstring for the format)."""
+    consent = parse_consent(attributes.get(CONSENT_ATTRIBUTE))
+    if kind in consent.refused:
+        return False
+    if kind in consent.granted:
+        return True
+    return not consent.none and kind in set(defaults)
+
+
+def choose_text(texts: Mapping[str, str], language: str) -> tuple[str, str] | None:
+    """(language, text): the customer's language, else en, else zh, else any; None when empty."""
+    for lang in (language, *LANGUAGES, *sorted(texts)):
+        if lang in texts:
+            return lang, texts[lang]
+    return None
+
+
+# ----------------------------------------------------------------------------- budget, batching
+
+def in_budget_window(t: float, counted: Iterable[float], window: float) -> int:
+    """How many counted calls lie strictly closer than `window` to `t` (either side)."""
+    return sum(1 for s in counted if abs(s - t) < window)
+
+
+def budget_slot(t: float, counted: Sequence[float], limit: int, window: float) -> float | None:
+    """The earliest instant ≥ t a new call fits the budget: fewer than `limit` counted calls within
+    `window` of it. Adding every call this way keeps any window of that length at `limit` calls at
+    most (the last one added saw all the others). None when `limit` < 1."""
+    if limit < 1:
+        return None
+    for candidate in sorted({t, *(s + window for s in counted if s + window > t)}):
+        if in_budget_window(candidate, counted, window) < limit:
+            return candidate
+    return None  # unreachable: past every s + window nothing is counted
+
+
+def batch_target(due: float, not_before: float | None, pending: Iterable[tuple[str, float]],
+                 batch_seconds: float) -> list[str]:
+    """Pending calls (id, due) of the customer that may carry a notice due at `due`, best first:
+    within `batch_seconds` of it and not before the notice's `not_before`."""
+    fits = [(abs(d - due), d, cid) for cid, d in pending
+            if abs(d - due) <= batch_seconds and (not_before is None or d >= not_before)]
+    return [cid for _, _, cid in sorted(fits)]
+
+
+# ----------------------------------------------------------------------------- the plan
+
+@dataclass(frozen=True)
+class Plan:
+    channel: str  # call | sms | none (refused)
+    at: float | None = None  # call: when it may first dial
+    reason: str = ""  # refused: why; deferred: "budget"
+    deferred: bool = False
+    latest: float | None = None  # call: moot after this
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the plan needs to know about the customer and the world (looked up by the service)."""
+
+    customer: Customer | None
+    preferences: ContactPreferences
+    sms_available: bool = False
+    counted: Sequence[float] = ()  # times of the customer's counted notice calls (the budget)
+    consent: bool = True
+
+
+def _refuse(reason: str) -> Plan:
+    return Plan("none", reason=reason)
+
+
+def _sms_or(req: NoticeRequest, facts: Facts, reason: str) -> Plan:
+    if req.channel == "auto" and facts.sms_available:
+        return Plan("sms", reason=reason)
+    return _refuse(reason)
+
+
+def plan(req: NoticeRequest, facts: Facts, policy: NoticePolicy, calling: CallbackPolicy, now: float) -> Plan:
+    """How a notice goes out (channel, when), or why not: consent, number, expiry, channel,
+    do-not-call, allowed hours, budget (batching is the service's: it needs the pending calls)."""
+    if not facts.consent:
+        return _refuse("no_consent")
+    if facts.customer is None or not facts.customer.phones:
+        return _refuse("no_phone")
+    if req.expires_at is not None and req.expires_at <= now:
+        return _refuse("expired")
+    if req.channel == "sms":
+        return Plan("sms") if facts.sms_available else _refuse("no_sms")
+    if facts.preferences.do_not_call:
+        return _sms_or(req, facts, "do_not_call")
+    start = max(now, req.not_before or now)
+    latest = req.expires_at if req.expires_at is not None else start + policy.window_days * DAY
+    t = next_allowed_time(start, facts.preferences, calling)
+    if t is None or t > latest:
+        return _sms_or(req, facts, "no_calling_hours")
+    return Plan("call", at=t, latest=latest)
+
+
+def within_budget(call: Plan, req: NoticeRequest, facts: Facts, policy: NoticePolicy,
+                  calling: CallbackPolicy) -> Plan:
+    """A new call (not batched) against the budget: as planned, an SMS instead (`auto`), deferred
+    to when the budget frees and the customer may be called, or refused `budget`."""
+    if call.channel != "call" or call.at is None or call.latest is None:
+        return call
+    t: float | None = call.at
+    for _ in range(64):  # each round moves t forward to a budget slot, then to calling hours
+        if t is None or t > call.latest:
+            break
+        slot = budget_slot(t, facts.counted, policy.max_calls, policy.budget_seconds)
+        if slot is None:
+            break
+        if slot == t:
+            if t == call.at:
+                return call
+            return Plan("call", at=t, reason="budget", deferred=True, latest=call.latest)
+        if req.channel == "auto" and facts.sms_available:
+            return Plan("sms", reason="budget")
+        t = next_allowed_time(slot, facts.preferences, calling)
+    return _sms_or(req, facts, "budget")
+
+
+# ----------------------------------------------------------------------------- the texts
+
+def case_result_values(case_id: str, result: str) -> dict[str, str]:
+    """Values for the case_result template ({case}, {result}): the result cut to what one value may
+    hold (speech.MAX_VALUE_CHARS) and to one line."""
+    text = " ".join(result.split()) or "-"
+    return {"case": case_id, "result": text[:200]}
+
+
+def batch_prompt(sounds: Sequence[str]) -> str:
+    """What Playback plays for a call carrying these notices, in turn ('a&b')."""
+    return "&".join(s for s in sounds if s)
+
+
+# ----------------------------------------------------------------------------- press 1
+
+def route_to_owner(owner: str | None, owner_status: AgentStatus | None, endpoint: str | None,
+                   tier_queue: QueueTarget, ring_seconds: int, case_id: str | None) -> Route:
+    """Where "press 1" goes: the case owner when they are logged in and not paused (their phone
+    rings first, then the tier queue, as the hotline's case-owner rule does), else the tier queue."""
+    about = f"notice call-back about case {case_id}" if case_id else "notice call-back"
+    if owner and endpoint and owner_status is not None and owner_status.state not in (
+            AgentState.LOGGED_OUT, AgentState.PAUSED):
+        return Route(Action.AGENT, f"{about} -> case owner {owner}", "notice", agent_id=owner, dial=endpoint,
+                     ring_seconds=ring_seconds, queue=tier_queue.queue, priority=tier_queue.priority)
+    why = f"case owner {owner} unavailable" if owner else "no case owner"
+    return Route(Action.QUEUE, f"{about}; {why} -> {tier_queue.queue} queue", "notice", queue=tier_queue.queue,
+                 priority=tier_queue.priority)
+
+
+# ----------------------------------------------------------------------------- JSON form
+
+def to_dict(n: Notice) -> dict[str, Any]:
+    return {"id": n.id, "key": n.key, "customer_id": n.customer_id, "kind": n.kind, "state": n.state.value,
+            "created_at": n.created_at, "text": n.text, "language": n.language, "sound": n.sound,
+            "channel": n.channel, "case_id": n.case_id, "incident_id": n.incident_id, "call_id": n.call_id,
+            "due_at": n.due_at, "expires_at": n.expires_at, "reason": n.reason, "updated_at": n.updated_at,
+            "outcomes": [list(o) for o in n.outcomes]}
+
+
+def from_dict(d: Mapping[str, Any]) -> Notice:
+    return Notice(id=d["id"], key=d["key"], customer_id=d["customer_id"], kind=d["kind"],
+                  state=NoticeState(d["state"]), created_at=float(d["created_at"]), text=d.get("text", ""),
+                  language=d.get("language", ""), sound=d.get("sound", ""), channel=d.get("channel", "call"),
+                  case_id=d.get("case_id"), incident_id=d.get("incident_id"), call_id=d.get("call_id"),
+                  due_at=d.get("due_at"), expires_at=d.get("expires_at"), reason=d.get("reason", ""),
+                  updated_at=float(d.get("updated_at") or 0.0),
+                  outcomes=tuple((str(o[0]), float(o[1])) for o in d.get("outcomes") or ()))
+
+
+__all__ = [
+    "CONSENT_ATTRIBUTE", "Consent", "Facts", "Notice", "NoticeInvalid", "NoticePolicy", "NoticeRequest",
+    "NoticeResult", "NoticeState", "NoticeStatus", "Plan", "batch_prompt", "batch_target", "budget_slot",
+    "call_id_for", "case_result_values", "choose_text", "consents", "from_dict", "notice_id",
+    "parse_consent", "plan", "route_to_owner", "to_dict", "validate", "within_budget",
+]

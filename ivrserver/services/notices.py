@@ -1,0 +1,412 @@
+"""Proactive notices: schedule (exactly once per key), cancel when moot, follow the call's outcome.
+
+```
+notices = NoticeService(NoticeStore(redis, keys), callback_store, messages, NoticePolicy(), calling_policy,
+                        customer=customer_lookup(redis, keys), cases=case_service, sms=sms_sender)
+result = await notices.schedule(NoticeRequest(key="case-result:K-7:1700-0", customer_id="c1",
+                                              kind="case_result", text={"en": "…", "zh": "…"}, case_id="K-7"))
+await notices.cancel("case-result:K-7:1700-0", reason="case reopened")
+```
+
+A notice call is a customer-first callback (mode customer_first, `notice` = its kinds), so the
+callback scheduler's guarantees hold for it: a lease per placement, a placed marker per attempt,
+ChannelId "<call id>-<attempt>". Its `prompt` is the rendered message (services/messages.py, in the
+customer's language) that [ivrserver-notify] plays; notices of one customer batched into one call
+are joined with '&' and played in turn. The rules (consent, do-not-call, hours, budget, batching)
+are domain/notices.py's; this module looks up what they need and writes what they decide, under a
+short per-customer lock so two instances never both create a call for the same batch.
+
+Outcomes: the placer tells `on_placed(callback)` after every dial or give-up; each notice the call
+carries gets the outcome (heard / no_answer → retried / failed) on its case (CaseService.note_event,
+kind "notice") and in its own record; the notify FastAGI script marks pressed_1 (`pressed`).
+The call itself is a contact record of kind notification (pbx/callback_dialer.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+from ivrserver.domain import callbacks as cbm
+from ivrserver.domain import notices as nm
+from ivrserver.domain.callbacks import AttemptOutcome, Callback, CallbackMode, CallbackPolicy, CallbackState
+from ivrserver.domain.cases import CaseChange
+from ivrserver.domain.model import ContactPreferences, Customer
+from ivrserver.domain.notices import (
+    Notice,
+    NoticePolicy,
+    NoticeRequest,
+    NoticeResult,
+    NoticeState,
+    NoticeStatus,
+    Plan,
+)
+from ivrserver.domain.speech import MessageTemplate, TextError
+from ivrserver.services.messages import MessageService
+from ivrserver.services.speech import SynthesisError
+from ivrserver.store.callbacks import CallbackStore, UpdateResult
+from ivrserver.store.notices import NoticeStore
+
+log = logging.getLogger("ivrserver.notices")
+
+ACTOR = "system"
+CustomerOf = Callable[[str], Awaitable[Customer | None]]
+
+
+class SmsSender(Protocol):
+    """Sends one SMS (pbx/messaging.py: Asterisk MessageSend, or the operator's gateway by webhook);
+    returns "sent" or "failed:<why>"; exactly once per key."""
+
+    async def send(self, *, number: str, text: str, key: str) -> str: ...
+
+
+class CaseNotes(Protocol):
+    """The part of services/cases.CaseService notices use."""
+
+    async def note_event(self, case_id: str, kind: str, detail: Mapping[str, Any], *, actor: str,
+                         why: str = "") -> None: ...
+
+
+def _escape(text: str) -> str:
+    """Plain text as a message template without placeholders."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+class NoticeService:
+    def __init__(self, store: NoticeStore, calls: CallbackStore, messages: MessageService | None,
+                 policy: NoticePolicy, calling: CallbackPolicy, *, customer: CustomerOf,
+                 sms: SmsSender | None = None, cases: CaseNotes | None = None,
+                 templates: Mapping[str, str] | None = None, on_due: Callable[[], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        """`templates`: the case_result text per language ({case}, {result}); `on_due`: wake this
+        instance's callback scheduler when a call is due."""
+        self.store = store
+        self.calls = calls
+        self.messages = messages
+        self.policy = policy
+        self.calling = calling
+        self.customer = customer
+        self.sms = sms
+        self.cases = cases
+        self.templates = dict(templates or {})
+        self.on_due = on_due
+        self.clock = clock
+
+    def attach_cases(self, cases: CaseNotes) -> None:
+        self.cases = cases
+
+    def attach_sms(self, sms: SmsSender) -> None:
+        self.sms = sms
+
+    # ------------------------------------------------------------------ schedule
+    async def schedule(self, req: NoticeRequest) -> NoticeResult:
+        """Exactly once per key: scheduled (or deferred), sent by SMS, or refused with a reason;
+        a key seen before answers `existing` with the notice's state. NoticeInvalid for a bad request."""
+        req = nm.validate(req)
+        nid = nm.notice_id(req.key)
+        found = await self.store.get(nid)
+        if found is not None:
+            return _existing(found)
+        customer = await self.customer(req.customer_id)
+        async with self.store.locked(req.customer_id):
+            found = await self.store.get(nid)
+            if found is not None:
+                return _existing(found)
+            now = self.clock()
+            facts = nm.Facts(
+                customer=customer, preferences=customer.preferences if customer else ContactPreferences(),
+                sms_available=self.sms is not None,
+                counted=await self.store.counted(req.customer_id, now - self.policy.budget_seconds),
+                consent=customer is not None and nm.consents(customer.attributes, req.kind,
+                                                             self.policy.default_consent))
+            decided = nm.plan(req, facts, self.policy, self.calling, now)
+            if decided.channel == "call" and customer is not None:
+                return await self._by_call(req, nid, customer, facts, decided, now)
+            return await self._not_by_call(req, nid, customer, decided, now)
+
+    async def _not_by_call(self, req: NoticeRequest, nid: str, customer: Customer | None, decided: Plan,
+                           now: float) -> NoticeResult:
+        if decided.channel == "sms" and customer is not None:
+            return await self._send_sms(req, nid, customer, decided.reason, now)
+        return await self._refuse(req, nid, decided.reason or "refused", now)
+
+    async def _by_call(self, req: NoticeRequest, nid: str, customer: Customer, facts: nm.Facts, decided: Plan,
+                       now: float) -> NoticeResult:
+        chosen = nm.choose_text(req.text, customer.language)
+        if chosen is None:  # validate() makes this unreachable
+            return await self._refuse(req, nid, "no_text", now)
+        language, text = chosen
+        sound = await self._render(text, language)
+        if sound is None:
+            if req.channel == "auto" and self.sms is not None:
+                return await self._send_sms(req, nid, customer, "synthesis_failed", now)
+            return await self._refuse(req, nid, "synthesis_failed", now)
+        notice = Notice(id=nid, key=req.key, customer_id=req.customer_id, kind=req.kind,
+                        state=NoticeState.SCHEDULED, created_at=now, text=text, language=language, sound=sound,
+                        channel="call", case_id=req.case_id, incident_id=req.incident_id,
+                        expires_at=decided.latest, updated_at=now)
+        joined = await self._join(notice, req, decided, now)
+        if joined is not None:
+            return joined
+        budgeted = nm.within_budget(decided, req, facts, self.policy, self.calling)
+        if budgeted.channel != "call":
+            return await self._not_by_call(req, nid, customer, budgeted, now)
+        return await self._new_call(notice, req, customer, budgeted, now)
+
+    async def _render(self, text: str, language: str) -> str | None:
+        if self.messages is None:
+            log.error("notice not rendered: no speech synthesizer configured")
+            return None
+        try:
+            audio = await self.messages.render(MessageTemplate.parse(_escape(text)), {}, language)
+        except (TextError, SynthesisError) as exc:
+            log.error("notice message not rendered: %s", exc)
+            return None
+        return audio.sound
+
+    async def _join(self, notice: Notice, req: NoticeRequest, decided: Plan, now: float) -> NoticeResult | None:
+        """Ride on a pending call of the customer due close to this notice's time (batching)."""
+        assert decided.at is not None
+        pending = await self.store.pending_calls(req.customer_id)
+        for call_id in nm.batch_target(decided.at, req.not_before, pending, self.policy.batch_seconds):
+            cb = await self.calls.get(call_id)
+            if cb is None or cb.state in cbm.TERMINAL_STATES:
+                await self.store.call_settled(req.customer_id, call_id)  # a stale entry
+                continue
+            if cb.state not in cbm.WAITING_STATES or cb.due_at is None or (
+                    decided.latest is not None and cb.due_at > decided.latest):
+                continue
+            kinds = sorted({*filter(None, cb.notice.split(",")), notice.kind})
+            carried = dataclasses.replace(
+                cb, prompt=nm.batch_prompt([cb.prompt, notice.sound]), notice=",".join(kinds),
+                latest=max(cb.latest, decided.latest or cb.latest), updated_at=now, version=cb.version + 1)
+            if await self.calls.update(carried, expected_version=cb.version, due=cb.due_at) is not UpdateResult.OK:
+                continue  # being dialed right now, or changed: try the next one or a call of its own
+            await self.store.attach(call_id, notice.id, req.customer_id, cb.due_at)
+            await self.store.create(dataclasses.replace(notice, call_id=call_id, due_at=cb.due_at))
+            log.info("notice %s batched into call %s", notice.id, call_id)
+            return NoticeResult(NoticeStatus.SCHEDULED, notice.id, reason="batched", call_id=call_id,
+                                due_at=cb.due_at, state=NoticeState.SCHEDULED)
+        return None
+
+    async def _new_call(self, notice: Notice, req: NoticeRequest, customer: Customer, decided: Plan,
+                        now: float) -> NoticeResult:
+        assert decided.at is not None and decided.latest is not None
+        call_id = nm.call_id_for(notice.id)
+        try:
+            number = cbm.normalise_number(customer.phones[0], self.calling.phone_region)
+        except ValueError:
+            return await self._refuse(req, notice.id, "no_phone", now)
+        request = cbm.CallbackRequest(
+            customer_id=customer.id, number=number, earliest=decided.at, latest=max(decided.latest, decided.at + 60),
+            tier=customer.tier.value, reason=f"notice {req.kind}", case_id=req.case_id, context=notice.text,
+            mode=CallbackMode.CUSTOMER_FIRST, prompt=notice.sound)
+        cb = cbm.new_callback(request, call_id, now, cbm.merged_preferences(request, customer.preferences),
+                              requested_by="notices")
+        try:
+            cb = cbm.schedule(dataclasses.replace(cb, notice=req.kind), self.calling, now)
+        except cbm.RequestInvalid as exc:
+            return await self._refuse(req, notice.id, "no_calling_hours", now, detail=str(exc))
+        if not await self.calls.create(cb):
+            log.warning("notice %s: its call %s existed already (an earlier attempt died half-way)", notice.id,
+                        call_id)
+            existing = await self.calls.get(call_id)
+            cb = existing or cb
+        due = cb.due_at if cb.due_at is not None else decided.at
+        await self.store.count(customer.id, call_id, due, self.policy.budget_seconds)
+        await self.store.attach(call_id, notice.id, customer.id, due)
+        await self.store.create(dataclasses.replace(notice, call_id=call_id, due_at=due,
+                                                    reason="budget" if decided.deferred else ""))
+        if self.on_due is not None:
+            self.on_due()
+        log.info("notice %s: call %s due at %.0f%s", notice.id, call_id, due, " (budget: deferred)"
+                 if decided.deferred else "")
+        return NoticeResult(NoticeStatus.DEFERRED if decided.deferred else NoticeStatus.SCHEDULED, notice.id,
+                            reason=decided.reason, call_id=call_id, due_at=due, state=NoticeState.SCHEDULED)
+
+    async def _send_sms(self, req: NoticeRequest, nid: str, customer: Customer, why: str, now: float) -> NoticeResult:
+        assert self.sms is not None
+        chosen = nm.choose_text(req.text, customer.language)
+        language, text = chosen if chosen is not None else ("", "")
+        try:
+            outcome = await self.sms.send(number=customer.phones[0], text=text, key=req.key)
+        except Exception as exc:  # the sender could not tell: recorded as failed, never silently lost
+            log.exception("notice %s: SMS sender raised", nid)
+            outcome = f"failed:{type(exc).__name__}"
+        sent = outcome == "sent"
+        state = NoticeState.SMS_SENT if sent else NoticeState.SMS_FAILED
+        notice = Notice(id=nid, key=req.key, customer_id=req.customer_id, kind=req.kind, state=state,
+                        created_at=now, text=text, language=language, channel="sms", case_id=req.case_id,
+                        incident_id=req.incident_id, expires_at=req.expires_at, reason=why if sent else outcome,
+                        updated_at=now, outcomes=((str(state), now),))
+        await self.store.create(notice)
+        await self._note(notice, "sms_sent" if sent else "failed", reason=why if sent else outcome)
+        if sent:
+            return NoticeResult(NoticeStatus.SMS_SENT, nid, reason=why, state=state)
+        return NoticeResult(NoticeStatus.REFUSED, nid, reason="sms_failed", state=state)
+
+    async def _refuse(self, req: NoticeRequest, nid: str, reason: str, now: float, detail: str = "") -> NoticeResult:
+        notice = Notice(id=nid, key=req.key, customer_id=req.customer_id, kind=req.kind, state=NoticeState.REFUSED,
+                        created_at=now, channel="none", case_id=req.case_id, incident_id=req.incident_id,
+                        expires_at=req.expires_at, reason=reason, updated_at=now)
+        await self.store.create(notice)
+        log.info("notice %s refused: %s%s", nid, reason, f" ({detail})" if detail else "")
+        await self._note(notice, "failed", reason=reason)
+        return NoticeResult(NoticeStatus.REFUSED, nid, reason=reason, state=NoticeState.REFUSED)
+
+    # ------------------------------------------------------------------ cancel (moot)
+    async def cancel(self, key: str, *, reason: str) -> bool:
+        """Cancel the notice before its call dials (moot); False when there is none pending or its
+        call is being dialed or already went out. A batched call goes on with the other notices."""
+        nid = nm.notice_id(key)
+        found = await self.store.get(nid)
+        if found is None or found.state not in nm.PENDING:
+            return False
+        async with self.store.locked(found.customer_id):
+            notice = await self.store.get(nid)
+            if notice is None or notice.state not in nm.PENDING:
+                return False
+            if notice.call_id is not None and not await self._take_off_call(notice, reason):
+                return False
+            now = self.clock()
+            done = dataclasses.replace(notice, state=NoticeState.CANCELLED, reason=reason[:200], updated_at=now,
+                                       outcomes=(*notice.outcomes, ("cancelled", now)))
+            await self.store.save(done)
+        await self._note(done, "cancelled", reason=reason[:200])
+        log.info("notice %s cancelled: %s", nid, reason[:200])
+        return True
+
+    async def _take_off_call(self, notice: Notice, reason: str) -> bool:
+        assert notice.call_id is not None
+        cb = await self.calls.get(notice.call_id)
+        if cb is None or cb.state in cbm.TERMINAL_STATES:
+            return True
+        if cb.state not in cbm.WAITING_STATES:
+            return False  # dialing or connected: too late
+        others = await self.store.get_many(i for i in await self.store.call_notices(cb.id) if i != notice.id)
+        others = [n for n in others if n.state in nm.PENDING]
+        now = self.clock()
+        if others:
+            kept = dataclasses.replace(cb, prompt=nm.batch_prompt([n.sound for n in sorted(others, key=_order)]),
+                                       notice=",".join(sorted({n.kind for n in others})), updated_at=now,
+                                       version=cb.version + 1)
+            if await self.calls.update(kept, expected_version=cb.version, due=cb.due_at) is not UpdateResult.OK:
+                return False
+        else:
+            gone = cbm.cancel(cb, now, f"notice moot: {reason[:100]}")
+            if await self.calls.update(gone, expected_version=cb.version, due=None) is not UpdateResult.OK:
+                return False
+            if cb.attempts == 0:
+                await self.store.uncount(cb.customer_id, cb.id)  # never dialed: the budget is given back
+            await self.store.call_settled(cb.customer_id, cb.id)
+        await self.store.detach(cb.id, notice.id)
+        return True
+
+    # ------------------------------------------------------------------ the call's outcome
+    async def on_placed(self, cb: Callback) -> None:
+        """The placer wrote an outcome of a call (or gave up): follow it on every notice it carries."""
+        if not cb.notice:
+            return
+        last = cb.history[-1] if cb.history else None
+        if last is not None and last.outcome is AttemptOutcome.ANSWERED:
+            await self._follow(cb, NoticeState.HEARD, "heard", {"attempt": last.number})
+            if cb.state is CallbackState.CONNECTED:
+                # customer-first: the message plays on answer; the call needs nobody's hang-up to be done
+                done = cbm.finish(cb, self.clock(), "notice heard")
+                if await self.calls.update(done, expected_version=cb.version, due=None) is not UpdateResult.OK:
+                    log.warning("notice call %s: not marked done (changed meanwhile)", cb.id)
+            await self.store.call_settled(cb.customer_id, cb.id)
+        elif cb.state is CallbackState.RETRY_WAIT:
+            outcome = last.outcome.value if last is not None and last.outcome is not None else "no_answer"
+            await self._follow(cb, None, "no_answer", {"attempt": cb.attempts, "dial": outcome,
+                                                       "retry_at": cb.due_at})
+            if cb.due_at is not None:
+                await self.store.attach_due(cb.id, cb.customer_id, cb.due_at)
+        elif cb.state is CallbackState.FAILED:
+            await self._follow(cb, NoticeState.FAILED, "failed", {"attempt": cb.attempts, "reason": cb.final_reason})
+            if cb.attempts == 0:
+                await self.store.uncount(cb.customer_id, cb.id)
+            await self.store.call_settled(cb.customer_id, cb.id)
+
+    async def _follow(self, cb: Callback, state: NoticeState | None, outcome: str, detail: Mapping[str, Any]) -> None:
+        now = self.clock()
+        notices = await self.store.get_many(await self.store.call_notices(cb.id))
+        for n in notices:
+            if n.state not in nm.PENDING:
+                continue  # cancelled meanwhile, or already told (pressed 1 before this was written)
+            changed = dataclasses.replace(n, state=state or n.state, updated_at=now,
+                                          due_at=cb.due_at if state is None else n.due_at,
+                                          reason=str(detail.get("reason", "")) if state is NoticeState.FAILED
+                                          else n.reason, outcomes=(*n.outcomes, (outcome, now)))
+            await self.store.save(changed)
+            await self._note(changed, outcome, **{k: v for k, v in detail.items() if v is not None})
+
+    async def pressed(self, call_id: str) -> list[Notice]:
+        """The customer pressed 1 on this notice call: every notice it carries is pressed_1."""
+        now = self.clock()
+        out = []
+        for n in await self.store.get_many(await self.store.call_notices(call_id)):
+            if n.state in (NoticeState.SCHEDULED, NoticeState.HEARD):
+                n = dataclasses.replace(n, state=NoticeState.PRESSED_1, updated_at=now,
+                                        outcomes=(*n.outcomes, ("pressed_1", now)))
+                await self.store.save(n)
+                await self._note(n, "pressed_1")
+            out.append(n)
+        return sorted(out, key=_order)
+
+    async def _note(self, n: Notice, outcome: str, **detail: Any) -> None:
+        if self.cases is None or not n.case_id:
+            return
+        try:
+            await self.cases.note_event(n.case_id, "notice", {"notice_id": n.id, "outcome": outcome,
+                                                              "kind": n.kind, "call_id": n.call_id, **detail},
+                                        actor=ACTOR, why=f"notice {n.kind}: {outcome}")
+        except Exception:
+            # the notice's own record has the outcome; the case misses one event line
+            log.exception("notice %s: outcome %s not noted on case %s", n.id, outcome, n.case_id)
+
+    # ------------------------------------------------------------------ cases
+    def case_result_request(self, change: CaseChange) -> NoticeRequest:
+        """The case_result notice of a resolved case: its text from the result (the change's why or
+        the back office's result, else the case summary), in every language with a template."""
+        case = change.case
+        result = str(change.detail.get("result") or change.why or case.summary or "")
+        values = nm.case_result_values(case.id, result)
+        texts = {}
+        for language, template in self.templates.items():
+            try:
+                texts[language] = MessageTemplate.parse(template).render(values)
+            except TextError as exc:
+                log.error("notices.case_result_%s: %s", language, exc)
+        return NoticeRequest(key=case_result_key(case.id, change.event_id), customer_id=case.customer_id,
+                             kind="case_result", text=texts or {"en": f"Your case {case.id}: {values['result']}"},
+                             case_id=case.id)
+
+    async def on_case_change(self, change: CaseChange) -> None:
+        """CaseFollowup handler: resolved → schedule the case_result notice; reopened → cancel the
+        pending one(s). Idempotent: the notice key is the change's event id."""
+        if change.kind == "resolved":
+            result = await self.schedule(self.case_result_request(change))
+            log.info("case %s resolved: notice %s %s %s", change.case.id, result.notice_id, result.status.value,
+                     result.reason)
+        elif change.kind == "reopened":
+            for key in await self.store.case_notice_keys(change.case.id):
+                await self.cancel(key, reason=f"case {change.kind}")
+
+
+def case_result_key(case_id: str, event_id: str) -> str:
+    return f"case-result:{case_id}:{event_id}"
+
+
+def _order(n: Notice) -> tuple[float, str]:
+    return (n.created_at, n.id)
+
+
+def _existing(n: Notice) -> NoticeResult:
+    return NoticeResult(NoticeStatus.EXISTING, n.id, reason=n.reason, call_id=n.call_id, due_at=n.due_at, state=n.state)
+
+
+__all__ = ["CaseNotes", "NoticeService", "SmsSender", "case_result_key"]

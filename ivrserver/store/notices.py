@@ -1,0 +1,158 @@
+"""Proactive notices in Redis: the notice records, which call carries which notices, the customer's
+pending notice calls (batching), the budget counters and a short per-customer lock.
+
+Layout (names from `Keys`):
+- `notice:{id}`                 STRING  JSON (domain.notices.to_dict); created with SET NX (the id is
+                                        a hash of the key: exactly once); final ones expire after hot_days
+- `notice:call:{call id}`       SET     notice ids the call carries
+- `notices:pending:{customer}`  HASH    call id → due of notice calls not dialed yet
+- `notices:budget:{customer}`   ZSET    call id → planned epoch of each counted notice call
+- `notices:lock:{customer}`     STRING  token of the instance scheduling / cancelling (PX, released by
+                                        compare-and-delete)
+The calls themselves are customer-first callbacks (store/callbacks.py): their lease, placed marker
+and ChannelId make each dial at-most-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ivrserver.domain.notices import PENDING, Notice, from_dict, to_dict
+from ivrserver.store.keys import Keys
+
+DAY = 86400
+
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class LockBusy(RuntimeError):
+    """Another instance holds the customer's notice lock for longer than we wait."""
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _json(n: Notice) -> str:
+    return json.dumps(to_dict(n), separators=(",", ":"), ensure_ascii=False)
+
+
+class NoticeStore:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, *, hot_days: int = 30) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.hot_seconds = hot_days * DAY
+        self._unlock = redis.register_script(_UNLOCK)
+
+    # ------------------------------------------------------------------ records
+    async def get(self, notice_id: str) -> Notice | None:
+        raw = await self.redis.get(self.keys.notice(notice_id))
+        return None if raw is None else from_dict(json.loads(raw))
+
+    async def get_many(self, ids: Iterable[str]) -> list[Notice]:
+        ids = list(ids)
+        if not ids:
+            return []
+        raws = await self.redis.mget([self.keys.notice(i) for i in ids])
+        return [from_dict(json.loads(r)) for r in raws if r is not None]
+
+    async def create(self, n: Notice) -> bool:
+        """Store a new notice; False when its id (its key) exists already. A notice about a case is
+        listed under the case (what a reopen cancels)."""
+        ttl = None if n.state in PENDING else self.hot_seconds
+        created = bool(await self.redis.set(self.keys.notice(n.id), _json(n), nx=True, ex=ttl))
+        if created and n.case_id:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.sadd(self.keys.notices_of_case(n.case_id), n.key)
+            pipe.expire(self.keys.notices_of_case(n.case_id), self.hot_seconds)
+            await pipe.execute()
+        return created
+
+    async def case_notice_keys(self, case_id: str) -> list[str]:
+        """Keys of the notices about a case (any state; the last hot_days)."""
+        return sorted(_s(k) for k in await self.redis.smembers(self.keys.notices_of_case(case_id)))
+
+    async def save(self, n: Notice) -> None:
+        """Overwrite a notice (under the customer's lock, or its call's outcome); final ones expire."""
+        ttl = None if n.state in PENDING else self.hot_seconds
+        await self.redis.set(self.keys.notice(n.id), _json(n), ex=ttl)
+
+    # ------------------------------------------------------------------ calls
+    async def call_notices(self, call_id: str) -> list[str]:
+        return sorted(_s(i) for i in await self.redis.smembers(self.keys.notice_call(call_id)))
+
+    async def attach(self, call_id: str, notice_id: str, customer_id: str, due: float) -> None:
+        """The call carries this notice (too) and is pending at `due`."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.sadd(self.keys.notice_call(call_id), notice_id)
+        pipe.hset(self.keys.notice_pending_calls(customer_id), call_id, repr(float(due)))
+        await pipe.execute()
+
+    async def attach_due(self, call_id: str, customer_id: str, due: float) -> None:
+        """The pending call's next attempt is due at `due` (a retry)."""
+        await self.redis.hset(self.keys.notice_pending_calls(customer_id), call_id, repr(float(due)))
+
+    async def detach(self, call_id: str, notice_id: str) -> None:
+        await self.redis.srem(self.keys.notice_call(call_id), notice_id)
+
+    async def pending_calls(self, customer_id: str) -> list[tuple[str, float]]:
+        raw = await self.redis.hgetall(self.keys.notice_pending_calls(customer_id))
+        return [(_s(k), float(_s(v))) for k, v in raw.items()]
+
+    async def call_settled(self, customer_id: str, call_id: str) -> None:
+        """The call is final (or dialing for good): no more notices ride on it; its set expires."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hdel(self.keys.notice_pending_calls(customer_id), call_id)
+        pipe.expire(self.keys.notice_call(call_id), self.hot_seconds)
+        await pipe.execute()
+
+    # ------------------------------------------------------------------ budget
+    async def counted(self, customer_id: str, since: float) -> list[float]:
+        """Planned times of the customer's counted notice calls from `since` on (older ones dropped)."""
+        key = self.keys.notice_budget(customer_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zremrangebyscore(key, "-inf", f"({since!r}")
+        pipe.zrange(key, 0, -1, withscores=True)
+        _, rows = await pipe.execute()
+        return [float(score) for _, score in rows]
+
+    async def count(self, customer_id: str, call_id: str, at: float, keep_seconds: float) -> None:
+        key = self.keys.notice_budget(customer_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(key, {call_id: at})
+        pipe.expire(key, int(keep_seconds) + 1, nx=True)  # GT below needs a TTL to compare with
+        pipe.expireat(key, int(at + keep_seconds) + 1, gt=True)
+        await pipe.execute()
+
+    async def uncount(self, customer_id: str, call_id: str) -> None:
+        """A call cancelled before it dialed gives its budget back."""
+        await self.redis.zrem(self.keys.notice_budget(customer_id), call_id)
+
+    # ------------------------------------------------------------------ lock
+    @contextlib.asynccontextmanager
+    async def locked(self, customer_id: str, *, hold_ms: int = 15000, wait: float = 10.0) -> AsyncIterator[None]:
+        """One scheduler/canceller of this customer's notices at a time, across instances."""
+        key = self.keys.notice_lock(customer_id)
+        token = uuid.uuid4().hex
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        delay = 0.005
+        while not await self.redis.set(key, token, nx=True, px=hold_ms):
+            if loop.time() > deadline:
+                raise LockBusy(f"notices of customer {customer_id} are being changed elsewhere; try again")
+            await asyncio.sleep(delay)
+            delay = min(0.1, delay * 2)
+        try:
+            yield
+        finally:
+            await asyncio.shield(self._unlock(keys=[key], args=[token]))
