@@ -11,7 +11,8 @@
   their exceptions).
 - Every action has a timeout; header values with CR/LF are refused (they would inject actions).
 - A watchdog closes a silent connection so panoramisk reconnects; reconnects back off.
-- Originate is never re-sent after a reconnect (it could dial twice); ChannelId guards duplicates.
+- Originate and MessageSend are never re-sent after a reconnect (a second dial, a second SMS);
+  ChannelId guards duplicate dials, services/sms.py's per-key marker duplicate SMS.
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ class AmiClient:
             username=self.settings.username, secret=self.settings.secret, events=EVENT_MASK,
             ping_delay=self.settings.ping_interval, ping_interval=self.settings.ping_interval,
             reconnect_timeout=1, protocol_factory=_Protocol,
-            forgetable_actions=("ping", "login", "originate", "logoff"),
+            forgetable_actions=("ping", "login", "originate", "messagesend", "logoff"),
         )
         self._manager.register_event("*", self._dispatch)
         self._manager.connect()
