@@ -59,7 +59,7 @@ class QueueFact:
     """One thing that happened in a queue. `uid` is the caller's channel Uniqueid; `hold` the
     seconds the caller waited (answered / abandoned); `queue` is '' for `gone` (any queue)."""
 
-    kind: str  # one of FACT_KINDS
+    kind: str  # one of FACT_KINDS, or "restore" (reconcile: a waiting caller no instance saw join)
     queue: str
     uid: str
     at: float
@@ -204,6 +204,19 @@ def waiting_from_hash(fields: Mapping[str, str]) -> list[Waiting]:
         if isinstance(body, dict) and isinstance(body.get("q"), str) and _number(body.get("at")):
             out.append(Waiting(str(uid), body["q"], float(body["at"]), _whole(body.get("p", 0))))
     return out
+
+
+def reconcile(stored: Iterable[Waiting], live: Iterable[Waiting], started: float) -> tuple[list[str], list[Waiting]]:
+    """What makes the stored waiting callers match Asterisk's list (QueueStatus, asked at `started`):
+    (uids to remove: stored, joined before `started`, and no longer waiting in that queue; callers
+    to add: waiting in Asterisk, not stored). Missed leaves and joins (every instance was away) heal."""
+    live_by_uid = {w.uid: w for w in live}
+    stored = list(stored)
+    known = {w.uid for w in stored}
+    remove = sorted(w.uid for w in stored
+                    if w.joined_at < started and (w.uid not in live_by_uid or live_by_uid[w.uid].queue != w.queue))
+    add = [w for uid, w in sorted(live_by_uid.items()) if uid not in known or uid in remove]
+    return remove, add
 
 
 # ---------------------------------------------------------------------------------------------

@@ -48,17 +48,23 @@ log = logging.getLogger("ivrserver.wallboard")
 
 Sink = Callable[[str], None]
 IncidentSource = Callable[[], Awaitable[Iterable[object]]]
+AmiAction = Callable[[str, dict[str, str]], Awaitable[Any]]
 SEEN_SECONDS = 600  # instances apply the same AMI event within seconds; markers outlive that
 DAY_GRACE = 3600  # a day's counters stay an hour past its midnight (late readers), then expire
 MAX_CALLBACK_IDS = 50_000  # callbacks looked at per refresh at most
 
 # KEYS: 1 waiting hash, 2 day hash, 3 seen marker
-# ARGV: 1 op (join|answered|abandoned|leave|gone), 2 queue, 3 uid, 4 waiting entry (JSON, join),
+# ARGV: 1 op (join|answered|abandoned|leave|gone|restore), 2 queue, 3 uid, 4 waiting entry (JSON, join),
 #       5 answered in service level (1/0), 6 day expires at (epoch), 7 marker TTL, 8 channel,
 #       9 change message (JSON object; the queue's counters are appended as "c" when counted)
 _APPLY = """
 local op, q, uid = ARGV[1], ARGV[2], ARGV[3]
 local msg = ARGV[9]
+if op == 'restore' then
+  if redis.call('HSETNX', KEYS[1], uid, ARGV[4]) == 0 then return 0 end
+  redis.call('PUBLISH', ARGV[8], msg)
+  return 1
+end
 if op == 'gone' or op == 'leave' then
   local v = redis.call('HGET', KEYS[1], uid)
   if not v then return 0 end
@@ -100,7 +106,7 @@ class WallboardService:
                  settings: WallboardSettings, *, agents: Mapping[str, Agent],
                  queue_of: Callable[[str], str | None], queues: Sequence[str] = (),
                  callbacks: CallbackStore | None = None, incidents: IncidentSource | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 ami_action: AmiAction | None = None, clock: Callable[[], float] = time.time) -> None:
         self.redis = redis
         self.pubsub_redis = pubsub_redis  # blocks on reads: no socket timeout there
         self.keys = keys
@@ -109,6 +115,7 @@ class WallboardService:
         self.queue_of = queue_of
         self.callbacks = callbacks
         self.incidents = incidents
+        self.ami_action = ami_action
         self.clock = clock
         listed = tuple(q.strip() for q in settings.queues.split(",") if q.strip())
         self.board = wb.Board(settings.service_level_seconds, queues=listed or tuple(queues),
@@ -172,10 +179,10 @@ class WallboardService:
 
     async def apply_fact(self, fact: wb.QueueFact) -> int:
         day, midnight = wb.day_of(fact.at, self.settings.timezone)
-        entry = _dumps({"q": fact.queue, "at": fact.at, "p": fact.priority}) if fact.kind == "join" else ""
-        change = wb.QueueChange(queue=fact.queue or "?", day=day, removed="" if fact.kind == "join" else fact.uid,
-                                added=wb.Waiting(fact.uid, fact.queue, fact.at, fact.priority)
-                                if fact.kind == "join" else None)
+        adds = fact.kind in ("join", "restore")
+        entry = _dumps({"q": fact.queue, "at": fact.at, "p": fact.priority}) if adds else ""
+        change = wb.QueueChange(queue=fact.queue or "?", day=day, removed="" if adds else fact.uid,
+                                added=wb.Waiting(fact.uid, fact.queue, fact.at, fact.priority) if adds else None)
         in_sl = "1" if wb.in_service_level(fact.hold, self.settings.service_level_seconds) else "0"
         done = await self._apply(
             keys=[self.keys.wallboard_waiting(), self.keys.wallboard_day(day),
@@ -184,6 +191,32 @@ class WallboardService:
                   self.keys.wallboard_channel(), wb.encode_change(change)])
         self.published += int(done)
         return int(done)
+
+    async def reconcile(self) -> None:
+        """After every AMI login (a hook): make the waiting callers in Redis match Asterisk's own list
+        (QueueStatus), so leaves and joins no instance saw (all were away) do not stay on the board."""
+        if self.ami_action is None:
+            return
+        started = self.clock()
+        response = await self.ami_action("QueueStatus", {})
+        live = []
+        for message in response if isinstance(response, list) else [response]:
+            if str(message.get("Event", "")) != "QueueEntry":
+                continue
+            queue, uid = self.queue_of(str(message.get("Queue", ""))), str(message.get("Uniqueid", ""))
+            wait, prio = str(message.get("Wait", "")), str(message.get("Priority", ""))
+            if queue and uid and wait.isdigit():
+                live.append(wb.Waiting(uid, queue, started - int(wait), int(prio) if prio.isdigit() else 0))
+        stored = wb.waiting_from_hash(await self.redis.hgetall(self.keys.wallboard_waiting()))
+        queues = {w.uid: w.queue for w in stored}
+        remove, add = wb.reconcile(stored, live, started)
+        for uid in remove:
+            await self.apply_fact(wb.QueueFact("leave", queues[uid], uid, started))
+        for caller in add:
+            await self.apply_fact(wb.QueueFact("restore", caller.queue, caller.uid, caller.joined_at, caller.priority))
+        if remove or add:
+            log.info("wallboard: waiting callers reconciled with Asterisk",
+                     extra={"removed": len(remove), "added": len(add)})
 
     async def run(self, events: asyncio.Queue[object]) -> None:
         """Consume the fan-out's queue forever; one bad event or a Redis hiccup is logged, never fatal."""

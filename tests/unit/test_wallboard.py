@@ -245,3 +245,19 @@ def test_active_incidents_keeps_open_and_acknowledged() -> None:
         {"id": "a", "state": "open", "opened_at": T0}, IncidentLike(id="b", state="acknowledged", opened_at=T0),
         {"id": "c", "state": "resolved", "opened_at": T0}, {"state": "open"}])
     assert [c.id for c in found] == ["a", "b"]
+
+
+W = wb.Waiting
+
+
+@pytest.mark.parametrize(("stored", "live", "remove", "add"), [
+    ([], [], [], []),
+    ([W("1", "vip", T0)], [W("1", "vip", T0 + 3)], [], []),  # same caller: the stored join time stays
+    ([W("1", "vip", T0)], [], ["1"], []),  # left while no instance listened
+    ([W("1", "vip", T0 + 20)], [], [], []),  # joined after the question: too new to judge
+    ([], [W("2", "general", T0 - 40, 3)], [], [W("2", "general", T0 - 40, 3)]),  # joined unseen
+    ([W("3", "vip", T0)], [W("3", "general", T0 + 1)], ["3"], [W("3", "general", T0 + 1)]),  # moved queue
+])
+def test_reconcile_with_asterisks_queue_status(stored: list[wb.Waiting], live: list[wb.Waiting],
+                                               remove: list[str], add: list[wb.Waiting]) -> None:
+    assert wb.reconcile(stored, live, T0 + 10) == (remove, add)
