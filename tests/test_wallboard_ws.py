@@ -19,14 +19,17 @@ from aiohttp import web
 
 from ivrserver.config import WallboardSettings
 from ivrserver.domain import callbacks as cbm
+from ivrserver.domain import incidents as inc
 from ivrserver.domain import wallboard as wb
 from ivrserver.pbx import ami_events as ev
 from ivrserver.pbx.asterisk_conf import ivr_queue
 from ivrserver.services.agent_state import AgentStateService
+from ivrserver.services.incidents import IncidentService
 from ivrserver.services.privacy import PrivacyService
 from ivrserver.services.wallboard import WallboardService
 from ivrserver.store.audit import AuditLog
 from ivrserver.store.callbacks import CallbackStore
+from ivrserver.store.incidents import IncidentStore
 from ivrserver.store.keys import Keys
 from ivrserver.store.pops import PopStore
 from ivrserver.web.auth import AUTH, Authenticator, auth_middleware
@@ -235,6 +238,29 @@ async def test_callbacks_waiting_per_queue_reach_the_board(pair: tuple[Instance,
         assert await store.create(job(3, None))  # a scheduled callback: in the total only
         frame = await recv_until(ws, "queues", lambda f: f["totals"]["callbacks_total"] == 3)
         assert queue_of(frame, "vip")["callbacks"] == 2
+        await ws.close()
+
+
+async def test_active_incidents_from_the_incidents_service(pair: tuple[Instance, Instance],
+                                                           redis_client: aioredis.Redis) -> None:
+    a, _ = pair
+    policy = inc.Policy(services={"mobile_data": inc.ServiceInfo({"en": "mobile data", "zh": "移动数据"})},
+                        areas={"chaoyang-liaoning": {"en": "Chaoyang", "zh": "朝阳"}})
+    incidents = IncidentService(IncidentStore(redis_client, a.service.keys), policy, instance="i1")
+    a.service.attach_incidents(incidents.list)
+    token = await token_for(a.auth, "sup1")
+    async with aiohttp.ClientSession() as session:
+        ws, _ = await open_board(session, a, token)
+        assert (await recv_until(ws, "incidents"))["incidents"] == {"known": True, "items": []}
+        fix = time.time() + 3600
+        opened = await incidents.open("mobile_data", "chaoyang-liaoning", actor="supervisor:sup1", expected_fix_at=fix)
+        frame = await recv_until(ws, "incidents", lambda f: f["incidents"]["items"])
+        [shown] = frame["incidents"]["items"]
+        assert (shown["id"], shown["service"], shown["area"], shown["state"]) == (
+            opened.id, "mobile_data", opened.area, "open")
+        assert shown["expected_fix_at"] == round(fix * 1000)
+        await incidents.resolve(opened.id, actor="supervisor:sup1")
+        assert (await recv_until(ws, "incidents"))["incidents"]["items"] == []
         await ws.close()
 
 
