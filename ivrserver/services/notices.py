@@ -378,7 +378,8 @@ class NoticeService:
         texts = {}
         for language, template in self.templates.items():
             try:
-                texts[language] = MessageTemplate.parse(template).render(values)
+                parsed = MessageTemplate.parse(template)
+                texts[language] = parsed.render({k: v for k, v in values.items() if k in parsed.fields})
             except TextError as exc:
                 log.error("notices.case_result_%s: %s", language, exc)
         return NoticeRequest(key=case_result_key(case.id, change.event_id), customer_id=case.customer_id,
