@@ -302,9 +302,12 @@ class Board:
     counters: dict[str, Counters] = field(default_factory=dict)
     callbacks: dict[str, int] = field(default_factory=dict)  # queue → virtual-hold callbacks waiting
     callbacks_total: int = 0  # every callback waiting to be placed (virtual hold or scheduled)
-    agents: dict[str, AgentCell] = field(default_factory=dict)
+    agents: dict[str, AgentCell] = field(default_factory=dict)  # changed only through set_agent
     incidents: tuple[IncidentCell, ...] = ()
     incidents_known: bool = False  # False: no incident source is wired (the page says so)
+    # Kept with every set_agent so a frame's totals cost O(agents in wrap-up), not O(agents).
+    _state_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(AGENT_STATES, 0))
+    _wrapping: set[str] = field(default_factory=set)
 
     # -- which queues --------------------------------------------------------------------
     def shows(self, queue: str) -> bool:
@@ -347,6 +350,13 @@ class Board:
         """True when the agent's shown state or its start changed."""
         before = self.agents.get(cell.agent_id)
         self.agents[cell.agent_id] = cell
+        if before is not None:
+            self._state_counts[before.state] -= 1
+        self._state_counts[cell.state] += 1
+        if cell.state == "wrap_up":
+            self._wrapping.add(cell.agent_id)
+        else:
+            self._wrapping.discard(cell.agent_id)
         return before is None or (before.state, before.since, before.wrap_up_until) != (
             cell.state, cell.since, cell.wrap_up_until)
 
@@ -358,13 +368,12 @@ class Board:
 
     def next_expiry(self, now: float) -> float | None:
         """When the next wrap-up ends by time alone (no event says so), None if none is running."""
-        ends = [a.wrap_up_until for a in self.agents.values() if a.state == "wrap_up" and a.wrap_up_until > now]
+        ends = [end for a in self._wrapping if (end := self.agents[a].wrap_up_until) > now]
         return min(ends) if ends else None
 
     def expired(self, before: float, now: float) -> list[str]:
         """Agents whose wrap-up ended in (before, now]: their view changes without an event."""
-        return [a.agent_id for a in self.agents.values()
-                if a.state == "wrap_up" and before < a.wrap_up_until <= now]
+        return sorted(a for a in self._wrapping if before < self.agents[a].wrap_up_until <= now)
 
     # -- views (JSON-ready; times in epoch milliseconds) ------------------------------------
     def queue_view(self, queue: str) -> dict[str, Any]:
@@ -391,10 +400,11 @@ class Board:
         return {"id": cell.agent_id[:MAX_NAME], "name": cell.name[:MAX_NAME], "state": state, "since": _ms(since)}
 
     def agent_counts(self, now: float) -> dict[str, int]:
-        counts = dict.fromkeys(AGENT_STATES, 0)
-        for cell in self.agents.values():
-            state, _ = cell.at(now)
-            counts[state] = counts.get(state, 0) + 1
+        counts = dict(self._state_counts)
+        for agent_id in self._wrapping:
+            if self.agents[agent_id].at(now)[0] == "ready":
+                counts["wrap_up"] -= 1
+                counts["ready"] += 1
         return counts
 
     def incidents_view(self) -> dict[str, Any]:

@@ -203,6 +203,12 @@ def test_agents_counts_expiry_and_views() -> None:
     assert b.expired(T0, T0 + 9) == [] and b.expired(T0 + 9, T0 + 11) == ["a2"]
     counts = b.agent_counts(T0 + 11)
     assert (counts["on_call"], counts["ready"], counts["wrap_up"], counts["logged_out"]) == (1, 1, 0, 1)
+    assert b.agent_counts(T0 + 5)["wrap_up"] == 1
+    b.set_agent(wb.cell_of("a2", "Li Na", "ringing", T0 + 12, 0))  # counts follow every change
+    assert b.next_expiry(T0) is None
+    assert b.agent_counts(T0 + 12) == {"ready": 0, "ringing": 1, "on_call": 1, "wrap_up": 0, "paused": 0,
+                                       "logged_out": 1}
+    b.set_agent(wb.cell_of("a2", "Li Na", "wrap_up", T0, T0 + 10))
     assert b.agent_view("a2", T0 + 11) == {"id": "a2", "name": "Li Na", "state": "ready",
                                            "since": round((T0 + 10) * 1000)}
     assert b.agent_view("nobody", T0) is None
