@@ -23,6 +23,7 @@ from ivrserver import logs
 from ivrserver.config import Settings
 from ivrserver.domain.model import ContactPreferences
 from ivrserver.domain.working_days import WorkingDays
+from ivrserver.files import case_policy as case_policy_files
 from ivrserver.files import menus as menu_files
 from ivrserver.files import routing as routing_files
 from ivrserver.metrics import Metrics
@@ -41,6 +42,8 @@ from ivrserver.services.callbacks import (
     customer_lookup,
     policy_from_settings,
 )
+from ivrserver.services.case_followup import CaseFollowup
+from ivrserver.services.cases import CaseService
 from ivrserver.services.contact_tracker import ContactTracker
 from ivrserver.services.customers import CustomerService
 from ivrserver.services.event_fanout import EventFanout
@@ -59,7 +62,7 @@ from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
 from ivrserver.store.pops import PopStore
 from ivrserver.supervision import Supervisor
-from ivrserver.web import api_agents, api_callbacks, api_customers, api_docs, api_menus, backoffice
+from ivrserver.web import api_agents, api_callbacks, api_cases, api_customers, api_docs, api_menus, backoffice
 from ivrserver.web.agent_ws import AgentHub
 from ivrserver.web.app import HealthCheck, build_app
 from ivrserver.web.auth import AUTH, Authenticator, auth_middleware, authorize_hook, require_supervisor
@@ -124,7 +127,8 @@ class IvrServer:
         self.pops = PopStore(self.redis, self.keys, backlog_seconds=settings.web.backlog_seconds)
         self.audit = AuditLog(self.redis, self.keys, hot_days=settings.redis_keep_days)
         self.privacy = PrivacyService(self.pops, self.audit)
-        self.customers = CustomerService(self.redis, self.keys, pepper=self.pepper.pepper,
+        self.case_policy = self._load_case_policy()
+        self.customers = CustomerService(self.redis, self.keys, pepper=self.pepper.pepper, case_policy=self.case_policy,
                                          retention_days=settings.redis_keep_days)
         self.auth = Authenticator(self.redis, self.keys, agents.agents, agents.credentials, privacy=self.privacy,
                                   agents_file=settings.routing.agents_file,
@@ -161,6 +165,7 @@ class IvrServer:
                                          customer=customer_lookup(self.redis, self.keys), grants=self._grants,
                                          audit=self.audit.append, on_due=self.scheduler.wake)
         self.backoffice = self._load_backoffice_tokens()
+        self._build_cases()
         self.hotline.attach_callbacks(self.callbacks)
         self._runner: web.AppRunner | None = None
         self.records: RecordRuntime | None = None  # PostgreSQL (postgres.dsn), built in run()
@@ -218,6 +223,7 @@ class IvrServer:
         routes = [
             api_menus.routes(self.menus, announcements=Announcements(self.redis, self.keys), guard=require_supervisor),
             api_customers.routes(self.customers, authorize_hook, default_country=self.settings.phone.default_region),
+            api_cases.routes(self.cases, authorize_hook, supervisor=require_supervisor),
             api_callbacks.routes(self.callbacks),
             api_agents.routes(agent_api),
             api_docs.routes(),
@@ -228,6 +234,23 @@ class IvrServer:
         app[AUTH] = self.auth
         self.hub.install(app)
         return app
+
+    def _load_case_policy(self) -> Any:
+        try:
+            return case_policy_files.load(self.settings.cases.policy_file)
+        except case_policy_files.CasePolicyError as exc:
+            raise StartupError("case policy invalid (cases.policy_file):\n  " + "\n  ".join(exc.problems)) from exc
+
+    def _build_cases(self) -> None:
+        """Cases (issue 18): the lifecycle service and the follow-up of every case change. Handlers
+        of case changes register here: webhooks (each change → "case.<kind>"); the notices
+        helper's handler goes next to it (self.case_followup.register("notices", …))."""
+        self.cases = CaseService(self.redis, self.keys, self.case_policy, audit=self.audit.append,
+                                 customer_exists=self._customer_exists)
+        self.case_followup = CaseFollowup(self.redis, self.keys, consumer=self.settings.instance)
+
+    async def _customer_exists(self, customer_id: str) -> bool:
+        return await self.customers.get(customer_id) is not None
 
     def _load_backoffice_tokens(self) -> backoffice.BackofficeTokens:
         try:
@@ -330,6 +353,7 @@ class IvrServer:
         supervise("agent-state", lambda: self.agent_state.run(agent_events))
         supervise("screen-pop", lambda: self.screen_pop.run(pop_events))
         supervise("contact-sweeper", self.tracker.run)
+        supervise("case-followup", self.case_followup.run)
         if self.records is not None and self.records.sink is not None:
             supervise("record-sink", self.records.sink.run)
             supervise("record-upkeep", self.records.upkeep)

@@ -13,12 +13,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from ivrserver.domain import identification
+from ivrserver.domain.cases import CasePolicy
 from ivrserver.domain.model import Contact, ContactKind, Outcome
+from ivrserver.services.cases import CaseService
 from ivrserver.services.customers import CustomerService
 from ivrserver.store import contacts as contact_store
 from ivrserver.store import customers as store
 from ivrserver.store.keys import Keys
+from ivrserver.web import api_cases
 from ivrserver.web.api_customers import routes
+from ivrserver.web.auth import require_supervisor
 from tests.conftest import TEST_PEPPER
 
 NOW = float(int(time.time()))
@@ -31,11 +35,19 @@ BODY: dict[str, Any] = {
 }
 
 
+async def _exists(service: CustomerService, customer_id: str) -> bool:
+    return await service.get(customer_id) is not None
+
+
 async def make_client(redis_client: aioredis.Redis, keys: Keys, **kw: Any) -> TestClient:
     app = web.Application()
     authorize = kw.pop("authorize", None)
     service = CustomerService(redis_client, keys, clock=lambda: NOW, **{"pepper": TEST_PEPPER, **kw})
     app.add_routes(routes(service, authorize) if authorize else routes(service))
+    # the case routes (web/api_cases.py) over the same Redis, behind the same hook
+    cases = CaseService(redis_client, keys, CasePolicy(), clock=lambda: NOW,
+                        customer_exists=lambda cid: _exists(service, cid))
+    app.add_routes(api_cases.routes(cases, authorize or api_cases.allow_all, supervisor=require_supervisor))
     client = TestClient(TestServer(app))
     await client.start_server()
     return client

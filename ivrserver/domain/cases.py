@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -490,3 +491,159 @@ def parse_policy(data: Any, *, valid_zone: Any = lambda zone: True) -> tuple[Cas
         return None, out
     return CasePolicy(due_hours={k: float(v) for k, v in due.items()}, actions=actions,
                       compensation=compensation), []
+
+
+# --- request bodies (REST): every value from outside checked here ----------------------------------
+
+Problems = list[tuple[str, str]]
+
+
+def _control(text: str, multiline: bool) -> bool:
+    return any(unicodedata.category(ch).startswith("C") and not (multiline and ch in "\n\t") for ch in text)
+
+
+def _text_field(out: Problems, name: str, value: Any, *, max_len: int, required: bool = False,
+                multiline: bool = False) -> str:
+    if value is None or value == "":
+        if required:
+            out.append((name, "is required"))
+        return ""
+    if not isinstance(value, str):
+        out.append((name, "must be text"))
+        return ""
+    value = value.strip()
+    if required and not value:
+        out.append((name, "must not be empty"))
+    elif len(value) > max_len:
+        out.append((name, f"must be at most {max_len} characters"))
+    elif _control(value, multiline):
+        out.append((name, "must not contain control characters"))
+    else:
+        return value
+    return ""
+
+
+def _body(data: Any, allowed: Sequence[str], out: Problems) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        out.append(("body", "must be a JSON object"))
+        return {}
+    for key in data:
+        if key not in allowed:
+            out.append((str(key)[:64], f"unknown field; allowed: {', '.join(allowed)}"))
+    return data
+
+
+def _ids(out: Problems, name: str, value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_CHECKLIST or not all(
+            isinstance(i, str) and ITEM_ID.match(i) for i in value):
+        out.append((name, f"must be a list of at most {MAX_CHECKLIST} checklist item ids"))
+        return []
+    return list(value)
+
+
+def parse_items(out: Problems, name: str, value: Any) -> list[tuple[str, str]]:
+    """[{"text", "from"?}] → [(text, source)]."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_CHECKLIST:
+        out.append((name, f"must be a list of at most {MAX_CHECKLIST} items {{text, from}}"))
+        return []
+    items = []
+    for i, raw in enumerate(value):
+        where = f"{name}[{i}]"
+        if not isinstance(raw, Mapping) or set(raw) - {"text", "from"}:
+            out.append((where, "must be an object {text, from}"))
+            continue
+        text = _text_field(out, f"{where}.text", raw.get("text"), max_len=MAX_ITEM_TEXT, required=True)
+        source = raw.get("from", "customer")
+        if source not in SOURCES:
+            out.append((f"{where}.from", f"must be one of {', '.join(SOURCES)}"))
+        elif text:
+            items.append((text, str(source)))
+    return items
+
+
+def parse_why(out: Problems, value: Any) -> str:
+    return _text_field(out, "why", value, max_len=MAX_WHY, multiline=True)
+
+
+def parse_move(data: Any) -> tuple[dict[str, Any] | None, Problems]:
+    """{status, why?} → {"status": CaseStatus, "why": str}."""
+    if not isinstance(data, Mapping):
+        return None, [("body", "must be a JSON object")]
+    out: Problems = []
+    body = _body(data, ("status", "why"), out)
+    status = body.get("status")
+    target = None
+    if not isinstance(status, str) or status not in {s.value for s in S} - {S.OPEN.value}:
+        out.append(("status", f"must be one of {', '.join(s.value for s in S if s is not S.OPEN)}"))
+    else:
+        target = S(status)
+    why = parse_why(out, body.get("why"))
+    return (None, out) if out else ({"status": target, "why": why}, [])
+
+
+def parse_checklist(data: Any) -> tuple[dict[str, Any] | None, Problems]:
+    """{add?: [{text, from}], done?: [id], undone?: [id], why?}."""
+    if not isinstance(data, Mapping):
+        return None, [("body", "must be a JSON object")]
+    out: Problems = []
+    body = _body(data, ("add", "done", "undone", "why"), out)
+    result = {"add": parse_items(out, "add", body.get("add")), "done": _ids(out, "done", body.get("done")),
+              "undone": _ids(out, "undone", body.get("undone")), "why": parse_why(out, body.get("why"))}
+    if not out and not (result["add"] or result["done"] or result["undone"]):
+        out.append(("body", "give add, done or undone"))
+    return (None, out) if out else (result, [])
+
+
+def _params(out: Problems, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or len(value) > MAX_PARAMS:
+        out.append(("params", f"must be an object of at most {MAX_PARAMS} values"))
+        return {}
+    params: dict[str, Any] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not NAME.match(key):
+            out.append(("params", f"parameter names are 1-64 letters, digits, _ . - (got {str(key)[:32]!r})"))
+        elif isinstance(item, bool) or item is None or (isinstance(item, (int, float)) and abs(item) < 1e15):
+            params[key] = item
+        elif isinstance(item, str):
+            text = _text_field(out, f"params.{key}", item, max_len=MAX_PARAM_TEXT)
+            params[key] = text
+        else:
+            out.append((f"params.{key}", "must be text, a number, true/false or null"))
+    return params
+
+
+def parse_action(data: Any) -> tuple[dict[str, Any] | None, Problems]:
+    """{action, to?, params?, why?}."""
+    if not isinstance(data, Mapping):
+        return None, [("body", "must be a JSON object")]
+    out: Problems = []
+    body = _body(data, ("action", "to", "params", "why"), out)
+    action = body.get("action")
+    if not isinstance(action, str) or not NAME.match(action):
+        out.append(("action", "must be the name of an action (cases.yaml)"))
+    to = body.get("to")
+    if to is not None and (not isinstance(to, str) or not NAME.match(to)):
+        out.append(("to", "must be the name of a back office"))
+    result = {"action": action, "to": to, "params": _params(out, body.get("params")),
+              "why": parse_why(out, body.get("why"))}
+    return (None, out) if out else (result, [])
+
+
+def parse_result(data: Any) -> tuple[dict[str, Any] | None, Problems]:
+    """A back office's result: {result, resolve?: bool, checklist?: [ids done]}."""
+    if not isinstance(data, Mapping):
+        return None, [("body", "must be a JSON object")]
+    out: Problems = []
+    body = _body(data, ("result", "resolve", "checklist"), out)
+    result = _text_field(out, "result", body.get("result"), max_len=MAX_RESULT, required=True, multiline=True)
+    resolve = body.get("resolve", False)
+    if not isinstance(resolve, bool):
+        out.append(("resolve", "must be true or false"))
+    done = _ids(out, "checklist", body.get("checklist"))
+    return (None, out) if out else ({"result": result, "resolve": resolve, "done": done}, [])

@@ -222,8 +222,8 @@ class CaseService:
         except store.CaseNotFound:
             raise CaseNotFound(case_id) from None
         if step is not None:
-            await self._audit(agent.id, role, "compensation.grant" if result.state is CompensationState.GRANTED
-                              else "compensation.request", result, allowed=result.state is CompensationState.GRANTED,
+            await self._audit(agent.id, role, "compensation.granted" if result.state is CompensationState.GRANTED
+                              else "compensation.requested", result, allowed=result.state is CompensationState.GRANTED,
                               why=result.reason, at=now)
         return result, step is not None
 
@@ -266,7 +266,7 @@ class CaseService:
                 day=comp.day_of(now, policy), decide=decide, at=now, actor=actor)
         except store.CaseNotFound:
             raise CompensationNotFound(compensation_id) from None
-        await self._audit(supervisor.id, role, "compensation.approve" if approve else "compensation.refuse", result,
+        await self._audit(supervisor.id, role, "compensation.approved" if approve else "compensation.refused", result,
                           allowed=approve, why=why, at=now)
         return result
 

@@ -33,12 +33,14 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 
 from ivrserver.config import RedisSettings
+from ivrserver.domain import cases as case_rules
 from ivrserver.domain import identification, phone
+from ivrserver.domain.cases import CasePolicy
 from ivrserver.domain.contact_notes import NoteChange
 from ivrserver.domain.customer_validation import ValidCustomer
 from ivrserver.domain.hashing import Pepper
 from ivrserver.domain.identification import Locked, LockoutPolicy
-from ivrserver.domain.model import Case, CaseStatus, Contact, Customer
+from ivrserver.domain.model import Case, Contact, Customer
 from ivrserver.store import cases as case_store
 from ivrserver.store import contacts as contact_store
 from ivrserver.store import customers as store
@@ -97,7 +99,7 @@ class Timeline:
 
     @property
     def open_cases(self) -> list[Case]:
-        return [c for c in self.cases if c.status is CaseStatus.OPEN]
+        return [c for c in self.cases if case_rules.is_open(c)]
 
 
 @dataclass(frozen=True)
@@ -172,13 +174,17 @@ class CustomerService:
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, *, pepper: Pepper | None = None,
                  retention_days: int = DEFAULT_RETENTION_DAYS, clock: Callable[[], float] = time.time,
-                 lockout: LockoutPolicy | None = None) -> None:
+                 lockout: LockoutPolicy | None = None, case_policy: CasePolicy | None = None) -> None:
+        self.case_policy = case_policy or CasePolicy()  # due times of the cases it opens (import)
         self.redis = redis
         self.keys = keys
         self.pepper = pepper
         self.retention_days = retention_days
         self.clock = clock
         self.lockout = lockout or LockoutPolicy()
+        # Called with the id after every save (create, update, import upsert); must not block or
+        # raise (reminders: ReminderService.customer_changed queues the id).
+        self.on_saved: list[Callable[[str], None]] = []
 
     # ---- customers --------------------------------------------------------------------------
     async def list(self, *, offset: int, limit: int) -> tuple[list[Customer], int]:
@@ -209,6 +215,8 @@ class CustomerService:
             raise CustomerExists(customer.id) from None
         except store.CustomerNotFound:
             raise CustomerNotFound(customer.id) from None
+        for hook in self.on_saved:
+            hook(customer.id)
 
     async def create(self, item: ValidCustomer) -> Customer:
         """Store a new customer (an id is generated when none is given)."""
@@ -270,7 +278,8 @@ class CustomerService:
             current = await case_store.list_open_cases(self.redis, self.keys, fields["customer_id"])
             if any(c.summary == fields["summary"] for c in current):
                 continue
-            await case_store.open_case(self.redis, self.keys, now=now, actor=actor, **fields)
+            await case_store.open_case(self.redis, self.keys, now=now, actor=actor, **fields,
+                                       due_at=case_rules.due_at(now, int(fields.get("severity", 3)), self.case_policy))
             opened += 1
         return opened
 
@@ -279,7 +288,10 @@ class CustomerService:
         """Open a validated case (`domain.customer_validation.validate_case_create`) on behalf of `actor`."""
         if await self.get(fields["customer_id"]) is None:
             raise CustomerNotFound(fields["customer_id"])
-        return await case_store.open_case(self.redis, self.keys, now=self.clock(), actor=actor, **fields)
+        now = self.clock()
+        return await case_store.open_case(self.redis, self.keys, now=now, actor=actor, **fields,
+                                          due_at=case_rules.due_at(now, int(fields.get("severity", 3)),
+                                                                   self.case_policy))
 
     async def case(self, case_id: str) -> Case | None:
         return await case_store.get_case(self.redis, self.keys, case_id)
@@ -306,6 +318,7 @@ class CustomerService:
         if contact is None:
             return None
         change = note.case
+        case = None
         if change is not None:
             case = await self.case(change.case_id)
             if case is None or case.customer_id != contact.customer_id:
@@ -317,8 +330,11 @@ class CustomerService:
             return None
         if change is not None:
             changes: dict[str, Any] = {}
-            if change.status is not None:
-                changes["status"] = CaseStatus(change.status)
+            # "open" on a resolved or closed case reopens it (in_progress), else changes nothing
+            status = None if change.status is None or case is None else case_rules.requested_status(
+                case.status, change.status)
+            if status is not None and case is not None and status is not case.status:
+                changes["status"] = status
             if change.next_step is not None:
                 changes["next_step"] = change.next_step
             if change.still_needed is not None:

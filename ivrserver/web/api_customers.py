@@ -1,4 +1,4 @@
-"""REST: customers, their history, cases and contact notes under /api/v1.
+"""REST: customers, their history and contact notes under /api/v1 (cases: web/api_cases.py).
 
     GET    /api/v1/customers?offset=0&limit=50     page of customers (ordered by id) + total
     POST   /api/v1/customers                       create (id optional: generated) → 201
@@ -7,10 +7,6 @@
                                                    `pin: null` removes it
     DELETE /api/v1/customers/{id}                  delete with contacts and cases → 204
     GET    /api/v1/customers/{id}/history?limit=50 contacts (newest first), open and all cases
-    POST   /api/v1/cases                           open a case → 201
-    GET    /api/v1/cases/{id}                      one case
-    PUT    /api/v1/cases/{id}                      change summary, still_needed, next_step,
-                                                   owner_agent, severity, status (given fields only)
     PUT    /api/v1/contacts/{id}                   set disposition / notes of a contact record (the rule
                                                    of domain/contact_notes.py, as the agent write-back)
 
@@ -50,7 +46,6 @@ Authorize = Callable[[web.Request, str | None, str], Awaitable[None]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAX_PAGE = 500
-CASE_ID_RE = re.compile(r"[1-9][0-9]{0,18}")
 CONTACT_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
@@ -215,43 +210,6 @@ class CustomerRoutes:
             "cases": [customers.case_to_dict(c) for c in timeline.cases],
         })
 
-    async def create_case(self, request: web.Request) -> web.Response:
-        fields, errors = cv.validate_case_create(await _body(request))
-        if fields is None:
-            raise _invalid(errors)
-        await self.authorize(request, fields["customer_id"], "case.create")
-        try:
-            case = await self.service.open_case(fields, actor=actor_of(request))
-        except customers.CustomerNotFound:
-            raise _invalid([FieldError("customer_id", "no customer with this id")]) from None
-        return _json_response(customers.case_to_dict(case), status=201,
-                              headers={"Location": f"/api/v1/cases/{case.id}"})
-
-    async def _case(self, request: web.Request, purpose: str) -> Any:
-        case_id = request.match_info["id"]
-        if not CASE_ID_RE.fullmatch(case_id):
-            raise _not_found("case")
-        case = await self.service.case(case_id)
-        if case is None:
-            raise _not_found("case")
-        await self.authorize(request, case.customer_id, purpose)
-        return case
-
-    async def get_case(self, request: web.Request) -> web.Response:
-        case = await self._case(request, "case.read")
-        return _json_response(customers.case_to_dict(case))
-
-    async def update_case(self, request: web.Request) -> web.Response:
-        changes, errors = cv.validate_case_update(await _body(request))
-        if changes is None:
-            raise _invalid(errors)
-        case = await self._case(request, "case.update")
-        try:
-            updated = await self.service.update_case(case.id, changes, actor=actor_of(request))
-        except customers.CaseNotFound:
-            raise _not_found("case") from None
-        return _json_response(customers.case_to_dict(updated))
-
     async def update_contact(self, request: web.Request) -> web.Response:
         contact_id = request.match_info["id"]
         if not CONTACT_ID_RE.fullmatch(contact_id):
@@ -271,7 +229,7 @@ class CustomerRoutes:
 
 def routes(service: CustomerService, authorize: Authorize = allow_all, *,
            default_country: str = "") -> list[web.RouteDef]:
-    """The customer, history and case routes over a CustomerService (its pepper keys PIN hashes:
+    """The customer, history and contact routes over a CustomerService (its pepper keys PIN hashes:
     without one a body with a clear `pin` is refused)."""
     h = CustomerRoutes(service, authorize, default_country)
     return [
@@ -281,8 +239,5 @@ def routes(service: CustomerService, authorize: Authorize = allow_all, *,
         web.put("/api/v1/customers/{id}", _guard(h.update_customer)),
         web.delete("/api/v1/customers/{id}", _guard(h.delete_customer)),
         web.get("/api/v1/customers/{id}/history", _guard(h.customer_history)),
-        web.post("/api/v1/cases", _guard(h.create_case)),
-        web.get("/api/v1/cases/{id}", _guard(h.get_case)),
-        web.put("/api/v1/cases/{id}", _guard(h.update_case)),
         web.put("/api/v1/contacts/{id}", _guard(h.update_contact)),
     ]
