@@ -12,51 +12,24 @@
   let retry = 1000;
   let wanted = false; // keep a socket open (signed in as a supervisor)
 
-  // ---- messages (i18n catalogue: /static/i18n/<lang>.json, sections "common" and "wallboard") ----
-  const defaults = {
-    "wallboard.conn.live": "live", "wallboard.conn.off": "offline", "wallboard.conn.connecting": "connecting",
-    "wallboard.state.ready": "Ready", "wallboard.state.ringing": "Ringing", "wallboard.state.on_call": "On call",
-    "wallboard.state.wrap_up": "Wrap-up", "wallboard.state.paused": "Paused", "wallboard.state.logged_out": "Logged out",
-    "wallboard.login.failed": "Wrong agent id or password.", "wallboard.login.throttled": "Too many attempts; try again later.",
-    "wallboard.login.unreachable": "The server cannot be reached.",
-    "wallboard.incident.since": "since", "wallboard.incident.fix": "fix expected",
-  };
-  const remember = (el) => { defaults[el.dataset.i18n] = el.textContent; };
-  document.querySelectorAll("[data-i18n]").forEach(remember);
-  document.querySelectorAll("template").forEach((tpl) => tpl.content.querySelectorAll("[data-i18n]").forEach(remember));
-  let catalogue = {};
-  const t = (key) => catalogue[key] || defaults[key] || key;
+  // ---- messages: the shared catalogue (static/i18n.js, sections "common" and "wallboard") ----
+  const t = (key, params) => I18n.t(key, params);
+  const tOr = (key, raw) => (I18n.has(key) ? I18n.t(key) : raw); // a value from the server we may not know
 
+  // ?lang=zh, else the choice this browser remembers, else the browser's language.
   function chosenLang() {
-    const asked = new URLSearchParams(location.search).get("lang");
-    const kept = localStorage.getItem("ivr.lang");
-    const lang = asked || kept || (navigator.language || "en");
-    return lang.toLowerCase().startsWith("zh") ? "zh" : "en";
+    const asked = I18n.supported(new URLSearchParams(location.search).get("lang"));
+    return asked || I18n.supported(localStorage.getItem("ivr.lang")) || I18n.browserLanguage();
   }
   let lang = chosenLang();
 
   async function loadCatalogue() {
-    catalogue = {};
-    try {
-      const r = await fetch(`/static/i18n/${lang}.json`, { cache: "no-cache" });
-      if (r.ok) {
-        const data = await r.json();
-        for (const section of ["common", "wallboard"]) {
-          const entries = data && typeof data[section] === "object" ? data[section] : {};
-          for (const [k, v] of Object.entries(entries)) {
-            if (typeof v === "string") catalogue[k.startsWith(section + ".") ? k : `${section}.${k}`] = v;
-          }
-        }
-      }
-    } catch (e) { /* no catalogue: the English defaults stay */ }
-    document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
-    document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+    lang = await I18n.load(lang, ["common", "wallboard"]);
     $("lang").value = lang;
     renderAll();
   }
 
-  // ---- formatting ----
-  const locale = () => (lang === "zh" ? "zh-CN" : "en-GB");
+  // ---- formatting: durations tick as m:ss (a wall is read at a glance), the rest in the locale's form ----
   const serverNow = () => Date.now() + offset;
   function duration(ms) {
     const s = Math.max(0, Math.floor(ms / 1000));
@@ -64,9 +37,9 @@
     const two = (n) => String(n).padStart(2, "0");
     return h > 0 ? `${h}:${two(m)}:${two(sec)}` : `${m}:${two(sec)}`;
   }
-  const clockTime = (ms) => new Intl.DateTimeFormat(locale(), { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false }).format(new Date(ms));
-  const shortTime = (ms) => new Intl.DateTimeFormat(locale(), { hour: "2-digit", minute: "2-digit", hour12: false }).format(new Date(ms));
-  const num = (n) => new Intl.NumberFormat(locale()).format(n);
+  const clockTime = (ms) => I18n.time(ms, true);
+  const shortTime = (ms) => I18n.time(ms);
+  const num = (n) => I18n.number(n);
 
   // ---- views ----
   function show(view) {
@@ -86,7 +59,7 @@
       el = $("queue-tpl").content.firstElementChild.cloneNode(true);
       el.dataset.queue = name;
       el.querySelector(".qname").textContent = name;
-      el.querySelectorAll("[data-i18n]").forEach((x) => { x.textContent = t(x.dataset.i18n); });
+      I18n.apply(el);
       $("queues").appendChild(el);
     }
     return el;
@@ -149,7 +122,7 @@
       const head = document.createElement("strong");
       head.textContent = [i.service, i.area].filter(Boolean).join(" · ");
       const meta = document.createElement("span");
-      let text = `${i.state} · ${t("wallboard.incident.since")} ${shortTime(i.opened_at)}`;
+      let text = `${tOr(`wallboard.incident.state.${i.state}`, i.state)} · ${t("wallboard.incident.since")} ${shortTime(i.opened_at)}`;
       if (i.expected_fix_at) text += ` · ${t("wallboard.incident.fix")} ${shortTime(i.expected_fix_at)}`;
       meta.textContent = text;
       li.append(head, meta);
