@@ -38,6 +38,8 @@ class Metrics:
         self.web_header_timeouts = Counter("ivrserver_web_header_timeouts",
                                            "HTTP connections closed: request headers late (web.header_timeout)",
                                            registry=r)
+        self.webhook_attempts = Counter("ivrserver_webhook_attempts", "Outgoing webhook attempts by outcome "
+                                        "(delivered, retry, dead)", ["outcome"], registry=r)
         self._children: dict[tuple[int, str], Any] = {}
 
     def child(self, metric: Counter | Histogram, label: str) -> Any:

@@ -32,7 +32,7 @@ def _bad(errors: dict[str, str]) -> web.Response:
 
 def _limit(request: web.Request, errors: dict[str, str]) -> int:
     raw = request.query.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
         errors["limit"] = f"expected 1..{MAX_LIMIT}"
         return 0
     return int(raw)
