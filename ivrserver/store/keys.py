@@ -225,6 +225,11 @@ class Keys:
         """Random id of the agent's current numbering: a new one whenever the counter restarts at 1."""
         return f"{self.prefix}:epoch:agentevent:{agent_id}"
 
+    # agent preferences (issue 20 §4: the pages' language), state: no TTL
+    def agent_prefs(self, agent_id: str) -> str:
+        """HASH of one agent's page preferences (field "language": en | zh)."""
+        return f"{self.prefix}:agentprefs:{agent_id}"
+
     def pop_channel(self) -> str:
         return f"{self.prefix}:pops"
 
@@ -297,6 +302,27 @@ class Keys:
     def notice_lock(self, customer_id: str) -> str:
         """Short lock (SET NX PX, token) while one instance schedules or cancels a customer's notices."""
         return f"{self.prefix}:notices:lock:{customer_id}"
+
+    # SMS and reminders from data (services/sms.py, services/reminders.py; issue 18 §4)
+    def sms_sent(self, key_digest: str) -> str:
+        """STRING state of one SMS key (SHA-256 of the key), claimed before the send:
+        "sending <epoch> <instance>", then "done <outcome>" or "retry <outcome>" (nothing left:
+        a later send with the key may try again); expires after sms.kept_days. Never the text."""
+        return f"{self.prefix}:sms:{key_digest}"
+
+    def reminders_handled(self, customer_id: str) -> str:
+        """HASH attribute rule → the attribute value the scanner handled for this customer (its
+        notice scheduled, or skipped as invalid/past); refreshed to expire ~2 years after a change."""
+        return f"{self.prefix}:reminders:handled:{customer_id}"
+
+    def reminder_fired(self, key_digest: str) -> str:
+        """STRING set once the notice of a posted event's reminder key (SHA-256) was scheduled
+        (expires after reminders.kept_days): the same event id never fires twice."""
+        return f"{self.prefix}:reminders:fired:{key_digest}"
+
+    def reminders_scan_lease(self) -> str:
+        """STRING instance name: the instance walking the customers now (PX lease)."""
+        return f"{self.prefix}:reminders:scan"
 
     # outgoing webhooks (store/webhooks.py; ids from domain/webhooks.delivery_id)
     def webhook_published(self, key_digest: str) -> str:
