@@ -54,7 +54,8 @@ class Instance:
 
 @contextlib.asynccontextmanager
 async def instance(redis_url: str, keys: Keys, *, settings: WallboardSettings = SETTINGS,
-                   queue_size: int = 512, auth_timeout: float = 2.0) -> AsyncIterator[Instance]:
+                   queue_size: int = 512, auth_timeout: float = 2.0, session_check: float = 30.0,
+                   clock: Any = time.time) -> AsyncIterator[Instance]:
     """One ivrserver instance's wallboard side, composed as app.py does (its loops as tasks here)."""
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     pubsub = aioredis.Redis.from_url(redis_url, decode_responses=True)
@@ -64,10 +65,10 @@ async def instance(redis_url: str, keys: Keys, *, settings: WallboardSettings = 
     agents = AgentStateService(redis, keys, AGENTS, wrap_up_seconds=1.0)
     await agents.start()
     service = WallboardService(redis, pubsub, keys, settings, agents=AGENTS, queue_of=ivr_queue,
-                               queues=("vip", "general"), callbacks=CallbackStore(redis, keys))
+                               queues=("vip", "general"), callbacks=CallbackStore(redis, keys), clock=clock)
     agents.on_change(service.on_agent)
     service.start_agents(agents.records())
-    hub = WallboardHub(service, auth, queue_size=queue_size, auth_timeout=auth_timeout)
+    hub = WallboardHub(service, auth, queue_size=queue_size, auth_timeout=auth_timeout, session_check=session_check)
     app = web.Application(middlewares=[auth_middleware()])
     app[AUTH] = auth
     hub.install(app)
@@ -333,3 +334,30 @@ async def test_a_slow_socket_is_dropped_and_the_others_keep_up(redis_url: str, r
             assert a.hub.slow_disconnects == 1 and a.hub.connections() == 1
             await live.close()
             await stuck.close()
+
+
+async def test_a_new_day_starts_from_zero_and_a_logout_closes_the_socket(redis_url: str,
+                                                                        redis_client: aioredis.Redis) -> None:
+    keys = Keys(prefix=f"wb{time.monotonic_ns()}")
+    day_end = wb.day_of(time.time(), "UTC")[1]
+    now = [day_end - 1.5]  # 1.5 s before midnight UTC, on this instance's clock
+    async with instance(redis_url, keys, session_check=0.2, clock=lambda: now[0]) as a:
+        token = await token_for(a.auth, "sup1")
+        async with aiohttp.ClientSession() as session:
+            ws, _ = await open_board(session, a, token)
+            await a.service.handle(ami("QueueCallerJoin", "1.1", Queue="ivr-vip"))
+            await a.service.handle(ami("AgentConnect", "1.1", Queue="ivr-vip", Interface="PJSIP/agent1001",
+                                       DestChannel="PJSIP/agent1001-00000001", HoldTime=3))
+            await recv_until(ws, "queues", lambda f: queue_of(f, "vip")["answered"] == 1)
+            now[0] = day_end + 0.5
+            a.service._wake.set()  # what the ticker's own deadline (midnight) would do
+            fresh = await recv_until(ws, "snapshot")
+            assert fresh["day"] == wb.day_of(now[0], "UTC")[0]
+            assert queue_of(fresh, "vip")["answered"] == 0 and queue_of(fresh, "vip")["offered"] == 0
+            # Yesterday's counters are still in Redis until their expiry (an hour past midnight).
+            yesterday = keys.wallboard_day(wb.day_of(day_end - 1.5, "UTC")[0])
+            assert await redis_client.hget(yesterday, "vip|answered") == "1"
+            await a.auth.logout(token)
+            msg = await ws.receive(timeout=5)
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+            assert a.hub.connections() == 0
