@@ -18,6 +18,7 @@ from ivrserver.commands import load_settings
 from ivrserver.domain import hashing
 from ivrserver.files import menus as menu_files
 from ivrserver.files import routing as routing_files
+from ivrserver.files import webhooks as webhook_files
 from ivrserver.pbx.asterisk_conf import ConfReadError, keypress_log_channels, queue_names, read_conf
 from ivrserver.services import pepper as pepper_source
 from ivrserver.services import record_schema
@@ -172,6 +173,21 @@ def _check_routing(settings: config.Settings, conf_dir: Path) -> Check:
         return Check("routing", False, "; ".join(problems[:5]),
                      f"fix {settings.routing.policy_file} / {settings.routing.agents_file}")
     return Check("routing", True, "routing policy and agents valid; every queue they name exists")
+
+
+def _check_webhooks(settings: config.Settings) -> Check | None:
+    """webhooks.yaml as the server reads it at start (secrets from this environment); None without one."""
+    path = settings.webhooks.endpoints_file
+    if not path:
+        return None
+    try:
+        loaded = webhook_files.load(settings.webhooks)
+    except webhook_files.WebhookFileError as exc:
+        return Check("webhooks", False, "; ".join(exc.problems[:5]), f"fix {path} (the server does not start with it)")
+    if loaded.warnings:
+        return Check("webhooks", True, "; ".join(loaded.warnings[:5]), f"see {path}", warning=True)
+    names = ", ".join(e.name for e in loaded.endpoints) or "none"
+    return Check("webhooks", True, f"{len(loaded.endpoints)} endpoint(s): {names}")
 
 
 async def _check_redis_persistence(settings: config.Settings) -> Check | None:
@@ -384,6 +400,8 @@ async def diagnose(settings: config.Settings) -> list[Check]:
     checks += await asyncio.to_thread(_check_queues, conf_dir)
     checks.append(await asyncio.to_thread(_check_menus, settings, conf_dir))
     checks.append(await asyncio.to_thread(_check_routing, settings, conf_dir))
+    webhooks = await asyncio.to_thread(_check_webhooks, settings)
+    checks += [webhooks] if webhooks is not None else []
     checks.append(_check_agi_port(settings))
     persistence = await _check_redis_persistence(settings)
     checks += [persistence] if persistence is not None else []

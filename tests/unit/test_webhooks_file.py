@@ -145,3 +145,23 @@ def test_load_reads_the_settings_file(tmp_path: Path, monkeypatch: pytest.Monkey
     assert [e.name for e in load(WebhookSettings(endpoints_file=str(path))).endpoints] == ["crm", "sms-gw"]
     with pytest.raises(WebhookFileError, match=r"webhooks\.endpoints_file: .*cannot read"):
         load(WebhookSettings(endpoints_file=str(tmp_path / "missing.yaml")))
+
+
+def test_doctor_checks_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ivrserver import config
+    from ivrserver.commands.doctor import _check_webhooks
+
+    path = tmp_path / "webhooks.yaml"
+    assert _check_webhooks(config.from_mapping({})) is None
+    settings = config.from_mapping({"webhooks": {"endpoints_file": str(path)}})
+    path.write_text(GOOD)
+    monkeypatch.setenv("CRM_SECRET", SECRET)
+    check = _check_webhooks(settings)
+    assert check is not None and (check.ok, check.warning, check.detail) == (True, False, "2 endpoint(s): crm, sms-gw")
+    path.write_text(GOOD.replace("https://crm", "http://crm"))
+    check = _check_webhooks(settings)
+    assert check is not None and check.ok and check.warning and "plain http to crm.example.com" in check.detail
+    monkeypatch.delenv("CRM_SECRET")
+    check = _check_webhooks(settings)
+    assert check is not None and not check.ok and "environment variable CRM_SECRET is not set" in check.detail
+    assert SECRET not in check.detail
