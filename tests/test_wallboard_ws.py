@@ -239,6 +239,15 @@ async def test_callbacks_waiting_per_queue_reach_the_board(pair: tuple[Instance,
         assert await store.create(job(3, None))  # a scheduled callback: in the total only
         frame = await recv_until(ws, "queues", lambda f: f["totals"]["callbacks_total"] == 3)
         assert queue_of(frame, "vip")["callbacks"] == 2
+        # A scheduler leases them (looking at them, dialling): not placed yet, the counts stay.
+        claims = await store.claim(now + 601, lease_seconds=60, limit=10, claimer="i1")
+        assert len(claims) == 3
+        await asyncio.sleep(0.6)  # three refreshes
+        assert a.service.board.callbacks == {"vip": 2} and a.service.board.callbacks_total == 3
+        [first] = [c for c in claims if c.callback_id == "cb1"]
+        assert await store.complete(first, None)  # cb1 placed and done: off the scheduler's sets
+        frame = await recv_until(ws, "queues", lambda f: f["totals"]["callbacks_total"] == 2)
+        assert queue_of(frame, "vip")["callbacks"] == 1
         await ws.close()
 
 

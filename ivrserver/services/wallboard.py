@@ -15,7 +15,7 @@ Sources, and how an event on any instance reaches every supervisor:
 * Agent states come from this instance's agent-state fold (`AgentStateService.on_change`), in AMI
   event order. Every instance folds the same AMI events (one Asterisk, each instance logged in), so
   every board shows the same states; a wrap-up ends by time alone, which the ticker notices.
-* Callbacks waiting to be placed (the due queue: virtual hold per queue + the total) and active
+* Callbacks waiting to be placed (due or leased: virtual hold per queue + the total) and active
   incidents are re-read every `wallboard.refresh_interval` by each instance (server side; the page
   never polls); a frame goes out only when something changed.
 
@@ -354,11 +354,17 @@ class WallboardService:
                                 "incidents": self.board.incidents_view()})
 
     async def callbacks_waiting(self) -> tuple[dict[str, int], int]:
-        """({queue: virtual-hold callbacks waiting}, every callback waiting) from the due queue."""
+        """({queue: virtual-hold callbacks waiting}, every callback waiting): the scheduler's due and
+        leased callbacks (not yet connected), by the queue their caller kept a place in."""
         if self.callbacks is None:
             return {}, 0
-        raw = await self.redis.zrange(self.keys.callbacks_due(), 0, MAX_CALLBACK_IDS - 1)
-        ids = [i if isinstance(i, str) else i.decode() for i in raw]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrange(self.keys.callbacks_due(), 0, MAX_CALLBACK_IDS - 1)
+        pipe.zrange(self.keys.callbacks_leased(), 0, MAX_CALLBACK_IDS - 1)
+        due, leased = await pipe.execute()
+        # Leased ones are being looked at or dialled: still not placed (and a virtual-hold check that
+        # re-queues its callback must not make the count flicker).
+        ids = list(dict.fromkeys(i if isinstance(i, str) else i.decode() for i in [*due, *leased]))
         unknown = [i for i in ids if i not in self._cb_queue]
         for start in range(0, len(unknown), 500):
             chunk = unknown[start:start + 500]
