@@ -21,7 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ivrserver.domain.model import Case, CaseStatus, Contact, ContactKind, Customer
+from ivrserver.domain import cases as case_rules
+from ivrserver.domain.model import Case, Contact, ContactKind, Customer
 
 MASK = "••••"
 # Attribute keys an agent may see; everything else on a customer stays with supervisors.
@@ -176,6 +177,8 @@ def contact_entry(contact: Contact) -> dict[str, Any]:
 
 
 def case_entry(case: Case, now: float) -> dict[str, Any]:
+    """A case on the pop, with its lifecycle: status, due time and overdue, what is still needed
+    (open checklist items), back offices it waits on, compensation so far."""
     return {
         "id": case.id,
         "summary": _text(case.summary, 500),
@@ -186,6 +189,13 @@ def case_entry(case: Case, now: float) -> dict[str, Any]:
         "owner_agent": case.owner_agent,
         "still_needed": _text(case.still_needed, 500),
         "next_step": _text(case.next_step, 500),
+        "due_at": case.due_at,
+        "overdue": case_rules.is_overdue(case, now),
+        "open_items": [{"id": i.id, "text": _text(i.text, 300), "from": i.source}
+                       for i in case_rules.open_items(case)[:10]],
+        "handed_to": [_text(b, 64) for b in case.handed_to[:5]],
+        "compensated_cents": case.compensated_cents,
+        "currency": case.currency,
     }
 
 
@@ -203,8 +213,7 @@ def build_pop(ctx: PopContext, *, role: Role, now: float, max_history: int = MAX
     open cases most severe first, then oldest first."""
     contacts = sorted(ctx.recent_contacts, key=lambda c: c.started_at, reverse=True)
     contacts = [c for c in contacts if c.id != ctx.contact_id][:max_history]
-    cases = sorted((c for c in ctx.open_cases if c.status is CaseStatus.OPEN),
-                   key=lambda c: (c.severity, c.opened_at))
+    cases = sorted((c for c in ctx.open_cases if case_rules.is_open(c)), key=lambda c: (c.severity, c.opened_at))
     return {
         "type": "pop",
         "phase": str(ctx.phase),

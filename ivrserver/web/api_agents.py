@@ -29,6 +29,7 @@ from aiohttp import web
 
 from ivrserver.domain import contact_notes
 from ivrserver.services.agent_state import PbxUnavailable
+from ivrserver.services.cases import actor_of_agent
 from ivrserver.services.customers import CustomerService, NoteRejected
 from ivrserver.services.privacy import PrivacyService
 from ivrserver.web import bodies
@@ -193,7 +194,7 @@ class AgentRoutes:
             return _bad("you are not handling this contact", 403)
         now = self.ctx.clock()
         try:
-            saved = await self.ctx.customers.save_note(contact_id, note, now=now, actor=agent.id)
+            saved = await self.ctx.customers.save_note(contact_id, note, now=now, actor=actor_of_agent(agent))
         except NoteRejected as exc:
             return _bad(str(exc))
         if saved is None:

@@ -14,8 +14,9 @@ Bad input is a 400 with `{"error": ..., "errors": [{"field": ..., "message": ...
 resource 404; a conflict (id or account number taken) 409; Redis unreachable 503.
 Authorization is delegated: `authorize(request, customer_id, purpose)` is awaited before every
 access and raises web.HTTPForbidden to refuse (customer_id is None for listing and creation).
-Changes of cases are made on behalf of the request's agent (its id), or of its back-office token
-(`backoffice:<name>`); routes built without an authorization hook and without either act as `api`.
+Changes of cases are made on behalf of the request's agent (`agent:<id>` / `supervisor:<id>`), or
+of its back-office token (`backoffice:<name>`); routes built without an authorization hook and
+without either act as `api`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ivrserver.domain import customer_validation as cv
 from ivrserver.domain.customer_validation import FieldError
 from ivrserver.domain.model import Customer
 from ivrserver.services import customers
+from ivrserver.services.cases import actor_of_agent
 from ivrserver.services.customers import CustomerService
 from ivrserver.web import bodies
 from ivrserver.web.auth import AGENT
@@ -105,7 +107,7 @@ def actor_of(request: web.Request) -> str:
     """Who makes this change (the case event's actor): read after `authorize` resolved the agent."""
     agent = request.get(AGENT)
     if agent is not None:
-        return agent.id
+        return actor_of_agent(agent)
     name = request.get(BACKOFFICE)
     if name is not None:
         return customers.backoffice_actor(name)

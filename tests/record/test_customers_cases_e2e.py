@@ -57,7 +57,8 @@ async def work_day(srv: IvrServer, redis: aioredis.Redis, base: str) -> dict[str
         await send(http, "DELETE", f"{base}/api/v1/customers/c-e2e-gone", sup, 204)
         sup_case = (await send(http, "POST", f"{base}/api/v1/cases", sup, 201,
                                {"customer_id": "c-e2e-1", "summary": "fibre cut"}))["id"]
-        for change in ({"next_step": "send a technician"}, {"status": "closed"}, {"status": "open"}):
+        for change in ({"next_step": "send a technician"}, {"status": "closed"},
+                       {"status": "open", "why": "the line is down again"}):
             await send(http, "PUT", f"{base}/api/v1/cases/{sup_case}", sup, 200, change)
 
         agent = await login(http, base, AGENT)
@@ -130,12 +131,12 @@ async def test_customers_cases_contacts_and_audit_reach_postgres_and_come_back_a
             rows = await pg.fetch("SELECT case_id, actor, kind, detail FROM case_events ORDER BY at, entry_id")
             assert [(r["case_id"], r["actor"], r["kind"]) for r in rows] == [
                 (imported_case, "import", "opened"),
-                (opened["supervisor"], SUPERVISOR, "opened"),
-                (opened["supervisor"], SUPERVISOR, "updated"),
-                (opened["supervisor"], SUPERVISOR, "closed"),
-                (opened["supervisor"], SUPERVISOR, "reopened"),
-                (opened["agent"], AGENT, "opened"),
-                (opened["agent"], AGENT, "closed"),
+                (opened["supervisor"], f"supervisor:{SUPERVISOR}", "opened"),
+                (opened["supervisor"], f"supervisor:{SUPERVISOR}", "updated"),
+                (opened["supervisor"], f"supervisor:{SUPERVISOR}", "closed"),
+                (opened["supervisor"], f"supervisor:{SUPERVISOR}", "reopened"),
+                (opened["agent"], f"agent:{AGENT}", "opened"),
+                (opened["agent"], f"agent:{AGENT}", "closed"),
             ]
             assert json.loads(rows[2]["detail"]) == {"next_step": "send a technician"}
             # every contact and audit entry

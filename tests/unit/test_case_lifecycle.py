@@ -215,3 +215,22 @@ def test_good_bodies() -> None:
     assert parsed is not None and parsed["params"] == {"n": 2, "s": "SP", "b": True} and parsed["to"] is None
     assert rules.parse_result({"result": "charge cancelled", "resolve": True})[0] == {
         "result": "charge cancelled", "resolve": True, "done": []}
+
+
+# --- the screen-pop shows the lifecycle ------------------------------------------------------------
+
+def test_the_pop_shows_every_case_not_closed_with_what_is_still_needed() -> None:
+    from ivrserver.domain.screen_pop import PopContext, Role, build_pop
+
+    waiting = case(S.WAITING_BACKOFFICE, id="8", severity=1, due_at=T0 + 10, handed_to=("partner-billing",),
+                   checklist=(ChecklistItem("1", "partner confirms", "backoffice"),
+                              ChecklistItem("2", "bill copy", "customer", True, "agent:a1", T0)),
+                   compensated_cents=3000, currency="CNY")
+    cases = (case(S.RESOLVED, id="9"), waiting, case(S.CLOSED, id="10"))
+    pop = build_pop(PopContext(call_id="x", number="1", open_cases=cases), role=Role.AGENT, now=T0 + 11)
+    assert [c["id"] for c in pop["open_cases"]] == ["8", "9"]
+    entry = pop["open_cases"][0]
+    assert (entry["status"], entry["overdue"], entry["handed_to"]) == ("waiting_backoffice", True, ["partner-billing"])
+    assert entry["open_items"] == [{"id": "1", "text": "partner confirms", "from": "backoffice"}]
+    assert (entry["compensated_cents"], entry["currency"]) == (3000, "CNY")
+    assert pop["open_cases"][1]["overdue"] is False  # resolved: never overdue
