@@ -236,14 +236,14 @@ def resolve(incident: Incident, now: float, *, cause: str | None = None) -> Inci
 
 
 def figures(incident: Incident, *, absorbed: int, reached_agent: int, complaints: int,
-            notices_delivered: int, notices_refused: int = 0) -> dict[str, float | int | None]:
+            notices_scheduled: int, notices_refused: int = 0) -> dict[str, float | int | None]:
     """What the archive keeps about a resolved incident."""
     first = incident.counts.get("first_report_at")
     detect = round(incident.opened_at - float(first), 3) if first is not None and not incident.planned else None
     fix = round(incident.resolved_at - incident.opened_at, 3) if incident.resolved_at is not None else None
     return {"calls_absorbed": absorbed, "calls_reached_agent": reached_agent, "complaints": complaints,
             "time_to_detect_seconds": detect, "time_to_fix_seconds": fix,
-            "notices_delivered": notices_delivered, "notices_refused": notices_refused}
+            "notices_scheduled": notices_scheduled, "notices_refused": notices_refused}
 
 
 # ---------------------------------------------------------------------------------------------

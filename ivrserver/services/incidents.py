@@ -342,7 +342,7 @@ class IncidentService:
         complaints = len(await self.store.callers(incident.service, incident.area, since,
                                                   incident.resolved_at or self.clock()))
         figures = inc.figures(incident, absorbed=stats.get("absorbed", 0), reached_agent=stats.get("reached_agent", 0),
-                              complaints=complaints, notices_delivered=scheduled, notices_refused=refused)
+                              complaints=complaints, notices_scheduled=scheduled, notices_refused=refused)
         if dict(incident.figures) != figures:
             archived = dataclasses.replace(incident, figures=figures, revision=incident.revision + 1)
             try:
@@ -388,7 +388,8 @@ class IncidentService:
                 log.warning("incident notice refused", extra={"incident": incident.id, "error": str(exc)[:200]})
                 refused += 1
                 continue
-            if str(getattr(result, "status", "")) == "refused":
+            status, state = str(getattr(result, "status", "")), str(getattr(result, "state", "") or "")
+            if status == "refused" or (status == "existing" and state == "refused"):
                 refused += 1
             else:  # scheduled, deferred, sent by SMS, or existing (a repeated resolve)
                 scheduled += 1

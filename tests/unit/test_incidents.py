@@ -122,7 +122,7 @@ def test_lifecycle() -> None:
     assert inc.update(updated, T0 + 121, cause="fibre cut") is updated
     done = inc.resolve(updated, T0 + 7200)
     assert not done.active and done.resolved_at == T0 + 7200
-    figures = inc.figures(done, absorbed=40, reached_agent=3, complaints=50, notices_delivered=12)
+    figures = inc.figures(done, absorbed=40, reached_agent=3, complaints=50, notices_scheduled=12)
     assert figures["time_to_detect_seconds"] == 300 and figures["time_to_fix_seconds"] == 7200
     for change in (lambda i: inc.acknowledge(i, T0), lambda i: inc.update(i, T0, cause="x"),
                    lambda i: inc.resolve(i, T0)):
