@@ -14,7 +14,9 @@ partner-billing:
 
 Scopes: `callbacks` (/api/v1/callbacks, as a supervisor may), `cases:read` (GET a case handed to
 the token: /api/v1/cases…), `cases:write` (POST results on such a case), `incidents`
-(/api/v1/incidents). A token is sent as `Authorization: Bearer <token>`; it must be 32-256
+(/api/v1/incidents), `events` (POST /api/v1/customers/{id}/events: a customer's events
+such as roaming_started, which may call for a reminder). A token is sent as
+`Authorization: Bearer <token>`; it must be 32-256
 characters of [A-Za-z0-9_.~+/=-] (e.g. `openssl rand -hex 32`). The token is compared by its digest
 in constant time; only its name ever reaches a log or the audit stream. A request under a path
 none of the token's scopes covers is not authenticated by it (401 without a session).
@@ -42,6 +44,9 @@ SCOPE_PATHS: dict[str, tuple[str, ...]] = {
     "cases:read": ("/api/v1/cases",),
     "cases:write": ("/api/v1/cases",),
     "incidents": ("/api/v1/incidents",),
+    # POST /api/v1/customers/{id}/events (web/api_events.py checks the scope; every other
+    # customer route still needs an agent's session)
+    "events": ("/api/v1/customers/",),
 }
 DEFAULT_SCOPES = frozenset({"callbacks"})  # a token written as `name: sha256:…`
 SCOPE = SCOPE_PATHS["callbacks"]
