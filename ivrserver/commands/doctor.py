@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from ivrserver import config
 from ivrserver.commands import load_settings
 from ivrserver.domain import hashing
+from ivrserver.files import incident_policy
 from ivrserver.files import menus as menu_files
 from ivrserver.files import routing as routing_files
 from ivrserver.files import webhooks as webhook_files
@@ -173,6 +174,16 @@ def _check_routing(settings: config.Settings, conf_dir: Path) -> Check:
         return Check("routing", False, "; ".join(problems[:5]),
                      f"fix {settings.routing.policy_file} / {settings.routing.agents_file}")
     return Check("routing", True, "routing policy and agents valid; every queue they name exists")
+
+
+def _check_incidents(settings: config.Settings) -> Check | None:
+    """incidents.yaml as the server reads it at start; None when mass-fault detection is off."""
+    if not settings.incidents.enabled:
+        return None
+    problems = incident_policy.check(settings.incidents.policy_file, routing_files.KNOWN_QUEUES)
+    if problems:
+        return Check("incidents", False, "; ".join(problems[:5]), f"fix {settings.incidents.policy_file}")
+    return Check("incidents", True, f"{settings.incidents.policy_file}: incident policy valid")
 
 
 def _check_webhooks(settings: config.Settings) -> Check | None:
@@ -402,6 +413,8 @@ async def diagnose(settings: config.Settings) -> list[Check]:
     checks.append(await asyncio.to_thread(_check_routing, settings, conf_dir))
     webhooks = await asyncio.to_thread(_check_webhooks, settings)
     checks += [webhooks] if webhooks is not None else []
+    incidents = await asyncio.to_thread(_check_incidents, settings)
+    checks += [incidents] if incidents is not None else []
     checks.append(_check_agi_port(settings))
     persistence = await _check_redis_persistence(settings)
     checks += [persistence] if persistence is not None else []

@@ -226,3 +226,16 @@ def test_shipped_policy_is_valid() -> None:
     policy = incident_policy.load(queues=("vip", "general", "billing", "faults", "sales"))
     assert set(policy.services) == {"mobile_data", "broadband", "fixed_line"}
     assert policy.window_seconds % policy.bucket_seconds == 0
+
+
+def test_doctor_checks_the_incident_policy(tmp_path: Path) -> None:
+    from ivrserver import config
+    from ivrserver.commands.doctor import _check_incidents
+
+    good = _check_incidents(config.Settings())
+    assert good is not None and good.ok
+    bad_file = tmp_path / "incidents.yaml"
+    bad_file.write_text("ratio: 0\nservices: {mobile_data: {en: m}}\n", encoding="utf-8")
+    bad = _check_incidents(config.from_mapping({"incidents": {"policy_file": str(bad_file)}}))
+    assert bad is not None and not bad.ok and "ratio" in bad.detail and str(bad_file) in bad.fix
+    assert _check_incidents(config.from_mapping({"incidents": {"enabled": False}})) is None
