@@ -89,7 +89,10 @@ async def seed(url: str, token: str) -> dict[str, tuple[str, str]]:
             callback_id = (await r.json())["id"]
     customer, case, callback = ("id", "ct-1"), ("id", case_id), ("id", callback_id)
     return {"getCustomer": customer, "replaceCustomer": customer, "customerHistory": customer,
-            "getCase": case, "updateCase": case, "getCallback": callback, "rescheduleCallback": callback,
+            "getCase": case, "updateCase": case, "getCaseEvents": case, "moveCase": case,
+            "changeCaseChecklist": case, "requestCaseAction": case, "postCaseResult": case,
+            "listCaseCompensations": case, "grantCompensation": case,
+            "getCallback": callback, "rescheduleCallback": callback,
             "cancelCallback": callback, "getAnnouncement": ("menu", "hotline"),
             "setAnnouncement": ("menu", "hotline"), "clearAnnouncement": ("menu", "hotline")}
 
