@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from ivrserver import config
 from ivrserver.commands import load_settings
 from ivrserver.domain import hashing
-from ivrserver.files import incident_policy
+from ivrserver.files import case_policy, incident_policy
 from ivrserver.files import menus as menu_files
 from ivrserver.files import routing as routing_files
 from ivrserver.files import webhooks as webhook_files
@@ -174,6 +174,14 @@ def _check_routing(settings: config.Settings, conf_dir: Path) -> Check:
         return Check("routing", False, "; ".join(problems[:5]),
                      f"fix {settings.routing.policy_file} / {settings.routing.agents_file}")
     return Check("routing", True, "routing policy and agents valid; every queue they name exists")
+
+
+def _check_cases(settings: config.Settings) -> Check:
+    """cases.yaml as the server reads it at start (it does not start with an invalid one)."""
+    problems = case_policy.check(settings.cases.policy_file)
+    if problems:
+        return Check("cases", False, "; ".join(problems[:5]), f"fix {settings.cases.policy_file}")
+    return Check("cases", True, f"{settings.cases.policy_file}: case policy valid")
 
 
 def _check_incidents(settings: config.Settings) -> Check | None:
@@ -411,6 +419,7 @@ async def diagnose(settings: config.Settings) -> list[Check]:
     checks += await asyncio.to_thread(_check_queues, conf_dir)
     checks.append(await asyncio.to_thread(_check_menus, settings, conf_dir))
     checks.append(await asyncio.to_thread(_check_routing, settings, conf_dir))
+    checks.append(await asyncio.to_thread(_check_cases, settings))
     webhooks = await asyncio.to_thread(_check_webhooks, settings)
     checks += [webhooks] if webhooks is not None else []
     incidents = await asyncio.to_thread(_check_incidents, settings)

@@ -82,3 +82,13 @@ def test_broken_files(tmp_path: Path, text: str) -> None:
     path.write_text(text)
     assert case_policy.check(path)
     assert case_policy.check(tmp_path / "missing.yaml")
+
+
+def test_doctor_checks_the_case_policy(tmp_path: Path) -> None:
+    from ivrserver.commands.doctor import _check_cases
+
+    assert _check_cases(config.Settings()).ok
+    path = tmp_path / "cases.yaml"
+    path.write_text("due_hours: {0: 4}\n")
+    check = _check_cases(config.from_mapping({"cases": {"policy_file": str(path)}}))
+    assert not check.ok and f"{path}:1:" in check.detail and check.fix == f"fix {path}"
