@@ -97,6 +97,9 @@ class WebSettings:
     header_timeout: float = 10.0
     # Open HTTP connections (websockets included) at most; past it new ones are closed at once.
     max_connections: int = 2000
+    # The pages' language for an agent who has not chosen one (issue 20 §4): "en", "zh", or "auto"
+    # (the browser's Accept-Language, else English). Each agent's own choice wins (PUT /api/v1/me/preferences).
+    default_language: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -297,6 +300,25 @@ class WallboardSettings:
 
 
 @dataclass(frozen=True)
+class ReportSettings:
+    # Supervisors' reports (issue 20 §2; services/reports.py, /reports, /api/v1/reports/<name>), read
+    # from the hourly rollups of the system of record (migration 0009; postgres.dsn needed).
+    # The self-service share is drawn against this target (operators' figure: 78% of needs).
+    self_service_target: float = 0.78
+    # Time zone whose midnight starts a report day, and of the hour-of-day charts (IANA name).
+    timezone: str = "UTC"
+    # Service level: answered within this many seconds ÷ (answered + abandoned); one of the wait
+    # bins' edges (5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 300, 600, 900, 1800).
+    service_level_seconds: int = 20
+    # The suggested option order's policy (as `menus stats --policy`): third-fourth-first or busiest-first.
+    ordering_policy: str = "third-fourth-first"
+    # How often the record upkeep recomputes the hours marked dirty (the reports lag at most this).
+    roll_interval: float = 300.0
+    # The longest range one report request may cover, in days.
+    max_days: int = 400
+
+
+@dataclass(frozen=True)
 class IncidentSettings:
     # Mass-fault detection (issue 19): complaints per (service, area) become incidents, announced
     # to matching callers. The policy file (incidents.yaml: window, minimum count, ratio over the
@@ -333,6 +355,7 @@ class Settings:
     sms: SmsSettings = field(default_factory=SmsSettings)
     reminders: ReminderSettings = field(default_factory=ReminderSettings)
     notices: NoticeSettings = field(default_factory=NoticeSettings)
+    reports: ReportSettings = field(default_factory=ReportSettings)
     instance: str = "ivrserver"
     # uvloop (libuv) or the standard library's loop; both run the same code.
     event_loop: str = "uvloop"
@@ -349,6 +372,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "log.format": ("text", "json"),
     "event_loop": ("uvloop", "asyncio"),
     "sms.transport": ("asterisk", "gateway", "off"),
+    "web.default_language": ("auto", "en", "zh"),
 }
 _PORTS = {"ami.port", "agi.port", "web.port"}
 
@@ -459,6 +483,9 @@ _RANGES: dict[str, tuple[int, int, str]] = {
     "notices.batch_seconds": (0, 86_400, " seconds"),
     "notices.window_days": (0, 90, " days"),
     "notices.ring_seconds": (5, 300, " seconds"),
+    "reports.self_service_target": (0, 1, ""),
+    "reports.roll_interval": (1, 86_400, " seconds"),
+    "reports.max_days": (1, 3660, " days"),
 }
 # Settings checked by a domain/service function that raises ValueError: key → (module, function).
 # Imported only when that key is set, so config stays cheap to import.
@@ -469,6 +496,9 @@ _CHECKERS: dict[str, tuple[str, str]] = {
     "prompts.convert": ("ivrserver.services.speech", "check_convert"),
     "prompts.voices": ("ivrserver.services.speech", "check_voices"),
     "wallboard.timezone": ("ivrserver.domain.wallboard", "check_timezone"),
+    "reports.timezone": ("ivrserver.domain.wallboard", "check_timezone"),
+    "reports.service_level_seconds": ("ivrserver.domain.reports", "check_service_level"),
+    "reports.ordering_policy": ("ivrserver.domain.reports", "check_policy"),
 }
 
 

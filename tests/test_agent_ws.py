@@ -19,6 +19,7 @@ from aiohttp import web
 
 from ivrserver.domain.hashing import Cost
 from ivrserver.domain.model import Agent, Contact, ContactKind
+from ivrserver.services.agent_prefs import AgentPrefsService
 from ivrserver.services.customers import CustomerService
 from ivrserver.services.privacy import PrivacyService
 from ivrserver.services.screen_pop import PopFeed
@@ -27,7 +28,7 @@ from ivrserver.store import contacts
 from ivrserver.store.audit import AuditLog
 from ivrserver.store.keys import Keys
 from ivrserver.store.pops import PopStore
-from ivrserver.web import api_customers
+from ivrserver.web import api_customers, api_prefs
 from ivrserver.web.agent_ws import HUB, AgentHub
 from ivrserver.web.api_agents import AgentApiContext, page_routes, routes
 from ivrserver.web.auth import AUTH, Authenticator, agent_id_of, auth_middleware, authorize_hook, hash_password
@@ -68,10 +69,11 @@ async def make_desk(redis_url: str, keys: Keys, *, queue_size: int = 256, heartb
                     backlog_seconds: int = 3600, auth_timeout: float = 2.0, session_check: float = 30.0,
                     clock: Callable[[], float] = time.time, seed: bool = True,
                     static_tokens: dict[str, str] | None = None, credentials: dict[str, str] | None = None,
-                    real_customers: bool = False,
+                    real_customers: bool = False, default_language: str = "auto",
                     **auth_options: Any) -> AsyncIterator[Desk]:
     """`real_customers`: serve the real customers REST routes (api_customers behind the privacy
-    gate) instead of the two stand-ins below."""
+    gate) instead of the two stand-ins below. `default_language`: the web.default_language setting
+    behind GET/PUT /api/v1/me/preferences."""
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     store = PopStore(redis, keys, backlog_seconds=backlog_seconds)
     audit = AuditLog(redis, keys)
@@ -117,6 +119,7 @@ async def make_desk(redis_url: str, keys: Keys, *, queue_size: int = 256, heartb
     app.add_routes(routes(AgentApiContext(auth=auth, hub=hub, privacy=privacy, customers=customers,
                                           set_paused=set_paused, clock=clock)))
     app.add_routes(page_routes())
+    app.add_routes(api_prefs.routes(AgentPrefsService(redis, keys, default_language=default_language)))
     if real_customers:
         app.add_routes(api_customers.routes(customers, authorize_hook))
     else:

@@ -1,10 +1,18 @@
 // ivrserver agent desktop. No framework, no build step.
 // Rule: every value from the server is rendered with textContent / createElement; no HTML parsing of data.
+// Every label, message, title and date goes through the catalogue (i18n.js, /static/i18n/<lang>.json,
+// sections "common" and "desk"): t("desk.…"), I18n.dateTime(…), data-i18n in index.html.
+// Panels: the pop card and the side forms are panels; another one joins with
+// Desk.addPanel({ onPop(pop), onLanguage(), onLogout() }) from its own script loaded after this one.
 "use strict";
 
-(() => {
+window.Desk = (() => {
   const $ = (id) => document.getElementById(id);
   const store = window.sessionStorage;
+  const t = (key, params) => I18n.t(key, params);
+  const LANG_KEY = "ivr.lang"; // this browser's last choice (before login; the server keeps the agent's)
+  const SECTIONS = ["common", "desk"];
+  const panels = [];
 
   // How often the badge re-reads GET /api/v1/me: the server's agent state is the truth (wrap-up
   // ends by time alone, with no event); often while a call is in progress, rarely when idle.
@@ -46,23 +54,33 @@
   }
   function when(epochSeconds) {
     if (typeof epochSeconds !== "number") return "";
-    return new Date(epochSeconds * 1000).toLocaleString();
+    return I18n.dateTime(epochSeconds * 1000);
   }
   function label(text) {
     return String(text || "").replace(/_/g, " ");
   }
-
+  // A value of a known set (a state, an outcome…) in the page's language: its message
+  // "<prefix><value>" when the catalogue has one, else the value itself (new values from a newer server).
+  function named(prefix, value) {
+    const key = prefix + String(value);
+    return I18n.has(key) ? t(key) : label(value);
+  }
   // ---- REST ---------------------------------------------------------------------------------
   async function api(method, path, body) {
     const headers = {};
     if (state.token) headers["Authorization"] = "Bearer " + state.token;
     if (body !== undefined) headers["Content-Type"] = "application/json";
-    const resp = await fetch(path, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      credentials: "same-origin",
-    });
+    let resp;
+    try {
+      resp = await fetch(path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        credentials: "same-origin",
+      });
+    } catch (e) {
+      return { ok: false, status: 0, data: null };
+    }
     let data = null;
     try {
       data = await resp.json();
@@ -81,7 +99,8 @@
     const password = $("login-password").value;
     const r = await api("POST", "/api/v1/login", { agent, password });
     if (!r.ok) {
-      $("login-error").textContent = (r.data && r.data.error) || "Login failed";
+      $("login-error").textContent = r.status === 401 ? t("desk.login.wrong")
+        : r.status === 429 ? t("desk.login.throttled") : r.status === 0 ? t("desk.error.offline") : t("desk.login.failed");
       return;
     }
     $("login-password").value = "";
@@ -104,6 +123,7 @@
     state.pops.clear();
     state.recent.clear();
     state.current = null;
+    for (const p of panels) if (p.onLogout) p.onLogout();
     clear($("recent"));
     $("pop").hidden = true;
     $("idle").hidden = false;
@@ -120,8 +140,8 @@
     // reconnects within the page's life ask only for what they missed.
     state.lastSeq = 0;
     state.epoch = null;
-    $("agent-name").textContent = state.agent.name + " (" + state.agent.id + ")" +
-      (state.agent.supervisor ? " · supervisor" : "");
+    await adoptServerLanguage();
+    showAgent();
     showState(r.data.state || "unknown");
     scheduleStateRefresh(badgePollMs());
     $("login-view").hidden = true;
@@ -130,10 +150,16 @@
     connect();
   }
 
+  function showAgent() {
+    if (!state.agent) return;
+    $("agent-name").textContent = t(state.agent.supervisor ? "desk.who.supervisor" : "desk.who.agent",
+      { name: state.agent.name, id: state.agent.id });
+  }
+
   function showState(s) {
     const badge = $("state-badge");
     badge.dataset.state = s;
-    badge.textContent = label(s);
+    badge.textContent = named("desk.state.", s);
   }
 
   function badgePollMs() {
@@ -174,7 +200,7 @@
   function setConn(s) {
     const c = $("conn");
     c.dataset.conn = s;
-    c.textContent = s === "on" ? "live" : s === "connecting" ? "connecting…" : "offline";
+    c.textContent = t(s === "on" ? "desk.conn.on" : s === "connecting" ? "desk.conn.connecting" : "desk.conn.off");
   }
 
   function connect() {
@@ -292,7 +318,7 @@
   // The card's phase only: looking at an older pop never changes the agent's state badge.
   function showPhase(pop) {
     const phase = $("pop-phase");
-    phase.textContent = label(pop.phase) + (pop.kind === "callback" ? " · callback" : "");
+    phase.textContent = named("desk.phase.", pop.phase) + (pop.kind === "callback" ? " · " + t("desk.phase.callback") : "");
     phase.dataset.phase = String(pop.phase || "");
   }
 
@@ -302,119 +328,137 @@
     $("pop").hidden = false;
     showPhase(pop);
     const c = pop.customer;
-    $("pop-name").textContent = c ? c.name : "Unknown caller";
+    $("pop-name").textContent = c ? c.name : t("desk.pop.unknown");
     $("pop-number").textContent = pop.number || "";
+    showTags(c);
+    showFacts(pop, c);
+    const routing = pop.routing || {};
+    $("pop-reason").textContent = routing.queue
+      ? t("desk.pop.reason_queue", { reason: routing.reason || "—", queue: routing.queue })
+      : routing.reason || "—";
+    showCallbackContext(pop.callback);
+    showPath(pop.ivr_path || []);
+    showCases(pop.open_cases || []);
+    showHistory(pop.history || []);
+    showSideForms(pop, c);
+    for (const p of panels) if (p.onPop) p.onPop(pop);
+  }
 
+  function showTags(c) {
     const tags = $("pop-tags");
     clear(tags);
-    if (c) {
-      tags.appendChild(el("span", "tag tier-" + String(c.tier).replace(/[^a-z]/g, ""), c.tier));
-      tags.appendChild(el("span", "tag", c.segment));
-      tags.appendChild(el("span", "tag", c.language));
-    }
+    if (!c) return;
+    tags.appendChild(el("span", "tag tier-" + String(c.tier).replace(/[^a-z]/g, ""), named("desk.tier.", c.tier)));
+    tags.appendChild(el("span", "tag", named("desk.segment.", c.segment)));
+    tags.appendChild(el("span", "tag", named("desk.language.", c.language)));
+  }
 
+  function showFacts(pop, c) {
     const facts = $("pop-facts");
     clear(facts);
     if (c) {
-      fact(facts, "Customer id", c.id);
-      fact(facts, "Account manager", c.account_manager);
-      fact(facts, "Account", c.account_number);
+      fact(facts, t("desk.fact.customer_id"), c.id);
+      fact(facts, t("desk.fact.account_manager"), c.account_manager);
+      fact(facts, t("desk.fact.account"), c.account_number);
       const prefs = c.preferences || {};
-      fact(facts, "Call hours", (prefs.allowed_from || "") + "–" + (prefs.allowed_until || "") +
-        " " + (prefs.timezone || "") + (prefs.do_not_call ? " · do not call" : ""));
+      fact(facts, t("desk.fact.call_hours"), t("desk.fact.call_hours_value", {
+        from: prefs.allowed_from || "", until: prefs.allowed_until || "", timezone: prefs.timezone || "",
+      }) + (prefs.do_not_call ? " · " + t("desk.fact.do_not_call") : ""));
+      // Attributes are the operator's own data (names and values), shown as they are.
       const attrs = c.attributes || {};
       for (const k of Object.keys(attrs)) fact(facts, label(k), attrs[k]);
     }
-    if (pop.transferred_from) fact(facts, "Transferred from", pop.transferred_from);
+    if (pop.transferred_from) fact(facts, t("desk.fact.transferred_from"), pop.transferred_from);
+  }
 
-    const routing = pop.routing || {};
-    $("pop-reason").textContent = (routing.reason || "—") + (routing.queue ? " (queue " + routing.queue + ")" : "");
-
-    const cb = pop.callback;
+  function showCallbackContext(cb) {
     $("pop-callback").hidden = !cb;
     const cbFacts = $("pop-callback-facts");
     clear(cbFacts);
-    if (cb) {
-      fact(cbFacts, "Reason", cb.reason);
-      fact(cbFacts, "Context", cb.context);
-      fact(cbFacts, "Case", cb.case_id);
-      fact(cbFacts, "Attempt", cb.attempt);
-    }
+    if (!cb) return;
+    fact(cbFacts, t("desk.cb.fact.reason"), cb.reason);
+    fact(cbFacts, t("desk.cb.fact.context"), cb.context);
+    fact(cbFacts, t("desk.cb.fact.case"), cb.case_id);
+    fact(cbFacts, t("desk.cb.fact.attempt"), typeof cb.attempt === "number" ? I18n.number(cb.attempt) : cb.attempt);
+  }
 
+  function showPath(steps) {
     const path = $("pop-path");
     clear(path);
-    for (const step of pop.ivr_path || []) {
+    for (const step of steps) {
       const li = el("li");
       li.appendChild(el("span", "menu", step.label || step.menu));
       if (step.input) li.appendChild(el("kbd", null, step.input));
       path.appendChild(li);
     }
-    if (!(pop.ivr_path || []).length) path.appendChild(el("li", "muted", "no IVR steps"));
+    if (!steps.length) path.appendChild(el("li", "muted", t("desk.pop.no_ivr")));
+  }
 
+  function showCases(open) {
     const cases = $("pop-cases");
     clear(cases);
     const select = $("case-select");
     clear(select);
-    select.appendChild(el("option", null, "(none)"));
+    select.appendChild(el("option", null, t("desk.case.none")));
     select.firstChild.value = "";
-    for (const k of pop.open_cases || []) {
+    for (const k of open) {
       const box = el("div", "case sev-" + Number(k.severity));
       const head = el("div", "case-head");
       head.appendChild(el("strong", null, k.summary));
-      head.appendChild(el("span", "muted", " #" + k.id + " · severity " + k.severity + " · " + k.age_days + " d old"));
+      head.appendChild(el("span", "muted", " " + t("desk.case.meta", { id: k.id, severity: k.severity,
+        age: I18n.number(Number(k.age_days) || 0) })));
       box.appendChild(head);
       const dl = el("dl", "facts");
-      fact(dl, "Still needed", k.still_needed || "—");
-      fact(dl, "Next step", k.next_step || "—");
-      fact(dl, "Owner", k.owner_agent);
+      fact(dl, t("desk.case.needed"), k.still_needed || "—");
+      fact(dl, t("desk.case.next"), k.next_step || "—");
+      fact(dl, t("desk.case.owner"), k.owner_agent);
       box.appendChild(dl);
       cases.appendChild(box);
       const opt = el("option", null, k.id + " — " + k.summary);
       opt.value = k.id;
       select.appendChild(opt);
     }
-    if (!(pop.open_cases || []).length) cases.appendChild(el("p", "muted", "No open cases."));
-    if ((pop.open_cases || []).length) {
-      select.value = pop.open_cases[0].id;
-      $("case-needed").value = pop.open_cases[0].still_needed || "";
-      $("case-next").value = pop.open_cases[0].next_step || "";
-    } else {
-      $("case-needed").value = "";
-      $("case-next").value = "";
-    }
+    if (!open.length) cases.appendChild(el("p", "muted", t("desk.pop.no_cases")));
+    select.value = open.length ? open[0].id : "";
+    $("case-needed").value = open.length ? open[0].still_needed || "" : "";
+    $("case-next").value = open.length ? open[0].next_step || "" : "";
+  }
 
+  function showHistory(history) {
     const hist = $("pop-history");
     clear(hist);
-    for (const h of pop.history || []) {
+    for (const h of history) {
       const li = el("li");
       const head = el("div", "tl-head");
       head.appendChild(el("span", "when", when(h.started_at)));
-      head.appendChild(el("span", "tag", label(h.kind)));
-      head.appendChild(el("span", "tag outcome-" + String(h.outcome).replace(/[^a-z_]/g, ""), label(h.outcome)));
-      if (h.disposition) head.appendChild(el("span", "tag", label(h.disposition)));
+      head.appendChild(el("span", "tag", named("desk.kind.", h.kind)));
+      head.appendChild(el("span", "tag outcome-" + String(h.outcome).replace(/[^a-z_]/g, ""), named("desk.outcome.", h.outcome)));
+      if (h.disposition) head.appendChild(el("span", "tag", named("desk.disposition.", h.disposition)));
       li.appendChild(head);
       if (h.notes) li.appendChild(el("p", "notes", h.notes));
       const meta = [];
-      if ((h.agents || []).length) meta.push("agent " + h.agents.join(", "));
-      if ((h.ivr_path || []).length) meta.push("IVR " + h.ivr_path.join(" › "));
+      if ((h.agents || []).length) meta.push(t("desk.history.agents", { agents: h.agents.join(", ") }));
+      if ((h.ivr_path || []).length) meta.push(t("desk.history.ivr", { path: h.ivr_path.join(" › ") }));
       if (meta.length) li.appendChild(el("div", "muted", meta.join(" · ")));
       hist.appendChild(li);
     }
-    if (!(pop.history || []).length) hist.appendChild(el("li", "muted", "First contact."));
+    if (!history.length) hist.appendChild(el("li", "muted", t("desk.history.first")));
+  }
 
-    $("notes-contact").textContent = pop.contact_id ? "Contact " + pop.contact_id : "No contact id for this call.";
+  function showSideForms(pop, c) {
+    $("notes-contact").textContent = pop.contact_id ? t("desk.notes.contact", { id: pop.contact_id }) : t("desk.notes.no_contact_id");
     $("notes-status").textContent = "";
+    said.delete($("notes-status"));
     const prefs = (c && c.preferences) || {};
     $("callback-hint").textContent = c
-      ? "Customer time zone " + (prefs.timezone || "?") + "; allowed " + (prefs.allowed_from || "?") + "–" +
-        (prefs.allowed_until || "?")
-      : "Unknown caller";
+      ? t("desk.cb.hint", { timezone: prefs.timezone || "?", from: prefs.allowed_from || "?", until: prefs.allowed_until || "?" })
+      : t("desk.pop.unknown");
   }
 
   // What "Recent pops" says a call is now: ringing, answered, ended (after an answer) or missed.
   function recentPhase(pop) {
     if (pop.phase === "ended") return pop.answered ? "ended" : "missed";
-    return label(pop.phase);
+    return String(pop.phase);
   }
 
   function updateRecent(pop) {
@@ -422,7 +466,7 @@
     if (!btn) return;
     const name = pop.customer ? pop.customer.name : pop.number;
     const phase = recentPhase(pop);
-    btn.textContent = name + " · " + phase + " · " + when(pop.at);
+    btn.textContent = name + " · " + named("desk.phase.", phase) + " · " + when(pop.at);
     btn.dataset.phase = phase;
   }
 
@@ -446,12 +490,41 @@
   }
 
   // ---- write-back ----------------------------------------------------------------------------
+  // A status line remembers its message so that a change of language rewrites it too.
+  const said = new Map(); // node -> [key, params]
+  function say(node, key, params) {
+    said.set(node, [key, params]);
+    node.textContent = t(key, params);
+  }
+  // The message for a failed request (by status; a 400 adds the server's own detail).
+  function failureMessage(r) {
+    if (r.status === 400) {
+      const d = r.data || {};
+      const detail = d.error || (d.errors && typeof d.errors === "object" ? Object.values(d.errors).join("; ") : "");
+      return ["desk.error.invalid", { detail: String(detail) }];
+    }
+    const known = { 0: "offline", 401: "login", 403: "forbidden", 404: "not_found", 409: "conflict", 413: "too_large",
+      429: "throttled" };
+    return known[r.status] ? ["desk.error." + known[r.status], {}] : ["desk.error.server", { status: r.status }];
+  }
+  function sayFailure(node, key, r) {
+    const [reason, params] = failureMessage(r);
+    said.set(node, [key, { reason: { key: reason, params } }]);
+    node.textContent = t(key, { reason: t(reason, params) });
+  }
+  function resay() {
+    for (const [node, [key, params]] of said) {
+      const reason = params && params.reason;
+      node.textContent = reason && typeof reason === "object" ? t(key, { reason: t(reason.key, reason.params) }) : t(key, params);
+    }
+  }
+
   async function saveNotes(ev) {
     ev.preventDefault();
     const pop = state.current;
     const status = $("notes-status");
     if (!pop || !pop.contact_id) {
-      status.textContent = "No current contact to save notes for.";
+      say(status, "desk.notes.no_contact");
       return;
     }
     const body = { notes: $("notes-text").value, disposition: $("notes-disposition").value };
@@ -464,9 +537,10 @@
         next_step: $("case-next").value,
       };
     }
-    status.textContent = "Saving…";
+    say(status, "desk.notes.saving");
     const r = await api("POST", "/api/v1/contacts/" + encodeURIComponent(pop.contact_id) + "/notes", body);
-    status.textContent = r.ok ? "Saved." : "Not saved: " + ((r.data && r.data.error) || r.status);
+    if (r.ok) say(status, "desk.notes.saved");
+    else sayFailure(status, "desk.notes.failed", r);
     status.dataset.ok = r.ok ? "1" : "0";
   }
 
@@ -481,12 +555,12 @@
     const pop = state.current;
     const status = $("cb-status");
     if (!pop) {
-      status.textContent = "No caller on screen.";
+      say(status, "desk.cb.no_caller");
       return;
     }
     const earliest = isoOf($("cb-earliest").value);
     if (!earliest) {
-      status.textContent = "Pick the earliest time.";
+      say(status, "desk.cb.pick_earliest");
       return;
     }
     const body = {
@@ -500,26 +574,79 @@
     if ($("cb-me").checked && state.agent) body.preferred_agent = state.agent.id;
     const caseId = $("case-select").value;
     if (caseId) body.case_id = caseId;
+    // Stored with the callback (data for whoever places it), not a label of this page.
     if (pop.contact_id) body.context = "from contact " + pop.contact_id;
-    status.textContent = "Scheduling…";
+    say(status, "desk.cb.scheduling");
     const r = await api("POST", "/api/v1/callbacks", body);
-    status.textContent = r.ok ? "Callback scheduled." : "Not scheduled: " + ((r.data && r.data.error) || r.status);
+    if (r.ok) say(status, "desk.cb.scheduled");
+    else sayFailure(status, "desk.cb.failed", r);
+  }
+
+  // ---- language ------------------------------------------------------------------------------
+  // Before login: this browser's last choice, else the browser's languages. After login the
+  // server's answer wins (the agent's remembered choice, else web.default_language / Accept-Language).
+  function relabel() {
+    $("lang-select").value = I18n.language();
+    showAgent();
+    if (state.agent) showState($("state-badge").dataset.state);
+    else $("state-badge").textContent = t("desk.state.unknown");
+    setConn($("conn").dataset.conn);
+    if (state.current) {
+      // Redraw the card in the new language; what the agent typed or picked stays.
+      const kept = ["case-select", "case-needed", "case-next"].map((id) => [id, $(id).value]);
+      const notes = said.get($("notes-status"));
+      showPop(state.current);
+      for (const [id, value] of kept) $(id).value = value;
+      if (notes) said.set($("notes-status"), notes);
+    }
+    for (const pop of state.pops.values()) updateRecent(pop);
+    resay();
+    for (const p of panels) if (p.onLanguage) p.onLanguage();
+  }
+
+  async function useLanguage(lang) {
+    const shown = await I18n.load(lang, SECTIONS);
+    localStorage.setItem(LANG_KEY, shown);
+    relabel();
+    return shown;
+  }
+
+  async function adoptServerLanguage() {
+    const r = await api("GET", "/api/v1/me/preferences");
+    if (!r.ok || !r.data || typeof r.data.language !== "string") return;
+    const wanted = I18n.supported(r.data.language);
+    if (wanted && wanted !== I18n.language()) await useLanguage(wanted);
+  }
+
+  async function chooseLanguage() {
+    const shown = await useLanguage($("lang-select").value);
+    if (state.token) await api("PUT", "/api/v1/me/preferences", { language: shown });
+  }
+
+  // ---- panels (the cases panel and others join here) -------------------------------------------
+  function addPanel(panel) {
+    panels.push(panel);
+    if (state.current && panel.onPop) panel.onPop(state.current);
   }
 
   // ---- wiring ----------------------------------------------------------------------------------
-  document.addEventListener("DOMContentLoaded", () => {
+  document.addEventListener("DOMContentLoaded", async () => {
     $("login-form").addEventListener("submit", login);
     $("btn-logout").addEventListener("click", () => logout(true));
     $("btn-ready").addEventListener("click", () => requestState("ready"));
     $("btn-pause").addEventListener("click", () => requestState("paused"));
     $("notes-form").addEventListener("submit", saveNotes);
     $("callback-form").addEventListener("submit", scheduleCallback);
+    $("lang-select").addEventListener("change", chooseLanguage);
     $("case-select").addEventListener("change", () => {
       const pop = state.current;
       const k = pop && (pop.open_cases || []).find((x) => x.id === $("case-select").value);
       $("case-needed").value = k ? k.still_needed || "" : "";
       $("case-next").value = k ? k.next_step || "" : "";
     });
+    await useLanguage(localStorage.getItem(LANG_KEY) || I18n.browserLanguage());
     if (state.token) enter();
   });
+
+  return { addPanel, api, t, el, clear, fact, when, named, current: () => state.current, agent: () => state.agent };
 })();

@@ -7,7 +7,7 @@
 //
 // Use from a page (load this file before the page's script):
 //   await I18n.load("zh", ["common", "desk"]);   // fetches the catalogue, translates the page
-//   I18n.t("desk.pop.attempt", { n: 2 });        // text; a missing key shows ⟦key⟧ + console error
+//   I18n.t("desk.notes.contact", { id: "T1" });  // text; a missing key shows ⟦key⟧ + console error
 //   <span data-i18n="desk.login.title">Sign in</span>            (textContent)
 //   <input data-i18n-attr="placeholder:desk.x;title:desk.y">    (attributes, "attr:key" pairs)
 //   I18n.dateTime(ms) / date(ms) / time(ms) / relative(ms) / duration(seconds) / number(n)
