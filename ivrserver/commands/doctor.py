@@ -18,6 +18,7 @@ from ivrserver.commands import load_settings
 from ivrserver.domain import hashing
 from ivrserver.files import case_policy, incident_policy
 from ivrserver.files import menus as menu_files
+from ivrserver.files import reminders as reminder_files
 from ivrserver.files import routing as routing_files
 from ivrserver.files import webhooks as webhook_files
 from ivrserver.pbx.asterisk_conf import ConfReadError, keypress_log_channels, queue_names, read_conf
@@ -88,6 +89,13 @@ def _classes(value: str) -> set[str]:
     return {part.strip() for part in value.split(",") if part.strip()}
 
 
+def needed_write(settings: config.Settings) -> dict[str, str]:
+    """The AMI write classes ivrserver needs with these settings (SMS through Asterisk: `message`)."""
+    if settings.sms.transport == "asterisk":
+        return {**NEEDED_WRITE, "message": "sending SMS (sms.transport asterisk: MessageSend)"}
+    return NEEDED_WRITE
+
+
 def _check_ami_permissions(settings: config.Settings, conf_dir: Path) -> list[Check]:
     try:
         sections = {s.name: s for s in read_conf(conf_dir / "manager.conf")}
@@ -99,7 +107,7 @@ def _check_ami_permissions(settings: config.Settings, conf_dir: Path) -> list[Ch
         return [Check("ami.permissions", False, f"no [{settings.ami.username}] user in manager.conf",
                       f"add [{settings.ami.username}] with secret, read and write (see README)")]
     checks = []
-    for kind, needed in (("read", NEEDED_READ), ("write", NEEDED_WRITE)):
+    for kind, needed in (("read", NEEDED_READ), ("write", needed_write(settings))):
         have = _classes(",".join(user.get_all(kind)))
         missing = [c for c in needed if c not in have and "all" not in have]
         if missing:
@@ -192,6 +200,16 @@ def _check_incidents(settings: config.Settings) -> Check | None:
     if problems:
         return Check("incidents", False, "; ".join(problems[:5]), f"fix {settings.incidents.policy_file}")
     return Check("incidents", True, f"{settings.incidents.policy_file}: incident policy valid")
+
+
+def _check_reminders(settings: config.Settings) -> Check | None:
+    """reminders.yaml as the server reads it at start; None when reminders are off."""
+    if not settings.reminders.enabled:
+        return None
+    problems = reminder_files.check(settings.reminders.rules_file)
+    if problems:
+        return Check("reminders", False, "; ".join(problems[:5]), f"fix {settings.reminders.rules_file}")
+    return Check("reminders", True, f"{settings.reminders.rules_file}: reminder rules valid")
 
 
 def _check_webhooks(settings: config.Settings) -> Check | None:
@@ -424,6 +442,8 @@ async def diagnose(settings: config.Settings) -> list[Check]:
     checks += [webhooks] if webhooks is not None else []
     incidents = await asyncio.to_thread(_check_incidents, settings)
     checks += [incidents] if incidents is not None else []
+    reminders = await asyncio.to_thread(_check_reminders, settings)
+    checks += [reminders] if reminders is not None else []
     checks.append(_check_agi_port(settings))
     persistence = await _check_redis_persistence(settings)
     checks += [persistence] if persistence is not None else []
