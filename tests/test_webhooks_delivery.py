@@ -317,3 +317,17 @@ async def test_an_instance_killed_mid_delivery_is_redelivered_after_its_lease(
     d = await settled(b, ident, DeliveryState.DELIVERED)
     assert [(x.status, x.by) for x in d.log] == [(200, "b")]
     assert len(receiver.hits) == 2 and list(receiver.accepted) == ["k-kill"]
+
+
+async def test_the_deliverer_waits_out_a_redis_outage(keys: Keys, receiver: Receiver, running: Any,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    down = aioredis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2)  # nothing listens
+    try:
+        w = webhooks(down, keys, [endpoint(receiver)])
+        task = running(w)
+        await asyncio.sleep(0.5)  # ~10 polls, every claim refused
+        assert not task.done()  # no crash, no restart storm: it looks again every poll interval
+        warnings = [r for r in caplog.records if "cannot claim deliveries" in r.getMessage()]
+        assert len(warnings) == 1  # said once, not every poll
+    finally:
+        await down.aclose()

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
+from redis.exceptions import RedisError
 
 from ivrserver.config import WebhookSettings
 from ivrserver.domain.webhooks import (
@@ -46,7 +47,7 @@ from ivrserver.domain.webhooks import (
 )
 from ivrserver.metrics import Metrics
 from ivrserver.store.keys import Keys
-from ivrserver.store.webhooks import Claim, WebhookStore
+from ivrserver.store.webhooks import Claim, ClaimBatch, WebhookStore
 
 log = logging.getLogger("ivrserver.webhooks")
 
@@ -104,6 +105,7 @@ class Webhooks:
         self.clock = clock
         self.rand = rand
         self._wake = asyncio.Event()
+        self._redis_down = False
 
     # ------------------------------------------------------------------ publishing
     async def publish(self, event: str, data: Mapping[str, Any], *, key: str) -> bool:
@@ -177,7 +179,20 @@ class Webhooks:
         room = self.settings.concurrency - len(inflight)
         if room > 0:
             now = self.clock()
-            batch = await self.store.claim(now, lease_seconds=self.lease_seconds, limit=room, claimer=self.instance)
+            try:
+                batch = await self.store.claim(now, lease_seconds=self.lease_seconds, limit=room,
+                                               claimer=self.instance)
+            except (RedisError, OSError) as exc:
+                # Redis away: attempts in flight go on (their settle may fail too: then their lease
+                # expires and they are attempted again); look again after the poll interval
+                if not self._redis_down:
+                    log.warning("webhooks: cannot claim deliveries (%s); retrying", type(exc).__name__)
+                self._redis_down = True
+                batch = ClaimBatch([], None)
+            else:
+                if self._redis_down:
+                    log.info("webhooks: claiming again")
+                self._redis_down = False
             for claim in batch.claims:
                 inflight.add(asyncio.create_task(self._attempt(session, claim), name=f"webhook {claim.delivery_id}"))
             if len(batch.claims) < room and batch.next_due is not None:  # (full: an attempt's end wakes us)
