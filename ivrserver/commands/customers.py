@@ -40,6 +40,7 @@ from ivrserver.domain import customer_validation as cv
 from ivrserver.domain import phone
 from ivrserver.domain.customer_validation import FieldError, ValidCustomer
 from ivrserver.domain.model import Customer
+from ivrserver.domain.spreadsheet import csv_escape, csv_unescape
 from ivrserver.services import customers as customer_service
 from ivrserver.services import pepper as pepper_source
 from ivrserver.services.customers import AccountInUse, CustomerService
@@ -344,25 +345,9 @@ def run_import(args: argparse.Namespace) -> int:
 
 # --- export / show -------------------------------------------------------------------------------
 
-# OWASP CSV injection: a spreadsheet runs a cell that begins with one of these as a formula.
-FORMULA_TRIGGERS = frozenset("=+-@\t\r")
 # Columns an export never carries: PIN hashes stay in Redis (keyed with the server's pepper, they
 # are useless elsewhere anyway, and an offline search needs nothing else).
 NOT_EXPORTED = frozenset({"pin", "pin_hash"})
-
-
-def csv_escape(value: str) -> str:
-    """A cell a spreadsheet shows as text: a `'` goes before a cell that begins with a formula
-    trigger (`=`, `+`, `-`, `@`, tab, CR) or with `'` itself (so that `csv_unescape` is exact)."""
-    return "'" + value if value and (value[0] in FORMULA_TRIGGERS or value[0] == "'") else value
-
-
-def csv_unescape(value: str | None) -> str | None:
-    """Undo `csv_escape` on import: one leading `'` is dropped when a formula trigger or another `'`
-    follows it (`'+8613800000000` → `+8613800000000`); any other `'` is kept as written."""
-    if value and len(value) > 1 and value[0] == "'" and (value[1] in FORMULA_TRIGGERS or value[1] == "'"):
-        return value[1:]
-    return value
 
 
 def write_csv(customers: list[Customer], out: TextIO) -> None:

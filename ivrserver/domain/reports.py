@@ -1,0 +1,382 @@
+"""Supervisors' reports (issue 20 §2), the pure part: what a figure means and how rows become a report.
+
+- The IVR funnel of a menu (an entry point): per node entries, exits by reason and average time;
+  abandon rate by depth; calls by exit reason. A call's exit reason is the menu's own
+  (`ExitReason`), except `timed_out`: the caller's tries at a node were used up and the last miss
+  was a timeout (no key pressed) — whatever the menu did then (a queue, a hang-up).
+- Self-service share = self-served exits ÷ (self-served + exits to a human: queue, agent,
+  callback), as `menus stats` counts it, against `target` (operators' 78%).
+- Waits: histograms with fixed bins (WAIT_EDGES seconds); percentiles interpolate inside a bin;
+  the service level counts answered calls that waited less than N s, N one of the edges.
+- Every table leaves as CSV through `csv_table`: each cell through `spreadsheet.csv_escape`.
+
+Hourly rows come from the record (record/reports.py); `local_day`/`local_hour` put them in the
+reports' time zone. No clock here: `now` and ranges are passed in.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ivrserver.domain.menu_engine import HUMAN_REASONS, ExitReason, PathEvent, PathKind
+from ivrserver.domain.menu_stats import CallPath, path_depth
+from ivrserver.domain.spreadsheet import csv_escape
+
+REPORTS = ("ivr", "selfservice", "queues", "repeats", "callbacks", "agents")
+MAX_DAYS = 400  # the longest range one request may ask for
+
+# Exit categories of the funnel, in the order the chart stacks them.
+TIMED_OUT = "timed_out"
+UNFINISHED = "unfinished"  # no exit recorded (the path ended with the channel)
+EXIT_CATEGORIES = (ExitReason.SELF_SERVED.value, ExitReason.QUEUE.value, ExitReason.AGENT.value,
+                   ExitReason.CALLBACK.value, ExitReason.CALLER_HANGUP.value, TIMED_OUT, ExitReason.ENDED.value,
+                   UNFINISHED)
+_HUMAN = frozenset(r.value for r in HUMAN_REASONS)
+
+# Wait-time bins, seconds: bin i holds [WAIT_EDGES[i], WAIT_EDGES[i + 1]); the last one is open.
+WAIT_EDGES = (0, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 300, 600, 900, 1800)
+# Callback lateness bins, seconds (first attempt after the start of the requested window).
+LATE_EDGES = (0, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400)
+
+
+# --- date ranges and time zones --------------------------------------------------------------------
+
+
+class RangeError(ValueError):
+    """A range or filter a request cannot have; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """Whole local days [first, last] in `tz`, as the UTC instants [since, until)."""
+
+    first: date
+    last: date
+    tz: str
+    since: datetime
+    until: datetime
+
+    @property
+    def days(self) -> list[date]:
+        return [self.first + timedelta(days=i) for i in range((self.last - self.first).days + 1)]
+
+
+def parse_range(first: str, last: str, tz: str, *, max_days: int = MAX_DAYS) -> Range:
+    """`from`/`to` as YYYY-MM-DD (both included) in time zone `tz` → the instants they cover."""
+    try:
+        d1, d2 = date.fromisoformat(first), date.fromisoformat(last)
+    except (TypeError, ValueError):
+        raise RangeError("from and to are dates YYYY-MM-DD") from None
+    if len(first) != 10 or len(last) != 10:
+        raise RangeError("from and to are dates YYYY-MM-DD")
+    if d2 < d1:
+        raise RangeError("to is before from")
+    if (d2 - d1).days + 1 > max_days:
+        raise RangeError(f"at most {max_days} days per request")
+    zone = ZoneInfo(tz)
+    since = datetime.combine(d1, datetime.min.time(), zone).astimezone(UTC)
+    until = datetime.combine(d2 + timedelta(days=1), datetime.min.time(), zone).astimezone(UTC)
+    return Range(d1, d2, tz, since, until)
+
+
+def local_day(hour: datetime, tz: str) -> date:
+    return hour.astimezone(ZoneInfo(tz)).date()
+
+
+def local_hour(hour: datetime, tz: str) -> int:
+    return hour.astimezone(ZoneInfo(tz)).hour
+
+
+# --- the IVR funnel ---------------------------------------------------------------------------------
+
+
+_DECISIONS = frozenset({PathKind.KEY, PathKind.COLLECTED, PathKind.LOOKUP, PathKind.IDENTIFIED, PathKind.FAILURE,
+                        PathKind.INCIDENT})
+
+
+def exit_category(events: Sequence[PathEvent]) -> str:
+    """The funnel's exit reason of one path (see the module docstring): `timed_out` when the last
+    decision before the exit was a used-up node whose last miss was a timeout."""
+    last_exit = next((e for e in reversed(events) if e.kind is PathKind.EXIT), None)
+    if last_exit is None:
+        return UNFINISHED
+    last_miss: PathKind | None = None
+    timed_out = False
+    for e in events:
+        if e.kind in (PathKind.TIMEOUT, PathKind.INVALID):
+            last_miss = e.kind
+        elif e.kind in _DECISIONS:
+            timed_out = e.kind is PathKind.FAILURE and last_miss is PathKind.TIMEOUT
+            last_miss = None
+    if timed_out and last_exit.detail != ExitReason.SELF_SERVED.value:
+        return TIMED_OUT
+    return last_exit.detail if last_exit.detail in EXIT_CATEGORIES else ExitReason.ENDED.value
+
+
+@dataclass
+class FunnelNode:
+    entries: int = 0
+    exits: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+    visits: int = 0
+
+
+@dataclass
+class Funnel:
+    """Counts of a menu's calls, built one path at a time and mergeable (hourly rollups add up)."""
+
+    calls: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)  # ExitReason value (as menus stats counts)
+    exits: Counter[str] = field(default_factory=Counter)  # exit category
+    nodes: dict[str, FunnelNode] = field(default_factory=dict)
+    depth_calls: Counter[int] = field(default_factory=Counter)  # calls whose deepest level was d
+    depth_hangups: Counter[int] = field(default_factory=Counter)  # calls that hung up at level d
+    seconds: float = 0.0  # time in the menu, summed over calls with an exit
+
+    def add(self, path: CallPath) -> None:
+        events = sorted(path.events, key=lambda e: e.at)
+        self.calls += 1
+        category = exit_category(events)
+        self.exits[category] += 1
+        depth = path_depth(events)
+        self.depth_calls[depth] += 1
+        if category == ExitReason.CALLER_HANGUP.value:
+            self.depth_hangups[depth] += 1
+        current: str | None = None
+        entered = 0.0
+        first = events[0].at if events else 0.0
+        for e in events:
+            if e.kind is PathKind.ENTER:
+                if current is not None:
+                    self._close(current, e.at - entered)
+                node = self.nodes.setdefault(e.node, FunnelNode())
+                node.entries += 1
+                current, entered = e.node, e.at
+            elif e.kind is PathKind.EXIT:
+                self.reasons[e.detail] += 1
+                self.nodes.setdefault(e.node, FunnelNode()).exits[category] += 1
+                self.seconds += max(0.0, e.at - first)
+                if current is not None:
+                    self._close(current, e.at - entered)
+                    current = None
+
+    def _close(self, node: str, seconds: float) -> None:
+        st = self.nodes.setdefault(node, FunnelNode())
+        st.seconds += max(0.0, seconds)
+        st.visits += 1
+
+    @property
+    def self_served(self) -> int:
+        return self.reasons[ExitReason.SELF_SERVED.value]
+
+    @property
+    def human(self) -> int:
+        return sum(n for r, n in self.reasons.items() if r in _HUMAN)
+
+    def merge(self, other: Funnel) -> None:
+        self.calls += other.calls
+        self.reasons.update(other.reasons)
+        self.exits.update(other.exits)
+        self.depth_calls.update(other.depth_calls)
+        self.depth_hangups.update(other.depth_hangups)
+        self.seconds += other.seconds
+        for name, theirs in other.nodes.items():
+            st = self.nodes.setdefault(name, FunnelNode())
+            st.entries += theirs.entries
+            st.exits.update(theirs.exits)
+            st.seconds += theirs.seconds
+            st.visits += theirs.visits
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"calls": self.calls, "reasons": dict(self.reasons), "exits": dict(self.exits),
+                "depth_calls": {str(k): v for k, v in self.depth_calls.items()},
+                "depth_hangups": {str(k): v for k, v in self.depth_hangups.items()}, "seconds": self.seconds,
+                "nodes": {n: {"entries": s.entries, "exits": dict(s.exits), "seconds": s.seconds, "visits": s.visits}
+                          for n, s in self.nodes.items()}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Funnel:
+        out = cls(calls=int(d["calls"]), reasons=Counter(d["reasons"]), exits=Counter(d["exits"]),
+                  depth_calls=Counter({int(k): int(v) for k, v in d["depth_calls"].items()}),
+                  depth_hangups=Counter({int(k): int(v) for k, v in d["depth_hangups"].items()}),
+                  seconds=float(d["seconds"]))
+        for name, n in d["nodes"].items():
+            out.nodes[name] = FunnelNode(entries=int(n["entries"]), exits=Counter(n["exits"]),
+                                         seconds=float(n["seconds"]), visits=int(n["visits"]))
+        return out
+
+
+def funnel(paths: Iterable[CallPath]) -> Funnel:
+    out = Funnel()
+    for p in paths:
+        out.add(p)
+    return out
+
+
+def share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def abandon_by_depth(f: Funnel) -> list[dict[str, Any]]:
+    """Per menu level d (1 = the entry menu): calls that reached it, hung up there, and the rate."""
+    deepest = max(f.depth_calls, default=0)
+    out = []
+    for d in range(1, deepest + 1):
+        reached = sum(n for depth, n in f.depth_calls.items() if depth >= d)
+        hung_up = f.depth_hangups[d]
+        out.append({"depth": d, "reached": reached, "hung_up": hung_up, "abandon_rate": share(hung_up, reached)})
+    return out
+
+
+def funnel_nodes(f: Funnel) -> list[dict[str, Any]]:
+    """One row per node, busiest first: entries, exits by category, average seconds per visit."""
+    rows = []
+    for name, st in sorted(f.nodes.items(), key=lambda kv: (-kv[1].entries, kv[0])):
+        rows.append({"node": name, "entries": st.entries,
+                     **{f"exit_{c}": st.exits[c] for c in EXIT_CATEGORIES},
+                     "average_seconds": round(st.seconds / st.visits, 1) if st.visits else None})
+    return rows
+
+
+# --- waits: histograms, percentiles, service level ----------------------------------------------------
+
+
+def bin_of(seconds: float, edges: Sequence[int] = WAIT_EDGES) -> int:
+    """The bin index of a duration (negative → the first bin)."""
+    i = 0
+    for j, edge in enumerate(edges):
+        if seconds >= edge:
+            i = j
+    return i
+
+
+def add_hist(total: list[int], part: Sequence[int]) -> list[int]:
+    if len(total) < len(part):
+        total = total + [0] * (len(part) - len(total))
+    return [a + (part[i] if i < len(part) else 0) for i, a in enumerate(total)]
+
+
+def percentile(hist: Sequence[int], q: float, edges: Sequence[int] = WAIT_EDGES) -> float | None:
+    """The q-quantile (0 < q ≤ 1) of a histogram, interpolated inside its bin; inside the open last
+    bin: its lower edge (read "at least"). None for an empty histogram."""
+    total = sum(hist)
+    if not total:
+        return None
+    rank = q * total
+    seen = 0
+    for i, n in enumerate(hist):
+        if n and seen + n >= rank:
+            low = edges[i]
+            if i + 1 >= len(edges):
+                return float(low)
+            return round(low + (edges[i + 1] - low) * (rank - seen) / n, 1)
+        seen += n
+    return float(edges[min(len(hist), len(edges)) - 1])
+
+
+def below(hist: Sequence[int], seconds: int, edges: Sequence[int] = WAIT_EDGES) -> int:
+    """Counts under `seconds` (an edge: bins entirely below it)."""
+    if seconds not in edges:
+        raise ValueError(f"{seconds} s is not a bin edge ({', '.join(map(str, edges))})")
+    return sum(hist[: edges.index(seconds)])
+
+
+def service_level(answered_hist: Sequence[int], abandoned: int, seconds: int) -> float | None:
+    """Answered within `seconds` ÷ (answered + abandoned), as the wallboard counts it."""
+    answered = sum(answered_hist)
+    return share(below(answered_hist, seconds), answered + abandoned)
+
+
+# --- CSV --------------------------------------------------------------------------------------------
+
+
+def cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):  # a number is no formula: written as it is
+        return "" if not math.isfinite(value) else f"{value:.4f}".rstrip("0").rstrip(".")
+    if isinstance(value, int):
+        return str(value)
+    return csv_escape(str(value))
+
+
+def csv_table(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
+    """A CSV document (header + rows, `\\n` line ends), every cell formula-safe."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([csv_escape(c) for c in columns])
+    for row in rows:
+        writer.writerow([cell(row.get(c)) for c in columns])
+    return out.getvalue()
+
+
+# --- settings checks (config.py `reports` section) --------------------------------------------------
+
+
+def check_service_level(seconds: int) -> None:
+    if seconds not in WAIT_EDGES[1:]:
+        raise ValueError(f"must be one of {', '.join(map(str, WAIT_EDGES[1:]))} (the wait bins' edges), got {seconds}")
+
+
+def check_policy(name: str) -> None:
+    from ivrserver.domain.menu_stats import POLICIES
+
+    if name not in POLICIES:
+        raise ValueError(f"must be one of {', '.join(sorted(POLICIES))}, got {name!r}")
+
+
+# --- requests ---------------------------------------------------------------------------------------
+
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
+FILTERS = {"ivr": ("menu",), "selfservice": ("menu",), "queues": ("queue",), "repeats": ("queue",),
+           "callbacks": (), "agents": ("agent",)}
+TABLES = {"ivr": ("nodes", "exits", "depth", "order"), "selfservice": ("days", "menus"),
+          "queues": ("queues", "hours", "days"), "repeats": ("reasons", "days"), "callbacks": ("kinds", "days"),
+          "agents": ("agents",)}
+
+
+@dataclass(frozen=True)
+class Query:
+    report: str
+    range: Range
+    filters: Mapping[str, str]
+    table: str  # the CSV's table
+    csv: bool
+
+
+def parse_query(report: str, params: Mapping[str, str], *, tz: str, max_days: int = MAX_DAYS) -> Query:
+    """A report request's parameters (hostile: every one checked) → Query; RangeError says what is wrong."""
+    if report not in REPORTS:
+        raise RangeError(f"no report {report[:40]!r}; reports: {', '.join(REPORTS)}")
+    allowed = {"from", "to", "format", "table", *FILTERS[report]}
+    unknown = sorted(k for k in params if k not in allowed)
+    if unknown:
+        raise RangeError(f"unknown parameter(s) {', '.join(repr(u[:40]) for u in unknown[:5])}; "
+                         f"this report takes {', '.join(sorted(allowed))}")
+    if "from" not in params or "to" not in params:
+        raise RangeError("from and to are required (YYYY-MM-DD, both days included)")
+    rng = parse_range(params["from"], params["to"], tz, max_days=max_days)
+    fmt = params.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise RangeError("format is json or csv")
+    table = params.get("table", TABLES[report][0])
+    if table not in TABLES[report]:
+        raise RangeError(f"table is one of {', '.join(TABLES[report])}")
+    filters: dict[str, str] = {}
+    for name in FILTERS[report]:
+        value = params.get(name, "")
+        if value:
+            if len(value) > 64 or not set(value) <= _NAME_CHARS:
+                raise RangeError(f"{name}: letters, digits and _ . : - only, at most 64")
+            filters[name] = value
+    return Query(report, rng, filters, table, fmt == "csv")
