@@ -17,7 +17,9 @@ takes `time.time()` when the frame is read and parsed. Same host, same clock. Th
 an agent on a socket is matched to that agent's k-th change, the k-th queue frame to the k-th queue event.
 
 CPU: this process (fold, Lua calls, pub/sub, JSON, websockets) and redis-server, as % of one core over
-the row. Prints a table; no assertions.
+the row. "max backlog": the most events seen waiting in the agent-state fold's queue and in the
+wallboard's queue (sampled at each event sent); "load avg": the host's 1-minute load at the row's end
+(the numbers are only comparable on a quiet machine). Prints a table; no assertions.
 """
 
 from __future__ import annotations
@@ -151,6 +153,7 @@ class Server:
         self.wallboard.start_agents(self.agent_state.records())
         agent_events = self.fanout.subscribe(accepts=self.agent_state.wants)
         board_events = self.fanout.subscribe(accepts=self.wallboard.wants)
+        self.backlogs = (agent_events, board_events)  # sampled: where events wait, if anywhere
         self.tasks = [asyncio.create_task(c) for c in (
             self.fanout.run(), self.agent_state.run(agent_events), self.wallboard.run(board_events),
             self.wallboard.listen(), self.wallboard.tick())]
@@ -198,7 +201,9 @@ async def run_row(server: Server, client: asyncio.subprocess.Process, *, per_min
     n = calls = 0
     answers: list[tuple[float, str, str]] = []
     next_call = start
+    backlog = [0, 0]
     while (now := time.monotonic()) - start < seconds:
+        backlog = [max(backlog[0], server.backlogs[0].qsize()), max(backlog[1], server.backlogs[1].qsize())]
         due = start + n * step
         if now >= due:
             agent_id = ids[n % len(ids)]
@@ -248,7 +253,8 @@ async def run_row(server: Server, client: asyncio.subprocess.Process, *, per_min
             "queue_events": len(sent_queue), "frames": len(both), "missing": missing,
             "p50": percentile(both, 50), "p99": percentile(both, 99), "max": max(both, default=float("nan")),
             "agent_p99": percentile(agent_lat, 99), "queue_p99": percentile(queue_lat, 99),
-            "cpu": 100 * cpu / wall, "redis_cpu": 100 * redis_used / wall}
+            "cpu": 100 * cpu / wall, "redis_cpu": 100 * redis_used / wall,
+            "backlog_agents": backlog[0], "backlog_queues": backlog[1], "load": os.getloadavg()[0]}
 
 
 async def orchestrate(args: argparse.Namespace, redis_url: str, redis_pid: int | None) -> list[dict[str, Any]]:
@@ -284,7 +290,8 @@ async def orchestrate(args: argparse.Namespace, redis_url: str, redis_pid: int |
 def print_row(row: dict[str, Any], sockets: int) -> None:
     print(f"| {row['per_minute']:>6} | {row['calls_per_minute']:>5} | {sockets:>7} | {row['frames']:>8} | "
           f"{row['missing']:>7} | {row['p50']:>6.1f} | {row['p99']:>6.1f} | {row['max']:>7.1f} | "
-          f"{row['agent_p99']:>9.1f} | {row['queue_p99']:>9.1f} | {row['cpu']:>9.1f} | {row['redis_cpu']:>9.1f} |",
+          f"{row['agent_p99']:>9.1f} | {row['queue_p99']:>9.1f} | {row['cpu']:>9.1f} | {row['redis_cpu']:>9.1f} | "
+          f"{row['backlog_agents']:>5} / {row['backlog_queues']:<5} | {row['load']:>5.1f} |",
           flush=True)
 
 
@@ -304,8 +311,8 @@ def main() -> None:
     print(f"wallboard: {args.supervisors} supervisor sockets, {args.agents} agents, {args.seconds:g} s per row "
           f"(latency: event into the fan-out → frame read by each socket, ms; CPU: % of one core)")
     print("| changes/min | calls/min | sockets | frames | missing | p50 ms | p99 ms | max ms | agent p99 | "
-          "queue p99 | ivrserver CPU % | redis CPU % |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "queue p99 | ivrserver CPU % | redis CPU % | max backlog agent-state / wallboard | load avg |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     with local_redis() as redis:
         asyncio.run(orchestrate(args, redis.url, redis.pid))
 

@@ -113,6 +113,13 @@ class AgentStateService:
 
     async def handle(self, event: object) -> AgentLive | None:
         """Fold one AMI event; persist and return the agent's new record if it changed."""
+        changed = self._fold_one(event)
+        if changed is not None:
+            await agent_store.save(self._redis, self._keys, [changed])
+        return changed
+
+    def _fold_one(self, event: object) -> AgentLive | None:
+        """Fold one event into this instance's view and tell the listeners; no I/O."""
         changed = self._fold.apply(self._live, event, self._clock())
         if changed is None:
             return None
@@ -122,19 +129,31 @@ class AgentStateService:
                 listener(changed)
             except Exception:
                 log.exception("agent state listener failed on %s", changed.agent_id)
-        await agent_store.save(self._redis, self._keys, [changed])
         return changed
 
-    async def run(self, events: asyncio.Queue[object]) -> None:
-        """Consume `events` forever; one bad event or a Redis hiccup is logged, never fatal."""
+    async def run(self, events: asyncio.Queue[object], batch: int = 500) -> None:
+        """Consume `events` forever; one bad event or a Redis hiccup is logged, never fatal.
+
+        Events waiting together are folded in order, then their changed records are written in one
+        round trip (an agent's last record wins): when events arrive faster than one Redis write
+        each, the fold (routing's view, the listeners) never falls behind the writes."""
         while True:
-            event = await events.get()
+            taken = [await events.get()]
+            while len(taken) < batch and not events.empty():
+                taken.append(events.get_nowait())
+            changed: dict[str, AgentLive] = {}
+            for event in taken:
+                try:
+                    if self._fold.handles(event) and (record := self._fold_one(event)) is not None:
+                        changed[record.agent_id] = record
+                except Exception:
+                    log.exception("agent state: cannot fold %s", event_name(event))
             try:
-                if self._fold.handles(event):
-                    await self.handle(event)
+                await agent_store.save(self._redis, self._keys, changed.values())
             except RedisError:
-                log.warning("agent state not saved (Redis): %s", event_name(event), exc_info=True)
+                log.warning("agent state not saved (Redis): %d records", len(changed), exc_info=True)
             except Exception:
-                log.exception("agent state: cannot fold %s", event_name(event))
+                log.exception("agent state: cannot save %d records", len(changed))
             finally:
-                events.task_done()
+                for _ in taken:
+                    events.task_done()
