@@ -21,18 +21,25 @@ from aiohttp import web
 
 from ivrserver import logs
 from ivrserver.config import Settings
-from ivrserver.domain.model import ContactPreferences
+from ivrserver.domain.model import Case, ContactPreferences
+from ivrserver.domain.notices import NoticePolicy
 from ivrserver.domain.working_days import WorkingDays
 from ivrserver.files import case_policy as case_policy_files
+from ivrserver.files import incident_policy
 from ivrserver.files import menus as menu_files
+from ivrserver.files import reminders as reminder_files
 from ivrserver.files import routing as routing_files
+from ivrserver.files import webhooks as webhook_files
 from ivrserver.metrics import Metrics
 from ivrserver.pbx.ami import AmiClient
+from ivrserver.pbx.asterisk_conf import ivr_queue, queue_names
 from ivrserver.pbx.callback_dialer import AmiCallbackDialer
 from ivrserver.pbx.fastagi import FastAgiServer
+from ivrserver.pbx.messaging import AmiMessageSender
 from ivrserver.record.runtime import RecordRuntime, SchemaNotCurrent
 from ivrserver.services import pepper as pepper_source
 from ivrserver.services import work_calendar
+from ivrserver.services.agent_prefs import AgentPrefsService
 from ivrserver.services.agent_state import AgentStateService
 from ivrserver.services.announcements import Announcements
 from ivrserver.services.callbacks import (
@@ -42,31 +49,57 @@ from ivrserver.services.callbacks import (
     customer_lookup,
     policy_from_settings,
 )
-from ivrserver.services.case_followup import CaseFollowup
+from ivrserver.services.case_followup import CaseFollowup, webhook_handler
 from ivrserver.services.cases import CaseService
 from ivrserver.services.contact_tracker import ContactTracker
 from ivrserver.services.customers import CustomerService
 from ivrserver.services.event_fanout import EventFanout
 from ivrserver.services.hotline import HotlineService
+from ivrserver.services.incidents import IncidentService
 from ivrserver.services.menus import MenuRegistry
+from ivrserver.services.messages import MessageService
+from ivrserver.services.notices import NoticeService
+from ivrserver.services.notify_call import NotifyCall
 from ivrserver.services.privacy import PrivacyService
 from ivrserver.services.queue_state import QueueState
 from ivrserver.services.record_warmup import RecordWarmup
+from ivrserver.services.reminders import ReminderService
 from ivrserver.services.routing import RoutingService
 from ivrserver.services.screen_pop import PopFeed, ScreenPopService
+from ivrserver.services.sms import GatewaySms, SmsService
 from ivrserver.services.speech import SpeechRenderer
+from ivrserver.services.wallboard import WallboardService
+from ivrserver.services.webhooks import Webhooks
+from ivrserver.store import cases as case_store
 from ivrserver.store import client as redis_client
 from ivrserver.store import customers
 from ivrserver.store.audit import AuditLog
 from ivrserver.store.callbacks import CallbackStore
+from ivrserver.store.incidents import IncidentStore
 from ivrserver.store.keys import Keys
+from ivrserver.store.notices import NoticeStore
 from ivrserver.store.pops import PopStore
+from ivrserver.store.reminders import ReminderStore
+from ivrserver.store.sms import SmsMarkers
 from ivrserver.supervision import Supervisor
-from ivrserver.web import api_agents, api_callbacks, api_cases, api_customers, api_docs, api_menus, backoffice
+from ivrserver.web import (
+    api_agents,
+    api_callbacks,
+    api_cases,
+    api_customers,
+    api_docs,
+    api_events,
+    api_incidents,
+    api_menus,
+    api_prefs,
+    api_webhooks,
+    backoffice,
+)
 from ivrserver.web.agent_ws import AgentHub
 from ivrserver.web.app import HealthCheck, build_app
 from ivrserver.web.auth import AUTH, Authenticator, auth_middleware, authorize_hook, require_supervisor
 from ivrserver.web.limits import ConnectionGuard, GuardedSite
+from ivrserver.web.wallboard_ws import WallboardHub
 
 log = logging.getLogger("ivrserver.app")
 
@@ -127,6 +160,11 @@ class IvrServer:
         self.pops = PopStore(self.redis, self.keys, backlog_seconds=settings.web.backlog_seconds)
         self.audit = AuditLog(self.redis, self.keys, hot_days=settings.redis_keep_days)
         self.privacy = PrivacyService(self.pops, self.audit)
+        # outgoing webhooks: any service may publish (self.webhooks.publish); delivered by the
+        # supervised "webhook-deliverer" loop when endpoints are configured
+        self.webhooks = Webhooks(self.redis, self.keys, self._load_webhook_endpoints(), settings=settings.webhooks,
+                                 hot_days=settings.redis.hot_days, instance=settings.instance, metrics=self.metrics,
+                                 audit=self.audit.append)
         self.case_policy = self._load_case_policy()
         self.customers = CustomerService(self.redis, self.keys, pepper=self.pepper.pepper, case_policy=self.case_policy,
                                          retention_days=settings.redis_keep_days)
@@ -137,6 +175,7 @@ class IvrServer:
         self.pubsub_redis: aioredis.Redis = redis_client.connect_to(
             settings.redis, decode_responses=True, socket_connect_timeout=3, socket_keepalive=True,
             health_check_interval=15)
+        self.agent_prefs = AgentPrefsService(self.redis, self.keys, default_language=settings.web.default_language)
         self.hub = AgentHub(self.pubsub_redis, PopFeed(self.pops, self.keys), self.auth,
                             queue_size=settings.web.socket_queue, heartbeat=settings.web.heartbeat)
         self.screen_pop = ScreenPopService(self.redis, self.keys, self.hub, agents.agents,
@@ -150,6 +189,7 @@ class IvrServer:
                                                working_days=_working_days(settings))
         self.dialer = AmiCallbackDialer(self.ami, self.redis, self.keys, self.callback_store,
                                         tracker=self.tracker, hotline=settings.asterisk.hotline)
+        self.notices = self._build_notices(callback_policy)
         placer = CallbackPlacer(
             self.callback_store, self.dialer, callback_policy, free_agents=self.agent_state.free_agents,
             is_free=self.agent_state.is_free,
@@ -157,7 +197,8 @@ class IvrServer:
             customer_dial=settings.asterisk.customer_dial, callback_context=settings.asterisk.callback_context,
             notify_context=settings.asterisk.notify_context, agent_ring_seconds=settings.callbacks.agent_ring_seconds,
             lease_seconds=settings.callbacks.lease_seconds, instance=settings.instance,
-            queue_snapshot=self.queue_state.snapshot)
+            queue_snapshot=self.queue_state.snapshot, on_placed=self.notices.on_placed,
+            customer_ring_seconds=settings.notices.ring_seconds)
         self.scheduler = CallbackScheduler(self.callback_store, placer, instance=settings.instance,
                                            poll_interval=settings.callbacks.poll_interval,
                                            lease_seconds=settings.callbacks.lease_seconds)
@@ -166,7 +207,43 @@ class IvrServer:
                                          audit=self.audit.append, on_due=self.scheduler.wake)
         self.backoffice = self._load_backoffice_tokens()
         self._build_cases()
+        # the live wallboard (supervisors): queue changes through Redis, agent states from the fold
+        conf = self._queues_conf()
+        self.wallboard = WallboardService(self.redis, self.pubsub_redis, self.keys, settings.wallboard,
+                                          agents=agents.agents, queue_of=ivr_queue,
+                                          queues=sorted(queue_names(conf)) if conf else (),
+                                          callbacks=self.callback_store, ami_action=self.ami.action)
+        self.agent_state.on_change(self.wallboard.on_agent)
+        self.wallboard_hub = WallboardHub(self.wallboard, self.auth, queue_size=settings.wallboard.socket_queue,
+                                          heartbeat=settings.web.heartbeat)
         self.hotline.attach_callbacks(self.callbacks)
+        # notices follow their cases: outcomes noted on the case, resolved → notice, reopened → cancelled
+        self.notices.attach_cases(self.cases)
+        self.case_followup.register("notices", self.notices.on_case_change)
+        # "press 1" on a notice call ([ivrserver-notify] runs notify?id=<call id>)
+        self.notify_call = NotifyCall(self.redis, self.keys, self.callback_store, self.notices, self.routing,
+                                      customer=customer_lookup(self.redis, self.keys), case=self._case,
+                                      statuses=self.agent_state.statuses_of, tracker=self.tracker)
+        self.fastagi.route("notify", self.notify_call.handle)
+        # mass-fault incidents: complaints counted on the call path, the detector under the supervisor
+        self.incidents: IncidentService | None = None
+        if settings.incidents.enabled:
+            self.incidents = IncidentService(
+                IncidentStore(self.redis, self.keys, keep_seconds=settings.redis_keep_days * 86400),
+                self._load_incident_policy(), speech=self.menus.speech, instance=settings.instance)
+            self.incidents.attach(webhooks=getattr(self, "webhooks", None), notices=getattr(self, "notices", None))
+            self.hotline.attach_incidents(self.incidents)
+            self.wallboard.attach_incidents(self.incidents.list)
+        # SMS to customers (sms.transport): notices go by SMS through it; reminders from data
+        # (reminders.rules_file): the scanner under the supervisor, saved customers looked at at once
+        self.sms = self._build_sms()
+        if self.sms.transport is not None:
+            self.notices.attach_sms(self.sms)
+        self.reminders = ReminderService(
+            ReminderStore(self.redis, self.keys, kept_seconds=settings.reminders.kept_days * 86400), self.notices,
+            self._load_reminder_rules(), instance=settings.instance, interval=settings.reminders.interval,
+            page_size=settings.reminders.page_size, page_pause=settings.reminders.page_pause)
+        self.customers.on_saved.append(self.reminders.customer_changed)
         self._runner: web.AppRunner | None = None
         self.records: RecordRuntime | None = None  # PostgreSQL (postgres.dsn), built in run()
         self.web_port = settings.web.port
@@ -198,6 +275,48 @@ class IvrServer:
                       ", ".join(sorted(registry.current.menus)) or "none")
         return registry
 
+    def _build_notices(self, calling: Any) -> NoticeService:
+        """Proactive notices (notices.*): customer-first calls with a synthesized message."""
+        notice = self.settings.notices
+        sounds = Path(self.settings.asterisk.sounds_dir)
+        speech = SpeechRenderer.from_settings(self.settings.prompts, str(sounds) if sounds.is_dir() else None)
+        policy = NoticePolicy(max_calls=notice.max_calls, budget_days=notice.budget_days,
+                              batch_seconds=notice.batch_seconds, window_days=notice.window_days,
+                              default_consent=frozenset(k.strip() for k in notice.default_consent.split(",")
+                                                        if k.strip()))
+        return NoticeService(NoticeStore(self.redis, self.keys, hot_days=self.settings.redis.hot_days),
+                             self.callback_store, MessageService(speech), policy, calling,
+                             customer=customer_lookup(self.redis, self.keys),
+                             templates={"en": notice.case_result_en, "zh": notice.case_result_zh},
+                             on_due=lambda: self.scheduler.wake())
+
+    def _build_sms(self) -> SmsService:
+        """SMS exactly once per key over Asterisk MessageSend or the operator's gateway (sms.*)."""
+        sms = self.settings.sms
+        sender = sms.sender or self.settings.asterisk.hotline
+        markers = SmsMarkers(self.redis, self.keys, kept_seconds=sms.kept_days * 86400)
+        if sms.transport == "asterisk":
+            return SmsService(markers, AmiMessageSender(self.ami, destination=sms.destination, sender=sender),
+                              instance=self.settings.instance)
+        if sms.transport == "gateway":
+            gateway = GatewaySms(self.webhooks, sender=sender)
+            if not gateway.configured():
+                log.error("sms.transport is gateway but no webhook endpoint takes sms.send: every SMS fails "
+                          "(not_connected) until webhooks.endpoints_file has one")
+            return SmsService(markers, gateway, instance=self.settings.instance)
+        return SmsService(markers, None, instance=self.settings.instance)
+
+    def _load_reminder_rules(self) -> reminder_files.Rules:
+        if not self.settings.reminders.enabled:
+            return reminder_files.Rules()
+        try:
+            return reminder_files.load(self.settings.reminders.rules_file)
+        except reminder_files.ReminderRulesError as exc:
+            raise StartupError("reminders.rules_file invalid:\n  " + "\n  ".join(exc.problems)) from exc
+
+    async def _case(self, case_id: str) -> Case | None:
+        return await case_store.get_case(self.redis, self.keys, case_id)
+
     def _load_pepper(self) -> pepper_source.PepperSource:
         try:
             source = pepper_source.load(self.settings.security)
@@ -225,15 +344,38 @@ class IvrServer:
             api_customers.routes(self.customers, authorize_hook, default_country=self.settings.phone.default_region),
             api_cases.routes(self.cases, authorize_hook, supervisor=require_supervisor),
             api_callbacks.routes(self.callbacks),
+            api_events.routes(self.reminders),
+            api_webhooks.routes(self.webhooks, guard=require_supervisor),
             api_agents.routes(agent_api),
+            api_prefs.routes(self.agent_prefs),
             api_docs.routes(),
         ]
+        if self.incidents is not None:
+            routes.append(api_incidents.routes(self.incidents))
         public = ("/api/v1/login", api_docs.PATH)
         app = build_app(self.metrics, health, routes, middlewares=[
             backoffice.middleware(self.backoffice), auth_middleware(public=public, accepted=backoffice.accepted)])
         app[AUTH] = self.auth
         self.hub.install(app)
+        self.wallboard_hub.install(app)
         return app
+
+    def _load_webhook_endpoints(self) -> tuple[Any, ...]:
+        try:
+            loaded = webhook_files.load(self.settings.webhooks)
+        except webhook_files.WebhookFileError as exc:
+            raise StartupError("webhooks configuration invalid:\n  " + "\n  ".join(exc.problems)) from exc
+        for warning in loaded.warnings:
+            log.warning("%s", warning)
+        if loaded.endpoints:
+            log.info("webhook endpoints loaded: %s", ", ".join(e.name for e in loaded.endpoints))
+        return loaded.endpoints
+
+    def _load_incident_policy(self) -> Any:
+        try:
+            return incident_policy.load(self.settings.incidents.policy_file, routing_files.KNOWN_QUEUES)
+        except incident_policy.IncidentPolicyError as exc:
+            raise StartupError("incident policy invalid:\n  " + "\n  ".join(exc.problems)) from exc
 
     def _load_case_policy(self) -> Any:
         try:
@@ -248,6 +390,7 @@ class IvrServer:
         self.cases = CaseService(self.redis, self.keys, self.case_policy, audit=self.audit.append,
                                  customer_exists=self._customer_exists)
         self.case_followup = CaseFollowup(self.redis, self.keys, consumer=self.settings.instance)
+        self.case_followup.register("webhooks", webhook_handler(self.webhooks.publish))
 
     async def _customer_exists(self, customer_id: str) -> bool:
         return await self.customers.get(customer_id) is not None
@@ -326,7 +469,9 @@ class IvrServer:
             log.error("Redis not reachable at start", extra={"error": str(exc)})
         with contextlib.suppress(Exception):
             await self.agent_state.start()
+        self.wallboard.start_agents(self.agent_state.records())
         self.ami.login_hooks.append(self._refresh_queue_members)
+        self.ami.login_hooks.append(self.wallboard.reconcile)  # callers waiting as Asterisk lists them
         await self.ami.start()
         await self.fastagi.start()
         self._runner = web.AppRunner(self.web_app(), access_log=None, handle_signals=False)
@@ -348,10 +493,14 @@ class IvrServer:
         # never the end of the process. A consumer keeps its subscription queue across restarts.
         agent_events = self.fanout.subscribe(accepts=self.agent_state.wants)
         pop_events = self.fanout.subscribe(accepts=self.screen_pop.wants)
+        wallboard_events = self.fanout.subscribe(accepts=self.wallboard.wants)
         supervise = self.supervisor.start
         supervise("ami-fanout", self.fanout.run)
         supervise("agent-state", lambda: self.agent_state.run(agent_events))
         supervise("screen-pop", lambda: self.screen_pop.run(pop_events))
+        supervise("wallboard-events", lambda: self.wallboard.run(wallboard_events))
+        supervise("wallboard-listener", self.wallboard.listen)
+        supervise("wallboard-ticker", self.wallboard.tick)
         supervise("contact-sweeper", self.tracker.run)
         supervise("case-followup", self.case_followup.run)
         if self.records is not None and self.records.sink is not None:
@@ -363,6 +512,12 @@ class IvrServer:
                 supervise("record-warmup", warmup.run)
         if self.settings.callbacks.enabled:
             supervise("callback-scheduler", self.scheduler.run)
+        if self.webhooks.endpoints:
+            supervise("webhook-deliverer", self.webhooks.run)
+        if self.reminders.rules.attributes:
+            supervise("reminder-scanner", self.reminders.run)
+        if self.incidents is not None:
+            supervise("incident-detector", self.incidents.run)
         if self.settings.menus.watch:
             supervise("menu-watch", lambda: self.menus.watch(self.settings.menus.watch_interval))
         # Everything built so far lives as long as the process: keep it out of the collector's scans

@@ -1,0 +1,147 @@
+"""Mass-fault incidents on real calls: SIPp callers → Asterisk 22 → ivrserver (FastAGI) → Redis,
+the work order to a real webhook receiver (signed, once), the back office over REST.
+
+A burst of callers from Chaoyang (Liaoning) mobile numbers presses 3 (faults) → 4 (report a fault)
+→ 1 (mobile data): the detector raises one incident; the next caller from Chaoyang hears the
+announcement first and presses 1 (subscribed), a caller from Beijing hears the normal menu; the
+network team's receiver got the work order once; the back office acknowledges, sets the expected
+fix time and resolves over REST, and the incident is archived with its figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from ivrserver import config
+from ivrserver.devstack.asterisk import LocalAsterisk
+from ivrserver.domain import menu_engine as e
+from ivrserver.domain.menu_stats import CallPath
+from ivrserver.domain.model import ContactPreferences, Customer
+from ivrserver.domain.notices import NoticeState, notice_id
+from ivrserver.store import callpath, customers
+from ivrserver.web.backoffice import digest
+from tests.integration.conftest import Phones
+from tests.integration.test_ivrserver_calls import REPO, running, url_of, wait_until
+from tests.integration.test_ivrserver_calls import ivr_settings as base_settings
+from tests.test_webhooks_delivery import SECRET, Receiver
+
+pytestmark = pytest.mark.integration
+
+ALL_DAY = ContactPreferences(timezone="UTC", allowed_from="00:00", allowed_until="24:00")
+NOC_TOKEN = "noc-" + "a1b2c3d4" * 5
+BURST = 4  # the test policy's min_count
+CHAOYANG = "1390421{:04d}"  # national mobile numbers of Chaoyang, Liaoning (region CN)
+BEIJING = "1380013{:04d}"
+
+
+def incident_settings(asterisk: LocalAsterisk, redis_url: str, tmp_path: Path, receiver: Receiver) -> config.Settings:
+    policy = (REPO / "ivrserver" / "defaults" / "incidents.yaml").read_text()
+    policy = policy.replace("min_count: 20 ", f"min_count: {BURST} ").replace("interval: 0.5 ", "interval: 0.3 ")
+    (tmp_path / "incidents.yaml").write_text(policy)
+    (tmp_path / "noc.secret").write_bytes(SECRET)
+    (tmp_path / "noc.secret").chmod(0o600)
+    (tmp_path / "webhooks.yaml").write_text(
+        f"endpoints:\n  - name: noc\n    url: {receiver.url}\n    events: [\"incident.*\"]\n"
+        f"    secret_file: {tmp_path / 'noc.secret'}\n")
+    (tmp_path / "tokens.yaml").write_text(f'noc: {{digest: "{digest(NOC_TOKEN)}", scopes: [incidents]}}\n')
+    base = base_settings(asterisk, redis_url, tmp_path)
+    return dataclasses.replace(
+        base, web=dataclasses.replace(base.web, backoffice_tokens_file=str(tmp_path / "tokens.yaml")),
+        phone=dataclasses.replace(base.phone, default_region="CN"),
+        incidents=dataclasses.replace(base.incidents, policy_file=str(tmp_path / "incidents.yaml")),
+        webhooks=dataclasses.replace(base.webhooks, endpoints_file=str(tmp_path / "webhooks.yaml"),
+                                     poll_interval=0.2))
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = Receiver()
+    await r.start()
+    yield r
+    await r.stop()
+
+
+async def test_a_burst_from_one_city_becomes_one_announced_incident(
+        fresh_asterisk: LocalAsterisk, redis_client: aioredis.Redis, tmp_path: Path, phones: Phones,
+        receiver: Receiver) -> None:
+    settings = incident_settings(fresh_asterisk, url_of(redis_client), tmp_path, receiver)
+    async with running(settings) as server:
+        keys = server.keys
+        assert server.incidents is not None
+        for i in range(BURST):  # 3 faults, 4 report a fault, 1 mobile data (then the IVR hangs up)
+            result = await phones.call("341", number=CHAOYANG.format(i))
+            assert result.ok, result.describe()
+
+        async def opened() -> list[str]:
+            return list(await redis_client.hkeys(keys.incidents_active()))
+        [incident_id] = await wait_until(opened, timeout=20, what="the incident opened")
+        incident = await server.incidents.get(incident_id)
+        assert (incident.service, incident.area, incident.opened_by) == ("mobile_data", "chaoyang-liaoning", "detector")
+        assert incident.counts["window"] == BURST
+
+        async def rendered() -> bool:
+            return any(key[0] == incident_id for key in server.incidents._offers)
+        await wait_until(rendered, timeout=30, what="the announcement rendered")
+
+        # the next caller from Chaoyang (a customer) hears it and presses 1; one from Beijing hears the menu
+        subscriber = CHAOYANG.format(50)
+        await customers.save_customer(redis_client, keys, Customer(
+            id="c-chaoyang", name="Li Na", phones=(f"+86{subscriber}",), preferences=ALL_DAY))
+        assert (await phones.call("1", number=subscriber)).ok
+        assert (await phones.call("9", number=BEIJING.format(1), hold_ms=4000)).returncode in (0, 1)
+
+        async def recorded() -> list[CallPath]:
+            paths = await callpath.recent_paths(redis_client, keys, "hotline", 0)
+            return paths if len(paths) >= BURST + 2 else []
+        paths = await wait_until(recorded, timeout=20, what="every call's path")
+        with_incident = [p.events for p in paths if any(ev.kind is e.PathKind.INCIDENT for ev in p.events)]
+        assert len(with_incident) == 1, "only the caller from Chaoyang heard the announcement"
+        assert e.incident_outcome(with_incident[0]) == (incident_id, "subscribed")
+        assert await server.incidents.store.subscribers(incident_id) == [f"c-chaoyang|+86{subscriber}"]
+
+        # the network team got one signed work order
+        async def ordered() -> bool:
+            return bool(receiver.accepted)
+        await wait_until(ordered, timeout=20, what="the work order delivered")
+        orders = [h for h in receiver.hits if h["body"]["event"] == "incident.opened"]
+        assert len(orders) == 1 and receiver.bad_signatures == 0
+        assert orders[0]["body"]["data"]["area"] == "chaoyang-liaoning"
+        assert all("****" in n for n in orders[0]["body"]["data"]["sample_callers"])
+
+        # the back office: acknowledge, expected fix time, resolve
+        base = f"http://127.0.0.1:{settings.web.port}/api/v1/incidents/{incident_id}"
+        headers = {"Authorization": f"Bearer {NOC_TOKEN}"}
+        ringing = await phones.customer(ring_ms=300, hold_ms=3000, timeout=60)  # the customers' trunk
+        async with aiohttp.ClientSession(headers=headers) as http:
+            async with http.post(f"{base}/acknowledge") as resp:
+                assert resp.status == 200
+            async with http.patch(base, json={"cause": "fibre cut", "expected_fix_at": time.time() + 3600}) as resp:
+                assert resp.status == 200
+            async with http.post(f"{base}/resolve", json={}) as resp:
+                assert resp.status == 200, await resp.text()
+                body = await resp.json()
+        assert body["state"] == "resolved"
+        figures = body["figures"]
+        assert figures["calls_absorbed"] == 1 and figures["calls_reached_agent"] == 0
+        assert figures["complaints"] == BURST and figures["time_to_detect_seconds"] >= 0
+        assert not await redis_client.hexists(keys.incidents_active(), incident_id)
+        # one notice for the subscribed customer; the burst's callers have no profile: refused
+        assert (body["notices_scheduled"], body["notices_refused"]) == (1, BURST)
+        nid = notice_id(f"incident:{incident_id}:c-chaoyang")
+
+        async def heard() -> object:
+            n = await server.notices.store.get(nid)
+            return n if n is not None and n.state is NoticeState.HEARD else None
+        await wait_until(heard, timeout=60, what="the notice heard on the customer's phone")
+        assert (r := await ringing.wait()).ok and r.successful == 1, r.describe()
+        # resolving again tells nobody twice: the existing notice, not a new call
+        async with aiohttp.ClientSession(headers=headers) as http, http.post(f"{base}/resolve", json={}) as resp:
+            again = await resp.json()
+        assert (again["notices_scheduled"], again["notices_refused"]) == (1, BURST)

@@ -1,0 +1,105 @@
+"""REST /api/v1/incidents on the real web app (IvrServer.web_app: sessions, back-office tokens)
+over a real aiohttp server and a real Redis: who may, hostile bodies, the whole lifecycle."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient, TestServer
+
+from ivrserver.app import IvrServer
+from ivrserver.store.keys import Keys
+from ivrserver.web.backoffice import digest
+from tests.test_callbacks_api import BACKOFFICE_TOKEN, login, web_app
+
+NOC_TOKEN = "noc-" + "5e1d" * 10  # the network team's system, scope incidents
+
+
+@pytest.fixture
+async def server(redis_url: str, keys: Keys, tmp_path: Path) -> AsyncIterator[IvrServer]:
+    async with web_app(redis_url, keys, tmp_path) as srv:
+        # web_app wrote a callbacks-only token "crm"; the network team's token has scope incidents
+        tokens = tmp_path / "backoffice-tokens.yaml"
+        tokens.write_text(tokens.read_text() + f'noc: {{digest: "{digest(NOC_TOKEN)}", scopes: [incidents]}}\n')
+        srv.backoffice = srv._load_backoffice_tokens()
+        yield srv
+
+
+@pytest.fixture
+async def anonymous(server: IvrServer) -> AsyncIterator[TestClient]:
+    async with TestClient(TestServer(server.web_app())) as c:
+        yield c
+
+
+@pytest.fixture
+async def noc(anonymous: TestClient) -> AsyncIterator[TestClient]:
+    """The network team's system: a back-office token."""
+    async with TestClient(anonymous.server, headers={"Authorization": f"Bearer {NOC_TOKEN}"}) as c:
+        yield c
+
+
+async def test_who_may(anonymous: TestClient, noc: TestClient) -> None:
+    assert (await anonymous.get("/api/v1/incidents")).status == 401
+    agent = await login(anonymous, "agent1001")
+    assert (await anonymous.get("/api/v1/incidents", headers=agent)).status == 403
+    supervisor = await login(anonymous, "agent1010")
+    assert (await anonymous.get("/api/v1/incidents", headers=supervisor)).status == 200
+    assert (await noc.get("/api/v1/incidents")).status == 200
+    bad = {"Authorization": "Bearer " + "x" * 40}
+    assert (await anonymous.get("/api/v1/incidents", headers=bad)).status == 401
+    callbacks_only = {"Authorization": f"Bearer {BACKOFFICE_TOKEN}"}
+    assert (await anonymous.get("/api/v1/incidents", headers=callbacks_only)).status == 401
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"service": "mobile_data"}, "area"),
+    ({"service": "Mobile Data", "area": "beijing"}, "service"),
+    ({"service": "telepathy", "area": "beijing"}, "service"),
+    ({"service": "mobile_data", "area": "beijing", "expected_fix_at": "18:00"}, "expected_fix_at"),
+    ({"service": "mobile_data", "area": "beijing", "expected_fix_at": 1e300}, "expected_fix_at"),
+    ({"service": "mobile_data", "area": "beijing", "cause": "x\u0000y"}, "cause"),
+    ({"service": "mobile_data", "area": "beijing", "cause": "c" * 501}, "cause"),
+    ({"service": "mobile_data", "area": "beijing", "evil": 1}, "body"),
+    ({"service": "mobile_data", "area": "---"}, "area"),
+])
+async def test_hostile_bodies_get_field_errors(noc: TestClient, body: dict[str, object], field: str) -> None:
+    resp = await noc.post("/api/v1/incidents", json=body)
+    assert resp.status == 400, await resp.text()
+    assert field in (await resp.json())["errors"]
+
+
+async def test_planned_outage_lifecycle(noc: TestClient, redis_client: aioredis.Redis, keys: Keys) -> None:
+    fix = time.time() + 7200
+    resp = await noc.post("/api/v1/incidents", json={"service": "mobile_data", "area": "Chaoyang, Liaoning",
+                                                     "cause": "planned maintenance", "expected_fix_at": fix})
+    assert resp.status == 201, await resp.text()
+    opened = await resp.json()
+    assert (opened["area"], opened["opened_by"], opened["planned"]) == ("chaoyang-liaoning", "backoffice:noc", True)
+    assert opened["area_names"] == {"en": "Chaoyang", "zh": "朝阳"}  # from the shipped incidents.yaml
+    again = await noc.post("/api/v1/incidents", json={"service": "mobile_data", "area": "chaoyang-liaoning"})
+    assert again.status == 409 and (await again.json())["existing"] == opened["id"]
+    ident = opened["id"]
+    assert (await noc.get("/api/v1/incidents/inc-1-x-../../etc")).status == 404
+    assert (await noc.get("/api/v1/incidents/inc-1-mobile_data-nowhere")).status == 404
+    acked = await (await noc.post(f"/api/v1/incidents/{ident}/acknowledge")).json()
+    assert acked["state"] == "acknowledged" and acked["acknowledged_at"]
+    patched = await noc.patch(f"/api/v1/incidents/{ident}", json={"cause": "fibre cut", "expected_fix_at": None})
+    assert patched.status == 200
+    assert (await patched.json())["cause"] == "fibre cut" and (await patched.json())["expected_fix_at"] is None
+    got = await (await noc.get(f"/api/v1/incidents/{ident}")).json()
+    assert got["subscribers"] == 0 and got["revision"] == 3
+    assert await redis_client.hexists(keys.incidents_active(), ident)
+    resolved = await noc.post(f"/api/v1/incidents/{ident}/resolve", json={})
+    assert resolved.status == 200, await resolved.text()
+    body = await resolved.json()
+    assert body["state"] == "resolved" and body["figures"]["time_to_fix_seconds"] is not None
+    assert not await redis_client.hexists(keys.incidents_active(), ident)
+    late = await noc.post(f"/api/v1/incidents/{ident}/acknowledge")
+    assert late.status == 409
+    listed = await (await noc.get("/api/v1/incidents?state=resolved")).json()
+    assert [i["id"] for i in listed["incidents"]] == [ident]
+    assert (await noc.get("/api/v1/incidents?state=lost")).status == 400
