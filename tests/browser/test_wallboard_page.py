@@ -115,8 +115,20 @@ async def test_the_board_follows_a_real_caller_into_a_queue_and_to_an_agent(
         assert "⟦" not in await page.inner_text("body")
         await page.screenshot(path=str(SCREENSHOT.with_name("wallboard-zh.png")), full_page=True)
         assert await page.evaluate("localStorage.getItem('ivr.lang')") == "zh"
+        # ... and by the server, for this supervisor: another browser signing in shows Chinese.
+        other = await browser.new_page()
+        try:
+            await other.goto(ivr.base + "/wallboard")
+            await other.fill("#login-agent", "agent1010")
+            await other.fill("#login-password", "agent1010")
+            await other.click("#login-form button[type=submit]")
+            await expect(other.locator("#conn")).to_have_text("已连接", timeout=10_000)
+            await expect(other.locator('#queues .queue[data-queue="faults"] [data-i18n="wallboard.queue.answered"]'
+                                       )).to_have_text("已接听")
+        finally:
+            await other.close()
         await page.select_option("#lang", "en")
-        await expect(agent.locator(".astate")).to_have_text("On call")
+        await expect(faults.locator('[data-i18n="wallboard.queue.answered"]')).to_have_text("answered")
         assert (await phone.wait()).ok
         assert (await caller.wait()).ok
         await expect(agent).not_to_have_attribute("data-state", "on_call", timeout=15_000)

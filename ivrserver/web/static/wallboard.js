@@ -16,12 +16,20 @@
   const t = (key, params) => I18n.t(key, params);
   const tOr = (key, raw) => (I18n.has(key) ? I18n.t(key) : raw); // a value from the server we may not know
 
-  // ?lang=zh, else the choice this browser remembers, else the browser's language.
-  function chosenLang() {
-    const asked = I18n.supported(new URLSearchParams(location.search).get("lang"));
-    return asked || I18n.supported(localStorage.getItem("ivr.lang")) || I18n.browserLanguage();
+  // ?lang=zh, else (once signed in) the agent's language kept by the server (GET /api/v1/me/preferences),
+  // else the choice this browser remembers (the desk uses the same key), else the browser's language.
+  const asked = I18n.supported(new URLSearchParams(location.search).get("lang"));
+  let lang = asked || I18n.supported(localStorage.getItem("ivr.lang")) || I18n.browserLanguage();
+
+  async function adoptServerLanguage() {
+    if (asked) return;
+    try {
+      const r = await fetch("/api/v1/me/preferences", { credentials: "same-origin" });
+      const prefs = r.ok ? await r.json() : null;
+      const wanted = prefs && I18n.supported(prefs.language);
+      if (wanted && wanted !== lang) { lang = wanted; localStorage.setItem("ivr.lang", lang); await loadCatalogue(); }
+    } catch (e) { /* the page keeps its language */ }
   }
-  let lang = chosenLang();
 
   async function loadCatalogue() {
     lang = await I18n.load(lang, ["common", "wallboard"]);
@@ -219,6 +227,7 @@
     if (r.status === 401) { wanted = false; show("login"); return; }
     if (!r.ok) { setTimeout(start, retry); retry = Math.min(retry * 2, 10000); return; }
     const me = await r.json();
+    await adoptServerLanguage();
     if (!me.agent || !me.agent.supervisor) { wanted = false; show("refused"); return; }
     wanted = true;
     connect();
@@ -248,10 +257,15 @@
   }
   $("btn-logout").addEventListener("click", logout);
   $("btn-switch").addEventListener("click", logout);
-  $("lang").addEventListener("change", () => {
-    lang = $("lang").value === "zh" ? "zh" : "en";
+  $("lang").addEventListener("change", async () => {
+    lang = I18n.supported($("lang").value) || "en";
     localStorage.setItem("ivr.lang", lang);
-    loadCatalogue();
+    await loadCatalogue();
+    if (!$("login-view").hidden) return; // not signed in: this browser remembers it
+    try {
+      await fetch("/api/v1/me/preferences", { method: "PUT", credentials: "same-origin",
+        headers: { "Content-Type": "application/json" }, body: JSON.stringify({ language: lang }) });
+    } catch (e) { /* remembered in this browser anyway */ }
   });
 
   setInterval(tick, 1000);
