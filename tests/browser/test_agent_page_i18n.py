@@ -135,6 +135,10 @@ async def test_desk_switches_to_chinese_and_keeps_it(browser: Browser, redis_url
         recent = await page.locator("#recent li").first.text_content()
         assert recent and "振铃中" in recent and re.search(r"\d{4}年\d{1,2}月\d{1,2}日", recent), recent
 
+        # The browser draws its date-time field in its own locale; the page repeats the choice in Chinese.
+        await page.fill("#cb-earliest", "2026-12-07T14:30:00")
+        await expect(page.locator("#cb-earliest-shown")).to_have_text("2026年12月7日 14:30")
+
         # Messages written by the page after the switch: a status line, the state badge.
         await page.click("#notes-save")
         await expect(page.locator("#notes-status")).to_have_text("已保存。")

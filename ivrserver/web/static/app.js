@@ -544,6 +544,15 @@ window.Desk = (() => {
     status.dataset.ok = r.ok ? "1" : "0";
   }
 
+  // The browser draws its date-time fields in its own locale (mm/dd/yyyy on an en-US browser);
+  // under each one the chosen time is repeated in the page's language.
+  function showChosenTimes() {
+    for (const id of ["cb-earliest", "cb-latest"]) {
+      const value = $(id).value;
+      $(id + "-shown").textContent = value ? I18n.dateTime(new Date(value)) : "";
+    }
+  }
+
   function isoOf(localValue) {
     if (!localValue) return null;
     const d = new Date(localValue);
@@ -601,6 +610,7 @@ window.Desk = (() => {
     }
     for (const pop of state.pops.values()) updateRecent(pop);
     resay();
+    showChosenTimes();
     for (const p of panels) if (p.onLanguage) p.onLanguage();
   }
 
@@ -638,6 +648,7 @@ window.Desk = (() => {
     $("notes-form").addEventListener("submit", saveNotes);
     $("callback-form").addEventListener("submit", scheduleCallback);
     $("lang-select").addEventListener("change", chooseLanguage);
+    for (const id of ["cb-earliest", "cb-latest"]) $(id).addEventListener("input", showChosenTimes);
     $("case-select").addEventListener("change", () => {
       const pop = state.current;
       const k = pop && (pop.open_cases || []).find((x) => x.id === $("case-select").value);
