@@ -293,3 +293,37 @@ async def upsert_finished_callbacks(conn: asyncpg.Connection, finished: Sequence
         await conn.executemany(_CALLBACK_UPSERT, callbacks)
     if notices:
         await conn.executemany(_NOTICE_UPSERT, notices)
+
+
+# --- outgoing webhook deliveries (migration 0006): one row per delivery, rewritten after each attempt
+_WEBHOOK_UPSERT = """
+INSERT INTO webhook_deliveries AS w (id, endpoint, event, key, state, attempts, created_at, updated_at, next_at,
+                                     last_status, last_error, dead_reason, log, payload, rev)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14::jsonb, $15)
+ON CONFLICT (id) DO UPDATE SET
+    state = EXCLUDED.state, attempts = EXCLUDED.attempts, updated_at = EXCLUDED.updated_at,
+    next_at = EXCLUDED.next_at, last_status = EXCLUDED.last_status, last_error = EXCLUDED.last_error,
+    dead_reason = EXCLUDED.dead_reason, log = EXCLUDED.log, payload = EXCLUDED.payload, rev = EXCLUDED.rev
+WHERE w.rev <= EXCLUDED.rev
+"""
+_WEBHOOK_STATES = ("pending", "delivered", "dead")
+
+
+def webhook_delivery_row(data: str) -> tuple[object, ...]:
+    """An outbox entry of kind webhook_deliveries (store/webhooks.outbox_data) → the row's values
+    (without rev); ValueError/KeyError/TypeError when it is not one."""
+    d = json.loads(data)
+    if not isinstance(d, dict) or d.get("state") not in _WEBHOOK_STATES or not isinstance(d.get("log"), list):
+        raise ValueError("not a webhook delivery")
+    status = d.get("last_status")
+    next_at = d.get("next_at")
+    return (str(d["id"]), str(d["endpoint"]), str(d["event"]), str(d["key"]), d["state"], int(d["attempts"]),
+            ts(float(d["created_at"])), ts(float(d["updated_at"])), None if next_at is None else ts(float(next_at)),
+            None if status is None else int(status), str(d.get("last_error", "")), str(d.get("dead_reason", "")),
+            json.dumps(d["log"], ensure_ascii=False, separators=(",", ":")),
+            None if d.get("payload") is None else json.dumps(d["payload"], ensure_ascii=False, separators=(",", ":")))
+
+
+async def upsert_webhook_deliveries(conn: asyncpg.Connection, rows: Sequence[tuple[tuple[object, ...], int]]) -> None:
+    """(webhook_delivery_row values, outbox revision) pairs, in stream order."""
+    await conn.executemany(_WEBHOOK_UPSERT, [(*row, rev) for row, rev in rows])

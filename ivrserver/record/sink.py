@@ -42,6 +42,8 @@ from ivrserver.record.rows import (
     upsert_customers,
     upsert_finished_callbacks,
     upsert_paths,
+    upsert_webhook_deliveries,
+    webhook_delivery_row,
 )
 from ivrserver.store.callpath import decode_event, path_to_json
 from ivrserver.store.cases import case_entry, case_event_entry, case_from_json
@@ -59,7 +61,7 @@ log = logging.getLogger(__name__)
 
 GROUP = "record"
 KINDS = ("contact", "path", "audit", "customer", "customer_deleted", "case", "case_event", "callback",
-         "case_compensation")
+         "case_compensation", "webhook_deliveries")
 
 
 def revision(entry_id: str) -> int:
@@ -195,6 +197,8 @@ def _decode_one(entry_id: str, kind: str, data: str, fields: Mapping[str, str]) 
                              why=str(d.get("why") or "")), rev)
     if kind == "case_compensation":
         return (compensation_from_dict(json.loads(data)), rev)
+    if kind == "webhook_deliveries":
+        return (webhook_delivery_row(data), rev)
     if kind == "callback":
         d = json.loads(data)
         if not isinstance(d, dict):
@@ -228,6 +232,7 @@ WRITERS: dict[str, Callable[[asyncpg.Connection, list[Any]], Awaitable[None]]] =
     "contact": upsert_contacts, "path": _paths, "audit": insert_audit, "customer": upsert_customers,
     "customer_deleted": delete_customers, "case": upsert_cases, "case_event": insert_case_events,
     "callback": upsert_finished_callbacks, "case_compensation": upsert_case_compensations,
+    "webhook_deliveries": upsert_webhook_deliveries,
 }
 
 
