@@ -258,10 +258,12 @@ class NoticeSettings:
 class SmsSettings:
     # How an SMS reaches a customer's phone (services/sms.py): "asterisk" (a SIP MESSAGE through
     # Asterisk: AMI MessageSend over PJSIP), "gateway" (the webhook event sms.send to the operator's
-    # SMS gateway: an endpoint in webhooks.endpoints_file subscribed to it) or "off".
-    transport: str = "asterisk"
+    # SMS gateway: an endpoint in webhooks.endpoints_file subscribed to it) or "off" (no SMS: notices
+    # only call). Off by default: set it together with the destination (`make run` turns it on).
+    transport: str = "off"
     # MessageSend's Destination; {number} is replaced by the customer's number (digits, optional +).
-    # The host:port is the customers trunk's (its aor contact in pjsip.conf).
+    # The host:port is the customers trunk's (its aor contact in pjsip.conf); this default is the
+    # local stack's.
     destination: str = "pjsip:customers/sip:{number}@127.0.0.1:5090"
     # The sender (From user) of the SMS ('' = asterisk.hotline).
     sender: str = ""

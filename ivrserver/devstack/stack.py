@@ -69,7 +69,16 @@ def stack_settings(asterisk: LocalAsterisk, redis_url: str, config_file: str | N
         asterisk=dataclasses.replace(base.asterisk, config_dir=str(asterisk.etc_dir),
                                      sounds_dir=str(asterisk.sounds_dir)),
         routing=dataclasses.replace(base.routing, agents_file=agents),
+        sms=_stack_sms(base.sms, asterisk),
     )
+
+
+def _stack_sms(sms: config.SmsSettings, asterisk: LocalAsterisk) -> config.SmsSettings:
+    """SMS through this stack's Asterisk to its SIPp customers' phone, unless the settings chose."""
+    if sms != config.SmsSettings():
+        return sms
+    return dataclasses.replace(sms, transport="asterisk",
+                               destination=f"pjsip:customers/sip:{{number}}@127.0.0.1:{asterisk.ports.customer_port}")
 
 
 def write_settings(settings: Settings, path: Path) -> Path:
