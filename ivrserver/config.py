@@ -283,6 +283,9 @@ class ReminderSettings:
     page_pause: float = 0.05
     # How long a posted event's id is remembered (the same id never fires twice), in days.
     kept_days: int = 90
+    # An attribute reminder is scheduled once it is due within this many days (its notice and
+    # synthesized message are made close to the time; a renewal before that cancels nothing).
+    horizon_days: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -480,6 +483,7 @@ _RANGES: dict[str, tuple[int, int, str]] = {
     "reminders.page_size": (1, 10_000, ""),
     "reminders.page_pause": (0, 60, " seconds"),
     "reminders.kept_days": (1, 3650, " days"),
+    "reminders.horizon_days": (0, 400, " days"),
     "notices.max_calls": (0, 100, ""),
     "notices.budget_days": (0, 90, " days"),
     "notices.batch_seconds": (0, 86_400, " seconds"),

@@ -80,9 +80,10 @@ class Env:
                                      customer=lambda cid: customers.get_customer(redis, keys, cid))
         self.store = ReminderStore(redis, keys, kept_seconds=3600)
 
-    def scanner(self, instance: str = "a", *, interval: float = 3600.0, page_size: int = 7) -> ReminderService:
+    def scanner(self, instance: str = "a", *, interval: float = 3600.0, page_size: int = 7,
+                horizon: float | None = None) -> ReminderService:
         return ReminderService(self.store, self.notices, RULES, instance=instance, interval=interval,
-                               page_size=page_size, page_pause=0)
+                               page_size=page_size, page_pause=0, horizon=horizon)
 
     async def customer(self, cid: str = "c1", card: str | None = None, **kw: object) -> Customer:
         attributes = {"notices": "card_expiry,roaming"}
@@ -155,6 +156,26 @@ async def test_a_renewed_card_cancels_the_old_dates_notice_before_it_dials(env: 
     assert gone.cancelled == 1
     assert await env.state(rm.reminder_key("card_expiry", "c1", new)) is NoticeState.CANCELLED
     assert (await env.store.handled(["c1"]))["c1"] == {}
+
+
+async def test_a_reminder_is_scheduled_once_it_is_due_within_the_horizon(env: Env) -> None:
+    soon, far = day(31), day(60)  # due in ~1 day and in ~30 days (30 days before each date)
+    await env.customer("c-soon", card=soon)
+    await env.customer("c-far", card=far)
+    scanner = env.scanner(horizon=2 * 86400)
+    stats = await scanner.scan_once(force=True)
+    assert stats.scheduled == 1
+    assert await env.state(rm.reminder_key("card_expiry", "c-soon", soon)) is NoticeState.SCHEDULED
+    assert await env.state(rm.reminder_key("card_expiry", "c-far", far)) is None  # a later walk
+    assert (await env.store.handled(["c-far"]))["c-far"] == {}
+    # renewed to a far date: the pending notice is cancelled now, the new one waits for its time
+    await env.customer("c-soon", card=far)
+    stats = await scanner.scan_once(force=True)
+    assert (stats.cancelled, stats.scheduled) == (1, 0)
+    assert await env.state(rm.reminder_key("card_expiry", "c-soon", soon)) is NoticeState.CANCELLED
+    assert (await env.store.handled(["c-soon"]))["c-soon"] == {}
+    again = await scanner.scan_once(force=True)
+    assert (again.cancelled, again.scheduled) == (0, 0)
 
 
 async def test_an_expired_card_calls_for_nothing(env: Env) -> None:

@@ -91,7 +91,8 @@ class Reminder:
 
 @dataclass(frozen=True)
 class Skipped:
-    """No notice: `why` is absent (no such attribute), invalid (not a date) or past (too late)."""
+    """No notice: `why` is absent (no such attribute), invalid (not a date), past (too late) or
+    later (due beyond the scanner's horizon: a later walk schedules it)."""
 
     rule: str
     value: str | None
@@ -219,9 +220,11 @@ def attribute_reminder(rule: AttributeRule, customer: Customer, now: float) -> R
                     not_before=when, expires_at=expires)
 
 
-def attribute_step(rule: AttributeRule, customer: Customer, handled: str | None, now: float) -> Step | None:
+def attribute_step(rule: AttributeRule, customer: Customer, handled: str | None, now: float,
+                   horizon: float | None = None) -> Step | None:
     """What the scanner does for `rule` and `customer`, given the value it handled last time
-    (None: none); None when nothing changed."""
+    (None: none); None when nothing changed. `horizon` (seconds): a notice due later than
+    now + horizon is not scheduled yet (a later walk does it; the old value's is cancelled now)."""
     raw = customer.attributes.get(rule.attribute)
     current = str(raw).strip() if raw is not None and str(raw).strip() else None
     if current == handled:
@@ -229,6 +232,10 @@ def attribute_step(rule: AttributeRule, customer: Customer, handled: str | None,
     cancel = reminder_key(rule.name, customer.id, handled) if handled is not None else None
     result = attribute_reminder(rule, customer, now)
     if isinstance(result, Reminder):
+        if horizon is not None and result.not_before > now + horizon:
+            if cancel is None:
+                return None  # not yet: nothing to do
+            return Step(cancel=cancel, schedule=None, handled=None, skipped=Skipped(rule.name, current, "later"))
         return Step(cancel=cancel, schedule=result, handled=current)
     # absent: forget the rule; invalid or past: remember the value so it is not looked at again
     return Step(cancel=cancel, schedule=None, handled=current if result.why != "absent" else None, skipped=result)

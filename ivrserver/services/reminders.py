@@ -114,7 +114,11 @@ def notice_request(reminder: rm.Reminder) -> NoticeRequest:
 class ReminderService:
     def __init__(self, store: ReminderStore, notices: NoticeScheduler, rules: rm.Rules, *,
                  instance: str = "ivrserver", interval: float = 3600.0, page_size: int = 500,
-                 page_pause: float = 0.05, clock: Callable[[], float] = time.time) -> None:
+                 page_pause: float = 0.05, horizon: float | None = 2 * 86400.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        """`horizon` (seconds): attribute reminders are scheduled once they are due within it (the
+        notice, its synthesized message and its place in the budget are made close to the time,
+        not a month ahead); None: at once."""
         self.store = store
         self.notices = notices
         self.rules = rules
@@ -122,6 +126,7 @@ class ReminderService:
         self.interval = interval
         self.page_size = page_size
         self.page_pause = page_pause
+        self.horizon = horizon
         self.clock = clock
         self._changed: asyncio.Queue[str] = asyncio.Queue(maxsize=CHANGED_QUEUE)
 
@@ -146,7 +151,7 @@ class ReminderService:
             handled = (await self.store.handled([customer.id]))[customer.id]
         now = self.clock()
         for rule in self.rules.attributes:
-            step = rm.attribute_step(rule, customer, handled.get(rule.name), now)
+            step = rm.attribute_step(rule, customer, handled.get(rule.name), now, self.horizon)
             if step is None:
                 continue
             moot = f"moot: {rule.attribute} changed"
@@ -159,7 +164,7 @@ class ReminderService:
                     stats.scheduled += 1
                     log.info("reminder %s for customer %s: %s%s", rule.name, customer.id, result.status,
                              f" ({result.reason})" if result.reason else "")
-            elif step.skipped is not None and step.skipped.why != "absent":
+            elif step.skipped is not None and step.skipped.why in ("invalid", "past"):
                 stats.skipped += 1
             await self.store.set_handled(customer.id, rule.name, step.handled)
         return stats

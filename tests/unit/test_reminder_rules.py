@@ -129,6 +129,28 @@ def test_attribute_step(handled: str | None, value: str | None, cancel: str | No
     assert step.handled == remember
 
 
+HORIZON = 2 * 86400.0  # the reminder at 2027-01-01 10:00 UTC is due 31 days after NOW
+
+
+@pytest.mark.parametrize(("handled", "value", "now", "cancel", "schedule", "remember"), [
+    (None, "2027-01-31", NOW, None, "-", "-"),  # due beyond the horizon: not yet, nothing to do
+    (None, "2027-01-31", NOW + 30 * 86400, None, "2027-01-31", "2027-01-31"),  # within it: scheduled
+    ("2027-01-31", "2029-01-31", NOW, "2027-01-31", None, None),  # renewed far ahead: old cancelled, forgotten
+    ("2027-01-31", "2027-01-31", NOW, "-", "-", "-"),
+])
+def test_attribute_step_with_a_horizon(handled: str | None, value: str, now: float, cancel: str | None,
+                                       schedule: str | None, remember: str | None) -> None:
+    prefs = ContactPreferences(timezone="UTC", allowed_from="00:00", allowed_until="24:00")
+    step = r.attribute_step(CARD, customer(value, prefs), handled, now, HORIZON)
+    if schedule == "-":
+        assert step is None
+        return
+    assert step is not None
+    assert step.cancel == (r.reminder_key("card_expiry", "c1", cancel) if cancel else None)
+    assert (step.schedule.value if step.schedule else None) == schedule
+    assert step.handled == remember
+
+
 # ----------------------------------------------------------------------------- event rules
 
 @pytest.mark.parametrize(("at", "now", "prefs", "not_before", "expires"), [
