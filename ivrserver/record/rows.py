@@ -19,6 +19,7 @@ from ivrserver.domain.callbacks import Callback, CallbackMode
 from ivrserver.domain.callbacks import to_dict as callback_to_dict
 from ivrserver.domain.cases import checklist_item_to_dict
 from ivrserver.domain.compensation import Compensation
+from ivrserver.domain.incidents import Incident
 from ivrserver.domain.menu_engine import PathEvent, PathKind
 from ivrserver.domain.menu_stats import CallPath
 from ivrserver.domain.model import AuditEntry, Case, Contact, Customer
@@ -294,6 +295,31 @@ async def upsert_finished_callbacks(conn: asyncpg.Connection, finished: Sequence
     if notices:
         await conn.executemany(_NOTICE_UPSERT, notices)
 
+
+
+# --- mass-fault incidents (migration 0007): one row per incident, rewritten at every change
+_INCIDENT_UPSERT = """
+INSERT INTO incidents AS i (id, service, area, state, planned, opened_at, acknowledged_at, resolved_at, cause,
+                            expected_fix_at, opened_by, area_names, counts, figures, revision, rev)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13::jsonb, $14::jsonb, $15, $16)
+ON CONFLICT (id) DO UPDATE SET
+    state = EXCLUDED.state, planned = EXCLUDED.planned, acknowledged_at = EXCLUDED.acknowledged_at,
+    resolved_at = EXCLUDED.resolved_at, cause = EXCLUDED.cause, expected_fix_at = EXCLUDED.expected_fix_at,
+    area_names = EXCLUDED.area_names, counts = EXCLUDED.counts, figures = EXCLUDED.figures,
+    revision = EXCLUDED.revision, rev = EXCLUDED.rev
+WHERE i.revision < EXCLUDED.revision OR (i.revision = EXCLUDED.revision AND i.rev <= EXCLUDED.rev)
+"""
+
+
+async def upsert_incidents(conn: asyncpg.Connection, incidents: Sequence[tuple[Incident, int]]) -> None:
+    """(incident, outbox revision) pairs; the incident's own revision orders versions first."""
+    def dumps(value: object) -> str:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+    await conn.executemany(_INCIDENT_UPSERT, [
+        (i.id, i.service, i.area, i.state.value, i.planned, ts(i.opened_at), ts(i.acknowledged_at),
+         ts(i.resolved_at), i.cause, ts(i.expected_fix_at), i.opened_by, dumps(dict(i.area_names)),
+         dumps(dict(i.counts)), dumps(dict(i.figures)), i.revision, rev) for i, rev in incidents])
 
 # --- outgoing webhook deliveries (migration 0006): one row per delivery, rewritten after each attempt
 _WEBHOOK_UPSERT = """

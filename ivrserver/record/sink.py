@@ -28,6 +28,7 @@ from ivrserver.domain.callbacks import TERMINAL_STATES, Callback
 from ivrserver.domain.callbacks import from_dict as callback_from_dict
 from ivrserver.domain.callbacks import to_dict as callback_to_dict
 from ivrserver.domain.compensation import from_dict as compensation_from_dict
+from ivrserver.domain.incidents import from_dict as incident_from_dict
 from ivrserver.domain.menu_stats import CallPath
 from ivrserver.record.rollup import mark_dirty
 from ivrserver.record.rows import (
@@ -41,6 +42,7 @@ from ivrserver.record.rows import (
     upsert_contacts,
     upsert_customers,
     upsert_finished_callbacks,
+    upsert_incidents,
     upsert_paths,
     upsert_webhook_deliveries,
     webhook_delivery_row,
@@ -61,7 +63,7 @@ log = logging.getLogger(__name__)
 
 GROUP = "record"
 KINDS = ("contact", "path", "audit", "customer", "customer_deleted", "case", "case_event", "callback",
-         "case_compensation", "webhook_deliveries")
+         "case_compensation", "webhook_deliveries", "incidents")
 
 
 def revision(entry_id: str) -> int:
@@ -197,6 +199,11 @@ def _decode_one(entry_id: str, kind: str, data: str, fields: Mapping[str, str]) 
                              why=str(d.get("why") or "")), rev)
     if kind == "case_compensation":
         return (compensation_from_dict(json.loads(data)), rev)
+    if kind == "incidents":
+        d = json.loads(data)
+        if not isinstance(d, dict):
+            raise ValueError("incident is not an object")
+        return (incident_from_dict(d), rev)
     if kind == "webhook_deliveries":
         return (webhook_delivery_row(data), rev)
     if kind == "callback":
@@ -233,6 +240,7 @@ WRITERS: dict[str, Callable[[asyncpg.Connection, list[Any]], Awaitable[None]]] =
     "customer_deleted": delete_customers, "case": upsert_cases, "case_event": insert_case_events,
     "callback": upsert_finished_callbacks, "case_compensation": upsert_case_compensations,
     "webhook_deliveries": upsert_webhook_deliveries,
+    "incidents": upsert_incidents,
 }
 
 
