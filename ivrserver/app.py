@@ -64,6 +64,7 @@ from ivrserver.services.privacy import PrivacyService
 from ivrserver.services.queue_state import QueueState
 from ivrserver.services.record_warmup import RecordWarmup
 from ivrserver.services.reminders import ReminderService
+from ivrserver.services.reports import ReportService
 from ivrserver.services.routing import RoutingService
 from ivrserver.services.screen_pop import PopFeed, ScreenPopService
 from ivrserver.services.sms import GatewaySms, SmsService
@@ -92,6 +93,7 @@ from ivrserver.web import (
     api_incidents,
     api_menus,
     api_prefs,
+    api_reports,
     api_webhooks,
     backoffice,
 )
@@ -145,6 +147,9 @@ class IvrServer:
         self._by_endpoint = {a.endpoint: a.id for a in agents.agents.values()}
         self.agent_state = AgentStateService(self.redis, self.keys, agents.agents,
                                              wrap_up_seconds=agents.wrap_up_seconds, ami_action=self.ami.action)
+        # supervisors' reports from PostgreSQL's hourly rollups (none without postgres.dsn: 503)
+        self.reports = ReportService(lambda: self.records.pool if self.records is not None else None,
+                                     settings.reports, wrap_up_seconds=agents.wrap_up_seconds)
         self.tracker = ContactTracker(self.redis, self.keys, retention_days=settings.redis_keep_days,
                                       agents=self._by_endpoint, instance=settings.instance,
                                       write_delay=settings.redis.history_write_delay,
@@ -242,7 +247,8 @@ class IvrServer:
         self.reminders = ReminderService(
             ReminderStore(self.redis, self.keys, kept_seconds=settings.reminders.kept_days * 86400), self.notices,
             self._load_reminder_rules(), instance=settings.instance, interval=settings.reminders.interval,
-            page_size=settings.reminders.page_size, page_pause=settings.reminders.page_pause)
+            page_size=settings.reminders.page_size, page_pause=settings.reminders.page_pause,
+            horizon=settings.reminders.horizon_days * 86400)
         self.customers.on_saved.append(self.reminders.customer_changed)
         self._runner: web.AppRunner | None = None
         self.records: RecordRuntime | None = None  # PostgreSQL (postgres.dsn), built in run()
@@ -346,6 +352,7 @@ class IvrServer:
             api_callbacks.routes(self.callbacks),
             api_events.routes(self.reminders),
             api_webhooks.routes(self.webhooks, guard=require_supervisor),
+            api_reports.routes(self.reports, guard=require_supervisor),
             api_agents.routes(agent_api),
             api_prefs.routes(self.agent_prefs),
             api_docs.routes(),

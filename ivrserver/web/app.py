@@ -59,6 +59,16 @@ async def wallboard(request: web.Request) -> web.StreamResponse:
                                            "Referrer-Policy": "no-referrer"})
 
 
+async def reports(request: web.Request) -> web.StreamResponse:
+    """The supervisors' reports page (its API, /api/v1/reports/<name>, refuses everyone else)."""
+    page = STATIC_DIR / "reports.html"
+    if not page.is_file():
+        raise web.HTTPNotFound(text="reports page not installed")
+    return web.FileResponse(page, headers={"Content-Security-Policy": PAGE_CSP,
+                                           "X-Content-Type-Options": "nosniff",
+                                           "Referrer-Policy": "no-referrer"})
+
+
 @web.middleware
 async def security_headers(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                            ) -> web.StreamResponse:
@@ -96,6 +106,7 @@ def build_app(metrics_: Metrics, health: dict[str, HealthCheck],
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", index)
     app.router.add_get("/wallboard", wallboard)
+    app.router.add_get("/reports", reports)
     if STATIC_DIR.is_dir():
         app.router.add_static("/static/", STATIC_DIR, show_index=False, follow_symlinks=False)
     for routes in route_sets:

@@ -1,0 +1,108 @@
+"""The reports page in headless Chromium on a whole in-process IvrServer (real Redis, real PostgreSQL
+with known rows rolled up): a supervisor signs in, every report draws its charts (Chart.js served by
+ivrserver itself, no network), tables and CSV links; a CSV downloads; an agent is refused.
+Screenshot: /tmp/reports/reports.png (and reports-zh.png)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, async_playwright, expect
+
+from ivrserver.app import IvrServer
+from tests.test_reports_api import reports_server  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+SCREENSHOT = Path("/tmp/reports/reports.png")
+REPORTS = ("ivr", "selfservice", "queues", "repeats", "callbacks", "agents")
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail("Debian chromium is not installed: apt-get install -y chromium")
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+async def test_supervisor_sees_charts_and_downloads_csv_agent_refused(
+        reports_server: IvrServer, browser: Browser, tmp_path: Path) -> None:  # noqa: F811
+    base = f"http://127.0.0.1:{reports_server.web_port}"
+    context = await browser.new_context(viewport={"width": 1600, "height": 1000}, accept_downloads=True)
+    page = await context.new_page()
+    errors: list[str] = []
+    outside: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    # the 401 of /api/v1/me before signing in is expected; nothing else may fail (the browser's own
+    # favicon request aside)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error"
+            and not m.text.startswith("Failed to load resource") else None)
+    page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400
+            and not r.url.endswith(("/favicon.ico", "/api/v1/me")) else None)
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(base) else None)
+    try:
+        await page.goto(base + "/reports?lang=en&from=2026-11-03&to=2026-11-09")
+        await expect(page.locator("#login-form")).to_be_visible(timeout=10_000)
+        await page.fill("#login-agent", "agent1010")
+        await page.fill("#login-password", "agent1010")
+        await page.click("#login-form button[type=submit]")
+        await expect(page.locator("body[data-loaded='1']")).to_have_count(1, timeout=20_000)
+        for name in REPORTS:
+            section = page.locator(f"#report-{name}")
+            await expect(section.locator("canvas").first).to_be_visible()
+            await expect(section.locator("a.csv").first).to_be_visible()
+            assert await section.locator(".r-status.error").count() == 0, name
+        # Chart.js drew: each chart has its instance, with axis titles and a legend
+        drawn = await page.evaluate("""() => [...document.querySelectorAll('canvas')].map(c => {
+            const ch = Chart.getChart(c);
+            if (!ch) return null;
+            const y = ch.options.scales.y;
+            return {type: ch.config.type, sets: ch.data.datasets.length,
+                    legend: ch.options.plugins.legend.position, y: y && y.title ? y.title.text : null}; })""")
+        assert len(drawn) == 8 and all(d and d["sets"] >= 1 and d["legend"] == "bottom" for d in drawn), drawn
+        assert {d["y"] for d in drawn} >= {"% self-served", "% of callers who reached it and hung up", "calls"}
+        queues = page.locator("#report-queues table").first
+        await expect(queues).to_contain_text("general")
+        await expect(queues).to_contain_text("33.3 %")
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(SCREENSHOT), full_page=True)
+        # a CSV download
+        async with page.expect_download() as info:
+            await page.locator('#report-queues a.csv[data-table="queues"]').click()
+        download = await info.value
+        assert download.suggested_filename == "ivrserver-queues-queues-2026-11-03-2026-11-09.csv"
+        text = await asyncio.to_thread(Path(await download.path()).read_text, encoding="utf-8")
+        assert text.startswith("queue,offered,answered,abandoned,abandon_rate,service_level,")
+        assert "\ngeneral,3,2,1,0.3333,0.3333,20," in text
+        # the same page in Chinese, nothing left untranslated
+        await page.select_option("#lang", "zh")
+        await expect(page.locator("#report-ivr .r-title")).to_have_text("IVR漏斗")
+        assert "⟦" not in await page.inner_text("body")
+        await page.screenshot(path=str(SCREENSHOT.with_name("reports-zh.png")), full_page=True)
+        assert not errors, errors
+        assert not outside, outside  # no CDN: everything from ivrserver itself
+    finally:
+        await context.close()
+
+    agent = await browser.new_page()
+    try:
+        await agent.goto(base + "/reports?lang=en")
+        await agent.fill("#login-agent", "agent1001")
+        await agent.fill("#login-password", "agent1001")
+        await agent.click("#login-form button[type=submit]")
+        await expect(agent.locator("#refused")).to_be_visible(timeout=10_000)
+        await expect(agent.locator("#reports")).to_be_hidden()
+    finally:
+        await agent.close()
