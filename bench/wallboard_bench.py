@@ -1,7 +1,10 @@
 """Wallboard latency and CPU: synthetic AMI events through the real fold and fan-out to 50 supervisor sockets.
 
-    .venv/bin/python bench/wallboard_bench.py [--supervisors 50] [--agents 1000] [--seconds 60]
+    .venv/bin/python bench/wallboard_bench.py [--full] [--supervisors 50] [--agents 1000] [--seconds S]
                                               [--rates 1000,10000] [--calls-per-minute 300]
+
+Quick (what `make bench` runs): 15 s per row, 1,000 and 10,000 changes/min. `--full`: 60 s per row,
+1,000, 3,000 and 10,000 changes/min. `--seconds` / `--rates` override either.
 
 Processes: its own redis-server (devstack's LocalRedis), this process as the ivrserver side (the real
 EventFanout → AgentStateService (fold + Redis write) → WallboardService.on_agent, and EventFanout →
@@ -301,10 +304,15 @@ def main() -> None:
     parser.add_argument("--url", default="")
     parser.add_argument("--supervisors", type=int, default=50)
     parser.add_argument("--agents", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--rates", default="1000,10000", help="agent state changes per minute, one row each")
+    parser.add_argument("--full", action="store_true", help="60 s per row, 1,000 / 3,000 / 10,000 changes/min")
+    parser.add_argument("--seconds", type=float, default=None)
+    parser.add_argument("--rates", default=None, help="agent state changes per minute, one row each")
     parser.add_argument("--calls-per-minute", type=int, default=300)
     args = parser.parse_args()
+    if args.seconds is None:
+        args.seconds = 60.0 if args.full else 15.0
+    if args.rates is None:
+        args.rates = "1000,3000,10000" if args.full else "1000,10000"
     if args.role == "clients":
         asyncio.run(clients(args.url, supervisors(args.supervisors)))
         return
