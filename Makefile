@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := redis-server postgresql sip-tester mmdebstrap zstd chromium espeak-ng sox
+APT_PACKAGES := redis-server postgresql sip-tester mmdebstrap zstd chromium fonts-wqy-microhei espeak-ng sox
 # make call CALL_LANG=zh: the language menu (9), then Mandarin (2), then DIGITS
 CALL_ZH_KEYS := 9,2,
 
