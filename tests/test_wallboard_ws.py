@@ -286,6 +286,17 @@ async def test_non_supervisors_are_refused(pair: tuple[Instance, Instance]) -> N
                 "Authorization": f"Bearer {agent_token}", "Upgrade": "websocket", "Connection": "Upgrade",
                 "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}) as resp:
             assert resp.status == 403 and await resp.json() == {"error": "supervisors only"}
+        # The supervisor's cookie sent by a page of another site (cross-site websocket hijacking): 403.
+        sup_token = await token_for(a.auth, "sup1")
+        host = a.url.removeprefix("http://")
+        with pytest.raises(aiohttp.WSServerHandshakeError) as hijack:
+            await session.ws_connect(a.ws_url, headers={"Cookie": f"ivr_session={sup_token}",
+                                                         "Origin": "https://evil.example"})
+        assert hijack.value.status == 403
+        ws = await session.ws_connect(a.ws_url, headers={"Cookie": f"ivr_session={sup_token}",
+                                                          "Origin": f"http://{host}"})
+        assert (await recv(ws))["type"] == "snapshot"  # the wallboard page itself
+        await ws.close()
         # The token in the first message: an error frame then close 4403.
         ws = await session.ws_connect(a.ws_url)
         await ws.send_json({"type": "auth", "token": agent_token})

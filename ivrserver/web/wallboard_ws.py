@@ -3,7 +3,8 @@
 Protocol (JSON text frames; client → server messages at most 4 KiB):
 
     The upgrade request's session (cookie `ivr_session` or `Authorization: Bearer`) authenticates
-    the socket; a session of an agent who is not a supervisor gets HTTP 403 (no upgrade). Without a
+    the socket; a session of an agent who is not a supervisor gets HTTP 403 (no upgrade), and so
+    does an upgrade carrying a session whose Origin header names another host. Without a
     session on the upgrade, the first message must be, within a few seconds:
     client: {"type": "auth", "token": "<session token>"}
             → a non-supervisor gets {"type": "error", "code": "forbidden", "status": 403} and close 4403
@@ -37,6 +38,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -164,6 +166,10 @@ class WallboardHub:
     # ---- one socket ---------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
         token = request_token(request)
+        if token and _cross_site(request):
+            # A page of another site opening this socket in a supervisor's browser would carry their
+            # cookie (cross-site websocket hijacking): only this origin's pages may use the cookie.
+            return web.json_response({"error": "cross-origin websocket refused"}, status=403)
         agent = await self.auth.resolve(token) if token else None
         if agent is not None and not agent.supervisor:
             return web.json_response({"error": "supervisors only"}, status=403)
@@ -255,6 +261,15 @@ class WallboardHub:
         if kind == "auth":
             return ("already_authenticated", "this socket is already authenticated")
         return ("unknown_type", "type must be ping")
+
+
+def _cross_site(request: web.Request) -> bool:
+    """The upgrade was sent by a browser page of another origin than this server's (its Origin
+    header names another host); non-browser clients send no Origin."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    return urlsplit(origin).netloc.lower() != request.host.lower()
 
 
 def _parse(text: Any) -> dict[str, Any] | None:
