@@ -204,6 +204,8 @@ class PostgresSettings:
     contacts_retention_days: int = 730
     paths_retention_days: int = 365
     audit_retention_days: int = 2555
+    # The outgoing webhooks' delivery log (webhook_deliveries), by month of creation.
+    webhooks_retention_days: int = 365
     # At shutdown, records still in the Redis outbox are written for at most this long (the rest
     # wait in Redis for the next start).
     drain_timeout: float = 5.0
@@ -278,8 +280,10 @@ class ReminderSettings:
     rules_file: str = str(PACKAGE_DIR / "defaults" / "reminders.yaml")
     # Seconds between two walks over every customer (a saved customer is looked at sooner).
     interval: float = 3600.0
-    # Customers read per page of the walk, and the pause between two pages (seconds).
-    page_size: int = 500
+    # Customers read per page of the walk, and the pause between two pages (seconds). Reading a page
+    # costs the event loop ~1 ms of CPU per 100 customers (profiles parsed; measured): calls on the
+    # same instance wait at most that long.
+    page_size: int = 200
     page_pause: float = 0.05
     # How long a posted event's id is remembered (the same id never fires twice), in days.
     kept_days: int = 90

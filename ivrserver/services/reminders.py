@@ -113,7 +113,7 @@ def notice_request(reminder: rm.Reminder) -> NoticeRequest:
 
 class ReminderService:
     def __init__(self, store: ReminderStore, notices: NoticeScheduler, rules: rm.Rules, *,
-                 instance: str = "ivrserver", interval: float = 3600.0, page_size: int = 500,
+                 instance: str = "ivrserver", interval: float = 3600.0, page_size: int = 200,
                  page_pause: float = 0.05, horizon: float | None = 2 * 86400.0,
                  clock: Callable[[], float] = time.time) -> None:
         """`horizon` (seconds): attribute reminders are scheduled once they are due within it (the
