@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import asyncpg
 
-PARTITIONED = ("contacts", "ivr_paths", "audit")
-PARTITION_KEYS = {"contacts": "started_at", "ivr_paths": "started_at", "audit": "at"}
+PARTITIONED = ("contacts", "ivr_paths", "audit", "webhook_deliveries")
+PARTITION_KEYS = {"contacts": "started_at", "ivr_paths": "started_at", "audit": "at",
+                  "webhook_deliveries": "created_at"}
 _NAME_RE = re.compile(r"^(?P<table>[a-z_]+)_(?P<year>\d{4})_(?P<month>\d{2})$")
 
 

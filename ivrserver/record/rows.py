@@ -326,7 +326,7 @@ _WEBHOOK_UPSERT = """
 INSERT INTO webhook_deliveries AS w (id, endpoint, event, key, state, attempts, created_at, updated_at, next_at,
                                      last_status, last_error, dead_reason, log, payload, rev)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14::jsonb, $15)
-ON CONFLICT (id) DO UPDATE SET
+ON CONFLICT (id, created_at) DO UPDATE SET
     state = EXCLUDED.state, attempts = EXCLUDED.attempts, updated_at = EXCLUDED.updated_at,
     next_at = EXCLUDED.next_at, last_status = EXCLUDED.last_status, last_error = EXCLUDED.last_error,
     dead_reason = EXCLUDED.dead_reason, log = EXCLUDED.log, payload = EXCLUDED.payload, rev = EXCLUDED.rev

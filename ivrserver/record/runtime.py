@@ -99,7 +99,7 @@ class RecordRuntime:
     def retention_days(self) -> dict[str, int]:
         s = self.settings
         return {"contacts": s.contacts_retention_days, "ivr_paths": s.paths_retention_days,
-                "audit": s.audit_retention_days}
+                "audit": s.audit_retention_days, "webhook_deliveries": s.webhooks_retention_days}
 
     async def open(self) -> None:
         """Create the pool and the sink; raise SchemaNotCurrent when the schema is not the newest."""

@@ -25,7 +25,7 @@ class SchemaReport:
 
 def retention(settings: PostgresSettings) -> dict[str, int]:
     return {"contacts": settings.contacts_retention_days, "ivr_paths": settings.paths_retention_days,
-            "audit": settings.audit_retention_days}
+            "audit": settings.audit_retention_days, "webhook_deliveries": settings.webhooks_retention_days}
 
 
 async def _connect(settings: PostgresSettings):  # type: ignore[no-untyped-def]

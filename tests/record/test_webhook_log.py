@@ -90,3 +90,25 @@ async def test_dead_letters_are_logged_and_an_older_copy_never_wins(redis_client
 def test_unreadable_entries_are_refused(data: str) -> None:
     with pytest.raises((ValueError, KeyError, TypeError)):
         webhook_delivery_row(data)
+
+
+async def test_the_log_is_partitioned_by_month_and_kept_for_its_retention(pool: asyncpg.Pool) -> None:
+    from datetime import UTC, datetime
+
+    from ivrserver.domain.webhooks import Delivery
+    from ivrserver.record import partitions
+
+    old = datetime(2025, 1, 15, tzinfo=UTC)
+    delivery = Delivery(delivery_id("k-old", "crm"), "crm", "case.resolved", "k-old", old.timestamp(), "{}",
+                        state=DeliveryState.DELIVERED, attempts=1, updated_at=old.timestamp())
+    async with pool.acquire() as conn:
+        created, _ = await partitions.maintain(conn, {}, now=old)
+        assert "webhook_deliveries_2025_01" in created
+        await upsert_webhook_deliveries(conn, [(webhook_delivery_row(outbox_data(delivery)), 5)])
+        await upsert_webhook_deliveries(conn, [(webhook_delivery_row(outbox_data(delivery)), 6)])  # again: one row
+        assert await conn.fetchval("SELECT tableoid::regclass::text FROM webhook_deliveries WHERE id = $1",
+                                   delivery.id) == "webhook_deliveries_2025_01"
+        assert await conn.fetchval("SELECT count(*) FROM webhook_deliveries") == 1
+        _, dropped = await partitions.maintain(conn, {"webhook_deliveries": 365}, now=datetime(2026, 3, 10, tzinfo=UTC))
+        assert "webhook_deliveries_2025_01" in dropped
+        assert await conn.fetchval("SELECT count(*) FROM webhook_deliveries") == 0
