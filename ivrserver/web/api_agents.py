@@ -9,7 +9,7 @@
     GET  /api/v1/pops/unacked              supervisors
     GET  /api/v1/audit?count=&before=      supervisors
 
-`page_routes()` serves the desktop page (`/`, `/static/app.{js,css}`, `/static/i18n.js` and the
+`page_routes()` serves the desktop page (`/`, `/static/app.{js,css}`, `/static/{i18n,cases,incidents}.js` and the
 message catalogues `/static/i18n/{en,zh}.json`) with a strict
 Content-Security-Policy, for apps that do not already serve ivrserver/web/static.
 
@@ -241,7 +241,8 @@ def routes(ctx: AgentApiContext) -> list[web.RouteDef]:
 def page_routes(static_dir: Path = STATIC_DIR) -> list[web.RouteDef]:
     """The agent desktop at `/` with its script and style under `/static/`, each with the CSP."""
     files = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css",
-             "i18n.js": "text/javascript", "i18n/en.json": "application/json", "i18n/zh.json": "application/json"}
+             "i18n.js": "text/javascript", "i18n/en.json": "application/json", "i18n/zh.json": "application/json",
+             "cases.js": "text/javascript", "incidents.js": "text/javascript"}
     pages = {name: (static_dir / name).read_bytes() for name in files}
 
     def page(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -250,11 +251,5 @@ def page_routes(static_dir: Path = STATIC_DIR) -> list[web.RouteDef]:
                                 headers={**SECURITY_HEADERS, "Content-Security-Policy": CSP})
         return serve
 
-    return [
-        web.get("/", page("index.html")),
-        web.get("/static/app.js", page("app.js")),
-        web.get("/static/app.css", page("app.css")),
-        web.get("/static/i18n.js", page("i18n.js")),
-        web.get("/static/i18n/en.json", page("i18n/en.json")),
-        web.get("/static/i18n/zh.json", page("i18n/zh.json")),
-    ]
+    return [web.get("/", page("index.html")),
+            *(web.get(f"/static/{name}", page(name)) for name in files if name != "index.html")]
