@@ -248,7 +248,7 @@ class IvrServer:
             ReminderStore(self.redis, self.keys, kept_seconds=settings.reminders.kept_days * 86400), self.notices,
             self._load_reminder_rules(), instance=settings.instance, interval=settings.reminders.interval,
             page_size=settings.reminders.page_size, page_pause=settings.reminders.page_pause,
-            horizon=settings.reminders.horizon_days * 86400)
+            horizon=settings.reminders.horizon_days * 86400, metrics=self.metrics)
         self.customers.on_saved.append(self.reminders.customer_changed)
         self._runner: web.AppRunner | None = None
         self.records: RecordRuntime | None = None  # PostgreSQL (postgres.dsn), built in run()
@@ -303,13 +303,13 @@ class IvrServer:
         markers = SmsMarkers(self.redis, self.keys, kept_seconds=sms.kept_days * 86400)
         if sms.transport == "asterisk":
             return SmsService(markers, AmiMessageSender(self.ami, destination=sms.destination, sender=sender),
-                              instance=self.settings.instance)
+                              instance=self.settings.instance, metrics=self.metrics)
         if sms.transport == "gateway":
             gateway = GatewaySms(self.webhooks, sender=sender)
             if not gateway.configured():
                 log.error("sms.transport is gateway but no webhook endpoint takes sms.send: every SMS fails "
                           "(not_connected) until webhooks.endpoints_file has one")
-            return SmsService(markers, gateway, instance=self.settings.instance)
+            return SmsService(markers, gateway, instance=self.settings.instance, metrics=self.metrics)
         return SmsService(markers, None, instance=self.settings.instance)
 
     def _load_reminder_rules(self) -> reminder_files.Rules:

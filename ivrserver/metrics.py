@@ -40,6 +40,10 @@ class Metrics:
                                            registry=r)
         self.webhook_attempts = Counter("ivrserver_webhook_attempts", "Outgoing webhook attempts by outcome "
                                         "(delivered, retry, dead)", ["outcome"], registry=r)
+        self.sms = Counter("ivrserver_sms", "SMS sends by outcome (sent, failed:<why>: services/sms.py)",
+                           ["outcome"], registry=r)
+        self.reminders = Counter("ivrserver_reminders", "Reminder notices by result (scheduled, cancelled, "
+                                 "skipped, failed: services/reminders.py)", ["result"], registry=r)
         self._children: dict[tuple[int, str], Any] = {}
 
     def child(self, metric: Counter | Histogram, label: str) -> Any:

@@ -25,6 +25,7 @@ from ivrserver.domain.customer_validation import validate_customer
 from ivrserver.domain.model import ContactPreferences, Customer
 from ivrserver.domain.notices import NoticePolicy, NoticeState, notice_id
 from ivrserver.files import reminders as rules_file
+from ivrserver.metrics import Metrics
 from ivrserver.services.customers import CustomerService
 from ivrserver.services.messages import MessageService
 from ivrserver.services.notices import NoticeService
@@ -125,10 +126,14 @@ async def test_two_scanners_fire_each_rule_once_per_customer(env: Env) -> None:
 
 async def test_one_walk_per_interval_across_instances(env: Env) -> None:
     await env.customer("c1", card=day(90))
-    first = await env.scanner("a").scan_once()
+    metrics = Metrics()
+    walker = env.scanner("a")
+    walker.metrics = metrics
+    first = await walker.scan_once()
     second = await env.scanner("b").scan_once()
     assert (first.walked, first.customers, first.scheduled) == (True, 1, 1)
     assert (second.walked, second.customers) == (False, 0)
+    assert metrics.registry.get_sample_value("ivrserver_reminders_total", {"result": "scheduled"}) == 1.0
 
 
 async def test_a_renewed_card_cancels_the_old_dates_notice_before_it_dials(env: Env) -> None:

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from ivrserver.config import AmiSettings
 from ivrserver.domain.webhooks import Endpoint
+from ivrserver.metrics import Metrics
 from ivrserver.pbx.ami import AmiClient
 from ivrserver.pbx.messaging import AmiMessageSender
 from ivrserver.services.sms import GatewaySms, SmsService
@@ -49,12 +50,14 @@ async def test_gateway_sms_goes_out_once_per_key(redis_client: aioredis.Redis, k
     hooks = gateway(redis_client, keys, receiver)
     deliverer = asyncio.create_task(hooks.run())
     try:
-        sms = SmsService(markers(redis_client, keys), GatewaySms(hooks, sender="1860"))
+        metrics = Metrics()
+        sms = SmsService(markers(redis_client, keys), GatewaySms(hooks, sender="1860"), metrics=metrics)
         outcomes = await asyncio.gather(*(sms.send(number="+8613812345678", text=TEXT, key="reminder:r:c1:2027-01-31")
                                           for _ in range(5)))
         assert outcomes.count("sent") >= 1 and set(outcomes) <= {"sent", "failed:in_progress"}, outcomes
         assert await sms.send(number="+8613812345678", text=TEXT, key="reminder:r:c1:2027-01-31") == "sent"
         assert await sms.outcome("reminder:r:c1:2027-01-31") == "done sent"
+        assert metrics.registry.get_sample_value("ivrserver_sms_total", {"outcome": "sent"}) == 1.0  # one send
         deadline = time.monotonic() + 10
         while not receiver.hits:
             assert time.monotonic() < deadline, "the gateway got nothing"

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 from ivrserver.domain import reminders as rm
 from ivrserver.domain.model import Customer
 from ivrserver.domain.notices import NoticeInvalid, NoticeRequest, NoticeResult
+from ivrserver.metrics import Metrics
 from ivrserver.store.reminders import ReminderStore
 
 log = logging.getLogger("ivrserver.reminders")
@@ -115,7 +116,7 @@ class ReminderService:
     def __init__(self, store: ReminderStore, notices: NoticeScheduler, rules: rm.Rules, *,
                  instance: str = "ivrserver", interval: float = 3600.0, page_size: int = 200,
                  page_pause: float = 0.05, horizon: float | None = 2 * 86400.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, metrics: Metrics | None = None) -> None:
         """`horizon` (seconds): attribute reminders are scheduled once they are due within it (the
         notice, its synthesized message and its place in the budget are made close to the time,
         not a month ahead); None: at once."""
@@ -128,6 +129,7 @@ class ReminderService:
         self.page_pause = page_pause
         self.horizon = horizon
         self.clock = clock
+        self.metrics = metrics
         self._changed: asyncio.Queue[str] = asyncio.Queue(maxsize=CHANGED_QUEUE)
 
     # ------------------------------------------------------------------ attribute rules
@@ -203,7 +205,15 @@ class ReminderService:
                 await asyncio.sleep(self.page_pause)
         log.info("reminders walk: %d customers, %d scheduled, %d cancelled, %d skipped, %d failed",
                  stats.customers, stats.scheduled, stats.cancelled, stats.skipped, stats.failed)
+        self._count(stats)
         return stats
+
+    def _count(self, stats: ScanStats) -> None:
+        if self.metrics is None:
+            return
+        for result in ("scheduled", "cancelled", "skipped", "failed"):
+            if getattr(stats, result):
+                self.metrics.child(self.metrics.reminders, result).inc(getattr(stats, result))
 
     def customer_changed(self, customer_id: str) -> None:
         """A customer was saved (REST, import): look at them soon. Never blocks; when the queue is
@@ -225,8 +235,9 @@ class ReminderService:
             except TimeoutError:
                 continue
             try:
-                await self.check_customer_id(customer_id)
+                self._count(await self.check_customer_id(customer_id))
             except Exception:  # the next walk retries this customer
+                self._count(ScanStats(failed=1))
                 log.exception("reminders for saved customer %s failed", customer_id)
 
     # ------------------------------------------------------------------ posted events

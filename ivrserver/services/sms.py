@@ -28,6 +28,7 @@ from typing import Protocol
 
 from ivrserver.domain import phone, sms
 from ivrserver.domain.webhooks import check_key, routed
+from ivrserver.metrics import Metrics
 from ivrserver.pbx.messaging import MessageNotSent, MessageUnconfirmed
 from ivrserver.services.webhooks import Webhooks
 from ivrserver.store.sms import SmsMarkers
@@ -83,11 +84,13 @@ class SmsService:
     """`SmsSender` of contract §3: exactly once per key, over one transport (or none: disabled)."""
 
     def __init__(self, markers: SmsMarkers, transport: SmsTransport | None, *,
-                 instance: str = "ivrserver", clock: Callable[[], float] = time.time) -> None:
+                 instance: str = "ivrserver", clock: Callable[[], float] = time.time,
+                 metrics: Metrics | None = None) -> None:
         self.markers = markers
         self.transport = transport
         self.instance = instance
         self.clock = clock
+        self.metrics = metrics
 
     async def send(self, *, number: str, text: str, key: str) -> str:
         """Send `text` to `number` once for `key`: "sent" or "failed:<why>"."""
@@ -107,6 +110,8 @@ class SmsService:
             return self._earlier(existing, now)
         outcome, retry = await self._deliver(number, text, key)
         await self.markers.finish(key, outcome, retry=retry)
+        if self.metrics is not None:
+            self.metrics.child(self.metrics.sms, outcome).inc()
         log.info("SMS %s", outcome, extra={"number": phone.masked(number), "sms_key": key[:80]})
         return outcome
 
