@@ -81,6 +81,8 @@ STATE_KEYS: dict[str, str] = {
     r"record:restored": "marker that Redis holds the system of record's data (missing: warm-up)",
     r"audit": "one stream: Redis-only the only copy (kept); with PostgreSQL trimmed to hot_days by age",
     r"announcement:[^:]+": "an entry announcement a supervisor switched on, until switched off",
+    r"wb:waiting": "callers waiting in a queue now (wallboard): an entry leaves with its caller, and the "
+                   "list is reconciled with Asterisk's at every AMI login",
 }
 
 # Key families the run must have produced (else the walk proves little), and which of them are
