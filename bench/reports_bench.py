@@ -1,8 +1,8 @@
 """Reports over a month at the seeds' volume (18 M calls): how long each report takes, and what keeping
 the hourly rollups costs the writer.
 
-A private PostgreSQL (temporary directory) at the newest schema (+ migration 0009 while it waits in
-record/pending/). 18 M raw rows (~18 GB with indexes, ~1 KB per call) do not fit this disk, so:
+A private PostgreSQL (temporary directory) at the newest schema (migration 0008 holds the report
+rollups). 18 M raw rows (~18 GB with indexes, ~1 KB per call) do not fit this disk, so:
 1. the MONTH is generated as rollup rows, COPYed: 720 hours × menus × queues × agents × reasons, the
    counts scaled to 18 M calls (25,000 calls an hour); every report is then asked for the whole month
    `--repeat` times through ReportService (the same code the REST API runs): p50 / p99 and the rows
@@ -37,7 +37,7 @@ from ivrserver.record.local_cluster import LocalPostgres
 from ivrserver.record.rows import encode_path_events
 from ivrserver.services.reports import ReportService
 
-from benchlib import REPO, percentile
+from benchlib import percentile
 
 MONTH = datetime(2026, 11, 1, tzinfo=UTC)
 HOURS = 720
@@ -155,8 +155,6 @@ async def main(repeat: int, hour_calls: int) -> None:
     try:
         conn = await asyncpg.connect(pg.dsn)
         await migrate.migrate(conn)
-        if await conn.fetchval("SELECT to_regclass('report_dirty')") is None:
-            await conn.execute((REPO / "ivrserver/record/pending/0009_reports.sql").read_text())
         t0 = time.perf_counter()
         sizes = await generate_month(conn, rng)
         gen = time.perf_counter() - t0

@@ -248,7 +248,7 @@ class IvrServer:
             ReminderStore(self.redis, self.keys, kept_seconds=settings.reminders.kept_days * 86400), self.notices,
             self._load_reminder_rules(), instance=settings.instance, interval=settings.reminders.interval,
             page_size=settings.reminders.page_size, page_pause=settings.reminders.page_pause,
-            horizon=settings.reminders.horizon_days * 86400, metrics=self.metrics)
+            horizon=settings.reminders.horizon_days * 86400, metrics=self.metrics, audit=self.audit.append)
         self.customers.on_saved.append(self.reminders.customer_changed)
         self._runner: web.AppRunner | None = None
         self.records: RecordRuntime | None = None  # PostgreSQL (postgres.dsn), built in run()
@@ -464,6 +464,7 @@ class IvrServer:
         """Start everything, serve until `stopping` is set, then shut down in order."""
         if self.settings.postgres.dsn:
             self.records = RecordRuntime(self.settings.postgres, self.redis, self.keys, instance=self.settings.instance)
+            self.records.reports_every = self.settings.reports.roll_interval
             try:
                 await self.records.open()
             except SchemaNotCurrent as exc:

@@ -311,7 +311,7 @@ class WallboardSettings:
 @dataclass(frozen=True)
 class ReportSettings:
     # Supervisors' reports (issue 20 §2; services/reports.py, /reports, /api/v1/reports/<name>), read
-    # from the hourly rollups of the system of record (migration 0009; postgres.dsn needed).
+    # from the hourly rollups of the system of record (migration 0008; postgres.dsn needed).
     # The self-service share is drawn against this target (operators' figure: 78% of needs).
     self_service_target: float = 0.78
     # Time zone whose midnight starts a report day, and of the hour-of-day charts (IANA name).

@@ -1,4 +1,4 @@
-"""Reports from the system of record: hourly rollups (migration 0009) kept by the writer, and the
+"""Reports from the system of record: hourly rollups (migration 0008) kept by the writer, and the
 queries the reports read.
 
 - `mark_paths` / `mark_contacts` / `mark_callbacks`: the sink calls them in the transaction that

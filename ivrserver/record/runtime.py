@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ivrserver.record import migrate, partitions, rollup
+from ivrserver.record import reports as report_rollups
 from ivrserver.record.sink import Batch, RecordSink
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ class RecordRuntime:
         self.clock = clock
         self.pool: asyncpg.Pool | None = None
         self.sink: CheckedSink | None = None
+        self.reports_every = 300.0  # reports.roll_interval (app.py sets it): dirty report hours recomputed
 
     @property
     def retention_days(self) -> dict[str, int]:
@@ -127,13 +129,15 @@ class RecordRuntime:
     async def upkeep(self) -> None:
         """Forever: partitions at start and daily, rollups every minute. A failure (PostgreSQL away)
         is logged once per kind and retried at the next turn, never fatal."""
-        next_maintain = 0.0
+        next_maintain = next_reports = 0.0
         failing: set[str] = set()
         while True:
             now = self.clock()
             if now >= next_maintain and await self._guarded("partitions", failing, self._maintain):
                 next_maintain = now + MAINTAIN_EVERY
             await self._guarded("rollup", failing, self._roll)
+            if now >= next_reports and await self._guarded("reports", failing, report_rollups.roll):
+                next_reports = now + self.reports_every
             await asyncio.sleep(ROLL_EVERY)
 
     async def _maintain(self, conn: asyncpg.Connection) -> None:

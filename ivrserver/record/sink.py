@@ -30,6 +30,7 @@ from ivrserver.domain.callbacks import to_dict as callback_to_dict
 from ivrserver.domain.compensation import from_dict as compensation_from_dict
 from ivrserver.domain.incidents import from_dict as incident_from_dict
 from ivrserver.domain.menu_stats import CallPath
+from ivrserver.record import reports as report_rollups
 from ivrserver.record.rollup import mark_dirty
 from ivrserver.record.rows import (
     AuditEntry,
@@ -232,13 +233,24 @@ def decode(entries: Sequence[tuple[str, Mapping[str, str]]]) -> Batch:
 async def _paths(conn: asyncpg.Connection, paths: Sequence[CallPath]) -> None:
     await upsert_paths(conn, paths)
     await mark_dirty(conn, paths)
+    await report_rollups.mark_paths(conn, paths)
+
+
+async def _contacts(conn: asyncpg.Connection, contacts: Sequence[tuple[Contact, int]]) -> None:
+    await upsert_contacts(conn, contacts)
+    await report_rollups.mark_contacts(conn, contacts)  # the reports' hourly rollups (migration 0008)
+
+
+async def _callbacks(conn: asyncpg.Connection, finished: Sequence[tuple[Callback, int]]) -> None:
+    await upsert_finished_callbacks(conn, finished)
+    await report_rollups.mark_callbacks(conn, finished)
 
 
 # kind → the batched write of a run of records of that kind (each record's value as decoded)
 WRITERS: dict[str, Callable[[asyncpg.Connection, list[Any]], Awaitable[None]]] = {
-    "contact": upsert_contacts, "path": _paths, "audit": insert_audit, "customer": upsert_customers,
+    "contact": _contacts, "path": _paths, "audit": insert_audit, "customer": upsert_customers,
     "customer_deleted": delete_customers, "case": upsert_cases, "case_event": insert_case_events,
-    "callback": upsert_finished_callbacks, "case_compensation": upsert_case_compensations,
+    "callback": _callbacks, "case_compensation": upsert_case_compensations,
     "webhook_deliveries": upsert_webhook_deliveries,
     "incidents": upsert_incidents,
 }

@@ -4,7 +4,6 @@ figures out of ReportService (record/reports.py + services/reports.py + domain/r
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -27,8 +26,6 @@ from ivrserver.record.rows import (
 )
 from ivrserver.services.reports import ReportService
 
-PENDING_0009 = (Path(__file__).resolve().parents[2] / "ivrserver" / "record" / "pending"
-                / "0009_reports.sql").read_text()
 DAY = datetime(2026, 11, 3, tzinfo=UTC).timestamp()  # a Tuesday, 00:00 UTC = 08:00 Asia/Shanghai
 H = 3600.0
 
@@ -106,10 +103,6 @@ def callbacks() -> list[tuple[Callback, int]]:
 
 async def fill(pool: asyncpg.Pool) -> None:
     """The known rows below, written as the sink writes them (raw rows + marks), then rolled."""
-    async with pool.acquire() as conn:
-        if await conn.fetchval("SELECT to_regclass('report_dirty')") is None:
-            # migration 0009 waits in record/pending/ until 0007 and 0008 land (the runner refuses a gap)
-            await conn.execute(PENDING_0009)
     async with pool.acquire() as conn, conn.transaction():
         ps, cs, cbs = paths(), contacts(), callbacks()
         await upsert_paths(conn, ps)
