@@ -124,10 +124,14 @@ async def test_roaming_started_sends_the_welcome_sms_once(client: TestClient, re
     assert data["text"].startswith("Sun Quan，欢迎出境")  # the customer's language, Mandarin intact
 
 
-async def test_a_supervisor_may_post_an_agent_may_not(client: TestClient) -> None:
+async def test_a_supervisor_may_post_an_agent_may_not(client: TestClient, server: IvrServer) -> None:
     body = {"event": "roaming_started", "id": "roam-2"}
     answer = await post(client, await login(client, "agent1010"), body, 202)
     assert answer["reminders"][0]["status"] in ("sms_sent", "existing")
+    await post(client, bearer(ROAMING), {"event": "roaming_started", "id": "roam-2b"}, 202)
+    posted = [(e.who, e.role, e.target, e.why) for e in await server.audit.recent() if e.what == "customer.event"]
+    assert sorted(posted) == [("agent1010", "supervisor", "c-vip", "roaming_started roam-2"),
+                              ("roaming", "backoffice", "c-vip", "roaming_started roam-2b")]
     await post(client, await login(client, "agent1001"), body, 403)
     await post(client, bearer(CASES), body, 401)  # the token's scopes do not cover the path
     await post(client, {}, body, 401)

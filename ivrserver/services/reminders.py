@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,6 +42,7 @@ from ivrserver.store.reminders import ReminderStore
 
 log = logging.getLogger("ivrserver.reminders")
 
+Audit = Callable[..., Awaitable[object]]  # store/audit.AuditLog.append
 CHANGED_QUEUE = 10_000  # customers saved and not yet looked at, at most (the walk catches the rest)
 
 
@@ -116,7 +117,8 @@ class ReminderService:
     def __init__(self, store: ReminderStore, notices: NoticeScheduler, rules: rm.Rules, *,
                  instance: str = "ivrserver", interval: float = 3600.0, page_size: int = 200,
                  page_pause: float = 0.05, horizon: float | None = 2 * 86400.0,
-                 clock: Callable[[], float] = time.time, metrics: Metrics | None = None) -> None:
+                 clock: Callable[[], float] = time.time, metrics: Metrics | None = None,
+                 audit: Audit | None = None) -> None:
         """`horizon` (seconds): attribute reminders are scheduled once they are due within it (the
         notice, its synthesized message and its place in the budget are made close to the time,
         not a month ahead); None: at once."""
@@ -130,6 +132,7 @@ class ReminderService:
         self.horizon = horizon
         self.clock = clock
         self.metrics = metrics
+        self.audit = audit
         self._changed: asyncio.Queue[str] = asyncio.Queue(maxsize=CHANGED_QUEUE)
 
     # ------------------------------------------------------------------ attribute rules
@@ -241,8 +244,10 @@ class ReminderService:
                 log.exception("reminders for saved customer %s failed", customer_id)
 
     # ------------------------------------------------------------------ posted events
-    async def post_event(self, customer_id: str, event: str, event_id: str, at: float) -> list[Fired]:
-        """Every rule for `event` (UnknownEvent when none), once per (customer, rule, event id)."""
+    async def post_event(self, customer_id: str, event: str, event_id: str, at: float, *,
+                         who: str = "system", role: str = "system", source: str = "") -> list[Fired]:
+        """Every rule for `event` (UnknownEvent when none), once per (customer, rule, event id).
+        Audited (what customer.event, target the customer) when an audit log is attached."""
         rules = self.rules.for_event(event)
         if not rules:
             raise UnknownEvent(event, self.rules.event_names())
@@ -250,6 +255,9 @@ class ReminderService:
         if customer is None:
             raise NoSuchCustomer(customer_id)
         now = self.clock()
+        if self.audit is not None:
+            await self.audit(who=who, role=role, what="customer.event", target=customer.id,
+                             why=f"{event} {event_id}", allowed=True, at=now, source=source)
         out = []
         for rule in rules:
             key = rm.reminder_key(rule.name, customer.id, event_id)

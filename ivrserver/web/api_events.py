@@ -50,17 +50,17 @@ def _json_error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
-def _who(request: web.Request) -> str | web.Response:
-    """`backoffice:<name>` or `supervisor:<id>`, else the error response."""
+def _who(request: web.Request) -> tuple[str, str] | web.Response:
+    """(who, role): (token name, backoffice) or (agent id, supervisor); else the error response."""
     name = request.get(BACKOFFICE)
     if name is not None:
-        return f"backoffice:{name}" if has_scope(request, SCOPE) else _json_error(403, "token lacks the scope events")
+        return (name, "backoffice") if has_scope(request, SCOPE) else _json_error(403, "token lacks the scope events")
     agent = request.get(AGENT)
     if agent is None:
         return _json_error(401, "login required")
     if not agent.supervisor:
         return _json_error(403, "supervisors and back-office systems only")
-    return f"supervisor:{agent.id}"
+    return agent.id, "supervisor"
 
 
 def parse_event(body: object, now: float) -> tuple[dict[str, Any] | None, dict[str, str]]:
@@ -106,12 +106,13 @@ def routes(service: ReminderService, clock: Callable[[], float] = time.time) -> 
         if parsed is None:
             return web.json_response({"errors": errors}, status=400)
         try:
-            fired = await service.post_event(customer_id, parsed["event"], parsed["id"], parsed["at"])
+            fired = await service.post_event(customer_id, parsed["event"], parsed["id"], parsed["at"], who=who[0],
+                                             role=who[1], source=request.remote or "")
         except UnknownEvent as exc:
             return _json_error(422, "unknown event", known=list(exc.known))
         except NoSuchCustomer:
             return _json_error(404, "no such customer")
-        log.info("event %s for customer %s posted by %s: %s", parsed["event"], customer_id, who,
+        log.info("event %s for customer %s posted by %s:%s: %s", parsed["event"], customer_id, who[1], who[0],
                  ", ".join(f"{f.rule} {f.status}" for f in fired))
         return web.json_response({"customer_id": customer_id, "event": parsed["event"], "id": parsed["id"],
                                   "reminders": [f.to_dict() for f in fired]}, status=202)
