@@ -19,6 +19,7 @@ from ivrserver.store.callbacks import CallbackStore, UpdateResult
 from ivrserver.store.keys import Keys
 from tests.cli_harness import ivrserver, user_env
 from tests.test_callback_store import NOW, job
+from tests.test_cli_commands import tomorrow_at
 
 
 async def test_final_states_reach_callbacks_finished_and_notifications(
@@ -133,7 +134,7 @@ async def test_the_cli_finishes_callbacks_like_the_server_when_postgres_is_confi
     env = user_env(redis_url, IVRSERVER_REDIS__PREFIX="clicb", IVRSERVER_REDIS__HOT_DAYS="2",
                    IVRSERVER_POSTGRES__DSN="postgresql://u@127.0.0.1:9/db")  # the CLI never connects to it
     added = await asyncio.to_thread(ivrserver, "callbacks", "add", "--customer", "c1", "--number", "+8613800000001",
-                                    "--at", "+1h", env=env)
+                                    "--at", tomorrow_at(10), env=env)  # inside calling hours whenever it runs
     assert added.returncode == 0, added.stdout + added.stderr
     callback_id = added.stdout.split()[0]
     keys = Keys("clicb")
