@@ -289,12 +289,14 @@ class IvrServer:
         policy = NoticePolicy(max_calls=notice.max_calls, budget_days=notice.budget_days,
                               batch_seconds=notice.batch_seconds, window_days=notice.window_days,
                               default_consent=frozenset(k.strip() for k in notice.default_consent.split(",")
-                                                        if k.strip()))
+                                                        if k.strip()),
+                              urgent_kinds=frozenset(k.strip() for k in notice.urgent_kinds.split(",") if k.strip()))
         return NoticeService(NoticeStore(self.redis, self.keys, hot_days=self.settings.redis.hot_days),
                              self.callback_store, MessageService(speech), policy, calling,
                              customer=customer_lookup(self.redis, self.keys),
                              templates={"en": notice.case_result_en, "zh": notice.case_result_zh},
-                             on_due=lambda: self.scheduler.wake())
+                             on_due=lambda: self.scheduler.wake(),
+                             business_timezone=lambda: self.routing.policy.timezone)
 
     def _build_sms(self) -> SmsService:
         """SMS exactly once per key over Asterisk MessageSend or the operator's gateway (sms.*)."""
@@ -511,6 +513,7 @@ class IvrServer:
         supervise("wallboard-ticker", self.wallboard.tick)
         supervise("contact-sweeper", self.tracker.run)
         supervise("case-followup", self.case_followup.run)
+        supervise("notice-sms", lambda: self.notices.run_sms(poll_interval=self.settings.notices.sms_poll_interval))
         if self.records is not None and self.records.sink is not None:
             supervise("record-sink", self.records.sink.run)
             supervise("record-upkeep", self.records.upkeep)

@@ -254,6 +254,11 @@ class NoticeSettings:
     case_result_zh: str = "关于您的工单{case}：{result}。如需人工服务，请按1。"
     # Ring the customer this long (seconds) before the attempt counts as not answered.
     ring_seconds: int = 30
+    # Kinds whose SMS goes out at once at any hour (comma-separated; '' = none): every other notice
+    # SMS waits for the customer's allowed hours like a call. A roaming welcome is only useful on landing.
+    urgent_kinds: str = "roaming"
+    # How often each instance looks for held notice SMS that are due (seconds).
+    sms_poll_interval: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -493,6 +498,7 @@ _RANGES: dict[str, tuple[int, int, str]] = {
     "notices.batch_seconds": (0, 86_400, " seconds"),
     "notices.window_days": (0, 90, " days"),
     "notices.ring_seconds": (5, 300, " seconds"),
+    "notices.sms_poll_interval": (0.05, 60, " seconds"),
     "reports.self_service_target": (0, 1, ""),
     "reports.roll_interval": (1, 86_400, " seconds"),
     "reports.max_days": (1, 3660, " days"),

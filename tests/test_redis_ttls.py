@@ -76,6 +76,8 @@ STATE_KEYS: dict[str, str] = {
     r"callback:[^:]+": "a callback job of the scheduler until it finishes (Redis-only a finished one stays: "
                        "the only copy; with a dsn it goes to PostgreSQL and expires after hot_days)",
     r"callbacks:(due|leased|leaseinfo|all)": "the callback scheduler's queues, leases and index",
+    r"notices:sms:(due|leased)": "held notice SMS waiting for the customer's hours, and those being sent: an "
+                                 "entry leaves when its SMS is sent or cancelled",
     r"outbox": "records on their way to PostgreSQL: the sink deletes what it wrote",
     r"outbox:dead": "outbox entries the sink could not write: kept for a person to look at",
     r"record:restored": "marker that Redis holds the system of record's data (missing: warm-up)",

@@ -9,12 +9,17 @@ same notice, created once). Whether and when it goes out is decided here, in thi
    list — `kind` consents to that kind, `-kind` refuses it, `none` refuses every kind not listed
    as consented; kinds in `notices.default_consent` (by default `case_result` and `incident`: what
    the customer asked to be told) are consented unless refused. No consent → refused `no_consent`.
-2. a phone number to call (`no_phone`), the notice not expired (`expired`);
+2. a phone number to call (`no_phone`): the request's `number` when given, else the customer's
+   first phone; the notice not expired (`expired`). A request with a `number` and no customer
+   record (a caller, e.g. `tel-<digits>`) gets ContactPreferences' defaults (09:00-20:00) in the
+   number's own time zone (libphonenumber's, when it gives one), else the company's (routing.yaml),
+   and the kind's default consent (`recipient`);
 3. the channel: `sms` → an SMS (refused `no_sms` without an SMS sender); do-not-call → an SMS if
    the channel is `auto` and SMS is available, else refused `do_not_call`;
 4. the customer's allowed hours and time zone (`callbacks.next_allowed_time`): the call is due at
    the first callable instant at or after `not_before` (refused `no_calling_hours` when there is
-   none before the notice expires);
+   none before the notice expires). An SMS is held to the same hours (sent when they open)
+   unless its kind is urgent (`NoticePolicy.urgent_kinds`, by default `roaming`);
 5. batching: a pending notice call of the same customer due within `batch_seconds` of that
    instant carries this notice too (one call plays them in turn) and costs no budget;
 6. the budget: at most `max_calls` notice calls per customer in any `budget_days` window
@@ -31,10 +36,14 @@ import hashlib
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from ivrserver.domain.callbacks import CallbackPolicy, next_allowed_time
+import phonenumbers
+import phonenumbers.timezone
+
+from ivrserver.domain import phone
+from ivrserver.domain.callbacks import CallbackPolicy, next_allowed_time, zone
 from ivrserver.domain.model import AgentState, AgentStatus, ContactPreferences, Customer
 from ivrserver.domain.routing import Action, QueueTarget, Route
 
@@ -67,6 +76,9 @@ class NoticeRequest:
     channel: str = "auto"  # call | sms | auto
     not_before: float | None = None
     expires_at: float | None = None  # moot after this
+    # the number to call / text (E.164 by phone.normalise): wins over the customer's first phone,
+    # and lets a notice reach a caller without a customer record (customer_id e.g. tel-<digits>)
+    number: str | None = None
 
 
 class NoticeStatus(enum.StrEnum):
@@ -101,6 +113,7 @@ class NoticeResult:
     call_id: str | None = None
     due_at: float | None = None
     state: NoticeState | None = None  # existing: the notice's state now
+    channel: str = ""  # call | sms | none: how it goes (went) out
 
 
 @dataclass(frozen=True)
@@ -125,6 +138,7 @@ class Notice:
     reason: str = ""
     updated_at: float = 0.0
     outcomes: tuple[tuple[str, float], ...] = ()  # (outcome, at), oldest first
+    number: str = ""  # a scheduled SMS: where it goes (a call's number is on its callback)
 
 
 @dataclass(frozen=True)
@@ -134,6 +148,8 @@ class NoticePolicy:
     batch_seconds: float = 600.0
     window_days: float = 3.0  # a notice without expires_at is moot this long after it may first go out
     default_consent: frozenset[str] = frozenset({"case_result", "incident"})
+    # kinds whose SMS goes out at once at any hour (not held to the allowed hours); calls never are
+    urgent_kinds: frozenset[str] = frozenset({"roaming"})
 
     @property
     def budget_seconds(self) -> float:
@@ -198,10 +214,32 @@ def _check_fields(req: NoticeRequest, errors: dict[str, str]) -> None:
             errors[name] = str(exc).partition(": ")[2] or str(exc)
 
 
-def validate(req: NoticeRequest) -> NoticeRequest:
-    """The request with its texts stripped, or NoticeInvalid listing every problem."""
+def check_number(raw: object, region: str = "") -> str:
+    """A notice's number in the normal form (phone.normalise: E.164 for every valid number however
+    written, national numbers read in `region`; other digit strings as dialled, as callbacks take
+    them), or ValueError. Withheld numbers and anything but digits are refused."""
+    if not isinstance(raw, str):
+        raise ValueError("number: expected a phone number as text")
+    if phone.is_anonymous(raw):
+        raise ValueError("number: empty or withheld")
+    try:
+        number = phone.normalise(raw, region)
+    except phone.InvalidPhone as exc:
+        raise ValueError(f"number: not a phone number ({exc})") from None
+    return number
+
+
+def validate(req: NoticeRequest, region: str = "") -> NoticeRequest:
+    """The request with its texts stripped and its number normalised (national numbers read in
+    `region`), or NoticeInvalid listing every problem."""
     errors: dict[str, str] = {}
     _check_fields(req, errors)
+    number: str | None = None
+    if req.number is not None:
+        try:
+            number = check_number(req.number, region)
+        except ValueError as exc:
+            errors["number"] = str(exc).partition(": ")[2]
     texts: dict[str, str] = {}
     if not isinstance(req.text, Mapping) or not req.text:
         errors["text"] = "expected at least one language → text (en, zh)"
@@ -218,7 +256,7 @@ def validate(req: NoticeRequest) -> NoticeRequest:
         raise NoticeInvalid(errors)
     return NoticeRequest(key=req.key.strip(), customer_id=req.customer_id, kind=req.kind, text=texts,
                          case_id=req.case_id, incident_id=req.incident_id, channel=req.channel,
-                         not_before=req.not_before, expires_at=req.expires_at)
+                         not_before=req.not_before, expires_at=req.expires_at, number=number)
 
 
 def _bad(message: str) -> Any:
@@ -269,6 +307,80 @@ def choose_text(texts: Mapping[str, str], language: str) -> tuple[str, str] | No
     return None
 
 
+# ----------------------------------------------------------------------------- who is told
+
+# Regions whose callers without a customer record hear (read) the Mandarin text first.
+ZH_REGIONS = frozenset({"CN", "TW", "HK", "MO", "SG"})
+
+
+def number_timezone(number: str) -> str | None:
+    """The one IANA time zone libphonenumber gives the number's region or range (+86… →
+    Asia/Shanghai, +1 650… → America/Los_Angeles), or None when it gives several (Russia,
+    Australia), none, or the number is not E.164."""
+    if not number.startswith("+"):
+        return None
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        return None
+    zones = [z for z in phonenumbers.timezone.time_zones_for_number(parsed) if z != "Etc/Unknown"]
+    if len(zones) != 1:
+        return None
+    try:
+        return zone(zones[0]).key
+    except ValueError:
+        return None
+
+
+def number_language(number: str) -> str:
+    """The language tried first for a caller without a customer record: zh for a number of
+    ZH_REGIONS, else en (choose_text falls back to the other)."""
+    if not number.startswith("+"):
+        return ""
+    try:
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(number, None))
+    except phonenumbers.NumberParseException:
+        return ""
+    return "zh" if region in ZH_REGIONS else "en"
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Who a notice goes to: a customer (their record's preferences, language, consent) or a bare
+    number (a caller without a record: default preferences in the number's time zone)."""
+
+    id: str
+    number: str | None  # None: nothing to call or text
+    language: str
+    tier: str
+    preferences: ContactPreferences
+    attributes: Mapping[str, str]
+    known: bool  # a customer record exists
+
+
+def recipient(req: NoticeRequest, customer: Customer | None, region: str, business_timezone: str) -> Recipient:
+    """The request's number (when given) wins over the customer's first phone. Without a customer
+    the preferences are ContactPreferences' defaults (09:00-20:00, calls allowed) in the number's
+    own time zone (number_timezone), else in `business_timezone`; consent is the kind's default."""
+    number = req.number
+    if customer is not None:
+        if number is None:
+            for raw in customer.phones[:1]:
+                try:
+                    number = check_number(raw, region)
+                except ValueError:
+                    number = None
+        return Recipient(customer.id, number, customer.language, customer.tier.value, customer.preferences,
+                         customer.attributes, True)
+    tz = (number_timezone(number) if number else None) or business_timezone
+    try:
+        tz = zone(tz).key
+    except ValueError:
+        tz = "UTC"
+    return Recipient(req.customer_id, number, number_language(number) if number else "", "standard",
+                     ContactPreferences(timezone=tz), {}, False)
+
+
 # ----------------------------------------------------------------------------- budget, batching
 
 def in_budget_window(t: float, counted: Iterable[float], window: float) -> int:
@@ -302,17 +414,19 @@ def batch_target(due: float, not_before: float | None, pending: Iterable[tuple[s
 @dataclass(frozen=True)
 class Plan:
     channel: str  # call | sms | none (refused)
-    at: float | None = None  # call: when it may first dial
-    reason: str = ""  # refused: why; deferred: "budget"
+    at: float | None = None  # call: when it may first dial; sms: when it is sent (held to the hours)
+    reason: str = ""  # refused: why; deferred: "budget"; sms: why not a call ("" when asked for)
     deferred: bool = False
-    latest: float | None = None  # call: moot after this
+    latest: float | None = None  # moot after this
+    # a call's plan: when an SMS instead of it would go (over budget); None: an SMS may not
+    sms_at: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class Facts:
-    """What the plan needs to know about the customer and the world (looked up by the service)."""
+    """What the plan needs to know about the recipient and the world (looked up by the service)."""
 
-    customer: Customer | None
+    number: str | None  # what is called / texted (None: nothing)
     preferences: ContactPreferences
     sms_available: bool = False
     counted: Sequence[float] = ()  # times of the customer's counted notice calls (the budget)
@@ -323,37 +437,46 @@ def _refuse(reason: str) -> Plan:
     return Plan("none", reason=reason)
 
 
-def _sms_or(req: NoticeRequest, facts: Facts, reason: str) -> Plan:
-    if req.channel == "auto" and facts.sms_available:
-        return Plan("sms", reason=reason)
+def _sms_or(req: NoticeRequest, facts: Facts, reason: str, at: float | None, latest: float | None) -> Plan:
+    """An SMS instead of the call (channel auto, a sender, an instant it may go), else refused."""
+    if req.channel == "auto" and facts.sms_available and at is not None:
+        return Plan("sms", at=at, reason=reason, latest=latest)
     return _refuse(reason)
 
 
 def plan(req: NoticeRequest, facts: Facts, policy: NoticePolicy, calling: CallbackPolicy, now: float) -> Plan:
     """How a notice goes out (channel, when), or why not: consent, number, expiry, channel,
-    do-not-call, allowed hours, budget (batching is the service's: it needs the pending calls)."""
+    do-not-call, allowed hours, budget (batching is the service's: it needs the pending calls).
+    An SMS is held to the same allowed hours as a call (the first instant at or after not_before
+    inside them) unless its kind is urgent (`policy.urgent_kinds`: sent at not_before / now)."""
     if not facts.consent:
         return _refuse("no_consent")
-    if facts.customer is None or not facts.customer.phones:
+    if not facts.number:
         return _refuse("no_phone")
     if req.expires_at is not None and req.expires_at <= now:
         return _refuse("expired")
-    if req.channel == "sms":
-        return Plan("sms") if facts.sms_available else _refuse("no_sms")
-    if facts.preferences.do_not_call:
-        return _sms_or(req, facts, "do_not_call")
     start = max(now, req.not_before or now)
     latest = req.expires_at if req.expires_at is not None else start + policy.window_days * DAY
-    t = next_allowed_time(start, facts.preferences, calling)
-    if t is None or t > latest:
-        return _sms_or(req, facts, "no_calling_hours")
-    return Plan("call", at=t, latest=latest)
+    hours = next_allowed_time(start, facts.preferences, calling)
+    if hours is not None and hours > latest:
+        hours = None
+    sms_at = start if req.kind in policy.urgent_kinds else hours
+    if req.channel == "sms":
+        if not facts.sms_available:
+            return _refuse("no_sms")
+        return Plan("sms", at=sms_at, latest=latest) if sms_at is not None else _refuse("no_calling_hours")
+    if facts.preferences.do_not_call:
+        return _sms_or(req, facts, "do_not_call", sms_at, latest)
+    if hours is None:
+        return _sms_or(req, facts, "no_calling_hours", sms_at, latest)
+    return Plan("call", at=hours, latest=latest, sms_at=sms_at)
 
 
 def within_budget(call: Plan, req: NoticeRequest, facts: Facts, policy: NoticePolicy,
                   calling: CallbackPolicy) -> Plan:
-    """A new call (not batched) against the budget: as planned, an SMS instead (`auto`), deferred
-    to when the budget frees and the customer may be called, or refused `budget`."""
+    """A new call (not batched) against the budget: as planned, an SMS instead (`auto`, at the
+    call's instant or at once for an urgent kind), deferred to when the budget frees and the
+    customer may be called, or refused `budget`."""
     if call.channel != "call" or call.at is None or call.latest is None:
         return call
     t: float | None = call.at
@@ -366,11 +489,11 @@ def within_budget(call: Plan, req: NoticeRequest, facts: Facts, policy: NoticePo
         if slot == t:
             if t == call.at:
                 return call
-            return Plan("call", at=t, reason="budget", deferred=True, latest=call.latest)
-        if req.channel == "auto" and facts.sms_available:
-            return Plan("sms", reason="budget")
+            return Plan("call", at=t, reason="budget", deferred=True, latest=call.latest, sms_at=call.sms_at)
+        if req.channel == "auto" and facts.sms_available and call.sms_at is not None:
+            return Plan("sms", at=call.sms_at, reason="budget", latest=call.latest)
         t = next_allowed_time(slot, facts.preferences, calling)
-    return _sms_or(req, facts, "budget")
+    return _sms_or(req, facts, "budget", call.sms_at, call.latest)
 
 
 # ----------------------------------------------------------------------------- the texts
@@ -410,7 +533,7 @@ def to_dict(n: Notice) -> dict[str, Any]:
             "created_at": n.created_at, "text": n.text, "language": n.language, "sound": n.sound,
             "channel": n.channel, "case_id": n.case_id, "incident_id": n.incident_id, "call_id": n.call_id,
             "due_at": n.due_at, "expires_at": n.expires_at, "reason": n.reason, "updated_at": n.updated_at,
-            "outcomes": [list(o) for o in n.outcomes]}
+            "outcomes": [list(o) for o in n.outcomes], "number": n.number}
 
 
 def from_dict(d: Mapping[str, Any]) -> Notice:
@@ -420,12 +543,14 @@ def from_dict(d: Mapping[str, Any]) -> Notice:
                   case_id=d.get("case_id"), incident_id=d.get("incident_id"), call_id=d.get("call_id"),
                   due_at=d.get("due_at"), expires_at=d.get("expires_at"), reason=d.get("reason", ""),
                   updated_at=float(d.get("updated_at") or 0.0),
-                  outcomes=tuple((str(o[0]), float(o[1])) for o in d.get("outcomes") or ()))
+                  outcomes=tuple((str(o[0]), float(o[1])) for o in d.get("outcomes") or ()),
+                  number=str(d.get("number") or ""))
 
 
 __all__ = [
     "CONSENT_ATTRIBUTE", "Consent", "Facts", "Notice", "NoticeInvalid", "NoticePolicy", "NoticeRequest",
-    "NoticeResult", "NoticeState", "NoticeStatus", "Plan", "batch_prompt", "batch_target", "budget_slot",
-    "call_id_for", "case_result_values", "choose_text", "consents", "from_dict", "notice_id",
-    "parse_consent", "plan", "route_to_owner", "to_dict", "validate", "within_budget",
+    "NoticeResult", "NoticeState", "NoticeStatus", "Plan", "Recipient", "batch_prompt", "batch_target",
+    "budget_slot", "call_id_for", "case_result_values", "check_number", "choose_text", "consents", "from_dict",
+    "notice_id", "number_language", "number_timezone", "parse_consent", "plan", "recipient", "route_to_owner",
+    "to_dict", "validate", "within_budget",
 ]

@@ -24,6 +24,7 @@ The call itself is a contact record of kind notification (pbx/callback_dialer.py
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -34,7 +35,7 @@ from ivrserver.domain import callbacks as cbm
 from ivrserver.domain import notices as nm
 from ivrserver.domain.callbacks import AttemptOutcome, Callback, CallbackMode, CallbackPolicy, CallbackState
 from ivrserver.domain.cases import CaseChange
-from ivrserver.domain.model import ContactPreferences, Customer
+from ivrserver.domain.model import Customer
 from ivrserver.domain.notices import (
     Notice,
     NoticePolicy,
@@ -53,6 +54,7 @@ from ivrserver.store.notices import NoticeStore
 log = logging.getLogger("ivrserver.notices")
 
 ACTOR = "system"
+SMS_NOW_SECONDS = 1.0  # an SMS allowed within this long is sent at once, not held
 CustomerOf = Callable[[str], Awaitable[Customer | None]]
 
 
@@ -80,9 +82,13 @@ class NoticeService:
                  policy: NoticePolicy, calling: CallbackPolicy, *, customer: CustomerOf,
                  sms: SmsSender | None = None, cases: CaseNotes | None = None,
                  templates: Mapping[str, str] | None = None, on_due: Callable[[], None] | None = None,
+                 business_timezone: Callable[[], str] = lambda: "UTC", sms_lease_seconds: float = 60.0,
                  clock: Callable[[], float] = time.time) -> None:
         """`templates`: the case_result text per language ({case}, {result}); `on_due`: wake this
-        instance's callback scheduler when a call is due."""
+        instance's callback scheduler when a call is due; `business_timezone`: the company's time
+        zone (routing.yaml's), the hours of a number without a customer record whose region has
+        no single time zone; `sms_lease_seconds`: how long a scheduled SMS being sent is held by
+        one instance (past it another may claim it: the SmsSender's key keeps it sent once)."""
         self.store = store
         self.calls = calls
         self.messages = messages
@@ -93,7 +99,10 @@ class NoticeService:
         self.cases = cases
         self.templates = dict(templates or {})
         self.on_due = on_due
+        self.business_timezone = business_timezone
+        self.sms_lease_seconds = sms_lease_seconds
         self.clock = clock
+        self.sms_results: dict[str, int] = {}  # outcome → count, for the bench and the logs
 
     def attach_cases(self, cases: CaseNotes) -> None:
         self.cases = cases
@@ -105,44 +114,46 @@ class NoticeService:
     async def schedule(self, req: NoticeRequest) -> NoticeResult:
         """Exactly once per key: scheduled (or deferred), sent by SMS, or refused with a reason;
         a key seen before answers `existing` with the notice's state. NoticeInvalid for a bad request."""
-        req = nm.validate(req)
+        req = nm.validate(req, self.calling.phone_region)
         nid = nm.notice_id(req.key)
         found = await self.store.get(nid)
         if found is not None:
             return _existing(found)
         customer = await self.customer(req.customer_id)
+        who = nm.recipient(req, customer, self.calling.phone_region, self.business_timezone())
         async with self.store.locked(req.customer_id):
             found = await self.store.get(nid)
             if found is not None:
                 return _existing(found)
             now = self.clock()
             facts = nm.Facts(
-                customer=customer, preferences=customer.preferences if customer else ContactPreferences(),
-                sms_available=self.sms is not None,
+                number=who.number, preferences=who.preferences, sms_available=self.sms is not None,
                 counted=await self.store.counted(req.customer_id, now - self.policy.budget_seconds),
-                consent=customer is not None and nm.consents(customer.attributes, req.kind,
-                                                             self.policy.default_consent))
+                consent=nm.consents(who.attributes, req.kind, self.policy.default_consent))
             decided = nm.plan(req, facts, self.policy, self.calling, now)
-            if decided.channel == "call" and customer is not None:
-                return await self._by_call(req, nid, customer, facts, decided, now)
-            return await self._not_by_call(req, nid, customer, decided, now)
+            if decided.channel == "call":
+                return await self._by_call(req, nid, who, facts, decided, now)
+            return await self._not_by_call(req, nid, who, decided, now)
 
-    async def _not_by_call(self, req: NoticeRequest, nid: str, customer: Customer | None, decided: Plan,
+    async def _not_by_call(self, req: NoticeRequest, nid: str, who: nm.Recipient, decided: Plan,
                            now: float) -> NoticeResult:
-        if decided.channel == "sms" and customer is not None:
-            return await self._send_sms(req, nid, customer, decided.reason, now)
+        if decided.channel == "sms" and who.number:
+            if decided.at is not None and decided.at > now + SMS_NOW_SECONDS:
+                return await self._hold_sms(req, nid, who, decided, now)
+            return await self._send_sms(req, nid, who, decided.reason, now)
         return await self._refuse(req, nid, decided.reason or "refused", now)
 
-    async def _by_call(self, req: NoticeRequest, nid: str, customer: Customer, facts: nm.Facts, decided: Plan,
+    async def _by_call(self, req: NoticeRequest, nid: str, who: nm.Recipient, facts: nm.Facts, decided: Plan,
                        now: float) -> NoticeResult:
-        chosen = nm.choose_text(req.text, customer.language)
+        chosen = nm.choose_text(req.text, who.language)
         if chosen is None:  # validate() makes this unreachable
             return await self._refuse(req, nid, "no_text", now)
         language, text = chosen
         sound = await self._render(text, language)
         if sound is None:
-            if req.channel == "auto" and self.sms is not None:
-                return await self._send_sms(req, nid, customer, "synthesis_failed", now)
+            if req.channel == "auto" and self.sms is not None and decided.sms_at is not None:
+                return await self._not_by_call(req, nid, who, Plan("sms", at=decided.sms_at, reason="synthesis_failed",
+                                                                   latest=decided.latest), now)
             return await self._refuse(req, nid, "synthesis_failed", now)
         notice = Notice(id=nid, key=req.key, customer_id=req.customer_id, kind=req.kind,
                         state=NoticeState.SCHEDULED, created_at=now, text=text, language=language, sound=sound,
@@ -153,8 +164,8 @@ class NoticeService:
             return joined
         budgeted = nm.within_budget(decided, req, facts, self.policy, self.calling)
         if budgeted.channel != "call":
-            return await self._not_by_call(req, nid, customer, budgeted, now)
-        return await self._new_call(notice, req, customer, budgeted, now)
+            return await self._not_by_call(req, nid, who, budgeted, now)
+        return await self._new_call(notice, req, who, budgeted, now)
 
     async def _render(self, text: str, language: str) -> str | None:
         if self.messages is None:
@@ -189,22 +200,20 @@ class NoticeService:
             await self.store.create(dataclasses.replace(notice, call_id=call_id, due_at=cb.due_at))
             log.info("notice %s batched into call %s", notice.id, call_id)
             return NoticeResult(NoticeStatus.SCHEDULED, notice.id, reason="batched", call_id=call_id,
-                                due_at=cb.due_at, state=NoticeState.SCHEDULED)
+                                due_at=cb.due_at, state=NoticeState.SCHEDULED, channel="call")
         return None
 
-    async def _new_call(self, notice: Notice, req: NoticeRequest, customer: Customer, decided: Plan,
+    async def _new_call(self, notice: Notice, req: NoticeRequest, who: nm.Recipient, decided: Plan,
                         now: float) -> NoticeResult:
         assert decided.at is not None and decided.latest is not None
         call_id = nm.call_id_for(notice.id)
-        try:
-            number = cbm.normalise_number(customer.phones[0], self.calling.phone_region)
-        except ValueError:
+        if not who.number:
             return await self._refuse(req, notice.id, "no_phone", now)
         request = cbm.CallbackRequest(
-            customer_id=customer.id, number=number, earliest=decided.at, latest=max(decided.latest, decided.at + 60),
-            tier=customer.tier.value, reason=f"notice {req.kind}", case_id=req.case_id, context=notice.text,
+            customer_id=who.id, number=who.number, earliest=decided.at, latest=max(decided.latest, decided.at + 60),
+            tier=who.tier, reason=f"notice {req.kind}", case_id=req.case_id, context=notice.text,
             mode=CallbackMode.CUSTOMER_FIRST, prompt=notice.sound)
-        cb = cbm.new_callback(request, call_id, now, cbm.merged_preferences(request, customer.preferences),
+        cb = cbm.new_callback(request, call_id, now, cbm.merged_preferences(request, who.preferences),
                               requested_by="notices")
         try:
             cb = cbm.schedule(dataclasses.replace(cb, notice=req.kind), self.calling, now)
@@ -216,8 +225,8 @@ class NoticeService:
             existing = await self.calls.get(call_id)
             cb = existing or cb
         due = cb.due_at if cb.due_at is not None else decided.at
-        await self.store.count(customer.id, call_id, due, self.policy.budget_seconds)
-        await self.store.attach(call_id, notice.id, customer.id, due)
+        await self.store.count(who.id, call_id, due, self.policy.budget_seconds)
+        await self.store.attach(call_id, notice.id, who.id, due)
         await self.store.create(dataclasses.replace(notice, call_id=call_id, due_at=due,
                                                     reason="budget" if decided.deferred else ""))
         if self.on_due is not None:
@@ -225,28 +234,92 @@ class NoticeService:
         log.info("notice %s: call %s due at %.0f%s", notice.id, call_id, due, " (budget: deferred)"
                  if decided.deferred else "")
         return NoticeResult(NoticeStatus.DEFERRED if decided.deferred else NoticeStatus.SCHEDULED, notice.id,
-                            reason=decided.reason, call_id=call_id, due_at=due, state=NoticeState.SCHEDULED)
+                            reason=decided.reason, call_id=call_id, due_at=due, state=NoticeState.SCHEDULED,
+                            channel="call")
 
-    async def _send_sms(self, req: NoticeRequest, nid: str, customer: Customer, why: str, now: float) -> NoticeResult:
-        assert self.sms is not None
-        chosen = nm.choose_text(req.text, customer.language)
+    def _sms_notice(self, req: NoticeRequest, nid: str, who: nm.Recipient, now: float) -> Notice:
+        chosen = nm.choose_text(req.text, who.language)
         language, text = chosen if chosen is not None else ("", "")
+        return Notice(id=nid, key=req.key, customer_id=req.customer_id, kind=req.kind, state=NoticeState.SCHEDULED,
+                      created_at=now, text=text, language=language, channel="sms", case_id=req.case_id,
+                      incident_id=req.incident_id, expires_at=req.expires_at, updated_at=now,
+                      number=who.number or "")
+
+    async def _hold_sms(self, req: NoticeRequest, nid: str, who: nm.Recipient, decided: Plan,
+                        now: float) -> NoticeResult:
+        """An SMS outside the recipient's allowed hours waits for them: the notices' SMS scheduler
+        (run_sms) sends it when due, exactly once."""
+        assert decided.at is not None
+        notice = dataclasses.replace(self._sms_notice(req, nid, who, now), due_at=decided.at, reason=decided.reason,
+                                     expires_at=decided.latest)
+        await self.store.create_held_sms(notice, decided.at)
+        log.info("notice %s: SMS held until %.0f (allowed hours)", nid, decided.at)
+        return NoticeResult(NoticeStatus.SCHEDULED, nid, reason=decided.reason, due_at=decided.at,
+                            state=NoticeState.SCHEDULED, channel="sms")
+
+    async def _send_sms(self, req: NoticeRequest, nid: str, who: nm.Recipient, why: str, now: float) -> NoticeResult:
+        notice = self._sms_notice(req, nid, who, now)
+        done = await self._deliver_sms(notice, why, now)
+        await self.store.create(done)
+        await self._note(done, "sms_sent" if done.state is NoticeState.SMS_SENT else "failed", reason=done.reason)
+        if done.state is NoticeState.SMS_SENT:
+            return NoticeResult(NoticeStatus.SMS_SENT, nid, reason=why, state=done.state, channel="sms")
+        return NoticeResult(NoticeStatus.REFUSED, nid, reason="sms_failed", state=done.state, channel="sms")
+
+    async def _deliver_sms(self, notice: Notice, why: str, now: float) -> Notice:
+        """Send the notice's SMS (exactly once per notice key: the SmsSender's contract) → the
+        notice as sent or failed."""
+        assert self.sms is not None
         try:
-            outcome = await self.sms.send(number=customer.phones[0], text=text, key=req.key)
+            outcome = await self.sms.send(number=notice.number, text=notice.text, key=notice.key)
         except Exception as exc:  # the sender could not tell: recorded as failed, never silently lost
-            log.exception("notice %s: SMS sender raised", nid)
+            log.exception("notice %s: SMS sender raised", notice.id)
             outcome = f"failed:{type(exc).__name__}"
+        self.sms_results[outcome] = self.sms_results.get(outcome, 0) + 1
         sent = outcome == "sent"
         state = NoticeState.SMS_SENT if sent else NoticeState.SMS_FAILED
-        notice = Notice(id=nid, key=req.key, customer_id=req.customer_id, kind=req.kind, state=state,
-                        created_at=now, text=text, language=language, channel="sms", case_id=req.case_id,
-                        incident_id=req.incident_id, expires_at=req.expires_at, reason=why if sent else outcome,
-                        updated_at=now, outcomes=((str(state), now),))
-        await self.store.create(notice)
-        await self._note(notice, "sms_sent" if sent else "failed", reason=why if sent else outcome)
-        if sent:
-            return NoticeResult(NoticeStatus.SMS_SENT, nid, reason=why, state=state)
-        return NoticeResult(NoticeStatus.REFUSED, nid, reason="sms_failed", state=state)
+        return dataclasses.replace(notice, state=state, reason=why if sent else outcome, updated_at=now,
+                                   outcomes=(*notice.outcomes, (str(state), now)))
+
+    # ------------------------------------------------------------------ held SMS: sent when due
+    async def send_due_sms(self, *, limit: int = 100) -> int:
+        """Claim the held SMS that are due (and any whose sender's lease ran out) and send each;
+        the number claimed. Two instances never claim the same one at once; an instance killed
+        mid-send leaves a lease that runs out, and the next claimer's send with the same key
+        answers the recorded outcome instead of sending again (SmsSender: exactly once per key)."""
+        if self.sms is None:
+            return 0
+        now = self.clock()
+        ids = await self.store.claim_due_sms(now, now + self.sms_lease_seconds, limit)
+        if ids:
+            await asyncio.gather(*(self._send_held(i) for i in ids))
+        return len(ids)
+
+    async def _send_held(self, nid: str) -> None:
+        notice = await self.store.get(nid)
+        if notice is None or notice.state not in nm.PENDING or notice.channel != "sms":
+            await self.store.sms_done(nid)  # cancelled meanwhile (or gone): nothing to send
+            return
+        now = self.clock()
+        if notice.expires_at is not None and notice.expires_at <= now:
+            done = dataclasses.replace(notice, state=NoticeState.FAILED, reason="expired", updated_at=now,
+                                       outcomes=(*notice.outcomes, ("failed", now)))
+        else:
+            done = await self._deliver_sms(notice, notice.reason, now)
+        await self.store.save(done)
+        await self.store.sms_done(nid)
+        await self._note(done, "sms_sent" if done.state is NoticeState.SMS_SENT else "failed", reason=done.reason)
+
+    async def run_sms(self, *, poll_interval: float = 1.0) -> None:
+        """The notices' SMS scheduler (under the supervisor): sends held SMS when due."""
+        while True:
+            try:
+                claimed = await self.send_due_sms()
+            except (OSError, ConnectionError) as exc:  # Redis away: look again next round
+                log.error("held SMS not claimed: %s", exc)
+                claimed = 0
+            if claimed == 0:
+                await asyncio.sleep(poll_interval)
 
     async def _refuse(self, req: NoticeRequest, nid: str, reason: str, now: float, detail: str = "") -> NoticeResult:
         notice = Notice(id=nid, key=req.key, customer_id=req.customer_id, kind=req.kind, state=NoticeState.REFUSED,
@@ -255,12 +328,13 @@ class NoticeService:
         await self.store.create(notice)
         log.info("notice %s refused: %s%s", nid, reason, f" ({detail})" if detail else "")
         await self._note(notice, "failed", reason=reason)
-        return NoticeResult(NoticeStatus.REFUSED, nid, reason=reason, state=NoticeState.REFUSED)
+        return NoticeResult(NoticeStatus.REFUSED, nid, reason=reason, state=NoticeState.REFUSED, channel="none")
 
     # ------------------------------------------------------------------ cancel (moot)
     async def cancel(self, key: str, *, reason: str) -> bool:
-        """Cancel the notice before its call dials (moot); False when there is none pending or its
-        call is being dialed or already went out. A batched call goes on with the other notices."""
+        """Cancel the notice before its call dials or its held SMS is sent (moot); False when there
+        is none pending or its call is being dialed or already went out (or its SMS is being sent).
+        A batched call goes on with the other notices."""
         nid = nm.notice_id(key)
         found = await self.store.get(nid)
         if found is None or found.state not in nm.PENDING:
@@ -271,6 +345,8 @@ class NoticeService:
                 return False
             if notice.call_id is not None and not await self._take_off_call(notice, reason):
                 return False
+            if notice.channel == "sms" and not await self.store.sms_cancel(nid):
+                return False  # being sent right now
             now = self.clock()
             done = dataclasses.replace(notice, state=NoticeState.CANCELLED, reason=reason[:200], updated_at=now,
                                        outcomes=(*notice.outcomes, ("cancelled", now)))
@@ -407,7 +483,8 @@ def _order(n: Notice) -> tuple[float, str]:
 
 
 def _existing(n: Notice) -> NoticeResult:
-    return NoticeResult(NoticeStatus.EXISTING, n.id, reason=n.reason, call_id=n.call_id, due_at=n.due_at, state=n.state)
+    return NoticeResult(NoticeStatus.EXISTING, n.id, reason=n.reason, call_id=n.call_id, due_at=n.due_at, state=n.state,
+                        channel=n.channel)
 
 
 __all__ = ["CaseNotes", "NoticeService", "SmsSender", "case_result_key"]

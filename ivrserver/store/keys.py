@@ -303,6 +303,15 @@ class Keys:
         """Short lock (SET NX PX, token) while one instance schedules or cancels a customer's notices."""
         return f"{self.prefix}:notices:lock:{customer_id}"
 
+    def notices_sms_due(self) -> str:
+        """ZSET notice id → epoch its held SMS may be sent (an SMS waits for the allowed hours)."""
+        return f"{self.prefix}:notices:sms:due"
+
+    def notices_sms_leased(self) -> str:
+        """ZSET notice id → epoch until which the instance sending its SMS holds it (then another
+        may take it over; the SMS key keeps it sent once)."""
+        return f"{self.prefix}:notices:sms:leased"
+
     # SMS and reminders from data (services/sms.py, services/reminders.py; issue 18 §4)
     def sms_sent(self, key_digest: str) -> str:
         """STRING state of one SMS key (SHA-256 of the key), claimed before the send:

@@ -9,6 +9,8 @@ Layout (names from `Keys`):
 - `notices:budget:{customer}`   ZSET    call id → planned epoch of each counted notice call
 - `notices:lock:{customer}`     STRING  token of the instance scheduling / cancelling (PX, released by
                                         compare-and-delete)
+- `notices:sms:due`             ZSET    notice id → when its held SMS may be sent (the allowed hours)
+- `notices:sms:leased`          ZSET    notice id → until when the instance sending it holds it
 The calls themselves are customer-first callbacks (store/callbacks.py): their lease, placed marker
 and ChannelId make each dial at-most-once.
 """
@@ -28,6 +30,34 @@ from ivrserver.domain.notices import PENDING, Notice, from_dict, to_dict
 from ivrserver.store.keys import Keys
 
 DAY = 86400
+
+# KEYS: notice, sms due; ARGV: json, due, id. The record and its place in the due set at once.
+_CREATE_HELD = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+# KEYS: due, leased; ARGV: now, lease until, limit. Leases run out (their sender died) are taken
+# over first, then due ones are moved to leased: each id is held by one claimer at a time.
+_CLAIM_SMS = """
+local out = {}
+local limit = tonumber(ARGV[3])
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, limit)) do
+  redis.call('ZADD', KEYS[2], ARGV[2], id)
+  out[#out + 1] = id
+end
+if #out < limit then
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, limit - #out)) do
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZADD', KEYS[2], ARGV[2], id)
+    out[#out + 1] = id
+  end
+end
+return out
+"""
 
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -53,6 +83,8 @@ class NoticeStore:
         self.keys = keys
         self.hot_seconds = hot_days * DAY
         self._unlock = redis.register_script(_UNLOCK)
+        self._create_held = redis.register_script(_CREATE_HELD)
+        self._claim_sms = redis.register_script(_CLAIM_SMS)
 
     # ------------------------------------------------------------------ records
     async def get(self, notice_id: str) -> Notice | None:
@@ -115,6 +147,40 @@ class NoticeStore:
         pipe.hdel(self.keys.notice_pending_calls(customer_id), call_id)
         pipe.expire(self.keys.notice_call(call_id), self.hot_seconds)
         await pipe.execute()
+
+    # ------------------------------------------------------------------ held SMS
+    async def create_held_sms(self, n: Notice, due: float) -> bool:
+        """A new notice whose SMS waits until `due`, and its place in the due set, in one step
+        (never a record nobody will send); False when its id exists already."""
+        created = bool(await self._create_held(keys=[self.keys.notice(n.id), self.keys.notices_sms_due()],
+                                               args=[_json(n), repr(float(due)), n.id]))
+        if created and n.case_id:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.sadd(self.keys.notices_of_case(n.case_id), n.key)
+            pipe.expire(self.keys.notices_of_case(n.case_id), self.hot_seconds)
+            await pipe.execute()
+        return created
+
+    async def claim_due_sms(self, now: float, lease_until: float, limit: int) -> list[str]:
+        raw = await self._claim_sms(keys=[self.keys.notices_sms_due(), self.keys.notices_sms_leased()],
+                                    args=[repr(float(now)), repr(float(lease_until)), int(limit)])
+        return [_s(i) for i in raw]
+
+    async def sms_done(self, notice_id: str) -> None:
+        """The held SMS was sent (or found moot): release it."""
+        await self.redis.zrem(self.keys.notices_sms_leased(), notice_id)
+
+    async def sms_cancel(self, notice_id: str) -> bool:
+        """Take a held SMS out before it is claimed; False when it is being sent (or was)."""
+        return bool(await self.redis.zrem(self.keys.notices_sms_due(), notice_id))
+
+    async def sms_counts(self) -> tuple[int, int]:
+        """(held SMS waiting, being sent)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(self.keys.notices_sms_due())
+        pipe.zcard(self.keys.notices_sms_leased())
+        due, leased = await pipe.execute()
+        return int(due), int(leased)
 
     # ------------------------------------------------------------------ budget
     async def counted(self, customer_id: str, since: float) -> list[float]:

@@ -101,7 +101,7 @@ def req(**kw: object) -> NoticeRequest:
 
 
 def facts(**kw: object) -> Facts:
-    base: dict[str, object] = {"customer": CUSTOMER, "preferences": PREFS}
+    base: dict[str, object] = {"number": "15550001", "preferences": PREFS}
     return Facts(**{**base, **kw})  # type: ignore[arg-type]
 
 
@@ -112,15 +112,15 @@ POLICY = NoticePolicy(max_calls=2, budget_days=7, batch_seconds=600, window_days
 @pytest.mark.parametrize(("request_", "facts_", "calling", "expected"), [
     (req(), facts(), ALL_DAY, Plan("call", at=T0, latest=T0 + 3 * DAY)),
     (req(), facts(consent=False), ALL_DAY, Plan("none", reason="no_consent")),
-    (req(), facts(customer=None), ALL_DAY, Plan("none", reason="no_phone")),
-    (req(), facts(customer=Customer(id="c1", name="x", phones=())), ALL_DAY, Plan("none", reason="no_phone")),
+    (req(), facts(number=None), ALL_DAY, Plan("none", reason="no_phone")),
+    (req(), facts(number=""), ALL_DAY, Plan("none", reason="no_phone")),
     (req(expires_at=T0 - 1), facts(), ALL_DAY, Plan("none", reason="expired")),
     (req(channel="sms"), facts(), ALL_DAY, Plan("none", reason="no_sms")),
-    (req(channel="sms"), facts(sms_available=True), ALL_DAY, Plan("sms")),
+    (req(channel="sms"), facts(sms_available=True), ALL_DAY, Plan("sms", at=T0, latest=T0 + 3 * DAY)),
     # do-not-call never rings: an SMS when allowed, else refused
     (req(), facts(preferences=ContactPreferences(do_not_call=True)), ALL_DAY, Plan("none", reason="do_not_call")),
     (req(), facts(preferences=ContactPreferences(do_not_call=True), sms_available=True), ALL_DAY,
-     Plan("sms", reason="do_not_call")),
+     Plan("sms", at=T0, reason="do_not_call", latest=T0 + 3 * DAY)),
     (req(channel="call"), facts(preferences=ContactPreferences(do_not_call=True), sms_available=True), ALL_DAY,
      Plan("none", reason="do_not_call")),
     # hours: the customer's evening window, company hours all day → 20:00 today
@@ -143,7 +143,8 @@ def test_plan(request_: NoticeRequest, facts_: Facts, calling: CallbackPolicy, e
     (req(), facts(counted=[T0 - 5 * DAY, T0 - DAY]),
      Plan("call", at=T0 + 2 * DAY, reason="budget", deferred=True, latest=T0 + 3 * DAY)),
     # …by SMS instead when the channel is auto and SMS is there
-    (req(), facts(counted=[T0 - 5 * DAY, T0 - DAY], sms_available=True), Plan("sms", reason="budget")),
+    (req(), facts(counted=[T0 - 5 * DAY, T0 - DAY], sms_available=True),
+     Plan("sms", at=T0, reason="budget", latest=T0 + 3 * DAY)),
     # …refused when the budget frees only after the notice is moot
     (req(), facts(counted=[T0 - DAY, T0 - 2 * DAY]), Plan("none", reason="budget")),
 ])
@@ -179,6 +180,106 @@ def test_validation(raw: dict[str, object], field: str, message: str) -> None:
     with pytest.raises(nm.NoticeInvalid) as caught:
         nm.validate(req(**raw))
     assert message in caught.value.errors[field]
+
+
+# 20:00-21:00 UTC evenings; T0 is 10:00 → the window opens at T0 + 10 h
+EVENING = T0 + 10 * 3600
+
+
+@pytest.mark.parametrize(("request_", "facts_", "expected"), [
+    # an SMS waits for the allowed hours like a call would …
+    (req(channel="sms"), facts(preferences=NIGHT, sms_available=True), Plan("sms", at=EVENING, latest=T0 + 3 * DAY)),
+    (req(), facts(preferences=ContactPreferences(timezone="UTC", allowed_from="20:00", allowed_until="21:00",
+                                                 do_not_call=True), sms_available=True),
+     Plan("sms", at=EVENING, reason="do_not_call", latest=T0 + 3 * DAY)),
+    # … and not_before
+    (req(channel="sms", not_before=T0 + 600), facts(sms_available=True),
+     Plan("sms", at=T0 + 600, latest=T0 + 600 + 3 * DAY)),
+    # … unless the kind is urgent: at once, any hour
+    (req(channel="sms", kind="roaming"), facts(preferences=NIGHT, sms_available=True),
+     Plan("sms", at=T0, latest=T0 + 3 * DAY)),
+    (req(channel="sms", kind="roaming", not_before=T0 + 60), facts(preferences=NIGHT, sms_available=True),
+     Plan("sms", at=T0 + 60, latest=T0 + 60 + 3 * DAY)),
+    # no hours before the expiry: refused, whatever the channel (urgent kinds excepted)
+    (req(channel="sms", expires_at=T0 + 3600), facts(preferences=NIGHT, sms_available=True),
+     Plan("none", reason="no_calling_hours")),
+    (req(expires_at=T0 + 3600), facts(preferences=NIGHT, sms_available=True), Plan("none", reason="no_calling_hours")),
+    (req(kind="roaming", expires_at=T0 + 3600), facts(preferences=NIGHT, sms_available=True),
+     Plan("sms", at=T0, reason="no_calling_hours", latest=T0 + 3600)),
+])
+def test_sms_is_held_to_the_allowed_hours(request_: NoticeRequest, facts_: Facts, expected: Plan) -> None:
+    assert nm.plan(request_, facts_, POLICY, ALL_DAY, T0) == expected
+
+
+def test_an_sms_instead_of_an_evening_call_over_budget_goes_in_the_evening() -> None:
+    f = facts(preferences=NIGHT, counted=[T0 - 5 * DAY, T0 - DAY], sms_available=True)
+    call = nm.plan(req(), f, POLICY, ALL_DAY, T0)
+    assert call == Plan("call", at=EVENING, latest=T0 + 3 * DAY) and call.sms_at == EVENING
+    assert nm.within_budget(call, req(), f, POLICY, ALL_DAY) == Plan("sms", at=EVENING, reason="budget",
+                                                                    latest=T0 + 3 * DAY)
+
+
+@pytest.mark.parametrize(("raw", "region", "normal"), [
+    ("+86 138 1234 5678", "", "+8613812345678"),
+    ("013812345678", "CN", "+8613812345678"),
+    ("13812345678", "CN", "+8613812345678"),
+    ("008613812345678", "", "+8613812345678"),
+    ("(650) 253-0000", "US", "+16502530000"),
+    ("15550001", "", "15550001"),  # not a number libphonenumber knows: as dialled (as callbacks take it)
+])
+def test_number_is_normalised(raw: str, region: str, normal: str) -> None:
+    assert nm.validate(req(number=raw), region).number == normal
+
+
+@pytest.mark.parametrize("raw", ["", "anonymous", "abc", "+0123", "1" * 30, "138\x00", 13812345678])
+def test_a_bad_number_is_refused(raw: object) -> None:
+    with pytest.raises(nm.NoticeInvalid) as caught:
+        nm.validate(req(number=raw), "CN")
+    assert set(caught.value.errors) == {"number"}
+
+
+@pytest.mark.parametrize(("number", "zone", "language"), [
+    ("+8613812345678", "Asia/Shanghai", "zh"),
+    ("+16502530000", "America/Los_Angeles", "en"),
+    ("+12025550123", "America/New_York", "en"),
+    ("+4915112345678", "Europe/Berlin", "en"),
+    ("+79161234567", None, "en"),  # Russia: many zones → the company's
+    ("+61412345678", None, "en"),
+    ("+85291234567", "Asia/Hong_Kong", "zh"),
+    ("15550001", None, ""),  # not E.164
+])
+def test_number_timezone_and_language(number: str, zone: str | None, language: str) -> None:
+    assert nm.number_timezone(number) == zone
+    assert nm.number_language(number) == language
+
+
+BUSINESS = "Asia/Shanghai"
+
+
+@pytest.mark.parametrize(("request_", "customer", "expected"), [
+    # a caller without a record: the number's zone, default hours, standard tier
+    (req(customer_id="tel-16502530000", number="+16502530000"), None,
+     nm.Recipient("tel-16502530000", "+16502530000", "en", "standard",
+                  ContactPreferences(timezone="America/Los_Angeles"), {}, False)),
+    # … the company's zone when the number has several
+    (req(customer_id="tel-79161234567", number="+79161234567"), None,
+     nm.Recipient("tel-79161234567", "+79161234567", "en", "standard", ContactPreferences(timezone=BUSINESS), {},
+                  False)),
+    (req(customer_id="tel-x"), None,
+     nm.Recipient("tel-x", None, "", "standard", ContactPreferences(timezone=BUSINESS), {}, False)),
+    # a customer: their record; the request's number wins over their first phone
+    (req(), CUSTOMER, nm.Recipient("c1", "15550001", "en", "standard", PREFS, {}, True)),
+    (req(number="+8613812345678"), CUSTOMER, nm.Recipient("c1", "+8613812345678", "en", "standard", PREFS, {}, True)),
+    (req(), Customer(id="c1", name="x", phones=()), nm.Recipient("c1", None, "en", "standard", ContactPreferences(),
+                                                                 {}, True)),
+])
+def test_recipient(request_: NoticeRequest, customer: Customer | None, expected: nm.Recipient) -> None:
+    assert nm.recipient(request_, customer, "", BUSINESS) == expected
+
+
+def test_a_caller_without_a_record_gets_the_kinds_default_consent() -> None:
+    assert nm.consents({}, "incident", POLICY.default_consent)
+    assert not nm.consents({}, "card_expiry", POLICY.default_consent)
 
 
 def test_validation_strips_texts_and_the_id_follows_the_key() -> None:
@@ -218,5 +319,6 @@ def test_case_result_values_and_batch_prompt() -> None:
 
 def test_notice_json_round_trip() -> None:
     n = nm.Notice(id="nt-1", key="k", customer_id="c1", kind="case_result", state=nm.NoticeState.HEARD,
-                  created_at=T0, text="t", case_id="K-1", call_id="ntc-1", outcomes=(("heard", T0 + 5),))
+                  created_at=T0, text="t", case_id="K-1", call_id="ntc-1", outcomes=(("heard", T0 + 5),),
+                  number="+8613812345678")
     assert nm.from_dict(nm.to_dict(n)) == n
