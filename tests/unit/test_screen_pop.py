@@ -141,6 +141,21 @@ def test_pop_content() -> None:
     json.dumps(pop, allow_nan=False)
 
 
+@pytest.mark.parametrize(("status", "on_pop"), [
+    (CaseStatus.OPEN, True),
+    (CaseStatus.IN_PROGRESS, True),
+    (CaseStatus.WAITING_CUSTOMER, True),
+    (CaseStatus.WAITING_BACKOFFICE, True),
+    (CaseStatus.RESOLVED, True),  # resolved but not confirmed: the notice call-back is about it
+    (CaseStatus.CLOSED, False),
+])
+def test_every_case_not_closed_is_on_the_pop_with_its_status(status: CaseStatus, on_pop: bool) -> None:
+    """Open on the pop = domain/cases.is_open (anything but closed), whatever the status."""
+    case = Case(id="K9", customer_id="C42", status=status, summary="charge", opened_at=NOW - DAY, severity=2)
+    pop = build_pop(ctx(open_cases=(case,)), role=Role.AGENT, now=NOW)
+    assert [(c["id"], c["status"]) for c in pop["open_cases"]] == ([("K9", status.value)] if on_pop else [])
+
+
 def test_current_contact_not_in_history() -> None:
     current = Contact(id="T0", kind=ContactKind.INBOUND, number="1", started_at=NOW)
     pop = build_pop(ctx(recent_contacts=(current, *CONTACTS)), role=Role.AGENT, now=NOW)
