@@ -22,7 +22,16 @@ import redis.asyncio as aioredis
 
 from ivrserver.domain import callbacks as cbm
 from ivrserver.domain.model import ContactPreferences
-from ivrserver.domain.notices import NoticeInvalid, NoticePolicy, NoticeRequest, NoticeState, NoticeStatus
+from ivrserver.domain.notices import (
+    Notice,
+    NoticeInvalid,
+    NoticePolicy,
+    NoticeRequest,
+    NoticeState,
+    NoticeStatus,
+    call_id_for,
+    notice_id,
+)
 from ivrserver.domain.webhooks import Endpoint
 from ivrserver.services.notices import NoticeService
 from ivrserver.services.sms import GatewaySms, SmsService
@@ -208,3 +217,22 @@ async def test_a_held_sms_is_cancelled_when_moot_and_an_urgent_kind_goes_at_once
     dnc = await notices.schedule(NoticeRequest(key="dnc", customer_id="c2", kind="case_result", text=TEXT))
     assert (dnc.status, dnc.channel, dnc.reason) == (NoticeStatus.SCHEDULED, "sms", "do_not_call")
     assert [h["text"] for h in await gateway.hits_after(1.0)] == [TEXT["en"]]  # only the urgent one
+
+
+async def test_a_notice_whose_instance_died_before_its_call_existed_gets_it_at_the_next_schedule(env: Env) -> None:
+    """The notice is written before its call (the call may be dialed the moment it exists, and its
+    outcome must find the notice); an instance dying in between leaves a notice without a call."""
+    await env.customer("c1")
+    req = NoticeRequest(key="half-way", customer_id="c1", kind="case_result", text=TEXT)
+    nid = notice_id("half-way")
+    orphan = Notice(id=nid, key="half-way", customer_id="c1", kind="case_result", state=NoticeState.SCHEDULED,
+                    created_at=time.time(), channel="call", call_id=call_id_for(nid), due_at=time.time())
+    assert await env.store.create(orphan)
+    await env.store.attach(orphan.call_id or "", nid, "c1", time.time())
+    result = await env.notices.schedule(req)
+    assert (result.status, result.call_id) == (NoticeStatus.SCHEDULED, call_id_for(nid))
+    assert await env.calls.get(call_id_for(nid)) is not None
+    assert (await env.notices.schedule(req)).status is NoticeStatus.EXISTING
+    assert await env.place_due() == ["placed"]
+    n = await env.store.get(nid)
+    assert n is not None and n.state is NoticeState.HEARD

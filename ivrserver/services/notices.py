@@ -117,14 +117,18 @@ class NoticeService:
         req = nm.validate(req, self.calling.phone_region)
         nid = nm.notice_id(req.key)
         found = await self.store.get(nid)
-        if found is not None:
+        if found is not None and not await self._call_missing(found):
             return _existing(found)
         customer = await self.customer(req.customer_id)
         who = nm.recipient(req, customer, self.calling.phone_region, self.business_timezone())
         async with self.store.locked(req.customer_id):
             found = await self.store.get(nid)
             if found is not None:
-                return _existing(found)
+                if not await self._call_missing(found):
+                    return _existing(found)
+                log.warning("notice %s: its call was never created (an instance died half-way); making it", nid)
+                await self.store.detach(found.call_id or "", nid)
+                await self.store.forget(nid)
             now = self.clock()
             facts = nm.Facts(
                 number=who.number, preferences=who.preferences, sms_available=self.sms is not None,
@@ -134,6 +138,11 @@ class NoticeService:
             if decided.channel == "call":
                 return await self._by_call(req, nid, who, facts, decided, now)
             return await self._not_by_call(req, nid, who, decided, now)
+
+    async def _call_missing(self, n: Notice) -> bool:
+        """A pending call notice whose own call does not exist (its scheduler died in between)."""
+        return (n.state in nm.PENDING and n.channel == "call" and n.call_id == nm.call_id_for(n.id)
+                and await self.calls.get(n.call_id) is None)
 
     async def _not_by_call(self, req: NoticeRequest, nid: str, who: nm.Recipient, decided: Plan,
                            now: float) -> NoticeResult:
@@ -194,10 +203,13 @@ class NoticeService:
             carried = dataclasses.replace(
                 cb, prompt=nm.batch_prompt([cb.prompt, notice.sound]), notice=",".join(kinds),
                 latest=max(cb.latest, decided.latest or cb.latest), updated_at=now, version=cb.version + 1)
-            if await self.calls.update(carried, expected_version=cb.version, due=cb.due_at) is not UpdateResult.OK:
-                continue  # being dialed right now, or changed: try the next one or a call of its own
+            # the notice and its place on the call first: the call may be dialed the moment it carries it
             await self.store.attach(call_id, notice.id, req.customer_id, cb.due_at)
             await self.store.create(dataclasses.replace(notice, call_id=call_id, due_at=cb.due_at))
+            if await self.calls.update(carried, expected_version=cb.version, due=cb.due_at) is not UpdateResult.OK:
+                await self.store.detach(call_id, notice.id)
+                await self.store.forget(notice.id)
+                continue  # being dialed right now, or changed: try the next one or a call of its own
             log.info("notice %s batched into call %s", notice.id, call_id)
             return NoticeResult(NoticeStatus.SCHEDULED, notice.id, reason="batched", call_id=call_id,
                                 due_at=cb.due_at, state=NoticeState.SCHEDULED, channel="call")
@@ -219,16 +231,18 @@ class NoticeService:
             cb = cbm.schedule(dataclasses.replace(cb, notice=req.kind), self.calling, now)
         except cbm.RequestInvalid as exc:
             return await self._refuse(req, notice.id, "no_calling_hours", now, detail=str(exc))
-        if not await self.calls.create(cb):
-            log.warning("notice %s: its call %s existed already (an earlier attempt died half-way)", notice.id,
-                        call_id)
-            existing = await self.calls.get(call_id)
-            cb = existing or cb
         due = cb.due_at if cb.due_at is not None else decided.at
-        await self.store.count(who.id, call_id, due, self.policy.budget_seconds)
+        # the notice, what its call carries and the budget first: the call may be dialed (by any
+        # instance) the moment it exists, and its outcome must find the notice. An instance dying
+        # before the call is created leaves a notice without its call: the key's next schedule
+        # makes it (schedule → _call_missing).
         await self.store.attach(call_id, notice.id, who.id, due)
         await self.store.create(dataclasses.replace(notice, call_id=call_id, due_at=due,
                                                     reason="budget" if decided.deferred else ""))
+        await self.store.count(who.id, call_id, due, self.policy.budget_seconds)
+        if not await self.calls.create(cb):
+            log.warning("notice %s: its call %s existed already (an earlier attempt died half-way)", notice.id,
+                        call_id)
         if self.on_due is not None:
             self.on_due()
         log.info("notice %s: call %s due at %.0f%s", notice.id, call_id, due, " (budget: deferred)"

@@ -110,6 +110,11 @@ class NoticeStore:
             await pipe.execute()
         return created
 
+    async def forget(self, notice_id: str) -> None:
+        """Delete a notice record (under the customer's lock: one written for a call it did not
+        get onto, or whose call was never created)."""
+        await self.redis.delete(self.keys.notice(notice_id))
+
     async def case_notice_keys(self, case_id: str) -> list[str]:
         """Keys of the notices about a case (any state; the last hot_days)."""
         return sorted(_s(k) for k in await self.redis.smembers(self.keys.notices_of_case(case_id)))
