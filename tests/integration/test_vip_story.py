@@ -241,6 +241,7 @@ async def test_the_vip_story_closes_end_to_end(stack: cbc.Stack, cb_phones: cbc.
         resolved = await back_office("POST", f"/api/v1/cases/{cid}/results", 200,
                                      {"result": RESULT, "resolve": True, "checklist": [partner_item["id"]]})
         assert resolved["status"] == "resolved"
+        assert [(i["from"], i["done"]) for i in resolved["checklist"]] == [("customer", False), ("backoffice", True)]
 
         # his phone rings once, the result plays, he presses 1, his account manager's phone rings
         async def notice_keys() -> list[str]:
