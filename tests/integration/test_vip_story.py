@@ -296,6 +296,11 @@ async def test_the_vip_story_closes_end_to_end(stack: cbc.Stack, cb_phones: cbc.
             assert len(set(raw_keys(receiver, event))) == 1, event
         assert len(receiver.hits) == len(receiver.accepted) + 1  # only the first (refused) delivery repeated
 
+        # the supervisors' view of the deliveries: none dead; the refused first one delivered on its retry
+        assert (await supervisor("GET", "/api/v1/webhooks/dead", 200))["deliveries"] == []
+        assert await server.redis.xlen(server.keys.case_changes_dead()) == 0
+        assert await server.redis.xlen(server.keys.outbox_dead()) == 0
+
         # PostgreSQL: the case's events with their actors, the compensations, the case row
         pool = server.records.pool if server.records is not None else None
         assert pool is not None
@@ -323,6 +328,16 @@ async def test_the_vip_story_closes_end_to_end(stack: cbc.Stack, cb_phones: cbc.
         row = await pool.fetchrow("SELECT status, compensated_cents, handed_to FROM cases WHERE id = $1", cid)
         assert (row["status"], row["compensated_cents"], list(row["handed_to"])) == (
             "resolved", 6000, ["partner-billing"])
+        # ... the delivery log: the approval delivered on its first attempt, the refused one on its second
+
+        async def logged() -> list[asyncpg.Record]:
+            found = await pool.fetch("SELECT event, state, attempts, log FROM webhook_deliveries "
+                                     "WHERE endpoint = 'crm' AND event LIKE 'case.%'")
+            return found if len(found) >= len(wanted) + 1 and all(r["state"] == "delivered" for r in found) else []
+        deliveries = await wait_until(logged, what="the webhook delivery log in PostgreSQL")
+        assert [r["attempts"] for r in deliveries if r["event"] == "case.compensation_approved"] == [1]
+        retried = [[a.get("status") for a in json.loads(r["log"])] for r in deliveries if r["attempts"] > 1]
+        assert retried == [[500, 200]], retried
         # ... and his history there: the call in, the notice call (its whole record in notifications)
 
         async def history_recorded() -> list[asyncpg.Record]:
