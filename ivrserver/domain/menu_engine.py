@@ -242,6 +242,15 @@ def served_by_ivr(path: Sequence[PathEvent], exit_: Exit | None) -> bool:
         p.kind is PathKind.LOOKUP and p.detail == "found" for p in path)
 
 
+def counted_exit(detail: str, path: Sequence[PathEvent]) -> str:
+    """The exit reason statistics count for an exit recorded as `detail` on `path`: a caller who
+    hung up after a self-service lookup had answered them (heard the balance) counts as
+    self_served, as `served_by_ivr` and the contact record say; any other exit as recorded."""
+    if detail == ExitReason.CALLER_HANGUP and any(p.kind is PathKind.LOOKUP and p.detail == "found" for p in path):
+        return ExitReason.SELF_SERVED.value
+    return detail
+
+
 @dataclass(frozen=True)
 class PathEvent:
     kind: PathKind

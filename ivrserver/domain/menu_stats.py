@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ivrserver.domain.menu_engine import HUMAN_REASONS, ExitReason, PathEvent, PathKind
+from ivrserver.domain.menu_engine import HUMAN_REASONS, ExitReason, PathEvent, PathKind, counted_exit
 
 SELF_SERVICE_TARGET = 0.78  # operators' figure: the IVR should serve about 78% of needs
 
@@ -173,8 +173,9 @@ class Tally:
                 self._node(e.node).failures += 1
             elif e.kind is PathKind.EXIT:
                 self.finished += 1
-                self.exits[e.detail] += 1
-                self._node(e.node).exits[e.detail] += 1
+                reason = counted_exit(e.detail, events)
+                self.exits[reason] += 1
+                self._node(e.node).exits[reason] += 1
                 if current is not None:
                     st = self._node(current)
                     st.total_seconds += max(0.0, e.at - entered_at)

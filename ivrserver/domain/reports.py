@@ -3,7 +3,9 @@
 - The IVR funnel of a menu (an entry point): per node entries, exits by reason and average time;
   abandon rate by depth; calls by exit reason. A call's exit reason is the menu's own
   (`ExitReason`), except `timed_out`: the caller's tries at a node were used up and the last miss
-  was a timeout (no key pressed) — whatever the menu did then (a queue, a hang-up).
+  was a timeout (no key pressed) — whatever the menu did then (a queue, a hang-up); and a caller
+  who hung up after a self-service lookup answered them (heard the balance) is self_served
+  (`menu_engine.counted_exit`, as the contact record and `menus stats` count it).
 - Self-service share = self-served exits ÷ (self-served + exits to a human: queue, agent,
   callback), as `menus stats` counts it, against `target` (operators' 78%).
 - Waits: histograms with fixed bins (WAIT_EDGES seconds); percentiles interpolate inside a bin;
@@ -26,7 +28,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ivrserver.domain.menu_engine import HUMAN_REASONS, ExitReason, PathEvent, PathKind
+from ivrserver.domain.menu_engine import HUMAN_REASONS, ExitReason, PathEvent, PathKind, counted_exit
 from ivrserver.domain.menu_stats import CallPath, path_depth
 from ivrserver.domain.spreadsheet import csv_escape
 
@@ -116,9 +118,10 @@ def exit_category(events: Sequence[PathEvent]) -> str:
         elif e.kind in _DECISIONS:
             timed_out = e.kind is PathKind.FAILURE and last_miss is PathKind.TIMEOUT
             last_miss = None
-    if timed_out and last_exit.detail != ExitReason.SELF_SERVED.value:
+    reason = counted_exit(last_exit.detail, events)
+    if timed_out and reason != ExitReason.SELF_SERVED.value:
         return TIMED_OUT
-    return last_exit.detail if last_exit.detail in EXIT_CATEGORIES else ExitReason.ENDED.value
+    return reason if reason in EXIT_CATEGORIES else ExitReason.ENDED.value
 
 
 @dataclass
@@ -161,7 +164,7 @@ class Funnel:
                 node.entries += 1
                 current, entered = e.node, e.at
             elif e.kind is PathKind.EXIT:
-                self.reasons[e.detail] += 1
+                self.reasons[counted_exit(e.detail, events)] += 1
                 self.nodes.setdefault(e.node, FunnelNode()).exits[category] += 1
                 self.seconds += max(0.0, e.at - first)
                 if current is not None:

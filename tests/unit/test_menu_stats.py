@@ -64,6 +64,18 @@ def test_aggregate_per_node_exits_abandon_time_and_share() -> None:
     assert stats.max_depth == 2
 
 
+def test_a_caller_who_heard_the_balance_and_hung_up_counts_as_self_served() -> None:
+    heard = path("c1", ("enter", "main", 0, "", ""), ("key", "main", 1, "1", "goto:balance"),
+                 ("enter", "balance", 2, "", ""), ("lookup", "balance", 3, "", "found"),
+                 ("enter", "after_balance", 4, "", ""), ("exit", "after_balance", 9, "", "caller_hangup"))
+    missing = path("c2", ("enter", "main", 0, "", ""), ("enter", "balance", 2, "", ""),
+                   ("lookup", "balance", 3, "", "missing"), ("exit", "balance", 9, "", "caller_hangup"))
+    stats = ms.aggregate("hotline", [heard, missing])
+    assert stats.exits == {"self_served": 1, "caller_hangup": 1}
+    assert stats.nodes["after_balance"].exits == {"self_served": 1}
+    assert stats.nodes["after_balance"].abandon_rate == 0.0
+
+
 def test_retries_of_the_same_node_do_not_count_as_depth() -> None:
     p = path("c1", ("enter", "main", 0, "", ""), ("enter", "main", 5, "", ""), ("enter", "sub", 6, "", ""),
              ("enter", "main", 7, "", ""), ("exit", "main", 8, "", "queue"))

@@ -19,7 +19,7 @@ def ev(*steps: str) -> tuple[PathEvent, ...]:
         kind, node, *rest = step.split(":")
         extra = rest[0] if rest else ""
         out.append(PathEvent(PathKind(kind), node, 100.0 + i, key=extra if kind in ("key", "invalid") else "",
-                             detail=extra if kind == "exit" else ""))
+                             detail=extra if kind in ("exit", "lookup") else ""))
     return tuple(out)
 
 
@@ -34,6 +34,10 @@ def ev(*steps: str) -> tuple[PathEvent, ...]:
     (("enter:m", "timeout:m", "failure:m", "exit:m:ended"), "timed_out"),
     (("enter:m", "key:m:1"), "unfinished"),
     (("enter:m", "exit:m:whatever"), "ended"),
+    # heard the balance, then hung up: served (as the contact record and menus stats count it)
+    (("enter:m", "key:m:1", "enter:b", "lookup:b:found", "enter:a", "exit:a:caller_hangup"), "self_served"),
+    (("enter:m", "key:m:1", "enter:b", "lookup:b:missing", "enter:a", "exit:a:caller_hangup"), "caller_hangup"),
+    (("enter:m", "key:m:1", "enter:b", "lookup:b:found", "enter:a", "exit:a:queue"), "queue"),
 ])
 def test_exit_category(steps: tuple[str, ...], category: str) -> None:
     assert rp.exit_category(ev(*steps)) == category
@@ -54,6 +58,15 @@ def test_funnel_counts_merge_and_round_trip() -> None:
     main = rp.funnel_nodes(whole)[0]
     assert (main["node"], main["entries"], main["exit_caller_hangup"], main["exit_callback"],
             main["average_seconds"]) == ("main", 3, 1, 1, 1.7)
+
+
+def test_a_caller_who_heard_the_balance_and_hung_up_is_self_served_not_a_hang_up() -> None:
+    f = rp.funnel([CallPath("a", "m", "v", 100, ev("enter:main", "key:main:1", "enter:bal", "lookup:bal:found",
+                                                   "enter:after", "exit:after:caller_hangup"))])
+    assert (f.self_served, f.human, dict(f.exits)) == (1, 0, {"self_served": 1})
+    assert f.depth_hangups == {}
+    after = next(n for n in rp.funnel_nodes(f) if n["node"] == "after")
+    assert (after["exit_self_served"], after["exit_caller_hangup"]) == (1, 0)
 
 
 @pytest.mark.parametrize(("seconds", "bin_"), [(-1, 0), (0, 0), (4.9, 0), (5, 1), (19.99, 3), (20, 4),
