@@ -133,6 +133,7 @@ async def test_one_walk_per_interval_across_instances(env: Env) -> None:
     second = await env.scanner("b").scan_once()
     assert (first.walked, first.customers, first.scheduled) == (True, 1, 1)
     assert (second.walked, second.customers) == (False, 0)
+    assert await env.store.extend_scan("a", 60) and not await env.store.extend_scan("b", 60)  # a long walk keeps it
     assert metrics.registry.get_sample_value("ivrserver_reminders_total", {"result": "scheduled"}) == 1.0
 
 

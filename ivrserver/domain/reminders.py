@@ -20,7 +20,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from ivrserver.domain.callbacks import first_instant_at, parse_hhmm, zone
@@ -220,6 +220,17 @@ def attribute_reminder(rule: AttributeRule, customer: Customer, now: float) -> R
                     not_before=when, expires_at=expires)
 
 
+def _surely_later(rule: AttributeRule, value: str | None, now: float, horizon: float) -> bool:
+    """Whether the reminder for `value` is due after now + horizon in every time zone (the reminder
+    day starts at least two days after the UTC date of now + horizon): a cheap test before the
+    exact one."""
+    day = parse_date(value)
+    if day is None:
+        return False
+    latest = datetime.fromtimestamp(now + horizon, UTC).date()
+    return day - timedelta(days=rule.days_before) > latest + timedelta(days=2)
+
+
 def attribute_step(rule: AttributeRule, customer: Customer, handled: str | None, now: float,
                    horizon: float | None = None) -> Step | None:
     """What the scanner does for `rule` and `customer`, given the value it handled last time
@@ -230,6 +241,8 @@ def attribute_step(rule: AttributeRule, customer: Customer, handled: str | None,
     if current == handled:
         return None
     cancel = reminder_key(rule.name, customer.id, handled) if handled is not None else None
+    if cancel is None and horizon is not None and _surely_later(rule, current, now, horizon):
+        return None  # the common case of a walk: far from due (no time-zone arithmetic, no texts)
     result = attribute_reminder(rule, customer, now)
     if isinstance(result, Reminder):
         if horizon is not None and result.not_before > now + horizon:

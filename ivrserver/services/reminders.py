@@ -44,6 +44,7 @@ log = logging.getLogger("ivrserver.reminders")
 
 Audit = Callable[..., Awaitable[object]]  # store/audit.AuditLog.append
 CHANGED_QUEUE = 10_000  # customers saved and not yet looked at, at most (the walk catches the rest)
+YIELD_EVERY = 20  # customers checked between two yields to the event loop
 
 
 class NoticeScheduler(Protocol):
@@ -115,7 +116,7 @@ def notice_request(reminder: rm.Reminder) -> NoticeRequest:
 
 class ReminderService:
     def __init__(self, store: ReminderStore, notices: NoticeScheduler, rules: rm.Rules, *,
-                 instance: str = "ivrserver", interval: float = 3600.0, page_size: int = 200,
+                 instance: str = "ivrserver", interval: float = 3600.0, page_size: int = 100,
                  page_pause: float = 0.05, horizon: float | None = 2 * 86400.0,
                  clock: Callable[[], float] = time.time, metrics: Metrics | None = None,
                  audit: Audit | None = None) -> None:
@@ -181,7 +182,9 @@ class ReminderService:
     async def _page(self, page: list[Customer]) -> ScanStats:
         stats = ScanStats()
         handled = await self.store.handled([c.id for c in page])
-        for customer in page:
+        for n, customer in enumerate(page):
+            if n and not n % YIELD_EVERY:
+                await asyncio.sleep(0)  # calls on this instance wait for at most YIELD_EVERY checks
             try:
                 stats.add(await self.check_customer(customer, handled[customer.id]))
             except Exception:  # this customer again at the next walk; the others go on
@@ -204,6 +207,8 @@ class ReminderService:
                 break
             stats.add(await self._page(page))
             last = page[-1].id
+            if not force:  # a walk longer than the interval keeps its lease: no second walk joins
+                await self.store.extend_scan(self.instance, self.interval)
             if self.page_pause:
                 await asyncio.sleep(self.page_pause)
         log.info("reminders walk: %d customers, %d scheduled, %d cancelled, %d skipped, %d failed",

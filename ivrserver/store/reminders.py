@@ -19,9 +19,18 @@ import redis.asyncio as aioredis
 
 from ivrserver.domain.model import Customer
 from ivrserver.store import customers as customer_store
+from ivrserver.store import scripts
 from ivrserver.store.keys import Keys
 
 HANDLED_TTL = 2 * 365 * 86400
+
+# KEYS[1] the walk's lease; ARGV[1] instance, ARGV[2] PX: extended only while it is still ours.
+_EXTEND = scripts.declare("""
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+end
+return 0
+""")
 
 
 def key_digest(key: str) -> str:
@@ -75,3 +84,9 @@ class ReminderStore:
         """The walk of this interval, if no instance took it yet (expires after `seconds`)."""
         return bool(await self.redis.set(self.keys.reminders_scan_lease(), instance, nx=True,
                                          px=max(1000, int(seconds * 1000))))
+
+    async def extend_scan(self, instance: str, seconds: float) -> bool:
+        """Keep the walk's lease `seconds` more while `instance` holds it (a walk longer than the
+        interval is not joined by a second one); False when it is no longer ours."""
+        return bool(await scripts.script(self.redis, _EXTEND)(
+            keys=[self.keys.reminders_scan_lease()], args=[instance, max(1000, int(seconds * 1000))]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -270,3 +270,18 @@ def test_rules_file_errors(text: str, message: str) -> None:
     with pytest.raises(rules_file.ReminderRulesError) as err:
         rules_file.parse(text, "r.yaml")
     assert message in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "Etc/GMT+12", "Asia/Shanghai", "America/New_York", "UTC"])
+@pytest.mark.parametrize("hour", [0, 11, 23])
+def test_the_cheap_later_test_never_hides_a_reminder_due_within_the_horizon(zone: str, hour: int) -> None:
+    """attribute_step skips the exact computation only when the reminder is surely later: sweep
+    dates around the boundary in the zones farthest from UTC (+14 h, -12 h)."""
+    prefs = ContactPreferences(timezone=zone, allowed_from="00:00", allowed_until="24:00")
+    now = datetime(2027, 3, 1, hour, 30, tzinfo=ZoneInfo("UTC")).timestamp()
+    for offset in range(25, 40):
+        value = (datetime(2027, 3, 1) + timedelta(days=offset)).date().isoformat()
+        exact = r.attribute_reminder(CARD, customer(value, prefs), now)
+        step = r.attribute_step(CARD, customer(value, prefs), None, now, HORIZON)
+        due_within = isinstance(exact, r.Reminder) and exact.not_before <= now + HORIZON
+        assert (step is not None and step.schedule is not None) == due_within, (zone, hour, value)
