@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -166,3 +167,22 @@ async def test_lifecycle_conflicts_cooldown_and_figures(redis_client: aioredis.R
     assert await svc.detect_once(clock[0]) == []
     assert await redis_client.ttl(keys.incident(planned.id)) > 0  # kept a while after resolve
     assert [i.id for i in await svc.list(state="resolved")] == [planned.id]
+
+
+async def test_a_subscriber_without_a_customer_record_is_told_at_their_number(
+        redis_client: aioredis.Redis, keys: Keys, tmp_path: Path) -> None:
+    from tests.test_notices import Env
+
+    env = Env(redis_client, keys, tmp_path)
+    svc = service(redis_client, keys, notices=env.notices)
+    incident = await svc.open("mobile_data", "Chaoyang, Liaoning", actor="supervisor:s1")
+    snapshot, _, _ = await customers.snapshot_for_call(redis_client, keys, CHAOYANG.format(7))
+    assert snapshot.customer is None and await svc.subscribe(incident.id, snapshot, None)
+    report = await svc.resolve(incident.id, actor="backoffice:noc", cause="fibre repaired")
+    assert (report.notices_scheduled, report.notices_refused) == (1, 0)
+    number = CHAOYANG.format(7)
+    found = [cb for cb in await env.calls.list(limit=10) if cb.number == number]
+    assert len(found) == 1 and found[0].customer_id == "tel-" + number.lstrip("+")
+    again = await svc.resolve(incident.id, actor="backoffice:noc")  # told once, however often resolved
+    assert again.notices_scheduled in (0, 1) and len([cb for cb in await env.calls.list(limit=10)
+                                                      if cb.number == number]) == 1

@@ -381,9 +381,10 @@ class IncidentService:
         scheduled = refused = 0
         for who in sorted(customers):
             try:
+                # a caller with no customer record is told at the number they called from
                 result = await self.notices.schedule(NoticeRequest(
                     key=f"incident:{incident.id}:{who}", customer_id=who, kind="incident", text=text,
-                    incident_id=incident.id))
+                    incident_id=incident.id, number=customers[who] or None if who.startswith("tel-") else None))
             except ValueError as exc:  # NoticeInvalid: e.g. a caller id the notices cannot take
                 log.warning("incident notice refused", extra={"incident": incident.id, "error": str(exc)[:200]})
                 refused += 1
