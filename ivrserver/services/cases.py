@@ -24,6 +24,7 @@ from ivrserver.domain import compensation as comp
 from ivrserver.domain.cases import CasePolicy, CaseRuleError, Step
 from ivrserver.domain.compensation import Compensation, CompensationError, CompensationState
 from ivrserver.domain.model import Agent, Case, CaseStatus
+from ivrserver.services.customers import backoffice_actor
 from ivrserver.store import cases as store
 from ivrserver.store.keys import Keys
 
@@ -59,10 +60,6 @@ CustomerExists = Callable[[str], Awaitable[bool]]
 
 def actor_of_agent(agent: Agent) -> str:
     return f"{'supervisor' if agent.supervisor else 'agent'}:{agent.id}"
-
-
-def backoffice_actor(name: str) -> str:
-    return f"backoffice:{name}"
 
 
 case_to_dict = store.case_to_dict

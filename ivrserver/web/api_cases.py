@@ -44,6 +44,7 @@ from ivrserver.domain.model import Agent, Case
 from ivrserver.services import cases as case_service
 from ivrserver.services.cases import CaseService
 from ivrserver.web import bodies
+from ivrserver.web.api_customers import actor_of
 from ivrserver.web.auth import AGENT
 from ivrserver.web.backoffice import BACKOFFICE, has_scope
 
@@ -108,17 +109,6 @@ def _limit(request: web.Request) -> int:
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 4) or not 1 <= int(raw) <= MAX_LIST:
         raise _invalid([("limit", f"must be a whole number 1-{MAX_LIST}")])
     return int(raw)
-
-
-def actor_of(request: web.Request) -> str:
-    """The change's actor: agent:<id> / supervisor:<id> (session), backoffice:<name> (token)."""
-    agent = request.get(AGENT)
-    if agent is not None:
-        return case_service.actor_of_agent(agent)
-    name = request.get(BACKOFFICE)
-    if name is not None:
-        return case_service.backoffice_actor(name)
-    return "api"
 
 
 def _guard(handler: Handler) -> Handler:
