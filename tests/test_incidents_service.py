@@ -178,8 +178,11 @@ async def test_a_subscriber_without_a_customer_record_is_told_at_their_number(
     incident = await svc.open("mobile_data", "Chaoyang, Liaoning", actor="supervisor:s1")
     snapshot, _, _ = await customers.snapshot_for_call(redis_client, keys, CHAOYANG.format(7))
     assert snapshot.customer is None and await svc.subscribe(incident.id, snapshot, None)
+    # another caller without a record only reported the fault (did not press 1): not called unasked
+    await complain(svc, RedisPathRecorder(redis_client, keys, 3600), CHAOYANG.format(8), time.time())
     report = await svc.resolve(incident.id, actor="backoffice:noc", cause="fibre repaired")
     assert (report.notices_scheduled, report.notices_refused) == (1, 0)
+    assert not [cb for cb in await env.calls.list(limit=10) if cb.number == CHAOYANG.format(8)]
     number = CHAOYANG.format(7)
     found = [cb for cb in await env.calls.list(limit=10) if cb.number == number]
     assert len(found) == 1 and found[0].customer_id == "tel-" + number.lstrip("+")

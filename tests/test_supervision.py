@@ -21,6 +21,7 @@ from ivrserver import config
 from ivrserver.app import IvrServer
 from ivrserver.metrics import Metrics
 from ivrserver.supervision import Supervisor
+from ivrserver.web.backoffice import digest
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,12 +87,18 @@ async def test_a_task_that_returns_is_restarted_too() -> None:
     await supervisor.stop()
 
 
+BACKOFFICE_TOKEN = "bo-" + "5e7a" * 10  # every scope: the routes only back offices may use
+
+
 def app_settings(redis_url: str, menus_dir: Path) -> config.Settings:
+    tokens = menus_dir.parent / "tokens.yaml"
+    tokens.write_text(f'bo: {{digest: "{digest(BACKOFFICE_TOKEN)}", '
+                      "scopes: [callbacks, cases:read, cases:write, events, incidents]}\n")
     return config.from_mapping({
         "redis": {"url": redis_url, "prefix": f"sv{free_port()}"},
         "ami": {"port": free_port(), "reconnect_max_delay": 1.0},  # nothing listens: AMI retries
         "agi": {"port": free_port()},
-        "web": {"port": free_port()},
+        "web": {"port": free_port(), "backoffice_tokens_file": str(tokens)},
         "asterisk": {"config_dir": "/nonexistent", "sounds_dir": "/nonexistent"},
         "menus": {"dir": str(menus_dir), "watch": True, "watch_interval": 0.05},
         "routing": {"agents_file": str(REPO / "scripts" / "demo-agents.yaml")},
@@ -122,8 +129,13 @@ async def get(server: IvrServer, path: str) -> tuple[int, str]:
 async def test_every_app_loop_is_supervised_and_a_crash_shows_in_metrics(
         started: tuple[IvrServer, Path]) -> None:
     server, _ = started
+    # always: the AMI fan-out and its consumers, the contact sweeper, the case follow-up, the held
+    # SMS sender; by settings: callbacks, reminders (rules present), incidents, the menu watcher
+    # (webhooks and the PostgreSQL record loops are off in this app: no endpoints, no dsn)
     assert set(server.supervisor.tasks) == {"ami-fanout", "agent-state", "screen-pop", "contact-sweeper",
-                                            "callback-scheduler", "menu-watch"}
+                                            "wallboard-events", "wallboard-listener", "wallboard-ticker",
+                                            "case-followup", "notice-sms", "callback-scheduler",
+                                            "reminder-scanner", "incident-detector", "menu-watch"}
     # No loop of the app can be crashed from outside any more (the hostile menu file was the last
     # known way, see below), so a task of this test crashes for real on the app's own supervisor.
     server.supervisor.initial_delay = 0.01

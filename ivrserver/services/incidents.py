@@ -358,7 +358,7 @@ class IncidentService:
         return ResolveReport(incident, scheduled, refused)
 
     async def _notify(self, incident: inc.Incident) -> tuple[int, int]:
-        """One notice per customer who asked or complained; (scheduled, refused)."""
+        """One notice per caller who asked and per customer who complained; (scheduled, refused)."""
         if self.notices is None:
             log.warning("incident %s resolved: no notice service, nobody is told", incident.id)
             return 0, 0
@@ -369,12 +369,15 @@ class IncidentService:
             return 0, 0
         since = float(incident.counts.get("first_report_at") or incident.opened_at)
         until = incident.resolved_at or self.clock()
-        people = set(await self.store.subscribers(incident.id))
-        people |= set(await self.store.callers(incident.service, incident.area, since, until))
+        asked = set(await self.store.subscribers(incident.id))
+        complained = set(await self.store.callers(incident.service, incident.area, since, until))
         customers: dict[str, str] = {}
-        for raw in sorted(people):
+        for raw in sorted(asked | complained):
             customer_id, number = split_member(raw)
-            who = customer_id or (f"tel-{number.lstrip('+')}" if number else "")
+            # everyone who asked (pressed 1), by their number when they have no customer record;
+            # of those who only complained, customers (whose preferences say what they want):
+            # an anonymous caller who did not ask is not called back unasked
+            who = customer_id or (f"tel-{number.lstrip('+')}" if number and raw in asked else "")
             if who:
                 customers.setdefault(who, number)
         text = inc.resolved_text(incident, self.policy)
