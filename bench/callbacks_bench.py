@@ -23,12 +23,8 @@ import contextlib
 import json
 import logging
 import os
-import re
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -49,7 +45,19 @@ from ivrserver.services.callbacks import (
 from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
 
-from benchlib import local_redis, percentile
+from benchlib import (
+    add_scheduler_options,
+    count_dials,
+    cpu_seconds,
+    loadavg,
+    percentile,
+    print_columns,
+    reaped_in_log,
+    run_scenarios_on_local_redis,
+    sigkill,
+    stop_processes,
+    watch_until_drained,
+)
 
 POLICY = cbm.CallbackPolicy(calling_from="00:00", calling_until="24:00")
 OPEN = ContactPreferences(timezone="UTC", allowed_from="00:00", allowed_until="24:00")
@@ -108,6 +116,14 @@ class RoundTrips:
 
 # ----------------------------------------------------------------------------- worker process
 
+async def always_free(agent: str) -> bool:
+    return True
+
+
+async def no_free_agents(tier: str) -> list[str]:
+    return []
+
+
 class RecordingDialer:
     """The dial step of the bench: records (channel id, instance, time) instead of calling."""
 
@@ -132,14 +148,8 @@ async def worker(url: str, name: str, lease: float, batch: int, concurrency: int
     store = CallbackStore(client, Keys(PREFIX))
     trips.learn_scripts(store)
 
-    async def is_free(agent: str) -> bool:
-        return True
-
-    async def free_agents(tier: str) -> list[str]:
-        return []
-
-    placer = CallbackPlacer(store, RecordingDialer(other, name, dial_seconds), POLICY, free_agents=free_agents,
-                            is_free=is_free, lease_seconds=lease, instance=name)
+    placer = CallbackPlacer(store, RecordingDialer(other, name, dial_seconds), POLICY, free_agents=no_free_agents,
+                            is_free=always_free, lease_seconds=lease, instance=name)
     scheduler = CallbackScheduler(store, placer, instance=name, poll_interval=poll, lease_seconds=lease,
                                   batch=batch, concurrency=concurrency)
 
@@ -190,20 +200,6 @@ def spawn_worker(url: str, name: str, args: argparse.Namespace, log_path: str) -
             stdout=log, stderr=subprocess.STDOUT)
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def loadavg() -> str:
-    return Path("/proc/loadavg").read_text().split()[0]
-
-
-def reaped_in_log(log_path: str) -> int:
-    text = Path(log_path).read_text(errors="replace")
-    return sum(int(m) for m in re.findall(r"re-queued (\d+) callbacks", text))
-
-
 @dataclass
 class Report:
     scenario: str
@@ -240,32 +236,18 @@ async def run_scenario(url: str, scenario: str, args: argparse.Namespace, workdi
     report.loadavg = loadavg()
     redis_cpu0 = cpu_seconds(redis_pid)
     store = CallbackStore(client, Keys(PREFIX))
-    kill_at = start + args.spread * 0.4 if scenario == "kill" else None
-    deadline = start + args.spread + args.lease + 120
+
+    async def kill() -> str:
+        victim = list(procs)[-1]
+        sigkill(procs[victim])
+        return f"instance {victim} ({(await store.counts())['leased']} leases outstanding)"
+
     try:
-        while True:
-            await asyncio.sleep(0.25)
-            now = time.time()
-            if kill_at is not None and report.killed_at is None and now >= kill_at:
-                victim = list(procs)[-1]
-                os.kill(procs[victim].pid, signal.SIGKILL)
-                report.killed_at = now
-                leased = (await store.counts())["leased"]
-                print(f"[{scenario}] SIGKILL instance {victim} at +{now - start:.1f}s "
-                      f"({leased} leases outstanding)", flush=True)
-            counts = await store.counts()
-            if now > start + args.spread and counts["due"] == 0 and counts["leased"] == 0:
-                break
-            if now > deadline:
-                print(f"[{scenario}] gave up waiting: {counts}", flush=True)
-                break
+        report.killed_at = await watch_until_drained(scenario, store.counts, start=start, spread=args.spread,
+                                                     deadline=start + args.spread + args.lease + 120, kill=kill)
         await asyncio.sleep(0.5)  # let the workers write their last stats
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in procs.values():
-            p.wait(timeout=15)
+        stop_processes(procs.values())
     report.wall = time.time() - start
     report.redis_cpu = cpu_seconds(redis_pid) - redis_cpu0
     report.loadavg += " → " + loadavg()
@@ -275,19 +257,9 @@ async def run_scenario(url: str, scenario: str, args: argparse.Namespace, workdi
         report.trips.update(stats["trips"])
     report.reaped = sum(reaped_in_log(os.path.join(workdir, f"{scenario}-{name}.log")) for name in procs)
 
-    raw = await client.lrange(dials_key(), 0, -1)
-    per_attempt: Counter[str] = Counter()
-    first_dial: dict[str, float] = {}
-    for line in raw:
-        channel, name, t = line.split(" ")
-        per_attempt[channel] += 1
-        report.per_instance[name] = report.per_instance.get(name, 0) + 1
-        cb_id = channel.rsplit("-", 1)[0]
-        first_dial[cb_id] = min(first_dial.get(cb_id, float("inf")), float(t))
-    per_callback = Counter(ch.rsplit("-", 1)[0] for ch in per_attempt)
-    report.dials = len(raw)
-    report.dup_attempts = sum(1 for k in per_attempt.values() if k > 1)
-    report.dup_callbacks = sum(1 for k in per_callback.values() if k > 1)
+    dialed = count_dials(await client.lrange(dials_key(), 0, -1))
+    first_dial, report.per_instance, report.dials = dialed.first_dial, dialed.per_instance, dialed.dials
+    report.dup_attempts, report.dup_callbacks = dialed.dup_channels, dialed.dup_calls
     report.lost = sum(1 for cb_id in due if cb_id not in first_dial)
     ids = list(due)
     for i in range(0, len(ids), 2000):
@@ -316,14 +288,11 @@ def print_table(reports: list[Report], args: argparse.Namespace) -> None:
                      str(r.unknown), str(r.connected), str(r.reaped), f"{percentile(r.late, 50) * 1000:.0f} ms",
                      f"{percentile(r.late, 99) * 1000:.0f} ms", f"{max(r.late, default=float('nan')) * 1000:.0f} ms",
                      " ".join(f"{k}={v}" for k, v in sorted(r.per_instance.items()))])
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
     print()
     print(f"callbacks bench: {args.n} due within {args.spread:g}s, {args.instances} scheduler processes, "
           f"dial {args.dial_ms:g} ms, lease {args.lease:g}s, batch {args.batch}, "
           f"concurrency {args.concurrency}, poll {args.poll:g}s")
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
-    for row in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    print_columns(cols, rows)
     print()
     print("cost per placement (per dial recorded; the killed instance's last 0.2 s of counts are missing):")
     for r in reports:
@@ -349,12 +318,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=None)
     parser.add_argument("--spread", type=float, default=None, help="seconds over which callbacks fall due")
     parser.add_argument("--lead", type=float, default=None, help="seconds from seeding to the first due")
-    parser.add_argument("--scenario", choices=["normal", "kill", "both"], default="both")
-    parser.add_argument("--instances", type=int, default=3)
-    parser.add_argument("--lease", type=float, default=5.0)
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--concurrency", type=int, default=200)
-    parser.add_argument("--poll", type=float, default=0.05)
+    add_scheduler_options(parser)
     parser.add_argument("--dial-ms", type=float, default=0.0,
                         help="simulated call duration after the dial is recorded (keeps leases held)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -370,15 +334,7 @@ def main() -> int:
     args.n = args.n or (100_000 if args.full else 10_000)
     args.spread = args.spread or (180.0 if args.full else 20.0)
     args.lead = args.lead if args.lead is not None else 3.0 + args.n / 4000  # seeding time
-    workdir = tempfile.mkdtemp(prefix="callbacks-bench-")
-    try:
-        with local_redis() as redis:
-            assert redis.pid is not None
-            scenarios = ["normal", "kill"] if args.scenario == "both" else [args.scenario]
-            reports = [asyncio.run(run_scenario(redis.url, s, args, workdir, redis.pid)) for s in scenarios]
-        print_table(reports, args)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    run_scenarios_on_local_redis(args, "callbacks-bench-", run_scenario, print_table)
     return 0
 
 

@@ -70,7 +70,15 @@ from ivrserver.services.callbacks import CallbackPlacer, CallbackScheduler
 from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
 
-from benchlib import percentile
+from benchlib import (
+    add_scheduler_options,
+    percentile,
+    print_columns,
+    reaped_in_log,
+    scenarios,
+    stop_processes,
+    watch_until_drained,
+)
 
 PREFIX = "obench"
 POLICY = cbm.CallbackPolicy(calling_from="00:00", calling_until="24:00")
@@ -290,44 +298,29 @@ async def run_scenario(scenario: str, args: argparse.Namespace, asterisk: LocalA
         await seed(client, records)
         print(f"[{scenario}] {args.n} callbacks due from +{start - time.time():.1f}s over {args.spread:g}s, "
               f"{len(names)} instances", flush=True)
-        kill_at = start + args.spread * 0.4 if scenario == "kill" else None
-        give_up = start + args.spread + args.lease + 90
-        while True:
-            await asyncio.sleep(0.25)
-            now = time.time()
-            if kill_at is not None and not report.killed and now >= kill_at:
-                victim = names[-1]
-                procs[victim].send_signal(signal.SIGKILL)
-                procs[victim].wait()
-                report.killed = victim
-                info = await client.hgetall(f"{PREFIX}:callbacks:leaseinfo")
-                report.held_by_killed = sum(1 for v in info.values() if v.endswith(f" {victim}"))
-                print(f"[{scenario}] SIGKILL {victim} at +{now - start:.1f}s holding {report.held_by_killed} "
-                      f"leases", flush=True)
-            counts = await store.counts()
-            if (now > start + args.spread and counts["due"] == 0 and counts["leased"] == 0
-                    and await asterisk.active_channels() == 0):
-                break
-            if now > give_up:
-                print(f"[{scenario}] gave up waiting: {counts}", flush=True)
-                break
+
+        async def kill() -> str:
+            victim = names[-1]
+            procs[victim].send_signal(signal.SIGKILL)
+            procs[victim].wait()
+            report.killed = victim
+            info = await client.hgetall(f"{PREFIX}:callbacks:leaseinfo")
+            report.held_by_killed = sum(1 for v in info.values() if v.endswith(f" {victim}"))
+            return f"{victim} holding {report.held_by_killed} leases"
+
+        async def no_channels() -> bool:
+            return await asterisk.active_channels() == 0
+
+        await watch_until_drained(scenario, store.counts, start=start, spread=args.spread,
+                                  deadline=start + args.spread + args.lease + 90, kill=kill, done=no_channels)
         await asyncio.sleep(1.0)  # the last events reach the listener
         report.wall = time.time() - start
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs.values())
         listener.cancel()
         with contextlib.suppress(asyncio.CancelledError, OSError):
             await listener
-    report.reaped = sum(int(m) for name in names
-                        for m in re.findall(r"re-queued (\d+) callbacks", logs[name].read_text(errors="replace")))
+    report.reaped = sum(reaped_in_log(logs[name]) for name in names)
     report.results = witness.results
     for cb_id, at in due.items():
         legs = witness.agent_legs.get(cb_id, [])
@@ -376,13 +369,10 @@ def print_table(reports: list[Report], args: argparse.Namespace) -> None:
                      ms(percentile(r.late_marker, 99)),
                      " ".join(f"{k}={v}" for k, v in sorted(r.states.items())),
                      " ".join(f"{k}={v}" for k, v in sorted(r.per_instance.items()))])
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
     print()
     print(f"callbacks placed through AMI Originate: {args.n} due within {args.spread:g}s, {args.instances} "
           f"instances, lease {args.lease:g}s, poll {args.poll:g}s, customer talks {args.talk:g}s")
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
-    for row in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    print_columns(cols, rows)
     print()
     for r in reports:
         print(f"{r.scenario}: dup = {r.dup_agent} callbacks with >1 agent leg + {r.dup_customer} with >1 customer "
@@ -407,9 +397,8 @@ async def parent(args: argparse.Namespace) -> None:
         await asterisk.start()
         await install_dialplan(asterisk, args.talk)
         print(f"Asterisk up in {time.monotonic() - t0:.1f}s ({asterisk.instance_dir}); redis {redis.url}", flush=True)
-        scenarios = ["normal", "kill"] if args.scenario == "both" else [args.scenario]
         reports = []
-        for scenario in scenarios:
+        for scenario in scenarios(args.scenario):
             reports.append(await run_scenario(scenario, args, asterisk, redis.url, workdir))
             await asterisk.hangup_all(timeout=30)
         print_table(reports, args)
@@ -429,12 +418,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=None)
     parser.add_argument("--spread", type=float, default=None, help="seconds over which the callbacks fall due")
     parser.add_argument("--lead", type=float, default=2.0, help="seconds from seeding to the first due time")
-    parser.add_argument("--scenario", choices=["normal", "kill", "both"], default="both")
-    parser.add_argument("--instances", type=int, default=3)
-    parser.add_argument("--lease", type=float, default=3.0)
-    parser.add_argument("--poll", type=float, default=0.05)
-    parser.add_argument("--batch", type=int, default=50)
-    parser.add_argument("--concurrency", type=int, default=200)
+    add_scheduler_options(parser, lease=3.0, batch=50)
     parser.add_argument("--talk", type=float, default=1.0, help="seconds the customer talks before hanging up")
     parser.add_argument("--keep", action="store_true", help="keep the Asterisk instance dir and worker logs")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -10,12 +10,12 @@ import os
 import zoneinfo
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from ivrserver.domain import areas, suggest
+from ivrserver.domain import areas
 from ivrserver.domain.incidents import SERVICE_RE, Policy, ServiceInfo
-from ivrserver.domain.source import Issue, Severity
-from ivrserver.files import yaml_source
+from ivrserver.files import validated, yaml_source
+from ivrserver.files.validated import FileProblems, Where, build, hint
 
 DEFAULT_FILE = str(Path(__file__).resolve().parent.parent / "defaults" / "incidents.yaml")
 MAX_SERVICES = 100
@@ -36,19 +36,8 @@ _NUMBERS: dict[str, tuple[type, float, float, float]] = {
 _TOP = (*_NUMBERS, "timezone", "services", "areas")
 _SERVICE_KEYS = ("en", "zh", "queue", "priority")
 
-Where = tuple[str | int, ...]
-
-
-class IncidentPolicyError(ValueError):
-    def __init__(self, problems: list[str], issues: list[Issue] | None = None) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-        self.issues = issues or []
-
-
-def _mean(word: object, allowed: Collection[str]) -> str:
-    hint = suggest.did_you_mean(word, allowed, quote='"')
-    return f"; {hint}" if hint else ""
+class IncidentPolicyError(FileProblems):
+    """Every problem of the file (its lines and positions)."""
 
 
 def _number(data: Mapping[str, Any], key: str, problems: list[tuple[Where, str]]) -> float:
@@ -98,12 +87,12 @@ def _services(raw: object, queues: Collection[str] | None,
         for key in spec:
             if key not in _SERVICE_KEYS:
                 problems.append(((*where, str(key)), f"services: {name}: unknown key \"{key}\"; allowed: "
-                                                     f"{', '.join(_SERVICE_KEYS)}" + _mean(key, _SERVICE_KEYS)))
+                                                     f"{', '.join(_SERVICE_KEYS)}" + hint(key, _SERVICE_KEYS)))
         queue = spec.get("queue", "faults")
         if not isinstance(queue, str) or (queues is not None and queue not in queues):
             known = f" (known: {', '.join(queues)})" if queues is not None else ""
             problems.append(((*where, "queue"), f"services: {name}: queue: unknown queue {queue!r}{known}"
-                             + (_mean(queue, queues) if queues is not None else "")))
+                             + (hint(queue, queues) if queues is not None else "")))
         priority = spec.get("priority", 2)
         if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 10:
             problems.append(((*where, "priority"), f"services: {name}: priority: expected 0..10, got {priority!r}"))
@@ -139,7 +128,7 @@ def validate(data: object, queues: Collection[str] | None = None) -> tuple[Polic
         return None, [((), f"expected a mapping with {', '.join(_TOP)}, got {data!r}")]
     for key in data:
         if key not in _TOP:
-            problems.append(((str(key),), f'unknown key "{key}"; allowed: {", ".join(_TOP)}' + _mean(key, _TOP)))
+            problems.append(((str(key),), f'unknown key "{key}"; allowed: {", ".join(_TOP)}' + hint(key, _TOP)))
     numbers = {key: _number(data, key, problems) for key in _NUMBERS}
     if numbers["window"] % numbers["bucket"]:
         problems.append((("window",), f"window: {numbers['window']:g} s is not a multiple of bucket "
@@ -162,28 +151,12 @@ def validate(data: object, queues: Collection[str] | None = None) -> tuple[Polic
                   timezone=str(zone), callers_kept_seconds=int(numbers["callers_kept_days"]) * 86400), []
 
 
-def _raise(issues: list[Issue]) -> NoReturn:
-    raise IncidentPolicyError([i.format() for i in issues], issues)
-
-
 def load(path: str | os.PathLike[str] = DEFAULT_FILE, queues: Collection[str] | None = None) -> Policy:
     """Read and validate an incident policy file; raises IncidentPolicyError with every problem."""
     src, issues = yaml_source.load(path, kind="incident policy", max_values=yaml_source.MAX_VALUES)
-    if src is None:
-        _raise(issues)
-    policy, problems = validate(src.data, queues)
-    for where, text in problems:
-        pos = src.at(where, key=True)
-        issues.append(Issue(src.file, pos.line, pos.column, Severity.ERROR, "incidents", text))
-    if issues or policy is None:
-        _raise(issues)
-    return policy
+    return build(src, issues, lambda data: validate(data, queues), "incidents", IncidentPolicyError)
 
 
 def check(path: str, queues: Collection[str] | None = None) -> list[str]:
     """For `doctor`: every problem of the file, [] when valid."""
-    try:
-        load(path, queues)
-    except IncidentPolicyError as exc:
-        return exc.problems
-    return []
+    return validated.check(lambda: load(path, queues))

@@ -7,16 +7,17 @@ The shipped example is ivrserver/defaults/reminders.yaml (it documents every key
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from ivrserver.domain import reminders as rules_domain
-from ivrserver.domain import sms, suggest
+from ivrserver.domain import sms
 from ivrserver.domain.callbacks import parse_hhmm
 from ivrserver.domain.reminders import AttributeRule, EventRule, Rules
-from ivrserver.domain.source import Issue, Severity
-from ivrserver.files import yaml_source
+from ivrserver.domain.source import Issue, Source
+from ivrserver.files import validated, yaml_source
+from ivrserver.files.validated import FileProblems, Problems, Where, build, hint
 
 DEFAULT_FILE = str(Path(__file__).resolve().parent.parent / "defaults" / "reminders.yaml")
 MAX_RULES = 100
@@ -25,20 +26,8 @@ _TOP = ("attributes", "events")
 _ATTRIBUTE_KEYS = ("attribute", "days_before", "at", "kind", "channel", "text")
 _EVENT_KEYS = ("event", "kind", "channel", "valid_hours", "text")
 
-Where = tuple[str | int, ...]
-Problems = list[tuple[Where, str]]
-
-
-class ReminderRulesError(ValueError):
-    def __init__(self, problems: list[str], issues: list[Issue] | None = None) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-        self.issues = issues or []
-
-
-def _mean(word: object, allowed: Collection[str]) -> str:
-    hint = suggest.did_you_mean(word, allowed, quote='"')
-    return f"; {hint}" if hint else ""
+class ReminderRulesError(FileProblems):
+    """Every problem of the file (its lines and positions)."""
 
 
 def _label(where: Where) -> str:
@@ -49,7 +38,7 @@ def _unknown_keys(spec: Mapping[str, Any], allowed: tuple[str, ...], where: Wher
     for key in spec:
         if key not in allowed:
             problems.append(((*where, str(key)), f"{_label(where)}: unknown key \"{key}\"; allowed: "
-                                                 f"{', '.join(allowed)}" + _mean(key, allowed)))
+                                                 f"{', '.join(allowed)}" + hint(key, allowed)))
 
 
 def _name(spec: Mapping[str, Any], key: str, where: Where, problems: Problems, default: str | None = None) -> str:
@@ -76,7 +65,7 @@ def _channel(spec: Mapping[str, Any], where: Where, problems: Problems) -> str:
     if value not in rules_domain.CHANNELS:
         problems.append(((*where, "channel"), f"{_label(where)}: channel: expected one of "
                                               f"{', '.join(rules_domain.CHANNELS)}, got {value!r}"
-                         + _mean(value, rules_domain.CHANNELS)))
+                         + hint(value, rules_domain.CHANNELS)))
         return "auto"
     return str(value)
 
@@ -98,7 +87,7 @@ def _template(text: object, allowed: tuple[str, ...], where: Where, problems: Pr
     for name in names:
         if name not in allowed:
             problems.append((where, f"{_label(where)}: unknown placeholder {{{name}}}; allowed: "
-                                    f"{', '.join('{' + n + '}' for n in allowed)}" + _mean(name, allowed)))
+                                    f"{', '.join('{' + n + '}' for n in allowed)}" + hint(name, allowed)))
             return None
     return text
 
@@ -198,7 +187,7 @@ def validate(data: object) -> tuple[Rules | None, Problems]:
         return None, [((), f"expected a mapping with {', '.join(_TOP)}, got {data!r}")]
     for key in data:
         if key not in _TOP:
-            problems.append(((str(key),), f'unknown key "{key}"; allowed: {", ".join(_TOP)}' + _mean(key, _TOP)))
+            problems.append(((str(key),), f'unknown key "{key}"; allowed: {", ".join(_TOP)}' + hint(key, _TOP)))
     attributes = _attribute_rules(data.get("attributes"), problems)
     events = _event_rules(data.get("events"), problems)
     for rule in events:
@@ -210,26 +199,14 @@ def validate(data: object) -> tuple[Rules | None, Problems]:
     return Rules(attributes=tuple(attributes), events=tuple(events)), []
 
 
-def _raise(issues: list[Issue]) -> NoReturn:
-    raise ReminderRulesError([i.format() for i in issues], issues)
-
-
 def parse(text: str, file: str = "reminders.yaml") -> Rules:
     """Validate reminders YAML text; raises ReminderRulesError with every problem."""
     src, issues = yaml_source.parse(text, file, kind="reminders")
     return _finish(src, issues)
 
 
-def _finish(src: Any, issues: list[Issue]) -> Rules:
-    if src is None:
-        _raise(issues)
-    rules, problems = validate(src.data)
-    for where, message in problems:
-        pos = src.at(where, key=True)
-        issues.append(Issue(src.file, pos.line, pos.column, Severity.ERROR, "reminders", message))
-    if issues or rules is None:
-        _raise(issues)
-    return rules
+def _finish(src: Source | None, issues: list[Issue]) -> Rules:
+    return build(src, issues, validate, "reminders", ReminderRulesError)
 
 
 def load(path: str | os.PathLike[str] = DEFAULT_FILE) -> Rules:
@@ -240,8 +217,4 @@ def load(path: str | os.PathLike[str] = DEFAULT_FILE) -> Rules:
 
 def check(path: str) -> list[str]:
     """For `doctor`: every problem of the file, [] when valid."""
-    try:
-        load(path)
-    except ReminderRulesError as exc:
-        return exc.problems
-    return []
+    return validated.check(lambda: load(path))

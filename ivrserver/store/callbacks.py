@@ -45,6 +45,7 @@ import redis.asyncio as aioredis
 
 from ivrserver.domain.callbacks import TERMINAL_STATES, Callback, CallbackState, from_dict
 from ivrserver.store.keys import Keys
+from ivrserver.store.leases import CLAIM, REAP, TOKEN_CHECK
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +53,6 @@ log = logging.getLogger(__name__)
 def lease_info_key(keys: Keys) -> str:
     return keys.callbacks_lease_info()
 
-
-_TOKEN_CHECK = """
-local info = redis.call('HGET', KEYS[3], ARGV[1])
-if (not info) or string.sub(info, 1, #ARGV[2] + 1) ~= (ARGV[2] .. ' ') then return 0 end
-if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
-"""
 
 # Every script that writes a record ends its ARGV with four more: hot seconds ('' = not a final
 # record, or Redis-only: nothing more to do), outbox, expiring ZSET, index (key names: see above).
@@ -97,47 +92,29 @@ return 1
 # Returns id, token, due score, record JSON ('' = missing or not asked for) per claimed job, then
 # the earliest due score still waiting and the earliest lease expiry ('' = none): the scheduler
 # sleeps until then instead of polling.
-_CLAIM = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
-local expiry = tonumber(ARGV[1]) + tonumber(ARGV[2])
+_CLAIM = CLAIM + """
 local out = {}
-for i = 1, #due, 2 do
-  local id, score = due[i], due[i + 1]
-  local token = ARGV[5] .. '.' .. ((i + 1) / 2)
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('ZADD', KEYS[2], expiry, id)
-  redis.call('HSET', KEYS[3], id, token .. ' ' .. score .. ' ' .. ARGV[4])
+local next_due = claim(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], function(id, token, score)
   local record = ''
   if ARGV[6] ~= '' then record = redis.call('GET', ARGV[6] .. id) or '' end
   out[#out + 1] = id
   out[#out + 1] = token
   out[#out + 1] = score
   out[#out + 1] = record
-end
-local next_due = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local next_expiry = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-out[#out + 1] = next_due[2] or ''
-out[#out + 1] = next_expiry[2] or ''
+end)
+out[#out + 1] = next_due
+out[#out + 1] = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2] or ''
 return out
 """
 
 # KEYS: due, leased, leaseinfo   ARGV: now, limit
-_REAP = """
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, id in ipairs(expired) do
-  local info = redis.call('HGET', KEYS[3], id)
-  local due = ARGV[1]
-  if info then due = string.match(info, '^%S+ (%S+)') or ARGV[1] end
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('HDEL', KEYS[3], id)
-  redis.call('ZADD', KEYS[1], due, id)
-end
-return expired
+_REAP = REAP + """
+return reap(ARGV[1], tonumber(ARGV[2]))
 """
 
 # KEYS: due, leased, leaseinfo, record
 # ARGV: id, token, json ('' = keep), next due ('' = none), finished args
-_SETTLE = _FINISHED + _TOKEN_CHECK + """
+_SETTLE = _FINISHED + TOKEN_CHECK + """
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
 if ARGV[3] ~= '' then
@@ -149,7 +126,7 @@ return 1
 """
 
 # KEYS: due, leased, leaseinfo, record   ARGV: id, token, json, finished args
-_SAVE = _FINISHED + _TOKEN_CHECK + """
+_SAVE = _FINISHED + TOKEN_CHECK + """
 redis.call('SET', KEYS[4], ARGV[3])
 finished(KEYS[4], ARGV[1], ARGV[3])
 return 1
@@ -160,7 +137,7 @@ return 1
 # Steps 2 and 3 of a placement in one go, only while the lease is held: save the record (dialing
 # attempt N), SET NX the marker of attempt N, and refresh the lease for the dial.
 # 0 = lease lost (nothing written), 1 = marker taken: dial, 2 = the marker was already taken.
-_START_DIAL = _TOKEN_CHECK + """
+_START_DIAL = TOKEN_CHECK + """
 redis.call('SET', KEYS[4], ARGV[3])
 redis.call('ZADD', KEYS[2], 'XX', ARGV[6], ARGV[1])
 if redis.call('SET', KEYS[5], ARGV[4], 'NX', 'EX', tonumber(ARGV[5])) then return 1 end
@@ -168,7 +145,7 @@ return 2
 """
 
 # KEYS: due, leased, leaseinfo   ARGV: id, token, new expiry
-_RENEW = _TOKEN_CHECK + """
+_RENEW = TOKEN_CHECK + """
 redis.call('ZADD', KEYS[2], 'XX', ARGV[3], ARGV[1])
 return 1
 """

@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 
 from ivrserver.domain.webhooks import Delivery, DeliveryState, attempt_from_dict
 from ivrserver.store.keys import Keys
+from ivrserver.store.leases import CLAIM, REAP, TOKEN_CHECK
 
 DAY = 86400
 OUTBOX_KIND = "webhook_deliveries"
@@ -59,39 +60,20 @@ return 1
 # ARGV: now, lease seconds, limit, claimer, token prefix, record prefix
 # Expired leases go back to due (at their old due time) first. Returns one row per claimed delivery,
 # {id, token, HGETALL of its record}, then the earliest due score still waiting ('' = none).
-_CLAIM = """
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, 1000)
-for _, id in ipairs(expired) do
-  local info = redis.call('HGET', KEYS[3], id)
-  local due = ARGV[1]
-  if info then due = string.match(info, '^%S+ (%S+)') or ARGV[1] end
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('HDEL', KEYS[3], id)
-  redis.call('ZADD', KEYS[1], due, id)
-end
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
-local expiry = tonumber(ARGV[1]) + tonumber(ARGV[2])
+_CLAIM = REAP + CLAIM + """
+reap(ARGV[1], 1000)
 local out = {}
-for i = 1, #due, 2 do
-  local id, score = due[i], due[i + 1]
-  local token = ARGV[5] .. '.' .. ((i + 1) / 2)
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('ZADD', KEYS[2], expiry, id)
-  redis.call('HSET', KEYS[3], id, token .. ' ' .. score .. ' ' .. ARGV[4])
+local next_due = claim(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], function(id, token, score)
   out[#out + 1] = {id, token, redis.call('HGETALL', ARGV[6] .. id)}
-end
-local next_due = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-out[#out + 1] = next_due[2] or ''
+end)
+out[#out + 1] = next_due
 return out
 """
 
 # KEYS: due, leased, leaseinfo, record, dead
 # ARGV: id, token, state, next due ('' = none), hot seconds, outbox ('' = none), outbox data, now,
 #       then field, value pairs of the record ('' state = drop the lease only: record missing)
-_SETTLE = """
-local info = redis.call('HGET', KEYS[3], ARGV[1])
-if (not info) or string.sub(info, 1, #ARGV[2] + 1) ~= (ARGV[2] .. ' ') then return 0 end
-if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
+_SETTLE = TOKEN_CHECK + """
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
 if ARGV[3] == '' then return 1 end

@@ -36,45 +36,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import web
 
 from ivrserver.domain.model import Agent
 from ivrserver.services.screen_pop import PopFeed, Replay, is_epoch
 from ivrserver.services.sessions import Authenticator
-from ivrserver.web import bodies
+from ivrserver.web.ws_common import HubSocket, Problem, SocketHub, parse_message
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE = 4096
-MAX_ERRORS = 5
-MAX_MESSAGES_PER_10S = 50
 MAX_SEQ = 2**53
 
 
-
-class _Conn:
+class _Conn(HubSocket):
     """One authenticated socket: its queue, writer task and replay state."""
 
     def __init__(self, hub: AgentHub, agent: Agent, token: str, ws: web.WebSocketResponse,
                  request: web.Request, queue_size: int) -> None:
-        self.hub = hub
-        self.agent = agent
-        self.token = token
-        self.ws = ws
-        self.request = request
-        self.queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
+        super().__init__(hub, agent, token, ws, request, queue_size)
         self.last_seq = 0  # highest event number queued to this socket …
         self.epoch: str | None = None  # … in this numbering (None: none seen yet)
         self.ready = False  # False until hello: live events wait in `pending`
         self.pending: list[tuple[str, int, str]] = []
-        self.dead = False
         self.said_hello = False
         self.sync = asyncio.Lock()  # one replay (hello, catch-up, resync) at a time
 
@@ -96,7 +84,7 @@ class _Conn:
         if seq <= self.last_seq:
             return True
         self.last_seq = seq
-        self._put(frame)
+        self.send(frame)
         return True
 
     def replayed(self, replay: Replay) -> None:
@@ -111,109 +99,34 @@ class _Conn:
         for seq, frame in replay.frames:
             self.offer(replay.epoch or "", seq, frame)
 
-    def control(self, message: Mapping[str, Any]) -> None:
-        if not self.dead:
-            self._put(json.dumps(message, separators=(",", ":")))
 
-    def _put(self, frame: str) -> None:
-        try:
-            self.queue.put_nowait(frame)
-        except asyncio.QueueFull:
-            self.hub.slow_disconnects += 1
-            self.kill("slow consumer")
-
-    def kill(self, reason: str) -> None:
-        """Drop the socket now (no close handshake: its buffers are what is stuck)."""
-        if self.dead:
-            return
-        self.dead = True
-        log.info("agent socket dropped", extra={"agent": self.agent.id, "reason": reason})
-        self.hub._unregister(self)
-        transport = self.request.transport
-        if transport is not None:
-            transport.abort()
-
-    async def write_loop(self) -> None:
-        while True:
-            frame = await self.queue.get()
-            try:
-                await self.ws.send_str(frame)
-            finally:
-                self.queue.task_done()
-            self.hub.delivered += 1
-
-    async def refuse(self, code: str, message: str) -> None:
-        """Send a last error after whatever is queued, then close with 1008."""
-        self.control({"type": "error", "code": code, "message": message})
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(1):
-                await self.queue.join()
-            await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=code.encode())
-
-
-class AgentHub:
+class AgentHub(SocketHub[_Conn]):
     """Per-instance hub. `start()` subscribes to the pop channel; `close()` ends every task and socket."""
+
+    kind = "agent"
+    path = "/ws/agent"
 
     def __init__(self, redis: aioredis.Redis, feed: PopFeed, auth: Authenticator, *,
                  queue_size: int = 256, heartbeat: float = 15.0, auth_timeout: float = 5.0,
                  session_check: float = 30.0) -> None:
+        super().__init__(auth, queue_size=queue_size, heartbeat=heartbeat, auth_timeout=auth_timeout,
+                         session_check=session_check)
         self.redis = redis  # the pub/sub connection (blocks on reads: no socket timeout)
         self.store = feed
-        self.auth = auth
-        self.queue_size = queue_size
-        self.heartbeat = heartbeat
-        self.auth_timeout = auth_timeout
-        self.session_check = session_check
         self._conns: dict[str, set[_Conn]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
-        self._closing = False
-        self.delivered = 0
-        self.slow_disconnects = 0
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._listen(), name="agent-hub-listener"))
-        self._tasks.append(asyncio.create_task(self._sweep_sessions(), name="agent-hub-sessions"))
+        await super().start()
         async with asyncio.timeout(10):
             await self._subscribed.wait()
-
-    async def close(self) -> None:
-        self._closing = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-        await self.close_sockets()
-
-    async def close_sockets(self) -> None:
-        conns = [c for group in self._conns.values() for c in group]
-        for conn in conns:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1):
-                    await conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
-            conn.kill("shutdown")
-
-    async def cleanup_ctx(self, app: web.Application) -> AsyncIterator[None]:
-        await self.start()
-        yield
-        await self.close()
-
-    async def _on_shutdown(self, app: web.Application) -> None:
-        self._closing = True
-        await self.close_sockets()
 
     def install(self, app: web.Application) -> None:
         """Put the hub on `app` (HUB key), own its lifecycle, and close sockets on shutdown."""
         app[HUB] = self
-        app.cleanup_ctx.append(self.cleanup_ctx)
-        app.on_shutdown.append(self._on_shutdown)
-        app.router.add_routes(self.routes())
-
-    def routes(self) -> list[web.RouteDef]:
-        return [web.get("/ws/agent", self.handle)]
+        super().install(app)
 
     # ---- publishing ---------------------------------------------------------------------
     async def publish(self, agent_id: str, event: Mapping[str, Any], *, customer_id: str | None = None,
@@ -227,6 +140,9 @@ class AgentHub:
         return await self.store.unacked(now=now)
 
     # ---- local fan-out ------------------------------------------------------------------
+    def _sockets(self) -> list[_Conn]:
+        return [c for group in self._conns.values() for c in group]
+
     def _register(self, conn: _Conn) -> None:
         self._conns.setdefault(conn.agent.id, set()).add(conn)
 
@@ -287,7 +203,7 @@ class AgentHub:
     async def _catch_up(self) -> None:
         """After a pub/sub outage, fetch what each ready local socket missed from the backlog (and
         notice a numbering that restarted meanwhile: Redis came back empty)."""
-        for conn in [c for g in self._conns.values() for c in g if c.ready and not c.dead]:
+        for conn in [c for c in self.live() if c.ready]:
             await self._resync_or_drop(conn)
 
     async def _resync_or_drop(self, conn: _Conn) -> None:
@@ -317,63 +233,27 @@ class AgentHub:
                 conn.control(_replay_header(replay))
             conn.replayed(replay)
 
-    async def _sweep_sessions(self) -> None:
-        """Sockets whose session ended (logout, expiry) are closed."""
-        while True:
-            await asyncio.sleep(self.session_check)
-            conns = [c for g in self._conns.values() for c in g if not c.dead]
-            try:
-                alive = await self.auth.alive([c.token for c in conns])
-            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
-                continue
-            for conn, ok in zip(conns, alive, strict=True):
-                if not ok:
-                    conn.kill("session ended")
-
     # ---- one socket ---------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(heartbeat=self.heartbeat, max_msg_size=MAX_MESSAGE, autoping=True)
-        if self._closing:
-            raise web.HTTPServiceUnavailable()
-        await ws.prepare(request)
+        ws = await self._upgrade(request)
         auth = await self._authenticate(ws)
         if auth is None:
             return ws
         agent, token, last_seq, epoch = auth
         conn = _Conn(self, agent, token, ws, request, self.queue_size)
-        writer = asyncio.create_task(conn.write_loop(), name=f"agent-ws-writer-{agent.id}")
         self._register(conn)
-        try:
+        async with self._serving(conn):
             seq, current_epoch = await self.store.position(agent.id)
             conn.control({"type": "welcome", "seq": seq, "epoch": current_epoch,
                           "agent": {"id": agent.id, "name": agent.name, "supervisor": agent.supervisor}})
             if last_seq is not None:
                 await self._hello(conn, last_seq, epoch)
             await self._read_loop(conn)
-        finally:
-            conn.dead = True
-            self._unregister(conn)
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await writer
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1):
-                    await ws.close()
         return ws
 
     async def _authenticate(self, ws: web.WebSocketResponse) -> tuple[Agent, str, int | None, str | None] | None:
-        try:
-            async with asyncio.timeout(self.auth_timeout):
-                msg = await ws.receive()
-        except TimeoutError:
-            await self._refuse(ws, "auth_timeout", "authenticate within a few seconds")
-            return None
-        if msg.type != WSMsgType.TEXT:
-            await self._refuse(ws, "auth_required", "first message must be auth")
-            return None
-        body = _parse(msg.data)
-        if body is None or body.get("type") != "auth" or not isinstance(body.get("token"), str):
-            await self._refuse(ws, "auth_required", "first message must be {type: auth, token}")
+        body = await self._receive_auth(ws)
+        if body is None:
             return None
         last_seq = body.get("last_seq")
         if last_seq is not None and not _is_seq(last_seq, allow_zero=True):
@@ -389,11 +269,6 @@ class AgentHub:
             return None
         return agent, body["token"], last_seq, epoch
 
-    async def _refuse(self, ws: web.WebSocketResponse, code: str, message: str) -> None:
-        with contextlib.suppress(Exception):
-            await ws.send_str(json.dumps({"type": "error", "code": code, "message": message}))
-            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=code.encode())
-
     async def _hello(self, conn: _Conn, last_seq: int, epoch: str | None) -> None:
         conn.said_hello = True
         async with conn.sync:
@@ -407,35 +282,8 @@ class AgentHub:
         if stale:
             await self._resync(conn)  # the numbering restarted between the backlog read and now
 
-    async def _read_loop(self, conn: _Conn) -> None:
-        errors = 0
-        window_start = time.monotonic()
-        count = 0
-        async for msg in conn.ws:
-            if conn.dead:
-                break
-            now = time.monotonic()
-            if now - window_start > 10:
-                window_start, count = now, 0
-            count += 1
-            if count > MAX_MESSAGES_PER_10S:
-                await conn.refuse("too_fast", "too many messages")
-                break
-            if msg.type == WSMsgType.TEXT:
-                problem = await self._on_message(conn, msg.data)
-            elif msg.type == WSMsgType.ERROR:
-                break
-            else:
-                problem = ("bad_frame", "text JSON frames only")
-            if problem is not None:
-                errors += 1
-                conn.control({"type": "error", "code": problem[0], "message": problem[1]})
-                if errors >= MAX_ERRORS:
-                    await conn.refuse("too_many_errors", "too many bad messages")
-                    break
-
-    async def _on_message(self, conn: _Conn, text: str) -> tuple[str, str] | None:
-        body = _parse(text)
+    async def _on_message(self, conn: _Conn, text: str) -> Problem | None:
+        body = parse_message(text)
         if body is None:
             return ("bad_json", "expected a JSON object")
         kind = body.get("type")
@@ -469,16 +317,6 @@ class AgentHub:
         if kind == "auth":
             return ("already_authenticated", "this socket is already bound to an agent")
         return ("unknown_type", "type must be one of hello, ack, ping")
-
-
-def _parse(text: str) -> dict[str, Any] | None:
-    if len(text) > MAX_MESSAGE:
-        return None
-    try:
-        body = bodies.parse_json(text)
-    except bodies.BodyError:
-        return None
-    return body if isinstance(body, dict) else None
 
 
 def _replay_header(replay: Replay) -> dict[str, Any]:

@@ -28,14 +28,12 @@ above a supervisor's own authority 403; Redis unreachable 503.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from ivrserver.domain import cases as rules
 from ivrserver.domain import compensation as comp
@@ -43,10 +41,11 @@ from ivrserver.domain import customer_validation as cv
 from ivrserver.domain.model import Agent, Case
 from ivrserver.services import cases as case_service
 from ivrserver.services.cases import CaseService
-from ivrserver.web import bodies
+from ivrserver.web import rest
 from ivrserver.web.api_customers import actor_of
 from ivrserver.web.auth import AGENT
 from ivrserver.web.backoffice import BACKOFFICE, has_scope
+from ivrserver.web.rest import allow_all
 
 log = logging.getLogger(__name__)
 
@@ -59,47 +58,10 @@ COMPENSATION_ID_RE = re.compile(r"cp-[0-9a-f]{24}")
 MAX_LIST = 500
 
 
-async def allow_all(request: web.Request, customer_id: str | None, purpose: str) -> None:
-    return None
-
-
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(data, status=status, headers=headers,
-                             dumps=functools.partial(json.dumps, ensure_ascii=False))
-
-
-def _error(exc_type: type[web.HTTPException], message: str, errors: list[tuple[str, str]] | None = None,
-           ) -> web.HTTPException:
-    body: dict[str, Any] = {"error": message}
-    if errors:
-        body["errors"] = [{"field": f, "message": m} for f, m in errors]
-    return exc_type(text=json.dumps(body, ensure_ascii=False), content_type="application/json")
-
-
-def _invalid(errors: list[tuple[str, str]]) -> web.HTTPException:
-    return _error(web.HTTPBadRequest, "invalid request", errors)
-
-
-def _not_found(what: str = "case") -> web.HTTPException:
-    return _error(web.HTTPNotFound, f"no such {what}")
-
-
 def _rule(exc: rules.CaseRuleError | comp.CompensationError) -> web.HTTPException:
     if exc.conflict:
-        return _error(web.HTTPConflict, exc.message, [(exc.field, exc.message)])
-    return _invalid([(exc.field, exc.message)])
-
-
-async def _body(request: web.Request, *, optional: bool = False) -> Any:
-    raw = await request.read()
-    if not raw:
-        if optional:
-            return None
-        raise _invalid([("body", "a JSON object is required")])
-    try:
-        return bodies.parse_json(raw)
-    except bodies.BodyError as exc:
-        raise _invalid([("body", str(exc))]) from None
+        return rest.error(web.HTTPConflict, exc.message, [(exc.field, exc.message)])
+    return rest.invalid([(exc.field, exc.message)])
 
 
 def _limit(request: web.Request) -> int:
@@ -107,28 +69,26 @@ def _limit(request: web.Request) -> int:
     if not raw:
         return 200
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 4) or not 1 <= int(raw) <= MAX_LIST:
-        raise _invalid([("limit", f"must be a whole number 1-{MAX_LIST}")])
+        raise rest.invalid([("limit", f"must be a whole number 1-{MAX_LIST}")])
     return int(raw)
 
 
 def _guard(handler: Handler) -> Handler:
+    @rest.store_errors("case store")
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
         try:
             return await handler(request)
-        except RedisError as exc:
-            log.error("%s %s: store unavailable: %s", request.method, request.path, type(exc).__name__)
-            raise _error(web.HTTPServiceUnavailable, "case store unavailable") from None
         except rules.CaseRuleError as exc:
             raise _rule(exc) from None
         except comp.CompensationError as exc:
             raise _rule(exc) from None
         except (case_service.CaseNotFound, case_service.NotHandedHere):
-            raise _not_found() from None
+            raise rest.not_found("case") from None
         except case_service.CompensationNotFound:
-            raise _not_found("compensation") from None
+            raise rest.not_found("compensation") from None
         except case_service.AboveAuthority as exc:
-            raise _error(web.HTTPForbidden, f"above your authority: {exc}") from None
+            raise rest.error(web.HTTPForbidden, f"above your authority: {exc}") from None
     return wrapped
 
 
@@ -148,29 +108,29 @@ class CaseRoutes:
         scope `backoffice` (None: back offices may not) and the case handed to it."""
         case_id = request.match_info["id"]
         if not CASE_ID_RE.fullmatch(case_id):
-            raise _not_found()
+            raise rest.not_found("case")
         name = request.get(BACKOFFICE)
         if name is not None:
             if backoffice is None or not has_scope(request, backoffice):
-                raise _error(web.HTTPForbidden, "this token's scopes do not allow that")
+                raise rest.error(web.HTTPForbidden, "this token's scopes do not allow that")
             return await self.service.for_backoffice(case_id, name)
         case = await self.service.get(case_id)
         if case is None:
-            raise _not_found()
+            raise rest.not_found("case")
         await self.authorize(request, case.customer_id, purpose)
         return case
 
     async def _agent(self, request: web.Request) -> Agent:
         agent = request.get(AGENT)
         if agent is None:
-            raise _error(web.HTTPUnauthorized, "an agent login is required")
+            raise rest.error(web.HTTPUnauthorized, "an agent login is required")
         return agent
 
     # ---- handlers ---------------------------------------------------------------------------
     async def policy(self, request: web.Request) -> web.Response:
         agent = await self._agent(request)  # no customer's data: any logged-in agent
         p = self.service.policy
-        return _json({
+        return rest.reply({
             "due_hours": {str(k): v for k, v in sorted(p.due_hours.items())},
             "actions": [{"name": a.name, "description": a.description, "backoffice": a.backoffice}
                         for a in p.actions.values()],
@@ -180,8 +140,8 @@ class CaseRoutes:
 
     async def create(self, request: web.Request) -> web.Response:
         if request.get(BACKOFFICE) is not None:
-            raise _error(web.HTTPForbidden, "back offices do not open cases")
-        data = await _body(request)
+            raise rest.error(web.HTTPForbidden, "back offices do not open cases")
+        data = await rest.read_body(request)
         problems: list[tuple[str, str]] = []
         checklist: list[tuple[str, str]] = []
         why = ""
@@ -191,10 +151,10 @@ class CaseRoutes:
             data = {k: v for k, v in data.items() if k not in ("checklist", "why")}
         fields, errors = cv.validate_case_create(data)
         if fields is None or problems:
-            raise _invalid([(e.field, e.message) for e in errors] + problems)
+            raise rest.invalid([(e.field, e.message) for e in errors] + problems)
         await self.authorize(request, fields["customer_id"], "case.create")
         case = await self.service.open(fields, actor=actor_of(request), checklist=checklist, why=why)
-        return _json(self.view(case), status=201, headers={"Location": f"/api/v1/cases/{case.id}"})
+        return rest.reply(self.view(case), status=201, headers={"Location": f"/api/v1/cases/{case.id}"})
 
     async def list_cases(self, request: web.Request) -> web.Response:
         which = request.query.get("filter", "")
@@ -202,28 +162,28 @@ class CaseRoutes:
         name = request.get(BACKOFFICE)
         if which == "handed":
             if name is None or not has_scope(request, "cases:read"):
-                raise _error(web.HTTPForbidden, "filter=handed is for back-office tokens with cases:read")
+                raise rest.error(web.HTTPForbidden, "filter=handed is for back-office tokens with cases:read")
             found = await self.service.handed(name, limit=limit)
         elif which == "overdue":
             if name is not None:
-                raise _error(web.HTTPForbidden, "filter=overdue is for supervisors")
+                raise rest.error(web.HTTPForbidden, "filter=overdue is for supervisors")
             await self.supervisor(request)
             await self.authorize(request, None, "case.overdue")
             found = await self.service.overdue(limit=limit)
         else:
-            raise _invalid([("filter", "must be overdue (supervisors) or handed (back offices)")])
-        return _json({"items": [self.view(c) for c in found], "filter": which})
+            raise rest.invalid([("filter", "must be overdue (supervisors) or handed (back offices)")])
+        return rest.reply({"items": [self.view(c) for c in found], "filter": which})
 
     async def get(self, request: web.Request) -> web.Response:
         case = await self._case(request, "case.read", backoffice="cases:read")
-        return _json(self.view(case))
+        return rest.reply(self.view(case))
 
     async def events(self, request: web.Request) -> web.Response:
         case = await self._case(request, "case.read", backoffice="cases:read")
-        return _json({"case_id": case.id, "events": await self.service.events(case.id, limit=_limit(request))})
+        return rest.reply({"case_id": case.id, "events": await self.service.events(case.id, limit=_limit(request))})
 
     async def update(self, request: web.Request) -> web.Response:
-        data = await _body(request)
+        data = await rest.read_body(request)
         problems: list[tuple[str, str]] = []
         why = ""
         if isinstance(data, dict) and "why" in data:
@@ -231,91 +191,91 @@ class CaseRoutes:
             data = {k: v for k, v in data.items() if k != "why"}
         changes, errors = cv.validate_case_update(data)
         if changes is None or problems:
-            raise _invalid([(e.field, e.message) for e in errors] + problems)
+            raise rest.invalid([(e.field, e.message) for e in errors] + problems)
         case = await self._case(request, "case.update")
         status = changes.pop("status", None)
         updated = await self.service.update(case.id, changes, None if status is None else status.value,
                                             actor=actor_of(request), why=why)
-        return _json(self.view(updated))
+        return rest.reply(self.view(updated))
 
     async def move(self, request: web.Request) -> web.Response:
-        parsed, problems = rules.parse_move(await _body(request))
+        parsed, problems = rules.parse_move(await rest.read_body(request))
         if parsed is None:
-            raise _invalid(problems)
+            raise rest.invalid(problems)
         case = await self._case(request, "case.update")
         moved = await self.service.move(case.id, parsed["status"], actor=actor_of(request), why=parsed["why"])
-        return _json(self.view(moved))
+        return rest.reply(self.view(moved))
 
     async def checklist(self, request: web.Request) -> web.Response:
-        parsed, problems = rules.parse_checklist(await _body(request))
+        parsed, problems = rules.parse_checklist(await rest.read_body(request))
         if parsed is None:
-            raise _invalid(problems)
+            raise rest.invalid(problems)
         case = await self._case(request, "case.update")
         updated = await self.service.checklist(case.id, add=parsed["add"], done=parsed["done"],
                                                undone=parsed["undone"], actor=actor_of(request), why=parsed["why"])
-        return _json(self.view(updated))
+        return rest.reply(self.view(updated))
 
     async def action(self, request: web.Request) -> web.Response:
-        parsed, problems = rules.parse_action(await _body(request))
+        parsed, problems = rules.parse_action(await rest.read_body(request))
         if parsed is None:
-            raise _invalid(problems)
+            raise rest.invalid(problems)
         case = await self._case(request, "case.action")
         await self._agent(request)
         updated = await self.service.hand_off(case.id, parsed["action"], parsed["params"], to=parsed["to"],
                                               actor=actor_of(request), why=parsed["why"])
-        return _json(self.view(updated))
+        return rest.reply(self.view(updated))
 
     async def result(self, request: web.Request) -> web.Response:
         name = request.get(BACKOFFICE)
         if name is None:
-            raise _error(web.HTTPForbidden, "results come from back-office tokens (scope cases:write)")
-        parsed, problems = rules.parse_result(await _body(request))
+            raise rest.error(web.HTTPForbidden, "results come from back-office tokens (scope cases:write)")
+        parsed, problems = rules.parse_result(await rest.read_body(request))
         if parsed is None:
-            raise _invalid(problems)
+            raise rest.invalid(problems)
         case = await self._case(request, "case.result", backoffice="cases:write")
         updated = await self.service.backoffice_result(case.id, name, parsed["result"], resolve=parsed["resolve"],
                                                        done=parsed["done"])
-        return _json(self.view(updated))
+        return rest.reply(self.view(updated))
 
     async def compensations(self, request: web.Request) -> web.Response:
         case = await self._case(request, "compensation.read")
-        return _json({"case_id": case.id,
-                      "items": [comp.to_dict(c) for c in await self.service.compensations(case.id)]})
+        return rest.reply({"case_id": case.id,
+                           "items": [comp.to_dict(c) for c in await self.service.compensations(case.id)]})
 
     async def grant(self, request: web.Request) -> web.Response:
-        data = await _body(request)
+        data = await rest.read_body(request)
         fields, problems = comp.validate_request(data, self.service.policy.compensation)
         if fields is None:
-            raise _invalid(problems)
+            raise rest.invalid(problems)
         case = await self._case(request, "compensation.grant")
         agent = await self._agent(request)
         result, created = await self.service.grant(case.id, fields, agent=agent)
         status = (201 if result.state is comp.CompensationState.GRANTED else 202) if created else 200
-        return _json(comp.to_dict(result), status=status,
-                     headers={"Location": f"/api/v1/cases/{case.id}/compensations"})
+        return rest.reply(comp.to_dict(result), status=status,
+                          headers={"Location": f"/api/v1/cases/{case.id}/compensations"})
 
     async def requested(self, request: web.Request) -> web.Response:
         await self.supervisor(request)
         state = request.query.get("state", "requested")
         if state != "requested":
-            raise _invalid([("state", "only requested can be listed")])
+            raise rest.invalid([("state", "only requested can be listed")])
         items = await self.service.requested_compensations(limit=_limit(request))
-        return _json({"items": [comp.to_dict(c) for c in items], "state": state})
+        return rest.reply({"items": [comp.to_dict(c) for c in items], "state": state})
 
     async def _decide(self, request: web.Request, approve: bool) -> web.Response:
         supervisor = await self.supervisor(request)
         cid = request.match_info["cid"]
         if not COMPENSATION_ID_RE.fullmatch(cid):
-            raise _not_found("compensation")
-        why, problems = comp.decision_why(await _body(request, optional=True))
+            raise rest.not_found("compensation")
+        why, problems = comp.decision_why(await rest.read_body(request, optional=True))
         if why is None:
-            raise _invalid(problems)
+            raise rest.invalid(problems)
         stored = await self.service.compensation(cid)
         if stored is None:
-            raise _not_found("compensation")
+            raise rest.not_found("compensation")
         await self.authorize(request, stored.customer_id, "compensation.decide")
         result = await self.service.decide_request(cid, approve=approve, supervisor=supervisor, why=why)
-        return _json(comp.to_dict(result))
+        return rest.reply(comp.to_dict(result))
 
     async def approve(self, request: web.Request) -> web.Response:
         return await self._decide(request, True)

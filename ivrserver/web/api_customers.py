@@ -21,15 +21,11 @@ without either act as `api`.
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from ivrserver.domain import contact_notes
 from ivrserver.domain import customer_validation as cv
@@ -38,53 +34,18 @@ from ivrserver.domain.model import Customer
 from ivrserver.services import customers
 from ivrserver.services.cases import actor_of_agent
 from ivrserver.services.customers import CustomerService
-from ivrserver.web import bodies
+from ivrserver.web import rest
 from ivrserver.web.auth import AGENT
 from ivrserver.web.backoffice import BACKOFFICE
+from ivrserver.web.rest import allow_all
 
 log = logging.getLogger(__name__)
 
 Authorize = Callable[[web.Request, str | None, str], Awaitable[None]]
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAX_PAGE = 500
 CONTACT_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
-async def allow_all(request: web.Request, customer_id: str | None, purpose: str) -> None:
-    """The default authorization hook: denies nothing."""
-    return None
-
-
-def _json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(data, status=status, headers=headers,
-                             dumps=functools.partial(json.dumps, ensure_ascii=False))
-
-
-def _error(exc_type: type[web.HTTPException], message: str, errors: list[FieldError] | None = None,
-           ) -> web.HTTPException:
-    body: dict[str, Any] = {"error": message}
-    if errors:
-        body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
-    return exc_type(text=json.dumps(body, ensure_ascii=False), content_type="application/json")
-
-
-def _invalid(errors: list[FieldError]) -> web.HTTPException:
-    return _error(web.HTTPBadRequest, "invalid request", errors)
-
-
-def _not_found(what: str) -> web.HTTPException:
-    return _error(web.HTTPNotFound, f"no such {what}")
-
-
-async def _body(request: web.Request) -> Any:
-    raw = await request.read()
-    if not raw:
-        raise _invalid([FieldError("body", "a JSON object is required")])
-    try:
-        return bodies.parse_json(raw)
-    except bodies.BodyError as exc:
-        raise _invalid([FieldError("body", str(exc))]) from None
+_guard = rest.store_errors("customer store")
 
 
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -92,14 +53,14 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
     if raw is None or raw == "":
         return default
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not lo <= int(raw) <= hi:
-        raise _invalid([FieldError(name, f"must be a whole number {lo}-{hi}")])
+        raise rest.invalid([FieldError(name, f"must be a whole number {lo}-{hi}")])
     return int(raw)
 
 
 def _customer_id(request: web.Request) -> str:
     cid = request.match_info["id"]
     if not cv.ID_RE.fullmatch(cid):
-        raise _not_found("customer")
+        raise rest.not_found("customer")
     return cid
 
 
@@ -114,17 +75,6 @@ def actor_of(request: web.Request) -> str:
     return "api"
 
 
-def _guard(handler: Handler) -> Handler:
-    @functools.wraps(handler)
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except RedisError as exc:
-            log.error("%s %s: store unavailable: %s", request.method, request.path, exc)
-            raise _error(web.HTTPServiceUnavailable, "customer store unavailable") from None
-    return wrapped
-
-
 class CustomerRoutes:
     """The handlers, one method each (the route table: `routes`)."""
 
@@ -134,68 +84,68 @@ class CustomerRoutes:
         self.default_country = default_country
 
     async def _validated_customer(self, request: web.Request, *, id_required: bool) -> cv.ValidCustomer:
-        data = await _body(request)
+        data = await rest.read_body(request)
         result, errors = cv.validate_customer(data, default_country=self.default_country, id_required=id_required)
         if result is None:
-            raise _invalid(errors)
+            raise rest.invalid(errors)
         return result
 
     async def _saved(self, write: Awaitable[Customer]) -> Customer:
         try:
             return await write
         except customers.PinsDisabled:
-            raise _error(web.HTTPServiceUnavailable, "PINs cannot be set: no pepper configured", []) from None
+            raise rest.error(web.HTTPServiceUnavailable, "PINs cannot be set: no pepper configured", []) from None
         except customers.AccountInUse as exc:
-            raise _error(web.HTTPConflict, "account number in use", [
+            raise rest.error(web.HTTPConflict, "account number in use", [
                 FieldError("account_number", f"already belongs to customer {exc.owner}")]) from None
         except customers.CustomerExists:
-            raise _error(web.HTTPConflict, "customer exists", [
+            raise rest.error(web.HTTPConflict, "customer exists", [
                 FieldError("id", "a customer with this id already exists")]) from None
         except customers.CustomerNotFound:
-            raise _not_found("customer") from None
+            raise rest.not_found("customer") from None
 
     async def list_customers(self, request: web.Request) -> web.Response:
         offset = _int_param(request, "offset", 0, 0, 10**9)
         limit = _int_param(request, "limit", 50, 1, MAX_PAGE)
         await self.authorize(request, None, "customer.list")
         items, total = await self.service.list(offset=offset, limit=limit)
-        return _json_response({"items": [cv.customer_to_dict(c) for c in items], "total": total,
-                               "offset": offset, "limit": limit})
+        return rest.reply({"items": [cv.customer_to_dict(c) for c in items], "total": total,
+                           "offset": offset, "limit": limit})
 
     async def create_customer(self, request: web.Request) -> web.Response:
         await self.authorize(request, None, "customer.create")
         item = await self._validated_customer(request, id_required=False)
         customer = await self._saved(self.service.create(item))
-        return _json_response(cv.customer_to_dict(customer), status=201,
-                              headers={"Location": f"/api/v1/customers/{customer.id}"})
+        return rest.reply(cv.customer_to_dict(customer), status=201,
+                          headers={"Location": f"/api/v1/customers/{customer.id}"})
 
     async def get_customer(self, request: web.Request) -> web.Response:
         cid = _customer_id(request)
         await self.authorize(request, cid, "customer.read")
         customer = await self.service.get(cid)
         if customer is None:
-            raise _not_found("customer")
-        return _json_response(cv.customer_to_dict(customer))
+            raise rest.not_found("customer")
+        return rest.reply(cv.customer_to_dict(customer))
 
     async def update_customer(self, request: web.Request) -> web.Response:
         cid = _customer_id(request)
         await self.authorize(request, cid, "customer.update")
-        data = await _body(request)
+        data = await rest.read_body(request)
         if isinstance(data, dict):
             if "id" in data and data["id"] != cid:
-                raise _invalid([FieldError("id", "must match the id in the URL (ids cannot change)")])
+                raise rest.invalid([FieldError("id", "must match the id in the URL (ids cannot change)")])
             data = {**data, "id": cid}
         result, errors = cv.validate_customer(data, default_country=self.default_country)
         if result is None:
-            raise _invalid(errors)
+            raise rest.invalid(errors)
         customer = await self._saved(self.service.update(result))
-        return _json_response(cv.customer_to_dict(customer))
+        return rest.reply(cv.customer_to_dict(customer))
 
     async def delete_customer(self, request: web.Request) -> web.Response:
         cid = _customer_id(request)
         await self.authorize(request, cid, "customer.delete")
         if not await self.service.delete(cid):
-            raise _not_found("customer")
+            raise rest.not_found("customer")
         return web.Response(status=204)
 
     async def customer_history(self, request: web.Request) -> web.Response:
@@ -204,8 +154,8 @@ class CustomerRoutes:
         await self.authorize(request, cid, "history.read")
         timeline = await self.service.timeline(cid, limit=limit)
         if timeline is None:
-            raise _not_found("customer")
-        return _json_response({
+            raise rest.not_found("customer")
+        return rest.reply({
             "customer_id": cid,
             "contacts": [customers.contact_to_dict(c) for c in timeline.contacts],
             "open_cases": [customers.case_to_dict(c) for c in timeline.open_cases],
@@ -215,18 +165,18 @@ class CustomerRoutes:
     async def update_contact(self, request: web.Request) -> web.Response:
         contact_id = request.match_info["id"]
         if not CONTACT_ID_RE.fullmatch(contact_id):
-            raise _not_found("contact")
-        note, errors = contact_notes.validate(await _body(request), write_back=False)
+            raise rest.not_found("contact")
+        note, errors = contact_notes.validate(await rest.read_body(request), write_back=False)
         if note is None:
-            raise _invalid(errors)
+            raise rest.invalid(errors)
         contact = await self.service.contact(contact_id)
         if contact is None:
-            raise _not_found("contact")
+            raise rest.not_found("contact")
         await self.authorize(request, contact.customer_id, "contact.update")
         updated = await self.service.save_note(contact_id, note, actor=actor_of(request))
         if updated is None:
-            raise _not_found("contact")
-        return _json_response(customers.contact_to_dict(updated))
+            raise rest.not_found("contact")
+        return rest.reply(customers.contact_to_dict(updated))
 
 
 def routes(service: CustomerService, authorize: Authorize = allow_all, *,

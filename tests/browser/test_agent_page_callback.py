@@ -23,18 +23,15 @@ Screenshot of the callback pop: /tmp/agent-callback.png.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
 import yaml
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from ivrserver import config
 from ivrserver.devstack.asterisk import LocalAsterisk
@@ -43,9 +40,9 @@ from ivrserver.domain.model import Contact, ContactKind, Customer, Outcome, Tier
 from ivrserver.store import cases as case_store
 from ivrserver.store import contacts as contact_store
 from ivrserver.store import customers
-from tests.browser.test_agent_page_real_call import ARGS, CHROMIUM, log_in
+from tests.browser.pages import log_in
 from tests.conftest import free_port
-from tests.integration.conftest import Phones, idle, local_asterisk, phones_on
+from tests.integration.conftest import Phones
 from tests.integration.test_callback_calls import ALL_DAY, AmiWatch
 from tests.integration.test_ivrserver_calls import REPO, Ivr, wait_until, write_menus, write_routing
 from tests.integration.test_screen_pop_calls import running
@@ -64,18 +61,6 @@ SCREENSHOT = "/tmp/agent-callback.png"
 
 
 # ----------------------------------------------------------------------------- fixtures
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def pbx() -> AsyncIterator[LocalAsterisk]:
-    async with local_asterisk(f"pytest-{os.getpid()}-browser-cb") as asterisk:
-        yield asterisk
-
-
-@pytest.fixture
-async def phones(pbx: LocalAsterisk) -> AsyncIterator[Phones]:
-    async with phones_on(await idle(pbx)) as p:
-        yield p
-
 
 @pytest.fixture
 async def watch(pbx: LocalAsterisk) -> AsyncIterator[AmiWatch]:
@@ -121,17 +106,10 @@ async def ivr(pbx: LocalAsterisk, phones: Phones, redis_url: str, redis_client: 
 
 
 @pytest.fixture
-async def page() -> AsyncIterator[Page]:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail("Debian chromium is not installed: apt-get install -y chromium")
-    async with async_playwright() as pw:
-        browser: Browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            # The datetime-local input is in the browser's zone: pin it, whatever the host's zone.
-            context = await browser.new_context(timezone_id="UTC", viewport={"width": 1400, "height": 1100})
-            yield await context.new_page()
-        finally:
-            await browser.close()
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    # The datetime-local input is in the browser's zone: pin it, whatever the host's zone.
+    context = await browser.new_context(timezone_id="UTC", viewport={"width": 1400, "height": 1100})
+    yield await context.new_page()
 
 
 # ----------------------------------------------------------------------------- helpers

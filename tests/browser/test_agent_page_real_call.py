@@ -5,55 +5,38 @@ SIPp caller → Asterisk 22 → the real IvrServer (FastAGI routing, AMI screen-
 is hostile markup: the page must show it as text and run none of it. The agent writes a note and
 a disposition from the page and the call's contact record in Redis carries them.
 
-This module starts its own Asterisk (instance name `pytest-<pid>-browser`), so it never shares
-an instance directory with tests/integration's session Asterisk when both run in one session.
+This module starts its own Asterisk (the `pbx` fixture of tests/browser/conftest.py), so it never
+shares an instance directory with tests/integration's session Asterisk when both run in one session.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
 import yaml
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from ivrserver.devstack.asterisk import LocalAsterisk
 from ivrserver.domain.model import Customer, Outcome, Tier
 from ivrserver.store import contacts, customers
+from tests.browser.pages import log_in
 from tests.conftest import free_port
-from tests.integration.conftest import Phones, idle, local_asterisk, phones_on
+from tests.integration.conftest import Phones
 from tests.integration.test_ivrserver_calls import Ivr, wait_until
 from tests.integration.test_screen_pop_calls import running, server_settings
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 HOSTILE_NAME = 'Boss Wang <script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 NUMBER = "15550021"
 NOTE = 'Refund promised by Friday <img src=x onerror="window.__pwned=3">'
 SCREENSHOT = "/tmp/agent-real-call.png"
 REPO = Path(__file__).resolve().parents[2]
 WRAP_UP_SECONDS = 4
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def pbx() -> AsyncIterator[LocalAsterisk]:
-    async with local_asterisk(f"pytest-{os.getpid()}-browser") as asterisk:
-        yield asterisk
-
-
-@pytest.fixture
-async def phones(pbx: LocalAsterisk) -> AsyncIterator[Phones]:
-    async with phones_on(await idle(pbx)) as p:
-        yield p
 
 
 @pytest.fixture
@@ -76,26 +59,6 @@ async def ivr(pbx: LocalAsterisk, phones: Phones, redis_url: str, redis_client: 
     settings = dataclasses.replace(settings, routing=routing)
     async with running(settings) as server:
         yield Ivr(server, redis_client, tmp_path / "menus")
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail("Debian chromium is not installed: apt-get install -y chromium")
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
-
-
-async def log_in(page: Page, url: str, agent: str) -> None:
-    await page.goto(url + "/")
-    await page.fill("#login-agent", agent)
-    await page.fill("#login-password", agent)
-    await page.click("#login-form button[type=submit]")
-    await expect(page.locator("#conn")).to_have_text("live", timeout=10_000)
 
 
 async def test_a_real_vip_call_pops_on_the_page_as_text_and_the_notes_reach_the_contact(

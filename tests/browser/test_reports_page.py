@@ -6,35 +6,19 @@ Screenshot: /tmp/reports/reports.png (and reports-zh.png)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from ivrserver.app import IvrServer
+from tests.browser.pages import sign_in
 from tests.test_reports_api import reports_server  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCREENSHOT = Path("/tmp/reports/reports.png")
 REPORTS = ("ivr", "selfservice", "queues", "repeats", "callbacks", "agents")
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail("Debian chromium is not installed: apt-get install -y chromium")
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def test_supervisor_sees_charts_and_downloads_csv_agent_refused(
@@ -53,11 +37,7 @@ async def test_supervisor_sees_charts_and_downloads_csv_agent_refused(
             and not r.url.endswith(("/favicon.ico", "/api/v1/me")) else None)
     page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(base) else None)
     try:
-        await page.goto(base + "/reports?lang=en&from=2026-11-03&to=2026-11-09")
-        await expect(page.locator("#login-form")).to_be_visible(timeout=10_000)
-        await page.fill("#login-agent", "agent1010")
-        await page.fill("#login-password", "agent1010")
-        await page.click("#login-form button[type=submit]")
+        await sign_in(page, base, "/reports?lang=en&from=2026-11-03&to=2026-11-09", "agent1010")
         await expect(page.locator("body[data-loaded='1']")).to_have_count(1, timeout=20_000)
         for name in REPORTS:
             section = page.locator(f"#report-{name}")
@@ -98,10 +78,7 @@ async def test_supervisor_sees_charts_and_downloads_csv_agent_refused(
 
     agent = await browser.new_page()
     try:
-        await agent.goto(base + "/reports?lang=en")
-        await agent.fill("#login-agent", "agent1001")
-        await agent.fill("#login-password", "agent1001")
-        await agent.click("#login-form button[type=submit]")
+        await sign_in(agent, base, "/reports?lang=en", "agent1001")
         await expect(agent.locator("#refused")).to_be_visible(timeout=10_000)
         await expect(agent.locator("#reports")).to_be_hidden()
     finally:

@@ -5,45 +5,28 @@ paused: the caller waits) and the page shows one caller waiting, the longest wai
 agent1006's SIPp phone answers and the page shows nobody waiting, one answered, agent1006 on call.
 An agent who is not a supervisor gets the refusal, and the socket refuses them too.
 
-This module starts its own Asterisk (instance `pytest-<pid>-wallboard`), as the agent page's does.
+This module starts its own Asterisk (the `pbx` fixture of tests/browser/conftest.py).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from ivrserver.devstack.asterisk import LocalAsterisk
+from tests.browser.pages import sign_in
 from tests.conftest import free_port
-from tests.integration.conftest import Phones, idle, local_asterisk, phones_on
+from tests.integration.conftest import Phones
 from tests.integration.test_ivrserver_calls import Ivr, running
 from tests.integration.test_screen_pop_calls import server_settings
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCREENSHOT = Path("/tmp/reports/wallboard.png")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def pbx() -> AsyncIterator[LocalAsterisk]:
-    async with local_asterisk(f"pytest-{os.getpid()}-wallboard") as asterisk:
-        yield asterisk
-
-
-@pytest.fixture
-async def phones(pbx: LocalAsterisk) -> AsyncIterator[Phones]:
-    async with phones_on(await idle(pbx)) as p:
-        yield p
 
 
 @pytest.fixture
@@ -55,33 +38,13 @@ async def ivr(pbx: LocalAsterisk, phones: Phones, redis_url: str, redis_client: 
         yield Ivr(server, redis_client, tmp_path / "menus")
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail("Debian chromium is not installed: apt-get install -y chromium")
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
-
-
-async def sign_in(page: Page, url: str, agent: str) -> None:
-    await page.goto(url + "/wallboard?lang=en")
-    await expect(page.locator("#login-form")).to_be_visible(timeout=10_000)
-    await page.fill("#login-agent", agent)
-    await page.fill("#login-password", agent)
-    await page.click("#login-form button[type=submit]")
-
-
 async def test_the_board_follows_a_real_caller_into_a_queue_and_to_an_agent(
         ivr: Ivr, phones: Phones, browser: Browser) -> None:
     page = await browser.new_page(viewport={"width": 1920, "height": 1080})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     try:
-        await sign_in(page, ivr.base, "agent1010")
+        await sign_in(page, ivr.base, "/wallboard?lang=en", "agent1010")
         await expect(page.locator("#conn")).to_have_text("live", timeout=10_000)
         faults = page.locator('#queues .queue[data-queue="faults"]')
         agent = page.locator('#agents .agent[data-agent="agent1006"]')
@@ -118,10 +81,7 @@ async def test_the_board_follows_a_real_caller_into_a_queue_and_to_an_agent(
         # ... and by the server, for this supervisor: another browser signing in shows Chinese.
         other = await browser.new_page()
         try:
-            await other.goto(ivr.base + "/wallboard")
-            await other.fill("#login-agent", "agent1010")
-            await other.fill("#login-password", "agent1010")
-            await other.click("#login-form button[type=submit]")
+            await sign_in(other, ivr.base, "/wallboard", "agent1010")
             await expect(other.locator("#conn")).to_have_text("已连接", timeout=10_000)
             await expect(other.locator('#queues .queue[data-queue="faults"] [data-i18n="wallboard.queue.answered"]'
                                        )).to_have_text("已接听")
@@ -140,7 +100,7 @@ async def test_the_board_follows_a_real_caller_into_a_queue_and_to_an_agent(
 async def test_an_agent_is_refused_on_the_page_and_on_the_socket(ivr: Ivr, browser: Browser) -> None:
     page = await browser.new_page()
     try:
-        await sign_in(page, ivr.base, "agent1001")
+        await sign_in(page, ivr.base, "/wallboard?lang=en", "agent1001")
         await expect(page.locator("#refused")).to_be_visible(timeout=10_000)
         await expect(page.locator("#refused h1")).to_have_text("Supervisors only")
         await expect(page.locator("#board")).to_be_hidden()
