@@ -22,7 +22,12 @@ p50/p99/max, duplicates by placed marker (a call with more than one attempt mark
 dialer log (a channel or a call dialed twice), losses (a key with no notice, or whose call never
 dialed), unknown (dialed by the killed instance, which died before writing the outcome: never
 re-dialed, the notice ends failed), and the CPU of the scheduler processes per notice (scheduling,
-and placing). No assertions: it prints a table. Targets: p99 < 1 s, 0 duplicates, 0 losses.
+and placing). Once every instance has stopped, the notices still `scheduled` are counted, the
+reconcile sweep (NoticeService.reconcile, as each server runs it every notices.reconcile_interval)
+runs once with no grace (no instance is left that could still follow an outcome), and they are
+counted again: the killed instance's notices whose call's outcome was written but not followed
+are settled by it. No assertions: it prints a table. Targets: p99 < 1 s, 0 duplicates, 0 losses,
+0 scheduled after the sweep.
 """
 
 from __future__ import annotations
@@ -33,11 +38,8 @@ import contextlib
 import json
 import logging
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -48,7 +50,7 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from callbacks_bench import OPEN, POLICY, PREFIX, RecordingDialer, RoundTrips, cpu_seconds, dials_key, loadavg
+from callbacks_bench import OPEN, POLICY, PREFIX, RecordingDialer, RoundTrips, always_free, dials_key, no_free_agents
 
 from ivrserver.config import PromptSettings
 from ivrserver.domain import notices as nm
@@ -62,7 +64,18 @@ from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
 from ivrserver.store.notices import NoticeStore
 
-from benchlib import local_redis, percentile
+from benchlib import (
+    add_scheduler_options,
+    count_dials,
+    cpu_seconds,
+    loadavg,
+    percentile,
+    print_columns,
+    run_scenarios_on_local_redis,
+    sigkill,
+    stop_processes,
+    watch_until_drained,
+)
 
 TEXT = {"en": "The outage in your area is over. Thank you for your patience.",
         "zh": "您所在地区的网络故障已经修复，感谢您的耐心等待。"}
@@ -116,14 +129,8 @@ async def worker(args: argparse.Namespace) -> None:
                               Path(args.cache_dir))
     notices = NoticeService(nstore, calls, MessageService(renderer), nm.NoticePolicy(), POLICY, customer=directory)
 
-    async def is_free(agent: str) -> bool:
-        return True
-
-    async def free_agents(tier: str) -> list[str]:
-        return []
-
-    placer = CallbackPlacer(calls, RecordingDialer(other, name), POLICY, free_agents=free_agents, is_free=is_free,
-                            lease_seconds=args.lease, instance=name, on_placed=notices.on_placed)
+    placer = CallbackPlacer(calls, RecordingDialer(other, name), POLICY, free_agents=no_free_agents,
+                            is_free=always_free, lease_seconds=args.lease, instance=name, on_placed=notices.on_placed)
     scheduler = CallbackScheduler(calls, placer, instance=name, poll_interval=args.poll, lease_seconds=args.lease,
                                   batch=args.batch, concurrency=args.concurrency)
     notices.on_due = scheduler.wake
@@ -212,6 +219,9 @@ class Report:
     no_notice: int = 0
     unknown: int = 0
     heard: int = 0
+    scheduled_before: int = 0  # notices still scheduled when every instance had stopped
+    swept: int = 0  # settled by the reconcile sweep
+    swept_states: Counter[str] = field(default_factory=Counter)
     states: Counter[str] = field(default_factory=Counter)
     late: list[float] = field(default_factory=list)
     late_killed: list[float] = field(default_factory=list)
@@ -237,19 +247,9 @@ async def wait_for_submission(client: aioredis.Redis, names: list[str], expected
 async def analyse(client: aioredis.Redis, report: Report, args: argparse.Namespace, start: float) -> None:
     keys = Keys(PREFIX)
     nstore, calls = NoticeStore(client, keys), CallbackStore(client, keys)
-    raw = await client.lrange(dials_key(), 0, -1)
-    per_channel: Counter[str] = Counter()
-    first_dial: dict[str, float] = {}
-    for line in raw:
-        channel, name, t = line.split(" ")
-        per_channel[channel] += 1
-        report.per_instance[name] = report.per_instance.get(name, 0) + 1
-        call = channel.rsplit("-", 1)[0]
-        first_dial[call] = min(first_dial.get(call, float("inf")), float(t))
-    per_call = Counter(ch.rsplit("-", 1)[0] for ch in per_channel)
-    report.dials = len(raw)
-    report.dup_channels = sum(1 for k in per_channel.values() if k > 1)
-    report.dup_calls = sum(1 for k in per_call.values() if k > 1)
+    dialed = count_dials(await client.lrange(dials_key(), 0, -1))
+    first_dial, report.per_instance, report.dials = dialed.first_dial, dialed.per_instance, dialed.dials
+    report.dup_channels, report.dup_calls = dialed.dup_channels, dialed.dup_calls
     markers: Counter[str] = Counter()
     async for k in client.scan_iter(match=f"{PREFIX}:callback:placed:*", count=5000):
         markers[k.rsplit(":", 2)[1]] += 1
@@ -284,6 +284,22 @@ async def analyse(client: aioredis.Redis, report: Report, args: argparse.Namespa
                 report.unknown += 1
 
 
+async def sweep(client: aioredis.Redis, report: Report, args: argparse.Namespace) -> None:
+    """Count the notices left scheduled, run the reconcile sweep once (grace 0: every instance has
+    stopped), and note what it made of them (analyse counts the states after it)."""
+    keys = Keys(PREFIX)
+    nstore, calls = NoticeStore(client, keys), CallbackStore(client, keys)
+    ids = [nm.notice_id(key_of(i)) for i in range(args.n)]
+    before: set[str] = set()
+    for off in range(0, args.n, 2000):
+        before |= {x.id for x in await nstore.get_many(ids[off:off + 2000]) if x.state in nm.PENDING}
+    report.scheduled_before = len(before)
+    service = NoticeService(nstore, calls, None, nm.NoticePolicy(), POLICY, customer=directory, reconcile_grace=0.0)
+    report.swept = await service.reconcile(batch=1000, max_batches=10_000)
+    for n in await nstore.get_many(sorted(before)):
+        report.swept_states[f"{n.state.value}:{n.reason}" if n.reason else n.state.value] += 1
+
+
 async def run_scenario(url: str, scenario: str, args: argparse.Namespace, workdir: str, redis_pid: int) -> Report:
     client = aioredis.Redis.from_url(url, decode_responses=True)
     await client.flushall()
@@ -306,38 +322,25 @@ async def run_scenario(url: str, scenario: str, args: argparse.Namespace, workdi
     print(f"[{scenario}] {args.instances} instances scheduling {args.n} notices (+5% duplicates), due from "
           f"+{args.lead:.0f}s over {args.spread:g}s; number-only callers: {report.region}", flush=True)
     store = CallbackStore(client, Keys(PREFIX))
-    kill_at = start + args.spread * 0.4 if scenario == "kill" else None
-    deadline = start + args.spread + args.lease + 180
+
+    async def kill() -> str:
+        victim = names[-1]
+        sigkill(procs[victim])
+        return f"instance {victim} ({(await store.counts())['leased']} leases outstanding)"
+
     try:
         await wait_for_submission(client, names, args.n, start + args.spread)
         report.submit_late = max(0.0, time.time() - start)
         print(f"[{scenario}] submitted at +{time.time() - start:.1f}s from the first due "
               f"(negative: before it)", flush=True)
-        while True:
-            await asyncio.sleep(0.25)
-            now = time.time()
-            if kill_at is not None and report.killed_at is None and now >= kill_at:
-                victim = names[-1]
-                os.kill(procs[victim].pid, signal.SIGKILL)
-                report.killed_at = now
-                leased = (await store.counts())["leased"]
-                print(f"[{scenario}] SIGKILL instance {victim} at +{now - start:.1f}s ({leased} leases outstanding)",
-                      flush=True)
-            counts = await store.counts()
-            if now > start + args.spread and counts["due"] == 0 and counts["leased"] == 0:
-                break
-            if now > deadline:
-                print(f"[{scenario}] gave up waiting: {counts}", flush=True)
-                break
+        report.killed_at = await watch_until_drained(scenario, store.counts, start=start, spread=args.spread,
+                                                     deadline=start + args.spread + args.lease + 180, kill=kill)
         await asyncio.sleep(0.6)  # let the workers write their last stats
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in procs.values():
-            p.wait(timeout=15)
+        stop_processes(procs.values())
     report.redis_cpu = cpu_seconds(redis_pid) - redis_cpu0
     report.loadavg += " → " + loadavg()
+    await sweep(client, report, args)
     for raw_stats in (await client.hgetall(stats_key())).values():
         stats = json.loads(raw_stats)
         report.total_cpu += stats["cpu"]
@@ -353,23 +356,22 @@ async def run_scenario(url: str, scenario: str, args: argparse.Namespace, workdi
 
 def print_table(reports: list[Report], args: argparse.Namespace) -> None:
     cols = ["scenario", "notices", "submitted", "late p50", "late p99", "late max", "dup (marker)",
-            "dup (dialer)", "lost", "unknown", "heard", "CPU/notice schedule", "CPU/notice place", "per instance"]
+            "dup (dialer)", "lost", "unknown", "heard", "scheduled (before sweep → after)", "CPU/notice schedule",
+            "CPU/notice place", "per instance"]
     rows = []
     for r in reports:
         placed = max(1, r.dials)
         rows.append([r.scenario, str(r.n), str(r.submitted), f"{percentile(r.late, 50) * 1000:.0f} ms",
                      f"{percentile(r.late, 99) * 1000:.0f} ms", f"{max(r.late, default=float('nan')) * 1000:.0f} ms",
                      str(r.dup_marker), f"{r.dup_channels}/{r.dup_calls}", str(r.lost), str(r.unknown), str(r.heard),
+                     f"{r.scheduled_before} → {r.states.get('scheduled', 0)}",
                      f"{r.submit_cpu / max(1, r.submitted) * 1000:.2f} ms",
                      f"{(r.total_cpu - r.submit_cpu) / placed * 1000:.2f} ms",
                      " ".join(f"{k}={v}" for k, v in sorted(r.per_instance.items()))])
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
     print()
     print(f"notices bench: {args.n} notices due within {args.spread:g}s, {args.instances} scheduler processes on one "
           f"Redis, lease {args.lease:g}s, batch {args.batch}, concurrency {args.concurrency}, poll {args.poll:g}s")
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
-    for row in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    print_columns(cols, rows)
     print()
     for r in reports:
         print(f"{r.scenario}: schedule() answers {dict(sorted(r.results.items()))}")
@@ -378,6 +380,8 @@ def print_table(reports: list[Report], args: argparse.Namespace) -> None:
         print(f"  submission took {r.submit_wall:.1f}s (ended {r.submit_late:.1f}s after the first due); scheduler "
               f"CPU {r.total_cpu:.1f}s in all, redis-server CPU {r.redis_cpu / max(1, r.n) * 1000:.3f} ms/notice; "
               f"Redis round trips {sum(r.trips.values()) / max(1, r.n):.1f}/notice; loadavg {r.loadavg}")
+        print(f"  reconcile sweep after the run: {r.scheduled_before} notices were still scheduled, it settled "
+              f"{r.swept}: {dict(sorted(r.swept_states.items()))}")
         if r.killed_at is not None:
             rest = [x for x in r.late if x <= args.lease * 0.5]
             print(f"  {len(r.late_killed)} notices were late by more than half a lease (held by the killed instance "
@@ -386,6 +390,7 @@ def print_table(reports: list[Report], args: argparse.Namespace) -> None:
           "lost = keys without a notice or whose call never dialed")
     print("unknown = dialed by the killed instance, which died before writing the outcome: never re-dialed "
           "(the notice ends failed)")
+    print("scheduled = notices still scheduled once every instance stopped, before and after one reconcile sweep")
 
 
 def main() -> int:
@@ -395,12 +400,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=None)
     parser.add_argument("--spread", type=float, default=None, help="seconds over which the notices fall due")
     parser.add_argument("--lead", type=float, default=None, help="seconds from the start to the first due")
-    parser.add_argument("--scenario", choices=["normal", "kill", "both"], default="kill")
-    parser.add_argument("--instances", type=int, default=3)
-    parser.add_argument("--lease", type=float, default=5.0)
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--concurrency", type=int, default=200)
-    parser.add_argument("--poll", type=float, default=0.05)
+    add_scheduler_options(parser, scenario="kill")
     parser.add_argument("--submit-concurrency", type=int, default=64)
     parser.add_argument("--no-numbers", action="store_true", help="no number-only callers")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -422,15 +422,7 @@ def main() -> int:
     # scheduling runs before the notices fall due (~300 schedules/s over 3 instances measured on the
     # shared, loaded 2-core host; a notice scheduled after its not_before would count as late)
     args.lead = args.lead if args.lead is not None else 5.0 + args.n * 3.5 / 1000
-    workdir = tempfile.mkdtemp(prefix="notices-bench-")
-    try:
-        with local_redis() as redis:
-            assert redis.pid is not None
-            scenarios = ["normal", "kill"] if args.scenario == "both" else [args.scenario]
-            reports = [asyncio.run(run_scenario(redis.url, s, args, workdir, redis.pid)) for s in scenarios]
-        print_table(reports, args)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    run_scenarios_on_local_redis(args, "notices-bench-", run_scenario, print_table)
     return 0
 
 

@@ -90,6 +90,7 @@ from ivrserver.web import (
     api_customers,
     api_docs,
     api_events,
+    api_followup,
     api_incidents,
     api_menus,
     api_prefs,
@@ -296,7 +297,8 @@ class IvrServer:
                              customer=customer_lookup(self.redis, self.keys),
                              templates={"en": notice.case_result_en, "zh": notice.case_result_zh},
                              on_due=lambda: self.scheduler.wake(),
-                             business_timezone=lambda: self.routing.policy.timezone)
+                             business_timezone=lambda: self.routing.policy.timezone,
+                             reconcile_grace=notice.reconcile_grace)
 
     def _build_sms(self) -> SmsService:
         """SMS exactly once per key over Asterisk MessageSend or the operator's gateway (sms.*)."""
@@ -354,6 +356,7 @@ class IvrServer:
             api_callbacks.routes(self.callbacks),
             api_events.routes(self.reminders),
             api_webhooks.routes(self.webhooks, guard=require_supervisor),
+            api_followup.routes(self.case_followup, guard=require_supervisor),
             api_reports.routes(self.reports, guard=require_supervisor),
             api_agents.routes(agent_api),
             api_prefs.routes(self.agent_prefs),
@@ -398,7 +401,11 @@ class IvrServer:
         helper's handler goes next to it (self.case_followup.register("notices", …))."""
         self.cases = CaseService(self.redis, self.keys, self.case_policy, audit=self.audit.append,
                                  customer_exists=self._customer_exists)
-        self.case_followup = CaseFollowup(self.redis, self.keys, consumer=self.settings.instance)
+        cases = self.settings.cases
+        self.case_followup = CaseFollowup(
+            self.redis, self.keys, consumer=self.settings.instance, max_attempts=cases.followup_max_attempts,
+            max_age=cases.followup_max_age_seconds, dead_keep_days=self.settings.redis.hot_days,
+            metrics=self.metrics, audit=self.audit.append)
         self.case_followup.register("webhooks", webhook_handler(self.webhooks.publish))
 
     async def _customer_exists(self, customer_id: str) -> bool:
@@ -514,6 +521,8 @@ class IvrServer:
         supervise("contact-sweeper", self.tracker.run)
         supervise("case-followup", self.case_followup.run)
         supervise("notice-sms", lambda: self.notices.run_sms(poll_interval=self.settings.notices.sms_poll_interval))
+        supervise("notice-reconcile", lambda: self.notices.run_reconcile(
+            interval=self.settings.notices.reconcile_interval))
         if self.records is not None and self.records.sink is not None:
             supervise("record-sink", self.records.sink.run)
             supervise("record-upkeep", self.records.upkeep)

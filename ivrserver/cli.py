@@ -1,4 +1,4 @@
-"""Command line: `ivrserver run | doctor | config | menus … | customers … | callbacks …`."""
+"""Command line: `ivrserver run | doctor | config | menus … | customers … | callbacks … | db …`."""
 
 from __future__ import annotations
 

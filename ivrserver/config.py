@@ -155,6 +155,12 @@ class CaseSettings:
     # The case policy (cases.yaml: due hours by severity, back-office actions, compensation
     # authority), validated at start like routing.yaml (files/case_policy.py).
     policy_file: str = str(PACKAGE_DIR / "defaults" / "cases.yaml")
+    # The case follow-up (services/case_followup.py) retries a handler (webhooks, notices) failing on
+    # a change with backoff (1 s doubling, at most a minute apart); after this many failures, or this
+    # long after its first failure, that handler's part of the change goes to the dead letters
+    # (supervisors: GET /api/v1/case-followup/dead, retry) and the change's other handlers go on.
+    followup_max_attempts: int = 20
+    followup_max_age_seconds: float = 86400.0
 
 
 @dataclass(frozen=True)
@@ -259,6 +265,11 @@ class NoticeSettings:
     urgent_kinds: str = "roaming"
     # How often each instance looks for held notice SMS that are due (seconds).
     sms_poll_interval: float = 1.0
+    # The reconcile sweep: every reconcile_interval seconds each instance gives the notices of a
+    # call over for longer than reconcile_grace seconds the outcome nobody followed (an instance
+    # died between the call's outcome and the notices'), so no notice stays scheduled forever.
+    reconcile_interval: float = 30.0
+    reconcile_grace: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -482,6 +493,8 @@ _RANGES: dict[str, tuple[int, int, str]] = {
     "postgres.drain_timeout": (0, 300, " seconds"),
     "wallboard.service_level_seconds": (1, 3600, " seconds"),
     "wallboard.socket_queue": (16, 100_000, ""),
+    "cases.followup_max_attempts": (1, 1000, ""),
+    "cases.followup_max_age_seconds": (1, 30 * 86_400, " seconds"),
     "webhooks.timeout_seconds": (0, 300, " seconds"),
     "webhooks.max_attempts": (1, 100, ""),
     "webhooks.backoff_base_seconds": (0, 86_400, " seconds"),
@@ -499,6 +512,8 @@ _RANGES: dict[str, tuple[int, int, str]] = {
     "notices.window_days": (0, 90, " days"),
     "notices.ring_seconds": (5, 300, " seconds"),
     "notices.sms_poll_interval": (0.05, 60, " seconds"),
+    "notices.reconcile_interval": (1, 3600, " seconds"),
+    "notices.reconcile_grace": (10, 86_400, " seconds"),
     "reports.self_service_target": (0, 1, ""),
     "reports.roll_interval": (1, 86_400, " seconds"),
     "reports.max_days": (1, 3660, " days"),

@@ -40,6 +40,9 @@ class Metrics:
                                            registry=r)
         self.webhook_attempts = Counter("ivrserver_webhook_attempts", "Outgoing webhook attempts by outcome "
                                         "(delivered, retry, dead)", ["outcome"], registry=r)
+        self.case_followup_dead = Counter("ivrserver_case_followup_dead_letters", "Case changes a follow-up "
+                                          "handler gave up on (moved to the dead letters), by handler",
+                                          ["handler"], registry=r)
         self.sms = Counter("ivrserver_sms", "SMS sends by outcome (sent, failed:<why>: services/sms.py)",
                            ["outcome"], registry=r)
         self.reminders = Counter("ivrserver_reminders", "Reminder notices by result (scheduled, cancelled, "

@@ -134,7 +134,7 @@ async def test_every_app_loop_is_supervised_and_a_crash_shows_in_metrics(
     # (webhooks and the PostgreSQL record loops are off in this app: no endpoints, no dsn)
     assert set(server.supervisor.tasks) == {"ami-fanout", "agent-state", "screen-pop", "contact-sweeper",
                                             "wallboard-events", "wallboard-listener", "wallboard-ticker",
-                                            "case-followup", "notice-sms", "callback-scheduler",
+                                            "case-followup", "notice-sms", "notice-reconcile", "callback-scheduler",
                                             "reminder-scanner", "incident-detector", "menu-watch"}
     # No loop of the app can be crashed from outside any more (the hostile menu file was the last
     # known way, see below), so a task of this test crashes for real on the app's own supervisor.

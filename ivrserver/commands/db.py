@@ -18,8 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=run_migrate)
     p = sub.add_parser("status", help="print the schema version; exit 1 when migrations are pending")
     p.set_defaults(func=run_status)
-    p = sub.add_parser("import-redis", help="copy a Redis-only deployment's customers, cases, contacts, paths and "
-                                            "audit into PostgreSQL (repeatable: twice = once)")
+    p = sub.add_parser("import-redis", help="copy a Redis-only deployment's customers, cases, contacts, paths, "
+                                            "audit and agents' preferences into PostgreSQL (repeatable: twice = once)")
     p.add_argument("--batch", type=int, default=redis_import.BATCH, help=f"records per batch (default "
                                                                           f"{redis_import.BATCH})")
     p.set_defaults(func=run_import_redis)
@@ -86,6 +86,7 @@ def run_import_redis(args: argparse.Namespace) -> int:
     for why, n in sorted(counts.skipped.items()):
         if n:
             print(f"skipped {n} {why}(s)")
+    print(f"agents' preferences: {counts.agent_prefs} imported")  # before the summary, which stays the last line
     print(f"imported {counts.customers} customer(s), {counts.cases} case(s), {counts.contacts} contact(s), "
           f"{counts.paths} path(s), {counts.audit} audit entr{'y' if counts.audit == 1 else 'ies'}")
     return 0

@@ -403,8 +403,8 @@ def _check_postgres_rights(h: record_schema.RecordHealth) -> Check | None:
         return Check("postgres.rights", False, "the role lacks " + ", ".join(h.missing_rights),
                      "GRANT them to the role of postgres.dsn (e.g. GRANT INSERT, UPDATE ON contacts, ivr_paths, "
                      "audit TO <role>; GRANT CREATE ON SCHEMA public TO <role>), or use the schema's owner")
-    return Check("postgres.rights", True, "the role can write contacts, paths, audit, customers, cases "
-                 "and create next months' partitions")
+    return Check("postgres.rights", True, "the role can write contacts, paths, audit, customers, cases, "
+                 "agents' preferences and create next months' partitions")
 
 
 def _check_postgres_partitions(h: record_schema.RecordHealth) -> Check | None:

@@ -11,10 +11,12 @@ Outcome rules (first match wins):
 1. an agent connected (AgentConnect, or DialEnd ANSWER towards an agent; on an agent-first callback
    the agent's own leg is the call's first channel, and the customer answering it connects) → answered
 2. the IVR reported the caller served themselves (or a notification was delivered) → self_served
-3. origination failed (OriginateResponse Failure) or the IVR reported a failure → failed
-4. the call has not ended → in_progress
-5. an outbound call (callback, notification) that reached nobody → failed
-6. an inbound call that hung up before any agent connected (QueueCallerAbandon or earlier) → abandoned
+3. the IVR reported the caller asked to be called back (menu action `callback`, accepted: the IVR
+   hung up; the callback itself is a contact of its own) → callback_requested, not abandoned
+4. origination failed (OriginateResponse Failure) or the IVR reported a failure → failed
+5. the call has not ended → in_progress
+6. an outbound call (callback, notification) that reached nobody → failed
+7. an inbound call that hung up before any agent connected (QueueCallerAbandon or earlier) → abandoned
 
 A call ends when its first channel (Uniqueid == Linkedid) has hung up and no other channel of the
 call that we saw is still up.
@@ -22,6 +24,9 @@ call that we saw is still up.
 Wait and talk: `wait_seconds` is the queue's HoldTime (or the time since joining the queue / dialling
 the agent); on an agent-first callback it is the time from the call's start (the agent's phone
 ringing) until the customer answered. `talk_seconds` runs from the connection to the end of the call.
+
+Queue: the name a supervisor knows (`general`, domain/queue_names.queue_label), not Asterisk's
+(`ivr-general`), as the wallboard and the reports show it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import Any
 
 from ivrserver.domain import phone
 from ivrserver.domain.model import Contact, ContactKind, Outcome
+from ivrserver.domain.queue_names import queue_label
 
 TRACKED = frozenset({
     "Newchannel", "Hangup", "DialBegin", "DialEnd", "QueueCallerJoin", "QueueCallerLeave",
@@ -163,6 +169,7 @@ class CallFacts:
     routing_reason: str | None = None
     context_id: str | None = None
     self_served: bool | None = None
+    callback_requested: bool | None = None
     failed: bool | None = None
 
 
@@ -187,6 +194,7 @@ class CallState:
     connected_at: float | None = None
     abandoned: bool = False
     self_served: bool = False
+    callback_requested: bool = False
     failed: bool = False
     reported: bool = False
     uniqueids: frozenset[str] = frozenset()
@@ -245,7 +253,7 @@ def apply_event(state: CallState, ev: CallEvent, now: float,
         changes["context_id"] = ev.context_id
     name = ev.name
     if name == "QueueCallerJoin":
-        changes.update(queue=ev.queue or state.queue, joined_at=now)
+        changes.update(queue=queue_label(ev.queue) if ev.queue else state.queue, joined_at=now)
     elif name == "AgentConnect":
         changes.update(connected=True, agents=_add_agent(state, _agent_for(ev, agents)),
                        wait_seconds=_wait(state, ev, now, state.joined_at),
@@ -312,6 +320,8 @@ def apply_facts(state: CallState, facts: CallFacts, now: float) -> CallState:
         changes["context_id"] = facts.context_id
     if facts.self_served is not None:
         changes["self_served"] = facts.self_served
+    if facts.callback_requested is not None:
+        changes["callback_requested"] = facts.callback_requested
     if facts.failed is not None:
         changes["failed"] = facts.failed
     return dataclasses.replace(state, **changes)
@@ -322,6 +332,8 @@ def outcome(state: CallState) -> Outcome:
         return Outcome.ANSWERED
     if state.self_served:
         return Outcome.SELF_SERVED
+    if state.callback_requested:
+        return Outcome.CALLBACK_REQUESTED
     if state.failed:
         return Outcome.FAILED
     if state.ended_at is None:

@@ -130,6 +130,7 @@ class Outcome(enum.StrEnum):
     SELF_SERVED = "self_served"
     ANSWERED = "answered"
     ABANDONED = "abandoned"
+    CALLBACK_REQUESTED = "callback_requested"  # the caller asked to be called back in the IVR, which hung up
     FAILED = "failed"
     IN_PROGRESS = "in_progress"
 

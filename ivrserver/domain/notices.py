@@ -36,14 +36,22 @@ import hashlib
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import phonenumbers
 import phonenumbers.timezone
 
 from ivrserver.domain import phone
-from ivrserver.domain.callbacks import CallbackPolicy, next_allowed_time, zone
+from ivrserver.domain.callbacks import (
+    TERMINAL_STATES,
+    AttemptOutcome,
+    Callback,
+    CallbackPolicy,
+    CallbackState,
+    next_allowed_time,
+    zone,
+)
 from ivrserver.domain.model import AgentState, AgentStatus, ContactPreferences, Customer
 from ivrserver.domain.routing import Action, QueueTarget, Route
 
@@ -526,6 +534,95 @@ def route_to_owner(owner: str | None, owner_status: AgentStatus | None, endpoint
                  priority=tier_queue.priority)
 
 
+# ----------------------------------------------------------------------------- reconcile
+
+def carried(n: Notice, cb: Callback) -> bool:
+    """Whether the call plays this notice: its message is part of the call's prompt. A notice
+    written for a call it then did not get onto (an instance died before the call was updated)
+    is attached but never played."""
+    return not n.sound or n.sound in cb.prompt.split("&")
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What a notice left pending becomes, and the outcome noted on its case."""
+
+    state: NoticeState
+    outcome: str  # heard | failed | cancelled (the case event's outcome, as on_placed notes it)
+    reason: str = ""
+    attempt: int = 0
+
+
+def _answered(cb: Callback) -> int:
+    """The number of the call's answered attempt (0: none was)."""
+    return next((a.number for a in reversed(cb.history) if a.outcome is AttemptOutcome.ANSWERED), 0)
+
+
+def settle(n: Notice, cb: Callback | None, now: float, grace: float) -> Settlement | None:
+    """The outcome a notice still pending should have got from its call, when nobody gave it: an
+    instance died between writing the call's outcome and following it on the notices (on_placed),
+    the call record vanished, or the call was cancelled behind the notices' back. None when the
+    notice is not pending, not a call notice, its call is still running (waiting, dialing), or the
+    last change of the notice or its call is younger than `grace` (on_placed may be on its way).
+
+    call answered (connected or done) → heard (failed `not_carried` when the call never played
+    it); failed → failed with the call's reason; cancelled → cancelled; missing → failed
+    `call_missing`."""
+    if n.state not in PENDING or n.channel != "call" or n.call_id is None:
+        return None
+    last = max(n.updated_at, n.created_at, cb.updated_at if cb is not None else 0.0)
+    if now - last < grace:
+        return None
+    if cb is None:
+        return Settlement(NoticeState.FAILED, "failed", "call_missing")
+    answered = _answered(cb)
+    if cb.state is CallbackState.CONNECTED or (cb.state is CallbackState.DONE and answered):
+        if not carried(n, cb):
+            return Settlement(NoticeState.FAILED, "failed", "not_carried", cb.attempts)
+        return Settlement(NoticeState.HEARD, "heard", "", answered or cb.attempts)
+    if cb.state is CallbackState.CANCELLED:
+        return Settlement(NoticeState.CANCELLED, "cancelled", cb.final_reason or "call cancelled", cb.attempts)
+    if cb.state in (CallbackState.FAILED, CallbackState.DONE):
+        return Settlement(NoticeState.FAILED, "failed", cb.final_reason or "call_failed", cb.attempts)
+    return None  # requested / scheduled / retry_wait / dialing: its own outcome will come
+
+
+def settled(n: Notice, s: Settlement, now: float) -> Notice:
+    """The notice with the settlement applied (its outcome appended)."""
+    return replace(n, state=s.state, updated_at=now, reason=s.reason if s.state is not NoticeState.HEARD else n.reason,
+                   outcomes=(*n.outcomes, (s.outcome, now)))
+
+
+@dataclass(frozen=True)
+class CallReview:
+    """What the reconcile sweep does about one notice call."""
+
+    settle: tuple[tuple[Notice, Settlement], ...] = ()
+    finish_call: bool = False  # a connected notice call on_placed never marked done
+    give_back_budget: bool = False  # never dialed: its budget slot is returned (as on_placed does)
+    closed: bool = False  # nothing left to watch: drop it from the sweep's index
+    # still running, or over too recently: watched from this instant on (looked at `grace` later)
+    look_again_from: float | None = None
+
+
+def review_call(cb: Callback | None, notices: Sequence[Notice], now: float, grace: float) -> CallReview:
+    """The reconcile sweep's decision for one notice call and the notices it carries (`settle`).
+    The sweep looks at a call `grace` after it falls due (so one being created, dialed or followed
+    right now is left to its instance): a call still running is watched again from its next due
+    time (or from now while it dials); one over is closed once every notice it carries is final."""
+    pending = [n for n in notices if n.state in PENDING]
+    decided = tuple((n, s) for n in pending if (s := settle(n, cb, now, grace)) is not None)
+    if cb is not None and cb.state not in TERMINAL_STATES and cb.state is not CallbackState.CONNECTED:
+        return CallReview(decided, look_again_from=max(now, cb.due_at or now))
+    connected = cb is not None and cb.state is CallbackState.CONNECTED
+    ripe = cb is None or now - cb.updated_at >= grace
+    if len(decided) < len(pending) or not ripe:
+        return CallReview(decided, finish_call=connected and ripe, look_again_from=now)
+    return CallReview(decided, finish_call=connected, closed=True,
+                      give_back_budget=cb is not None and cb.attempts == 0
+                      and cb.state in (CallbackState.FAILED, CallbackState.CANCELLED))
+
+
 # ----------------------------------------------------------------------------- JSON form
 
 def to_dict(n: Notice) -> dict[str, Any]:
@@ -548,9 +645,9 @@ def from_dict(d: Mapping[str, Any]) -> Notice:
 
 
 __all__ = [
-    "CONSENT_ATTRIBUTE", "Consent", "Facts", "Notice", "NoticeInvalid", "NoticePolicy", "NoticeRequest",
-    "NoticeResult", "NoticeState", "NoticeStatus", "Plan", "Recipient", "batch_prompt", "batch_target",
-    "budget_slot", "call_id_for", "case_result_values", "check_number", "choose_text", "consents", "from_dict",
-    "notice_id", "number_language", "number_timezone", "parse_consent", "plan", "recipient", "route_to_owner",
-    "to_dict", "validate", "within_budget",
+    "CONSENT_ATTRIBUTE", "CallReview", "Consent", "Facts", "Notice", "NoticeInvalid", "NoticePolicy", "NoticeRequest",
+    "NoticeResult", "NoticeState", "NoticeStatus", "Plan", "Recipient", "Settlement", "batch_prompt",
+    "batch_target", "budget_slot", "call_id_for", "carried", "case_result_values", "check_number", "choose_text",
+    "consents", "from_dict", "notice_id", "number_language", "number_timezone", "parse_consent", "plan", "recipient",
+    "review_call", "route_to_owner", "settle", "settled", "to_dict", "validate", "within_budget",
 ]

@@ -11,6 +11,10 @@
 - Waits: histograms with fixed bins (WAIT_EDGES seconds); percentiles interpolate inside a bin;
   the service level counts answered calls that waited less than N s, N one of the edges.
 - Every table leaves as CSV through `csv_table`: each cell through `spreadsheet.csv_escape`.
+- Queues are named as supervisors know them (`general`, queue_names.queue_label), as the wallboard
+  does; a `queue` filter given Asterisk's name (`ivr-general`) means the same queue.
+- A caller who asked for a callback in the IVR exits `callback` (a human exit) and their contact is
+  `callback_requested`: neither a hang-up here nor an abandoned call in the queues report.
 
 Hourly rows come from the record (record/reports.py); `local_day`/`local_hour` put them in the
 reports' time zone. No clock here: `now` and ranges are passed in.
@@ -30,6 +34,7 @@ from zoneinfo import ZoneInfo
 
 from ivrserver.domain.menu_engine import HUMAN_REASONS, ExitReason, PathEvent, PathKind, counted_exit
 from ivrserver.domain.menu_stats import CallPath, path_depth
+from ivrserver.domain.queue_names import queue_label
 from ivrserver.domain.spreadsheet import csv_escape
 
 REPORTS = ("ivr", "selfservice", "queues", "repeats", "callbacks", "agents")
@@ -381,5 +386,6 @@ def parse_query(report: str, params: Mapping[str, str], *, tz: str, max_days: in
         if value:
             if len(value) > 64 or not set(value) <= _NAME_CHARS:
                 raise RangeError(f"{name}: letters, digits and _ . : - only, at most 64")
-            filters[name] = value
+            # a queue as the wallboard and the reports name it; Asterisk's name finds the same one
+            filters[name] = queue_label(value) if name == "queue" else value
     return Query(report, rng, filters, table, fmt == "csv")

@@ -1,6 +1,7 @@
 """The live wallboard's content: queues, agents, callbacks and incidents as supervisors see them.
 
-Pure: stdlib only, no clock reads (every function that needs the time takes `now`, epoch seconds).
+Pure: stdlib and domain.queue_names only, no clock reads (every function that needs the time takes
+`now`, epoch seconds).
 
 Three pieces:
 
@@ -25,6 +26,8 @@ import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from ivrserver.domain.queue_names import ivr_queue
 
 # The agent states the board counts, in the order the page lists them (domain.model.AgentState values).
 AGENT_STATES = ("ready", "ringing", "on_call", "wrap_up", "paused", "logged_out")
@@ -72,9 +75,10 @@ def _name(event: object) -> str:
     return name if isinstance(name, str) and name else type(event).__name__
 
 
-def facts_of(event: object, now: float, queue_of: Callable[[str], str | None]) -> list[QueueFact]:
+def facts_of(event: object, now: float, queue_of: Callable[[str], str | None] = ivr_queue) -> list[QueueFact]:
     """The board facts of one AMI event (empty for events the board ignores or foreign queues).
-    `queue_of` maps Asterisk's queue name (`ivr-vip`) to ours (`vip`), None when not ours."""
+    `queue_of` maps Asterisk's queue name (`ivr-vip`) to ours (`vip`), None when not ours: by
+    default queue_names.ivr_queue, the one conversion the contact records and reports use too."""
     kind = {"QueueCallerJoin": "join", "AgentConnect": "answered", "QueueCallerAbandon": "abandoned",
             "QueueCallerLeave": "leave", "Hangup": "gone"}.get(_name(event))
     if kind is None:

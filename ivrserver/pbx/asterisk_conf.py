@@ -13,6 +13,10 @@ from pathlib import Path
 
 import asterisk.config as pyst_config
 
+from ivrserver.domain.queue_names import QUEUE_PREFIX as QUEUE_PREFIX
+from ivrserver.domain.queue_names import asterisk_queue as asterisk_queue
+from ivrserver.domain.queue_names import ivr_queue as ivr_queue
+
 
 class ConfReadError(Exception):
     """A .conf file is missing or cannot be parsed."""
@@ -58,18 +62,8 @@ def read_conf(path: str | Path) -> list[ConfSection]:
 
 
 # app_queue reads a [general] section as its global settings, so no queue can be called
-# "general": every queue ivrserver routes to is named "ivr-<name>" in queues.conf.
-QUEUE_PREFIX = "ivr-"
-
-
-def asterisk_queue(name: str) -> str:
-    """The queues.conf name of ivrserver queue `name` ("general" → "ivr-general")."""
-    return QUEUE_PREFIX + name
-
-
-def ivr_queue(asterisk_name: str) -> str | None:
-    """ivrserver's name for an Asterisk queue, None when it is not one of ours."""
-    return asterisk_name[len(QUEUE_PREFIX):] if asterisk_name.startswith(QUEUE_PREFIX) else None
+# "general": every queue ivrserver routes to is named "ivr-<name>" in queues.conf. The names are
+# converted in one place, domain/queue_names.py (imported above, re-exported for the adapters).
 
 
 _SECTION = re.compile(r"^\s*\[([^\]]+)\]\s*(\(([^)]*)\))?")

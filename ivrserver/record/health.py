@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 
 # (table, privilege) pairs the writer needs; CREATE on the schema is for next months' partitions.
 TABLE_RIGHTS = (("contacts", "INSERT"), ("contacts", "UPDATE"), ("ivr_paths", "INSERT"), ("audit", "INSERT"),
-                ("customers", "INSERT"), ("cases", "INSERT"))
+                ("customers", "INSERT"), ("cases", "INSERT"), ("agent_preferences", "INSERT"),
+                ("agent_preferences", "UPDATE"))
 
 
 async def missing_rights(conn: asyncpg.Connection) -> list[str]:

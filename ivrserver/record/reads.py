@@ -1,4 +1,5 @@
-"""Reading the system of record back: what Redis needs to serve calls again after losing its data.
+"""Reading the system of record back: what Redis needs to serve calls (and agents' pages) again
+after losing its data.
 
 Keyset-paged (by customer id), so a warm-up of millions of customers reads bounded batches; the
 recent contacts of a page come from the (customer_id, started_at DESC) index, a few per customer.
@@ -14,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ivrserver.domain.cases import checklist_item_from_dict
+from ivrserver.domain.i18n import check_language
 from ivrserver.domain.model import (
     Case,
     CaseStatus,
@@ -25,6 +27,7 @@ from ivrserver.domain.model import (
     Segment,
     Tier,
 )
+from ivrserver.store.grants import check_agent_id
 
 if TYPE_CHECKING:
     import asyncpg
@@ -143,3 +146,22 @@ async def max_case_id(conn: asyncpg.Connection) -> int:
     """The highest numeric case id on record (0 for none): Redis's case sequence must not hand it out again."""
     value = await conn.fetchval(_MAX_CASE_ID)
     return int(value or 0)
+
+
+_AGENT_PREFERENCES = "SELECT agent_id, language FROM agent_preferences WHERE agent_id > $1 ORDER BY agent_id LIMIT $2"
+
+
+async def agent_preferences_page(conn: asyncpg.Connection, *, after: str = "",
+                                 limit: int = 500) -> tuple[list[tuple[str, dict[str, str]]], int, str | None]:
+    """The agents' preferences after agent id `after` (at most `limit`): ([(agent id, fields)],
+    unreadable, last agent id — None at the end). A language this ivrserver does not ship (written
+    by a newer one) or an agent id it would refuse is skipped and counted."""
+    rows = await conn.fetch(_AGENT_PREFERENCES, after, limit)
+    found: list[tuple[str, dict[str, str]]] = []
+    bad = 0
+    for row in rows:
+        try:
+            found.append((check_agent_id(row["agent_id"]), {"language": check_language(row["language"])}))
+        except ValueError:
+            bad += 1
+    return found, bad, (rows[-1]["agent_id"] if rows else None)

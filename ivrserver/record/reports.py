@@ -9,6 +9,12 @@ queries the reports read.
 - `ivr_hours`, `queue_hours`, … read the rollups of a range for the services (services/reports.py)
   to shape with domain/reports.py. Cases resolved and compensation are read from their own (small)
   tables.
+
+Queues are named as supervisors know them (`general`, domain/queue_names.queue_label): contacts
+recorded before that change hold Asterisk's name (`ivr-general`) and are folded into the same name
+when their hour is rolled (again); rollups made before it were renamed by migration 0009. Only
+`abandoned` contacts count as abandoned: a caller who asked for a callback in the IVR is
+`callback_requested` (the callbacks report counts the request).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from ivrserver.domain import reports as rp
 from ivrserver.domain.callbacks import Callback
 from ivrserver.domain.menu_stats import CallPath
 from ivrserver.domain.model import Contact
+from ivrserver.domain.queue_names import QUEUE_PREFIX, queue_label
 from ivrserver.record.rows import decode_path_events
 
 if TYPE_CHECKING:
@@ -99,8 +106,16 @@ WHERE started_at >= $1 AND started_at < $2 AND queue IS NOT NULL AND queue <> ''
 GROUP BY 1, 2, 3
 """
 
-_REPEATS = """
-SELECT coalesce(nullif(c.queue, ''), 'ivr') AS reason, count(*) AS calls,
+
+def _reason_sql(column: str) -> str:
+    """A contact's reason in SQL: its queue as supervisors name it (queue_label), 'ivr' for none."""
+    prefix = QUEUE_PREFIX.replace("'", "''")
+    return (f"coalesce(nullif(CASE WHEN starts_with({column}, '{prefix}') AND {column} <> '{prefix}' "
+            f"THEN substr({column}, {len(QUEUE_PREFIX) + 1}) ELSE {column} END, ''), 'ivr')")
+
+
+_REPEATS = f"""
+SELECT {_reason_sql('c.queue')} AS reason, count(*) AS calls,
        count(*) FILTER (WHERE p.started_at >= c.started_at - interval '24 hours') AS repeat_24h,
        count(p.started_at) AS repeat_7d,
        count(*) FILTER (WHERE s.started_at >= c.started_at - interval '24 hours') AS same_24h,
@@ -117,7 +132,7 @@ LEFT JOIN LATERAL (
     SELECT q.started_at FROM contacts q
     WHERE q.customer_id = c.customer_id AND q.started_at < c.started_at
       AND q.started_at >= c.started_at - interval '7 days' AND q.kind = 'inbound'
-      AND coalesce(nullif(q.queue, ''), 'ivr') = coalesce(nullif(c.queue, ''), 'ivr')
+      AND {_reason_sql('q.queue')} = {_reason_sql('c.queue')}
     ORDER BY q.started_at DESC LIMIT 1) s ON true
 WHERE c.started_at >= $1 AND c.started_at < $2 AND c.kind = 'inbound' AND c.customer_id IS NOT NULL
 GROUP BY 1
@@ -135,8 +150,10 @@ async def roll_contacts(conn: asyncpg.Connection, _key: str, hour: datetime) -> 
     until = hour + HOUR
     queues: dict[str, dict[str, Any]] = {}
     for r in await conn.fetch(_QUEUE_BINS, hour, until):
-        q = queues.setdefault(r["queue"], {"offered": 0, "answered": 0, "abandoned": 0, "wait": 0.0, "talk": 0.0,
-                                           "wa": [0] * len(rp.WAIT_EDGES), "wb": [0] * len(rp.WAIT_EDGES)})
+        # contacts recorded before queues were named as supervisors know them join the same queue
+        q = queues.setdefault(queue_label(r["queue"]), {
+            "offered": 0, "answered": 0, "abandoned": 0, "wait": 0.0, "talk": 0.0,
+            "wa": [0] * len(rp.WAIT_EDGES), "wb": [0] * len(rp.WAIT_EDGES)})
         q["offered"] += r["n"]
         q["talk"] += float(r["talk"])
         bin_ = max(0, min(len(rp.WAIT_EDGES), int(r["bin"] or 1)) - 1)

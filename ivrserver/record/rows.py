@@ -353,3 +353,25 @@ def webhook_delivery_row(data: str) -> tuple[object, ...]:
 async def upsert_webhook_deliveries(conn: asyncpg.Connection, rows: Sequence[tuple[tuple[object, ...], int]]) -> None:
     """(webhook_delivery_row values, outbox revision) pairs, in stream order."""
     await conn.executemany(_WEBHOOK_UPSERT, [(*row, rev) for row, rev in rows])
+
+
+# --- agents' page preferences (migration 0009): one row per agent, the newest change wins
+@dataclass(frozen=True)
+class AgentPrefsRow:
+    agent_id: str
+    language: str
+    updated_at: float  # when the agent made the change
+
+
+_AGENT_PREFS_UPSERT = """
+INSERT INTO agent_preferences AS p (agent_id, language, updated_at, rev)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (agent_id) DO UPDATE SET
+    language = EXCLUDED.language, updated_at = EXCLUDED.updated_at, rev = EXCLUDED.rev
+WHERE p.rev <= EXCLUDED.rev
+"""
+
+
+async def upsert_agent_preferences(conn: asyncpg.Connection, prefs: Sequence[tuple[AgentPrefsRow, int]]) -> None:
+    """(preferences, revision) pairs, in stream order: an older revision never overwrites a newer one."""
+    await conn.executemany(_AGENT_PREFS_UPSERT, [(p.agent_id, p.language, ts(p.updated_at), rev) for p, rev in prefs])

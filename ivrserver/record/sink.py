@@ -17,8 +17,10 @@ entries. So:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,16 +30,19 @@ from ivrserver.domain.callbacks import TERMINAL_STATES, Callback
 from ivrserver.domain.callbacks import from_dict as callback_from_dict
 from ivrserver.domain.callbacks import to_dict as callback_to_dict
 from ivrserver.domain.compensation import from_dict as compensation_from_dict
+from ivrserver.domain.i18n import check_language
 from ivrserver.domain.incidents import from_dict as incident_from_dict
 from ivrserver.domain.menu_stats import CallPath
 from ivrserver.record import reports as report_rollups
 from ivrserver.record.rollup import mark_dirty
 from ivrserver.record.rows import (
+    AgentPrefsRow,
     AuditEntry,
     CaseEventRow,
     delete_customers,
     insert_audit,
     insert_case_events,
+    upsert_agent_preferences,
     upsert_case_compensations,
     upsert_cases,
     upsert_contacts,
@@ -52,6 +57,7 @@ from ivrserver.store.callpath import decode_event, path_to_json
 from ivrserver.store.cases import case_entry, case_event_entry, case_from_json
 from ivrserver.store.contacts import contact_from_json, contact_to_json
 from ivrserver.store.customers import customer_deleted_entry, customer_entry, customer_from_json
+from ivrserver.store.grants import check_agent_id
 
 if TYPE_CHECKING:
     import asyncpg
@@ -64,7 +70,7 @@ log = logging.getLogger(__name__)
 
 GROUP = "record"
 KINDS = ("contact", "path", "audit", "customer", "customer_deleted", "case", "case_event", "callback",
-         "case_compensation", "webhook_deliveries", "incidents")
+         "case_compensation", "webhook_deliveries", "incidents", "agent_prefs")
 
 
 def revision(entry_id: str) -> int:
@@ -161,6 +167,9 @@ class Batch:
 
 def _decode_one(entry_id: str, kind: str, data: str, fields: Mapping[str, str]) -> Any:
     rev = revision(entry_id)
+    row = ROWS.get(kind)
+    if row is not None:
+        return (row(data), rev)
     if kind == "contact":
         contact = contact_from_json(data)
         if contact is None:
@@ -205,8 +214,6 @@ def _decode_one(entry_id: str, kind: str, data: str, fields: Mapping[str, str]) 
         if not isinstance(d, dict):
             raise ValueError("incident is not an object")
         return (incident_from_dict(d), rev)
-    if kind == "webhook_deliveries":
-        return (webhook_delivery_row(data), rev)
     if kind == "callback":
         d = json.loads(data)
         if not isinstance(d, dict):
@@ -216,6 +223,27 @@ def _decode_one(entry_id: str, kind: str, data: str, fields: Mapping[str, str]) 
             raise ValueError(f"callback in state {cb.state.value}, not finished")
         return (cb, rev)
     raise ValueError(f"unknown kind {kind[:32]!r}")
+
+
+MAX_EPOCH = 32503680000.0  # 3000-01-01: a later time is no agent's change (and PostgreSQL's range ends)
+
+
+def agent_prefs_row(data: str) -> AgentPrefsRow:
+    """An outbox entry of kind agent_prefs (store/agent_prefs.agent_prefs_entry), checked as the REST
+    API checks it: a valid agent id and a language the pages are shown in (ValueError otherwise)."""
+    d = json.loads(data)
+    prefs = d["prefs"] if isinstance(d, dict) else None
+    if not isinstance(prefs, dict):
+        raise ValueError("agent preferences are not an object")
+    at = float(d["at"])
+    if not (math.isfinite(at) and 0 <= at < MAX_EPOCH):
+        raise ValueError("agent preferences: time out of range")
+    return AgentPrefsRow(agent_id=check_agent_id(d["agent_id"]), language=check_language(prefs.get("language")),
+                         updated_at=at)
+
+
+# kinds whose data alone makes the row (written with the entry's revision)
+ROWS: dict[str, Callable[[str], Any]] = {"webhook_deliveries": webhook_delivery_row, "agent_prefs": agent_prefs_row}
 
 
 def decode(entries: Sequence[tuple[str, Mapping[str, str]]]) -> Batch:
@@ -253,6 +281,7 @@ WRITERS: dict[str, Callable[[asyncpg.Connection, list[Any]], Awaitable[None]]] =
     "callback": _callbacks, "case_compensation": upsert_case_compensations,
     "webhook_deliveries": upsert_webhook_deliveries,
     "incidents": upsert_incidents,
+    "agent_prefs": upsert_agent_preferences,
 }
 
 
@@ -413,6 +442,16 @@ class RecordSink:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # PostgreSQL or Redis away: wait and retry the same entries
+                if "NOGROUP" in str(exc):
+                    # Redis lost the stream and its group (a flush, a restart without persistence):
+                    # without the group no entry written since would ever be read
+                    with contextlib.suppress(Exception):
+                        await self.ensure_group()
+                        self._check_mine = True
+                        log.warning("record sink: the outbox's consumer group was gone (Redis lost its data); "
+                                    "created again")
+                        await asyncio.sleep(0.2)  # never a busy loop, whatever Redis answers next
+                        continue
                 if not self._down:
                     self._down = True
                     log.warning("record sink: cannot write to the system of record (%s); outbox entries wait "

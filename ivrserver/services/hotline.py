@@ -196,7 +196,8 @@ class HotlineService:
             await self._report(channel, CallFacts(
                 customer_id=customer_id, routing_reason=reason,
                 ivr_step=" > ".join(p["node"] for p in path if p.get("kind") == "enter") or None,
-                self_served=e.served_by_ivr(outcome.path, exit_)))
+                self_served=e.served_by_ivr(outcome.path, exit_),
+                callback_requested=exit_ is not None and exit_.reason is e.ExitReason.CALLBACK))
         else:
             await self._report(channel, CallFacts(routing_reason=reason))
         ctx = CallContext(id=context_id, number=snapshot.number, started_at=started, customer_id=customer_id,

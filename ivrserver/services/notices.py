@@ -18,8 +18,18 @@ short per-customer lock so two instances never both create a call for the same b
 
 Outcomes: the placer tells `on_placed(callback)` after every dial or give-up; each notice the call
 carries gets the outcome (heard / no_answer → retried / failed) on its case (CaseService.note_event,
-kind "notice") and in its own record; the notify FastAGI script marks pressed_1 (`pressed`).
+kind "notice") and in its own record; the notify FastAGI script marks pressed_1 (`pressed`: a
+notice not yet marked heard gets heard first, so "press 1" during the message reads heard,
+pressed_1 whichever of the two is written first). Every change of a notice is a compare-and-set
+(NoticeStore.replace): of two writers racing on one notice exactly one wins and notes its case.
 The call itself is a contact record of kind notification (pbx/callback_dialer.py).
+
+Reconcile (`reconcile`, run by `run_reconcile` under the supervisor): an instance that dies between
+writing a call's outcome and following it here leaves the notices pending. Every notice call is
+watched (NoticeStore open calls, from its due time on); the sweep looks at those due, and once a call
+is over for longer than `reconcile_grace` its notices still pending get the outcome on_placed would
+have given (domain.notices.settle: heard, failed, cancelled; its call gone → failed call_missing),
+each noted on its case once; a connected call is marked done, and the call is then forgotten.
 """
 
 from __future__ import annotations
@@ -30,6 +40,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
+
+from redis.exceptions import RedisError
 
 from ivrserver.domain import callbacks as cbm
 from ivrserver.domain import notices as nm
@@ -83,12 +95,14 @@ class NoticeService:
                  sms: SmsSender | None = None, cases: CaseNotes | None = None,
                  templates: Mapping[str, str] | None = None, on_due: Callable[[], None] | None = None,
                  business_timezone: Callable[[], str] = lambda: "UTC", sms_lease_seconds: float = 60.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 reconcile_grace: float = 120.0, clock: Callable[[], float] = time.time) -> None:
         """`templates`: the case_result text per language ({case}, {result}); `on_due`: wake this
         instance's callback scheduler when a call is due; `business_timezone`: the company's time
         zone (routing.yaml's), the hours of a number without a customer record whose region has
         no single time zone; `sms_lease_seconds`: how long a scheduled SMS being sent is held by
-        one instance (past it another may claim it: the SmsSender's key keeps it sent once)."""
+        one instance (past it another may claim it: the SmsSender's key keeps it sent once);
+        `reconcile_grace`: how long a call is over before the reconcile sweep gives its notices the
+        outcome nobody followed (on_placed, seconds after the outcome, comes first)."""
         self.store = store
         self.calls = calls
         self.messages = messages
@@ -101,6 +115,7 @@ class NoticeService:
         self.on_due = on_due
         self.business_timezone = business_timezone
         self.sms_lease_seconds = sms_lease_seconds
+        self.reconcile_grace = reconcile_grace
         self.clock = clock
         self.sms_results: dict[str, int] = {}  # outcome → count, for the bench and the logs
 
@@ -408,7 +423,7 @@ class NoticeService:
                 done = cbm.finish(cb, self.clock(), "notice heard")
                 if await self.calls.update(done, expected_version=cb.version, due=None) is not UpdateResult.OK:
                     log.warning("notice call %s: not marked done (changed meanwhile)", cb.id)
-            await self.store.call_settled(cb.customer_id, cb.id)
+            await self.store.call_settled(cb.customer_id, cb.id, close=True)
         elif cb.state is CallbackState.RETRY_WAIT:
             outcome = last.outcome.value if last is not None and last.outcome is not None else "no_answer"
             await self._follow(cb, None, "no_answer", {"attempt": cb.attempts, "dial": outcome,
@@ -419,33 +434,131 @@ class NoticeService:
             await self._follow(cb, NoticeState.FAILED, "failed", {"attempt": cb.attempts, "reason": cb.final_reason})
             if cb.attempts == 0:
                 await self.store.uncount(cb.customer_id, cb.id)
-            await self.store.call_settled(cb.customer_id, cb.id)
+            await self.store.call_settled(cb.customer_id, cb.id, close=True)
 
     async def _follow(self, cb: Callback, state: NoticeState | None, outcome: str, detail: Mapping[str, Any]) -> None:
-        now = self.clock()
         notices = await self.store.get_many(await self.store.call_notices(cb.id))
         for n in notices:
-            if n.state not in nm.PENDING:
-                continue  # cancelled meanwhile, or already told (pressed 1 before this was written)
-            changed = dataclasses.replace(n, state=state or n.state, updated_at=now,
-                                          due_at=cb.due_at if state is None else n.due_at,
-                                          reason=str(detail.get("reason", "")) if state is NoticeState.FAILED
-                                          else n.reason, outcomes=(*n.outcomes, (outcome, now)))
-            await self.store.save(changed)
-            await self._note(changed, outcome, **{k: v for k, v in detail.items() if v is not None})
+            if state is NoticeState.HEARD and not nm.carried(n, cb):
+                # attached by an instance that died before the call carried it: never played
+                await self._change(n, lambda n, now: _outcome(n, NoticeState.FAILED, "failed", now, "not_carried"),
+                                   "failed", attempt=cb.attempts, reason="not_carried")
+                continue
+
+            def follow(n: Notice, now: float) -> Notice:
+                return dataclasses.replace(n, state=state or n.state, updated_at=now,
+                                           due_at=cb.due_at if state is None else n.due_at,
+                                           reason=str(detail.get("reason", "")) if state is NoticeState.FAILED
+                                           else n.reason, outcomes=(*n.outcomes, (outcome, now)))
+            await self._change(n, follow, outcome, **{k: v for k, v in detail.items() if v is not None})
+
+    async def _change(self, n: Notice, change: Callable[[Notice, float], Notice], outcome: str,
+                      **detail: Any) -> Notice | None:
+        """Apply `change` to a pending notice by compare-and-set, re-reading it when another writer
+        got there first; the winner notes `outcome` on the case (once). None when the notice is not
+        pending (any more: cancelled, or already told by another writer) or gone."""
+        found: Notice | None = n
+        for _ in range(8):
+            if found is None or found.state not in nm.PENDING:
+                return None
+            changed = change(found, self.clock())
+            if await self.store.replace(found, changed):
+                await self._note(changed, outcome, **detail)
+                return changed
+            found = await self.store.get(n.id)
+        log.warning("notice %s: %s not written (changed concurrently too often)", n.id, outcome)
+        return None
 
     async def pressed(self, call_id: str) -> list[Notice]:
-        """The customer pressed 1 on this notice call: every notice it carries is pressed_1."""
-        now = self.clock()
+        """The customer pressed 1 on this notice call: every notice it carries is pressed_1. The
+        press may come during the message, before the placer's answered outcome reaches a notice:
+        such a notice is marked heard (the call was answered) first, in the same write."""
         out = []
+        attempt: int | None = None
         for n in await self.store.get_many(await self.store.call_notices(call_id)):
             if n.state in (NoticeState.SCHEDULED, NoticeState.HEARD):
-                n = dataclasses.replace(n, state=NoticeState.PRESSED_1, updated_at=now,
-                                        outcomes=(*n.outcomes, ("pressed_1", now)))
-                await self.store.save(n)
-                await self._note(n, "pressed_1")
+                if n.state is NoticeState.SCHEDULED and attempt is None:
+                    cb = await self.calls.get(call_id)
+                    attempt = cb.attempts if cb is not None else 0
+                n = await self._press(n, attempt or 0)
             out.append(n)
         return sorted(out, key=_order)
+
+    async def _press(self, n: Notice, attempt: int) -> Notice:
+        found: Notice | None = n
+        for _ in range(8):
+            if found is None or found.state not in (NoticeState.SCHEDULED, NoticeState.HEARD):
+                return found or n
+            now = self.clock()
+            heard = found.state is NoticeState.SCHEDULED
+            outcomes = (*found.outcomes, *((("heard", now),) if heard else ()), ("pressed_1", now))
+            changed = dataclasses.replace(found, state=NoticeState.PRESSED_1, updated_at=now, outcomes=outcomes)
+            if await self.store.replace(found, changed):
+                if heard:
+                    await self._note(changed, "heard", attempt=attempt)
+                await self._note(changed, "pressed_1")
+                return changed
+            found = await self.store.get(n.id)
+        log.warning("notice %s: pressed_1 not written (changed concurrently too often)", n.id)
+        return found or n
+
+    # ------------------------------------------------------------------ reconcile
+    async def reconcile(self, *, batch: int = 200, max_batches: int = 50) -> int:
+        """One sweep: look at the watched notice calls due for longer than the grace, give every
+        notice whose call is over the outcome nobody followed, mark a connected call done, forget
+        the calls that are settled; the number of notices settled. Safe on every instance at once
+        and next to on_placed: each notice changes once (compare-and-set). Every call looked at is
+        closed or watched again from now or later, so each batch takes new ones."""
+        now = self.clock()
+        count = 0
+        for _ in range(max_batches):
+            ids = await self.store.open_calls(now - self.reconcile_grace, batch)
+            for call_id in ids:
+                count += await self._reconcile_call(call_id, now)
+            if len(ids) < batch:
+                break
+        return count
+
+    async def _reconcile_call(self, call_id: str, now: float) -> int:
+        cb = await self.calls.get(call_id)
+        notices = await self.store.get_many(await self.store.call_notices(call_id))
+        review = nm.review_call(cb, notices, now, self.reconcile_grace)
+        count = 0
+        for n, s in review.settle:
+            detail: dict[str, Any] = {"attempt": s.attempt, "reconciled": True}
+            if s.reason and s.state is not NoticeState.HEARD:
+                detail["reason"] = s.reason
+            if await self._change(n, lambda n, t, s=s: nm.settled(n, s, t), s.outcome, **detail) is not None:
+                count += 1
+                log.warning("notice %s: %s by the reconcile sweep (its call %s was %s; nobody followed it)",
+                            n.id, s.outcome, call_id, cb.state.value if cb is not None else "gone")
+        if review.finish_call and cb is not None:
+            done = cbm.finish(cb, now, "notice heard")
+            if await self.calls.update(done, expected_version=cb.version, due=None) is not UpdateResult.OK:
+                log.warning("notice call %s: not marked done by the sweep (changed meanwhile)", cb.id)
+        customer = cb.customer_id if cb is not None else next((n.customer_id for n in notices), None)
+        if review.closed:
+            if customer is not None and review.give_back_budget:
+                await self.store.uncount(customer, call_id)
+            if customer is not None:
+                await self.store.call_settled(customer, call_id, close=True)
+            else:
+                await self.store.close_call(call_id)
+        elif review.look_again_from is not None:
+            await self.store.look_again(call_id, review.look_again_from)
+        return count
+
+    async def run_reconcile(self, *, interval: float = 30.0) -> None:
+        """The reconcile sweep (under the supervisor): every `interval` seconds, until cancelled."""
+        while True:
+            try:
+                settled = await self.reconcile()
+            except (OSError, RedisError) as exc:  # Redis away: look again next round
+                log.error("notice reconcile sweep failed: %s", exc)
+                settled = 0
+            if settled:
+                log.warning("notice reconcile: %d notices settled that nobody followed", settled)
+            await asyncio.sleep(interval)
 
     async def _note(self, n: Notice, outcome: str, **detail: Any) -> None:
         if self.cases is None or not n.case_id:
@@ -494,6 +607,10 @@ def case_result_key(case_id: str, event_id: str) -> str:
 
 def _order(n: Notice) -> tuple[float, str]:
     return (n.created_at, n.id)
+
+
+def _outcome(n: Notice, state: NoticeState, outcome: str, now: float, reason: str) -> Notice:
+    return dataclasses.replace(n, state=state, updated_at=now, reason=reason, outcomes=(*n.outcomes, (outcome, now)))
 
 
 def _existing(n: Notice) -> NoticeResult:

@@ -4,12 +4,13 @@ persistence), while calls are served.
 With `postgres.dsn` set, PostgreSQL holds every customer, case and contact; Redis holds what calls
 read in one round trip. A marker key (`Keys.record_restored`) is written after a successful warm-up;
 this loop looks for it every `check_every` seconds and, when it is missing, copies back from
-PostgreSQL in keyset-paged batches: customers with their phone and account indexes, their cases,
-their newest contacts (what the caller snapshot reads), and raises the case sequence above every
-recorded case id first (a case opened meanwhile must not take a recorded id). Only absent keys are
-written (store/restore.py), so what calls wrote since the flush is kept, and a first start over a
-Redis that lost nothing changes nothing. Until a customer is back, their calls are served as an
-unknown caller's.
+PostgreSQL in keyset-paged batches: agents' page preferences first (one row per agent: back within
+seconds, however many customers follow), customers with their phone and account indexes, their
+cases, their newest contacts (what the caller snapshot reads), and raises the case sequence above
+every recorded case id first (a case opened meanwhile must not take a recorded id). Only absent
+keys (and preference fields) are written (store/restore.py, store/agent_prefs.restore), so what
+calls and agents wrote since the flush is kept, and a first start over a Redis that lost nothing
+changes nothing. Until a customer is back, their calls are served as an unknown caller's.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from ivrserver.record import reads
 from ivrserver.store import restore
+from ivrserver.store.agent_prefs import AgentPrefsStore
 
 if TYPE_CHECKING:
     import asyncpg
@@ -39,6 +41,7 @@ class Restored:
     customers: int = 0  # written (absent from Redis before)
     cases: int = 0
     contacts: int = 0
+    agents: int = 0  # agents whose preferences were written back
     read: int = 0  # customers read from PostgreSQL
     unreadable: int = 0
     seconds: float = 0.0
@@ -79,6 +82,18 @@ class RecordWarmup:
                     log.info("record warm-up: works again")
             await asyncio.sleep(self.check_every)
 
+    async def _agent_preferences(self, done: Restored) -> None:
+        store = AgentPrefsStore(self.redis, self.keys)
+        after = ""
+        while True:
+            async with self.pool.acquire() as conn:
+                prefs, unreadable, last = await reads.agent_preferences_page(conn, after=after, limit=self.batch)
+            if last is None:
+                return
+            done.unreadable += unreadable
+            done.agents += await store.restore(prefs)
+            after = last
+
     async def warm_up(self) -> Restored:
         """One full pass, then the marker; returns what was written."""
         started = self.clock()
@@ -88,6 +103,7 @@ class RecordWarmup:
         async with self.pool.acquire() as conn:
             highest = await reads.max_case_id(conn)
         await restore.raise_case_sequence(self.redis, self.keys, highest)
+        await self._agent_preferences(done)
         since = datetime.fromtimestamp(started, UTC) - timedelta(days=self.retention_days)
         after = ""
         while True:
@@ -106,7 +122,8 @@ class RecordWarmup:
         await restore.mark_restored(self.redis, self.keys, self.clock())
         done.seconds = self.clock() - started
         self.runs += 1
-        log.info("record warm-up: done in %.1f s: %d customers read, %d customers, %d cases, %d contacts written "
-                    "back to Redis%s", done.seconds, done.read, done.customers, done.cases, done.contacts,
+        log.info("record warm-up: done in %.1f s: %d customers read, %d customers, %d cases, %d contacts, "
+                    "%d agents' preferences written back to Redis%s", done.seconds, done.read, done.customers,
+                    done.cases, done.contacts, done.agents,
                     f"; {done.unreadable} unreadable rows skipped" if done.unreadable else "")
         return done

@@ -1,8 +1,9 @@
 """`ivrserver db import-redis`: copy a Redis-only deployment's records into PostgreSQL.
 
-Customers, cases, contacts, IVR paths and audit entries, read in batches (SCAN, XRANGE) and written
-by the same idempotent upserts the record sink uses: run it twice and the database is as after
-once (contacts keep a newer version the sink wrote; audit entries are keyed by their stream id).
+Customers, cases, contacts, IVR paths, audit entries and agents' page preferences, read in batches
+(SCAN, XRANGE) and written by the same idempotent upserts the record sink uses: run it twice and
+the database is as after once (contacts and preferences keep a newer version the sink wrote; audit
+entries are keyed by their stream id).
 Records older than their table's retention are skipped (retention would drop them; in the default
 partition it never could). Partitions for the months the data covers are created first. Redis is
 only read. A case whose customer is not in Redis is skipped and counted.
@@ -16,9 +17,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from ivrserver.config import Settings
+from ivrserver.domain.i18n import LANGUAGES
 from ivrserver.domain.model import Case, Contact
 from ivrserver.store import cases as case_store
 from ivrserver.store import contacts as contact_store
+from ivrserver.store.agent_prefs import AgentPrefsStore
 from ivrserver.store.callpath import read_path
 from ivrserver.store.client import connect_for_command
 from ivrserver.store.customers import iter_customers
@@ -35,6 +38,7 @@ class ImportCounts:
     contacts: int = 0
     paths: int = 0
     audit: int = 0
+    agent_prefs: int = 0
     skipped: dict[str, int] = field(default_factory=dict)   # why → how many
     partitions: list[str] = field(default_factory=list)
 
@@ -145,6 +149,8 @@ async def import_redis(settings: Settings, *, now: datetime | None = None, batch
             counts.audit += len(young_rows)
             start = f"({entries[-1][0]}"
         say(f"audit {counts.audit}")
+
+        await _agent_prefs(AgentPrefsStore(redis, keys), conn, batch, now, counts, rows)  # counted in the summary
     finally:
         await conn.close()
         await redis.aclose()
@@ -180,6 +186,20 @@ async def _paths(redis, keys: Keys, conn, ids: list[str], since: datetime, count
             await rows.upsert_paths(conn, young)
             await rollup.mark_dirty(conn, young)
     counts.paths += len(young)
+
+
+async def _agent_prefs(store: AgentPrefsStore, conn, batch: int, now: datetime,  # type: ignore[no-untyped-def]
+                       counts: ImportCounts, rows) -> None:
+    """Every agent's language, checked as the REST API checks it; rev 0: never over the sink's, and
+    `now` as their time (Redis does not keep when the agent chose)."""
+    async for page in store.iter_all(batch=batch):
+        found = [rows.AgentPrefsRow(agent_id, fields["language"], now.timestamp())
+                 for agent_id, fields in page if fields.get("language") in LANGUAGES]
+        counts.skip("unreadable agent preference", len(page) - len(found))
+        if found:
+            async with conn.transaction():
+                await rows.upsert_agent_preferences(conn, [(p, 0) for p in found])
+        counts.agent_prefs += len(found)
 
 
 def _audit_row(entry_id: str, f: dict[str, str], rows):  # type: ignore[no-untyped-def]

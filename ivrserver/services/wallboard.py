@@ -41,6 +41,7 @@ from ivrserver.config import WallboardSettings
 from ivrserver.domain import wallboard as wb
 from ivrserver.domain.agent_state import AgentLive, status_at
 from ivrserver.domain.model import Agent
+from ivrserver.domain.queue_names import ivr_queue, queue_label
 from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
 
@@ -104,7 +105,7 @@ def _dumps(body: Mapping[str, Any]) -> str:
 class WallboardService:
     def __init__(self, redis: aioredis.Redis, pubsub_redis: aioredis.Redis, keys: Keys,
                  settings: WallboardSettings, *, agents: Mapping[str, Agent],
-                 queue_of: Callable[[str], str | None], queues: Sequence[str] = (),
+                 queue_of: Callable[[str], str | None] = ivr_queue, queues: Sequence[str] = (),
                  callbacks: CallbackStore | None = None, incidents: IncidentSource | None = None,
                  ami_action: AmiAction | None = None, clock: Callable[[], float] = time.time) -> None:
         self.redis = redis
@@ -117,7 +118,9 @@ class WallboardService:
         self.incidents = incidents
         self.ami_action = ami_action
         self.clock = clock
-        listed = tuple(q.strip() for q in settings.queues.split(",") if q.strip())
+        # queues are shown by the name supervisors know (`general`), as the reports name them, even
+        # when wallboard.queues lists Asterisk's (`ivr-general`)
+        listed = tuple(dict.fromkeys(queue_label(q.strip()) for q in settings.queues.split(",") if q.strip()))
         self.board = wb.Board(settings.service_level_seconds, queues=listed or tuple(queues),
                               only_listed=bool(listed))
         self._apply = redis.register_script(_APPLY)

@@ -95,6 +95,20 @@ class Keys:
         (expires after a week)."""
         return f"{self.prefix}:casechange:done:{event_id}"
 
+    def case_change_failures(self, event_id: str) -> str:
+        """HASH handler name → JSON {n, first, last, error} of one change's failed attempts (the
+        follow-up's attempt budget, shared by every instance; expires after a week)."""
+        return f"{self.prefix}:casechange:failed:{event_id}"
+
+    def case_followup_dead(self) -> str:
+        """ZSET of the follow-up's dead letters ("<entry id>.<handler>"), scored by when they died."""
+        return f"{self.prefix}:casefollowup:dead"
+
+    def case_followup_dead_letter(self, ident: str) -> str:
+        """HASH one dead letter: the change's entry, its handler, last error, attempts and times
+        (store/case_followup_dead.py; expires after redis.hot_days)."""
+        return f"{self.prefix}:casefollowup:dead:{ident}"
+
     def cases_due(self) -> str:
         """ZSET case id → due epoch of every case not yet resolved or closed that has a due time
         (overdue: score < now)."""
@@ -306,6 +320,11 @@ class Keys:
     def notices_sms_due(self) -> str:
         """ZSET notice id → epoch its held SMS may be sent (an SMS waits for the allowed hours)."""
         return f"{self.prefix}:notices:sms:due"
+
+    def notices_open_calls(self) -> str:
+        """ZSET notice call id → epoch from which the reconcile sweep watches it (its due time at first):
+        calls whose notices may still wait for their outcome (services/notices.py reconcile)."""
+        return f"{self.prefix}:notices:open"
 
     def notices_sms_leased(self) -> str:
         """ZSET notice id → epoch until which the instance sending its SMS holds it (then another

@@ -11,6 +11,9 @@ Layout (names from `Keys`):
                                         compare-and-delete)
 - `notices:sms:due`             ZSET    notice id → when its held SMS may be sent (the allowed hours)
 - `notices:sms:leased`          ZSET    notice id → until when the instance sending it holds it
+- `notices:open`                ZSET    notice call id → from when the reconcile sweep watches it (its due
+                                        time at first; looked at a grace later); dropped once its call
+                                        and its notices are final
 The calls themselves are customer-first callbacks (store/callbacks.py): their lease, placed marker
 and ChannelId make each dial at-most-once.
 """
@@ -59,6 +62,28 @@ end
 return out
 """
 
+# KEYS: notice; ARGV: expected state, expected number of outcomes, expected created_at, new json,
+# ttl (0: none). Compare-and-set: the notice is replaced only if nobody changed it since it was
+# read (every change appends an outcome or leaves the pending state), so of two writers racing on
+# one notice (on_placed, "press 1", the reconcile sweep, of any instance) exactly one wins.
+_REPLACE = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local cur = cjson.decode(raw)
+local outcomes = cur['outcomes']
+local n = 0
+if type(outcomes) == 'table' then n = #outcomes end
+if cur['state'] ~= ARGV[1] or n ~= tonumber(ARGV[2]) or tonumber(cur['created_at']) ~= tonumber(ARGV[3]) then
+  return 0
+end
+if tonumber(ARGV[5]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[4], 'EX', ARGV[5])
+else
+  redis.call('SET', KEYS[1], ARGV[4])
+end
+return 1
+"""
+
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -85,6 +110,7 @@ class NoticeStore:
         self._unlock = redis.register_script(_UNLOCK)
         self._create_held = redis.register_script(_CREATE_HELD)
         self._claim_sms = redis.register_script(_CLAIM_SMS)
+        self._replace = redis.register_script(_REPLACE)
 
     # ------------------------------------------------------------------ records
     async def get(self, notice_id: str) -> Notice | None:
@@ -124,20 +150,33 @@ class NoticeStore:
         ttl = None if n.state in PENDING else self.hot_seconds
         await self.redis.set(self.keys.notice(n.id), _json(n), ex=ttl)
 
+    async def replace(self, old: Notice, new: Notice) -> bool:
+        """Overwrite `old` with `new` only if the stored notice is still `old` (same state, same
+        number of outcomes, same creation); False when it changed meanwhile or is gone."""
+        ttl = 0 if new.state in PENDING else self.hot_seconds
+        return bool(await self._replace(keys=[self.keys.notice(old.id)],
+                                        args=[old.state.value, len(old.outcomes), repr(float(old.created_at)),
+                                              _json(new), ttl]))
+
     # ------------------------------------------------------------------ calls
     async def call_notices(self, call_id: str) -> list[str]:
         return sorted(_s(i) for i in await self.redis.smembers(self.keys.notice_call(call_id)))
 
     async def attach(self, call_id: str, notice_id: str, customer_id: str, due: float) -> None:
-        """The call carries this notice (too) and is pending at `due`."""
+        """The call carries this notice (too) and is pending at `due`; the reconcile sweep looks
+        at it once it is due (NX: a call already watched keeps its time)."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.sadd(self.keys.notice_call(call_id), notice_id)
         pipe.hset(self.keys.notice_pending_calls(customer_id), call_id, repr(float(due)))
+        pipe.zadd(self.keys.notices_open_calls(), {call_id: float(due)}, nx=True)
         await pipe.execute()
 
     async def attach_due(self, call_id: str, customer_id: str, due: float) -> None:
-        """The pending call's next attempt is due at `due` (a retry)."""
-        await self.redis.hset(self.keys.notice_pending_calls(customer_id), call_id, repr(float(due)))
+        """The pending call's next attempt is due at `due` (a retry): the sweep looks at it then."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.keys.notice_pending_calls(customer_id), call_id, repr(float(due)))
+        pipe.zadd(self.keys.notices_open_calls(), {call_id: float(due)}, xx=True)
+        await pipe.execute()
 
     async def detach(self, call_id: str, notice_id: str) -> None:
         await self.redis.srem(self.keys.notice_call(call_id), notice_id)
@@ -146,12 +185,32 @@ class NoticeStore:
         raw = await self.redis.hgetall(self.keys.notice_pending_calls(customer_id))
         return [(_s(k), float(_s(v))) for k, v in raw.items()]
 
-    async def call_settled(self, customer_id: str, call_id: str) -> None:
-        """The call is final (or dialing for good): no more notices ride on it; its set expires."""
+    async def call_settled(self, customer_id: str, call_id: str, *, close: bool = False) -> None:
+        """The call is final (or dialing for good): no more notices ride on it; its set expires.
+        `close`: its notices are final too, the reconcile sweep forgets it (close_call)."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.hdel(self.keys.notice_pending_calls(customer_id), call_id)
         pipe.expire(self.keys.notice_call(call_id), self.hot_seconds)
+        if close:
+            pipe.zrem(self.keys.notices_open_calls(), call_id)
         await pipe.execute()
+
+    async def open_calls(self, until: float, limit: int) -> list[str]:
+        """Watched notice calls whose time is `until` or earlier, the oldest first."""
+        raw = await self.redis.zrangebyscore(self.keys.notices_open_calls(), "-inf", repr(float(until)),
+                                             start=0, num=limit)
+        return [_s(i) for i in raw]
+
+    async def look_again(self, call_id: str, at: float) -> None:
+        """The sweep watches this call again from `at` (only if it is still watched)."""
+        await self.redis.zadd(self.keys.notices_open_calls(), {call_id: float(at)}, xx=True)
+
+    async def close_call(self, call_id: str) -> None:
+        """The call and every notice it carries are final: the sweep forgets it."""
+        await self.redis.zrem(self.keys.notices_open_calls(), call_id)
+
+    async def open_count(self) -> int:
+        return int(await self.redis.zcard(self.keys.notices_open_calls()))
 
     # ------------------------------------------------------------------ held SMS
     async def create_held_sms(self, n: Notice, due: float) -> bool:

@@ -9,8 +9,8 @@
     GET  /api/v1/pops/unacked              supervisors
     GET  /api/v1/audit?count=&before=      supervisors
 
-`page_routes()` serves the desktop page (`/`, `/static/app.{js,css}`, `/static/{i18n,cases,incidents}.js` and the
-message catalogues `/static/i18n/{en,zh}.json`) with a strict
+`page_routes()` serves the desktop page (`/`, `/static/app.{js,css}`,
+`/static/{i18n,cases,incidents,deliveries}.js` and the message catalogues `/static/i18n/{en,zh}.json`) with a strict
 Content-Security-Policy, for apps that do not already serve ivrserver/web/static.
 
 POST bodies must be `application/json` (a cross-site form cannot send that without a preflight
@@ -242,7 +242,7 @@ def page_routes(static_dir: Path = STATIC_DIR) -> list[web.RouteDef]:
     """The agent desktop at `/` with its script and style under `/static/`, each with the CSP."""
     files = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css",
              "i18n.js": "text/javascript", "i18n/en.json": "application/json", "i18n/zh.json": "application/json",
-             "cases.js": "text/javascript", "incidents.js": "text/javascript"}
+             "cases.js": "text/javascript", "incidents.js": "text/javascript", "deliveries.js": "text/javascript"}
     pages = {name: (static_dir / name).read_bytes() for name in files}
 
     def page(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:

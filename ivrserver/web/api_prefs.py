@@ -6,7 +6,8 @@
 
 `source` says where the language comes from: the agent's own choice, the `web.default_language`
 setting, the browser's Accept-Language, or the fallback (English). Logged-in agents only (401);
-the PUT body must be `application/json` (415) and at most 1 KiB (413).
+the PUT body must be `application/json` (415) and at most 1 KiB (413). With `postgres.dsn` the choice
+is also a record in PostgreSQL (services/agent_prefs.py); these handlers read and write Redis only.
 """
 
 from __future__ import annotations

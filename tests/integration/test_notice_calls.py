@@ -1,10 +1,13 @@
 """Proactive notices on real calls: Asterisk 22 + SIPp customer and agent phones + Redis + ivrserver.
 
 - a case resolved (CaseService, as REST or a back office does) → the case_result notice: the
-  customer's SIPp phone rings once, Asterisk plays the synthesized message (its full.log shows the
-  Playback of our file), the phone presses 1 (RFC 4733), the `notify` FastAGI script routes to the
-  case owner: agent1004's phone rings with the case on the pop (kind notification); the outcomes
-  heard and pressed_1 are on the case and the notice;
+  customer's SIPp phone rings once, Asterisk's Read plays the synthesized message (its full.log
+  shows Read started our file), the phone presses 1 (RFC 4733) about 1 s into the message, long
+  before it ends: the message stops there ("press 1" never plays), the `notify` FastAGI script
+  routes to the case owner: agent1004's phone rings with the case on the pop (kind notification);
+  the outcomes heard and pressed_1 are on the case and the notice;
+- a customer who presses nothing hears the message, then "press 1" twice, then goodbye: the
+  notice is heard (once), nobody's phone rings, and NotifyResult says no choice;
 - outside the customer's allowed hours the notice waits for their window: nothing rings;
 - a customer on do-not-call is never rung;
 - a notice cancelled before it is due (the case reopened) never rings.
@@ -15,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -43,10 +48,11 @@ async def test_a_resolved_case_rings_the_customer_once_and_press_1_reaches_the_c
     ports = stack.asterisk.ports
     async with cbc.in_process(stack, agi_port=ports.agi_port) as server:  # the notify script's FastAGI target
         agent = await cb_phones.agent(1004, ring_ms=300, hold_ms=1500)
-        # the message is short: the phone presses 1 1.5 s after answering, during "press 1"
+        # the phone presses 1 1.5 s after answering: Answer() waits 0.5 s for the phone's first RTP
+        # (SIPp sends none), so about 1 s into the message, which lasts several seconds
         answering = await cb_phones.customer(ring_ms=300, press="1", hold_ms=4000)
         await stack.agent_ready("agent1004")
-        server.notices.templates = {"en": "Case fixed."}
+        server.notices.templates = {"en": LONG_MESSAGE}
         case = await server.cases.open({"customer_id": customer.id, "summary": "premium SMS charge",
                                         "owner_agent": "agent1004"}, actor="agent:agent1004")
         offset = stack.asterisk.full_log.stat().st_size
@@ -93,8 +99,59 @@ async def test_a_resolved_case_rings_the_customer_once_and_press_1_reaches_the_c
     assert [leg.uniqueid for leg in watch.customer_legs()] == [f"{n.call_id}-1"]
     assert len(watch.agent_legs("agent1004")) == 1
     text = await asyncio.to_thread(_read_from, stack.asterisk.full_log, offset)
-    assert f"Playing '{n.sound}." in text, f"no Playback of {n.sound} in {stack.asterisk.full_log}"
+    # Read (not Playback) started the notice's own file, and the key pressed during it ended the
+    # prompt there: "press 1" after the message never started
+    [read] = re.findall(r'Read\("PJSIP/customers-[^"]*", "([^"]*)"\)', text)
+    assert read == f"NOTIFY_CHOICE,{n.sound}&vm-press&digits/1,1,,1,5", read
+    assert "Playback(" not in text.split("notify?id=")[0]
+    assert f"Playing '{n.sound}." in text, f"Read did not play {n.sound} ({stack.asterisk.full_log})"
+    assert "Playing 'vm-press." not in text, "the message played to its end: 1 was not taken during it"
+    # so 1 s in is well before its end
+    assert await asyncio.to_thread(_seconds, stack.asterisk.sounds_dir, n.sound) > 4.0
+    assert re.search(rf'UserEvent\("PJSIP/customers-[^"]*", "NotifyResult,NOTIFY_ID: {n.call_id},Choice: 1"\)',
+                     text), "no NotifyResult with Choice 1"
     assert "notify?id=" in text
+
+
+async def test_a_customer_who_presses_nothing_hears_the_message_once_and_nobody_rings(
+        stack: cbc.Stack, cb_phones: cbc.CallbackPhones, watch: cbc.AmiWatch) -> None:
+    customer = await stack.add_customer(Customer(id="c-quiet-1", name="Lu Yan", phones=("15550035",),
+                                                 preferences=ALL_DAY))
+    async with cbc.in_process(stack) as server:
+        agent = await cb_phones.agent(1004, ring_ms=300, hold_ms=500, timeout=40)
+        await stack.agent_ready("agent1004")
+        # listens to everything: message, "press 1" twice (5 s each), goodbye; Asterisk hangs up
+        answering = await cb_phones.customer(ring_ms=300, hold_ms=20000, timeout=40)
+        offset = stack.asterisk.full_log.stat().st_size
+        result = await server.notices.schedule(NoticeRequest(key="t-quiet", customer_id=customer.id,
+                                                             kind="case_result",
+                                                             text={"en": "Your card is on its way."}))
+        assert result.status is NoticeStatus.SCHEDULED and result.call_id is not None
+        assert (r := await answering.wait()).ok, r.describe()
+        assert "answered" in r.logs
+        cb = await stack.settled(result.call_id, ("done",))
+        assert [a.outcome.value for a in cb.history if a.outcome] == ["answered"]
+        n = await server.notices.store.get(result.notice_id)
+        assert n is not None and n.state is NoticeState.HEARD and [o for o, _ in n.outcomes] == ["heard"]
+    text = await asyncio.to_thread(_read_from, stack.asterisk.full_log, offset)
+    assert f"Playing '{n.sound}." in text
+    assert text.count("Playing 'vm-press.") == 2, "the message then 'press 1' twice"
+    assert text.count(f"Playing '{n.sound}.") == 1, "the message is not repeated"
+    assert re.search(rf'NotifyResult,NOTIFY_ID: {result.call_id},Choice: "\)', text), "no NotifyResult without a choice"
+    assert "notify?id=" not in text and "Playing 'goodbye." in text
+    assert watch.agent_legs("agent1004") == []
+    assert [leg.uniqueid for leg in watch.customer_legs()] == [f"{result.call_id}-1"]
+    await agent.kill()
+
+
+LONG_MESSAGE = ("Case fixed. We cancelled the premium SMS charge of thirty yuan on your bill of last month, and "
+                "the refund reaches your account within three working days. Thank you for your patience.")
+
+
+def _seconds(sounds: Path, sound: str) -> float:
+    """Length of a synthesized message (a name under Asterisk's sounds or a path): 8 kHz 16-bit
+    signed linear (.sln)."""
+    return (sounds / f"{sound}.sln").stat().st_size / 16000
 
 
 def _read_from(path: object, offset: int) -> str:

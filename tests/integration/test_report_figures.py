@@ -13,10 +13,15 @@ A known mix of calls to the hotline (the shipped menu without business hours), o
 | abandoned 1, 2 | 0 | general queue, nobody free, caller hangs up | queue (main) | abandoned, general |
 | menu hang-up 1 | - | hangs up during the welcome | caller_hangup (main) | abandoned, no queue |
 | menu hang-up 2 | 4 | plans, hangs up there | caller_hangup (plans) | abandoned, no queue |
-| callback | 3 2 | faults → call me back: agent1006, then the customer | callback (faults) | callback: answered |
+| callback | 3 2 | faults → call me back: agent1006, the customer | callback (faults) | callback_requested** |
 
 *recorded as the caller hanging up at after_balance; counted as self-served since a lookup had
 answered them (menu_engine.counted_exit), as the contact record says.
+**the callback placed for it is a contact of its own (kind callback, answered).
+
+Queues carry the name the menus and the wallboard use (`general`, not Asterisk's `ivr-general`) in the
+contact records, the queues report and its filter; the inbound call that asked for the callback is
+`callback_requested`, counted by the callbacks report (requested 1) and abandoned nowhere.
 
 Then the sink is drained, the hours are rolled with the same `record.reports.roll` the runtime's
 upkeep calls, and every figure of the ivr, selfservice, queues and callbacks reports (today, UTC) is
@@ -98,7 +103,9 @@ async def reports(base: str, day: str, *names: str) -> dict[str, Any]:
             assert r.status == 200, await r.text()
         out: dict[str, Any] = {}
         for name in names:
-            async with http.get(f"/api/v1/reports/{name}", params={"from": day, "to": day}) as r:
+            report, _, queue = name.partition("?queue=")
+            params = {"from": day, "to": day, **({"queue": queue} if queue else {})}
+            async with http.get(f"/api/v1/reports/{report}", params=params) as r:
                 assert r.status == 200, await r.text()
                 out[name] = await r.json()
         async with http.get("/api/v1/reports/ivr", params={"from": day, "to": day, "format": "csv",
@@ -164,17 +171,21 @@ async def test_a_known_mix_of_real_calls_gives_exactly_the_expected_figures(
         await pool.close()
     assert contacts == [
         ("15550101", "inbound", "self_served", None), ("15559101", "inbound", "self_served", None),
-        ("15559102", "inbound", "answered", "ivr-faults"), ("15559103", "inbound", "answered", "ivr-general"),
-        ("15559104", "inbound", "abandoned", "ivr-general"), ("15559105", "inbound", "abandoned", "ivr-general"),
+        ("15559102", "inbound", "answered", "faults"), ("15559103", "inbound", "answered", "general"),
+        ("15559104", "inbound", "abandoned", "general"), ("15559105", "inbound", "abandoned", "general"),
         ("15559106", "inbound", "abandoned", None), ("15559107", "inbound", "abandoned", None),
-        ("15550102", "inbound", "abandoned", None), ("15550102", "callback", "answered", None)]
+        ("15550102", "inbound", "callback_requested", None), ("15550102", "callback", "answered", None)]
 
-    got = await reports(ivr.base, day, "ivr", "selfservice", "queues", "callbacks", "agents")
+    got = await reports(ivr.base, day, "ivr", "selfservice", "queues", "callbacks", "agents",
+                        "queues?queue=general", "queues?queue=ivr-general")
     for name in ("ivr", "selfservice", "queues", "callbacks", "agents"):
         assert got[name]["pending_since"] is None, name  # every hour rolled
     assert_ivr(got["ivr"], got["csv"])
     assert_selfservice(got["selfservice"], day)
     assert_queues(got["queues"])
+    for asked in ("general", "ivr-general"):  # the wallboard's name, and Asterisk's for the same queue
+        assert [(r["queue"], r["offered"], r["abandoned"]) for r in got[f"queues?queue={asked}"]["tables"][
+            "queues"]["rows"]] == [("general", 3, 2), ("*", 3, 2)], asked
     assert_callbacks(got["callbacks"])
     agents = {r["agent"]: r["calls"] for r in got["agents"]["tables"]["agents"]["rows"]}
     assert agents == {"agent1006": 2, "agent1007": 1}  # the faults call and the callback; the general call
@@ -240,13 +251,13 @@ def assert_queues(body: dict[str, Any]) -> None:
     queues = {r["queue"]: r for r in body["tables"]["queues"]["rows"]}
     figures = {name: (r["offered"], r["answered"], r["abandoned"], r["abandon_rate"], r["service_level"])
                for name, r in queues.items()}
-    assert figures == {"ivr-faults": (1, 1, 0, 0.0, 1.0), "ivr-general": (3, 1, 2, 0.6667, 0.3333),
-                       "*": (4, 2, 2, 0.5, 0.5)}
+    assert figures == {"faults": (1, 1, 0, 0.0, 1.0), "general": (3, 1, 2, 0.6667, 0.3333),
+                       "*": (4, 2, 2, 0.5, 0.5)}  # the callback request is no abandoned call
     for name, r in queues.items():  # every wait under 5 s: the first bin, read at its middle
         assert r["wait_p50"] == 2.5 and r["service_level_seconds"] == 20, name
         assert 0.5 <= r["talk_average"] < 5, name  # the agents' phones hold 1 s
-    assert queues["ivr-faults"]["abandoned_wait_p50"] is None
-    assert queues["ivr-general"]["abandoned_wait_p50"] == 2.5
+    assert queues["faults"]["abandoned_wait_p50"] is None
+    assert queues["general"]["abandoned_wait_p50"] == 2.5
     assert sum(r["offered"] for r in body["tables"]["days"]["rows"]) == 4
 
 

@@ -250,3 +250,40 @@ async def test_csv_is_formula_safe(filled: ReportService, pool: asyncpg.Pool) ->
     assert lines[0].startswith("menu,node,entries,exit_self_served,")
     assert "'@menu,'=HYPERLINK(1),1," in text
     assert not any(line.startswith(("=", "@", "+", "-")) for line in lines)
+
+
+async def test_one_queue_name_and_a_callback_request_is_not_abandoned(filled: ReportService,
+                                                                      pool: asyncpg.Pool) -> None:
+    """Contacts recorded with Asterisk's name (before issue 20) and with ours land in one queue; a
+    caller who asked for a callback is neither abandoned in the queues nor a hang-up anywhere."""
+    t = DAY + 8 * 86400 + 9 * H  # 2026-11-11, a day of its own
+    cs = [contact(11, t, Outcome.ANSWERED, queue="ivr-faults", wait=3, talk=30, agents=("agent1006",)),
+          contact(12, t + 600, Outcome.ABANDONED, queue="faults", wait=12, customer="cust2"),
+          contact(13, t + 1200, Outcome.CALLBACK_REQUESTED, queue="faults", customer="cust3"),  # asked from a queue
+          contact(14, t + 1800, Outcome.CALLBACK_REQUESTED, queue=None, customer="cust4"),  # asked in the menu
+          # cust1 again 2 h later, under the new name: the same reason as their ivr-faults call
+          contact(15, t + 2 * H, Outcome.ANSWERED, queue="faults", wait=4, talk=20, agents=("agent1006",))]
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await upsert_contacts(conn, cs)
+            await rec.mark_contacts(conn, cs)
+        await rec.roll(conn)
+
+    async def day(name: str, **params: str) -> dict:
+        return await filled.run(filled.parse(name, {"from": "2026-11-11", "to": "2026-11-11", **params}))
+
+    body = await day("queues")
+    q = {r["queue"]: r for r in rows(body, "queues")}
+    assert set(q) == {"faults", "*"}
+    assert (q["faults"]["offered"], q["faults"]["answered"], q["faults"]["abandoned"], q["faults"]["abandon_rate"],
+            q["faults"]["service_level"]) == (4, 2, 1, 0.25, 0.6667)
+    assert {r["queue"] for r in rows(body, "hours")} == {"faults", "*"}
+    for asked in ("faults", "ivr-faults"):  # either name filters the same queue
+        filtered = await day("queues", queue=asked)
+        assert filtered["filters"] == {"queue": "faults"}
+        assert rows(filtered, "queues") == rows(body, "queues")
+    reasons = {r["reason"]: r for r in rows(await day("repeats"), "reasons")}
+    assert set(reasons) == {"faults", "ivr", "*"}
+    assert (reasons["faults"]["calls"], reasons["faults"]["same_24h"]) == (4, 1)
+    csv_text = filled.csv(filled.parse("queues", {"from": "2026-11-11", "to": "2026-11-11", "format": "csv"}), body)
+    assert [line.split(",")[0] for line in csv_text.splitlines()] == ["queue", "faults", "*"]
