@@ -170,14 +170,14 @@ async def test_a_supervisor_sees_both_dead_letter_lists_and_retries(
             await page.select_option("#lang-select", "zh")
             await expect(card.locator("h3").first).to_have_text("未送达：Webhook 推送与工单后续处理")
             await expect(page.locator("#dl-status")).to_have_text("已重新排队：case.opened → crm")
-            await expect(step).to_contain_text(f"客户 c-vip 的工单 #{case.id}：opened")
+            await expect(step).to_contain_text(f"客户 c-vip 的工单 #{case.id}：创建")
             await expect(step).to_contain_text("原因：RuntimeError: " + HOSTILE)
             await expect(step.locator("button.dl-retry")).to_have_text("重试")
             await expect(page.locator("#dl-webhooks li")).to_have_text(["没有未送达的内容。"])
             await page.screenshot(path=str(SHOT_ZH), full_page=True)
             crm.ok = True
             await step.locator("button.dl-retry").click()
-            await expect(page.locator("#dl-status")).to_have_text(f"已重新排队：客户 c-vip 的工单 #{case.id}：opened")
+            await expect(page.locator("#dl-status")).to_have_text(f"已重新排队：客户 c-vip 的工单 #{case.id}：创建")
             await expect(page.locator("#dl-followup li")).to_have_text(["没有未送达的内容。"])
             async def handed_again() -> bool:
                 return len(crm.calls) == 3

@@ -104,7 +104,8 @@
     const li = el("li", "case-item dead-letter");
     li.dataset.letterId = String(d.id);
     const head = el("div", "case-item-head");
-    const what = () => t("desk.deliveries.followup.what", { case: "#" + d.case_id, customer: d.customer_id, kind: d.kind });
+    const what = () => t("desk.deliveries.followup.what", { case: "#" + d.case_id, customer: d.customer_id,
+      kind: named("desk.case.kind.", d.kind) });
     head.appendChild(el("strong", null, what()));
     head.appendChild(el("span", "tag", named("desk.deliveries.handler.", d.handler)));
     head.appendChild(el("span", "tag", t("desk.deliveries.dead_at", { time: when(d.dead_at) })));
