@@ -70,6 +70,9 @@ async def test_supervisor_sees_charts_and_downloads_csv_agent_refused(
         await page.select_option("#lang", "zh")
         await expect(page.locator("#report-ivr .r-title")).to_have_text("IVR漏斗")
         assert "⟦" not in await page.inner_text("body")
+        # the texts built from the server's data follow the switch too (both were left in English once)
+        await expect(page.locator("#range-hint")).to_have_text("按时区 Asia/Shanghai 的整天统计；包含起止两天。")
+        await expect(page.locator("#report-ivr .r-help")).to_contain_text("第3、4繁忙的选项在前")
         await page.screenshot(path=str(SCREENSHOT.with_name("reports-zh.png")), full_page=True)
         assert not errors, errors
         assert not outside, outside  # no CDN: everything from ivrserver itself

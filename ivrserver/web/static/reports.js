@@ -133,7 +133,10 @@
         options: { scales: { x: { title: { display: true, text: t("reports.axis.depth") } }, y: pctAxis(t("reports.axis.percent_hung_up")) } },
       });
       const help = sec.querySelector(".r-help");
-      help.textContent = t("reports.help.ivr") + " " + t("reports.policy", { name: b.policy.name, description: b.policy.description });
+      // the policy's description in the page's language when the catalogue knows the policy
+      const policyKey = "reports.policy_desc." + String(b.policy.name).replace(/-/g, "_");
+      const described = I18n.has(policyKey) ? t(policyKey) : b.policy.description;
+      help.textContent = t("reports.help.ivr") + " " + t("reports.policy", { name: b.policy.name, description: described });
     },
     selfservice(sec, b) {
       const days = all(b.tables.days.rows, "menu");
@@ -219,6 +222,8 @@
 
   function render() {
     while (charts.length) charts.pop().destroy();
+    // rendered here, not when the data came: a language switch re-renders it too
+    $("range-hint").textContent = data.ivr && !data.ivr.error ? t("reports.range.zone", { zone: data.ivr.timezone }) : "";
     const root = $("sections");
     root.textContent = "";
     for (const name of REPORTS) {
@@ -239,7 +244,6 @@
   async function load() {
     for (const k of REPORTS) delete data[k];
     render();
-    $("range-hint").textContent = "";
     await Promise.all(REPORTS.map(async (name) => {
       try {
         const r = await fetch(query(name), { credentials: "same-origin" });
@@ -247,7 +251,6 @@
         if (r.status === 403) { show("refused"); return; }
         const body = await r.json();
         data[name] = r.ok ? body : { error: t("reports.error", { status: r.status, detail: String(body.error || "") }) };
-        if (r.ok && name === "ivr") $("range-hint").textContent = t("reports.range.zone", { zone: body.timezone });
       } catch (e) {
         data[name] = { error: t("reports.unreachable") };
       }
