@@ -171,6 +171,19 @@ async def test_a_lone_handler_given_up_finishes_the_entry(redis_client: aioredis
         f.register("Bad Name", hooks)
 
 
+async def test_failed_attempts_are_counted_atomically(redis_client: aioredis.Redis, keys: Keys) -> None:
+    """Two instances around a claim may count a failure on the same change at once: none is lost,
+    the first failure's time is kept, and a value that is not ours starts the budget again."""
+    f = followup(redis_client, keys)
+    counted = await asyncio.gather(*(f.dead.count_failure("1-1", "webhooks", now=1000.0 + i, error=f"e{i}", ttl=60)
+                                     for i in range(20)))
+    assert sorted(c.attempts for c in counted) == list(range(1, 21))
+    assert {c.first_at for c in counted} == {1000.0}
+    await redis_client.hset(keys.case_change_failures("1-2"), "webhooks", "not json")
+    again = await f.dead.count_failure("1-2", "webhooks", now=5.0, error="x" * 1000, ttl=60)
+    assert (again.attempts, again.first_at, len(again.error)) == (1, 5.0, 300)
+
+
 async def test_the_group_is_created_again_when_redis_lost_the_stream(redis_client: aioredis.Redis,
                                                                      keys: Keys) -> None:
     """A FLUSHALL (or a restart without persistence) takes the stream and its consumer group: the

@@ -47,7 +47,6 @@ from ivrserver.store.case_followup_dead import (
     DeadLetter,
     DeadLetters,
     Failures,
-    failures_from_json,
 )
 from ivrserver.store.keys import Keys
 
@@ -228,15 +227,7 @@ class CaseFollowup:
 
     async def _failed(self, entry_id: str, name: str, exc: BaseException) -> Failures:
         """Count one failed attempt in the change's shared budget; returns the handler's failures so far."""
-        key = self.keys.case_change_failures(entry_id)
-        now = self.clock()
-        before = failures_from_json(await self.redis.hget(key, name))  # type: ignore[misc]
-        failure = Failures(attempts=(before.attempts if before else 0) + 1,
-                           first_at=before.first_at if before else now, last_at=now, error=error_text(exc))
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, name, failure.to_json())
-            pipe.expire(key, DONE_TTL)
-            await pipe.execute()
+        failure = await self.dead.count_failure(entry_id, name, now=self.clock(), error=error_text(exc), ttl=DONE_TTL)
         log.warning("case follow-up: handler %s failed on change %s (attempt %d of %d): %s", name, entry_id,
                     failure.attempts, self.max_attempts, failure.error)
         return failure

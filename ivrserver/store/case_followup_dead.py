@@ -53,6 +53,24 @@ args[#args + 1] = rec[3]
 return redis.call('XADD', KEYS[3], '*', unpack(args))
 """
 
+# KEYS: the change's failures hash   ARGV: handler, now, error, ttl
+# One more failed attempt of a handler on a change, read and written in one step (two instances
+# around a claim never count one attempt short). Returns the JSON stored.
+_COUNT_FAILURE = """
+local n, first = 0, tonumber(ARGV[2])
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then
+  local ok, d = pcall(cjson.decode, old)
+  if ok and type(d) == 'table' and tonumber(d.n) and tonumber(d.first) then
+    n, first = tonumber(d.n), tonumber(d.first)
+  end
+end
+local out = cjson.encode({n = n + 1, first = first, last = tonumber(ARGV[2]), error = ARGV[3]})
+redis.call('HSET', KEYS[1], ARGV[1], out)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+return out
+"""
+
 
 @dataclass(frozen=True)
 class Failures:
@@ -140,6 +158,15 @@ class DeadLetters:
         self.keys = keys
         self.keep_seconds = keep_days * DAY
         self._retry = redis.register_script(_RETRY)
+        self._count_failure = redis.register_script(_COUNT_FAILURE)
+
+    async def count_failure(self, entry_id: str, handler: str, *, now: float, error: str, ttl: int) -> Failures:
+        """One more failed attempt of `handler` on the change `entry_id` (atomic); the budget so far."""
+        raw = await self._count_failure(keys=[self.keys.case_change_failures(entry_id)],
+                                        args=[handler, repr(now), error[:MAX_ERROR], ttl])
+        counted = failures_from_json(raw.decode() if isinstance(raw, bytes) else raw)
+        assert counted is not None  # the script stores what failures_from_json reads
+        return counted
 
     def bury(self, pipe: Any, *, entry_id: str, event_id: str, handler: str, fields: Mapping[str, str],
              failures: Failures, now: float, reason: str) -> str:
