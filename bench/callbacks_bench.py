@@ -6,9 +6,13 @@ processes against a private redis-server; the dial step records to a Redis list 
     .venv/bin/python bench/callbacks_bench.py --n 50000 --spread 60 --scenario kill
 
 Scenarios: `normal` (3 instances run to the end) and `kill` (one instance SIGKILLed mid-run; its
-leases expire and the others re-queue and place them). Reports lateness (dial time − due time)
-p50/p99, duplicates (an attempt or a callback dialed more than once), losses (a callback never
-dialed) and attempts that ended "unknown" (dialed by the killed instance, outcome lost), and
+leases expire and the others re-queue and place them). The recording dialer also writes what
+Asterisk and the surviving instances' AMI observers would record of each dial, and every worker
+runs the real CallbackObserver link record, so a takeover of an attempt the killed instance
+marked goes through the real decision (re-dial what was never dialed, write an observed outcome,
+else unknown). Reports lateness (dial time − due time) p50/p99, duplicates (an attempt or a
+callback dialed more than once), losses (a callback never dialed), the takeovers by kind and
+attempts that ended "unknown", and
 the cost of a placement: Redis round trips the scheduler made (claims, reaps and per-job writes,
 counted on the worker's client; the bench's own "dial" RPUSH uses another client and is not
 counted), scheduler CPU and redis-server CPU per placement. No assertions: it prints a table.
@@ -36,11 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ivrserver.domain import callbacks as cbm
 from ivrserver.domain.model import ContactPreferences
+from ivrserver.pbx.callback_dialer import CallbackObserver
 from ivrserver.services.callbacks import (
     CallbackPlacer,
     CallbackScheduler,
     DialOutcome,
     DialResult,
+    PlaceResult,
 )
 from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
@@ -124,34 +130,81 @@ async def no_free_agents(tier: str) -> list[str]:
     return []
 
 
-class RecordingDialer:
-    """The dial step of the bench: records (channel id, instance, time) instead of calling."""
+OBSERVE_INTERVAL = 0.25  # the workers' observer beat (callbacks.observe_interval)
+OBSERVE_MARGIN = 0.5  # callbacks.observe_margin: one host, one clock
 
-    def __init__(self, redis: aioredis.Redis, name: str, dial_seconds: float = 0.0) -> None:
+
+class RecordingDialer:
+    """The dial step of the bench: records (channel id, instance, time) instead of calling, and
+    plays Asterisk and the other instances' AMI observers: in the same transaction as the dial it
+    writes what they would record of the call (CallbackStore.observe_in, the store function the
+    real observer uses) — the channel up and its outcome, answered. Only the killed instance's
+    own process dies: what Asterisk did and the survivors saw is not lost with it."""
+
+    def __init__(self, redis: aioredis.Redis, name: str, dial_seconds: float = 0.0,
+                 store: CallbackStore | None = None, pre_dial_seconds: float = 0.0) -> None:
         self.redis = redis
         self.name = name
         self.dial_seconds = dial_seconds  # how long the "call" takes after it left
+        # from the placed marker to the Originate leaving (the AMI dialer's context writes; long
+        # on a loaded host): a kill in this window leaves a marked attempt never dialed
+        self.pre_dial_seconds = pre_dial_seconds
+        self.store = store or CallbackStore(redis, Keys(PREFIX))
 
     async def originate(self, *, channel_id: str, agent_endpoint: str | None, customer_dial: str,
-                        context: str, variables: dict[str, str], timeout_s: int) -> DialResult:
-        await self.redis.rpush(dials_key(), f"{channel_id} {self.name} {time.time():.6f}")
+                        context: str, variables: dict[str, str], timeout_s: int,
+                        send_by: float | None = None) -> DialResult:
+        if self.pre_dial_seconds:
+            await asyncio.sleep(self.pre_dial_seconds)
+        if send_by is not None and time.time() > send_by:  # as the AMI dialer: too late, nothing sent
+            return DialResult(DialOutcome.FAILED, reason="not sent: too late after the placed marker")
+        callback_id, attempt = variables["CB_ID"], int(variables["CB_ATTEMPT"])
+        # agent-first: the agent leg's OriginateResponse, then the dialplan's result (the bench's
+        # call is over at once); customer-first: the customer's OriginateResponse
+        seen = ["originate:answered"] + ([] if "NOTIFY_ID" in variables else ["result:answered"])
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(dials_key(), f"{channel_id} {self.name} {time.time():.6f}")
+            for what in ["up", *seen]:
+                await self.store.observe_in(pipe, callback_id, attempt, what)
+            await pipe.execute()
         if self.dial_seconds:
             await asyncio.sleep(self.dial_seconds)
         return DialResult(DialOutcome.ANSWERED)
 
 
+def start_observer(store: CallbackStore, name: str) -> asyncio.Task[None]:
+    """This worker's CallbackObserver with an AMI link that never drops (the dials' observations
+    come from RecordingDialer): its link record is what lets a survivor re-dial an attempt the
+    killed instance marked and never dialed; the killed one's record goes stale with it."""
+    observer = CallbackObserver(store, name, lambda: (True, 1), interval=OBSERVE_INTERVAL)
+    return asyncio.create_task(observer.run())
+
+
+TAKEOVERS = {PlaceResult.REDIALED: "re-dialed", PlaceResult.RECOVERED_OBSERVED: "observed",
+             PlaceResult.RECOVERED_UNKNOWN: "unknown"}
+
+
+def takeovers(results: Counter[str]) -> str:
+    """The takeovers of attempts the killed instance had marked: never dialed → re-dialed /
+    dialed, outcome observed → written / unknown."""
+    return "/".join(str(results.get(k.value, 0)) for k in TAKEOVERS)
+
+
 async def worker(url: str, name: str, lease: float, batch: int, concurrency: int, poll: float,
-                 dial_seconds: float) -> None:
+                 dial_seconds: float, pre_dial_seconds: float = 0.0) -> None:
     client = aioredis.Redis.from_url(url, decode_responses=True, max_connections=concurrency + 10)
     other = aioredis.Redis.from_url(url, decode_responses=True, max_connections=concurrency + 10)
     trips = RoundTrips(client)
     store = CallbackStore(client, Keys(PREFIX))
     trips.learn_scripts(store)
 
-    placer = CallbackPlacer(store, RecordingDialer(other, name, dial_seconds), POLICY, free_agents=no_free_agents,
-                            is_free=always_free, lease_seconds=lease, instance=name)
+    placer = CallbackPlacer(store, RecordingDialer(other, name, dial_seconds, pre_dial_seconds=pre_dial_seconds),
+                            POLICY, free_agents=no_free_agents,
+                            is_free=always_free, lease_seconds=lease, instance=name,
+                            observe_interval=OBSERVE_INTERVAL, observe_margin=OBSERVE_MARGIN)
     scheduler = CallbackScheduler(store, placer, instance=name, poll_interval=poll, lease_seconds=lease,
                                   batch=batch, concurrency=concurrency)
+    observer = start_observer(CallbackStore(other, Keys(PREFIX)), name)  # on the uncounted client
 
     cpu0 = time.process_time()  # imports and start-up excluded
 
@@ -166,6 +219,7 @@ async def worker(url: str, name: str, lease: float, batch: int, concurrency: int
         await scheduler.run()
     finally:
         reporter.cancel()
+        observer.cancel()
 
 
 # ----------------------------------------------------------------------------- parent
@@ -196,7 +250,7 @@ def spawn_worker(url: str, name: str, args: argparse.Namespace, log_path: str) -
         return subprocess.Popen(
             [sys.executable, __file__, "--worker", "--redis-url", url, "--name", name, "--lease", str(args.lease),
              "--batch", str(args.batch), "--concurrency", str(args.concurrency), "--poll", str(args.poll),
-             "--dial-ms", str(args.dial_ms)],
+             "--dial-ms", str(args.dial_ms), "--pre-dial-ms", str(args.pre_dial_ms)],
             stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -211,6 +265,7 @@ class Report:
     lost: int = 0
     unknown: int = 0
     connected: int = 0
+    results: Counter[str] = field(default_factory=Counter)
     late: list[float] = field(default_factory=list)
     per_instance: dict[str, int] = field(default_factory=dict)
     killed_at: float | None = None
@@ -255,6 +310,7 @@ async def run_scenario(url: str, scenario: str, args: argparse.Namespace, workdi
         stats = json.loads(raw_stats)
         report.worker_cpu += stats["cpu"]
         report.trips.update(stats["trips"])
+        report.results.update(stats["results"])
     report.reaped = sum(reaped_in_log(os.path.join(workdir, f"{scenario}-{name}.log")) for name in procs)
 
     dialed = count_dials(await client.lrange(dials_key(), 0, -1))
@@ -266,7 +322,7 @@ async def run_scenario(url: str, scenario: str, args: argparse.Namespace, workdi
         for cb in await store.get_many(ids[i:i + 2000]):
             if cb is None:
                 continue
-            if cb.state is cbm.CallbackState.CONNECTED:
+            if cb.state in (cbm.CallbackState.CONNECTED, cbm.CallbackState.DONE):
                 report.connected += 1
             elif cb.final_reason == "outcome_unknown":
                 report.unknown += 1
@@ -281,17 +337,19 @@ async def run_scenario(url: str, scenario: str, args: argparse.Namespace, workdi
 
 def print_table(reports: list[Report], args: argparse.Namespace) -> None:
     cols = ["scenario", "callbacks", "dials", "dup attempts", "dup callbacks", "lost", "unknown",
-            "connected", "reaped", "late p50", "late p99", "late max", "per instance"]
+            "answered", "reaped", "takeovers redial/observed/unknown", "late p50", "late p99", "late max",
+            "per instance"]
     rows = []
     for r in reports:
         rows.append([r.scenario, str(r.n), str(r.dials), str(r.dup_attempts), str(r.dup_callbacks), str(r.lost),
-                     str(r.unknown), str(r.connected), str(r.reaped), f"{percentile(r.late, 50) * 1000:.0f} ms",
+                     str(r.unknown), str(r.connected), str(r.reaped), takeovers(r.results),
+                     f"{percentile(r.late, 50) * 1000:.0f} ms",
                      f"{percentile(r.late, 99) * 1000:.0f} ms", f"{max(r.late, default=float('nan')) * 1000:.0f} ms",
                      " ".join(f"{k}={v}" for k, v in sorted(r.per_instance.items()))])
     print()
     print(f"callbacks bench: {args.n} due within {args.spread:g}s, {args.instances} scheduler processes, "
-          f"dial {args.dial_ms:g} ms, lease {args.lease:g}s, batch {args.batch}, "
-          f"concurrency {args.concurrency}, poll {args.poll:g}s")
+          f"dial {args.dial_ms:g} ms (marker → dial {args.pre_dial_ms:g} ms), lease {args.lease:g}s, "
+          f"batch {args.batch}, concurrency {args.concurrency}, poll {args.poll:g}s")
     print_columns(cols, rows)
     print()
     print("cost per placement (per dial recorded; the killed instance's last 0.2 s of counts are missing):")
@@ -308,8 +366,11 @@ def print_table(reports: list[Report], args: argparse.Namespace) -> None:
                   f"(held by the killed instance until its lease expired); lateness excluding them "
                   f"p99 = {percentile([x for x in r.late if x <= args.lease * 0.5], 99) * 1000:.0f} ms")
     print("reaped = jobs whose lease expired (holder killed) and were re-queued by another instance")
-    print("unknown = dialed by the killed instance, which died before writing the outcome: "
-          "never re-dialed, final state failed/outcome_unknown")
+    print("takeovers = attempts the killed instance had marked, taken over by a survivor: never dialed → "
+          "re-dialed (same ChannelId) / dialed, its outcome as the observers recorded it → written / "
+          "unknown (the takeover could not tell)")
+    print("unknown = final state failed/outcome_unknown: a takeover that could not tell whether the call "
+          "happened (never re-dialed)")
 
 
 def main() -> int:
@@ -321,6 +382,9 @@ def main() -> int:
     add_scheduler_options(parser)
     parser.add_argument("--dial-ms", type=float, default=0.0,
                         help="simulated call duration after the dial is recorded (keeps leases held)")
+    parser.add_argument("--pre-dial-ms", type=float, default=0.0,
+                        help="simulated time from the placed marker to the dial (a loaded host's; widens the "
+                             "window in which a kill leaves a marked attempt never dialed)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
     parser.add_argument("--name", help=argparse.SUPPRESS)
@@ -329,7 +393,7 @@ def main() -> int:
         logging.basicConfig(level=logging.WARNING)
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(worker(args.redis_url, args.name, args.lease, args.batch, args.concurrency, args.poll,
-                               args.dial_ms / 1000))
+                               args.dial_ms / 1000, args.pre_dial_ms / 1000))
         return 0
     args.n = args.n or (100_000 if args.full else 10_000)
     args.spread = args.spread or (180.0 if args.full else 20.0)

@@ -20,14 +20,16 @@ Then the notices fall due; at 40% of the spread the last instance is SIGKILLed: 
 and the others take its calls over. The table: lateness (first dial − the notice's not_before)
 p50/p99/max, duplicates by placed marker (a call with more than one attempt marker) and by the
 dialer log (a channel or a call dialed twice), losses (a key with no notice, or whose call never
-dialed), unknown (dialed by the killed instance, which died before writing the outcome: never
-re-dialed, the notice ends failed), and the CPU of the scheduler processes per notice (scheduling,
-and placing). Once every instance has stopped, the notices still `scheduled` are counted, the
-reconcile sweep (NoticeService.reconcile, as each server runs it every notices.reconcile_interval)
-runs once with no grace (no instance is left that could still follow an outcome), and they are
-counted again: the killed instance's notices whose call's outcome was written but not followed
-are settled by it. No assertions: it prints a table. Targets: p99 < 1 s, 0 duplicates, 0 losses,
-0 scheduled after the sweep.
+dialed), the takeovers of calls the killed instance had marked (re-dialed: never dialed, as the
+surviving instances' AMI observers — played by the recording dialer, which writes what they would
+record of each dial in the same transaction — vouch; written from what they observed; unknown),
+unknown (final failed/outcome_unknown: never re-dialed, the notice ends failed), and the CPU of
+the scheduler processes per notice (scheduling, and placing). Once every instance has stopped,
+the notices still `scheduled` are counted, the reconcile sweep (NoticeService.reconcile, as each
+server runs it every notices.reconcile_interval) runs once with no grace (no instance is left
+that could still follow an outcome), and they are counted again: the killed instance's notices
+whose call's outcome was written but not followed are settled by it. No assertions: it prints a
+table. Targets: p99 < 1 s, 0 duplicates, 0 losses, 0 scheduled after the sweep.
 """
 
 from __future__ import annotations
@@ -50,7 +52,20 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from callbacks_bench import OPEN, POLICY, PREFIX, RecordingDialer, RoundTrips, always_free, dials_key, no_free_agents
+from callbacks_bench import (
+    OBSERVE_INTERVAL,
+    OBSERVE_MARGIN,
+    OPEN,
+    POLICY,
+    PREFIX,
+    RecordingDialer,
+    RoundTrips,
+    always_free,
+    dials_key,
+    no_free_agents,
+    start_observer,
+    takeovers,
+)
 
 from ivrserver.config import PromptSettings
 from ivrserver.domain import notices as nm
@@ -129,8 +144,10 @@ async def worker(args: argparse.Namespace) -> None:
                               Path(args.cache_dir))
     notices = NoticeService(nstore, calls, MessageService(renderer), nm.NoticePolicy(), POLICY, customer=directory)
 
-    placer = CallbackPlacer(calls, RecordingDialer(other, name), POLICY, free_agents=no_free_agents,
-                            is_free=always_free, lease_seconds=args.lease, instance=name, on_placed=notices.on_placed)
+    placer = CallbackPlacer(calls, RecordingDialer(other, name, pre_dial_seconds=args.pre_dial_ms / 1000), POLICY,
+                            free_agents=no_free_agents, is_free=always_free, lease_seconds=args.lease, instance=name,
+                            on_placed=notices.on_placed, observe_interval=OBSERVE_INTERVAL,
+                            observe_margin=OBSERVE_MARGIN)
     scheduler = CallbackScheduler(calls, placer, instance=name, poll_interval=args.poll, lease_seconds=args.lease,
                                   batch=args.batch, concurrency=args.concurrency)
     notices.on_due = scheduler.wake
@@ -164,12 +181,14 @@ async def worker(args: argparse.Namespace) -> None:
         state.update(submit_cpu=time.process_time() - cpu0, submit_wall=time.time() - t0, done=True)
 
     reporter = asyncio.create_task(report())
+    observer = start_observer(CallbackStore(other, keys), name)  # on the uncounted client
     runner = asyncio.create_task(scheduler.run())
     try:
         await submit()
         await runner
     finally:
         reporter.cancel()
+        observer.cancel()
         runner.cancel()
 
 
@@ -193,7 +212,8 @@ def spawn_worker(url: str, name: str, index: int, args: argparse.Namespace, star
            "--instances", str(args.instances), "--n", str(args.n), "--spread", str(args.spread),
            "--start", repr(start), "--lease", str(args.lease), "--batch", str(args.batch),
            "--concurrency", str(args.concurrency), "--poll", str(args.poll),
-           "--submit-concurrency", str(args.submit_concurrency), "--cache-dir", cache_dir]
+           "--submit-concurrency", str(args.submit_concurrency), "--cache-dir", cache_dir,
+           "--pre-dial-ms", str(args.pre_dial_ms)]
     if region is not None:
         cmd += ["--region-prefix", region[0], "--region-digits", str(region[1])]
     with open(log_path, "wb") as log:
@@ -207,6 +227,7 @@ class Report:
     region: str = "-"
     submitted: int = 0
     results: Counter[str] = field(default_factory=Counter)
+    placed: Counter[str] = field(default_factory=Counter)  # the schedulers' PlaceResults
     submit_wall: float = 0.0
     submit_late: float = 0.0  # seconds the last submission ended after the first notice was due
     notices: int = 0
@@ -348,6 +369,7 @@ async def run_scenario(url: str, scenario: str, args: argparse.Namespace, workdi
         report.submitted += stats["submitted"]
         report.submit_wall = max(report.submit_wall, stats["submit_wall"])
         report.results.update(stats["results"])
+        report.placed.update(stats["placed"])
         report.trips.update(stats["trips"])
     await analyse(client, report, args, start)
     await client.aclose()
@@ -356,21 +378,23 @@ async def run_scenario(url: str, scenario: str, args: argparse.Namespace, workdi
 
 def print_table(reports: list[Report], args: argparse.Namespace) -> None:
     cols = ["scenario", "notices", "submitted", "late p50", "late p99", "late max", "dup (marker)",
-            "dup (dialer)", "lost", "unknown", "heard", "scheduled (before sweep → after)", "CPU/notice schedule",
-            "CPU/notice place", "per instance"]
+            "dup (dialer)", "lost", "unknown", "takeovers redial/observed/unknown", "heard",
+            "scheduled (before sweep → after)", "CPU/notice schedule", "CPU/notice place", "per instance"]
     rows = []
     for r in reports:
         placed = max(1, r.dials)
         rows.append([r.scenario, str(r.n), str(r.submitted), f"{percentile(r.late, 50) * 1000:.0f} ms",
                      f"{percentile(r.late, 99) * 1000:.0f} ms", f"{max(r.late, default=float('nan')) * 1000:.0f} ms",
-                     str(r.dup_marker), f"{r.dup_channels}/{r.dup_calls}", str(r.lost), str(r.unknown), str(r.heard),
+                     str(r.dup_marker), f"{r.dup_channels}/{r.dup_calls}", str(r.lost), str(r.unknown),
+                     takeovers(r.placed), str(r.heard),
                      f"{r.scheduled_before} → {r.states.get('scheduled', 0)}",
                      f"{r.submit_cpu / max(1, r.submitted) * 1000:.2f} ms",
                      f"{(r.total_cpu - r.submit_cpu) / placed * 1000:.2f} ms",
                      " ".join(f"{k}={v}" for k, v in sorted(r.per_instance.items()))])
     print()
     print(f"notices bench: {args.n} notices due within {args.spread:g}s, {args.instances} scheduler processes on one "
-          f"Redis, lease {args.lease:g}s, batch {args.batch}, concurrency {args.concurrency}, poll {args.poll:g}s")
+          f"Redis, marker → dial {args.pre_dial_ms:g} ms, lease {args.lease:g}s, batch {args.batch}, "
+          f"concurrency {args.concurrency}, poll {args.poll:g}s")
     print_columns(cols, rows)
     print()
     for r in reports:
@@ -388,8 +412,10 @@ def print_table(reports: list[Report], args: argparse.Namespace) -> None:
                   f"until its lease ran out); lateness without them p99 = {percentile(rest, 99) * 1000:.0f} ms")
     print("dup (marker) = calls with more than one placed marker; dup (dialer) = channels / calls dialed twice; "
           "lost = keys without a notice or whose call never dialed")
-    print("unknown = dialed by the killed instance, which died before writing the outcome: never re-dialed "
-          "(the notice ends failed)")
+    print("takeovers = calls the killed instance had marked, taken over by a survivor: never dialed → re-dialed "
+          "(same ChannelId) / dialed, its outcome as the AMI observers recorded it → written / unknown")
+    print("unknown = a takeover that could not tell whether the call happened: never re-dialed (the notice ends "
+          "failed)")
     print("scheduled = notices still scheduled once every instance stopped, before and after one reconcile sweep")
 
 
@@ -403,6 +429,9 @@ def main() -> int:
     add_scheduler_options(parser, scenario="kill")
     parser.add_argument("--submit-concurrency", type=int, default=64)
     parser.add_argument("--no-numbers", action="store_true", help="no number-only callers")
+    parser.add_argument("--pre-dial-ms", type=float, default=0.0,
+                        help="simulated time from the placed marker to the dial (a loaded host's; widens the "
+                             "window in which a kill leaves a marked call never dialed)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
     parser.add_argument("--name", help=argparse.SUPPRESS)

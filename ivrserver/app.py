@@ -33,7 +33,7 @@ from ivrserver.files import webhooks as webhook_files
 from ivrserver.metrics import Metrics
 from ivrserver.pbx.ami import AmiClient
 from ivrserver.pbx.asterisk_conf import ivr_queue, queue_names
-from ivrserver.pbx.callback_dialer import AmiCallbackDialer
+from ivrserver.pbx.callback_dialer import AmiCallbackDialer, CallbackObserver
 from ivrserver.pbx.fastagi import FastAgiServer
 from ivrserver.pbx.messaging import AmiMessageSender
 from ivrserver.record.runtime import RecordRuntime, SchemaNotCurrent
@@ -204,7 +204,12 @@ class IvrServer:
             notify_context=settings.asterisk.notify_context, agent_ring_seconds=settings.callbacks.agent_ring_seconds,
             lease_seconds=settings.callbacks.lease_seconds, instance=settings.instance,
             queue_snapshot=self.queue_state.snapshot, on_placed=self.notices.on_placed,
-            customer_ring_seconds=settings.notices.ring_seconds)
+            customer_ring_seconds=settings.notices.ring_seconds,
+            observe_interval=settings.callbacks.observe_interval, observe_margin=settings.callbacks.observe_margin)
+        # What this instance's AMI link sees of every instance's callback channels (takeovers read it)
+        self.callback_observer = CallbackObserver(
+            self.callback_store, settings.instance, lambda: (self.ami.logged_in, self.ami.logins + self.ami.dropped),
+            backlog=self.ami.events.qsize, interval=settings.callbacks.observe_interval)
         self.scheduler = CallbackScheduler(self.callback_store, placer, instance=settings.instance,
                                            poll_interval=settings.callbacks.poll_interval,
                                            lease_seconds=settings.callbacks.lease_seconds)
@@ -506,6 +511,7 @@ class IvrServer:
         self.fanout.on_event("queue-state", self.queue_state.handle)
         self.fanout.on_event("contact-tracker", self.tracker.on_event)
         self.fanout.on_event("callback-results", self.dialer.on_event)
+        self.fanout.on_event("callback-observer", self.callback_observer.on_event)
         # Every long-lived loop runs under the supervisor: a crash is logged, counted and restarted,
         # never the end of the process. A consumer keeps its subscription queue across restarts.
         agent_events = self.fanout.subscribe(accepts=self.agent_state.wants)
@@ -519,6 +525,7 @@ class IvrServer:
         supervise("wallboard-listener", self.wallboard.listen)
         supervise("wallboard-ticker", self.wallboard.tick)
         supervise("contact-sweeper", self.tracker.run)
+        supervise("callback-observer", self.callback_observer.run)
         supervise("case-followup", self.case_followup.run)
         supervise("notice-sms", lambda: self.notices.run_sms(poll_interval=self.settings.notices.sms_poll_interval))
         supervise("notice-reconcile", lambda: self.notices.run_reconcile(

@@ -178,6 +178,11 @@ class CallbackSettings:
     # '' = none): no callback is placed on a public holiday unless the customer allows it.
     calendar_country: str = ""
     calendar_subdivision: str = ""
+    # Every instance records the callback channels its AMI link sees and, this often, that the
+    # link has been up with nothing lost; a job whose dead holder marked an attempt and was never
+    # seen dialing it is re-dialed only on that word. The margin covers clock skew and event delay.
+    observe_interval: float = 1.0
+    observe_margin: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -506,6 +511,8 @@ _RANGES: dict[str, tuple[int, int, str]] = {
     "reminders.page_pause": (0, 60, " seconds"),
     "reminders.kept_days": (1, 3650, " days"),
     "reminders.horizon_days": (0, 400, " days"),
+    "callbacks.observe_interval": (0.05, 60, " seconds"),
+    "callbacks.observe_margin": (0, 300, " seconds"),
     "notices.max_calls": (0, 100, ""),
     "notices.budget_days": (0, 90, " days"),
     "notices.batch_seconds": (0, 86_400, " seconds"),

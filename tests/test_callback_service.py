@@ -66,7 +66,8 @@ class RecordingDialer:
         self.delay = 0.0
 
     async def originate(self, *, channel_id: str, agent_endpoint: str | None, customer_dial: str,
-                        context: str, variables: dict[str, str], timeout_s: int) -> DialResult:
+                        context: str, variables: dict[str, str], timeout_s: int,
+                        send_by: float | None = None) -> DialResult:
         self.calls.append(dict(channel_id=channel_id, agent_endpoint=agent_endpoint, customer_dial=customer_dial,
                                context=context, variables=variables, timeout_s=timeout_s,
                                instance=self.instance))

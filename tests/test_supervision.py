@@ -129,10 +129,11 @@ async def get(server: IvrServer, path: str) -> tuple[int, str]:
 async def test_every_app_loop_is_supervised_and_a_crash_shows_in_metrics(
         started: tuple[IvrServer, Path]) -> None:
     server, _ = started
-    # always: the AMI fan-out and its consumers, the contact sweeper, the case follow-up, the held
-    # SMS sender; by settings: callbacks, reminders (rules present), incidents, the menu watcher
-    # (webhooks and the PostgreSQL record loops are off in this app: no endpoints, no dsn)
+    # always: the AMI fan-out and its consumers, the contact sweeper, the callback observer, the
+    # case follow-up, the held SMS sender; by settings: callbacks, reminders (rules present),
+    # incidents, the menu watcher (webhooks and the PostgreSQL record loops are off in this app: no endpoints, no dsn)
     assert set(server.supervisor.tasks) == {"ami-fanout", "agent-state", "screen-pop", "contact-sweeper",
+                                            "callback-observer",
                                             "wallboard-events", "wallboard-listener", "wallboard-ticker",
                                             "case-followup", "notice-sms", "notice-reconcile", "callback-scheduler",
                                             "reminder-scanner", "incident-detector", "menu-watch"}

@@ -403,6 +403,99 @@ def after_attempt(cb: Callback, outcome: AttemptOutcome, prefs: ContactPreferenc
     return transition(cb, CallbackState.RETRY_WAIT, now, due_at=t)
 
 
+# ----------------------------------------------------------------------------- takeover of a dead dial
+
+# What the instances' AMI observers recorded of one attempt's channel (`<id>-<attempt>`):
+#   "up"                      Asterisk created the channel (Newchannel): the call happened
+#   "originate:<outcome>"     its OriginateResponse: the originated leg's outcome (customer-first:
+#                             the customer; agent-first: the agent, the customer rung only after)
+#   "result:<outcome>"        agent-first: the dialplan's CallbackResult, the customer leg, call over
+# where <outcome> is answered | busy | no_answer | failed.
+SEEN_UP = "up"
+_SEEN_OUTCOMES = {"answered": AttemptOutcome.ANSWERED, "busy": AttemptOutcome.BUSY,
+                  "no_answer": AttemptOutcome.NO_ANSWER, "failed": AttemptOutcome.FAILED}
+
+
+class TakeoverAction(enum.StrEnum):
+    RECORD = "record"  # the observers saw the call's outcome: write it as the dead holder would have
+    REDIAL = "redial"  # the observers listened the whole time and saw no channel: never dialed
+    UNKNOWN = "unknown"  # the call may have happened: never dial again (after_attempt UNKNOWN)
+
+
+@dataclass(frozen=True)
+class ObserverLink:
+    """One instance's AMI observer: its link has been up, with no event lost, since `since`, and
+    every event it received until `through` is recorded (epoch seconds, its own clock)."""
+
+    instance: str
+    since: float
+    through: float
+
+
+@dataclass(frozen=True)
+class Takeover:
+    action: TakeoverAction
+    outcome: AttemptOutcome | None = None  # RECORD: the attempt's outcome
+    ended: bool = False  # RECORD: the call is over (agent-first result)
+    detail: str = ""
+
+
+def marked_at(holder: str) -> float | None:
+    """When a placed marker was taken, from its holder text "<instance> <token> <epoch>"."""
+    _, _, tail = holder.rpartition(" ")
+    try:
+        t = float(tail)
+    except ValueError:
+        return None
+    return t if math.isfinite(t) else None
+
+
+def observed_outcome(mode: CallbackMode, seen: str) -> tuple[AttemptOutcome, bool] | None:
+    """The attempt's outcome from an observation (and whether the call is over); None when the
+    observation shows the call happened but not how it ended."""
+    kind, _, word = seen.partition(":")
+    outcome = _SEEN_OUTCOMES.get(word)
+    if outcome is None:
+        return None
+    if kind == "result" and mode is CallbackMode.AGENT_FIRST:
+        return outcome, True
+    if kind == "originate":
+        if mode is CallbackMode.CUSTOMER_FIRST:
+            return outcome, False
+        if outcome is not AttemptOutcome.ANSWERED:  # the agent's phone failed: the customer was never rung
+            return AttemptOutcome.AGENT_UNAVAILABLE, False
+    return None
+
+
+def takeover(mode: CallbackMode, holder: str, seen: str | None, links: Iterable[ObserverLink], now: float, *,
+             margin: float, fresh_within: float) -> Takeover:
+    """What the next lease holder does with an attempt whose placed marker `holder` took and
+    whose outcome was never written (the holder died).
+
+    - observed with an outcome → RECORD it; observed without one → UNKNOWN (the call happened);
+    - not observed → REDIAL only if some instance's observer has listened without a gap since
+      `margin` before the marker was taken and has recorded everything up to `fresh_within`
+      before `now` — the dead holder sent its Originate (if ever) before its lease ran out, so
+      the channel would have been seen; otherwise UNKNOWN, as a call may have gone unseen.
+    `margin` covers clock skew between instances and Asterisk's event delay.
+    """
+    if seen is not None:
+        found = observed_outcome(mode, seen)
+        if found is None:
+            return Takeover(TakeoverAction.UNKNOWN, detail=f"dialed by {holder}; the call was seen ({seen}) "
+                                                            f"but that instance died before the outcome")
+        return Takeover(TakeoverAction.RECORD, outcome=found[0], ended=found[1],
+                        detail=f"dialed by {holder}; outcome {seen} observed on AMI")
+    at = marked_at(holder)
+    if at is not None:
+        for link in links:
+            if link.since <= at - margin and link.through >= now - fresh_within:
+                return Takeover(TakeoverAction.REDIAL, detail=f"marked by {holder}, never dialed "
+                                                               f"(no channel seen by {link.instance}); re-dialed")
+    return Takeover(TakeoverAction.UNKNOWN, detail=f"dialed by {holder}; that instance died before the outcome "
+                                                   f"(no observer listened throughout)")
+
+
 # ----------------------------------------------------------------------------- agents
 
 @dataclass(frozen=True)

@@ -148,6 +148,7 @@ class AmiClient:
         self._manager: _Manager | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._logins = 0
+        self.dropped = 0  # events lost to a full `events` queue (callback observers treat it as a gap)
         self._login_event = asyncio.Event()
         # Coroutines run after every (re)login, e.g. re-reading queue member state.
         self.login_hooks: list[Callable[[], Awaitable[None]]] = []
@@ -166,6 +167,11 @@ class AmiClient:
         self._manager.register_event("*", self._dispatch)
         self._manager.connect()
         self._watchdog = asyncio.create_task(self._watch(), name="ami-watchdog")
+
+    @property
+    def logins(self) -> int:
+        """Successful logins so far: a change means the link went down and came back."""
+        return self._logins
 
     async def wait_logged_in(self, timeout: float) -> bool:
         try:
@@ -249,6 +255,7 @@ class AmiClient:
             if self.metrics is not None:
                 self.metrics.ami_parse_errors.labels(str(headers.get("Event", "?"))).inc()
         except asyncio.QueueFull:
+            self.dropped += 1
             if self.metrics is not None:
                 self.metrics.ami_dropped.inc()
         except Exception:

@@ -11,6 +11,14 @@ Exactly-once placement, step by step (a crash may happen between any two steps):
 5. write the outcome + settle the lease (token-guarded)
 A record "dialing N" without a marker (a holder cancelled during step 2+3 gave the marker back)
 is resumed: attempt N was never dialed, so the next holder dials it.
+
+A marker without an outcome (the holder died between 2+3 and 5): every instance's AMI observer
+records the callback channels Asterisk reports and how long its link has watched without a gap
+(pbx/callback_dialer.CallbackObserver). The next holder asks `domain.callbacks.takeover`: the call
+seen with an outcome → that outcome is written; seen without → "unknown" (never dialed again);
+not seen while an observer watched throughout → attempt N is re-dialed with the same ChannelId,
+its marker passed to the new holder; otherwise "unknown". The dialer sends no Originate later
+than half a lease after the marker, so a stalled (not dead) holder cannot dial behind a re-dial.
 """
 
 from __future__ import annotations
@@ -75,6 +83,9 @@ class DialResult:
     # True when the result was known only after the call ended (agent-first: the dialplan's
     # CallbackResult comes from the `h` extension), so an answered call is already done.
     ended: bool = False
+    # FAILED with no channel made, for a reason Asterisk does not tell apart on AMI (an unknown
+    # endpoint, or this ChannelId still in use): a takeover's re-dial reads it as "the call exists".
+    ambiguous: bool = False
 
 
 class Dialer(Protocol):
@@ -82,11 +93,13 @@ class Dialer(Protocol):
 
     Must return a DialResult for every outcome it knows, including "nothing was sent" (FAILED).
     Raise only when it cannot tell whether the call was queued: the attempt then counts as
-    dialed with an unknown outcome and is never dialed again.
+    dialed with an unknown outcome and is never dialed again. `send_by` (epoch): send nothing
+    after it (FAILED) — past it, another instance may already have taken the attempt over.
     """
 
     async def originate(self, *, channel_id: str, agent_endpoint: str | None, customer_dial: str,
-                        context: str, variables: dict[str, str], timeout_s: int) -> DialResult: ...
+                        context: str, variables: dict[str, str], timeout_s: int,
+                        send_by: float | None = None) -> DialResult: ...
 
 
 FreeAgents = Callable[[str], Awaitable[list[str]]]  # tier → free agent ids, longest idle first
@@ -103,7 +116,9 @@ class PlaceResult(enum.StrEnum):
     WAITING = "waiting"  # not yet: outside calling hours / no agent / virtual hold → re-queued
     GAVE_UP = "gave_up"  # final state failed without dialing
     SKIPPED = "skipped"  # record missing or not waiting any more: job dropped
-    RECOVERED_UNKNOWN = "recovered_unknown"  # a dead holder dialed it: not dialed again
+    RECOVERED_UNKNOWN = "recovered_unknown"  # a dead holder may have dialed it: not dialed again
+    RECOVERED_OBSERVED = "recovered_observed"  # a dead holder dialed it: the outcome AMI showed is written
+    REDIALED = "redialed"  # a dead holder marked it but never dialed: dialed now (same ChannelId)
     ALREADY_PLACED = "already_placed"  # the marker was taken: not dialed
     LEASE_LOST = "lease_lost"
 
@@ -145,7 +160,8 @@ class CallbackPlacer:
                  callback_context: str = "ivrserver-callback", notify_context: str = "ivrserver-notify",
                  agent_ring_seconds: int = 20, customer_ring_seconds: int = 30,
                  lease_seconds: float = 60.0, instance: str = "ivrserver",
-                 clock: Callable[[], float] = time.time, on_placed: OnPlaced | None = None) -> None:
+                 clock: Callable[[], float] = time.time, on_placed: OnPlaced | None = None,
+                 observe_interval: float = 1.0, observe_margin: float = 2.0) -> None:
         self.store = store
         self.dialer = dialer
         self.on_placed = on_placed
@@ -164,6 +180,10 @@ class CallbackPlacer:
         self.lease_seconds = lease_seconds
         self.instance = instance
         self.clock = clock
+        self.observe_margin = observe_margin
+        # An observer's word counts if it recorded everything until this long ago: two of its
+        # beats and the margin, and never more than a third of a lease (see _recover).
+        self.fresh_within = min(2 * observe_interval + observe_margin, lease_seconds / 3)
 
     async def place(self, claim: Claim) -> PlaceResult:
         cb = claim.record if claim.loaded else await self.store.get(claim.callback_id)
@@ -226,15 +246,31 @@ class CallbackPlacer:
             # It died before taking the marker: attempt N was never dialed, dial it now.
             log.info("callback %s: resuming attempt %d (never dialed)", cb.id, cb.attempts)
             return await self._dial(claim, cb, prefs)
+        # It took the marker and died before writing the outcome. Its Originate (if any) left at
+        # most half a lease after the marker (send_by) and its lease ran at least a lease past the
+        # marker: an observer that recorded everything until `fresh_within` (≤ a third of a lease)
+        # ago had a sixth of a lease (10 s by default) to see the channel.
         now = self.clock()
-        done = policy_mod.after_attempt(cb, AttemptOutcome.UNKNOWN, prefs, self.policy, now,
-                                        detail=f"dialed by {holder}; that instance died before the outcome")
-        log.warning("callback %s attempt %d: dialed by %s, outcome lost; not dialing again",
-                    cb.id, cb.attempts, holder)
-        await self.store.complete(claim, done)
-        await self._record(done)
-        await self._placed(done)
-        return PlaceResult.RECOVERED_UNKNOWN
+        seen = await self.store.observation(cb.id, cb.attempts)
+        links = await self.store.observers(now) if seen is None else []
+        decision = policy_mod.takeover(cb.mode, holder, seen, links, now, margin=self.observe_margin,
+                                       fresh_within=self.fresh_within)
+        if decision.action is policy_mod.TakeoverAction.REDIAL:
+            log.warning("callback %s attempt %d: %s", cb.id, cb.attempts, decision.detail)
+            return await self._dial(claim, cb, prefs, dead_holder=holder)
+        if decision.action is policy_mod.TakeoverAction.RECORD and decision.outcome is not None:
+            done = policy_mod.after_attempt(cb, decision.outcome, prefs, self.policy, now, detail=decision.detail)
+            if decision.ended and done.state is CallbackState.CONNECTED:
+                done = policy_mod.finish(done, now, "completed")
+            log.warning("callback %s attempt %d: %s", cb.id, cb.attempts, decision.detail)
+            result = PlaceResult.RECOVERED_OBSERVED
+        else:
+            done = policy_mod.after_attempt(cb, AttemptOutcome.UNKNOWN, prefs, self.policy, now,
+                                            detail=decision.detail)
+            log.warning("callback %s attempt %d: %s; not dialing again", cb.id, cb.attempts, decision.detail)
+            result = PlaceResult.RECOVERED_UNKNOWN
+        await self._write_outcome(claim, done)
+        return result
 
     def _call_args(self, cb: Callback) -> dict[str, Any]:
         n = cb.attempts
@@ -254,11 +290,18 @@ class CallbackPlacer:
             timeout_s=self.agent_ring_seconds if agent else self.customer_ring_seconds,
         )
 
-    async def _dial(self, claim: Claim, cb: Callback, prefs: ContactPreferences) -> PlaceResult:
+    async def _dial(self, claim: Claim, cb: Callback, prefs: ContactPreferences, *,
+                    dead_holder: str | None = None) -> PlaceResult:
+        """Mark and dial attempt `cb.attempts`; with `dead_holder`, re-dial the attempt that holder
+        marked and never dialed (the marker passes to this holder)."""
         now = self.clock()
         holder = f"{self.instance} {claim.token} {now:.3f}"
         try:
-            started = await self.store.start_dial(claim, cb, holder, now=now, lease_seconds=self.lease_seconds)
+            if dead_holder is None:
+                started = await self.store.start_dial(claim, cb, holder, now=now, lease_seconds=self.lease_seconds)
+            else:
+                started = await self.store.take_over_dial(claim, cb, dead_holder, holder, now=now,
+                                                          lease_seconds=self.lease_seconds)
         except asyncio.CancelledError:
             # Shut down while taking the marker: nothing was dialed, so if the script ran, give
             # the marker back and let the next holder dial this attempt (it finds "dialing N"
@@ -273,8 +316,11 @@ class CallbackPlacer:
             return PlaceResult.ALREADY_PLACED
         try:
             async with self._keep_lease(claim):
-                result = await self.dialer.originate(**self._call_args(cb))
+                result = await self.dialer.originate(**self._call_args(cb), send_by=now + self.lease_seconds / 2)
             outcome, detail, ended = _outcome(result), result.reason, result.ended
+            if dead_holder is not None and result.ambiguous and outcome is not AttemptOutcome.ANSWERED:
+                # Refused maybe because the first call is up after all: it happened.
+                outcome, detail = AttemptOutcome.UNKNOWN, f"re-dial refused ({result.reason}): the first call may be up"
         except Exception as exc:  # the Dialer could not tell whether the call went out
             log.exception("callback %s attempt %d: dialer raised", cb.id, cb.attempts)
             outcome, detail, ended = AttemptOutcome.UNKNOWN, f"dialer error: {exc!r}", False
@@ -288,7 +334,7 @@ class CallbackPlacer:
         except asyncio.CancelledError:
             await writing
             raise
-        return PlaceResult.PLACED
+        return PlaceResult.PLACED if dead_holder is None else PlaceResult.REDIALED
 
     async def _write_outcome(self, claim: Claim, done: Callback) -> None:
         """The record (the scheduler's truth) first, then the contact history."""

@@ -7,6 +7,9 @@ Layout (all names from `Keys`):
 - `callbacks:leased`          ZSET    claimed jobs, scored by the epoch their lease expires
 - `callbacks:leaseinfo`       HASH    id → "<token> <due> <claimer>" of the current lease
 - `callback:placed:{id}:{n}`  STRING  SET NX when attempt n is about to be dialed (who, when)
+- `callback:seen:{id}:{n}`    STRING  what an AMI observer saw of channel `<id>-<n>` (while the
+                                      marker exists; expires after `seen_ttl_seconds`)
+- `callbacks:observers`       HASH    instance → "<since> <through>" of its AMI observer
 
 A job is in exactly one of due / leased (or neither once final). Claim moves due → leased
 atomically (Lua), so concurrent claimers never get the same job; a reaper moves expired leases
@@ -43,7 +46,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from ivrserver.domain.callbacks import TERMINAL_STATES, Callback, CallbackState, from_dict
+from ivrserver.domain.callbacks import TERMINAL_STATES, Callback, CallbackState, ObserverLink, from_dict
 from ivrserver.store.keys import Keys
 from ivrserver.store.leases import CLAIM, REAP, TOKEN_CHECK
 
@@ -142,6 +145,29 @@ redis.call('SET', KEYS[4], ARGV[3])
 redis.call('ZADD', KEYS[2], 'XX', ARGV[6], ARGV[1])
 if redis.call('SET', KEYS[5], ARGV[4], 'NX', 'EX', tonumber(ARGV[5])) then return 1 end
 return 2
+"""
+
+# KEYS: due, leased, leaseinfo, record, placed marker
+# ARGV: id, token, json, dead holder, new holder, new lease expiry
+# A takeover's re-dial of an attempt a dead holder marked but never dialed: the marker passes
+# from the dead holder to the new one (so the dead one, were it only stalled, finds it is no
+# longer its own), the record is saved and the lease refreshed, all only while the lease is held.
+# 0 = lease lost, 1 = marker taken over: dial, 2 = the marker is not the dead holder's any more.
+_TAKE_OVER_DIAL = TOKEN_CHECK + """
+if redis.call('GET', KEYS[5]) ~= ARGV[4] then return 2 end
+redis.call('SET', KEYS[5], ARGV[5], 'KEEPTTL')
+redis.call('SET', KEYS[4], ARGV[3])
+redis.call('ZADD', KEYS[2], 'XX', ARGV[6], ARGV[1])
+return 1
+"""
+
+# KEYS: placed marker, seen   ARGV: what was seen, ttl seconds
+# Only channels of ours: an attempt whose marker exists (a channel id of that shape that is not a
+# callback's, or one long finished, writes nothing).
+_OBSERVE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', tonumber(ARGV[2]))
+return 1
 """
 
 # KEYS: due, leased, leaseinfo   ARGV: id, token, new expiry
@@ -253,7 +279,8 @@ NOT_FINISHED = ("", "", "", "")
 
 class CallbackStore:
     def __init__(self, redis: aioredis.Redis, keys: Keys, *, placed_ttl_seconds: int = 30 * 86400,
-                 replicated: Callable[[], Awaitable[bool]] | None = None, hot_days: int = 30) -> None:
+                 replicated: Callable[[], Awaitable[bool]] | None = None, hot_days: int = 30,
+                 seen_ttl_seconds: int = 2 * DAY) -> None:
         """`hot_days` (redis.hot_days): how long a finished record stays in Redis with a system of
         record (`keys.records`); Redis-only it stays."""
         if hot_days < 1:
@@ -262,6 +289,7 @@ class CallbackStore:
         self.keys = keys
         self.hot_seconds = hot_days * DAY
         self.placed_ttl_seconds = placed_ttl_seconds
+        self.seen_ttl_seconds = seen_ttl_seconds
         # Under Sentinel: waits until a replica holds what was just written (store/client.wait_for_replica).
         self.replicated = replicated
         self.unreplicated_marks = 0
@@ -274,6 +302,8 @@ class CallbackStore:
         self._start_dial = redis.register_script(_START_DIAL)
         self._update = redis.register_script(_UPDATE)
         self._unmark = redis.register_script(_UNMARK)
+        self._take_over_dial = redis.register_script(_TAKE_OVER_DIAL)
+        self._observe = redis.register_script(_OBSERVE)
 
     def _lease_keys(self) -> list[str]:
         return [self.keys.callbacks_due(), self.keys.callbacks_leased(), lease_info_key(self.keys)]
@@ -406,6 +436,17 @@ class CallbackStore:
             log.warning("callback %s attempt %d: placed mark not confirmed by a replica", cb.id, cb.attempts)
         return started
 
+    async def take_over_dial(self, claim: Claim, cb: Callback, dead_holder: str, holder: str, *, now: float,
+                             lease_seconds: float) -> DialStart:
+        """Re-dial attempt `cb.attempts` that `dead_holder` marked and never dialed: the marker
+        passes to `holder` (only if it is still the dead holder's), the record is saved and the
+        lease runs until `now + lease_seconds`, atomically and only while the lease is held."""
+        result = await self._take_over_dial(
+            keys=[*self._lease_keys(), self.keys.callback(claim.callback_id),
+                  self.keys.callback_placed(cb.id, cb.attempts)],
+            args=[claim.callback_id, claim.token, _json(cb), dead_holder, holder, _num(now + lease_seconds)])
+        return DialStart(int(result))
+
     async def save_leased(self, claim: Claim, cb: Callback) -> bool:
         """Write the record while holding the lease (e.g. state dialing); False if the lease is lost."""
         ok = await self._save(keys=[*self._lease_keys(), self.keys.callback(claim.callback_id)],
@@ -448,6 +489,55 @@ class CallbackStore:
     async def placed_by(self, callback_id: str, attempt: int) -> str | None:
         raw = await self.redis.get(self.keys.callback_placed(callback_id, attempt))
         return None if raw is None else _s(raw)
+
+    # ------------------------------------------------------------------ AMI observation (takeover)
+    async def observe(self, seen: Sequence[tuple[str, int, str]]) -> int:
+        """Record what AMI showed of attempts' channels, (callback id, attempt, "up" |
+        "originate:<outcome>" | "result:<outcome>") in order, in one round trip; only attempts
+        whose placed marker exists are written. Returns how many were."""
+        if not seen:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for callback_id, attempt, what in seen:
+            await self.observe_in(pipe, callback_id, attempt, what)
+        return sum(int(r) for r in await pipe.execute())
+
+    async def observe_in(self, pipe: Any, callback_id: str, attempt: int, what: str) -> None:
+        """Queue one observation on the caller's pipeline (or transaction), to be written with the
+        caller's own commands (the benchmarks' recording dialer: a dial and Asterisk's report of it)."""
+        await self._observe(keys=[self.keys.callback_placed(callback_id, attempt),
+                                  self.keys.callback_seen(callback_id, attempt)],
+                            args=[what, str(self.seen_ttl_seconds)], client=pipe)
+
+    async def observation(self, callback_id: str, attempt: int) -> str | None:
+        raw = await self.redis.get(self.keys.callback_seen(callback_id, attempt))
+        return None if raw is None else _s(raw)
+
+    async def observer_up(self, instance: str, since: float, through: float) -> None:
+        """This instance's AMI observer has had no gap since `since` and recorded all until `through`."""
+        await self.redis.hset(self.keys.callback_observers(), instance, f"{since!r} {through!r}")
+
+    async def observer_down(self, instance: str) -> None:
+        await self.redis.hdel(self.keys.callback_observers(), instance)
+
+    async def observers(self, now: float, *, forget_after: float = DAY) -> list[ObserverLink]:
+        """Every instance's observer link as last written; entries silent for `forget_after`
+        (instances gone for good) are dropped, unreadable ones ignored."""
+        raw = await self.redis.hgetall(self.keys.callback_observers())
+        links, stale = [], []
+        for name, value in raw.items():
+            try:
+                since_text, through_text = _s(value).split(" ")
+                link = ObserverLink(_s(name), float(since_text), float(through_text))
+            except ValueError:
+                continue
+            if link.through < now - forget_after:
+                stale.append(link.instance)
+            else:
+                links.append(link)
+        if stale:
+            await self.redis.hdel(self.keys.callback_observers(), *stale)
+        return links
 
     async def counts(self) -> dict[str, int]:
         pipe = self.redis.pipeline(transaction=False)

@@ -281,6 +281,16 @@ class Keys:
     def callback_placed(self, callback_id: str, attempt: int) -> str:
         return f"{self.prefix}:callback:placed:{callback_id}:{attempt}"
 
+    def callback_seen(self, callback_id: str, attempt: int) -> str:
+        """STRING what an instance's AMI observer saw of attempt n's channel `<id>-<n>` ("up",
+        "originate:<outcome>", "result:<outcome>"); written only while the placed marker exists."""
+        return f"{self.prefix}:callback:seen:{callback_id}:{attempt}"
+
+    def callback_observers(self) -> str:
+        """HASH instance → "<since> <through>": its AMI link up with no event lost since, every
+        event received until through recorded (the takeover re-dials only on their word)."""
+        return f"{self.prefix}:callbacks:observers"
+
     def callback_index(self) -> str:
         return f"{self.prefix}:callbacks:all"
 
