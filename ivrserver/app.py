@@ -227,6 +227,8 @@ class IvrServer:
         self.agent_state.on_change(self.wallboard.on_agent)
         self.wallboard_hub = WallboardHub(self.wallboard, self.auth, queue_size=settings.wallboard.socket_queue,
                                           heartbeat=settings.web.heartbeat)
+        # the hubs' loops (pop channel listener, session sweeps) under the app's supervisor
+        self.hub.supervisor = self.wallboard_hub.supervisor = self.supervisor
         self.hotline.attach_callbacks(self.callbacks)
         # notices follow their cases: outcomes noted on the case, resolved → notice, reopened → cancelled
         self.notices.attach_cases(self.cases)

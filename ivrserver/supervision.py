@@ -74,6 +74,15 @@ class Supervisor:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_delay)
 
+    async def stop_task(self, name: str) -> None:
+        """Cancel one supervised task (a component that owns its lifecycle, e.g. a websocket hub
+        closing with its web app) and forget it, so that it may be started again."""
+        task = self.tasks.pop(name, None)
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
     async def stop(self) -> None:
         """Cancel every supervised task and wait for them."""
         tasks = list(self.tasks.values())

@@ -90,6 +90,19 @@ async def test_a_task_that_returns_is_restarted_too() -> None:
 BACKOFFICE_TOKEN = "bo-" + "5e7a" * 10  # every scope: the routes only back offices may use
 
 
+async def test_one_task_stopped_may_be_started_again() -> None:
+    """A component owning its lifecycle (a websocket hub closing with its web app) stops its own
+    supervised loops; the name is free again for the next start."""
+    supervisor = Supervisor(Metrics())
+    first = supervisor.start("hub-loop", lambda: asyncio.Event().wait())
+    await supervisor.stop_task("hub-loop")
+    assert first.cancelled() and "hub-loop" not in supervisor.tasks
+    await supervisor.stop_task("hub-loop")  # nothing left: no error
+    supervisor.start("hub-loop", lambda: asyncio.Event().wait())
+    assert set(supervisor.tasks) == {"hub-loop"}
+    await supervisor.stop()
+
+
 def app_settings(redis_url: str, menus_dir: Path) -> config.Settings:
     tokens = menus_dir.parent / "tokens.yaml"
     tokens.write_text(f'bo: {{digest: "{digest(BACKOFFICE_TOKEN)}", '
@@ -136,7 +149,9 @@ async def test_every_app_loop_is_supervised_and_a_crash_shows_in_metrics(
                                             "callback-observer",
                                             "wallboard-events", "wallboard-listener", "wallboard-ticker",
                                             "case-followup", "notice-sms", "notice-reconcile", "callback-scheduler",
-                                            "reminder-scanner", "incident-detector", "menu-watch"}
+                                            "reminder-scanner", "incident-detector", "menu-watch",
+                                            # the websocket hubs' loops, started with the web app
+                                            "agent-hub-listener", "agent-sessions", "wallboard-sessions"}
     # No loop of the app can be crashed from outside any more (the hostile menu file was the last
     # known way, see below), so a task of this test crashes for real on the app's own supervisor.
     server.supervisor.initial_delay = 0.01

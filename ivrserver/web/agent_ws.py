@@ -118,7 +118,7 @@ class AgentHub(SocketHub[_Conn]):
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        self._tasks.append(asyncio.create_task(self._listen(), name="agent-hub-listener"))
+        self._spawn("agent-hub-listener", self._listen)
         await super().start()
         async with asyncio.timeout(10):
             await self._subscribed.wait()

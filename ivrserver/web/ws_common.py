@@ -13,14 +13,17 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, ClassVar, Generic, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ivrserver.domain.model import Agent
 from ivrserver.services.sessions import Authenticator
 from ivrserver.web import bodies
+
+if TYPE_CHECKING:
+    from ivrserver.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +153,7 @@ class SocketHub(Generic[S]):
         self.auth_timeout = auth_timeout
         self.session_check = session_check
         self._tasks: list[asyncio.Task[None]] = []
+        self.supervisor: Supervisor | None = None  # the app's: its loops are restarted and counted
         self._closing = False
         self.delivered = 0
         self.slow_disconnects = 0
@@ -178,12 +182,23 @@ class SocketHub(Generic[S]):
         return [web.get(self.path, self.handle)]
 
     async def start(self) -> None:
-        self._tasks.append(asyncio.create_task(self._sweep_sessions(), name=f"{self.kind}-sessions"))
+        self._spawn(f"{self.kind}-sessions", self._sweep_sessions)
+
+    def _spawn(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """A loop of the hub for its whole life: under the app's supervisor when it has one (a crash is
+        logged, counted and restarted, never a hub that silently stops), else a plain task (a hub on
+        its own, as in tests)."""
+        if self.supervisor is not None:
+            self._tasks.append(self.supervisor.start(name, loop))
+        else:
+            self._tasks.append(asyncio.create_task(loop(), name=name))
 
     async def close(self) -> None:
         """End every task, then every socket."""
         self._closing = True
         for task in self._tasks:
+            if self.supervisor is not None and task.get_name() in self.supervisor.tasks:
+                await self.supervisor.stop_task(task.get_name())
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
