@@ -17,6 +17,7 @@ from ivrserver.domain import incidents as inc
 from ivrserver.domain import menu_engine as e
 from ivrserver.domain.menu_stats import CallPath
 from ivrserver.domain.model import CallerSnapshot, Customer
+from ivrserver.domain.notices import notice_id
 from ivrserver.services.incidents import IncidentConflict, IncidentError, IncidentService
 from ivrserver.store import customers
 from ivrserver.store.callpath import RedisPathRecorder
@@ -178,14 +179,17 @@ async def test_a_subscriber_without_a_customer_record_is_told_at_their_number(
     incident = await svc.open("mobile_data", "Chaoyang, Liaoning", actor="supervisor:s1")
     snapshot, _, _ = await customers.snapshot_for_call(redis_client, keys, CHAOYANG.format(7))
     assert snapshot.customer is None and await svc.subscribe(incident.id, snapshot, None)
-    # another caller without a record only reported the fault (did not press 1): not called unasked
+    # another caller without a record reported the fault (the menu promised to tell them): told too
     await complain(svc, RedisPathRecorder(redis_client, keys, 3600), CHAOYANG.format(8), time.time())
     report = await svc.resolve(incident.id, actor="backoffice:noc", cause="fibre repaired")
-    assert (report.notices_scheduled, report.notices_refused) == (1, 0)
-    assert not [cb for cb in await env.calls.list(limit=10) if cb.number == CHAOYANG.format(8)]
+    assert (report.notices_scheduled, report.notices_refused) == (2, 0)
+    reporter = await env.notices.store.get(notice_id(f"incident:{incident.id}:tel-{CHAOYANG.format(8).lstrip('+')}"))
+    assert reporter is not None and reporter.call_id is not None
+    reporter_call = await env.calls.get(reporter.call_id)
+    assert reporter_call is not None and reporter_call.number == CHAOYANG.format(8)
     number = CHAOYANG.format(7)
     found = [cb for cb in await env.calls.list(limit=10) if cb.number == number]
     assert len(found) == 1 and found[0].customer_id == "tel-" + number.lstrip("+")
     again = await svc.resolve(incident.id, actor="backoffice:noc")  # told once, however often resolved
-    assert again.notices_scheduled in (0, 1) and len([cb for cb in await env.calls.list(limit=10)
+    assert again.notices_scheduled in (0, 2) and len([cb for cb in await env.calls.list(limit=10)
                                                       if cb.number == number]) == 1

@@ -358,7 +358,7 @@ class IncidentService:
         return ResolveReport(incident, scheduled, refused)
 
     async def _notify(self, incident: inc.Incident) -> tuple[int, int]:
-        """One notice per caller who asked and per customer who complained; (scheduled, refused)."""
+        """One notice per caller who asked or reported it; (scheduled, refused)."""
         if self.notices is None:
             log.warning("incident %s resolved: no notice service, nobody is told", incident.id)
             return 0, 0
@@ -374,10 +374,10 @@ class IncidentService:
         customers: dict[str, str] = {}
         for raw in sorted(asked | complained):
             customer_id, number = split_member(raw)
-            # everyone who asked (pressed 1), by their number when they have no customer record;
-            # of those who only complained, customers (whose preferences say what they want):
-            # an anonymous caller who did not ask is not called back unasked
-            who = customer_id or (f"tel-{number.lstrip('+')}" if number and raw in asked else "")
+            # a caller without a customer record — one who pressed 1, or one who reported the fault
+            # (the menu tells them "we will let you know when it is fixed") — is told at the number
+            # they called from, within the default allowed hours of that number's region
+            who = customer_id or (f"tel-{number.lstrip('+')}" if number else "")
             if who:
                 customers.setdefault(who, number)
         text = inc.resolved_text(incident, self.policy)

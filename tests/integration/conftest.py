@@ -106,11 +106,12 @@ class Phones:
         return phone
 
     async def customer(self, *, ring_ms: int = 300, press: str = "-", hold_ms: int = 1000,
-                       timeout: float = 20.0) -> SippProcess:
-        """The customers' phone (trunk `customers`)."""
+                       timeout: float = 20.0, calls: int = 1) -> SippProcess:
+        """The customers' phone (trunk `customers`), answering `calls` calls (every number the
+        trunk dials reaches it)."""
         return await self._start("customer", local_port=self.ports.customer_port,
                                  variables={"ring_ms": ring_ms, "press": press, "hold_ms": hold_ms},
-                                 timeout=timeout)
+                                 timeout=timeout, calls=calls)
 
     async def caller(self, digits: str = "", *, mode: str = "rfc4733", number: str = "5551234",
                      hold_ms: int = 0, dial: str = HOTLINE, timeout: float = 20.0) -> SippProcess:
