@@ -22,6 +22,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from ivrserver.store.indexed import newest_first
 from ivrserver.store.keys import Keys
 
 DAY = 86400
@@ -204,25 +205,12 @@ class DeadLetters:
 
     async def list(self, *, limit: int = 100) -> list[DeadLetter]:
         """The most recently dead first; letters past their keep time leave the index here."""
-        index = self.keys.case_followup_dead()
-        ids = [_s(i) for i in await self.redis.zrevrange(index, 0, max(limit * 2, 1000) - 1)]
         out: list[DeadLetter] = []
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for ident in chunk:
-                    pipe.hmget(self.keys.case_followup_dead_letter(ident), list(_FIELDS))
-                rows = await pipe.execute()
-            gone = []
-            for ident, values in zip(chunk, rows, strict=True):
-                if values[0] is None:
-                    gone.append(ident)
-                    continue
-                out.append(_letter({f: _s(v) for f, v in zip(_FIELDS, values, strict=True) if v is not None}))
-                if len(out) >= limit:
-                    return out
-            if gone:
-                await self.redis.zrem(index, *gone)
+        index, record = self.keys.case_followup_dead(), self.keys.case_followup_dead_letter
+        async for values in newest_first(self.redis, index, record, _FIELDS, scan=max(limit * 2, 1000)):
+            out.append(_letter(values))
+            if len(out) >= limit:
+                break
         return out
 
     async def count(self) -> int:

@@ -30,6 +30,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ivrserver.domain.webhooks import Delivery, DeliveryState, attempt_from_dict
+from ivrserver.store.indexed import newest_first
 from ivrserver.store.keys import Keys
 from ivrserver.store.leases import CLAIM, REAP, TOKEN_CHECK
 
@@ -247,26 +248,13 @@ class WebhookStore:
 
     async def _summaries(self, index: str, *, limit: int, scan: int, state: str | None,
                          event: str | None) -> list[Delivery]:
-        ids = [_s(i) for i in await self.redis.zrevrange(index, 0, scan - 1)]
         out: list[Delivery] = []
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for delivery_id in chunk:
-                    pipe.hmget(self.keys.webhook_delivery(delivery_id), list(_SUMMARY_FIELDS))
-                rows = await pipe.execute()
-            gone = []
-            for delivery_id, values in zip(chunk, rows, strict=True):
-                if values[0] is None:
-                    gone.append(delivery_id)
-                    continue
-                delivery = from_hash({f: _s(v) for f, v in zip(_SUMMARY_FIELDS, values, strict=True) if v is not None})
-                if (state is None or delivery.state.value == state) and (event is None or delivery.event == event):
-                    out.append(delivery)
-                    if len(out) >= limit:
-                        return out
-            if gone:  # expired after hot_days (PostgreSQL keeps them with a system of record)
-                await self.redis.zrem(index, *gone)
+        async for values in newest_first(self.redis, index, self.keys.webhook_delivery, _SUMMARY_FIELDS, scan=scan):
+            delivery = from_hash(values)
+            if (state is None or delivery.state.value == state) and (event is None or delivery.event == event):
+                out.append(delivery)
+                if len(out) >= limit:
+                    break
         return out
 
     async def deliveries(self, *, state: str | None = None, event: str | None = None, limit: int = 100,

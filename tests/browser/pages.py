@@ -5,6 +5,8 @@ signing in on the pages.
 - `log_in(page, url, agent)`: the agent desktop (`/`), until its socket is live.
 - `sign_in(page, url, path, agent)`: a supervisor page with a login form (`/wallboard`, `/reports`);
   the caller checks what the page shows next.
+- `serving(settings)`: the web app exactly as `ivrserver run` builds it, on 127.0.0.1 (no AMI,
+  no FastAGI): (server, base url).
 The demo agents' password is their id.
 """
 
@@ -15,7 +17,11 @@ import shutil
 from collections.abc import AsyncIterator
 
 import pytest
+from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright, expect
+
+from ivrserver import config
+from ivrserver.app import IvrServer
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -50,3 +56,19 @@ async def sign_in(page: Page, url: str, path: str, agent: str) -> None:
     await page.goto(url + path)
     await expect(page.locator("#login-form")).to_be_visible(timeout=10_000)
     await fill_login(page, agent)
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: config.Settings) -> AsyncIterator[tuple[IvrServer, str]]:
+    server = IvrServer(settings)
+    runner = web.AppRunner(server.web_app(), shutdown_timeout=2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield server, f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+        await server.redis.aclose()
+        await server.pubsub_redis.aclose()

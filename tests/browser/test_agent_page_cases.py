@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from aiohttp import web
 from playwright.async_api import Browser, Page, expect
 
 from ivrserver import config
@@ -36,6 +35,7 @@ from ivrserver.domain.screen_pop import Phase, PopContext, Role, build_pop
 from ivrserver.store import cases as case_store
 from ivrserver.store import customers
 from ivrserver.store.keys import Keys
+from tests.browser.pages import serving
 from tests.browser.test_agent_page import browser, log_in  # noqa: F401  (the browser fixture)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,18 +60,8 @@ async def desk_server(redis_url: str, keys: Keys, tmp_path: Path) -> AsyncIterat
         "routing": {"agents_file": str(agents)},
         "menus": {"watch": False},
     })
-    server = IvrServer(settings)
-    runner = web.AppRunner(server.web_app(), shutdown_timeout=2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield server, f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
-        await server.redis.aclose()
-        await server.pubsub_redis.aclose()
+    async with serving(settings) as served:
+        yield served
 
 
 async def texts(page: Page, selector: str) -> list[str]:

@@ -30,6 +30,7 @@ from ivrserver.domain.model import Customer, Tier
 from ivrserver.store import cases as case_store
 from ivrserver.store import customers
 from ivrserver.store.keys import Keys
+from tests.browser.pages import serving
 from tests.browser.test_agent_page import browser, log_in  # noqa: F401  (the browser fixture)
 from tests.inprocess import eventually
 from tests.test_webhooks_delivery import SECRET, Receiver
@@ -86,18 +87,8 @@ async def deliveries_server(redis_url: str, keys: Keys, tmp_path: Path,
         "webhooks": {"endpoints_file": str(tmp_path / "webhooks.yaml"), "poll_interval": 0.05,
                      "backoff_base_seconds": 0.05},
     })
-    server = IvrServer(settings)
-    runner = web.AppRunner(server.web_app(), shutdown_timeout=2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield server, f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
-        await server.redis.aclose()
-        await server.pubsub_redis.aclose()
+    async with serving(settings) as served:
+        yield served
 
 
 def watch(page: Page) -> list[str]:
