@@ -60,6 +60,7 @@ from ivrserver.services.menus import MenuRegistry
 from ivrserver.services.messages import MessageService
 from ivrserver.services.notices import NoticeService
 from ivrserver.services.notify_call import NotifyCall
+from ivrserver.services.policy_reload import Outcome, PolicyFile, PolicyFiles
 from ivrserver.services.privacy import PrivacyService
 from ivrserver.services.queue_state import QueueState
 from ivrserver.services.record_warmup import RecordWarmup
@@ -93,6 +94,7 @@ from ivrserver.web import (
     api_followup,
     api_incidents,
     api_menus,
+    api_policies,
     api_prefs,
     api_reports,
     api_webhooks,
@@ -258,6 +260,10 @@ class IvrServer:
             page_size=settings.reminders.page_size, page_pause=settings.reminders.page_pause,
             horizon=settings.reminders.horizon_days * 86400, metrics=self.metrics, audit=self.audit.append)
         self.customers.on_saved.append(self.reminders.customer_changed)
+        # SIGHUP and POST /api/v1/policies/reload: the policy files read again, the old kept on error
+        self.policies = self._policy_files()
+        self._reload_requested = asyncio.Event()
+        self._loops_started = False
         self._runner: web.AppRunner | None = None
         self.records: RecordRuntime | None = None  # PostgreSQL (postgres.dsn), built in run()
         self.web_port = settings.web.port
@@ -358,6 +364,7 @@ class IvrServer:
             set_paused=self.agent_state.set_paused, get_state=self.agent_state.state_of)
         routes = [
             api_menus.routes(self.menus, announcements=Announcements(self.redis, self.keys), guard=require_supervisor),
+            api_policies.routes(self.policies, audit=self.audit.append, guard=require_supervisor),
             api_customers.routes(self.customers, authorize_hook, default_country=self.settings.phone.default_region),
             api_cases.routes(self.cases, authorize_hook, supervisor=require_supervisor),
             api_callbacks.routes(self.callbacks),
@@ -379,16 +386,59 @@ class IvrServer:
         self.wallboard_hub.install(app)
         return app
 
-    def _load_webhook_endpoints(self) -> tuple[Any, ...]:
-        try:
-            loaded = webhook_files.load(self.settings.webhooks)
-        except webhook_files.WebhookFileError as exc:
-            raise StartupError("webhooks configuration invalid:\n  " + "\n  ".join(exc.problems)) from exc
+    def _read_webhook_endpoints(self) -> tuple[Any, ...]:
+        """webhooks.yaml and its secrets, read again (WebhookFileError: every problem at its line)."""
+        loaded = webhook_files.load(self.settings.webhooks)
         for warning in loaded.warnings:
             log.warning("%s", warning)
-        if loaded.endpoints:
-            log.info("webhook endpoints loaded: %s", ", ".join(e.name for e in loaded.endpoints))
         return loaded.endpoints
+
+    def _load_webhook_endpoints(self) -> tuple[Any, ...]:
+        try:
+            endpoints = self._read_webhook_endpoints()
+        except webhook_files.WebhookFileError as exc:
+            raise StartupError("webhooks configuration invalid:\n  " + "\n  ".join(exc.problems)) from exc
+        if endpoints:
+            log.info("webhook endpoints loaded: %s", ", ".join(e.name for e in endpoints))
+        return endpoints
+
+    def _policy_files(self) -> PolicyFiles:
+        """The files a reload reads again, each with the loader used at start. agents.yaml is not one
+        of them (sessions, agent states and the wallboard are built from it): it needs a restart."""
+        s = self.settings
+        files = [
+            PolicyFile("cases", s.cases.policy_file, lambda: case_policy_files.load(s.cases.policy_file),
+                       lambda: self.case_policy, self._use_case_policy),
+            PolicyFile("routing", s.routing.policy_file,
+                       lambda: routing_files.load_policy(s.routing.policy_file, self.routing.agent_defs),
+                       lambda: self.routing.policy,
+                       lambda policy: self.routing.reload(policy, self.routing.agent_defs)),
+            PolicyFile("webhooks", s.webhooks.endpoints_file, self._read_webhook_endpoints,
+                       lambda: self.webhooks.endpoints, self._use_webhook_endpoints),
+        ]
+        incidents = self.incidents
+        if incidents is not None:
+            files.append(PolicyFile(
+                "incidents", s.incidents.policy_file,
+                lambda: incident_policy.load(s.incidents.policy_file, routing_files.KNOWN_QUEUES),
+                lambda: incidents.policy, incidents.use_policy))
+        if s.reminders.enabled:
+            files.append(PolicyFile("reminders", s.reminders.rules_file,
+                                    lambda: reminder_files.load(s.reminders.rules_file),
+                                    lambda: self.reminders.rules, self._use_reminder_rules))
+        return PolicyFiles(files, metrics=self.metrics)
+
+    def _use_case_policy(self, policy: Any) -> None:
+        self.case_policy = self.cases.policy = self.customers.case_policy = policy
+
+    def _use_webhook_endpoints(self, endpoints: tuple[Any, ...]) -> None:
+        self.webhooks.use_endpoints(endpoints)
+        log.info("webhook endpoints now: %s", ", ".join(e.name for e in endpoints) or "none")
+        self._start_optional_loops()  # the first endpoint starts the deliverer
+
+    def _use_reminder_rules(self, rules: reminder_files.Rules) -> None:
+        self.reminders.rules = rules
+        self._start_optional_loops()  # the first attribute rule starts the scanner
 
     def _load_incident_policy(self) -> Any:
         try:
@@ -476,6 +526,31 @@ class IvrServer:
         result = self.menus.reload()
         self.metrics.menu_reloads.labels("ok" if result.ok else "rejected").inc()
 
+    async def reload_all(self) -> list[Outcome]:
+        """What SIGHUP does: the menus and every policy file (file reads in worker threads)."""
+        await asyncio.to_thread(self.reload_menus)
+        return await self.policies.reload()
+
+    def request_reload(self) -> None:
+        """The SIGHUP handler: the supervised "reload-signal" loop reloads, off the signal handler."""
+        self._reload_requested.set()
+
+    async def _reload_on_request(self) -> None:
+        while True:
+            await self._reload_requested.wait()
+            self._reload_requested.clear()
+            await self.reload_all()
+
+    def _start_optional_loops(self) -> None:
+        """The loops that run only when their files ask for them: at start, and when a reload
+        brings the first webhook endpoint or attribute reminder rule (they stay, idle, after)."""
+        if not self._loops_started:
+            return
+        if self.webhooks.endpoints and "webhook-deliverer" not in self.supervisor.tasks:
+            self.supervisor.start("webhook-deliverer", self.webhooks.run)
+        if self.reminders.rules.attributes and "reminder-scanner" not in self.supervisor.tasks:
+            self.supervisor.start("reminder-scanner", self.reminders.run)
+
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Start everything, serve until `stopping` is set, then shut down in order."""
         if self.settings.postgres.dsn:
@@ -541,10 +616,9 @@ class IvrServer:
                 supervise("record-warmup", warmup.run)
         if self.settings.callbacks.enabled:
             supervise("callback-scheduler", self.scheduler.run)
-        if self.webhooks.endpoints:
-            supervise("webhook-deliverer", self.webhooks.run)
-        if self.reminders.rules.attributes:
-            supervise("reminder-scanner", self.reminders.run)
+        supervise("reload-signal", self._reload_on_request)
+        self._loops_started = True
+        self._start_optional_loops()
         if self.incidents is not None:
             supervise("incident-detector", self.incidents.run)
         if self.settings.menus.watch:
@@ -583,12 +657,12 @@ class IvrServer:
 
 
 async def serve(settings: Settings) -> None:
-    """Run until SIGTERM/SIGINT; SIGHUP reloads the menus."""
+    """Run until SIGTERM/SIGINT; SIGHUP reloads the menus and the policy files."""
     server = IvrServer(settings)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, server.stopping.set)
     loop.add_signal_handler(signal.SIGINT, server.stopping.set)
-    loop.add_signal_handler(signal.SIGHUP, server.reload_menus)
+    loop.add_signal_handler(signal.SIGHUP, server.request_reload)
     await server.run()
 
 

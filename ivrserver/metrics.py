@@ -26,6 +26,9 @@ class Metrics:
         self.ami_parse_errors = Counter("ivrserver_ami_parse_errors", "AMI events that failed strict parsing",
                                         ["event"], registry=r)
         self.menu_reloads = Counter("ivrserver_menu_reloads", "Menu reloads", ["result"], registry=r)
+        self.policy_reloads = Counter("ivrserver_policy_reloads", "Policy file reloads (SIGHUP, REST) by file "
+                                      "(cases, incidents, reminders, webhooks, routing) and result (ok, rejected)",
+                                      ["file", "result"], registry=r)
         self.routes = Counter("ivrserver_routes", "Routing decisions", ["action"], registry=r)
         self.pops = Counter("ivrserver_pops_published", "Screen-pops published", ["phase"], registry=r)
         self.callbacks = Counter("ivrserver_callbacks_attempts", "Callback dial attempts", ["result"], registry=r)

@@ -23,7 +23,7 @@ DEEP_BODIES = {
     "small": "[" * 10_000,  # under the 16 KB limit of login and notes: must be parsed and refused
 }
 NO_BODY = {"/api/v1/menus/reload", "/api/v1/logout",  # read no body; logout runs last (ends the session)
-           "/api/v1/incidents/inc-1764900000-mobile_data-chaoyang/acknowledge",
+           "/api/v1/policies/reload", "/api/v1/incidents/inc-1764900000-mobile_data-chaoyang/acknowledge",
            "/api/v1/webhooks/deliveries/c-1/retry", "/api/v1/case-followup/dead/c-1/retry"}
 # concrete values for the path variables: existing ones where the route looks the resource up
 PATH_VALUES = {"menu": "hotline", "agent": "agent1003", "id": "c-1"}

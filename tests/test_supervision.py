@@ -150,6 +150,7 @@ async def test_every_app_loop_is_supervised_and_a_crash_shows_in_metrics(
                                             "wallboard-events", "wallboard-listener", "wallboard-ticker",
                                             "case-followup", "notice-sms", "notice-reconcile", "callback-scheduler",
                                             "reminder-scanner", "incident-detector", "menu-watch",
+                                            "reload-signal",  # SIGHUP's reload, off the signal handler
                                             # the websocket hubs' loops, started with the web app
                                             "agent-hub-listener", "agent-sessions", "wallboard-sessions"}
     # No loop of the app can be crashed from outside any more (the hostile menu file was the last

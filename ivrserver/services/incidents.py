@@ -101,9 +101,22 @@ class IncidentService:
             self.zone = zoneinfo.ZoneInfo("UTC")
         # (incident id, revision) → language → prompts of the offer; the thanks per language
         self._offers: dict[tuple[str, int], dict[str, tuple[e.Prompt, ...]]] = {}
+        self._stale: set[tuple[str, int]] = set()  # offers rendered under a policy since reloaded
         self._thanks: dict[str, tuple[e.Prompt, ...]] = {}
         self._wake = asyncio.Event()
         self.leader = False
+
+    def use_policy(self, policy: inc.Policy) -> None:
+        """Swap in a reloaded incidents.yaml (synchronous: nothing sees half of it). Announcements
+        are rendered again (service names may have changed): callers hear the old one until the new
+        one is ready. The detector wakes."""
+        try:
+            zone = zoneinfo.ZoneInfo(policy.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            zone = zoneinfo.ZoneInfo("UTC")
+        self.policy, self.zone = policy, zone
+        self._stale = set(self._offers)
+        self._wake.set()
 
     def attach(self, *, webhooks: Publisher | None = None, notices: NoticeScheduler | None = None) -> None:
         """Services built after this one (the app wires them when they exist)."""
@@ -191,16 +204,23 @@ class IncidentService:
         live = {(i.id, i.revision) for i in incidents}
         for stale in set(self._offers) - live:
             del self._offers[stale]
+        self._stale &= live
         try:
             if not self._thanks:  # the fixed texts once, before any incident needs them
                 await self._clips({lang: [inc.OFFER_TEXT[lang]] for lang in LANGUAGES})
                 self._thanks = await self._clips({lang: [inc.SUBSCRIBED_TEXT[lang]] for lang in LANGUAGES})
             for incident in incidents:
-                if (incident.id, incident.revision) in self._offers:
+                key = (incident.id, incident.revision)
+                if key in self._offers and key not in self._stale:
                     continue
-                texts = {lang: [inc.announcement_text(incident, self.policy, lang, self.zone), inc.OFFER_TEXT[lang]]
+                policy = self.policy
+                texts = {lang: [inc.announcement_text(incident, policy, lang, self.zone), inc.OFFER_TEXT[lang]]
                          for lang in LANGUAGES}
-                self._offers[(incident.id, incident.revision)] = await self._clips(texts)
+                self._offers[key] = await self._clips(texts)
+                if self.policy is policy:  # else a reload came meanwhile: render it again next round
+                    self._stale.discard(key)
+                else:
+                    self._stale.add(key)
         except (SynthesisError, OSError) as exc:
             log.error("incident announcement not rendered; matching callers hear the normal menu",
                       extra={"error": str(exc)})
@@ -248,8 +268,8 @@ class IncidentService:
 
     async def run(self) -> None:
         """Every instance: keep the announcements rendered; the lease holder: detect."""
-        interval = self.policy.interval_seconds
         while True:
+            interval = self.policy.interval_seconds  # each round: a reload may change it
             try:
                 self.leader = await self.store.take_lease(self.instance, max(3 * interval, 2.0))
                 if self.leader:

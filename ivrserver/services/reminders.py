@@ -151,12 +151,13 @@ class ReminderService:
         """Apply every attribute rule to one customer (`handled`: what was handled before, read here
         when not given)."""
         stats = ScanStats(customers=1)
-        if not self.rules.attributes:
+        rules = self.rules.attributes  # once: a reload swaps `self.rules` whole, this check keeps its set
+        if not rules:
             return stats
         if handled is None:
             handled = (await self.store.handled([customer.id]))[customer.id]
         now = self.clock()
-        for rule in self.rules.attributes:
+        for rule in rules:
             step = rm.attribute_step(rule, customer, handled.get(rule.name), now, self.horizon)
             if step is None:
                 continue

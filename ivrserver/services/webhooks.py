@@ -34,6 +34,7 @@ from ivrserver.domain.webhooks import (
     Delivery,
     DeliveryState,
     Endpoint,
+    Next,
     after_attempt,
     attempted,
     body,
@@ -93,12 +94,8 @@ class Webhooks:
                  hot_days: int, instance: str, metrics: Metrics | None = None, audit: Audit | None = None,
                  clock: Callable[[], float] = time.time, rand: Callable[[], float] = random.random) -> None:
         self.store = WebhookStore(redis, keys, hot_days=hot_days)
-        self.endpoints = tuple(endpoints)
-        self._by_name = {e.name: e for e in self.endpoints}
         self.settings = settings
         self.backoff = Backoff(settings.backoff_base_seconds, settings.backoff_max_seconds)
-        # a lease outlives the longest attempt, so a live instance never loses one mid-attempt
-        self.lease_seconds = max(settings.lease_seconds, 2 * max((e.timeout for e in self.endpoints), default=0))
         self.instance = instance
         self.metrics = metrics
         self.audit = audit
@@ -106,6 +103,9 @@ class Webhooks:
         self.rand = rand
         self._wake = asyncio.Event()
         self._redis_down = False
+        self.endpoints: tuple[Endpoint, ...] = ()
+        self._removed: set[str] = set()  # endpoints a reload here took out of webhooks.yaml
+        self.use_endpoints(endpoints)
 
     # ------------------------------------------------------------------ publishing
     async def publish(self, event: str, data: Mapping[str, Any], *, key: str) -> bool:
@@ -125,6 +125,20 @@ class Webhooks:
         return created
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def use_endpoints(self, endpoints: Sequence[Endpoint]) -> None:
+        """Swap in the endpoints of a reloaded webhooks.yaml (synchronous: no delivery sees half of
+        it). Deliveries created from now on follow the new routing; an attempt already under way
+        finishes with the endpoint it took; later attempts use the new config, and one to an
+        endpoint removed here ends dead at its next attempt (no attempt could succeed)."""
+        new = tuple(endpoints)
+        old = {e.name for e in self.endpoints}
+        self._removed = (self._removed | old) - {e.name for e in new}
+        self.endpoints = new
+        self._by_name = {e.name: e for e in new}
+        # a lease outlives the longest attempt, so a live instance never loses one mid-attempt
+        self.lease_seconds = max(self.settings.lease_seconds, 2 * max((e.timeout for e in new), default=0))
         self._wake.set()
 
     # ------------------------------------------------------------------ supervisors
@@ -218,17 +232,23 @@ class Webhooks:
         endpoint = self._by_name.get(delivery.endpoint)
         at = self.clock()
         started = time.monotonic()
-        if endpoint is None:  # removed from webhooks.yaml (or not yet added on this instance)
+        removed = endpoint is None and delivery.endpoint in self._removed
+        if removed:
+            status, error, after = None, f"endpoint {delivery.endpoint!r} was removed from webhooks.yaml", None
+        elif endpoint is None:  # not (yet) configured on this instance: another may have it, retry
             status, error, after = None, f"endpoint {delivery.endpoint!r} is not configured on {self.instance}", None
         else:
             status, error, after = await _post(session, endpoint, delivery, at)
         result = Attempt(at=at, status=status, error=error, duration=time.monotonic() - started, by=self.instance)
         now = self.clock()
-        step = after_attempt(
-            status=status, attempt=delivery.attempt + 1,
-            max_attempts=endpoint.max_attempts if endpoint else self.settings.max_attempts, now=now,
-            backoff=self.backoff, rand=self.rand(),
-            retry_after_seconds=retry_after(after, now) if status in (429, 503) else None)
+        if removed:  # a reload on this instance took the endpoint out: no attempt can succeed
+            step = Next(DeliveryState.DEAD, None, f"endpoint {delivery.endpoint!r} removed from webhooks.yaml")
+        else:
+            step = after_attempt(
+                status=status, attempt=delivery.attempt + 1,
+                max_attempts=endpoint.max_attempts if endpoint else self.settings.max_attempts, now=now,
+                backoff=self.backoff, rand=self.rand(),
+                retry_after_seconds=retry_after(after, now) if status in (429, 503) else None)
         new = attempted(delivery, result, step)
         if not await self.store.settle(claim, new, now=now):
             log.warning("webhook %s: lease lost during the attempt; another instance attempts it again", delivery.id)
