@@ -31,6 +31,16 @@ SIPP_DIR = REPO_DIR / "tests" / "sipp"
 _SIPP_BY_PORT: dict[int, asyncio.subprocess.Process] = {}
 
 
+OUTPUT = "screen.txt"  # SIPp's stdout + stderr, in its working directory
+
+
+def _read_output(path: Path) -> str:
+    try:
+        return path.read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 @dataclass(frozen=True)
 class SippResult:
     """Outcome of one SIPp run. SIPp exits 0 when every call succeeded, 1 when one failed."""
@@ -71,15 +81,15 @@ class SippProcess:
         if self._result is not None:
             return self._result
         try:
-            out, _ = await asyncio.wait_for(self.process.communicate(), self.timeout + 10)
+            await asyncio.wait_for(self.process.wait(), self.timeout + 10)
         except TimeoutError:
             await self.kill()
-            out = b""
         finally:
             if _SIPP_BY_PORT.get(self.local_port) is self.process:
                 del _SIPP_BY_PORT[self.local_port]
         await self._forget()
-        self._result = await asyncio.to_thread(self._collect, out.decode(errors="replace"))
+        out = await asyncio.to_thread(_read_output, self.workdir / OUTPUT)
+        self._result = await asyncio.to_thread(self._collect, out)
         return self._result
 
     async def kill(self) -> None:
@@ -187,9 +197,13 @@ async def start_sipp(scenario: str | Path, *, local_port: int, remote: str | Non
     argv += list(extra_args)
     if remote is not None:
         argv.append(remote)
-    proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=workdir, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+    # SIPp's screen goes to a file of its working directory, not a pipe: a pipe nobody reads until
+    # the end would block a long-lived phone once full, and would kill it (SIGPIPE) when the
+    # process that started it dies (a `make run` killed with -9 leaves its phones running)
+    with (workdir / OUTPUT).open("wb") as screen:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=workdir, stdin=asyncio.subprocess.DEVNULL, stdout=screen,
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True)
     _SIPP_BY_PORT[local_port] = proc
     sipp = SippProcess(scenario=path, local_port=local_port, process=proc, workdir=workdir,
                        timeout=timeout, pids=pids)
