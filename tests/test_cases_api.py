@@ -5,6 +5,7 @@ retries (its webhooks handler against a real receiver: tests/test_case_followup_
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import secrets
@@ -285,6 +286,32 @@ async def test_a_refusal_and_the_daily_limit(client: TestClient, server: IvrServ
     assert (await call(client, "GET", f"/api/v1/cases/{ids[3]}", agent, 200))["compensated_cents"] == 0
     await call(client, "POST", "/api/v1/compensations/cp-000000000000000000000000/approve", supervisor, 404)
     await call(client, "POST", "/api/v1/compensations/..%2Fx/approve", supervisor, 404)
+
+
+async def test_grants_racing_never_exceed_the_authority(client: TestClient, server: IvrServer) -> None:
+    """Twenty grants sent at once: the case's per-severity limit and the agent's day hold exactly
+    (the store WATCHes the case, the compensation and the day's total; a lost race retries)."""
+    await handling(server, "agent1001", "c-vip")
+    agent = await login(client, "agent1001")
+    cid = (await open_case(client, agent))["id"]  # severity 2: 5000 per case for an agent
+
+    async def grant(i: int) -> str:
+        resp = await client.post(f"/api/v1/cases/{cid}/compensations", headers=agent, json={
+            "amount_cents": 1000, "currency": "CNY", "reason": f"race {i}"})
+        assert resp.status in (201, 202), await resp.text()
+        return str((await resp.json())["state"])
+
+    states = await asyncio.gather(*(grant(i) for i in range(20)))
+    assert states.count("granted") == 5 and states.count("requested") == 15
+    case = await call(client, "GET", f"/api/v1/cases/{cid}", agent, 200)
+    assert case["compensated_cents"] == 5000
+
+    day_cases = [(await open_case(client, agent, severity=1))["id"] for _ in range(6)]  # 10000 each, 30000 a day
+    more = await asyncio.gather(*(client.post(f"/api/v1/cases/{c}/compensations", headers=agent, json={
+        "amount_cents": 10000, "currency": "CNY", "reason": "outage"}) for c in day_cases))
+    granted_today = [r.status for r in more].count(201)
+    assert granted_today == 2  # 5000 already granted today: 25000 left, so two of 10000
+    assert [r.status for r in more].count(202) == 4
 
 
 async def test_policy_tells_the_page_its_authority(client: TestClient, server: IvrServer) -> None:
