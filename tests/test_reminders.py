@@ -36,6 +36,7 @@ from ivrserver.store.callbacks import CallbackStore
 from ivrserver.store.keys import Keys
 from ivrserver.store.notices import NoticeStore
 from ivrserver.store.reminders import ReminderStore
+from tests.cli_harness import ivrserver, user_env
 
 ALL_DAY = CallbackPolicy(calling_from="00:00", calling_until="24:00")
 OPEN = ContactPreferences(timezone="UTC", allowed_from="00:00", allowed_until="24:00")
@@ -248,3 +249,40 @@ async def test_unknown_event_and_unknown_customer(env: Env) -> None:
     assert err.value.known == ("roaming_started",)
     with pytest.raises(NoSuchCustomer):
         await env.scanner().post_event("nobody", "roaming_started", "evt-3", time.time())
+
+
+async def test_customers_imported_from_a_file_get_their_reminder_once(env: Env, redis_url: str,
+                                                                      tmp_path: Path) -> None:
+    """The bank's nightly file through `ivrserver customers import` (the real console script, the
+    test Redis): each card is reminded once, however often the file is imported again; a renewed
+    card in the next file cancels the old date's notice and schedules the new one."""
+    old, new = day(90), day(400)
+
+    def import_file(card_c2: str) -> None:
+        path = tmp_path / "cards.yaml"
+        path.write_text("customers:\n" + "".join(
+            f"  - id: {cid}\n    name: Card Holder\n    phones: [\"+861390000000{n}\"]\n"
+            f"    preferences: {{timezone: UTC, allowed_from: \"00:00\", allowed_until: \"24:00\"}}\n"
+            f"    attributes: {{card_expires: \"{card}\", notices: card_expiry}}\n"
+            for n, (cid, card) in enumerate((("c1", old), ("c2", card_c2)), start=1)))
+        result = ivrserver("customers", "import", str(path),
+                           env=user_env(redis_url, IVRSERVER_REDIS__PREFIX=env.keys.prefix))
+        assert result.returncode == 0, result.stderr
+        assert "imported 2 customer(s)" in result.stdout
+
+    scanner = env.scanner()
+    import_file(old)
+    await scanner.scan_once(force=True)
+    import_file(old)  # the same file again
+    stats = await scanner.scan_once(force=True)
+    assert (stats.scheduled, stats.cancelled) == (0, 0)
+    for cid in ("c1", "c2"):
+        assert await env.state(rm.reminder_key("card_expiry", cid, old)) is NoticeState.SCHEDULED
+    assert await env.calls_made() == 2
+
+    import_file(new)  # c2's card renewed
+    stats = await scanner.scan_once(force=True)
+    assert (stats.scheduled, stats.cancelled) == (1, 1)
+    assert await env.state(rm.reminder_key("card_expiry", "c2", old)) is NoticeState.CANCELLED
+    assert await env.state(rm.reminder_key("card_expiry", "c2", new)) is NoticeState.SCHEDULED
+    assert await env.state(rm.reminder_key("card_expiry", "c1", old)) is NoticeState.SCHEDULED
