@@ -7,11 +7,16 @@ rollups). 18 M raw rows (~18 GB with indexes, ~1 KB per call) do not fit this di
    counts scaled to 18 M calls (25,000 calls an hour); every report is then asked for the whole month
    `--repeat` times through ReportService (the same code the REST API runs): p50 / p99 and the rows
    each one reads.
+   The suggested option order reads `menus stats`' 15-minute tallies (ivr_rollup: 2,880 per menu a
+   month, JSON built from synthetic paths through the hotline's nodes); the agents report reads the
+   raw `case_events` (resolutions) and `case_compensations` (grants) of the month, generated at
+   `--case-events` events (a quarter of them resolutions) and `--compensations` grants.
 2. the MAINTENANCE: one busy hour of raw rows (`--hour-calls` contacts + IVR paths, COPY) is rolled
    (record/reports.roll_paths / roll_contacts) as the upkeep does after the writer marks it dirty:
    seconds per hour of calls, and per call.
 
-    .venv/bin/python bench/reports_bench.py [--repeat 20] [--hour-calls 25000]
+    .venv/bin/python bench/reports_bench.py [--repeat 20] [--hour-calls 25000] [--case-events 2000000]
+                                            [--compensations 100000]
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import asyncpg
 from ivrserver.config import ReportSettings
 from ivrserver.domain import reports as rp
 from ivrserver.domain.menu_engine import PathEvent, PathKind
-from ivrserver.domain.menu_stats import CallPath
+from ivrserver.domain.menu_stats import CallPath, Tally
 from ivrserver.record import migrate
 from ivrserver.record import reports as rec
 from ivrserver.record.local_cluster import LocalPostgres
@@ -64,6 +69,54 @@ def funnel_json(rng: random.Random, calls: int) -> dict:
     return f.to_dict()
 
 
+def tally_json(rng: random.Random, paths: int) -> str:
+    """A 15-minute bucket's tally as the record keeps it: `paths` calls through the hotline's nodes."""
+    t = Tally()
+    for i in range(paths):
+        at, events = 0.0, [PathEvent(PathKind.ENTER, "main", 0.0)]
+        node = "main"
+        for _ in range(rng.randint(1, 3)):
+            key = rng.choice("123456789")
+            nxt = NODES[int(key)]
+            at += rng.uniform(2, 9)
+            events += [PathEvent(PathKind.KEY, node, at, key=key, target=nxt), PathEvent(PathKind.ENTER, nxt, at)]
+            node = nxt
+        if rng.random() < 0.1:
+            events.append(PathEvent(PathKind.INVALID, node, at + 1))
+        events.append(PathEvent(PathKind.EXIT, node, at + 20, detail=rng.choice(("self_served", "queue",
+                                                                                    "caller_hangup"))))
+        t.add(CallPath(f"p{i}", "hotline", "v1", 0.0, tuple(events)))
+    return json.dumps(t.to_dict(), separators=(",", ":"))
+
+
+async def generate_tallies(conn: asyncpg.Connection, rng: random.Random) -> int:
+    templates = [tally_json(rng, 400) for _ in range(16)]
+    rows = [(menu, MONTH + timedelta(minutes=15 * b), rng.choice(templates))
+            for menu in MENUS for b in range(HOURS * 4)]
+    await conn.copy_records_to_table("ivr_rollup", records=rows, columns=["menu", "bucket", "tally"])
+    return len(rows)
+
+
+async def generate_case_rows(conn: asyncpg.Connection, rng: random.Random, events: int,
+                             compensations: int) -> tuple[int, int]:
+    """The month's case events (a quarter resolutions, by agents) and compensations (granted or
+    approved), spread over the month; COPYed in chunks."""
+    span = HOURS * 3600.0
+    kinds = ("opened", "resolved", "checklist", "moved")
+    for start in range(0, events, 500_000):
+        rows = [(f"k{(start + i) // 4}", MONTH + timedelta(seconds=rng.uniform(0, span)),
+                 f"agent:{rng.choice(AGENTS)}", kinds[(start + i) % 4], "{}", f"e{start + i}",
+                 f"cust{rng.randint(0, 2_000_000)}") for i in range(min(500_000, events - start))]
+        await conn.copy_records_to_table("case_events", records=rows, columns=[
+            "case_id", "at", "actor", "kind", "detail", "entry_id", "customer_id"])
+    rows = [(f"cp{i}", f"k{i}", f"cust{i}", rng.choice((500, 1000, 2000, 5000)), "CNY", "outage",
+             f"agent:{rng.choice(AGENTS)}", rng.choice(("granted", "granted", "approved")),
+             MONTH + timedelta(seconds=rng.uniform(0, span))) for i in range(compensations)]
+    await conn.copy_records_to_table("case_compensations", records=rows, columns=[
+        "id", "case_id", "customer_id", "amount_cents", "currency", "reason", "granted_by", "state", "requested_at"])
+    return events, compensations
+
+
 async def generate_month(conn: asyncpg.Connection, rng: random.Random) -> dict[str, int]:
     hours = [MONTH + timedelta(hours=h) for h in range(HOURS)]
     ivr, queue, repeat, agent, callback = [], [], [], [], []
@@ -94,8 +147,14 @@ async def generate_month(conn: asyncpg.Connection, rng: random.Random) -> dict[s
             "report_agent_hourly": len(agent), "report_callback_hourly": len(callback)}
 
 
-ROWS_READ = {"ivr": "report_ivr_hourly", "selfservice": "report_ivr_hourly", "queues": "report_queue_hourly",
-             "repeats": "report_repeat_hourly", "callbacks": "report_callback_hourly", "agents": "report_agent_hourly"}
+ROWS_READ = {"ivr": ("report_ivr_hourly", "ivr_rollup"), "selfservice": ("report_ivr_hourly",),
+             "queues": ("report_queue_hourly",), "repeats": ("report_repeat_hourly",),
+             "callbacks": ("report_callback_hourly",),
+             "agents": ("report_agent_hourly", "resolved", "case_compensations")}
+
+
+def rows_read(name: str, sizes: dict[str, int]) -> int:
+    return sum(sizes["case_events"] // 4 if t == "resolved" else sizes[t] for t in ROWS_READ[name])
 
 
 async def time_reports(pool: asyncpg.Pool, repeat: int, sizes: dict[str, int]) -> list[tuple[str, int, float, float]]:
@@ -108,7 +167,7 @@ async def time_reports(pool: asyncpg.Pool, repeat: int, sizes: dict[str, int]) -
             t0 = time.perf_counter()
             await service.run(q)
             times.append(time.perf_counter() - t0)
-        out.append((name, sizes[ROWS_READ[name]], percentile(times, 50), percentile(times, 99)))
+        out.append((name, rows_read(name, sizes), percentile(times, 50), percentile(times, 99)))
     return out
 
 
@@ -147,7 +206,7 @@ async def time_maintenance(conn: asyncpg.Connection, calls: int, rng: random.Ran
     return t1 - t0, t2 - t1
 
 
-async def main(repeat: int, hour_calls: int) -> None:
+async def main(repeat: int, hour_calls: int, case_events: int, compensations: int) -> None:
     rng = random.Random(20)
     work = tempfile.mkdtemp(prefix="reports-bench-")
     pg = LocalPostgres(f"{work}/pg", durable=False)
@@ -157,6 +216,10 @@ async def main(repeat: int, hour_calls: int) -> None:
         await migrate.migrate(conn)
         t0 = time.perf_counter()
         sizes = await generate_month(conn, rng)
+        sizes["ivr_rollup"] = await generate_tallies(conn, rng)
+        sizes["case_events"], sizes["case_compensations"] = await generate_case_rows(
+            conn, rng, case_events, compensations)
+        await conn.execute("ANALYZE")
         gen = time.perf_counter() - t0
         pool = await asyncpg.create_pool(pg.dsn, min_size=1, max_size=2)
         rows = await time_reports(pool, repeat, sizes)
@@ -168,9 +231,12 @@ async def main(repeat: int, hour_calls: int) -> None:
     finally:
         await pg.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\nA month at {HOURS * CALLS_PER_HOUR:,} calls as hourly rollups: {sum(sizes.values()):,} rows, {size} "
+    hourly = sum(v for k, v in sizes.items() if k.startswith("report_"))
+    print(f"\nA month at {HOURS * CALLS_PER_HOUR:,} calls as hourly rollups: {hourly:,} rows, {size} "
           f"(generated + COPY in {gen:.1f} s); each report over the whole month, {repeat} runs:\n")
-    print(f"{'report':<12} {'rollup rows read':>17} {'p50 ms':>9} {'p99 ms':>9}")
+    print(f"plus {sizes['ivr_rollup']:,} 15-minute menu tallies, {sizes['case_events']:,} case events "
+          f"({sizes['case_events'] // 4:,} resolutions), {sizes['case_compensations']:,} compensations\n")
+    print(f"{'report':<12} {'rows read':>17} {'p50 ms':>9} {'p99 ms':>9}")
     for name, n, p50, p99 in rows:
         print(f"{name:<12} {n:>17,} {p50 * 1000:>9.1f} {p99 * 1000:>9.1f}")
     per = (paths_s + contacts_s) / hour_calls * 1e6
@@ -183,5 +249,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--hour-calls", type=int, default=25_000)
+    ap.add_argument("--case-events", type=int, default=2_000_000)
+    ap.add_argument("--compensations", type=int, default=100_000)
     args = ap.parse_args()
-    asyncio.run(main(args.repeat, args.hour_calls))
+    asyncio.run(main(args.repeat, args.hour_calls, args.case_events, args.compensations))

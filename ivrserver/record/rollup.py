@@ -97,7 +97,7 @@ async def stats(conn: asyncpg.Connection, menu: str, since: datetime, until: dat
         live: list[tuple[datetime, datetime]] = []
         for b in whole:
             if b in rolled and b not in dirty:
-                out.merge(Tally.from_dict(json.loads(rolled[b])))
+                out.merge_dict(json.loads(rolled[b]))
             else:
                 live.append((b, b + BUCKET))
         partial = [*partial, *_coalesce(live)]

@@ -131,3 +131,16 @@ def test_a_tally_survives_its_json_form() -> None:
 
     whole = ms.tally(_paths())
     assert ms.Tally.from_dict(json.loads(json.dumps(whole.to_dict()))) == whole
+
+
+@pytest.mark.parametrize("split", [0, 1, 2, 3, 5])
+def test_merging_a_stored_tally_is_merging_the_tally(split: int) -> None:
+    """merge_dict (the month of rollups a report reads) adds exactly what merge(from_dict) adds."""
+    import json
+
+    paths = _paths()
+    stored = json.loads(json.dumps(ms.tally(paths[split:]).to_dict()))
+    by_dict, by_tally = ms.tally(paths[:split]), ms.tally(paths[:split])
+    by_dict.merge_dict(stored)
+    by_tally.merge(ms.Tally.from_dict(stored))
+    assert by_dict == by_tally == ms.tally(paths)
