@@ -316,9 +316,13 @@ class ReminderSettings:
 @dataclass(frozen=True)
 class WallboardSettings:
     # Service level on the wallboard: a queue call counts as answered in time when an agent
-    # answered it within this many seconds of joining the queue.
+    # answered it within this many seconds of joining the queue (its HoldTime, whole seconds, <= N).
+    # Must equal reports.service_level_seconds (checked at load): one service level on both pages.
     service_level_seconds: int = 20
+    # The service level a queue should reach (a share, 0..1): below it the board shows it in red.
+    service_level_target: float = 0.8
     # Time zone whose midnight starts a new day for the board's "today" counters (IANA name).
+    # Must equal reports.timezone (checked at load): the board's today is the reports' day.
     timezone: str = "UTC"
     # Queues shown first, in this order, comma-separated (ivrserver names: vip,general); '' = every
     # queue of queues.conf. With a list, only those queues are shown.
@@ -335,10 +339,12 @@ class ReportSettings:
     # from the hourly rollups of the system of record (migration 0008; postgres.dsn needed).
     # The self-service share is drawn against this target (operators' figure: 78% of needs).
     self_service_target: float = 0.78
-    # Time zone whose midnight starts a report day, and of the hour-of-day charts (IANA name).
+    # Time zone whose midnight starts a report day, and of the hour-of-day charts (IANA name);
+    # must equal wallboard.timezone (checked at load).
     timezone: str = "UTC"
-    # Service level: answered within this many seconds ÷ (answered + abandoned); one of the wait
-    # bins' edges (5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 300, 600, 900, 1800).
+    # Service level: answered within this many seconds (waited at most N whole seconds) ÷ (answered
+    # + abandoned); one of the wait bins' edges (5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 300,
+    # 600, 900, 1800); must equal wallboard.service_level_seconds (checked at load).
     service_level_seconds: int = 20
     # The suggested option order's policy (as `menus stats --policy`): third-fourth-first or busiest-first.
     ordering_policy: str = "third-fourth-first"
@@ -498,6 +504,7 @@ _RANGES: dict[str, tuple[int, int, str]] = {
     "postgres.drain_timeout": (0, 300, " seconds"),
     "wallboard.service_level_seconds": (1, 3600, " seconds"),
     "wallboard.socket_queue": (16, 100_000, ""),
+    "wallboard.service_level_target": (0, 1, ""),
     "cases.followup_max_attempts": (1, 1000, ""),
     "cases.followup_max_age_seconds": (1, 30 * 86_400, " seconds"),
     "webhooks.timeout_seconds": (0, 300, " seconds"),
@@ -609,6 +616,23 @@ def _check_with(key: str, value: Any, errors: list[str], module: str, name: str)
         getattr(importlib.import_module(module), name)(value)
     except ValueError as exc:
         errors.append(f"{key}: {exc}")
+
+
+# Settings of two sections that name one thing and so must be equal (a config error otherwise):
+# the wallboard's "today" and the reports count the same service level over the same days.
+_AGREE = (("wallboard.service_level_seconds", "reports.service_level_seconds"),
+          ("wallboard.timezone", "reports.timezone"))
+
+
+def _check_agreement(sections: Mapping[str, Any], errors: list[str]) -> None:
+    for one, other in _AGREE:
+        (s1, k1), (s2, k2) = one.split("."), other.split(".")
+        if s1 not in sections or s2 not in sections:
+            continue
+        a, b = getattr(sections[s1], k1), getattr(sections[s2], k2)
+        if a != b:
+            errors.append(f"{one} ({a!r}) and {other} ({b!r}) must be equal: the wallboard and the reports "
+                          f"show one service level over the same days; set both to the same value")
 
 
 def _shown(text: str) -> str:
@@ -743,6 +767,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, Any], errors: list[str]) -
                     _check(dotted, value, errors)
                     values[key] = value
         kwargs[section.name] = kind(**values)
+    _check_agreement(kwargs, errors)
     if errors:
         raise ConfigError(errors)
     return Settings(**kwargs)

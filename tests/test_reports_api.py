@@ -27,7 +27,7 @@ async def reports_server(redis_url: str, empty_db: str, tmp_path: Path) -> Async
     finally:
         await pool.close()
     settings = server_settings(redis_url, hotline_menus(tmp_path / "menus"), postgres={"dsn": empty_db},
-                               reports={"timezone": "Asia/Shanghai"})
+                               reports={"timezone": "Asia/Shanghai"}, wallboard={"timezone": "Asia/Shanghai"})
     async with serving(settings) as srv:
         yield srv
 

@@ -147,6 +147,7 @@ async def test_a_queue_event_on_both_instances_reaches_every_board_once_and_coun
         assert [q["name"] for q in snap["queues"]] == ["vip", "general"]
         assert {x["id"]: x["state"] for x in snap["agents"]} == dict.fromkeys(AGENTS, "logged_out")
         assert snap["service_level_seconds"] == 20 and snap["incidents"] == {"known": False, "items": []}
+        assert snap["service_level_target"] == 80.0  # wallboard.service_level_target, as a percent
 
         join = ami("QueueCallerJoin", Queue="ivr-vip", Position=1, Count=1, ChanVariable="QUEUE_PRIO=5")
         started = time.time()
@@ -257,7 +258,7 @@ async def test_active_incidents_from_the_incidents_service(pair: tuple[Instance,
     policy = inc.Policy(services={"mobile_data": inc.ServiceInfo({"en": "mobile data", "zh": "移动数据"})},
                         areas={"chaoyang-liaoning": {"en": "Chaoyang", "zh": "朝阳"}})
     incidents = IncidentService(IncidentStore(redis_client, a.service.keys), policy, instance="i1")
-    a.service.attach_incidents(incidents.list)
+    a.service.attach_incidents(incidents.list, policy=lambda: incidents.policy)
     token = await token_for(a.auth, "sup1")
     async with aiohttp.ClientSession() as session:
         ws, _ = await open_board(session, a, token)
@@ -268,6 +269,9 @@ async def test_active_incidents_from_the_incidents_service(pair: tuple[Instance,
         [shown] = frame["incidents"]["items"]
         assert (shown["id"], shown["service"], shown["area"], shown["state"]) == (
             opened.id, "mobile_data", opened.area, "open")
+        # what the policy calls them, for the page's language (not "mobile_data · chaoyang-liaoning")
+        assert (shown["service_names"], shown["area_names"]) == ({"en": "mobile data", "zh": "移动数据"},
+                                                                 {"en": "Chaoyang", "zh": "朝阳"})
         assert shown["expected_fix_at"] == round(fix * 1000)
         await incidents.resolve(opened.id, actor="supervisor:sup1")
         assert (await recv_until(ws, "incidents"))["incidents"]["items"] == []

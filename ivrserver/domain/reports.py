@@ -8,8 +8,11 @@
   (`menu_engine.counted_exit`, as the contact record and `menus stats` count it).
 - Self-service share = self-served exits ÷ (self-served + exits to a human: queue, agent,
   callback), as `menus stats` counts it, against `target` (operators' 78%).
-- Waits: histograms with fixed bins (WAIT_EDGES seconds); percentiles interpolate inside a bin;
-  the service level counts answered calls that waited less than N s, N one of the edges.
+- Waits: histograms with fixed bins (WAIT_EDGES seconds) over whole seconds, as Asterisk gives a
+  queue's HoldTime (a wait measured here is cut to whole seconds the same way): bin i holds waits w
+  with WAIT_EDGES[i] < w <= WAIT_EDGES[i + 1] (bin 0 also 0 s). Percentiles interpolate inside a
+  bin. The service level ("answered within N s", N one of the edges) counts answered calls with
+  w <= N: the wallboard's definition (domain/wallboard.in_service_level), so both show one figure.
 - Every table leaves as CSV through `csv_table`: each cell through `spreadsheet.csv_escape`.
 - Queues are named as supervisors know them (`general`, queue_names.queue_label), as the wallboard
   does; a `queue` filter given Asterisk's name (`ivr-general`) means the same queue.
@@ -48,8 +51,13 @@ EXIT_CATEGORIES = (ExitReason.SELF_SERVED.value, ExitReason.QUEUE.value, ExitRea
                    UNFINISHED)
 _HUMAN = frozenset(r.value for r in HUMAN_REASONS)
 
-# Wait-time bins, seconds: bin i holds [WAIT_EDGES[i], WAIT_EDGES[i + 1]); the last one is open.
+# Wait-time bins, whole seconds: bin i holds waits w with WAIT_EDGES[i] < w <= WAIT_EDGES[i + 1] (bin 0
+# from 0 s); the last one is open (more than 1800 s). Closed at the top so that "answered within N s"
+# (w <= N, as the wallboard counts it) is a sum of whole bins for every edge N.
 WAIT_EDGES = (0, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 300, 600, 900, 1800)
+# The same bins as half-open ranges of whole seconds, lowest wait of each: [0, 6), [6, 11), … (the SQL
+# rollup bins with width_bucket over these, record/reports.py).
+WAIT_BIN_FLOORS = (0, *(edge + 1 for edge in WAIT_EDGES[1:]))
 # Callback lateness bins, seconds (first attempt after the start of the requested window).
 LATE_EDGES = (0, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400)
 
@@ -258,12 +266,24 @@ def funnel_nodes(f: Funnel) -> list[dict[str, Any]]:
 
 
 def bin_of(seconds: float, edges: Sequence[int] = WAIT_EDGES) -> int:
-    """The bin index of a duration (negative → the first bin)."""
+    """The bin index of a duration in half-open bins [edge i, edge i + 1) (negative → the first bin):
+    the lateness bins (LATE_EDGES). A wait's bin is `wait_bin`."""
     i = 0
     for j, edge in enumerate(edges):
         if seconds >= edge:
             i = j
     return i
+
+
+def whole_seconds(seconds: float) -> int:
+    """A wait as Asterisk counts a HoldTime: whole seconds, cut (19.9 s waited is 19)."""
+    return max(0, math.floor(seconds)) if math.isfinite(seconds) else 0
+
+
+def wait_bin(seconds: float) -> int:
+    """The wait bin of a wait in seconds (WAIT_EDGES: closed at the top, over whole seconds)."""
+    w = whole_seconds(seconds)
+    return sum(1 for edge in WAIT_EDGES[1:] if w > edge)
 
 
 def add_hist(total: list[int], part: Sequence[int]) -> list[int]:
@@ -274,7 +294,8 @@ def add_hist(total: list[int], part: Sequence[int]) -> list[int]:
 
 def percentile(hist: Sequence[int], q: float, edges: Sequence[int] = WAIT_EDGES) -> float | None:
     """The q-quantile (0 < q ≤ 1) of a histogram, interpolated inside its bin; inside the open last
-    bin: its lower edge (read "at least"). None for an empty histogram."""
+    bin: its lower edge (read "more than" for waits, "at least" for lateness). None for an empty
+    histogram."""
     total = sum(hist)
     if not total:
         return None
@@ -291,14 +312,16 @@ def percentile(hist: Sequence[int], q: float, edges: Sequence[int] = WAIT_EDGES)
 
 
 def below(hist: Sequence[int], seconds: int, edges: Sequence[int] = WAIT_EDGES) -> int:
-    """Counts under `seconds` (an edge: bins entirely below it)."""
+    """Counts in the bins up to the edge `seconds`: for a wait histogram (`wait_bin`), the waits of
+    at most `seconds` whole seconds."""
     if seconds not in edges:
         raise ValueError(f"{seconds} s is not a bin edge ({', '.join(map(str, edges))})")
     return sum(hist[: edges.index(seconds)])
 
 
 def service_level(answered_hist: Sequence[int], abandoned: int, seconds: int) -> float | None:
-    """Answered within `seconds` ÷ (answered + abandoned), as the wallboard counts it."""
+    """Answered within `seconds` (waited at most that many whole seconds) ÷ (answered + abandoned),
+    exactly as the wallboard counts it (domain/wallboard.in_service_level: hold <= N)."""
     answered = sum(answered_hist)
     return share(below(answered_hist, seconds), answered + abandoned)
 
@@ -351,6 +374,40 @@ FILTERS = {"ivr": ("menu",), "selfservice": ("menu",), "queues": ("queue",), "re
 TABLES = {"ivr": ("nodes", "exits", "depth", "order"), "selfservice": ("days", "menus"),
           "queues": ("queues", "hours", "days"), "repeats": ("reasons", "days"), "callbacks": ("kinds", "days"),
           "agents": ("agents",)}
+
+# Every table's columns, in order: the JSON `columns`, the CSV header and the pages' catalogue keys
+# (reports.col.<column>; tests/unit/test_i18n_catalogue.py checks each one). Values stay machine
+# values in JSON and CSV (seconds, shares 0..1, minor currency units, ISO days); the page formats them.
+_SELF = ("calls", "self_served", "human", "share", "target", "below_target")
+_QUEUE = ("offered", "answered", "abandoned", "abandon_rate", "service_level", "service_level_seconds",
+          "wait_average", "wait_p50", "wait_p90", "wait_p99", "abandoned_wait_p50", "talk_average")
+REPEAT_FIELDS = ("calls", "repeat_24h", "repeat_7d", "same_24h", "same_7d", "repeat_answered", "story_carried")
+_REPEAT = (*REPEAT_FIELDS, "repeat_rate_24h", "repeat_rate_7d", "first_contact_resolution", "story_carried_share")
+CALLBACK_FIELDS = ("requested", "placed", "answered", "retried", "failed", "cancelled")
+_CALLBACK = (*CALLBACK_FIELDS, "answer_rate", "late_average", "late_p50", "late_p90")
+COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
+    "ivr": {"nodes": ("menu", "node", "entries", *(f"exit_{c}" for c in EXIT_CATEGORIES), "average_seconds"),
+            "exits": ("menu", "calls", *EXIT_CATEGORIES, "self_service_share", "average_seconds"),
+            "depth": ("menu", "depth", "reached", "hung_up", "abandon_rate"),
+            "order": ("menu", "node", "policy", "key", "does", "now_key", "busiest_rank", "calls")},
+    "selfservice": {"days": ("day", "menu", *_SELF), "menus": ("menu", *_SELF)},
+    "queues": {"queues": ("queue", *_QUEUE), "hours": ("queue", "hour", *_QUEUE), "days": ("day", "queue", *_QUEUE)},
+    "repeats": {"reasons": ("reason", *_REPEAT), "days": ("day", *_REPEAT)},
+    "callbacks": {"kinds": ("kind", *_CALLBACK), "days": ("day", "kind", *_CALLBACK)},
+    # + one compensation_<CUR>_cents column per currency granted (compensation_column), sorted
+    "agents": {"agents": ("agent", "calls", "talk_seconds", "talk_average", "wrap_up_seconds", "cases_resolved",
+                          "compensation_grants")},
+}
+# The `kind` of a callbacks report row (record/reports.py labels its rows so): a callback a caller
+# asked for, a notice the operator sent (issue 17).
+CALLBACK_KINDS = ("callback", "notice")
+
+
+def compensation_column(currency: str) -> str:
+    """The agents table's column of the compensation granted in one currency, in its minor units
+    (cents, fen): `compensation_CNY_cents`. `currency` is cut to its letters A-Z (at most 3)."""
+    code = "".join(ch for ch in currency.upper() if "A" <= ch <= "Z")[:3] or "XXX"
+    return f"compensation_{code}_cents"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The live wallboard's content: queues, agents, callbacks and incidents as supervisors see them.
 
-Pure: stdlib and domain.queue_names only, no clock reads (every function that needs the time takes
-`now`, epoch seconds).
+Pure: stdlib, domain.queue_names and domain.i18n only, no clock reads (every function that needs
+the time takes `now`, epoch seconds).
 
 Three pieces:
 
@@ -13,8 +13,12 @@ Three pieces:
 * `Board`: one instance's view (waiting callers, today's counters, callbacks waiting, agents,
   incidents) and the JSON views the page draws (`snapshot`, `queue_view`, `agent_view`).
 
-Service level (today, per queue): calls answered within `service_level_seconds` of joining,
-divided by the calls that left the queue answered or abandoned; None before the first such call.
+Service level (today, per queue): calls answered within `service_level_seconds` of joining —
+the queue's HoldTime, whole seconds as Asterisk gives it, at most N (`in_service_level`) — divided by
+the calls that left the queue answered or abandoned; None before the first such call. The reports
+count it the same way (domain/reports.service_level over wait bins closed at the top), and the
+config refuses a wallboard and reports setting that differ. Below `service_level_target` (a share,
+sent in the snapshot as a percent) the page shows the level in red.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ivrserver.domain.i18n import LANGUAGES  # the pages' languages: names in others are not sent
 from ivrserver.domain.queue_names import ivr_queue
 
 # The agent states the board counts, in the order the page lists them (domain.model.AgentState values).
@@ -100,6 +105,7 @@ def _whole(value: object) -> int:
 
 
 def in_service_level(hold: int, threshold: int) -> bool:
+    """"Answered within N s": the HoldTime (whole seconds, as AMI gives it) is at most N."""
     return 0 <= hold <= threshold
 
 
@@ -242,6 +248,9 @@ class AgentCell:
         return self.state, self.since
 
 
+Names = tuple[tuple[str, str], ...]  # (language, name) pairs, sorted: hashable, compared by value
+
+
 @dataclass(frozen=True)
 class IncidentCell:
     id: str
@@ -250,20 +259,34 @@ class IncidentCell:
     state: str
     opened_at: float
     expected_fix_at: float | None = None
+    service_names: Names = ()  # what the incidents policy calls the service, per language
+    area_names: Names = ()  # the incident's own names of its area, per language
 
 
 ACTIVE_INCIDENT_STATES = frozenset({"open", "acknowledged"})  # domain.incidents.ACTIVE_STATES' values
 
 
-def active_incidents(sources: Iterable[object]) -> list[IncidentCell]:
+ServiceNames = Callable[[str], Mapping[str, str] | None]  # service id → {language: name}
+
+
+def active_incidents(sources: Iterable[object], service_names: ServiceNames | None = None) -> list[IncidentCell]:
     """The active ones (open or acknowledged) of any incidents, as the board shows them."""
-    cells = (incident_cell(source) for source in sources)
+    cells = (incident_cell(source, service_names) for source in sources)
     return [c for c in cells if c is not None and c.state in ACTIVE_INCIDENT_STATES]
 
 
-def incident_cell(source: object) -> IncidentCell | None:
+def _names(raw: object) -> Names:
+    """{language: name} from anywhere (hostile): the pages' languages only, text cut to MAX_NAME."""
+    if not isinstance(raw, Mapping):
+        return ()
+    return tuple(sorted((lang, value.strip()[:MAX_NAME]) for lang, value in raw.items()
+                        if lang in LANGUAGES and isinstance(value, str) and value.strip()))
+
+
+def incident_cell(source: object, service_names: ServiceNames | None = None) -> IncidentCell | None:
     """An incident as the board shows it, from a mapping or an object with the contract's fields
-    (id, service, area, state, opened_at, expected_fix_at); None when it lacks an id."""
+    (id, service, area, state, opened_at, expected_fix_at, area_names); None when it lacks an id.
+    `service_names(service)` gives the service's names (the incidents policy's), per language."""
     def get(name: str) -> Any:
         return source.get(name) if isinstance(source, Mapping) else getattr(source, name, None)
 
@@ -282,8 +305,11 @@ def incident_cell(source: object) -> IncidentCell | None:
             return value.timestamp()
         return float(value) if _number(value) else None
 
-    return IncidentCell(id=ident[:MAX_NAME], service=text("service"), area=text("area"), state=text("state"),
-                        opened_at=when("opened_at") or 0.0, expected_fix_at=when("expected_fix_at"))
+    service = text("service")
+    return IncidentCell(id=ident[:MAX_NAME], service=service, area=text("area"), state=text("state"),
+                        opened_at=when("opened_at") or 0.0, expected_fix_at=when("expected_fix_at"),
+                        service_names=_names(service_names(service) if service_names and service else None),
+                        area_names=_names(get("area_names")))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,6 +327,7 @@ class Board:
     service_level_seconds: int
     queues: tuple[str, ...] = ()  # shown even when idle, in this order; others are added when seen
     only_listed: bool = False  # show only `queues` (wallboard.queues set)
+    service_level_target: float = 0.8  # a share: below it the page shows a queue's service level in red
     day: str = ""
     waiting: dict[str, Waiting] = field(default_factory=dict)  # uid → caller
     counters: dict[str, Counters] = field(default_factory=dict)
@@ -414,7 +441,8 @@ class Board:
     def incidents_view(self) -> dict[str, Any]:
         return {"known": self.incidents_known,
                 "items": [{"id": i.id, "service": i.service, "area": i.area, "state": i.state,
-                           "opened_at": _ms(i.opened_at), "expected_fix_at": _ms(i.expected_fix_at)}
+                           "opened_at": _ms(i.opened_at), "expected_fix_at": _ms(i.expected_fix_at),
+                           "service_names": dict(i.service_names), "area_names": dict(i.area_names)}
                           for i in self.incidents]}
 
     def totals_view(self, now: float) -> dict[str, Any]:
@@ -426,6 +454,7 @@ class Board:
         return {
             "type": "snapshot", "now": _ms(now), "day": self.day,
             "service_level_seconds": self.service_level_seconds,
+            "service_level_target": round(self.service_level_target * 100, 1),
             "queues": [self.queue_view(q) for q in self.queue_names()],
             "agents": [v for v in views if v is not None],
             "totals": self.totals_view(now),

@@ -12,7 +12,7 @@ queries the reports read.
 
 Queues are named as supervisors know them (`general`, domain/queue_names.queue_label): contacts
 recorded before that change hold Asterisk's name (`ivr-general`) and are folded into the same name
-when their hour is rolled (again); rollups made before it were renamed by migration 0009. Only
+when their hour is rolled (again); rollups made before it were renamed by migration 0010. Only
 `abandoned` contacts count as abandoned: a caller who asked for a callback in the IVR is
 `callback_requested` (the callbacks report counts the request).
 """
@@ -98,8 +98,11 @@ async def roll_paths(conn: asyncpg.Connection, menu: str, hour: datetime) -> Non
             json.dumps(f.to_dict(), separators=(",", ":"), ensure_ascii=False))
 
 
+# Wait bins as domain/reports.wait_bin makes them: whole seconds (cut, as Asterisk's HoldTime), bin i
+# holds WAIT_EDGES[i] < w <= WAIT_EDGES[i + 1] (width_bucket over WAIT_BIN_FLOORS: 1 = the first bin).
 _QUEUE_BINS = f"""
-SELECT queue, outcome, width_bucket(coalesce(wait_seconds, 0)::float8, ARRAY{list(rp.WAIT_EDGES)}::float8[]) AS bin,
+SELECT queue, outcome,
+       width_bucket(floor(coalesce(wait_seconds, 0))::float8, ARRAY{list(rp.WAIT_BIN_FLOORS)}::float8[]) AS bin,
        count(*) AS n, coalesce(sum(wait_seconds), 0) AS wait, coalesce(sum(talk_seconds), 0) AS talk
 FROM contacts
 WHERE started_at >= $1 AND started_at < $2 AND queue IS NOT NULL AND queue <> '' AND outcome <> 'in_progress'

@@ -6,12 +6,17 @@ Every report answers {"report", "from", "to", "timezone", "filters", "pending_si
 range the upkeep has not recomputed yet (null: complete). Wrap-up time is not measured per call:
 ivrserver's agents are in wrap-up for exactly `wrap_up_seconds` after every answered call (Asterisk's
 queue wrapuptime; the desk has no "ready early"), so it is calls × that setting.
+
+Tables hold machine values, in JSON and in CSV alike (the columns: domain/reports.COLUMNS): counts,
+seconds, shares 0..1, ISO days, ids (`callback`/`notice`, a policy's name, `*` for all), and the
+compensation granted per currency in minor units (`compensation_CNY_cents`). The page shows them in
+the reader's language and locale (static/reports.js); a program reads them as they are.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ivrserver.domain import menu_stats as ms
@@ -31,8 +36,8 @@ class ReportsUnavailable(Exception):
     """No system of record configured (postgres.dsn) or it cannot be reached now."""
 
 
-def _table(columns: list[str], rows: list[dict[str, Any]]) -> Table:
-    return {"columns": columns, "rows": rows}
+def _table(columns: Sequence[str], rows: list[dict[str, Any]]) -> Table:
+    return {"columns": list(columns), "rows": rows}
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -95,16 +100,11 @@ class ReportService:
                     rank = sug.current.index(moved[pos])
                     order.append({"menu": menu, "node": sug.node, "policy": sug.policy, "key": key, "does": does,
                                   "now_key": moved[pos], "busiest_rank": rank + 1, "calls": sug.counts[rank]})
-        node_cols = ["menu", "node", "entries", *[f"exit_{c}" for c in rp.EXIT_CATEGORIES], "average_seconds"]
+        cols = rp.COLUMNS["ivr"]
         return {"target": self.settings.self_service_target, "policy": {"name": policy.name,
                                                                         "description": policy.description},
-                "tables": {
-                    "nodes": _table(node_cols, nodes),
-                    "exits": _table(["menu", "calls", *rp.EXIT_CATEGORIES, "self_service_share", "average_seconds"],
-                                    exits),
-                    "depth": _table(["menu", "depth", "reached", "hung_up", "abandon_rate"], depth),
-                    "order": _table(["menu", "node", "policy", "key", "does", "now_key", "busiest_rank", "calls"],
-                                    order)}}
+                "tables": {"nodes": _table(cols["nodes"], nodes), "exits": _table(cols["exits"], exits),
+                           "depth": _table(cols["depth"], depth), "order": _table(cols["order"], order)}}
 
     # -- self-service share ----------------------------------------------------------------------------
 
@@ -130,9 +130,9 @@ class ReportService:
         for c in menus.values():
             total.update(c)
         menu_rows = [{"menu": m, **row(c)} for m, c in sorted(menus.items())] + [{"menu": "*", **row(total)}]
-        cols = ["calls", "self_served", "human", "share", "target", "below_target"]
-        return {"target": target, "tables": {"days": _table(["day", "menu", *cols], day_rows),
-                                             "menus": _table(["menu", *cols], menu_rows)}}
+        cols = rp.COLUMNS["selfservice"]
+        return {"target": target, "tables": {"days": _table(cols["days"], day_rows),
+                                             "menus": _table(cols["menus"], menu_rows)}}
 
     # -- queues ----------------------------------------------------------------------------------------
 
@@ -170,22 +170,21 @@ class ReportService:
                 c["talk"] += r["talk_seconds"]
                 c["wa"] = rp.add_hist(c["wa"], r["wait_answered"])
                 c["wb"] = rp.add_hist(c["wb"], r["wait_abandoned"])
-        cols = ["offered", "answered", "abandoned", "abandon_rate", "service_level", "service_level_seconds",
-                "wait_average", "wait_p50", "wait_p90", "wait_p99", "abandoned_wait_p50", "talk_average"]
+        cols = rp.COLUMNS["queues"]
         names = sorted(n for n in queues if n != "*") + (["*"] if queues else [])
         return {"service_level_seconds": self.settings.service_level_seconds, "wait_edges": list(rp.WAIT_EDGES),
                 "tables": {
-                    "queues": _table(["queue", *cols], [{"queue": n, **self._queue_row(queues[n])} for n in names]),
-                    "hours": _table(["queue", "hour", *cols],
+                    "queues": _table(cols["queues"], [{"queue": n, **self._queue_row(queues[n])} for n in names]),
+                    "hours": _table(cols["hours"],
                                     [{"queue": n, "hour": h, **self._queue_row(hours[(n, h)])}
                                      for n in names for h in range(24) if (n, h) in hours]),
-                    "days": _table(["day", "queue", *cols], [{"day": d, "queue": n, **self._queue_row(c)}
-                                                             for (d, n), c in sorted(days.items())])}}
+                    "days": _table(cols["days"], [{"day": d, "queue": n, **self._queue_row(c)}
+                                                  for (d, n), c in sorted(days.items())])}}
 
     # -- repeat calls / first-contact resolution -------------------------------------------------------
 
     async def _repeats(self, conn: asyncpg.Connection, q: rp.Query) -> dict[str, Any]:
-        fields = ("calls", "repeat_24h", "repeat_7d", "same_24h", "same_7d", "repeat_answered", "story_carried")
+        fields = rp.REPEAT_FIELDS
         reasons: dict[str, Counter[str]] = defaultdict(Counter)
         days: dict[str, Counter[str]] = defaultdict(Counter)
         for r in await rec.repeat_hours(conn, q.range.since, q.range.until, q.filters.get("queue")):
@@ -199,15 +198,15 @@ class ReportService:
                     "first_contact_resolution": None if not c["calls"] else round(1 - c["same_7d"] / c["calls"], 4),
                     "story_carried_share": _rate(c["story_carried"], c["repeat_answered"])}
 
-        cols = [*fields, "repeat_rate_24h", "repeat_rate_7d", "first_contact_resolution", "story_carried_share"]
+        cols = rp.COLUMNS["repeats"]
         names = sorted(n for n in reasons if n != "*") + (["*"] if reasons else [])
-        return {"tables": {"reasons": _table(["reason", *cols], [{"reason": n, **row(reasons[n])} for n in names]),
-                           "days": _table(["day", *cols], [{"day": d, **row(c)} for d, c in sorted(days.items())])}}
+        return {"tables": {"reasons": _table(cols["reasons"], [{"reason": n, **row(reasons[n])} for n in names]),
+                           "days": _table(cols["days"], [{"day": d, **row(c)} for d, c in sorted(days.items())])}}
 
     # -- callbacks and notices -------------------------------------------------------------------------
 
     async def _callbacks(self, conn: asyncpg.Connection, q: rp.Query) -> dict[str, Any]:
-        fields = ("requested", "placed", "answered", "retried", "failed", "cancelled")
+        fields = rp.CALLBACK_FIELDS
 
         def fresh() -> dict[str, Any]:
             return {"c": Counter(), "late": [], "late_seconds": 0.0}
@@ -228,11 +227,10 @@ class ReportService:
                     "late_p50": rp.percentile(late, 0.5, rp.LATE_EDGES),
                     "late_p90": rp.percentile(late, 0.9, rp.LATE_EDGES)}
 
-        cols = [*fields, "answer_rate", "late_average", "late_p50", "late_p90"]
+        cols = rp.COLUMNS["callbacks"]
         return {"late_edges": list(rp.LATE_EDGES), "tables": {
-            "kinds": _table(["kind", *cols], [{"kind": k, **row(a)} for k, a in sorted(kinds.items())]),
-            "days": _table(["day", "kind", *cols], [{"day": d, "kind": k, **row(a)}
-                                                    for (d, k), a in sorted(days.items())])}}
+            "kinds": _table(cols["kinds"], [{"kind": k, **row(a)} for k, a in sorted(kinds.items())]),
+            "days": _table(cols["days"], [{"day": d, "kind": k, **row(a)} for (d, k), a in sorted(days.items())])}}
 
     # -- agents ----------------------------------------------------------------------------------------
 
@@ -249,7 +247,7 @@ class ReportService:
         for r in await rec.compensation_granted(conn, since, until, agent):
             row = rows[r["agent"]]
             row["compensation_grants"] += int(r["grants"])
-            column = f"compensation_{_currency(r['currency'])}_cents"
+            column = rp.compensation_column(r["currency"])
             row[column] = row.get(column, 0) + int(r["cents"])
             currencies.add(column)
         out = []
@@ -257,13 +255,8 @@ class ReportService:
             calls = row["calls"]
             out.append({"agent": name, **row, "talk_average": round(row["talk_seconds"] / calls, 1) if calls else None,
                         "wrap_up_seconds": round(calls * self.wrap_up_seconds, 1)})
-        cols = ["agent", "calls", "talk_seconds", "talk_average", "wrap_up_seconds", "cases_resolved",
-                "compensation_grants", *sorted(currencies)]
+        cols = [*rp.COLUMNS["agents"]["agents"], *sorted(currencies)]
         return {"wrap_up_seconds_per_call": self.wrap_up_seconds, "tables": {"agents": _table(cols, out)}}
-
-
-def _currency(code: str) -> str:
-    return "".join(ch for ch in code.upper() if "A" <= ch <= "Z")[:3] or "XXX"
 
 
 _BUILDERS = {"ivr": ReportService._ivr, "selfservice": ReportService._selfservice, "queues": ReportService._queues,

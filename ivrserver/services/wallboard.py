@@ -38,6 +38,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ivrserver.config import WallboardSettings
+from ivrserver.domain import incidents as inc
 from ivrserver.domain import wallboard as wb
 from ivrserver.domain.agent_state import AgentLive, status_at
 from ivrserver.domain.model import Agent
@@ -116,13 +117,14 @@ class WallboardService:
         self.queue_of = queue_of
         self.callbacks = callbacks
         self.incidents = incidents
+        self.incident_policy: Callable[[], inc.Policy] | None = None
         self.ami_action = ami_action
         self.clock = clock
         # queues are shown by the name supervisors know (`general`), as the reports name them, even
         # when wallboard.queues lists Asterisk's (`ivr-general`)
         listed = tuple(dict.fromkeys(queue_label(q.strip()) for q in settings.queues.split(",") if q.strip()))
         self.board = wb.Board(settings.service_level_seconds, queues=listed or tuple(queues),
-                              only_listed=bool(listed))
+                              only_listed=bool(listed), service_level_target=settings.service_level_target)
         self._apply = redis.register_script(_APPLY)
         self._sinks: list[Sink] = []
         self._cb_queue: dict[str, str] = {}  # callback id → virtual-hold queue ('' none): never changes
@@ -132,10 +134,18 @@ class WallboardService:
         self.published = 0  # changes this instance applied first (and published)
         self.frames = 0
 
-    def attach_incidents(self, source: IncidentSource) -> None:
+    def attach_incidents(self, source: IncidentSource, policy: Callable[[], inc.Policy] | None = None) -> None:
         """Show active incidents: `source()` lists incidents (services/incidents.py IncidentService.list);
-        the open and acknowledged ones are shown, re-read every refresh_interval."""
+        the open and acknowledged ones are shown, re-read every refresh_interval. `policy()` is the
+        incidents policy in force (read each time: a reload changes it): the frame carries what it
+        calls each service, per language, and each incident its area's names, so the page shows
+        "移动数据 · 朝阳", not "mobile_data · chaoyang-liaoning"."""
         self.incidents = source
+        self.incident_policy = policy
+
+    def _service_names(self, service: str) -> Mapping[str, str] | None:
+        info = self.incident_policy().services.get(service) if self.incident_policy is not None else None
+        return info.names if info is not None else None
 
     # -- outputs ---------------------------------------------------------------------------
     def add_sink(self, sink: Sink) -> None:
@@ -348,7 +358,7 @@ class WallboardService:
                 self._queue_frame([q for q in changed if q], now)
         if self.incidents is not None:
             try:
-                found = wb.active_incidents(await self.incidents())
+                found = wb.active_incidents(await self.incidents(), self._service_names)
             except Exception:
                 log.warning("wallboard: incidents not read", exc_info=True)
             else:

@@ -9,7 +9,8 @@ Protocol (JSON text frames; client → server messages at most 4 KiB):
     client: {"type": "auth", "token": "<session token>"}
             → a non-supervisor gets {"type": "error", "code": "forbidden", "status": 403} and close 4403
     server: {"type": "snapshot", "now": ms, "day": "YYYY-MM-DD", "service_level_seconds": N,
-             "queues": [queue…], "agents": [agent…], "totals": {…}, "incidents": {"known", "items"}}
+             "service_level_target": percent, "queues": [queue…], "agents": [agent…], "totals": {…},
+             "incidents": {"known", "items"}}
     server: {"type": "queues", "now": ms, "queues": [queue…], "totals": {…}}     changed queues
     server: {"type": "agent", "now": ms, "agent": agent, "totals": {…}}          one agent changed
     server: {"type": "incidents", "now": ms, "incidents": {"known", "items": [incident…]}}
@@ -20,7 +21,8 @@ Protocol (JSON text frames; client → server messages at most 4 KiB):
                "abandoned", "offered", "service_level" (percent or null), "callbacks"}
     agent:    {"id", "name", "state" (ready|ringing|on_call|wrap_up|paused|logged_out), "since" (ms)}
     totals:   {"callbacks_total", "agent_counts": {state: n}, "waiting"}
-    incident: {"id", "service", "area", "state", "opened_at" (ms), "expected_fix_at" (ms or null)}
+    incident: {"id", "service", "area", "state", "opened_at" (ms), "expected_fix_at" (ms or null),
+               "service_names", "area_names" ({language: name}, maybe empty)}
 
 Every frame carries the server's `now`: the page ticks waits and times in state from it (no
 polling). A later "snapshot" (after the server lost its pub/sub link, or at midnight) replaces

@@ -3,6 +3,9 @@
 A supervisor signs in on /wallboard; a SIPp caller walks the menu into the faults queue (every agent
 paused: the caller waits) and the page shows one caller waiting, the longest wait ticking by itself;
 agent1006's SIPp phone answers and the page shows nobody waiting, one answered, agent1006 on call.
+In Chinese, an incident opened on the server shows by the names the incidents policy gives its
+service and area (移动数据 · 朝阳, not mobile_data · chaoyang-liaoning), the footer's service level
+and day read the Chinese way, and so does the page title.
 An agent who is not a supervisor gets the refusal, and the socket refuses them too.
 
 This module starts its own Asterisk (the `pbx` fixture of tests/browser/conftest.py).
@@ -10,6 +13,7 @@ This module starts its own Asterisk (the `pbx` fixture of tests/browser/conftest
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -70,11 +74,24 @@ async def test_the_board_follows_a_real_caller_into_a_queue_and_to_an_agent(
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(SCREENSHOT), full_page=True)
         assert "⟦" not in await page.inner_text("body")  # i18n.js marks a missing message so
+        today = datetime.datetime.now(datetime.UTC).date()  # wallboard.timezone: UTC here
+        await expect(page.locator("#sl-note")).to_have_text(
+            f"Service level: answered within 20 s, today ({today.day} {today:%b} {today.year}); target 80 %")
+        assert await page.title() == "ivrserver · wallboard"
         # The same board in Chinese, from the shared catalogue; the choice is remembered.
         await page.select_option("#lang", "zh")
         await expect(agent.locator(".astate")).to_have_text("通话中")
         await expect(faults.locator('[data-i18n="wallboard.queue.waiting"]')).to_have_text("排队")
         await expect(page.locator("#refused h1")).to_have_text("仅限班长")
+        await expect(page.locator("#sl-note")).to_have_text(
+            f"服务水平：20秒内接听（今日 {today.year}年{today.month}月{today.day}日）；目标 80%")
+        assert await page.title() == "ivrserver · 实时监控大屏"
+        # an incident, named as the incidents policy names its service and area, in the page's language
+        assert ivr.server.incidents is not None
+        await ivr.server.incidents.open("mobile_data", "chaoyang-liaoning", actor="supervisor:agent1010")
+        incident = page.locator("#incidents li")
+        await expect(incident.locator("strong")).to_have_text("移动数据 · 朝阳", timeout=10_000)
+        await expect(incident.locator("span")).to_contain_text("处理中")
         assert "⟦" not in await page.inner_text("body")
         await page.screenshot(path=str(SCREENSHOT.with_name("wallboard-zh.png")), full_page=True)
         assert await page.evaluate("localStorage.getItem('ivr.lang')") == "zh"
@@ -89,6 +106,7 @@ async def test_the_board_follows_a_real_caller_into_a_queue_and_to_an_agent(
             await other.close()
         await page.select_option("#lang", "en")
         await expect(faults.locator('[data-i18n="wallboard.queue.answered"]')).to_have_text("answered")
+        await expect(incident.locator("strong")).to_have_text("mobile data · Chaoyang")
         assert (await phone.wait()).ok
         assert (await caller.wait()).ok
         await expect(agent).not_to_have_attribute("data-state", "on_call", timeout=15_000)

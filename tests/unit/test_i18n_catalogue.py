@@ -4,8 +4,13 @@ Fails on: a key a page uses (data-i18n / data-i18n-attr in static/*.html, a "<se
 string in static/*.js — t("desk.login.title"), say(node, "desk.notes.saved") …) missing from a
 catalogue; a key in one language but not the other; placeholders ({name}) that differ between the
 languages; a key no page uses; a malformed catalogue (sections, flat dotted keys, string values,
-duplicate keys). A key built at run time ("desk.state." + s, `wallboard.conn.${state}`) counts
-every catalogue key under that prefix as used.
+duplicate keys). A key built at run time ("reports.kind." + kind, `wallboard.conn.${state}`): for
+the wallboard's and the reports' prefixes every possible completion is enumerated from where its
+values come from (the report, table and column definitions of domain/reports.py, the agent and
+incident states of the domain, the ordering policies, the labels record/reports.py gives rows) and
+each must be in both catalogues; only those completions count as used. A page prefix of theirs with
+no enumeration fails, so a new one brings its list. A desk prefix ("desk.state." + s) still counts
+every catalogue key under it as used.
 """
 
 from __future__ import annotations
@@ -19,6 +24,12 @@ from typing import Any
 import pytest
 
 from ivrserver.domain import i18n
+from ivrserver.domain import incidents as inc
+from ivrserver.domain import menu_stats as ms
+from ivrserver.domain import reports as rp
+from ivrserver.domain import wallboard as wb
+from ivrserver.domain.model import AgentState
+from ivrserver.record import reports as rec
 
 STATIC = Path(__file__).resolve().parents[2] / "ivrserver" / "web" / "static"
 CATALOGUES = STATIC / "i18n"
@@ -139,8 +150,78 @@ def test_every_key_a_page_uses_is_in_the_catalogue(lang: str) -> None:
 
 def test_every_catalogue_key_is_used() -> None:
     keys, prefixes = used()
-    unused = sorted(k for k in flat("en") if k not in keys and not any(k.startswith(p) for p in prefixes))
+    built = completions()
+    # under an enumerated prefix only its completions count; under a desk prefix every key does
+    loose = [p for p in prefixes if p not in built]
+    enumerated = set().union(*built.values())
+    unused = sorted(k for k in flat("en") if k not in keys and k not in enumerated
+                    and not any(k.startswith(p) for p in loose))
     assert not unused, "catalogue keys no page uses (remove them, or use them):\n  " + "\n  ".join(unused)
+
+
+# ---- keys completed at run time: every completion, from the source of its values ----------------
+
+def _js(name: str) -> str:
+    return (STATIC / name).read_text(encoding="utf-8")
+
+
+def _js_list(name: str, const: str) -> tuple[str, ...]:
+    """The strings of `const NAME = ["a", "b"]` in a page script."""
+    m = re.search(r"const " + const + r" = \[([^\]]*)\]", _js(name))
+    assert m, f"{name}: no const {const} = [...]"
+    return tuple(re.findall(r'"([^"]+)"', m.group(1)))
+
+
+def completions() -> dict[str, set[str]]:
+    """Run-time prefix → every key the wallboard and the reports pages can build under it."""
+    policies = [name.replace("-", "_") for name in ms.POLICIES]
+    columns = {c for tables in rp.COLUMNS.values() for cols in tables.values() for c in cols}
+    return {
+        "reports.name.": {f"reports.name.{r}" for r in rp.REPORTS},
+        "reports.table.": {f"reports.table.{r}.{t}" for r, tables in rp.TABLES.items() for t in tables},
+        # every column the server builds, and the per-currency compensation column (one key, {currency})
+        "reports.col.": {f"reports.col.{c}" for c in columns} | {"reports.col.compensation_cents"},
+        "reports.exit.": {f"reports.exit.{c}" for c in rp.EXIT_CATEGORIES},
+        "reports.kind.": {f"reports.kind.{k}" for k in rp.CALLBACK_KINDS},
+        "reports.policy_name.": {f"reports.policy_name.{p}" for p in policies},
+        "reports.policy_desc.": {f"reports.policy_desc.{p}" for p in policies},
+        "wallboard.state.": {f"wallboard.state.{s}" for s in wb.AGENT_STATES},
+        "wallboard.incident.state.": {f"wallboard.incident.state.{s}" for s in wb.ACTIVE_INCIDENT_STATES},
+        "wallboard.conn.": {f"wallboard.conn.{c}" for c in re.findall(r'setConn\("([a-z_]+)"\)', _js("wallboard.js"))},
+    }
+
+
+def test_the_enumerations_follow_their_sources() -> None:
+    """The lists completions() reads are the ones the server and the pages really use."""
+    assert set(wb.AGENT_STATES) == {s.value for s in AgentState}
+    assert {s.value for s in inc.ACTIVE_STATES} == wb.ACTIVE_INCIDENT_STATES
+    assert set(rp.TABLES) == set(rp.REPORTS) == set(rp.COLUMNS)
+    assert all(set(rp.TABLES[r]) == set(rp.COLUMNS[r]) for r in rp.REPORTS)
+    # the kinds record/reports.py labels the callbacks report's rows with
+    assert tuple(re.findall(r"SELECT '([a-z_]+)'", rec._CALLBACK_ROWS)) == rp.CALLBACK_KINDS
+    assert re.fullmatch(r"compensation_[A-Z]{3}_cents", rp.compensation_column("cny"))
+    # the pages' own lists of the same things
+    assert _js_list("reports.js", "REPORTS") == rp.REPORTS
+    assert _js_list("reports.js", "EXITS") == rp.EXIT_CATEGORIES
+    assert _js_list("wallboard.js", "STATES") == wb.AGENT_STATES
+    conn = completions()["wallboard.conn."]
+    assert {"wallboard.conn.live", "wallboard.conn.off", "wallboard.conn.connecting"} <= conn
+
+
+@pytest.mark.parametrize("lang", i18n.LANGUAGES)
+def test_every_run_time_key_is_in_the_catalogue(lang: str) -> None:
+    catalogue = flat(lang)
+    missing = sorted(k for keys in completions().values() for k in keys if k not in catalogue)
+    assert not missing, f"keys the wallboard or reports page can build but missing from {lang}.json:\n  " + \
+        "\n  ".join(missing)
+
+
+def test_every_wallboard_and_reports_prefix_is_enumerated() -> None:
+    _, prefixes = used()
+    ours = {p for p in prefixes if p.startswith(("wallboard.", "reports."))}
+    assert ours, "the scanner finds the run-time prefixes of the wallboard and reports pages"
+    loose = sorted(ours - set(completions()))
+    assert not loose, f"run-time key prefixes with no list of completions (add them to completions()): {loose}"
 
 
 def test_the_scanner_sees_pages() -> None:

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from ivrserver import config
+from ivrserver.domain import reports as rp
 from ivrserver.domain import wallboard as wb
 from ivrserver.pbx import ami_events as ev
 
@@ -61,6 +63,39 @@ def test_service_level(counters: wb.Counters, level: float | None) -> None:
 ])
 def test_in_service_level(hold: int, threshold: int, within: bool) -> None:
     assert wb.in_service_level(hold, threshold) is within
+
+
+@pytest.mark.parametrize("threshold", rp.WAIT_EDGES[1:])
+def test_the_reports_count_the_service_level_as_the_board_does(threshold: int) -> None:
+    """One definition: "answered within N s" is hold <= N whole seconds on the board (AMI's HoldTime)
+    and in the reports (wait histogram bins closed at the top), at and around every edge N."""
+    holds = [0, 1, threshold - 1, threshold, threshold + 1, threshold + 0.5, threshold - 0.5, 2 * threshold, 5000]
+    hist = [0] * len(rp.WAIT_EDGES)
+    for h in holds:
+        hist[rp.wait_bin(h)] += 1
+    on_board = sum(wb.in_service_level(rp.whole_seconds(h), threshold) for h in holds)
+    assert rp.below(hist, threshold) == on_board
+    board = wb.Counters(answered=len(holds), answered_in_sl=on_board)
+    assert rp.service_level(hist, 0, threshold) == board.service_level()
+
+
+@pytest.mark.parametrize(("wall", "reports", "problem"), [
+    ({}, {}, None),
+    ({"service_level_seconds": 30}, {"service_level_seconds": 30}, None),
+    ({"service_level_seconds": 30}, {}, "wallboard.service_level_seconds (30) and reports.service_level_seconds (20)"),
+    ({}, {"timezone": "Asia/Shanghai"}, "wallboard.timezone ('UTC') and reports.timezone ('Asia/Shanghai')"),
+    ({"timezone": "Asia/Shanghai"}, {"timezone": "Asia/Shanghai"}, None),
+    ({"service_level_target": 1.5}, {}, "wallboard.service_level_target: must be 0..1"),
+])
+def test_the_wallboard_and_reports_settings_must_agree(wall: dict[str, Any], reports: dict[str, Any],
+                                                      problem: str | None) -> None:
+    if problem is None:
+        settings = config.from_mapping({"wallboard": wall, "reports": reports})
+        assert settings.wallboard.service_level_seconds == settings.reports.service_level_seconds
+        assert settings.wallboard.timezone == settings.reports.timezone
+    else:
+        with pytest.raises(config.ConfigError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+            config.from_mapping({"wallboard": wall, "reports": reports})
 
 
 @pytest.mark.parametrize(("now", "tz", "day", "midnight"), [
@@ -222,9 +257,21 @@ class IncidentLike:
         self.__dict__.update(kw)
 
 
+NAMES = {"mobile_data": {"en": "mobile data", "zh": "移动数据", "fr": "données", "de": 7}}.get
+
+
 @pytest.mark.parametrize(("source", "expected"), [
     ({"id": "inc-1", "service": "mobile_data", "area": "north", "state": "open", "opened_at": T0},
-     wb.IncidentCell("inc-1", "mobile_data", "north", "open", T0)),
+     wb.IncidentCell("inc-1", "mobile_data", "north", "open", T0, service_names=(("en", "mobile data"),
+                                                                              ("zh", "移动数据")))),
+    # the incident's own area names: the pages' languages only, hostile values dropped or cut
+    ({"id": "inc-4", "service": "voice", "area": "cy", "state": "open", "opened_at": T0,
+      "area_names": {"zh": " 朝阳 ", "en": "Chaoyang", "xx": "?", "de": None}},
+     wb.IncidentCell("inc-4", "voice", "cy", "open", T0, area_names=(("en", "Chaoyang"), ("zh", "朝阳")))),
+    ({"id": "inc-5", "service": "voice", "state": "open", "opened_at": T0, "area_names": ["zh"]},
+     wb.IncidentCell("inc-5", "voice", "", "open", T0)),
+    ({"id": "inc-6", "service": "voice", "state": "open", "opened_at": T0, "area_names": {"en": "y" * 500}},
+     wb.IncidentCell("inc-6", "voice", "", "open", T0, area_names=(("en", "y" * wb.MAX_NAME),))),
     (IncidentLike(id="inc-2", service="voice", area="", state="acknowledged", opened_at=T0, expected_fix_at=T0 + 60),
      wb.IncidentCell("inc-2", "voice", "", "acknowledged", T0, T0 + 60)),
     ({"id": "inc-3", "service": "x" * 500, "opened_at": datetime.datetime.fromtimestamp(T0, datetime.UTC)},
@@ -233,7 +280,23 @@ class IncidentLike:
     ({"id": ""}, None),
 ])
 def test_incident_cell(source: object, expected: wb.IncidentCell | None) -> None:
-    assert wb.incident_cell(source) == expected
+    assert wb.incident_cell(source, NAMES) == expected
+
+
+def test_incident_names_in_the_frame() -> None:
+    b = board()
+    [cell] = wb.active_incidents([{"id": "a", "service": "mobile_data", "area": "cy", "state": "open",
+                                   "opened_at": T0, "area_names": {"en": "Chaoyang", "zh": "朝阳"}}], NAMES)
+    assert b.set_incidents([cell])
+    [item] = b.incidents_view()["items"]
+    assert (item["service_names"], item["area_names"]) == ({"en": "mobile data", "zh": "移动数据"},
+                                                           {"en": "Chaoyang", "zh": "朝阳"})
+    assert json.loads(json.dumps(b.snapshot(T0)))["incidents"]["items"] == [item]
+
+
+def test_the_service_level_target_is_in_the_snapshot() -> None:
+    assert board().snapshot(T0)["service_level_target"] == 80.0
+    assert board(service_level_target=0.655).snapshot(T0)["service_level_target"] == 65.5
 
 
 def test_incidents_ordered_and_known_flag() -> None:

@@ -16,11 +16,26 @@
   };
   const charts = [];
   const data = {};
-  let lang = "en";
+  // ?lang=zh, else (once signed in) the agent's language kept by the server (GET /api/v1/me/preferences),
+  // else the choice this browser remembers (the desk and the wallboard use the same key), else the
+  // browser's language. A switch is remembered here and, signed in, by the server (PUT).
+  const asked = I18n.supported(new URLSearchParams(location.search).get("lang"));
+  let lang = asked || I18n.supported(localStorage.getItem("ivr.lang")) || I18n.browserLanguage();
 
-  function chosenLang() {
-    const asked = I18n.supported(new URLSearchParams(location.search).get("lang"));
-    return asked || I18n.supported(localStorage.getItem("ivr.lang")) || I18n.browserLanguage();
+  async function loadCatalogue() {
+    lang = await I18n.load(lang, ["common", "reports"]);
+    $("lang").value = lang;
+    render();
+  }
+
+  async function adoptServerLanguage() {
+    if (asked) return;
+    try {
+      const r = await fetch("/api/v1/me/preferences", { credentials: "same-origin" });
+      const prefs = r.ok ? await r.json() : null;
+      const wanted = prefs && I18n.supported(prefs.language);
+      if (wanted && wanted !== lang) { lang = wanted; localStorage.setItem("ivr.lang", lang); await loadCatalogue(); }
+    } catch (e) { /* the page keeps its language */ }
   }
 
   function show(view) {
@@ -53,17 +68,36 @@
     return `/api/v1/reports/${name}?${p}`;
   }
 
-  // ---- numbers in the locale's form ----
+  // ---- cells: the server sends machine values (seconds, shares, minor units, ISO days, ids); the
+  // page shows them in the reader's language and locale. Every label goes through t(): a column or
+  // value the catalogue lacks shows as ⟦key⟧ (and a console error), never silently as raw text.
   const pct = (x) => (x === null || x === undefined ? "–" : I18n.number(Math.round(x * 1000) / 10) + " %");
   const num = (x) => (x === null || x === undefined ? "–" : I18n.number(x));
-  const colName = (c) => (I18n.has("reports.col." + c) ? t("reports.col." + c) : c);
+  const MONEY = /^compensation_([A-Z]{3})_cents$/; // services/reports.py: one column per currency
+  const colName = (c) => {
+    const m = MONEY.exec(c);
+    return m ? t("reports.col.compensation_cents", { currency: m[1] }) : t("reports.col." + c);
+  };
   const RATE = /(share|rate|rate_24h|rate_7d|service_level|resolution|target)$/;
+  // columns in seconds (a length of time): "2 min 5 s" / "2分5秒"
+  const SECONDS = /^(average_seconds|talk_seconds|talk_average|wrap_up_seconds|service_level_seconds|wait_average|wait_p\d+|abandoned_wait_p\d+|late_average|late_p\d+)$/;
+  const ALL = new Set(["menu", "queue", "reason"]); // "*": the row of all of them
+  const policyName = (v) => t("reports.policy_name." + String(v).replace(/-/g, "_"));
+  const day = (v) => I18n.date(Date.parse(v + "T12:00:00")); // a calendar day of the server's zone
   function cellText(col, v) {
-    if (typeof v === "boolean") return v ? t("reports.yes") : t("reports.no");
-    if (typeof v === "number" && RATE.test(col)) return pct(v);
-    if (typeof v === "number") return num(v);
     if (v === null || v === undefined) return "–";
-    return col === "menu" || col === "queue" || col === "reason" ? (v === "*" ? t("reports.all") : String(v)) : String(v);
+    if (typeof v === "boolean") return v ? t("reports.yes") : t("reports.no");
+    const money = MONEY.exec(col);
+    if (money && typeof v === "number") return I18n.money(v, money[1]);
+    if (typeof v === "number" && RATE.test(col)) return pct(v);
+    if (typeof v === "number" && SECONDS.test(col)) return I18n.duration(Math.round(v));
+    if (typeof v === "number" && col === "hour") return String(v).padStart(2, "0") + ":00";
+    if (typeof v === "number") return num(v);
+    if (col === "day") return day(v) || String(v);
+    if (col === "kind") return t("reports.kind." + v);
+    if (col === "policy") return policyName(v);
+    if (ALL.has(col) && v === "*") return t("reports.all");
+    return String(v);
   }
 
   function table(name, key, body) {
@@ -133,15 +167,14 @@
         options: { scales: { x: { title: { display: true, text: t("reports.axis.depth") } }, y: pctAxis(t("reports.axis.percent_hung_up")) } },
       });
       const help = sec.querySelector(".r-help");
-      // the policy's description in the page's language when the catalogue knows the policy
-      const policyKey = "reports.policy_desc." + String(b.policy.name).replace(/-/g, "_");
-      const described = I18n.has(policyKey) ? t(policyKey) : b.policy.description;
-      help.textContent = t("reports.help.ivr") + " " + t("reports.policy", { name: b.policy.name, description: described });
+      // the policy's description in the page's language (every policy has one: test_i18n_catalogue.py)
+      const described = t("reports.policy_desc." + String(b.policy.name).replace(/-/g, "_"));
+      help.textContent = t("reports.help.ivr") + " " + t("reports.policy", { name: policyName(b.policy.name), description: described });
     },
     selfservice(sec, b) {
       const days = all(b.tables.days.rows, "menu");
       const menus = [...new Set(named(b.tables.days.rows, "menu").map((r) => r.menu))];
-      const labels = days.map((r) => I18n.date(Date.parse(r.day + "T12:00:00")));
+      const labels = days.map((r) => day(r.day));
       const palette = [COLORS.a, COLORS.c, COLORS.e, COLORS.d];
       chart(sec, t("reports.chart.selfservice"), {
         type: "line",
@@ -264,6 +297,7 @@
     try { r = await fetch("/api/v1/me", { credentials: "same-origin" }); } catch (e) { show("login"); return; }
     if (r.status === 401) { show("login"); return; }
     const me = await r.json();
+    await adoptServerLanguage();
     if (!me.agent || !me.agent.supervisor) { show("refused"); return; }
     show("reports");
     const p = new URLSearchParams(location.search);
@@ -294,15 +328,15 @@
   $("q-7").addEventListener("click", () => { lastDays(7); load(); });
   $("q-month").addEventListener("click", () => { lastMonth(); load(); });
   $("lang").addEventListener("change", async () => {
-    lang = $("lang").value === "zh" ? "zh" : "en";
+    lang = I18n.supported($("lang").value) || "en";
     localStorage.setItem("ivr.lang", lang);
-    lang = await I18n.load(lang, ["common", "reports"]);
-    render();
+    await loadCatalogue();
+    if (!$("login-view").hidden) return; // not signed in: this browser remembers it
+    try {
+      await fetch("/api/v1/me/preferences", { method: "PUT", credentials: "same-origin",
+        headers: { "Content-Type": "application/json" }, body: JSON.stringify({ language: lang }) });
+    } catch (e) { /* remembered in this browser anyway */ }
   });
 
-  (async () => {
-    lang = await I18n.load(chosenLang(), ["common", "reports"]);
-    $("lang").value = lang;
-    start();
-  })();
+  loadCatalogue().then(start);
 })();

@@ -6,15 +6,18 @@
 
   const $ = (id) => document.getElementById(id);
   const STATES = ["ready", "ringing", "on_call", "wrap_up", "paused", "logged_out"];
-  const board = { queues: new Map(), agents: new Map(), slSeconds: 20 };
+  const board = { queues: new Map(), agents: new Map(), slSeconds: 20, slTarget: 80, day: "" };
   let offset = 0; // server clock − this clock, ms
   let ws = null;
   let retry = 1000;
   let wanted = false; // keep a socket open (signed in as a supervisor)
 
   // ---- messages: the shared catalogue (static/i18n.js, sections "common" and "wallboard") ----
+  // A key built from a value the server sends (an agent's or incident's state) goes through t() too:
+  // a value the catalogue lacks shows as ⟦key⟧ (and a console error), never silently as raw text.
   const t = (key, params) => I18n.t(key, params);
-  const tOr = (key, raw) => (I18n.has(key) ? I18n.t(key) : raw); // a value from the server we may not know
+  // {en: "mobile data", zh: "移动数据"} from the frame: the page's language, else English, else the id
+  const named = (names, id) => (names && (names[lang] || names.en)) || id;
 
   // ?lang=zh, else (once signed in) the agent's language kept by the server (GET /api/v1/me/preferences),
   // else the choice this browser remembers (the desk uses the same key), else the browser's language.
@@ -80,7 +83,7 @@
     el.querySelector(".callbacks").textContent = num(q.callbacks);
     el.querySelector(".sl").textContent = q.service_level === null ? "–" : `${q.service_level.toFixed(0)}%`;
     el.dataset.busy = q.waiting > 0 ? "yes" : "no";
-    const slLow = q.service_level !== null && q.service_level < 80;
+    const slLow = q.service_level !== null && q.service_level < board.slTarget;
     el.querySelector(".sl").classList.toggle("bad", slLow);
     tickQueue(el, q);
   }
@@ -128,9 +131,9 @@
       const li = document.createElement("li");
       li.dataset.state = i.state;
       const head = document.createElement("strong");
-      head.textContent = [i.service, i.area].filter(Boolean).join(" · ");
+      head.textContent = [named(i.service_names, i.service), named(i.area_names, i.area)].filter(Boolean).join(" · ");
       const meta = document.createElement("span");
-      let text = `${tOr(`wallboard.incident.state.${i.state}`, i.state)} · ${t("wallboard.incident.since")} ${shortTime(i.opened_at)}`;
+      let text = `${t(`wallboard.incident.state.${i.state}`)} · ${t("wallboard.incident.since")} ${shortTime(i.opened_at)}`;
       if (i.expected_fix_at) text += ` · ${t("wallboard.incident.fix")} ${shortTime(i.expected_fix_at)}`;
       meta.textContent = text;
       li.append(head, meta);
@@ -138,7 +141,16 @@
     }
   }
 
+  // "Service level: answered within 20 s, today (5 Dec 2026); target 80 %": the day is the server's
+  // (wallboard.timezone), a calendar date: drawn at its noon so no browser time zone shifts it.
+  function renderNote() {
+    if (!board.day) return;
+    $("sl-note").textContent = t("wallboard.sl.note", { seconds: I18n.duration(board.slSeconds),
+      day: I18n.date(Date.parse(board.day + "T12:00:00")), target: num(board.slTarget) });
+  }
+
   function renderAll() {
+    renderNote();
     board.queues.forEach(renderQueue);
     board.agents.forEach(renderAgent);
     if (board.totals) renderTotals(board.totals);
@@ -166,8 +178,9 @@
         board.queues.clear(); board.agents.clear();
         $("queues").replaceChildren(); $("agents").replaceChildren();
         board.slSeconds = msg.service_level_seconds;
-        $("sl-seconds").textContent = String(msg.service_level_seconds);
-        $("day").textContent = msg.day;
+        board.slTarget = typeof msg.service_level_target === "number" ? msg.service_level_target : 80;
+        board.day = String(msg.day || "");
+        renderNote();
         for (const q of msg.queues) { board.queues.set(q.name, q); renderQueue(q); }
         for (const a of msg.agents) { board.agents.set(a.id, a); renderAgent(a); }
         board.totals = msg.totals; renderTotals(msg.totals);
