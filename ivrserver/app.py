@@ -206,6 +206,7 @@ class IvrServer:
             notify_context=settings.asterisk.notify_context, agent_ring_seconds=settings.callbacks.agent_ring_seconds,
             lease_seconds=settings.callbacks.lease_seconds, instance=settings.instance,
             queue_snapshot=self.queue_state.snapshot, on_placed=self.notices.on_placed,
+            before_dial=self.notices.before_dial,
             customer_ring_seconds=settings.notices.ring_seconds,
             observe_interval=settings.callbacks.observe_interval, observe_margin=settings.callbacks.observe_margin)
         # What this instance's AMI link sees of every instance's callback channels (takeovers read it)
@@ -310,6 +311,8 @@ class IvrServer:
                              self.callback_store, MessageService(speech), policy, calling,
                              customer=customer_lookup(self.redis, self.keys),
                              templates={"en": notice.case_result_en, "zh": notice.case_result_zh},
+                             call_texts={"press": {"en": notice.press_en, "zh": notice.press_zh},
+                                         "bye": {"en": notice.bye_en, "zh": notice.bye_zh}},
                              on_due=lambda: self.scheduler.wake(),
                              business_timezone=lambda: self.routing.policy.timezone,
                              reconcile_grace=notice.reconcile_grace)

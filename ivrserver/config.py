@@ -261,8 +261,15 @@ class NoticeSettings:
     # what they asked to be told (the result of their case, the end of an outage they reported).
     default_consent: str = "case_result,incident"
     # The case_result notice's text per language ({case} = the case id, {result} = the result).
-    case_result_en: str = "This is a message about your case {case}: {result}. Press 1 to talk to us."
-    case_result_zh: str = "关于您的工单{case}：{result}。如需人工服务，请按1。"
+    case_result_en: str = "This is a message about your case {case}: {result}."
+    case_result_zh: str = "关于您的工单{case}：{result}。"
+    # What a notice call says after the message, in the message's language (synthesized like it):
+    # "press 1" (said again once when nothing is pressed) and "goodbye". '' = Asterisk's stock
+    # English sounds (vm-press + digits/1, goodbye).
+    press_en: str = "To talk to an agent, press 1."
+    press_zh: str = "如需人工服务，请按1。"
+    bye_en: str = "Goodbye."
+    bye_zh: str = "再见。"
     # Ring the customer this long (seconds) before the attempt counts as not answered.
     ring_seconds: int = 30
     # Kinds whose SMS goes out at once at any hour (comma-separated; '' = none): every other notice
@@ -544,6 +551,8 @@ _CHECKERS: dict[str, tuple[str, str]] = {
     "reports.timezone": ("ivrserver.domain.wallboard", "check_timezone"),
     "reports.service_level_seconds": ("ivrserver.domain.reports", "check_service_level"),
     "reports.ordering_policy": ("ivrserver.domain.reports", "check_policy"),
+    **{f"notices.{what}_{lang}": ("ivrserver.domain.notices", "check_call_text")
+       for what in ("press", "bye") for lang in ("en", "zh")},
 }
 
 

@@ -24,7 +24,7 @@ from ivrserver.config import PromptSettings
 from ivrserver.domain.callbacks import CallbackMode, CallbackPolicy, CallbackState
 from ivrserver.domain.cases import CasePolicy
 from ivrserver.domain.model import CaseStatus, ContactPreferences, Customer
-from ivrserver.domain.notices import NoticePolicy, NoticeRequest, NoticeState, NoticeStatus, notice_id
+from ivrserver.domain.notices import Notice, NoticePolicy, NoticeRequest, NoticeState, NoticeStatus, notice_id
 from ivrserver.services.callbacks import CallbackPlacer, DialOutcome, DialResult
 from ivrserver.services.case_followup import CaseFollowup
 from ivrserver.services.cases import CaseService
@@ -302,3 +302,84 @@ async def test_resolving_a_case_schedules_its_result_and_reopening_cancels_it(en
     assert await env.place_due() == []
     kinds = [(e["kind"], e.get("detail", {}).get("outcome")) for e in await env.cases.events(case.id)]
     assert ("notice", "cancelled") in kinds, kinds
+
+
+async def test_closing_a_case_while_its_result_notice_waits_cancels_it_as_moot(env: Env) -> None:
+    """Confirmed with the customer (closed) before the call: they know the result, nobody calls."""
+    await env.customer(language="en")
+    case = await env.cases.open({"customer_id": "c1", "summary": "premium SMS charge"}, actor="agent:agent1003")
+    other = await env.cases.open({"customer_id": "c1", "summary": "roaming bill"}, actor="agent:agent1003")
+    async with following(env):
+        for c in (case, other):
+            await env.cases.move(c.id, CaseStatus.RESOLVED, actor="backoffice:billing", why="charge cancelled")
+
+        async def both() -> bool:
+            return all([await env.store.case_notice_keys(c.id) for c in (case, other)])
+        await wait_for(both)
+        [key] = await env.store.case_notice_keys(case.id)
+        [kept_key] = await env.store.case_notice_keys(other.id)
+        n, kept = await env.store.get(notice_id(key)), await env.store.get(notice_id(kept_key))
+        assert n is not None and kept is not None and n.call_id is not None and kept.call_id == n.call_id  # batched
+        await env.cases.move(case.id, CaseStatus.CLOSED, actor="agent:agent1003", why="confirmed on the phone")
+
+        async def cancelled() -> Notice | None:
+            got = await env.store.get(n.id)
+            return got if got is not None and got.state is NoticeState.CANCELLED else None
+        gone = await wait_for(cancelled)
+    assert gone.reason == "case_closed"
+    cb = await env.calls.get(n.call_id)
+    assert cb is not None and cb.state is CallbackState.SCHEDULED and cb.prompt == kept.sound  # the other goes on
+    still = await env.store.get(kept.id)
+    assert still is not None and still.state is NoticeState.SCHEDULED
+    events = [e["detail"] for e in await env.cases.events(case.id) if e.get("kind") == "notice"]
+    assert [(d["outcome"], d.get("reason")) for d in events] == [("cancelled", "case_closed")], events
+
+
+CALL_TEXTS = {"press": {"en": "To talk to an agent, press 1.", "zh": "如需人工服务，请按1。"},
+              "bye": {"en": "Goodbye.", "zh": "再见。"}}
+
+
+async def test_press_1_and_goodbye_are_said_in_the_messages_language(env: Env) -> None:
+    env.notices.call_texts = CALL_TEXTS
+    assert env.notices.messages is not None
+    said = {(what, lang): (await env.notices.messages.render(text, {}, lang)).sound
+            for what, texts in CALL_TEXTS.items() for lang, text in texts.items()}
+    await env.customer("c1", language="zh")
+    await env.customer("c2", language="en", phones=("15550002",))
+    await env.customer("c3", language="zh", phones=("15550003",))
+    zh = await env.notices.schedule(notice("zh"))
+    en = await env.notices.schedule(notice("en", customer_id="c2"))
+    only_en = await env.notices.schedule(notice("only-en", customer_id="c3", text={"en": "Your card is on its way."}))
+    env.dialer.script = [DialResult(DialOutcome.ANSWERED)] * 3
+    assert sorted(await env.place_due()) == ["placed"] * 3
+    by_id = {c["variables"]["NOTIFY_ID"]: c["variables"] for c in env.dialer.calls}  # type: ignore[index]
+    assert zh.call_id is not None and en.call_id is not None and only_en.call_id is not None
+    assert (by_id[zh.call_id]["NOTIFY_PRESS"], by_id[zh.call_id]["NOTIFY_BYE"]) == (said["press", "zh"],
+                                                                                   said["bye", "zh"])
+    assert (by_id[en.call_id]["NOTIFY_PRESS"], by_id[en.call_id]["NOTIFY_BYE"]) == (said["press", "en"],
+                                                                                   said["bye", "en"])
+    # a Mandarin speaker whose notice has only an English text hears English throughout
+    assert by_id[only_en.call_id]["NOTIFY_PRESS"] == said["press", "en"]
+    for sound in said.values():
+        assert (await asyncio.to_thread(Path(sound + ".sln").stat)).st_size > 1000  # synthesized for real
+
+
+async def test_without_a_text_or_a_safe_name_the_dialplan_plays_its_stock_sounds(env: Env) -> None:
+    env.notices.call_texts = {"press": {"en": "To talk to an agent, press 1."}, "bye": {"en": ""}}
+    await env.customer("c1", language="zh")  # no Mandarin text for either
+    await env.customer("c2", language="en", phones=("15550002",))
+    zh = await env.notices.schedule(notice("zh"))
+    en = await env.notices.schedule(notice("en", customer_id="c2", text={"en": "Done."}))
+    assert en.call_id is not None
+    cb = await env.calls.get(en.call_id)
+    assert cb is not None and cb.press_prompt and cb.bye_prompt == ""
+    # a name that would split AMI's Variable value (commas) never reaches the channel
+    hostile = dataclasses.replace(cb, press_prompt="x,CB_DIAL=PJSIP/evil", version=cb.version + 1)
+    assert (await env.calls.update(hostile, expected_version=cb.version, due=cb.due_at)).value == "ok"
+    env.dialer.script = [DialResult(DialOutcome.ANSWERED)] * 2
+    assert sorted(await env.place_due()) == ["placed"] * 2
+    by_id = {c["variables"]["NOTIFY_ID"]: c["variables"] for c in env.dialer.calls}  # type: ignore[index]
+    assert zh.call_id is not None
+    assert "NOTIFY_PRESS" not in by_id[zh.call_id] and "NOTIFY_BYE" not in by_id[zh.call_id]
+    assert "NOTIFY_PRESS" not in by_id[en.call_id] and "NOTIFY_BYE" not in by_id[en.call_id]
+    assert by_id[en.call_id]["CB_DIAL"] == "PJSIP/15550002@customers"

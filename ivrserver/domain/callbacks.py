@@ -149,6 +149,10 @@ class Callback:
     preferences: ContactPreferences = field(default_factory=ContactPreferences)
     queue_place: QueuePlace | None = None
     prompt: str = ""  # customer-first: the recorded message (a sound file name; 'a&b' plays a, then b)
+    # a notice call: "press 1 to talk to an agent" and "goodbye" in the message's language (sound
+    # file names); "" = Asterisk's stock English ones
+    press_prompt: str = ""
+    bye_prompt: str = ""
     notice: str = ""  # a proactive notice call (services/notices.py): its kinds, comma-separated; "" = not one
     requested_by: str | None = None
     updated_at: float = 0.0

@@ -271,6 +271,16 @@ def _bad(message: str) -> Any:
     raise ValueError(message)
 
 
+MAX_CALL_TEXT = 200
+
+
+def check_call_text(value: object) -> None:
+    """A notice call's "press 1" / "goodbye" text (notices.press_en …): '' (Asterisk's stock sound)
+    or one line of plain text of at most MAX_CALL_TEXT characters; ValueError otherwise."""
+    if value != "":
+        _plain_text(value, MAX_CALL_TEXT, "text")
+
+
 # ----------------------------------------------------------------------------- consent, language
 
 @dataclass(frozen=True)
@@ -534,6 +544,61 @@ def route_to_owner(owner: str | None, owner_status: AgentStatus | None, endpoint
                  priority=tier_queue.priority)
 
 
+# ----------------------------------------------------------------------------- the last look before it dials
+
+@dataclass(frozen=True)
+class DialLook:
+    """What a notice call plays once the notices no longer wanted are off it (`look_before_dial`)."""
+
+    keep: tuple[Notice, ...]  # pending notices the call still plays, oldest first
+    drop: tuple[tuple[Notice, Settlement], ...]  # pending notices it no longer plays, and how each ends
+    prompt: str  # the call's prompt without the dropped messages ("" : nothing left to play)
+    kinds: str  # the call's `notice` (kinds still on it)
+
+    def changed(self, cb: Callback) -> bool:
+        return bool(self.drop) or self.prompt != cb.prompt
+
+    @property
+    def reason(self) -> str:
+        """Why the call goes (when nothing is left): the dropped notices' reasons."""
+        return ",".join(sorted({s.reason for _, s in self.drop})) or "nothing_left"
+
+
+def _trim(prompt: str, sounds: Iterable[str]) -> str:
+    """The prompt's parts that `sounds` (a multiset) still plays, in the prompt's order."""
+    left: dict[str, int] = {}
+    for s in sounds:
+        left[s] = left.get(s, 0) + 1
+    kept = []
+    for part in prompt.split("&"):
+        if left.get(part, 0) > 0:
+            kept.append(part)
+            left[part] -= 1
+    return "&".join(kept)
+
+
+def look_before_dial(cb: Callback, notices: Sequence[Notice], attributes: Mapping[str, str],
+                     default_consent: Iterable[str], at: float) -> DialLook:
+    """A notice call about to dial at `at` (now, or the next opening of the customer's hours when
+    it has to wait): each pending notice it carries whose kind the customer no longer consents to
+    (`consents`, the `notices` attribute as of now) is cancelled `consent_withdrawn`; one whose own
+    expiry is before `at` fails `expired`; the rest stay on the call. Notices no longer pending
+    (ended by an earlier look whose call was not rewritten) and those attached but never carried
+    are not played either: the prompt keeps only the messages of the notices kept."""
+    defaults = frozenset(default_consent)
+    keep: list[Notice] = []
+    drop: list[tuple[Notice, Settlement]] = []
+    for n in sorted((n for n in notices if n.state in PENDING), key=lambda n: (n.created_at, n.id)):
+        if not consents(attributes, n.kind, defaults):
+            drop.append((n, Settlement(NoticeState.CANCELLED, "cancelled", "consent_withdrawn", cb.attempts)))
+        elif n.expires_at is not None and n.expires_at < at:
+            drop.append((n, Settlement(NoticeState.FAILED, "failed", "expired", cb.attempts)))
+        else:
+            keep.append(n)
+    played = [n.sound for n in keep if n.sound and carried(n, cb)]
+    return DialLook(tuple(keep), tuple(drop), _trim(cb.prompt, played), ",".join(sorted({n.kind for n in keep})))
+
+
 # ----------------------------------------------------------------------------- reconcile
 
 def carried(n: Notice, cb: Callback) -> bool:
@@ -645,9 +710,10 @@ def from_dict(d: Mapping[str, Any]) -> Notice:
 
 
 __all__ = [
-    "CONSENT_ATTRIBUTE", "CallReview", "Consent", "Facts", "Notice", "NoticeInvalid", "NoticePolicy", "NoticeRequest",
-    "NoticeResult", "NoticeState", "NoticeStatus", "Plan", "Recipient", "Settlement", "batch_prompt",
-    "batch_target", "budget_slot", "call_id_for", "carried", "case_result_values", "check_number", "choose_text",
-    "consents", "from_dict", "notice_id", "number_language", "number_timezone", "parse_consent", "plan", "recipient",
-    "review_call", "route_to_owner", "settle", "settled", "to_dict", "validate", "within_budget",
+    "CONSENT_ATTRIBUTE", "CallReview", "Consent", "DialLook", "Facts", "Notice", "NoticeInvalid", "NoticePolicy",
+    "NoticeRequest", "NoticeResult", "NoticeState", "NoticeStatus", "Plan", "Recipient", "Settlement", "batch_prompt",
+    "batch_target", "budget_slot", "call_id_for", "carried", "case_result_values", "check_call_text", "check_number",
+    "choose_text",
+    "consents", "from_dict", "look_before_dial", "notice_id", "number_language", "number_timezone", "parse_consent",
+    "plan", "recipient", "review_call", "route_to_owner", "settle", "settled", "to_dict", "validate", "within_budget",
 ]

@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import enum
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
@@ -60,6 +61,9 @@ from ivrserver.store.client import connect_for_command
 from ivrserver.store.keys import Keys
 
 log = logging.getLogger(__name__)
+
+# what [ivrserver-notify] plays from a variable (its REGEX): sound file names, '&' between several
+SOUND_NAME = re.compile(r"^[A-Za-z0-9_/&-]{1,400}$")
 
 
 # ----------------------------------------------------------------------------- dialer port
@@ -108,6 +112,10 @@ RecordAttempt = Callable[[Callback, policy_mod.Attempt], Awaitable[None]]
 # Told every record the placer wrote after a dial or a give-up (the notices follow their calls' outcomes).
 OnPlaced = Callable[[Callback], Awaitable[None]]
 PreferencesOf = Callable[[str], Awaitable[ContactPreferences | None]]
+# A notice call's last look before it dials (services/notices.NoticeService.before_dial), given the
+# instant it is to dial (now, or the opening it waits for): the record to go on with — unchanged,
+# without the notices no longer wanted, or cancelled when none is left.
+BeforeDial = Callable[[Callback, float], Awaitable[Callback]]
 QueueSnapshot = Callable[[str], Awaitable[tuple[Sequence[QueueEntry], int]]]  # queue → (live, free)
 
 
@@ -120,6 +128,7 @@ class PlaceResult(enum.StrEnum):
     RECOVERED_OBSERVED = "recovered_observed"  # a dead holder dialed it: the outcome AMI showed is written
     REDIALED = "redialed"  # a dead holder marked it but never dialed: dialed now (same ChannelId)
     ALREADY_PLACED = "already_placed"  # the marker was taken: not dialed
+    CANCELLED = "cancelled"  # a notice call nothing on it is wanted any more: cancelled, never dialed
     LEASE_LOST = "lease_lost"
 
 
@@ -161,10 +170,12 @@ class CallbackPlacer:
                  agent_ring_seconds: int = 20, customer_ring_seconds: int = 30,
                  lease_seconds: float = 60.0, instance: str = "ivrserver",
                  clock: Callable[[], float] = time.time, on_placed: OnPlaced | None = None,
+                 before_dial: BeforeDial | None = None,
                  observe_interval: float = 1.0, observe_margin: float = 2.0) -> None:
         self.store = store
         self.dialer = dialer
         self.on_placed = on_placed
+        self.before_dial = before_dial
         self.policy = policy
         self.free_agents = free_agents
         self.is_free = is_free
@@ -201,6 +212,14 @@ class CallbackPlacer:
             if await self.store.complete(claim, failed):
                 await self._placed(failed)
             return PlaceResult.GAVE_UP
+        if cb.notice and self.before_dial is not None:
+            # a notice call: only the notices still wanted go (consent as of now), or none
+            cb = await self.before_dial(cb, decision.at if isinstance(decision, WaitUntil) else now)
+            if cb.state is CallbackState.CANCELLED:
+                if not await self.store.cancel(claim, cb):
+                    return PlaceResult.LEASE_LOST  # the next holder looks again
+                await self._placed(cb)
+                return PlaceResult.CANCELLED
         if isinstance(decision, WaitUntil):
             return await self._wait(claim, cb, decision.at, now, move_due=True)
         if cb.queue_place is not None and self.queue_snapshot is not None:
@@ -222,6 +241,10 @@ class CallbackPlacer:
         fresh = await self.preferences(cb.customer_id)
         if fresh is None:
             return cb.preferences
+        if cb.notice:
+            # A notice call: nobody agreed a time for it, so the customer's hours and time zone as
+            # of now too (changed since it was scheduled: it waits for the new hours, or gives up).
+            return fresh
         # Time zone and hours as agreed on the request; do-not-call as of now.
         return dataclasses.replace(cb.preferences, do_not_call=fresh.do_not_call)
 
@@ -280,6 +303,11 @@ class CallbackPlacer:
         # agent-visible context is read from the record by CB_ID for the screen-pop.
         if cb.mode is CallbackMode.CUSTOMER_FIRST:
             variables.update(NOTIFY_ID=cb.id, NOTIFY_PROMPT=cb.prompt)
+            # a notice's "press 1" and "goodbye" in its language: sound names only (a comma would
+            # split the value into another variable), else nothing (the dialplan's stock sounds)
+            for name, sound in (("NOTIFY_PRESS", cb.press_prompt), ("NOTIFY_BYE", cb.bye_prompt)):
+                if sound and SOUND_NAME.match(sound):
+                    variables[name] = sound
         agent = cb.history[-1].agent_id if cb.history else None
         return dict(
             channel_id=f"{cb.id}-{n}",

@@ -5,7 +5,7 @@ notices = NoticeService(NoticeStore(redis, keys), callback_store, messages, Noti
                         customer=customer_lookup(redis, keys), cases=case_service, sms=sms_sender)
 result = await notices.schedule(NoticeRequest(key="case-result:K-7:1700-0", customer_id="c1",
                                               kind="case_result", text={"en": "…", "zh": "…"}, case_id="K-7"))
-await notices.cancel("case-result:K-7:1700-0", reason="case reopened")
+await notices.cancel("case-result:K-7:1700-0", reason="case_reopened")
 ```
 
 A notice call is a customer-first callback (mode customer_first, `notice` = its kinds), so the
@@ -15,6 +15,11 @@ customer's language) that [ivrserver-notify] plays; notices of one customer batc
 are joined with '&' and played in turn. The rules (consent, do-not-call, hours, budget, batching)
 are domain/notices.py's; this module looks up what they need and writes what they decide, under a
 short per-customer lock so two instances never both create a call for the same batch.
+
+Before it dials: the placer asks `before_dial(callback, at)` (under its lease, before the placed
+marker) what the customer says now — a notice whose kind lost consent is cancelled
+`consent_withdrawn`, one whose expiry comes before the call (waiting for the customer's hours as of
+now) fails `expired`; the call goes on with the others, or is cancelled when none is left.
 
 Outcomes: the placer tells `on_placed(callback)` after every dial or give-up; each notice the call
 carries gets the outcome (heard / no_answer → retried / failed) on its case (CaseService.note_event,
@@ -67,6 +72,8 @@ log = logging.getLogger("ivrserver.notices")
 
 ACTOR = "system"
 SMS_NOW_SECONDS = 1.0  # an SMS allowed within this long is sent at once, not held
+# a notice call waiting longer than this past its due time (the customer's hours changed) is deferred
+DEFER_SLACK_SECONDS = 60.0
 CustomerOf = Callable[[str], Awaitable[Customer | None]]
 
 
@@ -93,10 +100,13 @@ class NoticeService:
     def __init__(self, store: NoticeStore, calls: CallbackStore, messages: MessageService | None,
                  policy: NoticePolicy, calling: CallbackPolicy, *, customer: CustomerOf,
                  sms: SmsSender | None = None, cases: CaseNotes | None = None,
-                 templates: Mapping[str, str] | None = None, on_due: Callable[[], None] | None = None,
+                 templates: Mapping[str, str] | None = None,
+                 call_texts: Mapping[str, Mapping[str, str]] | None = None, on_due: Callable[[], None] | None = None,
                  business_timezone: Callable[[], str] = lambda: "UTC", sms_lease_seconds: float = 60.0,
                  reconcile_grace: float = 120.0, clock: Callable[[], float] = time.time) -> None:
-        """`templates`: the case_result text per language ({case}, {result}); `on_due`: wake this
+        """`templates`: the case_result text per language ({case}, {result}); `call_texts`: what a
+        notice call says after the message, {"press": {language: text}, "bye": {…}} (rendered in
+        the message's language; none, or not rendered: Asterisk's stock English); `on_due`: wake this
         instance's callback scheduler when a call is due; `business_timezone`: the company's time
         zone (routing.yaml's), the hours of a number without a customer record whose region has
         no single time zone; `sms_lease_seconds`: how long a scheduled SMS being sent is held by
@@ -112,6 +122,7 @@ class NoticeService:
         self.sms = sms
         self.cases = cases
         self.templates = dict(templates or {})
+        self.call_texts = {what: dict(texts) for what, texts in (call_texts or {}).items()}
         self.on_due = on_due
         self.business_timezone = business_timezone
         self.sms_lease_seconds = sms_lease_seconds
@@ -202,6 +213,16 @@ class NoticeService:
             return None
         return audio.sound
 
+    async def _call_prompts(self, language: str) -> tuple[str, str]:
+        """("press 1", "goodbye") of a notice call in the message's language, rendered like the
+        message (cached by content: once per text, language and voice); "" for one without a
+        text in that language or not rendered (the dialplan then plays its stock English sound)."""
+        sounds = []
+        for what in ("press", "bye"):
+            text = self.call_texts.get(what, {}).get(language, "").strip()
+            sounds.append((await self._render(text, language) or "") if text else "")
+        return sounds[0], sounds[1]
+
     async def _join(self, notice: Notice, req: NoticeRequest, decided: Plan, now: float) -> NoticeResult | None:
         """Ride on a pending call of the customer due close to this notice's time (batching)."""
         assert decided.at is not None
@@ -242,8 +263,10 @@ class NoticeService:
             mode=CallbackMode.CUSTOMER_FIRST, prompt=notice.sound)
         cb = cbm.new_callback(request, call_id, now, cbm.merged_preferences(request, who.preferences),
                               requested_by="notices")
+        press, bye = await self._call_prompts(notice.language)
         try:
-            cb = cbm.schedule(dataclasses.replace(cb, notice=req.kind), self.calling, now)
+            cb = cbm.schedule(dataclasses.replace(cb, notice=req.kind, press_prompt=press, bye_prompt=bye),
+                              self.calling, now)
         except cbm.RequestInvalid as exc:
             return await self._refuse(req, notice.id, "no_calling_hours", now, detail=str(exc))
         due = cb.due_at if cb.due_at is not None else decided.at
@@ -410,10 +433,63 @@ class NoticeService:
         await self.store.detach(cb.id, notice.id)
         return True
 
+    # ------------------------------------------------------------------ the last look before it dials
+    async def before_dial(self, cb: Callback, at: float) -> Callback:
+        """The placer's look at a notice call it holds the lease of, about to dial at `at` (now, or
+        the next opening of the customer's hours as of now when it has to wait): the call as it
+        goes — unchanged when every notice on it is still wanted, without the notices no longer
+        wanted (consent for their kind withdrawn → cancelled `consent_withdrawn`; their own expiry
+        before `at` → failed `expired`; each noted on its case), or cancelled when none is left.
+        A call that has to wait notes `deferred` (and the new time) on the notices it keeps.
+
+        Cheap on the common path: one read of the customer; the notices are read only when a kind
+        on the call lost consent, the call waits past its due time, or it is a retry (a notice's
+        own expiry may have passed). No lock: the placer's lease keeps every other writer off the
+        call (a cancel or a batch join meanwhile is refused and retried on their side), and each
+        notice changes by compare-and-set. The notices end first, then the placer writes the call:
+        an instance dying in between leaves ended notices on a pending call, which the next look
+        takes off (they are not pending)."""
+        if not cb.notice:
+            return cb
+        customer = await self.customer(cb.customer_id)
+        attributes: Mapping[str, str] = customer.attributes if customer is not None else {}
+        refused = [k for k in cb.notice.split(",") if k and not nm.consents(attributes, k, self.policy.default_consent)]
+        deferred = cb.due_at is not None and at > cb.due_at + DEFER_SLACK_SECONDS
+        if not refused and not deferred and cb.attempts == 0:
+            return cb
+        notices = await self.store.get_many(await self.store.call_notices(cb.id))
+        look = nm.look_before_dial(cb, notices, attributes, self.policy.default_consent, at)
+        for n, s in look.drop:
+            detail: dict[str, Any] = {"attempt": s.attempt, "reason": s.reason, "before_dial": True}
+            await self._change(n, lambda n, t, s=s: nm.settled(n, s, t), s.outcome, **detail)
+            await self.store.detach(cb.id, n.id)
+            log.info("notice %s taken off call %s before it dials: %s", n.id, cb.id, s.reason)
+        now = self.clock()
+        if not look.prompt:
+            log.info("notice call %s cancelled before it dials: %s", cb.id, look.reason)
+            return cbm.cancel(cb, now, f"notice moot: {look.reason}")
+        if deferred:
+            for n in look.keep:
+                await self._change(n, lambda n, t: dataclasses.replace(n, due_at=at, updated_at=t,
+                                                                       outcomes=(*n.outcomes, ("deferred", t))),
+                                   "deferred", reason="calling_hours", due_at=at)
+            await self.store.attach_due(cb.id, cb.customer_id, at)
+        if not look.changed(cb):
+            return cb
+        first = look.keep[0]
+        return dataclasses.replace(cb, prompt=look.prompt, notice=look.kinds, case_id=first.case_id or cb.case_id,
+                                   context=first.text or cb.context, updated_at=now, version=cb.version + 1)
+
     # ------------------------------------------------------------------ the call's outcome
     async def on_placed(self, cb: Callback) -> None:
         """The placer wrote an outcome of a call (or gave up): follow it on every notice it carries."""
         if not cb.notice:
+            return
+        if cb.state is CallbackState.CANCELLED:
+            # cancelled by its last look (before_dial ended its notices): the budget slot goes back
+            if cb.attempts == 0:
+                await self.store.uncount(cb.customer_id, cb.id)
+            await self.store.call_settled(cb.customer_id, cb.id, close=True)
             return
         last = cb.history[-1] if cb.history else None
         if last is not None and last.outcome is AttemptOutcome.ANSWERED:
@@ -590,15 +666,21 @@ class NoticeService:
                              case_id=case.id)
 
     async def on_case_change(self, change: CaseChange) -> None:
-        """CaseFollowup handler: resolved → schedule the case_result notice; reopened → cancel the
-        pending one(s). Idempotent: the notice key is the change's event id."""
+        """CaseFollowup handler: resolved → schedule the case_result notice; reopened or closed
+        (confirmed with the customer: they know the result already) → cancel the pending one(s)
+        as moot, reason case_reopened / case_closed. Idempotent: the notice key is the change's
+        event id, and a notice no longer pending is not cancelled again."""
         if change.kind == "resolved":
             result = await self.schedule(self.case_result_request(change))
             log.info("case %s resolved: notice %s %s %s", change.case.id, result.notice_id, result.status.value,
                      result.reason)
-        elif change.kind == "reopened":
+        elif change.kind in MOOT_CASE_CHANGES:
             for key in await self.store.case_notice_keys(change.case.id):
-                await self.cancel(key, reason=f"case {change.kind}")
+                await self.cancel(key, reason=f"case_{change.kind}")
+
+
+# case changes that make its pending notices moot
+MOOT_CASE_CHANGES = frozenset({"reopened", "closed"})
 
 
 def case_result_key(case_id: str, event_id: str) -> str:

@@ -10,13 +10,19 @@
   notice is heard (once), nobody's phone rings, and NotifyResult says no choice;
 - outside the customer's allowed hours the notice waits for their window: nothing rings;
 - a customer on do-not-call is never rung;
-- a notice cancelled before it is due (the case reopened) never rings.
+- a notice cancelled before it is due (the case reopened) never rings;
+- a Mandarin customer hears the message, "press 1" and goodbye in Mandarin (synthesized like the
+  message, not Asterisk's stock English); a NOTIFY_PRESS that is no sound name and an empty
+  NOTIFY_BYE fall back to the stock vm-press + digits/1 and goodbye;
+- a customer who does not answer: no_answer on the notice and its case, the retry rings again
+  and is heard.
 Nothing of ours is replaced: the in-process IvrServer is the one `ivrserver run` builds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import time
@@ -25,7 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from ivrserver.domain.callbacks import CallbackState
+from ivrserver import config
+from ivrserver.domain.callbacks import AttemptOutcome, CallbackState
 from ivrserver.domain.model import CaseStatus, Contact, ContactKind, ContactPreferences, Customer
 from ivrserver.domain.notices import NoticeRequest, NoticeState, NoticeStatus, notice_id
 from ivrserver.store import call_context, contacts
@@ -102,10 +109,11 @@ async def test_a_resolved_case_rings_the_customer_once_and_press_1_reaches_the_c
     # Read (not Playback) started the notice's own file, and the key pressed during it ended the
     # prompt there: "press 1" after the message never started
     [read] = re.findall(r'Read\("PJSIP/customers-[^"]*", "([^"]*)"\)', text)
-    assert read == f"NOTIFY_CHOICE,{n.sound}&vm-press&digits/1,1,,1,5", read
+    assert cb.press_prompt and "msg-" in cb.press_prompt  # "press 1" synthesized in the message's language
+    assert read == f"NOTIFY_CHOICE,{n.sound}&{cb.press_prompt},1,,1,5", read
     assert "Playback(" not in text.split("notify?id=")[0]
     assert f"Playing '{n.sound}." in text, f"Read did not play {n.sound} ({stack.asterisk.full_log})"
-    assert "Playing 'vm-press." not in text, "the message played to its end: 1 was not taken during it"
+    assert f"Playing '{cb.press_prompt}." not in text, "the message played to its end: 1 was not taken during it"
     # so 1 s in is well before its end
     assert await asyncio.to_thread(_seconds, stack.asterisk.sounds_dir, n.sound) > 4.0
     assert re.search(rf'UserEvent\("PJSIP/customers-[^"]*", "NotifyResult,NOTIFY_ID: {n.call_id},Choice: 1"\)',
@@ -135,10 +143,12 @@ async def test_a_customer_who_presses_nothing_hears_the_message_once_and_nobody_
         assert n is not None and n.state is NoticeState.HEARD and [o for o, _ in n.outcomes] == ["heard"]
     text = await asyncio.to_thread(_read_from, stack.asterisk.full_log, offset)
     assert f"Playing '{n.sound}." in text
-    assert text.count("Playing 'vm-press.") == 2, "the message then 'press 1' twice"
+    assert cb.press_prompt and cb.bye_prompt
+    assert text.count(f"Playing '{cb.press_prompt}.") == 2, "the message then 'press 1' twice"
     assert text.count(f"Playing '{n.sound}.") == 1, "the message is not repeated"
     assert re.search(rf'NotifyResult,NOTIFY_ID: {result.call_id},Choice: "\)', text), "no NotifyResult without a choice"
-    assert "notify?id=" not in text and "Playing 'goodbye." in text
+    assert "notify?id=" not in text and f"Playing '{cb.bye_prompt}." in text
+    assert "Playing 'vm-press." not in text and "Playing 'goodbye." not in text  # ours, not the stock English
     assert watch.agent_legs("agent1004") == []
     assert [leg.uniqueid for leg in watch.customer_legs()] == [f"{result.call_id}-1"]
     await agent.kill()
@@ -192,3 +202,107 @@ async def test_outside_hours_it_waits_do_not_call_and_cancelled_never_ring(
         assert waiting is not None and waiting.state is CallbackState.SCHEDULED and waiting.attempts == 0
         assert watch.customer_legs() == []
         assert ringing.process.returncode is None  # the customer's phone never rang
+
+
+async def test_a_mandarin_customer_hears_the_message_press_1_and_goodbye_in_mandarin(
+        stack: cbc.Stack, cb_phones: cbc.CallbackPhones, watch: cbc.AmiWatch) -> None:
+    """Not Asterisk's stock English after a Mandarin message: "press 1" and "goodbye" are the
+    notices.press_zh / bye_zh texts synthesized like the message, passed as NOTIFY_PRESS and
+    NOTIFY_BYE through AMI Originate, played by [ivrserver-notify]."""
+    customer = await stack.add_customer(Customer(id="c-zh-1", name="Wang Fang", phones=("15550036",), language="zh",
+                                                 preferences=ALL_DAY))
+    texts = config.NoticeSettings()
+    async with cbc.in_process(stack) as server:
+        assert server.notices.messages is not None
+        said = {key: (await server.notices.messages.render(text, {}, lang)).sound for key, text, lang in (
+            ("press_zh", texts.press_zh, "zh"), ("bye_zh", texts.bye_zh, "zh"), ("press_en", texts.press_en, "en"))}
+        # listens to everything: message, "press 1" twice (5 s each after it), goodbye; Asterisk hangs up
+        answering = await cb_phones.customer(ring_ms=300, hold_ms=35000, timeout=60)
+        offset = stack.asterisk.full_log.stat().st_size
+        result = await server.notices.schedule(NoticeRequest(
+            key="t-zh", customer_id=customer.id, kind="case_result",
+            text={"en": "Your premium SMS charge was cancelled.", "zh": "您的短信扣费已取消。"}))
+        assert result.status is NoticeStatus.SCHEDULED and result.call_id is not None
+        assert (r := await answering.wait()).ok, r.describe()
+        cb = await stack.settled(result.call_id, ("done",))
+        n = await server.notices.store.get(result.notice_id)
+        assert n is not None and n.language == "zh" and n.state is NoticeState.HEARD
+    assert (cb.press_prompt, cb.bye_prompt) == (said["press_zh"], said["bye_zh"])
+    text = await asyncio.to_thread(_read_from, stack.asterisk.full_log, offset)
+    [read] = re.findall(r'Read\("PJSIP/customers-[^"]*", "([^"]*)"\)', text)[:1]
+    assert read == f"NOTIFY_CHOICE,{n.sound}&{said['press_zh']},1,,1,5", read
+    assert text.count(f"Playing '{n.sound}.") == 1, f"the Mandarin message ({stack.asterisk.full_log})"
+    assert text.count(f"Playing '{said['press_zh']}.") == 2, "Mandarin 'press 1' after it, then once again"
+    assert f"Playing '{said['bye_zh']}." in text, "Mandarin goodbye"
+    for english in ("vm-press", "digits/1", "goodbye", said["press_en"]):
+        assert f"Playing '{english}." not in text, english
+    assert [leg.uniqueid for leg in watch.customer_legs()] == [f"{result.call_id}-1"]
+
+
+async def test_no_answer_is_noted_and_retried_until_the_customer_hears_it(
+        stack: cbc.Stack, cb_phones: cbc.CallbackPhones, watch: cbc.AmiWatch) -> None:
+    customer = await stack.add_customer(Customer(id="c-na-2", name="Xu Min", phones=("15550037",),
+                                                 preferences=ALL_DAY))
+    async with cbc.in_process(stack) as server:
+        # notices.ring_seconds is at least 5 and the retry backoff is not a setting: both shortened
+        # on the running placer, as test_callback_calls does for callbacks
+        placer = server.scheduler.placer
+        placer.customer_ring_seconds = 3
+        placer.policy = dataclasses.replace(placer.policy, retry_base={
+            AttemptOutcome.NO_ANSWER: 4.0, AttemptOutcome.BUSY: 4.0, AttemptOutcome.FAILED: 4.0})
+        ringing = await cb_phones.customer_noanswer()
+        case = await server.cases.open({"customer_id": customer.id, "summary": "premium SMS charge"},
+                                       actor="agent:agent1004")
+        result = await server.notices.schedule(NoticeRequest(key="t-na", customer_id=customer.id, kind="case_result",
+                                                             text={"en": "Your card is on its way."}, case_id=case.id))
+        assert result.status is NoticeStatus.SCHEDULED and result.call_id is not None
+        assert (r := await ringing.wait()).ok, r.describe()  # rang 3 s, cancelled by Asterisk
+        waiting = await stack.settled(result.call_id, ("retry_wait", "done", "failed"))
+        assert waiting.state is CallbackState.RETRY_WAIT, waiting
+        assert [a.outcome for a in waiting.history] == [AttemptOutcome.NO_ANSWER]
+
+        async def no_answer_noted() -> list[str]:
+            found = [e["detail"]["outcome"] for e in await server.cases.events(case.id) if e["kind"] == "notice"]
+            return found if found else []
+        assert await wait_until(no_answer_noted, what="no_answer on the case") == ["no_answer"]
+        n = await server.notices.store.get(result.notice_id)
+        assert n is not None and n.state is NoticeState.SCHEDULED and n.due_at == pytest.approx(waiting.due_at)
+
+        answering = await cb_phones.customer(ring_ms=300, hold_ms=1000)  # the retry: answered
+        assert (r := await answering.wait()).ok, r.describe()
+        final = await stack.settled(result.call_id, ("done", "failed"))
+
+        async def heard() -> object:
+            got = await server.notices.store.get(result.notice_id)
+            return got if got is not None and got.state is NoticeState.HEARD else None
+        n = await wait_until(heard, what="heard on the notice")
+        events = [e["detail"] for e in await server.cases.events(case.id) if e["kind"] == "notice"]
+    assert final.state is CallbackState.DONE
+    assert [a.outcome for a in final.history] == [AttemptOutcome.NO_ANSWER, AttemptOutcome.ANSWERED]
+    assert waiting.due_at is not None and final.history[1].started_at >= waiting.due_at - 0.01
+    assert [o for o, _ in n.outcomes] == ["no_answer", "heard"]
+    assert [(d["outcome"], d.get("attempt")) for d in events] == [("no_answer", 1), ("heard", 2)], events
+    assert [leg.uniqueid for leg in watch.customer_legs()] == [f"{result.call_id}-1", f"{result.call_id}-2"]
+
+
+async def test_without_a_well_formed_press_1_or_goodbye_the_dialplan_plays_the_stock_english(
+        stack: cbc.Stack, cb_phones: cbc.CallbackPhones, watch: cbc.AmiWatch) -> None:
+    """[ivrserver-notify]'s own check (the same REGEX as NOTIFY_PROMPT's): a NOTIFY_PRESS that is
+    not a sound name (a path with dots) and an empty NOTIFY_BYE play Asterisk's vm-press + digits/1
+    and goodbye. Sent by ivrserver's AMI client as the dialer would, without the placer's filter."""
+    async with cbc.in_process(stack) as server:
+        assert server.notices.messages is not None
+        message = (await server.notices.messages.render("Your card is on its way.", {}, "en")).sound
+        answering = await cb_phones.customer(ring_ms=300, hold_ms=25000, timeout=45)
+        offset = stack.asterisk.full_log.stat().st_size
+        response = await server.ami.originate(
+            channel="PJSIP/15550038@customers", context="ivrserver-notify", exten="s", channel_id="ntc-stock-1",
+            variables={"NOTIFY_ID": "ntc-stock", "NOTIFY_PROMPT": message, "NOTIFY_PRESS": "../../../etc/passwd",
+                       "NOTIFY_BYE": ""}, timeout_s=10)
+        assert response.success, response
+        assert (r := await answering.wait()).ok, r.describe()
+    text = await asyncio.to_thread(_read_from, stack.asterisk.full_log, offset)
+    [read] = re.findall(r'Read\("PJSIP/customers-[^"]*", "([^"]*)"\)', text)[:1]
+    assert read == f"NOTIFY_CHOICE,{message}&vm-press&digits/1,1,,1,5", read
+    assert text.count("Playing 'vm-press.") == 2 and "Playing 'goodbye." in text, stack.asterisk.full_log
+    assert "Playing '../" not in text and "passwd" not in "".join(re.findall(r"Playing '[^']*'", text))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
 
+from ivrserver import config
 from ivrserver.domain import notices as nm
-from ivrserver.domain.callbacks import CallbackPolicy
+from ivrserver.domain.callbacks import Callback, CallbackPolicy
 from ivrserver.domain.model import AgentState, AgentStatus, ContactPreferences, Customer
 from ivrserver.domain.notices import Facts, NoticePolicy, NoticeRequest, Plan
 from ivrserver.domain.routing import Action, QueueTarget
@@ -322,3 +324,68 @@ def test_notice_json_round_trip() -> None:
                   created_at=T0, text="t", case_id="K-1", call_id="ntc-1", outcomes=(("heard", T0 + 5),),
                   number="+8613812345678")
     assert nm.from_dict(nm.to_dict(n)) == n
+
+
+def _on_call(nid: str, kind: str, at: float, expires: float | None = None,
+             state: nm.NoticeState = nm.NoticeState.SCHEDULED) -> nm.Notice:
+    return nm.Notice(id=nid, key=nid, customer_id="c1", kind=kind, state=state, created_at=at, sound=f"msg-{nid}",
+                     call_id="ntc-1", expires_at=expires)
+
+
+A = _on_call("a", "case_result", T0)
+B = _on_call("b", "card_expiry", T0 + 1)
+C = _on_call("c", "incident", T0 + 2, expires=T0 + 3600)
+GONE = _on_call("g", "card_expiry", T0 + 3, state=nm.NoticeState.CANCELLED)  # ended by an earlier look
+STRAY = nm.Notice(id="s", key="s", customer_id="c1", kind="roaming", state=nm.NoticeState.SCHEDULED,
+                  created_at=T0 + 4, sound="msg-s", call_id="ntc-1")  # attached, never carried
+
+
+@pytest.mark.parametrize(("notices", "consent", "at", "kept", "dropped", "prompt", "kinds"), [
+    ([A, B, C], "card_expiry", T0, "abc", "", "msg-a&msg-b&msg-c", "card_expiry,case_result,incident"),
+    ([A, B, C], "-card_expiry", T0, "ac", "b:consent_withdrawn", "msg-a&msg-c", "case_result,incident"),
+    ([A, B, C], "card_expiry", T0 + 7200, "ab", "c:expired", "msg-a&msg-b", "card_expiry,case_result"),
+    ([A, B, C], "none", T0, "", "a:consent_withdrawn b:consent_withdrawn c:consent_withdrawn", "", ""),
+    ([A, GONE], "card_expiry", T0, "a", "", "msg-a", "case_result"),  # the ended one leaves the prompt
+    ([A, STRAY], "roaming", T0, "as", "", "msg-a", "case_result,roaming"),  # never carried: not played
+    ([STRAY], "roaming", T0, "s", "", "", "roaming"),
+])
+def test_look_before_dial(notices: list[nm.Notice], consent: str, at: float, kept: str, dropped: str, prompt: str,
+                          kinds: str) -> None:
+    carried = [n for n in notices if n is not STRAY]
+    cb = Callback(id="ntc-1", customer_id="c1", number="15550001", earliest=T0, latest=T0 + DAY, created_at=T0,
+                  prompt="&".join(n.sound for n in carried), notice=",".join(sorted({n.kind for n in carried})),
+                  attempts=1)
+    look = nm.look_before_dial(cb, list(reversed(notices)), {"notices": consent}, {"case_result", "incident"}, at)
+    assert "".join(n.id for n in look.keep) == kept
+    assert " ".join(f"{n.id}:{s.reason}" for n, s in look.drop) == dropped
+    assert all(s.attempt == 1 and s.state is (nm.NoticeState.CANCELLED if s.reason == "consent_withdrawn"
+                                              else nm.NoticeState.FAILED) for _, s in look.drop)
+    assert (look.prompt, look.kinds) == (prompt, kinds)
+    assert look.changed(cb) is (prompt != cb.prompt or bool(dropped))
+
+
+def test_the_prompt_keeps_a_shared_message_once_per_notice() -> None:
+    twin = dataclasses.replace(_on_call("a2", "incident", T0 + 1), sound=A.sound)
+    cb = Callback(id="ntc-1", customer_id="c1", number="1", earliest=T0, latest=T0 + DAY, created_at=T0,
+                  prompt=f"{A.sound}&{A.sound}", notice="case_result,incident")
+    look = nm.look_before_dial(cb, [A, twin], {"notices": "-incident"}, {"case_result", "incident"}, T0)
+    assert look.prompt == A.sound and [n.id for n in look.keep] == ["a"]
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("", None),  # the stock sound
+    ("To talk to an agent, press 1.", None),
+    ("如需人工服务，请按1。", None),
+    ("   ", "empty"),
+    ("press 1\nthen 2", "control character"),
+    ("x" * 201, "at most 200"),
+])
+def test_call_texts_are_checked_at_start(value: str, problem: str | None) -> None:
+    if problem is None:
+        nm.check_call_text(value)
+        assert config.from_mapping({"notices": {"press_zh": value, "bye_en": value}}).notices.press_zh == value
+        return
+    with pytest.raises(ValueError, match=problem):
+        nm.check_call_text(value)
+    with pytest.raises(config.ConfigError, match=f"notices.bye_zh: .*{problem}"):
+        config.from_mapping({"notices": {"bye_zh": value}})
