@@ -146,7 +146,8 @@ async def worker(args: argparse.Namespace) -> None:
 
     placer = CallbackPlacer(calls, RecordingDialer(other, name, pre_dial_seconds=args.pre_dial_ms / 1000), POLICY,
                             free_agents=no_free_agents, is_free=always_free, lease_seconds=args.lease, instance=name,
-                            on_placed=notices.on_placed, observe_interval=OBSERVE_INTERVAL,
+                            on_placed=notices.on_placed, before_dial=notices.before_dial,
+                            observe_interval=OBSERVE_INTERVAL,
                             observe_margin=OBSERVE_MARGIN)
     scheduler = CallbackScheduler(calls, placer, instance=name, poll_interval=args.poll, lease_seconds=args.lease,
                                   batch=args.batch, concurrency=args.concurrency)
