@@ -15,7 +15,14 @@ Stack (all on 127.0.0.1, free ports, nothing shared with `make run`):
   * SIPp (tests/sipp/caller.xml) from the `callers` endpoint (RFC 4733 DTMF): `-r RATE -m N`.
 
 Each caller presses 1 about 1 s after the answer (balance self-service for a known number), hears
-the balance read out and hangs up `--hold-ms` after the key (no agent phones needed). Per rate:
+the balance read out and hangs up `--hold-ms` after the key (no agent phones needed). With
+`--fault` each caller reports a fault instead — 3 faults, 4 report a fault, 1 mobile data (the
+hotline's fault path: a complaint about mobile_data from Chaoyang, counted for mass-fault
+detection in the call's end-of-call script), from a Chaoyang mobile number with no customer
+record; the IVR thanks them and hangs up. `--incidents on|off|both|off,on,...` runs ivrserver with
+mass-fault incidents enabled (the detector on, its policy's min_count set out of reach so no
+incident opens and every call takes the same path) or disabled; a list runs the rates once per
+entry in one sitting, on the same Asterisk and Redis, to compare the call-path cost of counting. Per rate:
 calls attempted / ok / failed (SIPp's counts; a call also counts as failed when ivrserver did not
 serve its AGI — `ivrserver_agi_calls_total` from /metrics), and CPU seconds per call of ivrserver
 and of Asterisk over the same window (utime+stime from /proc/<pid>/stat before and after; the
@@ -50,6 +57,7 @@ for p in (str(REPO), str(BENCH)):
         sys.path.insert(0, p)
 
 from fastagi_bench import (  # noqa: E402
+    PREFIX,
     Customer,
     cpu_seconds,
     ivrserver_config,
@@ -71,6 +79,8 @@ from ivrserver.services import record_schema  # noqa: E402
 TARGET_RATIO = 0.25
 AGI_COMMANDS = "ivrserver_agi_command_seconds_count"  # one sample per AGI command sent, by command
 CALLER = Customer(number="15554000001", balance=1250)
+FAULT_CALLER = "13904210001"  # a Chaoyang (Liaoning) mobile number, national form (phone.default_region CN)
+FAULT_DIGITS = "341"  # faults → report a fault → mobile data
 
 
 @dataclass
@@ -175,7 +185,7 @@ class IvrProcess:
 
 
 async def run_step(asterisk: LocalAsterisk, ast_pid: int, ivr: IvrProcess, rate: float, seconds: float,
-                   hold_ms: int, redis_url: str) -> Step:
+                   hold_ms: int, redis_url: str, fault: bool = False) -> Step:
     calls = max(1, int(rate * seconds))
     agi0 = await asyncio.to_thread(metric_total, ivr.web_port, "ivrserver_agi_calls_total")
     ami0 = await asyncio.to_thread(metric_total, ivr.web_port, "ivrserver_ami_events_total")
@@ -184,10 +194,13 @@ async def run_step(asterisk: LocalAsterisk, ast_pid: int, ivr: IvrProcess, rate:
     ivr0, ast0 = cpu_seconds(ivr.pid), cpu_seconds(ast_pid)
     started = time.monotonic()
     call_length = 1.5 + hold_ms / 1000
+    digits, number = ("1", CALLER.number) if not fault else (FAULT_DIGITS, FAULT_CALLER)
+    if fault:
+        hold_ms, call_length = 0, 12.0  # the IVR hangs up after its thanks (about 5 s)
     sipp = await start_sipp(
         "caller", local_port=asterisk.ports.caller_port, remote=f"127.0.0.1:{asterisk.ports.sip_port}",
-        service=HOTLINE, calls=calls, variables=caller_variables("1", number=CALLER.number, hold_ms=hold_ms),
-        files=await asyncio.to_thread(dtmf_pcaps, "1"), timeout=seconds + call_length + 60,
+        service=HOTLINE, calls=calls, variables=caller_variables(digits, number=number, hold_ms=hold_ms),
+        files=await asyncio.to_thread(dtmf_pcaps, digits), timeout=seconds + call_length + 60,
         extra_args=["-r", f"{rate:g}", "-rp", "1000", "-l", str(int(rate * (call_length + 30)) + 100)])
     peak = 0
 
@@ -240,10 +253,12 @@ async def idle_cpu(ivr_pid: int, ast_pid: int, seconds: float) -> tuple[float, f
 
 
 def print_table(steps: Sequence[Step], args: argparse.Namespace, load: tuple[str, str],
-                idle: tuple[float, float] | None = None) -> None:
+                idle: tuple[float, float] | None = None, variant: str = "") -> None:
     print()
-    print(f"End-to-end hotline benchmark ({'full' if args.full else 'quick'}): SIPp → Asterisk 22 → ivrserver "
-          f"(FastAGI + AMI), key 1 = balance self-service, caller hangs up {args.hold_ms} ms after the key; "
+    calls = ("keys 3 4 1 = report a mobile data fault from Chaoyang, the IVR hangs up after its thanks"
+             if args.fault else f"key 1 = balance self-service, caller hangs up {args.hold_ms} ms after the key")
+    print(f"End-to-end hotline benchmark ({'full' if args.full else 'quick'}{', ' + variant if variant else ''}): "
+          f"SIPp → Asterisk 22 → ivrserver (FastAGI + AMI), {calls}; "
           f"{args.seconds:g} s of calls per rate; "
           + ("PostgreSQL as the system of record (the server's sink writes every call: its CPU is ivrserver's)."
              if args.postgres else "Redis only (no postgres.dsn)."))
@@ -300,8 +315,6 @@ async def bench(args: argparse.Namespace) -> int:
     ports = StackPorts.free()
     asterisk = LocalAsterisk(ports, name=f"e2e-bench-{os.getpid()}")
     ivr: IvrProcess | None = None
-    steps: list[Step] = []
-    load_start = loadavg()
     try:
         await redis.start()
         await seed(redis.url, [CALLER])
@@ -318,60 +331,15 @@ async def bench(args: argparse.Namespace) -> int:
         config = ivrserver_config(workdir, redis.url, ports.agi_port, ami_port=ports.ami_port,
                                   ami_secret=asterisk.ami_secret, asterisk_etc=str(asterisk.etc_dir),
                                   sounds_dir=str(asterisk.sounds_dir), log_level=args.log_level)
-        import yaml
-
-        if pg is not None:
-            settings = yaml.safe_load(config.read_text())
-            settings["postgres"] = {"dsn": pg.dsn}
-            config.write_text(yaml.safe_dump(settings, sort_keys=False))
-        web_port = int(yaml.safe_load(config.read_text())["web"]["port"])
-        ivr = IvrProcess(config, web_port, workdir / "ivrserver.log", args.cprofile)
-        await ivr.start()
-        print(f"== Asterisk pid {ast_pid}, ivrserver pid {ivr.pid}; warm-up call ...", flush=True)
-        monitor: asyncio.subprocess.Process | None = None
-        if args.monitor:
-            port = redis.url.rsplit(":", 1)[1].split("/")[0]
-            monitor = await asyncio.create_subprocess_exec("redis-cli", "-p", port, "monitor",
-                                                           stdout=asyncio.subprocess.PIPE)
-        await run_step(asterisk, ast_pid, ivr, 1, 1, args.hold_ms, redis.url)
-        if monitor is not None:
-            monitor.terminate()
-            raw, _ = await monitor.communicate()
-            lines = [ln for ln in raw.decode(errors="replace").splitlines()
-                     if '"info"' not in ln.lower() and ln != "OK"]
-            print(f"   Redis commands of the warm-up call ({len(lines)}), as MONITOR saw them:")
-            for ln in lines:
-                print("     " + ln.split("] ", 1)[-1][:160])
-        idle = None
-        if args.idle_seconds > 0:
-            print(f"== idle for {args.idle_seconds:g} s ...", flush=True)
-            idle = await idle_cpu(ivr.pid, ast_pid, args.idle_seconds)
-        for i, rate in enumerate(args.rates):
-            print(f"== {rate:g} calls/s for {args.seconds:g} s ...", flush=True)
-            last = i == len(args.rates) - 1
-            profiler = start_profiler(args, ivr, workdir) if args.profile and last else None
-            if args.cprofile and last:
-                os.kill(ivr.pid, signal.SIGUSR1)
-            step = await run_step(asterisk, ast_pid, ivr, rate, args.seconds, args.hold_ms, redis.url)
-            if args.cprofile and last:
-                os.kill(ivr.pid, signal.SIGUSR2)
-                print(f"   cProfile of ivrserver at {rate:g} calls/s ({step.ok} calls): {args.cprofile}")
-            if profiler is not None:
-                await asyncio.to_thread(profiler.wait, 60)
-                print(f"   profile of ivrserver at {rate:g} calls/s (py-spy):")
-                for line in profile_breakdown(workdir / "ivrserver.collapsed"):
-                    print("     " + line)
-            steps.append(step)
-            print(f"   {step.ok} ok, {step.failed} failed, ivrserver {step.ivr_ms:.2f} ms/call, "
-                  f"Asterisk {step.ast_ms:.2f} ms/call", flush=True)
-            with contextlib.suppress(Exception):
-                await asterisk.hangup_all(10)
-            if step.failed > max(2, step.attempted // 5) and not args.keep_going:
-                print("   many failures: stopping the ramp here (use --keep-going to continue)")
-                break
-        print_table(steps, args, (load_start, loadavg()), idle)
-        errors = sum(1 for line in ivr.log.read_text(errors="replace").splitlines() if " ERROR " in line)
-        print(f"ivrserver log: {errors} ERROR lines ({ivr.log if args.keep else 'use --keep to keep it'})")
+        for variant in args.incidents:  # one ivrserver after the other on the same Asterisk and Redis
+            ivr = await start_variant(args, workdir, config, variant, pg)
+            label = f"incidents {variant}" if args.fault or len(args.incidents) > 1 else ""
+            steps = await run_rates(args, asterisk, ast_pid, ivr, redis.url, label)
+            ivr.stop()
+            if args.fault:  # the proof that counting ran on those calls (none with incidents off)
+                counted = await asyncio.to_thread(complaints_counted, redis.url)
+                print(f"complaints counted for (mobile_data, Chaoyang) so far: {counted} "
+                      f"(this run's calls: {sum(st.ok for st in steps) + 1})")
     finally:
         if ivr is not None:
             ivr.stop()
@@ -386,6 +354,106 @@ async def bench(args: argparse.Namespace) -> int:
         else:
             print(f"kept: {workdir} and {asterisk.instance_dir}")
     return 0
+
+
+def complaints_counted(url: str) -> int:
+    """The complaints in the hourly counters of (mobile_data, any area) in the bench's Redis."""
+    import redis as sync_redis
+
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        keys = list(client.scan_iter(f"{PREFIX}:inc:h:mobile_data:*", count=1000))
+        return sum(int(v or 0) for v in client.mget(keys)) if keys else 0
+    finally:
+        client.close()
+
+
+async def start_variant(args: argparse.Namespace, workdir: Path, config: Path, variant: str,
+                        pg: LocalPostgres | None) -> IvrProcess:
+    """ivrserver with mass-fault incidents `variant` (variant_config)."""
+    path, web_port = await asyncio.to_thread(variant_config, args, workdir, config, variant,
+                                             pg.dsn if pg is not None else None)
+    ivr = IvrProcess(path, web_port, workdir / f"ivrserver-{variant}.log", args.cprofile)
+    await ivr.start()
+    return ivr
+
+
+def variant_config(args: argparse.Namespace, workdir: Path, config: Path, variant: str,
+                   dsn: str | None) -> tuple[Path, int]:
+    """The config of one run: mass-fault incidents "on" = enabled, with a policy whose min_count no
+    bench reaches (every complaint counted, the detector looking, no incident opening: every call
+    takes the same path), "off" = disabled; (its path, the web port)."""
+    import yaml
+
+    settings = yaml.safe_load(config.read_text())
+    if dsn is not None:
+        settings["postgres"] = {"dsn": dsn}
+    if args.fault:
+        settings["phone"] = {**settings.get("phone", {}), "default_region": "CN"}  # national caller numbers
+    if variant == "off":
+        settings["incidents"] = {"enabled": False}
+    else:
+        policy = (REPO / "ivrserver" / "defaults" / "incidents.yaml").read_text()
+        policy = re.sub(r"(?m)^min_count: *[0-9]+", "min_count: 1000000", policy)
+        (workdir / "incidents.yaml").write_text(policy)
+        settings["incidents"] = {"enabled": True, "policy_file": str(workdir / "incidents.yaml")}
+    path = workdir / f"ivrserver-incidents-{variant}.yaml"
+    path.write_text(yaml.safe_dump(settings, sort_keys=False))
+    return path, int(settings["web"]["port"])
+
+
+async def run_rates(args: argparse.Namespace, asterisk: LocalAsterisk, ast_pid: int, ivr: IvrProcess,
+                    redis_url: str, variant: str) -> list[Step]:
+    """A warm-up call, the idle measure, then every rate; prints the table."""
+    steps: list[Step] = []
+    load_start = loadavg()
+    print(f"== {variant + ': ' if variant else ''}Asterisk pid {ast_pid}, ivrserver pid {ivr.pid}; warm-up call ...",
+          flush=True)
+    monitor: asyncio.subprocess.Process | None = None
+    if args.monitor:
+        port = redis_url.rsplit(":", 1)[1].split("/")[0]
+        monitor = await asyncio.create_subprocess_exec("redis-cli", "-p", port, "monitor",
+                                                       stdout=asyncio.subprocess.PIPE)
+    await run_step(asterisk, ast_pid, ivr, 1, 1, args.hold_ms, redis_url, args.fault)
+    if monitor is not None:
+        monitor.terminate()
+        raw, _ = await monitor.communicate()
+        lines = [ln for ln in raw.decode(errors="replace").splitlines()
+                 if '"info"' not in ln.lower() and ln != "OK"]
+        print(f"   Redis commands of the warm-up call ({len(lines)}), as MONITOR saw them:")
+        for ln in lines:
+            print("     " + ln.split("] ", 1)[-1][:160])
+    idle = None
+    if args.idle_seconds > 0:
+        print(f"== idle for {args.idle_seconds:g} s ...", flush=True)
+        idle = await idle_cpu(ivr.pid, ast_pid, args.idle_seconds)
+    for i, rate in enumerate(args.rates):
+        print(f"== {rate:g} calls/s for {args.seconds:g} s ...", flush=True)
+        last = i == len(args.rates) - 1
+        profiler = start_profiler(args, ivr, ivr.log.parent) if args.profile and last else None
+        if args.cprofile and last:
+            os.kill(ivr.pid, signal.SIGUSR1)
+        step = await run_step(asterisk, ast_pid, ivr, rate, args.seconds, args.hold_ms, redis_url, args.fault)
+        if args.cprofile and last:
+            os.kill(ivr.pid, signal.SIGUSR2)
+            print(f"   cProfile of ivrserver at {rate:g} calls/s ({step.ok} calls): {args.cprofile}")
+        if profiler is not None:
+            await asyncio.to_thread(profiler.wait, 60)
+            print(f"   profile of ivrserver at {rate:g} calls/s (py-spy):")
+            for line in profile_breakdown(ivr.log.parent / "ivrserver.collapsed"):
+                print("     " + line)
+        steps.append(step)
+        print(f"   {step.ok} ok, {step.failed} failed, ivrserver {step.ivr_ms:.2f} ms/call, "
+              f"Asterisk {step.ast_ms:.2f} ms/call", flush=True)
+        with contextlib.suppress(Exception):
+            await asterisk.hangup_all(10)
+        if step.failed > max(2, step.attempted // 5) and not args.keep_going:
+            print("   many failures: stopping the ramp here (use --keep-going to continue)")
+            break
+    print_table(steps, args, (load_start, loadavg()), idle, variant)
+    errors = sum(1 for line in ivr.log.read_text(errors="replace").splitlines() if " ERROR " in line)
+    print(f"ivrserver log: {errors} ERROR lines ({ivr.log if args.keep else 'use --keep to keep it'})")
+    return steps
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -405,6 +473,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "exact call counts; it slows ivrserver, so its CPU figures are not comparable)")
     parser.add_argument("--monitor", action="store_true", help="print the Redis commands of the warm-up call")
     parser.add_argument("--keep", action="store_true", help="keep logs and the Asterisk instance directory")
+    parser.add_argument("--fault", action="store_true",
+                        help="callers report a fault (3 4 1: mobile data, from a Chaoyang number) instead of the "
+                             "balance: mass-fault counting runs on every call")
+    parser.add_argument("--incidents", default="on",
+                        help="mass-fault incidents on (enabled, no incident can open) or off; a comma-separated "
+                             "list runs one after the other on the same stack (e.g. off,on,on,off); both = on,off")
     parser.add_argument("--postgres", action="store_true",
                         help="run with a private durable PostgreSQL as the system of record (postgres.dsn): every "
                              "call's contact, path and audit entry go through the outbox and the server's sink")
@@ -414,6 +488,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     args.rates = [float(r) for r in (args.rates or ("5,10,20,40,60,80,100" if args.full else "5,10,20")).split(",")]
     args.seconds = args.seconds or (30.0 if args.full else 8.0)
+    args.incidents = ["on", "off"] if args.incidents == "both" else args.incidents.split(",")
+    if not args.incidents or set(args.incidents) - {"on", "off"}:
+        parser.error("--incidents: on, off, both, or a comma-separated list of on and off")
     return asyncio.run(bench(args))
 
 

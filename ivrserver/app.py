@@ -249,6 +249,7 @@ class IvrServer:
                 self._load_incident_policy(), speech=self.menus.speech, instance=settings.instance)
             self.incidents.attach(webhooks=getattr(self, "webhooks", None), notices=getattr(self, "notices", None))
             self.hotline.attach_incidents(self.incidents)
+            self.customers.attach_incidents(self.incidents)  # a fault disposition is a complaint
             incidents = self.incidents  # its policy read each refresh: a reload changes the names
             self.wallboard.attach_incidents(incidents.list, policy=lambda: incidents.policy)
         # SMS to customers (sms.transport): notices go by SMS through it; reminders from data

@@ -103,3 +103,30 @@ async def test_planned_outage_lifecycle(noc: TestClient, redis_client: aioredis.
     listed = await (await noc.get("/api/v1/incidents?state=resolved")).json()
     assert [i["id"] for i in listed["incidents"]] == [ident]
     assert (await noc.get("/api/v1/incidents?state=lost")).status == 400
+
+
+async def test_a_fault_disposition_over_rest_counts_one_complaint(
+        anonymous: TestClient, server: IvrServer, redis_client: aioredis.Redis, keys: Keys) -> None:
+    """PUT /api/v1/contacts/{id} {"disposition": "fault:<service>"}: validated against
+    incidents.yaml's services, counted once per contact for (service, the caller's area)."""
+    from ivrserver.domain.model import Contact, ContactKind
+    from ivrserver.store import contacts as contact_store
+
+    now = time.time()
+    contact_id = "c0ffee" * 5 + "ab"
+    await contact_store.save_contact(redis_client, keys, Contact(
+        contact_id, ContactKind.INBOUND, "+8613904210005", now - 60), now=now)
+    supervisor = await login(anonymous, "agent1010")
+    url = f"/api/v1/contacts/{contact_id}"
+    resp = await anonymous.put(url, json={"disposition": "fault:telepathy"}, headers=supervisor)
+    assert resp.status == 400, await resp.text()
+    assert [e["field"] for e in (await resp.json())["errors"]] == ["disposition"]
+    for _ in range(2):
+        resp = await anonymous.put(url, json={"disposition": "fault:mobile_data"}, headers=supervisor)
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["disposition"] == "fault:mobile_data"
+    incidents = server.incidents
+    assert incidents is not None
+    (counts, _, _), = await incidents.store.pair_states([("mobile_data", "chaoyang-liaoning")], time.time(),
+                                                         incidents.policy)
+    assert counts.window == 1

@@ -16,9 +16,10 @@ import redis.asyncio as aioredis
 from ivrserver.domain import incidents as inc
 from ivrserver.domain import menu_engine as e
 from ivrserver.domain.menu_stats import CallPath
-from ivrserver.domain.model import CallerSnapshot, Customer
+from ivrserver.domain.model import CallerSnapshot, Contact, ContactKind, Customer, Outcome
 from ivrserver.domain.notices import notice_id
 from ivrserver.services.incidents import IncidentConflict, IncidentError, IncidentService
+from ivrserver.store import contacts as contact_store
 from ivrserver.store import customers
 from ivrserver.store.callpath import RedisPathRecorder
 from ivrserver.store.incidents import IncidentStore
@@ -147,15 +148,23 @@ async def test_lifecycle_conflicts_cooldown_and_figures(redis_client: aioredis.R
     assert acked.state is inc.IncidentState.ACKNOWLEDGED
     updated = await svc.update(planned.id, actor="backoffice:noc", expected_fix_at=clock[0] + 600)
     assert updated.expected_fix_at == clock[0] + 600 and updated.revision == 3
-    # callers who heard the announcement: one subscribed, one went to an agent
-    for outcome in ("subscribed", "agent"):
-        ops = svc.store_ops(clock[0], [], None, "|x", (planned.id, outcome))
-        await recorder.record(CallPath(f"heard-{outcome}", "hotline", "v1", clock[0], ()), counters=ops)
+    # callers offered the announcement: one subscribed, one heard it and hung up, one hung up during
+    # it; three went to a queue: an agent answered one, one abandoned, one still waits at resolve
+    heard = [("subscribed", None), ("heard", None), ("hung_up", None), ("agent", "k-answered"),
+             ("agent", "k-abandoned"), ("agent", "k-waiting")]
+    for n, (outcome, contact_id) in enumerate(heard):
+        ops = svc.store_ops(clock[0], [], None, f"|+86139042100{n}", (planned.id, outcome), contact_id)
+        await recorder.record(CallPath(f"heard-{n}", "hotline", "v1", clock[0], ()), counters=ops)
+    for contact_id, outcome in (("k-answered", Outcome.ANSWERED), ("k-abandoned", Outcome.ABANDONED),
+                                ("k-waiting", Outcome.IN_PROGRESS)):
+        await contact_store.save_contact(redis_client, keys, Contact(
+            contact_id, ContactKind.INBOUND, "+8613904210001", clock[0], outcome=outcome), now=clock[0])
     clock[0] += 120
     report = await svc.resolve(planned.id, actor="backoffice:noc")
     done = report.incident
     assert done.state is inc.IncidentState.RESOLVED
-    assert done.figures["calls_absorbed"] == 1 and done.figures["calls_reached_agent"] == 1
+    assert (done.figures["calls_absorbed"], done.figures["calls_sent_to_queue"], done.figures["calls_reached_agent"],
+            done.figures["calls_hung_up_during_announcement"]) == (2, 3, 1, 1)
     assert done.figures["complaints"] == 6 and done.figures["time_to_fix_seconds"] == pytest.approx(120, abs=1)
     assert done.figures["time_to_detect_seconds"] is None  # opened by hand
     assert await svc.store.active() == []
@@ -191,5 +200,116 @@ async def test_a_subscriber_without_a_customer_record_is_told_at_their_number(
     found = [cb for cb in await env.calls.list(limit=10) if cb.number == number]
     assert len(found) == 1 and found[0].customer_id == "tel-" + number.lstrip("+")
     again = await svc.resolve(incident.id, actor="backoffice:noc")  # told once, however often resolved
-    assert again.notices_scheduled in (0, 2) and len([cb for cb in await env.calls.list(limit=10)
+    assert again.notices_scheduled == 2 and len([cb for cb in await env.calls.list(limit=10)
                                                       if cb.number == number]) == 1
+
+
+async def test_everyone_offered_the_announcement_is_told_once_and_deliveries_are_archived(
+        redis_client: aioredis.Redis, keys: Keys, tmp_path: Path) -> None:
+    """Callers who heard the announcement — whatever they chose — are told at resolve, once each;
+    every notice delivered (heard on the call) counts once in the archived figures."""
+    from tests.test_notices import OPEN, Env
+
+    env = Env(redis_client, keys, tmp_path)
+    svc = service(redis_client, keys)
+    svc.attach(notices=env.notices)  # wires the notices' delivered hook too, as the app does
+    incident = await svc.open("mobile_data", "Chaoyang, Liaoning", actor="supervisor:s1")
+    recorder = RedisPathRecorder(redis_client, keys, 3600)
+    now = time.time()
+    for n, outcome in enumerate(("agent", "heard", "hung_up")):  # stayed for an agent, hung up after, during
+        cid = f"c-{outcome}"
+        await env.customer(cid, prefs=OPEN, phones=(CHAOYANG.format(n),))
+        ops = svc.store_ops(now, [], None, f"{cid}|{CHAOYANG.format(n)}", (incident.id, outcome), f"k-{n}")
+        await recorder.record(CallPath(f"heard-{n}", "hotline", "v1", now, ()), counters=ops)
+    await env.customer("c-sub", prefs=OPEN, phones=(CHAOYANG.format(9),))
+    snapshot = CallerSnapshot(number=CHAOYANG.format(9))
+    assert await svc.subscribe(incident.id, snapshot, "c-sub")
+    report = await svc.resolve(incident.id, actor="backoffice:noc")
+    assert (report.notices_scheduled, report.notices_refused) == (4, 0)
+    told = sorted(cb.customer_id for cb in await env.calls.list(limit=20))
+    assert told == ["c-agent", "c-heard", "c-hung_up", "c-sub"]
+    assert report.incident.figures["notices_delivered"] == 0
+    assert sorted(await env.place_due()) == ["placed"] * 4  # each answered: the notice is heard
+    archived = await svc.get(incident.id)
+    assert archived.figures["notices_delivered"] == 4
+    for cb in await env.calls.list(limit=20):  # pressing 1 after hearing it is no second delivery
+        await env.notices.pressed(cb.id)
+    n = await env.store.get(notice_id(f"incident:{incident.id}:c-agent"))
+    assert n is not None and n.state.value == "pressed_1"
+    await svc.on_notice_delivered(incident.id, n.id)  # told twice about one notice: counted once
+    again = await svc.resolve(incident.id, actor="backoffice:noc")
+    assert again.notices_scheduled == 4 and again.incident.figures["notices_delivered"] == 4
+    assert len(await env.calls.list(limit=20)) == 4
+
+
+async def test_an_agents_fault_disposition_counts_once_per_contact_unless_the_ivr_did(
+        redis_client: aioredis.Redis, keys: Keys) -> None:
+    from ivrserver.domain.contact_notes import validate
+    from ivrserver.services.customers import CustomerService
+
+    svc = service(redis_client, keys)
+    customers_svc = CustomerService(redis_client, keys)
+    assert customers_svc.fault_services() == ()
+    customers_svc.attach_incidents(svc)
+    assert customers_svc.fault_services() == ("mobile_data", "broadband")
+    now = time.time()
+    profile = Customer(id="c-ch", name="Li", phones=(BEIJING.format(5),), attributes={"area": "Chaoyang, Liaoning"})
+    await customers.save_customer(redis_client, keys, profile)
+    contacts = {"by-number": Contact("k-1", ContactKind.INBOUND, CHAOYANG.format(1), now),
+                "by-profile": Contact("k-2", ContactKind.INBOUND, BEIJING.format(5), now, customer_id="c-ch"),
+                "ivr-counted": Contact("k-3", ContactKind.INBOUND, CHAOYANG.format(3), now)}
+    for c in contacts.values():
+        await contact_store.save_contact(redis_client, keys, c, now=now)
+    # the IVR counted k-3's report already (the hotline passes the call's contact id)
+    recorder = RedisPathRecorder(redis_client, keys, 3600)
+    path = (e.PathEvent(e.PathKind.REPORTED, "report_fault", now, detail="mobile_data"),)
+    await recorder.record(CallPath("call-3", "hotline", "v1", now, path), counters=svc.complaint_ops(
+        now, CallerSnapshot(number=CHAOYANG.format(3)), path, None, "k-3"))
+
+    async def window() -> int:
+        (counts, _, _), = await svc.store.pair_states([("mobile_data", "chaoyang-liaoning")], now + 1, POLICY)
+        return counts.window
+
+    assert await window() == 1
+    note, errors = validate({"disposition": "fault:mobile_data", "notes": "no data since noon"}, write_back=True,
+                            fault_services=customers_svc.fault_services())
+    assert note is not None and not errors
+    for contact_id in ("k-1", "k-1", "k-2", "k-3", "k-3"):
+        saved = await customers_svc.save_note(contact_id, note, now=now)
+        assert saved is not None and saved.disposition == "fault:mobile_data"
+    assert await window() == 3  # k-1 and k-2 once each; k-3 only by the IVR
+    assert sorted(await svc.store.callers("mobile_data", "chaoyang-liaoning", now - 1, now + 1)) == [
+        f"c-ch|{BEIJING.format(5)}", f"|{CHAOYANG.format(1)}", f"|{CHAOYANG.format(3)}"]
+    # another service on the same contact is its own complaint
+    other, _ = validate({"disposition": "fault:broadband"}, write_back=False, fault_services=("broadband",))
+    assert other is not None
+    await customers_svc.save_note("k-1", other, now=now)
+    (counts, _, _), = await svc.store.pair_states([("broadband", "chaoyang-liaoning")], now + 1, POLICY)
+    assert counts.window == 1
+
+
+async def test_callers_are_trimmed_to_the_kept_time_and_first_report_is_the_complaints_own_time(
+        redis_client: aioredis.Redis, keys: Keys) -> None:
+    svc = service(redis_client, keys)
+    recorder = RedisPathRecorder(redis_client, keys, 3600)
+    now = time.time()
+    old = now - POLICY.callers_kept_seconds - 60
+    await complain(svc, recorder, CHAOYANG.format(1), old)
+    await complain(svc, recorder, CHAOYANG.format(2), now - 3)
+    assert await svc.store.callers("mobile_data", "chaoyang-liaoning", 0, now + 1) == [f"|{CHAOYANG.format(2)}"]
+    for i in range(3, 7):
+        await complain(svc, recorder, CHAOYANG.format(i), now - 1 + i / 10)
+    (counts, _, _), = await svc.store.pair_states([("mobile_data", "chaoyang-liaoning")], now + 1, POLICY)
+    assert counts.window == 5
+    # the complaints' own times, not their buckets' starts (up to bucket_seconds earlier)
+    assert counts.first_at == pytest.approx(now - 3) and counts.latest_at == pytest.approx(now - 1 + 0.6)
+
+
+async def test_pop_entries_carry_the_names_in_each_language(redis_client: aioredis.Redis, keys: Keys) -> None:
+    svc = service(redis_client, keys)
+    await svc.open("mobile_data", "chaoyang-liaoning", actor="supervisor:s1")
+    snapshot, _, active = await customers.snapshot_for_call(redis_client, keys, CHAOYANG.format(1))
+    [entry] = svc.pop_entries(snapshot, active)
+    assert (entry["service_names"], entry["area_names"]) == (
+        {"en": "mobile data", "zh": "移动数据"}, {"en": "Chaoyang", "zh": "朝阳"})
+    assert (entry["service_name"], entry["area_name"]) == ("mobile data", "Chaoyang")

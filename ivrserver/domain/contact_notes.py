@@ -4,8 +4,10 @@ Both `PUT /api/v1/contacts/{id}` (any of disposition / notes) and the agent desk
 `POST /api/v1/contacts/{id}/notes` (notes and disposition, optionally a change to one of the
 caller's cases) are validated here and saved by one use case (`services.customers`).
 
-- disposition: one of `DISPOSITIONS` (the vocabulary reports count by). On the partial update an
-  empty string or null clears it.
+- disposition: one of `DISPOSITIONS` (the vocabulary reports count by), or `fault:<service>`
+  naming a fault service of the incidents policy (incidents.yaml `services`, given as
+  `fault_services`): the call was about that fault, counted as a complaint like the IVR's report.
+  On the partial update an empty string or null clears it.
 - notes: text up to `MAX_NOTES` characters, new lines (LF, CR) and tabs allowed, no other control
   characters; surrounding blanks are dropped.
 - case (write-back only): `id` (a case id), `status` "open" | "closed", `next_step` and
@@ -15,7 +17,7 @@ caller's cases) are validated here and saved by one use case (`services.customer
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +31,16 @@ NOTE_FIELDS = ("disposition", "notes")
 CASE_FIELDS = ("id", "status", "next_step", "still_needed")
 CASE_STATUSES = ("open", "closed")
 CASE_ID_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+FAULT_PREFIX = "fault:"
+SERVICE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")  # as domain/incidents.SERVICE_RE
+
+
+def fault_service(disposition: str) -> str | None:
+    """The service a `fault:<service>` disposition names, else None."""
+    if not disposition.startswith(FAULT_PREFIX):
+        return None
+    service = disposition[len(FAULT_PREFIX):]
+    return service if SERVICE_RE.fullmatch(service) else None
 
 
 @dataclass(frozen=True)
@@ -67,13 +79,15 @@ def _text(errors: list[FieldError], field: str, value: Any, *, max_len: int, mul
     return value
 
 
-def _disposition(errors: list[FieldError], value: Any, *, required: bool) -> str | None:
+def _disposition(errors: list[FieldError], value: Any, *, required: bool,
+                 fault_services: Collection[str]) -> str | None:
     if (value is None or value == "") and not required:
         return ""
-    if not isinstance(value, str) or value not in DISPOSITIONS:
-        errors.append(FieldError("disposition", f"must be one of {', '.join(DISPOSITIONS)}"))
-        return None
-    return value
+    if isinstance(value, str) and (value in DISPOSITIONS or fault_service(value) in fault_services):
+        return value
+    faults = f", or fault:<service> with a service of {', '.join(fault_services)}" if fault_services else ""
+    errors.append(FieldError("disposition", f"must be one of {', '.join(DISPOSITIONS)}{faults}"))
+    return None
 
 
 def _case(errors: list[FieldError], data: Any) -> CaseChange | None:
@@ -97,10 +111,12 @@ def _case(errors: list[FieldError], data: Any) -> CaseChange | None:
                       still_needed=texts["still_needed"])
 
 
-def validate(data: Any, *, write_back: bool) -> tuple[NoteChange | None, list[FieldError]]:
+def validate(data: Any, *, write_back: bool,
+             fault_services: Collection[str] = ()) -> tuple[NoteChange | None, list[FieldError]]:
     """A contact note from an untrusted body. `write_back=False` (PUT /contacts/{id}): at least one
     of disposition / notes, only those. `write_back=True` (the agent desktop): notes and
-    disposition required, plus an optional `case`."""
+    disposition required, plus an optional `case`. `fault_services`: the services a `fault:`
+    disposition may name (none: no fault dispositions)."""
     errors: list[FieldError] = []
     if not isinstance(data, Mapping):
         return None, [FieldError("contact", "must be an object")]
@@ -111,7 +127,8 @@ def validate(data: Any, *, write_back: bool) -> tuple[NoteChange | None, list[Fi
             errors.append(FieldError("contact", f"give at least one of {', '.join(NOTE_FIELDS)}"))
     fields: dict[str, str] = {}
     if write_back or "disposition" in data:
-        disposition = _disposition(errors, data.get("disposition"), required=write_back)
+        disposition = _disposition(errors, data.get("disposition"), required=write_back,
+                                   fault_services=fault_services)
         if disposition is not None:
             fields["disposition"] = disposition
     if write_back and data.get("notes") is None:

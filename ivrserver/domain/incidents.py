@@ -89,19 +89,30 @@ def baseline_hours(now: float, policy: Policy) -> range:
 class Counts:
     window: int
     baseline: float  # the pair's normal count over one window
-    first_at: float | None = None  # start of the earliest non-empty bucket in the window
-    latest_at: float | None = None  # start of the latest non-empty bucket
+    first_at: float | None = None  # the first complaint in the window (its own time when known)
+    latest_at: float | None = None  # the latest complaint (its own time when known)
 
 
-def counts_from(short: Mapping[int, int], hourly: Mapping[int, int], now: float, policy: Policy) -> Counts:
-    """Counts of one pair from its buckets (bucket number → count; missing = 0)."""
+def counts_from(short: Mapping[int, int], hourly: Mapping[int, int], now: float, policy: Policy, *,
+                first_times: Mapping[int, float] | None = None, latest_time: float | None = None) -> Counts:
+    """Counts of one pair from its buckets (bucket number → count; missing = 0). `first_times`:
+    bucket number → the time of its first complaint; `latest_time`: the latest complaint's time.
+    Without them (or out of the bucket / window) first and latest are the start of the earliest
+    and latest non-empty bucket (at most `bucket_seconds` early)."""
     buckets = window_buckets(now, policy)
     filled = [b for b in buckets if short.get(b, 0) > 0]
     window = sum(short.get(b, 0) for b in buckets)
     total = sum(hourly.get(h, 0) for h in baseline_hours(now, policy))
     baseline = total * policy.window_seconds / (policy.baseline_hours * HOUR) if policy.baseline_hours else 0.0
-    first = filled[0] * policy.bucket_seconds if filled else None
-    latest = filled[-1] * policy.bucket_seconds if filled else None
+    if not filled:
+        return Counts(window, round(baseline, 3))
+    first: float = filled[0] * policy.bucket_seconds
+    exact = (first_times or {}).get(filled[0])
+    if exact is not None and bucket_of(exact, policy.bucket_seconds) == filled[0]:
+        first = exact
+    latest: float = filled[-1] * policy.bucket_seconds
+    if latest_time is not None and latest <= latest_time <= now:
+        latest = latest_time
     return Counts(window, round(baseline, 3), first, latest)
 
 
@@ -112,15 +123,20 @@ class WindowCounter:
     policy: Policy
     short: dict[int, int] = field(default_factory=dict)
     hourly: dict[int, int] = field(default_factory=dict)
+    first: dict[int, float] = field(default_factory=dict)  # bucket → its first complaint's time
+    latest: float | None = None
 
     def add(self, now: float, n: int = 1) -> None:
         b = bucket_of(now, self.policy.bucket_seconds)
         h = bucket_of(now, HOUR)
         self.short[b] = self.short.get(b, 0) + n
         self.hourly[h] = self.hourly.get(h, 0) + n
+        self.first.setdefault(b, now)
+        self.latest = now if self.latest is None else max(self.latest, now)
 
     def counts(self, now: float) -> Counts:
-        return counts_from(self.short, self.hourly, now, self.policy)
+        return counts_from(self.short, self.hourly, now, self.policy, first_times=self.first,
+                           latest_time=self.latest)
 
 
 class Verdict(enum.StrEnum):
@@ -236,14 +252,29 @@ def resolve(incident: Incident, now: float, *, cause: str | None = None) -> Inci
 
 
 def figures(incident: Incident, *, absorbed: int, reached_agent: int, complaints: int,
-            notices_scheduled: int, notices_refused: int = 0) -> dict[str, float | int | None]:
-    """What the archive keeps about a resolved incident."""
+            notices_scheduled: int, notices_refused: int = 0, sent_to_queue: int = 0, hung_up: int = 0,
+            notices_delivered: int = 0) -> dict[str, float | int | None]:
+    """What the archive keeps about a resolved incident: calls absorbed by the announcement
+    (pressed 1, or heard it to its end and hung up), calls it sent to a queue and of those the
+    ones an agent answered (`reached_agent`), calls that hung up during it, complaints, time to
+    detect (from the first complaint's own time) and to fix, notices scheduled / refused /
+    delivered (heard, or sent by SMS: counted as they are, after the resolve)."""
     first = incident.counts.get("first_report_at")
     detect = round(incident.opened_at - float(first), 3) if first is not None and not incident.planned else None
     fix = round(incident.resolved_at - incident.opened_at, 3) if incident.resolved_at is not None else None
-    return {"calls_absorbed": absorbed, "calls_reached_agent": reached_agent, "complaints": complaints,
+    return {"calls_absorbed": absorbed, "calls_sent_to_queue": sent_to_queue, "calls_reached_agent": reached_agent,
+            "calls_hung_up_during_announcement": hung_up, "complaints": complaints,
             "time_to_detect_seconds": detect, "time_to_fix_seconds": fix,
-            "notices_scheduled": notices_scheduled, "notices_refused": notices_refused}
+            "notices_scheduled": notices_scheduled, "notices_refused": notices_refused,
+            "notices_delivered": max(notices_delivered, int(incident.figures.get("notices_delivered") or 0))}
+
+
+def with_delivered(incident: Incident, delivered: int, now: float) -> Incident:
+    """The archive with `delivered` resolve notices delivered (never fewer than it says already)."""
+    if int(incident.figures.get("notices_delivered") or 0) >= delivered:
+        return incident
+    return replace(incident, figures={**incident.figures, "notices_delivered": delivered},
+                   revision=incident.revision + 1, updated_at=now)
 
 
 # ---------------------------------------------------------------------------------------------

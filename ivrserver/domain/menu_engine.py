@@ -188,6 +188,9 @@ class Subscribed:
 @dataclass(frozen=True)
 class CallerHungUp:
     at: float = 0.0
+    # the caller hung up while the run waited for their input, after the prompts of that input had
+    # played to the end (the driver knows: the playback finished, then the wait was cut short)
+    prompts_played: bool = False
 
 
 Event = (DigitsEntered | InputTimedOut | LookupDone | CallerIdentified | IdentificationFailed
@@ -215,7 +218,8 @@ class PathKind(enum.StrEnum):
     IDENTIFIED = "identified"  # detail: ok | failed | locked
     LANGUAGE = "language"
     REPORTED = "reported"  # the caller chose a fault report: detail = the service (option `service:`)
-    INCIDENT = "incident"  # a known incident was announced: detail = incident id; key = what they did
+    INCIDENT = "incident"  # a known incident was announced: detail = incident id; key = what they did,
+    # target: subscribe | queue:<q> | heard (hung up after it played to the end) | hung_up (during it)
     EXIT = "exit"  # detail: ExitReason, target: queue / endpoint
 
 
@@ -231,24 +235,47 @@ class ExitReason(enum.StrEnum):
 HUMAN_REASONS = frozenset({ExitReason.QUEUE, ExitReason.AGENT, ExitReason.CALLBACK})
 
 
+def _answered_then_hung_up(path: Sequence[PathEvent]) -> bool:
+    """A caller who hung up after the IVR had given them what they came for: a self-service
+    lookup answered them (heard the balance), or they heard an incident announcement to its end
+    ("we know mobile data is out in Chaoyang"), as `incident_outcome` says: absorbed."""
+    for p in path:
+        if p.kind is PathKind.LOOKUP and p.detail == "found":
+            return True
+        if p.kind is PathKind.INCIDENT and p.target == IncidentOutcome.HEARD:
+            return True
+    return False
+
+
 def served_by_ivr(path: Sequence[PathEvent], exit_: Exit | None) -> bool:
     """Whether the IVR served this caller: it ended on a self-service exit, or the caller hung up
-    after a self-service lookup had given them what they asked for (e.g. heard the balance)."""
+    after the IVR had answered them (`_answered_then_hung_up`: heard the balance, or heard an
+    incident announcement to its end)."""
     if exit_ is None:
         return False
     if exit_.reason is ExitReason.SELF_SERVED:
         return True
-    return exit_.reason is ExitReason.CALLER_HANGUP and any(
-        p.kind is PathKind.LOOKUP and p.detail == "found" for p in path)
+    return exit_.reason is ExitReason.CALLER_HANGUP and _answered_then_hung_up(path)
 
 
 def counted_exit(detail: str, path: Sequence[PathEvent]) -> str:
     """The exit reason statistics count for an exit recorded as `detail` on `path`: a caller who
-    hung up after a self-service lookup had answered them (heard the balance) counts as
-    self_served, as `served_by_ivr` and the contact record say; any other exit as recorded."""
-    if detail == ExitReason.CALLER_HANGUP and any(p.kind is PathKind.LOOKUP and p.detail == "found" for p in path):
+    hung up after the IVR had answered them (heard the balance, or an incident announcement to its
+    end) counts as self_served, as `served_by_ivr` and the contact record say; any other exit as
+    recorded."""
+    if detail == ExitReason.CALLER_HANGUP and _answered_then_hung_up(path):
         return ExitReason.SELF_SERVED.value
     return detail
+
+
+def exit_summary(path: Sequence[PathEvent], exit_: Exit) -> str:
+    """How the contact record's routing reason says the IVR ended: 'ivr exit <reason> at <node>';
+    a caller who hung up after an incident announcement had played to its end was served by it
+    (self_served, as `served_by_ivr` says) and the reason names the announcement."""
+    heard = incident_outcome(path)
+    if exit_.reason is ExitReason.CALLER_HANGUP and heard is not None and heard[1] is IncidentOutcome.HEARD:
+        return f"ivr exit self_served at {exit_.node} (heard incident announcement {heard[0]} to its end, hung up)"
+    return f"ivr exit {exit_.reason.value} at {exit_.node}"
 
 
 @dataclass(frozen=True)
@@ -351,6 +378,9 @@ class MenuRun:
     def feed(self, event: Event) -> list[Command]:
         self._at = event.at or self._at
         if isinstance(event, CallerHungUp):
+            if self._wait is _Wait.INCIDENT and self._incident is not None:
+                outcome = IncidentOutcome.HEARD if event.prompts_played else IncidentOutcome.HUNG_UP
+                self._record(PathKind.INCIDENT, INCIDENT_NODE, target=outcome.value, detail=self._incident.incident_id)
             if self._wait is not _Wait.DONE:
                 self._finish(Exit(ExitReason.CALLER_HANGUP, self.node), [])
             return []
@@ -649,19 +679,34 @@ def reported_services(path: Sequence[PathEvent]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(p.detail for p in path if p.kind is PathKind.REPORTED and p.detail))
 
 
-def incident_outcome(path: Sequence[PathEvent]) -> tuple[str, str] | None:
-    """(incident id, 'subscribed' | 'agent' | 'hung_up') for a call that heard an incident
-    announcement, else None."""
+class IncidentOutcome(enum.StrEnum):
+    """What a caller did with an incident announcement (the one rule for the incident's figures
+    and the contact record: SUBSCRIBED and HEARD were absorbed by it, the contact is self-served)."""
+
+    SUBSCRIBED = "subscribed"  # pressed 1 and was recorded: told when it is fixed
+    HEARD = "heard"  # heard it to its end, then hung up
+    AGENT = "agent"  # stayed on the line (or pressed another key): sent to the service's queue
+    HUNG_UP = "hung_up"  # hung up before it had played to its end: abandoned
+
+
+ABSORBED = frozenset({IncidentOutcome.SUBSCRIBED, IncidentOutcome.HEARD})
+
+
+def incident_outcome(path: Sequence[PathEvent]) -> tuple[str, IncidentOutcome] | None:
+    """(incident id, outcome) for a call that was offered an incident announcement, else None."""
     heard = [p for p in path if p.kind is PathKind.INCIDENT]
     if not heard:
         return None
     last = heard[-1]
     if last.target == "subscribe":
+        # pressed 1: the subscription was stored (the thanks and a self-served exit follow at once)
         done = any(p.kind is PathKind.EXIT and p.detail == ExitReason.SELF_SERVED for p in path)
-        return last.detail, "subscribed" if done else "hung_up"
+        return last.detail, IncidentOutcome.SUBSCRIBED if done else IncidentOutcome.HUNG_UP
     if last.target.startswith("queue:"):
-        return last.detail, "agent"
-    return last.detail, "hung_up"
+        return last.detail, IncidentOutcome.AGENT
+    if last.target == IncidentOutcome.HEARD:
+        return last.detail, IncidentOutcome.HEARD
+    return last.detail, IncidentOutcome.HUNG_UP
 
 
 def _queue_of(action: Action) -> str:

@@ -69,8 +69,8 @@ class PopContext:
     callback: Mapping[str, Any] | None = None
     transferred_from: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
-    # active incidents relevant to the caller: {"id","service_name","area_name","state","cause",
-    # "expected_fix_at","opened_at"} (services/incidents.pop_entry)
+    # active incidents relevant to the caller: {"id","service_name","area_name","service_names",
+    # "area_names","state","cause","expected_fix_at","opened_at"} (services/incidents.pop_entry)
     incidents: Sequence[Mapping[str, Any]] = ()
 
 
@@ -238,10 +238,20 @@ def _epoch(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def _names(value: Any) -> dict[str, str]:
+    """Names per language ({"en": …, "zh": …}): two-letter language keys, texts bounded."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {k: _text(v, 80) for k, v in list(value.items())[:4] if isinstance(k, str) and len(k) == 2 and k.isalpha()}
+
+
 def incident_entry(incident: Mapping[str, Any]) -> dict[str, Any]:
-    """One incident on the pop: text fields bounded, times as numbers or None."""
+    """One incident on the pop: text fields bounded, times as numbers or None; `service` / `area`
+    in English, `service_names` / `area_names` per language (the agent's page shows its own)."""
     return {"id": _text(incident.get("id", ""), 120), "service": _text(incident.get("service_name", ""), 80),
-            "area": _text(incident.get("area_name", ""), 80), "state": _text(incident.get("state", ""), 20),
+            "area": _text(incident.get("area_name", ""), 80),
+            "service_names": _names(incident.get("service_names")), "area_names": _names(incident.get("area_names")),
+            "state": _text(incident.get("state", ""), 20),
             "cause": _text(incident.get("cause", ""), 300), "expected_fix_at": _epoch(incident.get("expected_fix_at")),
             "opened_at": _epoch(incident.get("opened_at"))}
 

@@ -28,15 +28,16 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from ivrserver.config import RedisSettings
 from ivrserver.domain import cases as case_rules
 from ivrserver.domain import identification, phone
 from ivrserver.domain.cases import CasePolicy
-from ivrserver.domain.contact_notes import NoteChange
+from ivrserver.domain.contact_notes import NoteChange, fault_service
 from ivrserver.domain.customer_validation import ValidCustomer
 from ivrserver.domain.hashing import Pepper
 from ivrserver.domain.identification import Locked, LockoutPolicy
@@ -86,6 +87,16 @@ class CaseNotFound(LookupError):
 
 class PinsDisabled(Exception):
     """A clear PIN was given but no pepper is configured to hash it."""
+
+
+class FaultComplaints(Protocol):
+    """The part of services/incidents.IncidentService a fault disposition uses."""
+
+    def fault_services(self) -> tuple[str, ...]: ...
+
+    async def count_disposition(self, contact_id: str, service: str, *, number: str, customer_id: str | None,
+                                attributes: Mapping[str, str] | None, started_at: float,
+                                now: float | None = None) -> bool: ...
 
 
 class NoteRejected(ValueError):
@@ -185,6 +196,15 @@ class CustomerService:
         # Called with the id after every save (create, update, import upsert); must not block or
         # raise (reminders: ReminderService.customer_changed queues the id).
         self.on_saved: list[Callable[[str], None]] = []
+        self.faults: FaultComplaints | None = None  # services/incidents (a fault disposition counts)
+
+    def attach_incidents(self, faults: FaultComplaints) -> None:
+        """Mass-fault incidents: an agent's `fault:<service>` disposition counts as a complaint."""
+        self.faults = faults
+
+    def fault_services(self) -> tuple[str, ...]:
+        """The services a `fault:<service>` disposition may name (none without incidents)."""
+        return self.faults.fault_services() if self.faults is not None else ()
 
     # ---- customers --------------------------------------------------------------------------
     async def list(self, *, offset: int, limit: int) -> tuple[list[Customer], int]:
@@ -328,6 +348,9 @@ class CustomerService:
             self.redis, self.keys, contact_id, note.fields, now=now, retention_days=self.retention_days)
         if updated is None:
             return None
+        fault = fault_service(note.fields.get("disposition") or "")
+        if fault is not None and self.faults is not None:
+            await self._count_fault(updated, fault, now)
         if change is not None:
             changes: dict[str, Any] = {}
             # "open" on a resolved or closed case reopens it (in_progress), else changes nothing
@@ -342,6 +365,19 @@ class CustomerService:
             if changes:
                 await self.update_case(change.case_id, changes, actor=actor, now=now)
         return updated
+
+    async def _count_fault(self, contact: Contact, service: str, now: float) -> None:
+        """A fault disposition: one complaint for (service, the caller's area), once per contact
+        (services/incidents). A failure to count never fails the note."""
+        assert self.faults is not None
+        try:
+            customer = await self.get(contact.customer_id) if contact.customer_id else None
+            await self.faults.count_disposition(
+                contact.id, service, number=contact.number, customer_id=contact.customer_id,
+                attributes=customer.attributes if customer is not None else None, started_at=contact.started_at,
+                now=now)
+        except (RedisError, OSError) as exc:
+            log.warning("fault disposition not counted", extra={"contact": contact.id, "error": str(exc)})
 
     # ---- identification ---------------------------------------------------------------------
     async def identify(self, account: str, pin: str) -> Customer | Locked | None:

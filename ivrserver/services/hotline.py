@@ -184,14 +184,16 @@ class HotlineService:
                                      subscribe=(lambda i, c: incidents.subscribe(i, snapshot, c))
                                      if incidents is not None else None)
             if incidents is not None:
-                counters = incidents.complaint_ops(self._clock(), snapshot, outcome.path, outcome.customer_id)
+                contact = self._tracker.contact_id(channel.request.uniqueid) if self._tracker is not None else None
+                counters = incidents.complaint_ops(self._clock(), snapshot, outcome.path, outcome.customer_id,
+                                                   contact)
             recorded = CallPath(outcome.call_id, outcome.menu, outcome.version, started, outcome.path)
             path = path_dicts(outcome.path)
             customer_id = outcome.customer_id
             exit_ = outcome.exit
             if exit_ is not None and exit_.reason is e.ExitReason.QUEUE and customer_id and customer is None:
                 reason = await self._reroute_identified(channel, customer_id, context_id, reason)
-            ivr = f"ivr exit {exit_.reason.value} at {exit_.node}" if exit_ else f"ivr error {outcome.error}"
+            ivr = e.exit_summary(outcome.path, exit_) if exit_ else f"ivr error {outcome.error}"
             reason = f"{reason}; {ivr}"
             await self._report(channel, CallFacts(
                 customer_id=customer_id, routing_reason=reason,

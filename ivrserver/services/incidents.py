@@ -9,11 +9,16 @@
   → clips), so a matching caller never waits for a synthesizer.
 - The call path (services/hotline.py): `offer` for a caller matching an active incident (the
   active incidents come with the caller snapshot, no extra round trip), `subscribe` when they
-  press 1, `complaint_ops` for the counters written by the end-of-call script.
+  press 1, `complaint_ops` for the counters written by the end-of-call script (what the caller
+  did with the announcement: menu_engine.incident_outcome, the rule the contact record follows).
+- Agents: a `fault:<service>` disposition counts as a complaint (`count_disposition`, once per
+  contact and service, not again when the IVR counted the call).
 - The back office / supervisors (web/api_incidents.py): open by hand (planned outage),
-  acknowledge, update (cause, expected fix time), resolve. At resolve every subscriber and every
-  customer who complained about the pair during the incident gets one notice (NoticeService,
-  key "incident:<id>:<customer>"), and the figures are archived with the incident.
+  acknowledge, update (cause, expected fix time), resolve. At resolve every subscriber, every
+  caller offered the announcement and every customer who complained about the pair during the
+  incident gets one notice (NoticeService, key "incident:<id>:<customer>"), and the figures are
+  archived with the incident; notices delivered afterwards are added to them as they are
+  (`on_notice_delivered`, the NoticeService's hook).
 """
 
 from __future__ import annotations
@@ -122,6 +127,8 @@ class IncidentService:
         """Services built after this one (the app wires them when they exist)."""
         self.webhooks = webhooks or self.webhooks
         self.notices = notices or self.notices
+        if notices is not None and hasattr(notices, "on_delivered"):
+            notices.on_delivered = self.on_notice_delivered  # notices delivered, in the figures
 
     # -- the call path ---------------------------------------------------------------------
 
@@ -154,21 +161,49 @@ class IncidentService:
         return None
 
     def complaint_ops(self, now: float, snapshot: CallerSnapshot, path: Sequence[e.PathEvent],
-                      customer_id: str | None) -> list[list[str]]:
+                      customer_id: str | None, contact_id: str | None = None) -> list[list[str]]:
         """The counters the call's end-of-call script writes (nothing for a call that neither
-        reported a fault nor heard an announcement)."""
+        reported a fault nor was offered an announcement). `contact_id`: the call's contact record
+        (its complaints are marked counted; a call sent to a queue is remembered for the figures)."""
         services = [s for s in e.reported_services(path) if s in self.policy.services]
         heard = e.incident_outcome(path)
         if not services and heard is None:
             return []
         area = self.area_of(snapshot) if services else None
         caller = member(customer_id, snapshot.number)
-        return self.store_ops(now, services, area.key if area else None, caller, heard)
+        return self.store_ops(now, services, area.key if area else None, caller, heard, contact_id)
 
     def store_ops(self, now: float, services: Sequence[str], area: str | None, caller: str,
-                  heard: tuple[str, str] | None) -> list[list[str]]:
+                  heard: tuple[str, str] | None, contact_id: str | None = None) -> list[list[str]]:
         return complaint_ops(self.store.keys, self.policy, now, services=services, area=area, caller=caller,
-                             heard=heard)
+                             heard=heard, contact_id=contact_id)
+
+    def fault_services(self) -> tuple[str, ...]:
+        """The services a fault can name (incidents.yaml `services`)."""
+        return tuple(self.policy.services)
+
+    async def count_disposition(self, contact_id: str, service: str, *, number: str, customer_id: str | None,
+                                attributes: Mapping[str, str] | None, started_at: float,
+                                now: float | None = None) -> bool:
+        """An agent's disposition `fault:<service>` on a contact: one complaint for (service, the
+        caller's area), exactly as the IVR's fault report counts it, once per contact and service
+        (not when the IVR counted this call's report already). False when not counted: unknown
+        service, no area, a contact older than the callers are kept, or counted already."""
+        now = self.clock() if now is None else now
+        policy = self.policy
+        if service not in policy.services or now - started_at > policy.callers_kept_seconds:
+            return False
+        area = areas.caller_area(attributes, number or None, policy.areas)
+        if area is None:
+            return False
+        kept = str(policy.callers_kept_seconds)
+        ops = [["once", self.store.keys.incident_counted(contact_id), service, kept],
+               *complaint_ops(self.store.keys, policy, now, services=[service], area=area.key,
+                              caller=member(customer_id, number))]
+        counted = await self.store.count(ops)
+        if counted:
+            log.info("fault disposition counted", extra={"service": service, "area": area.key})
+        return counted
 
     async def subscribe(self, incident_id: str, snapshot: CallerSnapshot, customer_id: str | None) -> bool:
         if not snapshot.number and not customer_id:
@@ -357,18 +392,27 @@ class IncidentService:
         if incident.state is not inc.IncidentState.RESOLVED:
             incident = await self._change(incident_id, lambda i: inc.resolve(i, self.clock(), cause=cause))
         scheduled, refused = await self._notify(incident)
-        stats = await self.store.stats(incident.id)
         since = float(incident.counts.get("first_report_at") or incident.opened_at)
         complaints = len(await self.store.callers(incident.service, incident.area, since,
                                                   incident.resolved_at or self.clock()))
-        figures = inc.figures(incident, absorbed=stats.get("absorbed", 0), reached_agent=stats.get("reached_agent", 0),
-                              complaints=complaints, notices_scheduled=scheduled, notices_refused=refused)
-        if dict(incident.figures) != figures:
+        answered = sum(1 for o in await self.store.queued_outcomes(incident.id) if o == "answered")
+        for _ in range(5):  # a notice delivered meanwhile changes the archive: read both again
+            stats = await self.store.stats(incident.id)
+            delivered = await self.store.delivered_count(incident.id)
+            figures = inc.figures(
+                incident, absorbed=stats.get("absorbed", 0), reached_agent=answered,
+                # "reached_agent": what the stats called a call sent to a queue before they said so
+                sent_to_queue=stats.get("sent_to_queue", 0) + stats.get("reached_agent", 0),
+                hung_up=stats.get("hung_up", 0), complaints=complaints, notices_scheduled=scheduled,
+                notices_refused=refused, notices_delivered=delivered)
+            if dict(incident.figures) == figures:
+                break
             archived = dataclasses.replace(incident, figures=figures, revision=incident.revision + 1)
             try:
                 await self.store.save(archived, previous_revision=incident.revision,
                                       cooldown_seconds=self.policy.cooldown_seconds)
                 incident = archived
+                break
             except Conflict:
                 incident = await self.get(incident_id)
         if self.webhooks is not None:
@@ -377,8 +421,32 @@ class IncidentService:
         log.info("incident resolved", extra={"incident": incident_id, "actor": actor})
         return ResolveReport(incident, scheduled, refused)
 
+    async def on_notice_delivered(self, incident_id: str, notice_id: str) -> None:
+        """A resolve notice of this incident was delivered (heard, or sent by SMS): the
+        NoticeService calls this as it notes the outcome. Counted once per notice, and the archived
+        figures say so (the incident is saved again: PostgreSQL's row follows through the outbox)."""
+        try:
+            count = await self.store.delivered(incident_id, notice_id)
+            for _ in range(5):
+                current = await self.store.get(incident_id)
+                if current is None or current.state is not inc.IncidentState.RESOLVED:
+                    return  # the resolve archives the count it reads
+                changed = inc.with_delivered(current, count, self.clock())
+                if changed is current:
+                    return
+                try:
+                    await self.store.save(changed, previous_revision=current.revision,
+                                          cooldown_seconds=self.policy.cooldown_seconds)
+                    return
+                except Conflict:
+                    continue
+            log.warning("incident %s: notices delivered not archived (changed concurrently too often)", incident_id)
+        except (RedisError, OSError) as exc:
+            log.warning("incident notice delivery not counted", extra={"incident": incident_id, "error": str(exc)})
+
     async def _notify(self, incident: inc.Incident) -> tuple[int, int]:
-        """One notice per caller who asked or reported it; (scheduled, refused)."""
+        """One notice per caller who asked, was offered the announcement (whatever they chose) or
+        reported it; (scheduled, refused)."""
         if self.notices is None:
             log.warning("incident %s resolved: no notice service, nobody is told", incident.id)
             return 0, 0
@@ -390,9 +458,10 @@ class IncidentService:
         since = float(incident.counts.get("first_report_at") or incident.opened_at)
         until = incident.resolved_at or self.clock()
         asked = set(await self.store.subscribers(incident.id))
+        heard = set(await self.store.heard(incident.id))  # every caller offered the announcement
         complained = set(await self.store.callers(incident.service, incident.area, since, until))
         customers: dict[str, str] = {}
-        for raw in sorted(asked | complained):
+        for raw in sorted(asked | heard | complained):
             customer_id, number = split_member(raw)
             # a caller without a customer record — one who pressed 1, or one who reported the fault
             # (the menu tells them "we will let you know when it is fixed") — is told at the number
@@ -432,8 +501,13 @@ def work_order(incident: inc.Incident) -> dict[str, Any]:
 
 
 def pop_entry(incident: inc.Incident, policy: inc.Policy) -> dict[str, Any]:
+    """`service_name` / `area_name` in English; `service_names` / `area_names` per language (the
+    agent's page shows its own language's)."""
     return {"id": incident.id, "service": incident.service,
             "service_name": policy.service_name(incident.service, "en"),
+            "service_names": {lang: policy.service_name(incident.service, lang) for lang in LANGUAGES},
             "area": incident.area, "area_name": incident.area_names.get("en", incident.area),
+            "area_names": {lang: incident.area_names.get(lang) or incident.area_names.get("en") or incident.area
+                           for lang in LANGUAGES},
             "state": incident.state.value, "cause": incident.cause, "expected_fix_at": incident.expected_fix_at,
             "opened_at": incident.opened_at}

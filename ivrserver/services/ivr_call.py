@@ -95,6 +95,9 @@ class _Driver:
         self.lookup = lookup
         self.subscribe: SubscribeFn | None = None
         self.variables: dict[str, str] = {}
+        # the prompts of the input being collected played to the end (STREAM FILE finished, not
+        # cut short by a hang-up): a hang-up now came while the caller was choosing
+        self.prompts_played = False
 
     async def say(self, item: e.Say, escape: str) -> str | None:
         if item.kind is SayKind.NUMBER:
@@ -134,6 +137,7 @@ class _Driver:
         else:
             first = await self.play(prompts, escape)
             if first is None:
+                self.prompts_played = True
                 first = await self.channel.wait_for_digit(cmd.timeout_ms)
             if first is None or first not in DTMF_KEYS:
                 return e.InputTimedOut(self.clock())
@@ -210,7 +214,7 @@ async def run_menu(channel: Channel, version: MenuVersion, snapshot: CallerSnaps
                 event = await _execute(driver, run, cmd)
             commands = run.feed(event) if event is not None else []
     except AgiHangup:
-        run.feed(e.CallerHungUp(clock()))
+        run.feed(e.CallerHungUp(clock(), prompts_played=driver.prompts_played))
     except (AgiError, AgiEncodingError, AgiProtocolError, ValueError, OSError) as exc:
         error = f"{type(exc).__name__}: {exc}"
         log.warning("call %s: menu %s stopped at node %s: %s; sending to the human queue",
@@ -248,6 +252,7 @@ def _unrendered(call_id: str, item: e.Prompt) -> None:
 
 async def _execute(driver: _Driver, run: e.MenuRun, cmd: e.Command) -> e.Event | None:
     """Execute one command; the event it produced, if it waits for one."""
+    driver.prompts_played = False
     if isinstance(cmd, e.Play):
         await driver.play(cmd.prompts, cmd.interruptible_by)
         return None

@@ -129,6 +129,9 @@ class NoticeService:
         self.reconcile_grace = reconcile_grace
         self.clock = clock
         self.sms_results: dict[str, int] = {}  # outcome → count, for the bench and the logs
+        # told once per outcome noted "heard" / "sms_sent" of a notice with an incident_id (a
+        # pressed_1 always follows a noted heard): services/incidents counts notices delivered
+        self.on_delivered: Callable[[str, str], Awaitable[None]] | None = None
 
     def attach_cases(self, cases: CaseNotes) -> None:
         self.cases = cases
@@ -637,6 +640,8 @@ class NoticeService:
             await asyncio.sleep(interval)
 
     async def _note(self, n: Notice, outcome: str, **detail: Any) -> None:
+        if n.incident_id and outcome in ("heard", "sms_sent") and self.on_delivered is not None:
+            await self.on_delivered(n.incident_id, n.id)
         if self.cases is None or not n.case_id:
             return
         try:

@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 from ivrserver.domain.menu_engine import PathEvent, PathKind
 from ivrserver.domain.menu_stats import CallPath
 from ivrserver.store import scripts
+from ivrserver.store.incidents import RUN_OPS_LUA
 from ivrserver.store.keys import Keys
 
 ANNOUNCEMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
@@ -70,22 +71,11 @@ def path_to_json(path: CallPath, events: Sequence[str] | None = None) -> str:
 # context JSON ('' with no context key), outbox key and the path's record ('' when no system of
 # record is configured), the call's counter operations (JSON, '' for none: store/incidents.py
 # complaint_ops), then the list items (header, events)
-_SAVE_PATH = scripts.declare("""
+_SAVE_PATH = scripts.declare(RUN_OPS_LUA + """
 local retention = tonumber(ARGV[1])
 redis.call('DEL', KEYS[1])
 if ARGV[9] ~= '' then
-  for _, op in ipairs(cjson.decode(ARGV[9])) do
-    if op[1] == 'incr' then
-      redis.call('INCR', op[2])
-      redis.call('EXPIRE', op[2], op[3])
-    elseif op[1] == 'zadd' then
-      redis.call('ZADD', op[2], op[3], op[4])
-      redis.call('EXPIRE', op[2], op[5])
-    elseif op[1] == 'hincr' then
-      redis.call('HINCRBY', op[2], op[3], 1)
-      redis.call('EXPIRE', op[2], op[4])
-    end
-  end
+  run_ops(cjson.decode(ARGV[9]))
 end
 for i = 10, #ARGV, 1000 do  -- in chunks: unpack() of a long path would overflow Lua's C stack
   redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))

@@ -215,8 +215,32 @@ class Keys:
         return f"{self.prefix}:incident:{incident_id}:subs"
 
     def incident_stats(self, incident_id: str) -> str:
-        """HASH absorbed / reached_agent / hung_up: what callers who heard the announcement did."""
+        """HASH of what callers offered the announcement did (menu_engine.IncidentOutcome):
+        absorbed (pressed 1, or heard it to its end and hung up), sent_to_queue (stayed for an
+        agent), hung_up (before it had played to its end)."""
         return f"{self.prefix}:incident:{incident_id}:stats"
+
+    def incident_heard(self, incident_id: str) -> str:
+        """SET "customer id|number" of every caller offered the announcement (told at resolve)."""
+        return f"{self.prefix}:incident:{incident_id}:heard"
+
+    def incident_queued(self, incident_id: str) -> str:
+        """SET of the contact ids of calls the announcement sent to a queue (at resolve: how many an
+        agent answered, from their contact records)."""
+        return f"{self.prefix}:incident:{incident_id}:queued"
+
+    def incident_delivered(self, incident_id: str) -> str:
+        """SET of the ids of the incident's resolve notices delivered (heard, or sent by SMS)."""
+        return f"{self.prefix}:incident:{incident_id}:delivered"
+
+    def incident_first(self, service: str, area: str, bucket: int) -> str:
+        """The time of the first complaint in a short bucket (SET NX; TTL as the bucket's count)."""
+        return f"{self.prefix}:inc:f:{service}:{area}:{bucket}"
+
+    def incident_counted(self, contact_id: str) -> str:
+        """SET of the services a contact's complaints were counted for (the IVR's report or an
+        agent's `fault:<service>` disposition): each counts once per contact."""
+        return f"{self.prefix}:inc:counted:{contact_id}"
 
     def incident_leader(self) -> str:
         """The detector's lease: one instance looks at the counters at a time."""

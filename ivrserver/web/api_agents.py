@@ -187,7 +187,8 @@ class AgentRoutes:
         body = await _body(request)
         if isinstance(body, web.Response):
             return body
-        note, errors = contact_notes.validate(body, write_back=True)
+        note, errors = contact_notes.validate(body, write_back=True,
+                                              fault_services=self.ctx.customers.fault_services())
         if note is None:
             return _bad("; ".join(str(e) for e in errors))
         allowed = await self.ctx.privacy.may_write_contact(agent, contact_id, source=request.remote or "")

@@ -166,7 +166,8 @@ class CustomerRoutes:
         contact_id = request.match_info["id"]
         if not CONTACT_ID_RE.fullmatch(contact_id):
             raise rest.not_found("contact")
-        note, errors = contact_notes.validate(await rest.read_body(request), write_back=False)
+        note, errors = contact_notes.validate(await rest.read_body(request), write_back=False,
+                                              fault_services=self.service.fault_services())
         if note is None:
             raise rest.invalid(errors)
         contact = await self.service.contact(contact_id)

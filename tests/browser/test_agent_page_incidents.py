@@ -23,7 +23,9 @@ def pop_with_incident(now: float) -> dict:
     ctx = PopContext(call_id="ctx-incident", number="+8613904210001", contact_id="T-inc", customer=None,
                      routing_reason="fault report", queue="faults",
                      incidents=({"id": "inc-1-mobile_data-chaoyang", "service_name": "mobile data",
-                                 "area_name": "Chaoyang", "state": "acknowledged", "cause": HOSTILE_CAUSE,
+                                 "area_name": "Chaoyang", "service_names": {"en": "mobile data", "zh": "移动数据"},
+                                 "area_names": {"en": "Chaoyang", "zh": "朝阳"}, "state": "acknowledged",
+                                 "cause": HOSTILE_CAUSE,
                                  "expected_fix_at": now + 3600, "opened_at": now - 600},))
     assert dataclasses.is_dataclass(ctx)
     return {**build_pop(ctx, role=Role.AGENT, now=now), "seq_hint": pop.get("seq_hint")}
@@ -50,6 +52,6 @@ async def test_the_pop_shows_known_incidents_in_the_callers_area(browser: Browse
         assert await page.evaluate("window.__pwned") is None
 
         await page.select_option("#lang-select", "zh")
-        await expect(item).to_contain_text("Chaoyangmobile data故障")  # the area and service names are data
+        await expect(item).to_contain_text("朝阳移动数据故障")  # the names in the page's language
         await expect(item).to_contain_text("已受理")
         await expect(page.locator("#pop-incidents-box h3")).to_have_text("来电者所在地区的已知故障")

@@ -3,10 +3,12 @@ the work order to a real webhook receiver (signed, once), the back office over R
 
 A burst of callers from Chaoyang (Liaoning) mobile numbers presses 3 (faults) → 4 (report a fault)
 → 1 (mobile data): the detector raises one incident; the next caller from Chaoyang hears the
-announcement first and presses 1 (subscribed), a caller from Beijing hears the normal menu; the
+announcement first and presses 1 (subscribed), a caller from Beijing hears the normal menu, two
+more from Chaoyang hang up after the announcement (absorbed: self-served) and during it
+(abandoned); the
 network team's receiver got the work order once; the back office acknowledges, sets the expected
 fix time and resolves over REST, and the incident is archived with its figures. Everyone who
-pressed 1 or reported the fault is told once: the subscribed customer at once, the reporters (no
+pressed 1, heard the announcement or reported the fault is told once: the subscribed customer at once, the reporters (no
 customer record) at the number they called from, within 09:00-20:00 in Chaoyang — at once when the
 test runs then, else their notices wait for the morning and nothing rings.
 """
@@ -30,7 +32,9 @@ from ivrserver.domain import menu_engine as e
 from ivrserver.domain.menu_stats import CallPath
 from ivrserver.domain.model import ContactPreferences, Customer
 from ivrserver.domain.notices import NoticeState, notice_id
+from ivrserver.services.contact_tracker import contact_id_of_call
 from ivrserver.store import callpath, customers
+from ivrserver.store import contacts as contact_store
 from ivrserver.web.backoffice import digest
 from tests.integration.conftest import Phones
 from tests.integration.test_ivrserver_calls import REPO, running, url_of, wait_until
@@ -101,15 +105,34 @@ async def test_a_burst_from_one_city_becomes_one_announced_incident(
             id="c-chaoyang", name="Li Na", phones=(f"+86{subscriber}",), preferences=ALL_DAY))
         assert (await phones.call("1", number=subscriber)).ok
         assert (await phones.call("9", number=BEIJING.format(1), hold_ms=4000)).returncode in (0, 1)
+        # two more from Chaoyang hang up without a key: one once the announcement and the offer have
+        # played (absorbed: the contact is self-served), one while it still plays (abandoned)
+        speech = server.menus.speech
+        assert speech is not None
+        offer = next(o for k, o in server.incidents._offers.items() if k[0] == incident_id)["en"]
+        played = sum([(await speech.clip(p.text, "en")).seconds for p in offer if isinstance(p, e.Spoken)]) * 1000
+        assert played > 2500, played
+        for number, hold in ((CHAOYANG.format(60), int(played) + 2500), (CHAOYANG.format(61), 1500)):
+            assert (await phones.call("", number=number, hold_ms=hold)).returncode in (0, 1)
 
         async def recorded() -> list[CallPath]:
             paths = await callpath.recent_paths(redis_client, keys, "hotline", 0)
-            return paths if len(paths) >= BURST + 2 else []
+            return paths if len(paths) >= BURST + 4 else []
         paths = await wait_until(recorded, timeout=20, what="every call's path")
-        with_incident = [p.events for p in paths if any(ev.kind is e.PathKind.INCIDENT for ev in p.events)]
-        assert len(with_incident) == 1, "only the caller from Chaoyang heard the announcement"
-        assert e.incident_outcome(with_incident[0]) == (incident_id, "subscribed")
+        heard = {e.incident_outcome(p.events): p.call_id for p in paths
+                 if any(ev.kind is e.PathKind.INCIDENT for ev in p.events)}
+        assert set(heard) == {(incident_id, "subscribed"), (incident_id, "heard"), (incident_id, "hung_up")}, \
+            "only the callers from Chaoyang heard the announcement"
         assert await server.incidents.store.subscribers(incident_id) == [f"c-chaoyang|+86{subscriber}"]
+
+        async def contacts_done() -> dict[str, object] | None:
+            found = {outcome: await contact_store.get_contact(redis_client, keys, contact_id_of_call(keys, call))
+                     for (_, outcome), call in heard.items()}
+            return found if all(c is not None and c.ended_at for c in found.values()) else None
+        contacts = await wait_until(contacts_done, timeout=20, what="the contact records")
+        outcomes = {k: c.outcome.value for k, c in contacts.items()}  # type: ignore[attr-defined]
+        assert outcomes == {"subscribed": "self_served", "heard": "self_served", "hung_up": "abandoned"}
+        assert "heard incident announcement" in contacts["heard"].routing_reason  # type: ignore[attr-defined]
 
         # the network team got one signed work order
         async def ordered() -> bool:
@@ -126,8 +149,9 @@ async def test_a_burst_from_one_city_becomes_one_announced_incident(
         # the burst's callers have no customer record: they are told at their numbers within the
         # default allowed hours (09:00-20:00) of their region's time zone — now, or tomorrow morning
         in_hours = 9 <= datetime.datetime.now(zoneinfo.ZoneInfo("Asia/Shanghai")).hour < 20
+        told_at_number = BURST + 2  # the reporters and the two who heard the announcement
         ringing = await phones.customer(ring_ms=300, hold_ms=3000, timeout=90,  # the customers' trunk
-                                        calls=1 + (BURST if in_hours else 0))
+                                        calls=1 + (told_at_number if in_hours else 0))
         async with aiohttp.ClientSession(headers=headers) as http:
             async with http.post(f"{base}/acknowledge") as resp:
                 assert resp.status == 200
@@ -138,16 +162,18 @@ async def test_a_burst_from_one_city_becomes_one_announced_incident(
                 body = await resp.json()
         assert body["state"] == "resolved"
         figures = body["figures"]
-        assert figures["calls_absorbed"] == 1 and figures["calls_reached_agent"] == 0
+        assert (figures["calls_absorbed"], figures["calls_hung_up_during_announcement"]) == (2, 1)
+        assert (figures["calls_sent_to_queue"], figures["calls_reached_agent"]) == (0, 0)
         assert figures["complaints"] == BURST and figures["time_to_detect_seconds"] >= 0
         assert not await redis_client.hexists(keys.incidents_active(), incident_id)
         # one notice for the subscribed customer, one for each caller who reported the fault (the
-        # menu told them "we will let you know when it is fixed"), at the number they called from
-        assert (body["notices_scheduled"], body["notices_refused"]) == (1 + BURST, 0)
+        # menu told them "we will let you know when it is fixed") and each who heard the
+        # announcement whatever they chose, at the number they called from
+        assert (body["notices_scheduled"], body["notices_refused"]) == (1 + told_at_number, 0)
         ids = [notice_id(f"incident:{incident_id}:c-chaoyang")]
-        ids += [notice_id(f"incident:{incident_id}:tel-86{CHAOYANG.format(i)}") for i in range(BURST)]
+        ids += [notice_id(f"incident:{incident_id}:tel-86{CHAOYANG.format(i)}") for i in (*range(BURST), 60, 61)]
         reporters = [n for n in await server.notices.store.get_many(ids[1:]) if n is not None]
-        assert len(reporters) == BURST
+        assert len(reporters) == told_at_number
         if not in_hours:  # waiting for 09:00 in Chaoyang, never rung at night
             assert all(n.state is NoticeState.SCHEDULED and n.due_at is not None and n.due_at > time.time()
                        for n in reporters), reporters
@@ -158,9 +184,14 @@ async def test_a_burst_from_one_city_becomes_one_announced_incident(
             return found if len(found) == len(told) and all(n.state is NoticeState.HEARD for n in found) else None
         await wait_until(heard, timeout=60, what="the notices heard on the customers' phones")
         assert (r := await ringing.wait()).ok and r.successful == len(told), r.describe()
+
+        async def delivered() -> bool:  # each notice heard counts once in the archived figures
+            return (await server.incidents.get(incident_id)).figures.get("notices_delivered") == len(told)
+        await wait_until(delivered, timeout=20, what="the notices delivered in the figures")
         # resolving again tells nobody twice: the existing notices, not new calls
         async with aiohttp.ClientSession(headers=headers) as http, http.post(f"{base}/resolve", json={}) as resp:
             again = await resp.json()
-        assert (again["notices_scheduled"], again["notices_refused"]) == (1 + BURST, 0)
+        assert (again["notices_scheduled"], again["notices_refused"]) == (1 + told_at_number, 0)
+        assert again["figures"]["notices_delivered"] == len(told)
         calls = [cb for cb in await server.callback_store.list(limit=50) if cb.notice]
-        assert len(calls) == 1 + BURST and all(cb.attempts <= 1 for cb in calls)
+        assert len(calls) == 1 + told_at_number and all(cb.attempts <= 1 for cb in calls)

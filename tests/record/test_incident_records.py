@@ -41,3 +41,17 @@ async def test_an_incident_and_its_changes_reach_postgres(redis_client: aioredis
     assert row["revision"] == report.incident.revision and row["resolved_at"] is not None
     assert "notices_scheduled" in json.loads(row["figures"])
     assert await pool.fetchval("SELECT count(*) FROM incidents") == 1
+
+
+async def test_notices_delivered_after_the_resolve_reach_the_archived_row(redis_client: aioredis.Redis,
+                                                                          pool: asyncpg.Pool) -> None:
+    keys = Keys("t", records=True)
+    svc = service(redis_client, keys)
+    opened = await svc.open("mobile_data", "Chaoyang, Liaoning", actor="supervisor:s1")
+    await svc.resolve(opened.id, actor="backoffice:noc")
+    for notice in ("n-1", "n-2", "n-1"):  # the NoticeService's hook, once per outcome noted; n-1 twice
+        await svc.on_notice_delivered(opened.id, notice)
+    await drain(redis_client, pool, keys)
+    row = await pool.fetchrow("SELECT figures, revision FROM incidents WHERE id = $1", opened.id)
+    assert json.loads(row["figures"])["notices_delivered"] == 2
+    assert row["revision"] == (await svc.get(opened.id)).revision

@@ -71,3 +71,32 @@ def test_values() -> None:
                                       "case": {"id": "7", "status": "closed", "next_step": "call"}}, write_back=True)
     assert note == NoteChange(fields={"disposition": "escalated", "notes": "n"},
                               case=CaseChange(case_id="7", status="closed", next_step="call"))
+
+
+FAULTS = ("mobile_data", "broadband")
+
+
+@pytest.mark.parametrize(("disposition", "services", "ok"), [
+    ("fault:mobile_data", FAULTS, True),
+    ("fault:broadband", FAULTS, True),
+    ("fault:fixed_line", FAULTS, False),  # not a service of the incidents policy
+    ("fault:mobile_data", (), False),  # incidents off: no fault dispositions
+    ("fault:", FAULTS, False),
+    ("fault", FAULTS, False),
+    ("fault:Mobile-Data", ("Mobile-Data",), False),  # not a service name at all
+    ("fault:mobile_data\n", FAULTS, False),
+    ("resolved", FAULTS, True),
+])
+def test_a_fault_disposition_names_a_service_of_the_incidents_policy(disposition: str, services: tuple[str, ...],
+                                                                     ok: bool) -> None:
+    for write_back in (True, False):
+        note, errors = contact_notes.validate({"disposition": disposition, "notes": "n"}, write_back=write_back,
+                                              fault_services=services)
+        assert (note is not None) is ok, errors
+        if note is not None:
+            assert note.fields["disposition"] == disposition
+        else:
+            assert [e.field for e in errors] == ["disposition"]
+    if ok:  # what save_note counts the complaint for
+        expected = disposition.removeprefix("fault:") if disposition.startswith("fault:") else None
+        assert contact_notes.fault_service(disposition) == expected

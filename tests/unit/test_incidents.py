@@ -102,6 +102,51 @@ def test_window_slides_out() -> None:
     assert counter.counts(T0 + 600 + 119).window == 0  # ten minutes later: out of the window
 
 
+# (name, complaint times after T0, now after T0, expected first, expected latest): the complaints'
+# own times, not the start of their 60 s buckets
+FIRST_LATEST = [
+    ("one complaint mid-bucket", [37.5], 50, 37.5, 37.5),
+    ("two buckets", [42, 61, 119], 130, 42, 119),
+    ("the first slid out of the window", [5, 610, 650], 700, 610, 650),
+    ("nothing in the window", [5], 700, None, None),
+]
+
+
+@pytest.mark.parametrize(("name", "times", "now", "first", "latest"), FIRST_LATEST, ids=[f[0] for f in FIRST_LATEST])
+def test_first_and_latest_reports_are_the_complaints_own_times(name: str, times: list[float], now: float,
+                                                               first: float | None, latest: float | None) -> None:
+    counter = inc.WindowCounter(POLICY)
+    for t in times:
+        counter.add(T0 + t)
+    counts = counter.counts(T0 + now)
+    assert counts.first_at == (None if first is None else T0 + first)
+    assert counts.latest_at == (None if latest is None else T0 + latest)
+    # without the times (an old counter): the buckets' starts, at most bucket_seconds early
+    coarse = inc.counts_from(counter.short, counter.hourly, T0 + now, POLICY)
+    if first is not None:
+        assert coarse.first_at == T0 + first - (first % 60)
+
+
+def test_time_to_detect_runs_from_the_first_complaint() -> None:
+    counter = inc.WindowCounter(POLICY)
+    for t in range(25):
+        counter.add(T0 + 30 + t)  # the first at T0 + 30, half a bucket in
+    opened = inc.open_incident("mobile_data", "a", T0 + 56, opened_by="detector", counts=counter.counts(T0 + 56))
+    figures = inc.figures(inc.resolve(opened, T0 + 600), absorbed=0, reached_agent=0, complaints=25,
+                          notices_scheduled=0)
+    assert figures["time_to_detect_seconds"] == 26
+
+
+def test_notices_delivered_only_grow() -> None:
+    done = inc.resolve(inc.open_incident("mobile_data", "a", T0, opened_by="detector"), T0 + 60)
+    assert inc.with_delivered(done, 0, T0 + 61) is done
+    one = inc.with_delivered(done, 3, T0 + 61)
+    assert one.figures["notices_delivered"] == 3 and one.revision == done.revision + 1
+    assert inc.with_delivered(one, 2, T0 + 62) is one  # a late, smaller count never lowers it
+    figures = inc.figures(one, absorbed=0, reached_agent=0, complaints=0, notices_scheduled=3, notices_delivered=1)
+    assert figures["notices_delivered"] == 3
+
+
 def test_baseline_excludes_the_window_hour() -> None:
     counter = inc.WindowCounter(POLICY)
     feed(counter, T0 + 60, 300, 10)

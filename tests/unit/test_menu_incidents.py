@@ -3,13 +3,19 @@ an incident offer at entry runs instead of the menu (tables of events → comman
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
 
 from ivrserver.domain import menu_engine as e
 from ivrserver.domain.menu import Menu
+from ivrserver.domain.model import CallerSnapshot
 from ivrserver.files.menus import check_text
+from ivrserver.pbx.fastagi import AgiHangup
+from ivrserver.services.ivr_call import run_menu
+from ivrserver.services.menus import MenuVersion
+from tests.unit.test_ivr_call import FakeChannel
 
 MENU = """
 human: {queue: general}
@@ -77,6 +83,8 @@ OFFERS = [
      e.ExitReason.QUEUE, "agent"),
     ("presses 0", [e.DigitsEntered("0")], [e.Transfer("faults", 2, "ivr:incident:0")], e.ExitReason.QUEUE, "agent"),
     ("hangs up while it plays", [e.CallerHungUp()], [], e.ExitReason.CALLER_HANGUP, "hung_up"),
+    ("hangs up after it played to its end", [e.CallerHungUp(prompts_played=True)], [], e.ExitReason.CALLER_HANGUP,
+     "heard"),
     ("hangs up after pressing 1", [e.DigitsEntered("1"), e.CallerHungUp()], [], e.ExitReason.CALLER_HANGUP, "hung_up"),
 ]
 
@@ -102,3 +110,71 @@ def test_offer_starts_instead_of_the_menu_in_the_calls_language(menu: Menu) -> N
     assert out == [e.Subscribe("inc-1")]
     with pytest.raises(e.UnexpectedEvent):
         run.feed(e.DigitsEntered("1"))
+
+
+# (outcome, served by the IVR = contact self_served, exit as statistics count it, absorbed)
+ABSORBED = [
+    ("subscribed", [e.DigitsEntered("1"), e.Subscribed(True)], True, "self_served", True),
+    ("heard", [e.CallerHungUp(prompts_played=True)], True, "self_served", True),
+    ("hung_up", [e.CallerHungUp()], False, "caller_hangup", False),
+    ("agent", [e.InputTimedOut()], False, "queue", False),
+]
+
+
+@pytest.mark.parametrize(("outcome", "events", "served", "counted", "absorbed"), ABSORBED,
+                         ids=[a[0] for a in ABSORBED])
+def test_one_rule_for_the_contact_and_the_figures(menu: Menu, outcome: str, events: list[e.Event], served: bool,
+                                                  counted: str, absorbed: bool) -> None:
+    """Absorbed by the announcement (pressed 1, or heard it to its end and hung up) is what the
+    contact record calls self-served; hung up during it is abandoned in both."""
+    run, _ = run_events(menu, events, OFFER)
+    assert run.exit is not None
+    heard = e.incident_outcome(run.path)
+    assert heard is not None and heard[1] == outcome
+    assert (heard[1] in e.ABSORBED) is absorbed
+    assert e.served_by_ivr(run.path, run.exit) is served
+    assert e.counted_exit(run.exit.reason.value, run.path) == counted
+    summary = e.exit_summary(run.path, run.exit)
+    if outcome == "heard":
+        assert summary == "ivr exit self_served at incident (heard incident announcement inc-1 to its end, hung up)"
+    else:
+        assert summary == f"ivr exit {run.exit.reason.value} at incident"
+
+
+class HangsUpDuring(FakeChannel):
+    """The caller hangs up while `file` plays (STREAM FILE result=-1, then res_agi's HANGUP)."""
+
+    def __init__(self, file: str) -> None:
+        super().__init__()
+        self.file = file
+
+    async def stream_file(self, file: str, escape_digits: str = "") -> str | None:
+        await super().stream_file(file, escape_digits)
+        if file == self.file:
+            self.hungup = True
+            raise AgiHangup("STREAM FILE: caller hung up")
+        return None
+
+
+SPOKEN = e.IncidentOffer("inc-1", prompts={"en": (e.Spoken("we know", "en", "clip-know"),
+                                                  e.Spoken("press 1", "en", "clip-offer"))},
+                         thanks={"en": (e.Spoken("thanks", "en", "clip-thanks"),)}, queue="faults")
+
+
+@pytest.mark.parametrize(("channel", "outcome"), [
+    (lambda: FakeChannel(), "heard"),  # both clips played, the wait for the key cut short
+    (lambda: HangsUpDuring("clip-offer"), "hung_up"),
+    (lambda: HangsUpDuring("clip-know"), "hung_up"),
+], ids=["after the announcement", "during the offer", "during the announcement"])
+async def test_the_playback_tells_whether_the_announcement_was_heard_to_its_end(
+        menu: Menu, channel: Callable[[], FakeChannel], outcome: str) -> None:
+    async def subscribe(incident_id: str, customer_id: str | None) -> bool:
+        return True
+
+    ch = channel()
+    version = MenuVersion("v1", 0.0, {"hotline": menu})
+    done = await run_menu(ch, version, CallerSnapshot(number="+8613904210000"), None, NOW.timestamp(),
+                          menu="hotline", incident=SPOKEN, subscribe=subscribe)
+    assert done.exit is not None and done.exit.reason is e.ExitReason.CALLER_HANGUP
+    assert e.incident_outcome(done.path) == ("inc-1", outcome)
+    assert e.served_by_ivr(done.path, done.exit) is (outcome == "heard")

@@ -10,10 +10,16 @@
   const { el, clear, named, when } = Desk;
   let shown = [];
 
+  // the name in the page's language when the pop carries it, else the English one
+  function local(names, fallback) {
+    const name = names && typeof names === "object" ? names[I18n.language()] : undefined;
+    return typeof name === "string" && name ? name : fallback || "";
+  }
+
   function line(incident) {
     const item = el("li", "incident");
     item.appendChild(el("strong", null, t("desk.incident.line", {
-      service: incident.service || "", area: incident.area || "",
+      service: local(incident.service_names, incident.service), area: local(incident.area_names, incident.area),
     })));
     item.appendChild(el("span", "tag", named("desk.incident.state.", incident.state || "open")));
     if (incident.cause) item.appendChild(el("div", "muted", t("desk.incident.cause", { cause: incident.cause })));
