@@ -1,10 +1,11 @@
-"""`ivrserver db migrate|status|import-redis`: the system of record (PostgreSQL)."""
+"""`ivrserver db migrate|status|import-redis|reroll`: the system of record (PostgreSQL)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from datetime import UTC, datetime, timedelta
 
 from ivrserver.commands import load_settings
 from ivrserver.services import record_schema, redis_import
@@ -23,6 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--batch", type=int, default=redis_import.BATCH, help=f"records per batch (default "
                                                                           f"{redis_import.BATCH})")
     p.set_defaults(func=run_import_redis)
+    p = sub.add_parser("reroll", help="recompute the reports' hourly rollups and menu statistics of a range of "
+                                      "days from the raw rows still kept (after a change of how a figure is counted)")
+    p.add_argument("--from", dest="since", required=True, metavar="YYYY-MM-DD", help="first day (UTC)")
+    p.add_argument("--to", dest="until", metavar="YYYY-MM-DD", help="last day, included (UTC; default: today)")
+    p.set_defaults(func=run_reroll)
 
 
 def run_migrate(args: argparse.Namespace) -> int:
@@ -89,4 +95,38 @@ def run_import_redis(args: argparse.Namespace) -> int:
     print(f"agents' preferences: {counts.agent_prefs} imported")  # before the summary, which stays the last line
     print(f"imported {counts.customers} customer(s), {counts.cases} case(s), {counts.contacts} contact(s), "
           f"{counts.paths} path(s), {counts.audit} audit entr{'y' if counts.audit == 1 else 'ies'}")
+    return 0
+
+
+def _day(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+
+
+def run_reroll(args: argparse.Namespace) -> int:
+    try:
+        since = _day(args.since)
+        until = (_day(args.until) if args.until else datetime.now(UTC).replace(hour=0, minute=0, second=0,
+                                                                                microsecond=0)) + timedelta(days=1)
+    except ValueError:
+        print("error: --from/--to: a day as YYYY-MM-DD", file=sys.stderr)
+        return 2
+    if until <= since:
+        print("error: --to is before --from", file=sys.stderr)
+        return 2
+    settings = load_settings(args.config)
+    if settings is None:
+        return 2
+    try:
+        marks = asyncio.run(record_schema.reroll_reports(settings.postgres, since, until))
+    except record_schema.NotConfigured as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"marked for recomputation, {since:%Y-%m-%d} .. {until - timedelta(days=1):%Y-%m-%d} (UTC): "
+          f"{marks['paths']} menu-hour(s) of IVR paths, {marks['contacts']} hour(s) of contacts, "
+          f"{marks['callbacks']} hour(s) of callbacks and notices, {marks['menu_buckets']} menu statistics "
+          f"bucket(s); hours with no raw rows left keep their rollups. A running ivrserver's upkeep "
+          f"recomputes them (reports show pending_since until it is done).")
     return 0

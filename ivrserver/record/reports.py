@@ -68,6 +68,43 @@ async def mark_callbacks(conn: asyncpg.Connection, finished: Sequence[tuple[Call
     await _mark(conn, (("callbacks", "", hour_of(cb.created_at)) for cb, _ in finished))
 
 
+# Every hour (UTC) of [since, until) that has raw rows, per source, marked dirty at once: the hours
+# with no raw rows left (past retention) are not marked, since recomputing them would erase their
+# rollups. Menu statistics' 15-minute buckets (record/rollup.py) are marked the same way.
+_MARK_RANGE = {
+    "contacts": """INSERT INTO report_dirty (source, key, hour)
+                   SELECT DISTINCT 'contacts', '', date_trunc('hour', started_at, 'UTC') FROM contacts
+                   WHERE started_at >= $1 AND started_at < $2
+                   ON CONFLICT (source, key, hour) DO UPDATE SET marked_at = clock_timestamp()""",
+    "paths": """INSERT INTO report_dirty (source, key, hour)
+                SELECT DISTINCT 'paths', menu, date_trunc('hour', started_at, 'UTC') FROM ivr_paths
+                WHERE started_at >= $1 AND started_at < $2
+                ON CONFLICT (source, key, hour) DO UPDATE SET marked_at = clock_timestamp()""",
+    "callbacks": """INSERT INTO report_dirty (source, key, hour)
+                    SELECT DISTINCT 'callbacks', '', h FROM (
+                        SELECT date_trunc('hour', requested_at, 'UTC') AS h FROM callbacks_finished
+                        WHERE requested_at >= $1 AND requested_at < $2
+                        UNION SELECT date_trunc('hour', created_at, 'UTC') FROM notifications
+                        WHERE created_at >= $1 AND created_at < $2) t
+                    ON CONFLICT (source, key, hour) DO UPDATE SET marked_at = clock_timestamp()""",
+    "menu_buckets": """INSERT INTO ivr_rollup_dirty (menu, bucket)
+                       SELECT DISTINCT menu, date_bin('15 minutes', started_at, TIMESTAMPTZ '1970-01-01 00:00:00+00')
+                       FROM ivr_paths WHERE started_at >= $1 AND started_at < $2
+                       ON CONFLICT (menu, bucket) DO UPDATE SET marked_at = clock_timestamp()""",
+}
+
+
+async def mark_range(conn: asyncpg.Connection, since: datetime, until: datetime) -> dict[str, int]:
+    """Mark every hour of [since, until) that has raw rows for recomputation by the upkeep (after a
+    change of how a figure is counted); returns how many marks per source."""
+    out: dict[str, int] = {}
+    async with conn.transaction():
+        for source, sql in _MARK_RANGE.items():
+            status = await conn.execute(sql, since, until)
+            out[source] = int(status.rsplit(" ", 1)[-1])
+    return out
+
+
 # --- recomputation -----------------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from ivrserver.config import PostgresSettings
 from ivrserver.record import migrate, partitions
+from ivrserver.record import reports as report_rollups
 
 
 class NotConfigured(RuntimeError):
@@ -105,5 +106,19 @@ async def health(settings: PostgresSettings, now: datetime) -> RecordHealth:
         missing = await record_health.missing_partitions(conn, now)
         return RecordHealth(shown, version=version, newest=newest, missing_rights=tuple(rights),
                             missing_partitions=tuple(missing))
+    finally:
+        await conn.close()
+
+
+async def reroll_reports(settings: PostgresSettings, since: datetime, until: datetime) -> dict[str, int]:
+    """Mark every hour of [since, until) that still has raw rows for the running servers' upkeep to
+    recompute its report rollups and menu statistics (after a change of how a figure is counted);
+    hours past retention keep the rollups they have. Returns marks per source."""
+    conn = await _connect(settings)
+    try:
+        version, newest = await migrate.status(conn)
+        if version < newest:
+            raise NotConfigured(f"schema at version {version} of {newest}: run `ivrserver db migrate` first")
+        return await report_rollups.mark_range(conn, since, until)
     finally:
         await conn.close()
