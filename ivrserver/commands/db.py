@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 from ivrserver.commands import load_settings
 from ivrserver.services import record_schema, redis_import
+
+T = TypeVar("T")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -31,18 +35,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=run_reroll)
 
 
+class _Failed(Exception):
+    """The use case failed; `code` is the exit status (its message is printed already)."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def _run(coro: Coroutine[Any, Any, T], hint: str = "") -> T:
+    """Run a use case; a missing dsn or schema → exit 2, any other failure (unreachable server,
+    refused role, failed statement) → exit 1, said in one line."""
+    try:
+        return asyncio.run(coro)
+    except record_schema.NotConfigured as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise _Failed(2) from exc
+    except Exception as exc:
+        print(f"error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+        raise _Failed(1) from exc
+
+
 def run_migrate(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     if settings is None:
         return 2
     try:
-        report = asyncio.run(record_schema.migrate_schema(settings.postgres, args.to))
-    except record_schema.NotConfigured as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # unreachable server, refused role, failed migration: say which
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        report = _run(record_schema.migrate_schema(settings.postgres, args.to))
+    except _Failed as failed:
+        return failed.code
     for name in report.applied:
         print(f"applied {name}")
     for name in report.created:
@@ -58,13 +78,9 @@ def run_status(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     try:
-        report = asyncio.run(record_schema.schema_status(settings.postgres))
-    except record_schema.NotConfigured as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        report = _run(record_schema.schema_status(settings.postgres))
+    except _Failed as failed:
+        return failed.code
     pending = report.newest - report.version
     print(f"schema at version {report.version} of {report.newest}"
           + (f": {pending} migration(s) pending (ivrserver db migrate)" if pending else ""))
@@ -78,15 +94,12 @@ def run_import_redis(args: argparse.Namespace) -> int:
     if not 1 <= args.batch <= 10_000:
         print("error: --batch must be between 1 and 10000", file=sys.stderr)
         return 2
-    try:
-        counts = asyncio.run(redis_import.import_redis(settings, batch=args.batch,
-                                                       progress=lambda text: print(text, flush=True)))
-    except record_schema.NotConfigured as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # Redis or PostgreSQL unreachable, refused: say which; rerunning is safe
-        print(f"error: {type(exc).__name__}: {exc} (nothing is lost: run it again)", file=sys.stderr)
-        return 1
+    try:  # Redis or PostgreSQL unreachable, refused: rerunning is safe
+        counts = _run(redis_import.import_redis(settings, batch=args.batch,
+                                                progress=lambda text: print(text, flush=True)),
+                      hint=" (nothing is lost: run it again)")
+    except _Failed as failed:
+        return failed.code
     if counts.partitions:
         print(f"created {len(counts.partitions)} partition(s) for older months")
     for why, n in sorted(counts.skipped.items()):
@@ -117,13 +130,9 @@ def run_reroll(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     try:
-        marks = asyncio.run(record_schema.reroll_reports(settings.postgres, since, until))
-    except record_schema.NotConfigured as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        marks = _run(record_schema.reroll_reports(settings.postgres, since, until))
+    except _Failed as failed:
+        return failed.code
     print(f"marked for recomputation, {since:%Y-%m-%d} .. {until - timedelta(days=1):%Y-%m-%d} (UTC): "
           f"{marks['paths']} menu-hour(s) of IVR paths, {marks['contacts']} hour(s) of contacts, "
           f"{marks['callbacks']} hour(s) of callbacks and notices, {marks['menu_buckets']} menu statistics "

@@ -157,9 +157,27 @@ window.I18n = (() => {
     return fmt.format(cents / Math.pow(10, digits));
   }
 
+  // The signed-in agent's language as the server keeps it (GET /api/v1/me/preferences; the
+  // supervisor pages' cookie session), or null: not signed in, none kept, unreachable.
+  async function serverLanguage() {
+    try {
+      const r = await fetch("/api/v1/me/preferences", { credentials: "same-origin" });
+      const prefs = r.ok ? await r.json() : null;
+      return (prefs && supported(prefs.language)) || null;
+    } catch (e) { return null; }
+  }
+  // Keep `language` as the signed-in agent's choice on the server (best effort: the browser
+  // remembers it anyway).
+  async function saveServerLanguage(language) {
+    try {
+      await fetch("/api/v1/me/preferences", { method: "PUT", credentials: "same-origin",
+        headers: { "Content-Type": "application/json" }, body: JSON.stringify({ language }) });
+    } catch (e) { /* remembered in this browser anyway */ }
+  }
+
   return {
     LANGUAGES: Object.keys(LANGUAGES),
-    load, t, has, apply, supported, browserLanguage,
+    load, t, has, apply, supported, browserLanguage, serverLanguage, saveServerLanguage,
     onChange: (fn) => listeners.push(fn),
     language: () => lang,
     locale,

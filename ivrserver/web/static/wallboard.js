@@ -26,12 +26,8 @@
 
   async function adoptServerLanguage() {
     if (asked) return;
-    try {
-      const r = await fetch("/api/v1/me/preferences", { credentials: "same-origin" });
-      const prefs = r.ok ? await r.json() : null;
-      const wanted = prefs && I18n.supported(prefs.language);
-      if (wanted && wanted !== lang) { lang = wanted; localStorage.setItem("ivr.lang", lang); await loadCatalogue(); }
-    } catch (e) { /* the page keeps its language */ }
+    const wanted = await I18n.serverLanguage();
+    if (wanted && wanted !== lang) { lang = wanted; localStorage.setItem("ivr.lang", lang); await loadCatalogue(); }
   }
 
   async function loadCatalogue() {
@@ -274,11 +270,7 @@
     lang = I18n.supported($("lang").value) || "en";
     localStorage.setItem("ivr.lang", lang);
     await loadCatalogue();
-    if (!$("login-view").hidden) return; // not signed in: this browser remembers it
-    try {
-      await fetch("/api/v1/me/preferences", { method: "PUT", credentials: "same-origin",
-        headers: { "Content-Type": "application/json" }, body: JSON.stringify({ language: lang }) });
-    } catch (e) { /* remembered in this browser anyway */ }
+    if ($("login-view").hidden) await I18n.saveServerLanguage(lang); // signed in; else this browser remembers it
   });
 
   setInterval(tick, 1000);
