@@ -149,9 +149,10 @@ async def test_lifecycle_conflicts_cooldown_and_figures(redis_client: aioredis.R
     updated = await svc.update(planned.id, actor="backoffice:noc", expected_fix_at=clock[0] + 600)
     assert updated.expected_fix_at == clock[0] + 600 and updated.revision == 3
     # callers offered the announcement: one subscribed, one heard it and hung up, one hung up during
-    # it; three went to a queue: an agent answered one, one abandoned, one still waits at resolve
+    # it; three went to a queue: an agent answered one, one abandoned, one still waits at resolve;
+    # one pressed another key and went on to the menu
     heard = [("subscribed", None), ("heard", None), ("hung_up", None), ("agent", "k-answered"),
-             ("agent", "k-abandoned"), ("agent", "k-waiting")]
+             ("agent", "k-abandoned"), ("agent", "k-waiting"), ("menu", None)]
     for n, (outcome, contact_id) in enumerate(heard):
         ops = svc.store_ops(clock[0], [], None, f"|+86139042100{n}", (planned.id, outcome), contact_id)
         await recorder.record(CallPath(f"heard-{n}", "hotline", "v1", clock[0], ()), counters=ops)
@@ -164,7 +165,7 @@ async def test_lifecycle_conflicts_cooldown_and_figures(redis_client: aioredis.R
     done = report.incident
     assert done.state is inc.IncidentState.RESOLVED
     assert (done.figures["calls_absorbed"], done.figures["calls_sent_to_queue"], done.figures["calls_reached_agent"],
-            done.figures["calls_hung_up_during_announcement"]) == (2, 3, 1, 1)
+            done.figures["calls_hung_up_during_announcement"], done.figures["calls_went_to_menu"]) == (2, 3, 1, 1, 1)
     assert done.figures["complaints"] == 6 and done.figures["time_to_fix_seconds"] == pytest.approx(120, abs=1)
     assert done.figures["time_to_detect_seconds"] is None  # opened by hand
     assert await svc.store.active() == []

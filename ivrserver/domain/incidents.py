@@ -253,17 +253,19 @@ def resolve(incident: Incident, now: float, *, cause: str | None = None) -> Inci
 
 def figures(incident: Incident, *, absorbed: int, reached_agent: int, complaints: int,
             notices_scheduled: int, notices_refused: int = 0, sent_to_queue: int = 0, hung_up: int = 0,
-            notices_delivered: int = 0) -> dict[str, float | int | None]:
+            went_to_menu: int = 0, notices_delivered: int = 0) -> dict[str, float | int | None]:
     """What the archive keeps about a resolved incident: calls absorbed by the announcement
     (pressed 1, or heard it to its end and hung up), calls it sent to a queue and of those the
-    ones an agent answered (`reached_agent`), calls that hung up during it, complaints, time to
+    ones an agent answered (`reached_agent`), calls that went on to the menu (another key), calls
+    that hung up during it, complaints, time to
     detect (from the first complaint's own time) and to fix, notices scheduled / refused /
     delivered (heard, or sent by SMS: counted as they are, after the resolve)."""
     first = incident.counts.get("first_report_at")
     detect = round(incident.opened_at - float(first), 3) if first is not None and not incident.planned else None
     fix = round(incident.resolved_at - incident.opened_at, 3) if incident.resolved_at is not None else None
     return {"calls_absorbed": absorbed, "calls_sent_to_queue": sent_to_queue, "calls_reached_agent": reached_agent,
-            "calls_hung_up_during_announcement": hung_up, "complaints": complaints,
+            "calls_went_to_menu": went_to_menu, "calls_hung_up_during_announcement": hung_up,
+            "complaints": complaints,
             "time_to_detect_seconds": detect, "time_to_fix_seconds": fix,
             "notices_scheduled": notices_scheduled, "notices_refused": notices_refused,
             "notices_delivered": max(notices_delivered, int(incident.figures.get("notices_delivered") or 0))}
@@ -314,8 +316,8 @@ def announcement_text(incident: Incident, policy: Policy, language: str, zone: t
 
 
 OFFER_TEXT = {
-    "en": "To be told when it is fixed, press 1. Or stay on the line for an agent.",
-    "zh": "修复后通知您请按1，或请不要挂机，等待人工服务。",
+    "en": "To be told when it is fixed, press 1. For anything else, press star. Or stay on the line for an agent.",
+    "zh": "修复后通知您请按1；办理其他业务请按星号键；或请不要挂机，等待人工服务。",
 }
 SUBSCRIBED_TEXT = {
     "en": "Thank you. We will let you know when it is fixed. Goodbye.",

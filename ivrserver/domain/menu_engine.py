@@ -219,7 +219,8 @@ class PathKind(enum.StrEnum):
     LANGUAGE = "language"
     REPORTED = "reported"  # the caller chose a fault report: detail = the service (option `service:`)
     INCIDENT = "incident"  # a known incident was announced: detail = incident id; key = what they did,
-    # target: subscribe | queue:<q> | heard (hung up after it played to the end) | hung_up (during it)
+    # target: subscribe | queue:<q> | menu (another key) | heard (hung up after it played to the end)
+    # | hung_up (during it)
     EXIT = "exit"  # detail: ExitReason, target: queue / endpoint
 
 
@@ -301,8 +302,11 @@ class Exit:
 @dataclass(frozen=True)
 class IncidentOffer:
     """A known incident matching this caller (area and service), said before the menu: what it is
-    and "press 1 to be told when it is fixed, or stay on the line for an agent" (`prompts`), then
-    '1' → Subscribe → `thanks` and the call ends; anything else → the service's queue."""
+    and "press 1 to be told when it is fixed, star for anything else, or stay on the line for an
+    agent" (`prompts`), then '1' → Subscribe → `thanks` and the call ends; no key, or 0 (the
+    human key) → the service's queue; '*' → the menu; any other key → the menu with that key as
+    its first choice (a billing question during a broadband outage, or the habitual 3 4 1 of a
+    caller reporting the fault: the menu counts the report and thanks them, no queue)."""
 
     incident_id: str
     prompts: Mapping[str, tuple[Prompt, ...]]  # language → the announcement and the offer
@@ -350,6 +354,7 @@ class MenuRun:
     _steps: int = 0
     _pending: Action | None = None
     _incident: IncidentOffer | None = None
+    _entry: str = ""
 
     # -- public ------------------------------------------------------------------------------
 
@@ -363,6 +368,7 @@ class MenuRun:
         self._at = context.now.timestamp()
         self.language = context.language or self.menu.language
         entry, state = self.menu.entry_for(context.now)
+        self._entry = entry
         self._record(PathKind.START, entry, detail=state)
         out: list[Command] = []
         if context.announcement:
@@ -652,7 +658,22 @@ class MenuRun:
             out.append(Subscribe(offer.incident_id))
             self._wait = _Wait.SUBSCRIBE
             return
+        if key and key != HUMAN_KEY:
+            self._offer_to_menu(offer, key, out)
+            return
         self._offer_to_queue(offer, key, out)
+
+    def _offer_to_menu(self, offer: IncidentOffer, key: str, out: list[Command]) -> None:
+        """On to the menu; a key other than MENU_KEY is the entry menu's first choice (type-ahead:
+        its prompts are skipped, as a key pressed during them would)."""
+        self._record(PathKind.INCIDENT, INCIDENT_NODE, key=key, target=OFFER_TO_MENU, detail=offer.incident_id)
+        self._enter(self._entry, out)
+        if key == MENU_KEY or self._wait is not _Wait.INPUT or not out or not isinstance(out[-1], Collect):
+            return
+        if self.menu.nodes[self.node].kind is not NodeKind.MENU:
+            return  # a first node collecting digits asks for them from the start
+        out.pop()
+        self._on_input(DigitsEntered(key, self._at), out)
 
     def _offer_to_queue(self, offer: IncidentOffer, key: str, out: list[Command]) -> None:
         self._record(PathKind.INCIDENT, INCIDENT_NODE, key=key, target=f"queue:{offer.queue}",
@@ -672,6 +693,8 @@ class MenuRun:
 
 
 INCIDENT_NODE = "incident"
+MENU_KEY = "*"  # during an incident offer: "for anything else, press star"
+OFFER_TO_MENU = "menu"  # the INCIDENT path event's target when the caller went on to the menu
 
 
 def reported_services(path: Sequence[PathEvent]) -> tuple[str, ...]:
@@ -685,7 +708,8 @@ class IncidentOutcome(enum.StrEnum):
 
     SUBSCRIBED = "subscribed"  # pressed 1 and was recorded: told when it is fixed
     HEARD = "heard"  # heard it to its end, then hung up
-    AGENT = "agent"  # stayed on the line (or pressed another key): sent to the service's queue
+    AGENT = "agent"  # stayed on the line (or pressed 0): sent to the service's queue
+    MENU = "menu"  # pressed another key: went on to the menu (served there, not by the announcement)
     HUNG_UP = "hung_up"  # hung up before it had played to its end: abandoned
 
 
@@ -704,6 +728,8 @@ def incident_outcome(path: Sequence[PathEvent]) -> tuple[str, IncidentOutcome] |
         return last.detail, IncidentOutcome.SUBSCRIBED if done else IncidentOutcome.HUNG_UP
     if last.target.startswith("queue:"):
         return last.detail, IncidentOutcome.AGENT
+    if last.target == OFFER_TO_MENU:
+        return last.detail, IncidentOutcome.MENU
     if last.target == IncidentOutcome.HEARD:
         return last.detail, IncidentOutcome.HEARD
     return last.detail, IncidentOutcome.HUNG_UP

@@ -403,7 +403,8 @@ class IncidentService:
                 incident, absorbed=stats.get("absorbed", 0), reached_agent=answered,
                 # "reached_agent": what the stats called a call sent to a queue before they said so
                 sent_to_queue=stats.get("sent_to_queue", 0) + stats.get("reached_agent", 0),
-                hung_up=stats.get("hung_up", 0), complaints=complaints, notices_scheduled=scheduled,
+                hung_up=stats.get("hung_up", 0), went_to_menu=stats.get("went_to_menu", 0),
+                complaints=complaints, notices_scheduled=scheduled,
                 notices_refused=refused, notices_delivered=delivered)
             if dict(incident.figures) == figures:
                 break

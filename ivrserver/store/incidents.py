@@ -58,7 +58,8 @@ def split_member(value: str) -> tuple[str | None, str]:
 
 
 # What each IncidentOutcome adds to the incident's stats (menu_engine.incident_outcome).
-STATS_FIELD = {"subscribed": "absorbed", "heard": "absorbed", "agent": "sent_to_queue", "hung_up": "hung_up"}
+STATS_FIELD = {"subscribed": "absorbed", "heard": "absorbed", "agent": "sent_to_queue", "menu": "went_to_menu",
+               "hung_up": "hung_up"}
 
 # The counter operations of a call, run inside a store script (the end-of-call script of
 # store/callpath.py, or `IncidentStore.count` for an agent's disposition). Each op is a list:

@@ -217,7 +217,8 @@ class Keys:
     def incident_stats(self, incident_id: str) -> str:
         """HASH of what callers offered the announcement did (menu_engine.IncidentOutcome):
         absorbed (pressed 1, or heard it to its end and hung up), sent_to_queue (stayed for an
-        agent), hung_up (before it had played to its end)."""
+        agent, or pressed 0), went_to_menu (pressed another key), hung_up (before it had played to
+        its end)."""
         return f"{self.prefix}:incident:{incident_id}:stats"
 
     def incident_heard(self, incident_id: str) -> str:

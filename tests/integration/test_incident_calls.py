@@ -5,8 +5,9 @@ A burst of callers from Chaoyang (Liaoning) mobile numbers presses 3 (faults) �
 → 1 (mobile data): the detector raises one incident; the next caller from Chaoyang hears the
 announcement first and presses 1 (subscribed), a caller from Beijing hears the normal menu, two
 more from Chaoyang hang up after the announcement (absorbed: self-served) and during it
-(abandoned); the
-network team's receiver got the work order once; the back office acknowledges, sets the expected
+(abandoned), and one types the fault report by habit (3 4 1) over the announcement: 3 takes them
+on to the menu, whose 4 1 count their report and thank them as without an incident (not the
+faults queue); the network team's receiver got the work order once; the back office acknowledges, sets the expected
 fix time and resolves over REST, and the incident is archived with its figures. Everyone who
 pressed 1, heard the announcement or reported the fault is told once: the subscribed customer at once, the reporters (no
 customer record) at the number they called from, within 09:00-20:00 in Chaoyang — at once when the
@@ -113,16 +114,23 @@ async def test_a_burst_from_one_city_becomes_one_announced_incident(
         played = sum([(await speech.clip(p.text, "en")).seconds for p in offer if isinstance(p, e.Spoken)]) * 1000
         assert played > 2500, played
         for number, hold in ((CHAOYANG.format(60), int(played) + 2500), (CHAOYANG.format(61), 1500)):
-            assert (await phones.call("", number=number, hold_ms=hold)).returncode in (0, 1)
+            assert (await phones.call("", number=number, hold_ms=hold, timeout=30)).returncode in (0, 1)
+        # the habitual 3 4 1 over the announcement (the IVR thanks them and hangs up)
+        assert (habit := await phones.call("341", number=CHAOYANG.format(62))).ok, habit.describe()
 
         async def recorded() -> list[CallPath]:
             paths = await callpath.recent_paths(redis_client, keys, "hotline", 0)
-            return paths if len(paths) >= BURST + 4 else []
+            return paths if len(paths) >= BURST + 5 else []
         paths = await wait_until(recorded, timeout=20, what="every call's path")
         heard = {e.incident_outcome(p.events): p.call_id for p in paths
                  if any(ev.kind is e.PathKind.INCIDENT for ev in p.events)}
-        assert set(heard) == {(incident_id, "subscribed"), (incident_id, "heard"), (incident_id, "hung_up")}, \
-            "only the callers from Chaoyang heard the announcement"
+        assert set(heard) == {(incident_id, "subscribed"), (incident_id, "heard"), (incident_id, "hung_up"),
+                              (incident_id, "menu")}, "only the callers from Chaoyang heard the announcement"
+        habitual = next(p for p in paths if p.call_id == heard[(incident_id, "menu")])
+        assert e.reported_services(habitual.events) == ("mobile_data",)
+        assert not [ev for ev in habitual.events if ev.kind is e.PathKind.INCIDENT and ev.target.startswith("queue:")]
+        heard[(incident_id, "reporter")] = next(  # one of the burst: reported without an incident
+            p.call_id for p in paths if e.reported_services(p.events) and e.incident_outcome(p.events) is None)
         assert await server.incidents.store.subscribers(incident_id) == [f"c-chaoyang|+86{subscriber}"]
 
         async def contacts_done() -> dict[str, object] | None:
@@ -131,7 +139,9 @@ async def test_a_burst_from_one_city_becomes_one_announced_incident(
             return found if all(c is not None and c.ended_at for c in found.values()) else None
         contacts = await wait_until(contacts_done, timeout=20, what="the contact records")
         outcomes = {k: c.outcome.value for k, c in contacts.items()}  # type: ignore[attr-defined]
-        assert outcomes == {"subscribed": "self_served", "heard": "self_served", "hung_up": "abandoned"}
+        assert outcomes["menu"] == outcomes.pop("reporter") != "answered", outcomes  # as without an incident
+        assert outcomes == {"subscribed": "self_served", "heard": "self_served", "hung_up": "abandoned",
+                            "menu": outcomes["menu"]}
         assert "heard incident announcement" in contacts["heard"].routing_reason  # type: ignore[attr-defined]
 
         # the network team got one signed work order
@@ -149,7 +159,7 @@ async def test_a_burst_from_one_city_becomes_one_announced_incident(
         # the burst's callers have no customer record: they are told at their numbers within the
         # default allowed hours (09:00-20:00) of their region's time zone — now, or tomorrow morning
         in_hours = 9 <= datetime.datetime.now(zoneinfo.ZoneInfo("Asia/Shanghai")).hour < 20
-        told_at_number = BURST + 2  # the reporters and the two who heard the announcement
+        told_at_number = BURST + 3  # the reporters and the three who heard the announcement
         ringing = await phones.customer(ring_ms=300, hold_ms=3000, timeout=90,  # the customers' trunk
                                         calls=1 + (told_at_number if in_hours else 0))
         async with aiohttp.ClientSession(headers=headers) as http:
@@ -163,15 +173,16 @@ async def test_a_burst_from_one_city_becomes_one_announced_incident(
         assert body["state"] == "resolved"
         figures = body["figures"]
         assert (figures["calls_absorbed"], figures["calls_hung_up_during_announcement"]) == (2, 1)
-        assert (figures["calls_sent_to_queue"], figures["calls_reached_agent"]) == (0, 0)
-        assert figures["complaints"] == BURST and figures["time_to_detect_seconds"] >= 0
+        assert (figures["calls_sent_to_queue"], figures["calls_reached_agent"], figures["calls_went_to_menu"]) == \
+            (0, 0, 1)
+        assert figures["complaints"] == BURST + 1 and figures["time_to_detect_seconds"] >= 0
         assert not await redis_client.hexists(keys.incidents_active(), incident_id)
         # one notice for the subscribed customer, one for each caller who reported the fault (the
         # menu told them "we will let you know when it is fixed") and each who heard the
         # announcement whatever they chose, at the number they called from
         assert (body["notices_scheduled"], body["notices_refused"]) == (1 + told_at_number, 0)
         ids = [notice_id(f"incident:{incident_id}:c-chaoyang")]
-        ids += [notice_id(f"incident:{incident_id}:tel-86{CHAOYANG.format(i)}") for i in (*range(BURST), 60, 61)]
+        ids += [notice_id(f"incident:{incident_id}:tel-86{CHAOYANG.format(i)}") for i in (*range(BURST), 60, 61, 62)]
         reporters = [n for n in await server.notices.store.get_many(ids[1:]) if n is not None]
         assert len(reporters) == told_at_number
         if not in_hours:  # waiting for 09:00 in Chaoyang, never rung at night

@@ -71,6 +71,9 @@ OFFER = e.IncidentOffer(
     "inc-1", prompts={"en": (e.Spoken("we know", "en", "clip-en"),), "zh": (e.Spoken("我们已获悉", "zh", "clip-zh"),)},
     thanks={"en": (e.Spoken("thanks", "en", "t-en"),), "zh": (e.Spoken("谢谢", "zh", "t-zh"),)},
     queue="faults", priority=2, timeout_ms=4000)
+HELLO = e.Collect((e.Sound("hello"),), 1, 5000, 3000)
+FAULTS = e.Collect((e.Sound("faults"),), 1, 5000, 3000)
+
 FIRST = e.Collect((e.Spoken("we know", "en", "clip-en"),), max_digits=1, timeout_ms=4000, digit_timeout_ms=4000)
 
 # (events after start, commands of the last step, exit reason, outcome)
@@ -93,7 +96,7 @@ OFFERS = [
 def test_incident_offer(menu: Menu, name: str, events: list[e.Event], last: list[e.Command],
                         reason: e.ExitReason, outcome: str) -> None:
     run, first = run_events(menu, [])
-    assert first == [e.Collect((e.Sound("hello"),), 1, 5000, 3000)]
+    assert first == [HELLO]
     run, out = run_events(menu, events, OFFER)
     assert out == last
     assert run.exit is not None and run.exit.reason is reason
@@ -112,12 +115,43 @@ def test_offer_starts_instead_of_the_menu_in_the_calls_language(menu: Menu) -> N
         run.feed(e.DigitsEntered("1"))
 
 
+# another key than 1 or 0: on to the menu, the key as its first choice ('*': the menu from its start)
+TO_MENU = [
+    ("star: the menu from its start", "*", [HELLO], [e.PathKind.ENTER], "main"),
+    ("3: the menu's option 3 at once (type-ahead)", "3", [FAULTS],
+     [e.PathKind.ENTER, e.PathKind.KEY, e.PathKind.ENTER], "faults"),
+    ("7: not an option of the menu: its invalid-key handling", "7", [HELLO], [e.PathKind.ENTER, e.PathKind.INVALID],
+     "main"),
+]
+
+
+@pytest.mark.parametrize(("name", "key", "last", "kinds", "node"), TO_MENU, ids=[t[0] for t in TO_MENU])
+def test_another_key_goes_on_to_the_menu(menu: Menu, name: str, key: str, last: list[e.Command],
+                                         kinds: list[e.PathKind], node: str) -> None:
+    run, out = run_events(menu, [e.DigitsEntered(key)], OFFER)
+    assert out[-1:] == last and run.node == node and run.exit is None
+    after = [p for p in run.path if p.kind is not e.PathKind.START][2:]  # after the offer and the key
+    assert [p.kind for p in after] == kinds
+    assert e.incident_outcome(run.path) == ("inc-1", "menu")
+
+
+def test_the_habitual_fault_report_during_an_offer_is_counted_by_the_menu(menu: Menu) -> None:
+    """3 4 1 typed by habit over the announcement: 3 leaves it for the menu's faults, 1 there is the
+    report (the menu's own action follows: here a queue); not sent to the queue by the announcement."""
+    run, out = run_events(menu, [e.DigitsEntered("3"), e.DigitsEntered("1")], OFFER)
+    assert e.reported_services(run.path) == ("mobile_data",)
+    assert e.incident_outcome(run.path) == ("inc-1", "menu")
+    assert not [p for p in run.path if p.kind is e.PathKind.INCIDENT and p.target.startswith("queue:")]
+    assert out[-1] == e.Transfer("faults", 2, "ivr:faults:1")  # this menu's report, not the announcement's
+
+
 # (outcome, served by the IVR = contact self_served, exit as statistics count it, absorbed)
 ABSORBED = [
     ("subscribed", [e.DigitsEntered("1"), e.Subscribed(True)], True, "self_served", True),
     ("heard", [e.CallerHungUp(prompts_played=True)], True, "self_served", True),
     ("hung_up", [e.CallerHungUp()], False, "caller_hangup", False),
     ("agent", [e.InputTimedOut()], False, "queue", False),
+    ("menu", [e.DigitsEntered("*"), e.CallerHungUp(prompts_played=True)], False, "caller_hangup", False),
 ]
 
 
@@ -138,7 +172,7 @@ def test_one_rule_for_the_contact_and_the_figures(menu: Menu, outcome: str, even
     if outcome == "heard":
         assert summary == "ivr exit self_served at incident (heard incident announcement inc-1 to its end, hung up)"
     else:
-        assert summary == f"ivr exit {run.exit.reason.value} at incident"
+        assert summary == f"ivr exit {run.exit.reason.value} at {'main' if outcome == 'menu' else 'incident'}"
 
 
 class HangsUpDuring(FakeChannel):
