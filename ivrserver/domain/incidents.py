@@ -257,9 +257,9 @@ def figures(incident: Incident, *, absorbed: int, reached_agent: int, complaints
     """What the archive keeps about a resolved incident: calls absorbed by the announcement
     (pressed 1, or heard it to its end and hung up), calls it sent to a queue and of those the
     ones an agent answered (`reached_agent`), calls that went on to the menu (another key), calls
-    that hung up during it, complaints, time to
-    detect (from the first complaint's own time) and to fix, notices scheduled / refused /
-    delivered (heard, or sent by SMS: counted as they are, after the resolve)."""
+    that hung up during it, complaints, time to detect (from the first complaint's own time) and
+    to fix, notices scheduled / refused / delivered (heard, or sent by SMS: counted as they are,
+    after the resolve)."""
     first = incident.counts.get("first_report_at")
     detect = round(incident.opened_at - float(first), 3) if first is not None and not incident.planned else None
     fix = round(incident.resolved_at - incident.opened_at, 3) if incident.resolved_at is not None else None

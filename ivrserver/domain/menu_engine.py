@@ -668,11 +668,9 @@ class MenuRun:
         its prompts are skipped, as a key pressed during them would)."""
         self._record(PathKind.INCIDENT, INCIDENT_NODE, key=key, target=OFFER_TO_MENU, detail=offer.incident_id)
         self._enter(self._entry, out)
-        if key == MENU_KEY or self._wait is not _Wait.INPUT or not out or not isinstance(out[-1], Collect):
-            return
-        if self.menu.nodes[self.node].kind is not NodeKind.MENU:
-            return  # a first node collecting digits asks for them from the start
-        out.pop()
+        if key == MENU_KEY or self._wait is not _Wait.INPUT or self.menu.nodes[self.node].kind is not NodeKind.MENU:
+            return  # '*', or a first node collecting digits: it asks for them from the start
+        out.pop()  # the entry menu's Collect (`_enter` ends with it): the caller has chosen already
         self._on_input(DigitsEntered(key, self._at), out)
 
     def _offer_to_queue(self, offer: IncidentOffer, key: str, out: list[Command]) -> None:
