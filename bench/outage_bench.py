@@ -52,9 +52,6 @@ import argparse
 import asyncio
 import collections
 import datetime
-import hashlib
-import hmac
-import json
 import os
 import re
 import shutil
@@ -62,7 +59,7 @@ import sys
 import tempfile
 import time
 import zoneinfo
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +70,6 @@ if str(BENCH) not in sys.path:
 import aiohttp  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 import yaml  # noqa: E402
-from aiohttp import web  # noqa: E402
 from e2e_bench import REPO, IvrProcess, metric_total  # noqa: E402
 from fastagi_bench import PREFIX, cpu_seconds, ivrserver_config, loadavg  # noqa: E402
 
@@ -83,6 +79,7 @@ from ivrserver.devstack.ports import StackPorts  # noqa: E402
 from ivrserver.devstack.redis import LocalRedis  # noqa: E402
 from ivrserver.devstack.rtp import dtmf_pcaps  # noqa: E402
 from ivrserver.devstack.sipp import SIPP_DIR, SippResult, caller_variables, start_sipp  # noqa: E402
+from ivrserver.devstack.webhook_receiver import SignedReceiver  # noqa: E402
 from ivrserver.domain import incidents as inc  # noqa: E402
 from ivrserver.domain import menu_engine as e  # noqa: E402
 from ivrserver.domain.model import ContactPreferences, Customer  # noqa: E402
@@ -96,8 +93,6 @@ from ivrserver.store.keys import Keys  # noqa: E402
 from ivrserver.store.notices import NoticeStore  # noqa: E402
 from ivrserver.web.backoffice import digest  # noqa: E402
 
-from benchlib import free_port  # noqa: E402
-
 SECRET = b"outage-bench-noc-secret-0123456789"
 NOC_TOKEN = "noc-" + "0badc0de" * 5
 CHAOYANG = "1390421{:04d}"  # national mobile numbers of Chaoyang, Liaoning (phone.default_region CN)
@@ -109,52 +104,6 @@ WAVE1_HOLD_MS = 15000  # after the last key: the IVR's thanks and hang-up come w
 
 
 # ------------------------------------------------------------------------------ the network team
-
-
-@dataclass
-class Receiver:
-    """The network team's webhook endpoint: verifies each request's HMAC (t within 5 minutes),
-    keeps the bodies; a repeated Idempotency-Key is acknowledged and counted, not kept again."""
-
-    port: int = field(default_factory=free_port)
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-    keys: collections.Counter[str] = field(default_factory=collections.Counter)
-    received_at: list[float] = field(default_factory=list)
-    bad_signatures: int = 0
-    runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/noc"
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        fields = dict(p.split("=", 1) for p in request.headers.get("X-Ivrserver-Signature", "").split(",") if "=" in p)
-        expected = hmac.new(SECRET, f"{fields.get('t', '')}.".encode() + raw, hashlib.sha256).hexdigest()
-        fresh = fields.get("t", "").isdigit() and abs(time.time() - int(fields["t"])) < 300
-        if not (fresh and hmac.compare_digest(expected, fields.get("v1", ""))):
-            self.bad_signatures += 1
-            return web.json_response({"error": "bad signature"}, status=401)
-        key = request.headers.get("Idempotency-Key", "")
-        self.keys[key] += 1
-        if self.keys[key] == 1:
-            self.bodies.append(json.loads(raw))
-            self.received_at.append(time.time())
-        return web.json_response({"ok": True})
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/noc", self.handle)
-        self.runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [b for b in self.bodies if b.get("event") == name]
 
 
 # ------------------------------------------------------------------------------ callers
@@ -217,7 +166,7 @@ async def run_group(asterisk: LocalAsterisk, workdir: Path, group: Group, rate: 
 # ------------------------------------------------------------------------------ the run
 
 
-def settings_for(workdir: Path, base: Path, receiver: Receiver) -> tuple[Path, int]:
+def settings_for(workdir: Path, base: Path, receiver: SignedReceiver) -> tuple[Path, int]:
     """e2e's config with numbers in national form (CN), the shipped incidents policy, the NOC
     webhook endpoint and a back-office token of scope `incidents`; (its path, the web port)."""
     data = yaml.safe_load(base.read_text())
@@ -278,7 +227,7 @@ async def bench(args: argparse.Namespace) -> int:
     redis = LocalRedis()
     ports = StackPorts.free()
     asterisk = LocalAsterisk(ports, name=f"outage-bench-{os.getpid()}")
-    receiver = Receiver()
+    receiver = SignedReceiver(SECRET)
     ivr: IvrProcess | None = None
     client: aioredis.Redis | None = None
     try:
@@ -424,7 +373,7 @@ async def resolve_and_tell(args: argparse.Namespace, asterisk: LocalAsterisk, ht
 
 
 async def run(args: argparse.Namespace, workdir: Path, asterisk: LocalAsterisk, ast_pid: int, ivr: IvrProcess,
-              client: aioredis.Redis, receiver: Receiver, settings_path: Path) -> None:
+              client: aioredis.Redis, receiver: SignedReceiver, settings_path: Path) -> None:
     keys = Keys(prefix=PREFIX)
     policy = incident_policy.load(workdir / "incidents.yaml")
     api = f"http://127.0.0.1:{ivr.web_port}/api/v1/incidents"
@@ -528,7 +477,9 @@ async def run(args: argparse.Namespace, workdir: Path, asterisk: LocalAsterisk, 
     zone = zoneinfo.ZoneInfo("Asia/Shanghai")
     local = datetime.datetime.now(zone).strftime("%H:%M")
     figures = dict(final.figures)
-    orders = receiver.events("incident.opened")
+    bodies = list(receiver.accepted.values())  # one per Idempotency-Key
+    orders = [b for b in bodies if b.get("event") == "incident.opened"]
+    order_at = min((h["at"] for h in receiver.hits if h["body"].get("event") == "incident.opened"), default=0.0)
     wave2 = [cy_sub, cy_heard, bj_sub, bj_heard]
     all_groups = [reporters, *wave2]
     total_calls = sum(len(g.numbers) for g in all_groups)
@@ -562,10 +513,10 @@ async def run(args: argparse.Namespace, workdir: Path, asterisk: LocalAsterisk, 
         ("first caller offered it", f"+{offered[0][0] - incident.opened_at:.2f} s" if offered else "-",
          "after opened_at (that call's start; announcement rendered by then)"),
         ("work orders (incident.opened)", f"{len(orders)}",
-         f"expect 1; all webhook events kept: {dict(collections.Counter(b['event'] for b in receiver.bodies))}, "
+         f"expect 1; all webhook events kept: {dict(collections.Counter(b['event'] for b in bodies))}, "
          f"{receiver.bad_signatures} bad signatures, repeats of a key: "
-         f"{sum(v - 1 for v in receiver.keys.values())}; "
-         f"delivered +{receiver.received_at[0] - incident.opened_at:.2f} s after opened_at" if orders else "-"),
+         f"{len(receiver.hits) - len(bodies)}; "
+         f"delivered +{order_at - incident.opened_at:.2f} s after opened_at" if orders else "-"),
         ("back office", f"ack {ack_status}, patch {patch_status}, resolve {told.resolve_status}",
          f"resolve answered in {told.resolve_ms:.0f} ms"),
         ("wave 2 Chaoyang press 1", f"{len(cy_sub.numbers)}, {cy_sub.failed} failed", tallied(cy_sub)),

@@ -7,11 +7,8 @@ also counts its raw hits: at least once, never lost."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +17,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from ivrserver.config import WebhookSettings
+from ivrserver.devstack.webhook_receiver import Behaviour, SignedReceiver
 from ivrserver.domain.webhooks import DeliveryState, Endpoint, delivery_id
 from ivrserver.metrics import Metrics
 from ivrserver.services.webhooks import WebhookNotDead, WebhookNotFound, Webhooks
@@ -31,7 +29,6 @@ SECRET = b"receiver-secret-0123456789"
 FAST = WebhookSettings(timeout_seconds=0.5, max_attempts=5, backoff_base_seconds=0.05, backoff_max_seconds=0.2,
                        lease_seconds=1.0, poll_interval=0.05, concurrency=8)
 
-Behaviour = Callable[[int], Awaitable[web.StreamResponse]]
 
 
 def ok() -> web.Response:
@@ -39,51 +36,12 @@ def ok() -> web.Response:
 
 
 @dataclass
-class Receiver:
-    """A webhook receiver: verifies each request's signature with plain hmac (t within 5 minutes),
-    records raw hits, and accepts each Idempotency-Key once. `answers` decides each hit's answer
-    (by its number, 1-based); default 200."""
+class Receiver(SignedReceiver):
+    """The tests' receiver: SignedReceiver with this module's SECRET, on a port chosen up front
+    (an endpoint may name its url before the receiver starts)."""
 
+    secret: bytes = SECRET
     port: int = field(default_factory=free_port)
-    answers: list[Behaviour] = field(default_factory=list)
-    hits: list[dict[str, Any]] = field(default_factory=list)
-    accepted: dict[str, dict[str, Any]] = field(default_factory=dict)
-    bad_signatures: int = 0
-    runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        header = request.headers.get("X-Ivrserver-Signature", "")
-        fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
-        expected = hmac.new(SECRET, f"{fields.get('t', '')}.".encode() + raw, hashlib.sha256).hexdigest()
-        fresh = fields.get("t", "").isdigit() and abs(time.time() - int(fields["t"])) < 300
-        if not (fresh and hmac.compare_digest(expected, fields.get("v1", ""))):
-            self.bad_signatures += 1
-            return web.json_response({"error": "bad signature"}, status=401)
-        body = json.loads(raw)
-        self.hits.append({"headers": dict(request.headers), "body": body})
-        n = len(self.hits)
-        key = request.headers["Idempotency-Key"]
-        self.accepted.setdefault(key, body)  # a repeat of a key is acknowledged, not acted on again
-        if n <= len(self.answers):
-            return await self.answers[n - 1](n)
-        return ok()
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hook", self.handle)
-        self.runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
 
 
 def status(code: int, headers: dict[str, str] | None = None) -> Behaviour:
