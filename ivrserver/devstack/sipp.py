@@ -29,6 +29,12 @@ SIPP_DIR = REPO_DIR / "tests" / "sipp"
 # SIPp processes we started, by the UDP port they hold: a new SIPp on a port still held by the
 # last one fails with errno 98, so start_sipp() waits for the previous holder to exit first.
 _SIPP_BY_PORT: dict[int, asyncio.subprocess.Process] = {}
+# The media ports (-mp, four from there) handed to each SIPp we started, until it exits: a SIPp
+# binds them some milliseconds after it starts, so a check that they are free does not see the
+# previous phone's yet — two phones started one after the other could get overlapping blocks, and
+# the second died at start ("Unable to bind video RTP socket ... errno = 98").
+MEDIA_PORTS = 4
+_MEDIA_BY_PORT: dict[int, asyncio.subprocess.Process | None] = {}   # None: handed out, not started yet
 
 
 OUTPUT = "screen.txt"  # SIPp's stdout + stderr, in its working directory
@@ -144,10 +150,16 @@ def _sipp_workdir(files: Mapping[str, bytes]) -> Path:
 
 
 def _free_media_port() -> int:
-    """An even port with the next three free (SIPp's -mp takes audio + video RTP/RTCP)."""
+    """An even port with the next three free (SIPp's -mp takes audio + video RTP/RTCP), none of
+    them handed to a SIPp of ours that still runs; reserved (`_MEDIA_BY_PORT`) until it exits."""
+    for port in [p for p, proc in _MEDIA_BY_PORT.items() if proc is not None and proc.returncode is not None]:
+        del _MEDIA_BY_PORT[port]
+    taken = {p + i for p in _MEDIA_BY_PORT for i in range(MEDIA_PORTS)}
     for _ in range(200):
         port = random.randrange(*MEDIA_PORT_RANGE) & ~1
-        if all(port_free(p) for p in range(port, port + 4)):
+        block = range(port, port + MEDIA_PORTS)
+        if taken.isdisjoint(block) and all(port_free(p) for p in block):
+            _MEDIA_BY_PORT[port] = None
             return port
     raise DevStackError("no free media port for SIPp")
 
@@ -182,8 +194,9 @@ async def start_sipp(scenario: str | Path, *, local_port: int, remote: str | Non
             raise DevStackError(f"UDP port {local_port} stays busy: another SIPp still holds it?")
         await asyncio.sleep(0.05)
     workdir = await asyncio.to_thread(_sipp_workdir, files or {})
+    media = _free_media_port()
     argv = [exe, "-sf", str(path), "-i", "127.0.0.1", "-p", str(local_port),
-            "-mp", str(_free_media_port()), "-m", str(calls), "-nostdin",
+            "-mp", str(media), "-m", str(calls), "-nostdin",
             "-timeout", f"{max(1, int(timeout))}s", "-timeout_error",
             "-trace_stat", "-stf", str(workdir / "stats.csv"), "-trace_err", "-trace_logs"]
     if service is not None:
@@ -200,10 +213,15 @@ async def start_sipp(scenario: str | Path, *, local_port: int, remote: str | Non
     # SIPp's screen goes to a file of its working directory, not a pipe: a pipe nobody reads until
     # the end would block a long-lived phone once full, and would kill it (SIGPIPE) when the
     # process that started it dies (a `make run` killed with -9 leaves its phones running)
-    with (workdir / OUTPUT).open("wb") as screen:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=workdir, stdin=asyncio.subprocess.DEVNULL, stdout=screen,
-            stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+    try:
+        with (workdir / OUTPUT).open("wb") as screen:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, cwd=workdir, stdin=asyncio.subprocess.DEVNULL, stdout=screen,
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+    except BaseException:
+        _MEDIA_BY_PORT.pop(media, None)
+        raise
+    _MEDIA_BY_PORT[media] = proc
     _SIPP_BY_PORT[local_port] = proc
     sipp = SippProcess(scenario=path, local_port=local_port, process=proc, workdir=workdir,
                        timeout=timeout, pids=pids)

@@ -76,6 +76,18 @@ async def run(*argv: str, timeout: float = 120.0) -> tuple[int, str]:
     return proc.returncode, out.decode(errors="replace")
 
 
+def _logs_of(run_dir: Path) -> str:
+    """The tails of what the stack logged, for a failure message."""
+    tails = []
+    for path in sorted(run_dir.rglob("*.log")):
+        try:
+            lines = path.read_text(errors="replace").splitlines()[-15:]
+        except OSError:
+            continue
+        tails.append(f"--- {path}\n" + "\n".join(lines))
+    return "\n".join(tails)
+
+
 async def test_make_run_end_to_end_and_after_a_sigkill(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     pids = PidFiles(run_dir / "pids")
@@ -114,7 +126,9 @@ async def test_make_run_end_to_end_and_after_a_sigkill(tmp_path: Path) -> None:
         assert len(phones) == 11 and any("customer phone" in r.what for r in phones)
         assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
         left = [r for r in started.values() if r.name != OWNER]
-        assert all(still_ours(r) for r in left), "a SIGKILL of make run leaves its stack running"
+        gone = [f"{r.what} (pid {r.pid})" for r in left if not still_ours(r)]
+        assert not gone, (f"a SIGKILL of make run must leave its stack running; gone: {gone}\n"
+                          + "".join(first.lines[-30:]) + _logs_of(run_dir))
 
         banner = await second.start()
         for rec in left:
