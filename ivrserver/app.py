@@ -649,6 +649,8 @@ class IvrServer:
         log.info("shutting down: no new calls; running calls get %ss", self.settings.agi.drain_timeout)
         await self.fastagi.stop(self.settings.agi.drain_timeout)
         await self.supervisor.stop()
+        if self.incidents is not None:
+            await self.incidents.close()  # resolve notices in progress: the lease holder finishes them
         await self.hotline.close()  # end-of-call writes still in flight (a slow Redis)
         await self.tracker.close()  # contact records still waiting for their deferred write
         if self.records is not None:

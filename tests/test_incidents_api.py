@@ -97,12 +97,45 @@ async def test_planned_outage_lifecycle(noc: TestClient, redis_client: aioredis.
     assert resolved.status == 200, await resolved.text()
     body = await resolved.json()
     assert body["state"] == "resolved" and body["figures"]["time_to_fix_seconds"] is not None
+    assert (body["notices_scheduled"], body["notices_refused"], body["notices_pending"]) == (0, 0, False)
     assert not await redis_client.hexists(keys.incidents_active(), ident)
     late = await noc.post(f"/api/v1/incidents/{ident}/acknowledge")
     assert late.status == 409
     listed = await (await noc.get("/api/v1/incidents?state=resolved")).json()
     assert [i["id"] for i in listed["incidents"]] == [ident]
     assert (await noc.get("/api/v1/incidents?state=lost")).status == 400
+
+
+async def test_a_resolve_with_notices_that_take_longer_answers_202_and_they_go_on(
+        noc: TestClient, server: IvrServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The notices of a big resolve take seconds: the request answers after RESOLVE_WAIT_SECONDS
+    (here 0) with 202, and GET shows the figures once every caller has been scheduled."""
+    import asyncio
+
+    from ivrserver.domain.model import CallerSnapshot
+    from ivrserver.web import api_incidents
+
+    monkeypatch.setattr(api_incidents, "RESOLVE_WAIT_SECONDS", 0.0)
+    incidents = server.incidents
+    assert incidents is not None
+    opened = await (await noc.post("/api/v1/incidents", json={"service": "mobile_data",
+                                                              "area": "chaoyang-liaoning"})).json()
+    for n in range(12):
+        assert await incidents.subscribe(opened["id"], CallerSnapshot(number=f"+86139042100{n:02d}"), None)
+    resp = await noc.post(f"/api/v1/incidents/{opened['id']}/resolve", json={"cause": "fibre spliced"})
+    assert resp.status == 202, await resp.text()
+    body = await resp.json()
+    assert body["state"] == "resolved" and body["notices_pending"] is True
+    assert (body["notices_scheduled"], body["notices_refused"], body["figures"]) == (None, None, {})
+    for _ in range(600):  # GET, as a back office polls it, until the figures are archived (≤ 30 s)
+        got = await (await noc.get(f"/api/v1/incidents/{opened['id']}")).json()
+        if "notices_scheduled" in got["figures"]:
+            break
+        await asyncio.sleep(0.05)
+    assert (got["figures"]["notices_scheduled"], got["figures"]["notices_refused"]) == (12, 0)
+    monkeypatch.setattr(api_incidents, "RESOLVE_WAIT_SECONDS", 10.0)
+    again = await noc.post(f"/api/v1/incidents/{opened['id']}/resolve", json={})  # none twice, counted again
+    assert again.status == 200 and (await again.json())["notices_scheduled"] == 12
 
 
 async def test_a_fault_disposition_over_rest_counts_one_complaint(

@@ -243,6 +243,60 @@ async def test_everyone_offered_the_announcement_is_told_once_and_deliveries_are
     assert len(await env.calls.list(limit=20)) == 4
 
 
+class Died(BaseException):
+    """The instance doing the resolve dies (a BaseException: nothing on the way catches it)."""
+
+
+class DiesAfter:
+    """The real NoticeService, until the instance dies after `n` notices (a crash mid-resolve)."""
+
+    def __init__(self, notices: object, n: int) -> None:
+        self.notices, self.left = notices, n
+
+    async def schedule(self, req: object) -> object:
+        if self.left == 0:
+            raise Died
+        self.left -= 1
+        return await self.notices.schedule(req)  # type: ignore[attr-defined]
+
+
+async def test_a_resolve_an_instance_died_in_is_finished_by_the_lease_holder_once(
+        redis_client: aioredis.Redis, keys: Keys, tmp_path: Path) -> None:
+    """The resolve is saved, 3 of 30 notices scheduled, then the instance dies: another instance
+    finishes it — every caller told once, the figures archived — and only after the grace."""
+    from tests.test_notices import OPEN, Env
+
+    env = Env(redis_client, keys, tmp_path)
+    dying = service(redis_client, keys, "i1", notices=DiesAfter(env.notices, 3), notify_concurrency=1)
+    incident = await dying.open("mobile_data", "Chaoyang, Liaoning", actor="supervisor:s1")
+    for n in range(30):
+        await env.customer(f"c-{n:02d}", prefs=OPEN, phones=(CHAOYANG.format(n),))
+        assert await dying.subscribe(incident.id, CallerSnapshot(number=CHAOYANG.format(n)), f"c-{n:02d}")
+    with pytest.raises(Died):
+        await dying.resolve(incident.id, actor="backoffice:noc")
+    left = await dying.get(incident.id)
+    assert left.state is inc.IncidentState.RESOLVED and not left.figures and left.resolved_at is not None
+    assert len(await env.calls.list(limit=100)) == 3
+    assert await dying.store.unfinished(left.resolved_at) == [incident.id]
+
+    other = service(redis_client, keys, "i2")  # notify concurrency: the default
+    other.attach(notices=env.notices)  # and the delivered hook, as the app wires it
+    assert sorted(await env.place_due()) == ["placed"] * 3  # the 3 notices are heard before it is finished
+    assert (await other.get(incident.id)).figures == {"notices_delivered": 3}
+    assert await other.store.unfinished(left.resolved_at) == [incident.id]  # still: a delivery is no archive
+    assert await other.finish_resolves(left.resolved_at + 1) == []  # the resolving request may still be at it
+    assert await other.finish_resolves(left.resolved_at + 61) == [incident.id]
+    told = sorted(cb.customer_id for cb in await env.calls.list(limit=100))
+    assert told == [f"c-{n:02d}" for n in range(30)]  # each once: the 3 before the crash not again
+    done = await other.get(incident.id)
+    assert done.figures["notices_scheduled"] == 30 and done.figures["notices_refused"] == 0
+    assert done.figures["notices_delivered"] == 3
+    assert await other.store.unfinished(time.time() + 3600) == []
+    assert await other.finish_resolves(time.time() + 3600) == []  # nothing left to finish
+    again = await other.resolve(incident.id, actor="backoffice:noc")
+    assert again.notices_scheduled == 30 and len(await env.calls.list(limit=100)) == 30
+
+
 async def test_an_agents_fault_disposition_counts_once_per_contact_unless_the_ivr_did(
         redis_client: aioredis.Redis, keys: Keys) -> None:
     from ivrserver.domain.contact_notes import validate

@@ -184,6 +184,25 @@ async def test_messages_render_per_customer_values_cached_by_content(tmp_path: P
         await messages.render(template, {"case": "1", "result": "x"}, "fr")
 
 
+async def test_many_requests_for_one_text_at_once_render_it_once(tmp_path: Path) -> None:
+    """A resolve schedules hundreds of notices at once, all with one message: one synthesis."""
+    import asyncio
+
+    messages = MessageService(renderer(tmp_path))
+    template = "The mobile data fault in Chaoyang is fixed."
+    audio = await asyncio.gather(*(messages.render(template, {}, "en") for _ in range(20)),
+                                 *(messages.render("朝阳的移动数据故障已修复。", {}, "zh") for _ in range(20)))
+    assert len({a.name for a in audio}) == 2 and all(a.seconds > 1 for a in audio)
+    assert sorted(messages.renderer.rendered) == sorted({a.name for a in audio})  # each once
+    assert messages.renderer._inflight == {}
+    r = renderer(tmp_path / "b")
+    broken = MessageService(dataclasses.replace(
+        r, synthesizer=dataclasses.replace(r.synthesizer, convert="false {wav} {out}")))
+    failed = await asyncio.gather(*(broken.render("Fixed.", {}, "en") for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(f, SynthesisError) for f in failed), failed  # one failed render reaches every waiter
+    assert broken.renderer.rendered == [] and broken.renderer._inflight == {}
+
+
 async def test_cleanup_removes_only_old_messages_no_call_references(tmp_path: Path) -> None:
     r = renderer(tmp_path)
     messages = MessageService(r)

@@ -271,6 +271,12 @@ def figures(incident: Incident, *, absorbed: int, reached_agent: int, complaints
             "notices_delivered": max(notices_delivered, int(incident.figures.get("notices_delivered") or 0))}
 
 
+def unfinished(incident: Incident) -> bool:
+    """Resolved, its notices and figures not done yet (a notice delivered before the archive only
+    records `notices_delivered`)."""
+    return incident.state is IncidentState.RESOLVED and "notices_scheduled" not in incident.figures
+
+
 def with_delivered(incident: Incident, delivered: int, now: float) -> Incident:
     """The archive with `delivered` resolve notices delivered (never fewer than it says already)."""
     if int(incident.figures.get("notices_delivered") or 0) >= delivered:

@@ -198,6 +198,9 @@ class SpeechRenderer:
     sounds_dir: Path | None = None  # recorded files that win over text (sounds/<lang>/<name>.*)
     concurrency: int = 2
     rendered: list[str] = field(default_factory=list)  # names rendered (not found in the cache), in order
+    # renders in progress, by clip name: a second request for the same text waits for the first
+    # (a resolve schedules notices many at once, all with one message)
+    _inflight: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def from_settings(cls, prompts: Any, sounds_dir: str | None) -> SpeechRenderer:
@@ -250,13 +253,27 @@ class SpeechRenderer:
         path = self.path_for(name)
         size = _size(path)
         if not size:
-            async with semaphore or asyncio.Semaphore(1):
-                size = _size(path)  # rendered meanwhile by another task for the same text
-                if not size:
-                    await self.synthesizer.render(text, voice, path)
-                    self.rendered.append(name)
-                    size = _size(path)
+            pending = self._inflight.get(name)
+            if pending is None or pending.get_loop() is not asyncio.get_running_loop():
+                pending = asyncio.create_task(self._render(text, voice, name, semaphore))
+                self._inflight[name] = pending
+                pending.add_done_callback(lambda task: self._render_done(name, task))
+            await asyncio.shield(pending)  # one waiter cancelled does not cancel it for the others
+            size = _size(path)
         return Clip(name, path, self.sound_for(name), size / BYTES_PER_SECOND)
+
+    async def _render(self, text: str, voice: str, name: str, semaphore: asyncio.Semaphore | None) -> None:
+        path = self.path_for(name)
+        async with semaphore or asyncio.Semaphore(1):
+            if not _size(path):  # rendered meanwhile by another task sharing the semaphore
+                await self.synthesizer.render(text, voice, path)
+                self.rendered.append(name)
+
+    def _render_done(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._inflight.get(name) is task:
+            del self._inflight[name]
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter got it already (or there was none left)
 
     # -- menus ----------------------------------------------------------------------------
 

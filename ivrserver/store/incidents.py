@@ -148,9 +148,9 @@ if ARGV[5] ~= '' then redis.call('XADD', ARGV[5], '*', 'kind', 'incidents', 'dat
 return 1
 """)
 
-# KEYS: incident, active hash, pair marker, cool-down, subscribers, stats, heard, queued; ARGV: id,
-# JSON, compact JSON ('' when no longer active), expected stored revision, cool-down seconds, keep
-# seconds after resolve, outbox
+# KEYS: incident, active hash, pair marker, cool-down, subscribers, stats, heard, queued, unfinished;
+# ARGV: id, JSON, compact JSON ('' when no longer active), expected stored revision, cool-down
+# seconds, keep seconds after resolve, outbox, resolved at ('' unless domain/incidents.unfinished)
 _SAVE = scripts.declare("""
 local current = redis.call('GET', KEYS[1])
 if not current then return -1 end
@@ -168,6 +168,11 @@ else
   redis.call('EXPIRE', KEYS[6], ARGV[6])
   redis.call('EXPIRE', KEYS[7], ARGV[6])
   redis.call('EXPIRE', KEYS[8], ARGV[6])
+end
+if ARGV[8] ~= '' then
+  redis.call('ZADD', KEYS[9], ARGV[8], ARGV[1])
+else
+  redis.call('ZREM', KEYS[9], ARGV[1])
 end
 if ARGV[7] ~= '' then redis.call('XADD', ARGV[7], '*', 'kind', 'incidents', 'data', ARGV[2]) end
 return 1
@@ -220,11 +225,14 @@ class IncidentStore:
                 self.keys.incident_pair(incident.service, incident.area),
                 self.keys.incident_cooldown(incident.service, incident.area),
                 self.keys.incident_subscribers(incident.id), self.keys.incident_stats(incident.id),
-                self.keys.incident_heard(incident.id), self.keys.incident_queued(incident.id)]
+                self.keys.incident_heard(incident.id), self.keys.incident_queued(incident.id),
+                self.keys.incidents_unfinished()]
         doc = incident_to_json(incident)
+        unfinished = inc.unfinished(incident)
         reply = await scripts.script(self.redis, _SAVE)(keys=keys, args=[
             incident.id, doc, doc if incident.active else "", previous_revision, int(cooldown_seconds),
-            self.keep_seconds, self.keys.outbox_if_recording() or ""])
+            self.keep_seconds, self.keys.outbox_if_recording() or "",
+            repr(incident.resolved_at or 0.0) if unfinished else ""])
         if reply != 1:
             raise Conflict("gone" if reply == -1 else "changed meanwhile")
 
@@ -238,6 +246,15 @@ class IncidentStore:
             return []
         raws = await self.redis.mget([self.keys.incident(i) for i in ids])
         return [i for i in (incident_from_json(r) for r in raws) if i is not None]
+
+    async def unfinished(self, resolved_before: float) -> list[str]:
+        """Ids of resolved incidents not archived yet, resolved before `resolved_before`, oldest first."""
+        return list(await self.redis.zrangebyscore(self.keys.incidents_unfinished(), "-inf", resolved_before,
+                                                   start=0, num=MAX_LIST))
+
+    async def drop_unfinished(self, incident_id: str) -> None:
+        """Forget the mark of an incident that is gone (expired) or no longer resolved."""
+        await self.redis.zrem(self.keys.incidents_unfinished(), incident_id)
 
     async def active(self) -> list[inc.Incident]:
         raw = await self.redis.hgetall(self.keys.incidents_active())

@@ -202,6 +202,12 @@ class Keys:
         """HASH incident id → compact JSON of each active incident: read by the caller snapshot."""
         return f"{self.prefix}:incidents:active"
 
+    def incidents_unfinished(self) -> str:
+        """ZSET incident id → resolved at, of resolved incidents whose notices and figures are not
+        done yet (added and removed by the save that resolves or archives): the detector's lease
+        holder finishes a resolve an instance died in."""
+        return f"{self.prefix}:incidents:unfinished"
+
     def incident_pair(self, service: str, area: str) -> str:
         """The active incident of a pair (SET NX: one incident per pair, across instances)."""
         return f"{self.prefix}:inc:active:{service}:{area}"

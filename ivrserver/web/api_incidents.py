@@ -6,7 +6,10 @@ POST  /api/v1/incidents                        open one by hand (a planned outag
 GET   /api/v1/incidents/{id}                   one incident, with its subscribers count
 PATCH /api/v1/incidents/{id}                   {"cause"?, "expected_fix_at"? (epoch seconds or null)}
 POST  /api/v1/incidents/{id}/acknowledge       the network team has it
-POST  /api/v1/incidents/{id}/resolve           {"cause"?}: fixed — notices go out, figures archived
+POST  /api/v1/incidents/{id}/resolve           {"cause"?}: fixed — notices go out, figures archived;
+                                               200 with the notices' counts, or 202 when they take
+                                               longer than RESOLVE_WAIT_SECONDS (they go on: GET the
+                                               incident until figures.notices_scheduled is there)
 
 Who: supervisors (session) and back-office tokens (web/backoffice.py, the network team's system);
 agents get 403. Errors: 400 {"errors": {field: message}}, 401, 403, 404 {"error"}, 409 {"error"}
@@ -31,6 +34,7 @@ from ivrserver.web.backoffice import BACKOFFICE
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_LIMIT = 1000
 MAX_CAUSE = 500
+RESOLVE_WAIT_SECONDS = 5.0  # a resolve answers within this; thousands of notices go on behind it
 _ID = re.compile(r"^inc-[0-9]{1,12}-[a-z][a-z0-9_]{0,31}-[\w-]{1,64}$")
 _STATES = tuple(s.value for s in inc.IncidentState)
 # a fix time: within ten years of the epoch's present range (seconds, not milliseconds)
@@ -194,9 +198,10 @@ def routes(service: IncidentService) -> list[web.RouteDef]:
         cause = _text(body, "cause", errors)
         if errors:
             raise _Invalid(errors)
-        report = await service.resolve(ident, actor=actor, cause=cause)
+        report = await service.resolve(ident, actor=actor, cause=cause, wait=RESOLVE_WAIT_SECONDS)
         return web.json_response({**inc.to_dict(report.incident), "notices_scheduled": report.notices_scheduled,
-                                  "notices_refused": report.notices_refused})
+                                  "notices_refused": report.notices_refused, "notices_pending": report.pending},
+                                 status=202 if report.pending else 200)
 
     return [
         web.get("/api/v1/incidents", list_),

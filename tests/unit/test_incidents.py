@@ -3,6 +3,7 @@ the incident lifecycle, caller areas and the policy file's errors."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -145,6 +146,15 @@ def test_notices_delivered_only_grow() -> None:
     assert inc.with_delivered(one, 2, T0 + 62) is one  # a late, smaller count never lowers it
     figures = inc.figures(one, absorbed=0, reached_agent=0, complaints=0, notices_scheduled=3, notices_delivered=1)
     assert figures["notices_delivered"] == 3
+
+
+def test_a_resolve_is_unfinished_until_its_figures_are_archived() -> None:
+    active = inc.open_incident("mobile_data", "a", T0, opened_by="detector")
+    done = inc.resolve(active, T0 + 60)
+    assert not inc.unfinished(active) and inc.unfinished(done)
+    assert inc.unfinished(inc.with_delivered(done, 2, T0 + 61))  # a notice heard before the archive
+    figures = inc.figures(done, absorbed=0, reached_agent=0, complaints=0, notices_scheduled=0)
+    assert not inc.unfinished(replace(done, figures=figures))
 
 
 def test_baseline_excludes_the_window_hour() -> None:
