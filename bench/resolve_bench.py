@@ -1,7 +1,7 @@
 """Incident resolve at scale (issue 19): how long `POST /api/v1/incidents/{id}/resolve` takes when
 thousands of callers are to be told, at several notice-scheduling concurrencies.
 
-    .venv/bin/python bench/resolve_bench.py                       # 1,000 and 10,000 callers; 1 and 16 at once
+    .venv/bin/python bench/resolve_bench.py                       # 1,000 and 10,000 callers; 1, 4 and 16 at once
     .venv/bin/python bench/resolve_bench.py --callers 30000 --concurrency 16,64
 
 Each row: a private redis-server flushed, one active incident (mobile data, Chaoyang) and N
@@ -110,7 +110,7 @@ async def run(url: str, sizes: list[int], levels: list[int], repeat: int) -> lis
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--callers", default="1000,10000", help="comma-separated numbers of callers to tell")
-    parser.add_argument("--concurrency", default="1,16", help="comma-separated notices scheduled at once")
+    parser.add_argument("--concurrency", default="1,4,16", help="comma-separated notices scheduled at once")
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     sizes = [int(x) for x in args.callers.split(",")]

@@ -51,8 +51,9 @@ from ivrserver.store.incidents import (
 
 log = logging.getLogger("ivrserver.incidents")
 MAX_SAMPLE_CALLERS = 10
-# resolve notices scheduled at once: each is ~13 Redis round trips of Python work on this loop, so
-# more at once gains little (bench/resolve_bench.py: 10,000 in 12.9 s one at a time, 12.0 s four)
+# resolve notices scheduled at once: each is ~13 Redis round trips; a few at once hide their latency,
+# more gain nothing, the Python work on this loop is the limit (bench/resolve_bench.py, quiet host:
+# 10,000 notices in 21.5 s one at a time, 12.5 s four at once, 12.5 s sixteen)
 NOTIFY_CONCURRENCY = 4
 RESOLVE_GRACE_SECONDS = 60   # an unfinished resolve younger than this is left to the instance doing it
 LANGUAGES = ("en", "zh")
