@@ -248,26 +248,31 @@ class Died(BaseException):
 
 
 class DiesAfter:
-    """The real NoticeService, until the instance dies after `n` notices (a crash mid-resolve)."""
+    """The real NoticeService, until the instance dies after `n` notices (a crash mid-resolve);
+    each notice takes `seconds` on `clock` (the dying instance's)."""
 
-    def __init__(self, notices: object, n: int) -> None:
-        self.notices, self.left = notices, n
+    def __init__(self, notices: object, n: int, clock: list[float], seconds: float) -> None:
+        self.notices, self.left, self.clock, self.seconds = notices, n, clock, seconds
 
     async def schedule(self, req: object) -> object:
         if self.left == 0:
             raise Died
         self.left -= 1
+        self.clock[0] += self.seconds
         return await self.notices.schedule(req)  # type: ignore[attr-defined]
 
 
 async def test_a_resolve_an_instance_died_in_is_finished_by_the_lease_holder_once(
         redis_client: aioredis.Redis, keys: Keys, tmp_path: Path) -> None:
-    """The resolve is saved, 3 of 30 notices scheduled, then the instance dies: another instance
-    finishes it — every caller told once, the figures archived — and only after the grace."""
+    """The resolve is saved, 3 of 30 notices scheduled (20 s each: the instance renews its mark
+    meanwhile), then the instance dies: another instance finishes it — every caller told once,
+    the figures archived — and only a grace after the mark's last renewal."""
     from tests.test_notices import OPEN, Env
 
     env = Env(redis_client, keys, tmp_path)
-    dying = service(redis_client, keys, "i1", notices=DiesAfter(env.notices, 3), notify_concurrency=1)
+    clock = [time.time()]
+    dying = service(redis_client, keys, "i1", notices=DiesAfter(env.notices, 3, clock, 20.0), notify_concurrency=1,
+                    clock=lambda: clock[0])
     incident = await dying.open("mobile_data", "Chaoyang, Liaoning", actor="supervisor:s1")
     for n in range(30):
         await env.customer(f"c-{n:02d}", prefs=OPEN, phones=(CHAOYANG.format(n),))
@@ -277,15 +282,16 @@ async def test_a_resolve_an_instance_died_in_is_finished_by_the_lease_holder_onc
     left = await dying.get(incident.id)
     assert left.state is inc.IncidentState.RESOLVED and not left.figures and left.resolved_at is not None
     assert len(await env.calls.list(limit=100)) == 3
-    assert await dying.store.unfinished(left.resolved_at) == [incident.id]
+    mark = await redis_client.zscore(keys.incidents_unfinished(), incident.id)
+    assert mark == left.resolved_at + 60  # renewed at the notice that passed 15 s since the last
 
     other = service(redis_client, keys, "i2")  # notify concurrency: the default
     other.attach(notices=env.notices)  # and the delivered hook, as the app wires it
     assert sorted(await env.place_due()) == ["placed"] * 3  # the 3 notices are heard before it is finished
     assert (await other.get(incident.id)).figures == {"notices_delivered": 3}
-    assert await other.store.unfinished(left.resolved_at) == [incident.id]  # still: a delivery is no archive
-    assert await other.finish_resolves(left.resolved_at + 1) == []  # the resolving request may still be at it
-    assert await other.finish_resolves(left.resolved_at + 61) == [incident.id]
+    assert await other.store.unfinished(mark) == [incident.id]  # still: a delivery is no archive
+    assert await other.finish_resolves(left.resolved_at + 61) == []  # renewed: the instance may be at it
+    assert await other.finish_resolves(mark + 61) == [incident.id]
     told = sorted(cb.customer_id for cb in await env.calls.list(limit=100))
     assert told == [f"c-{n:02d}" for n in range(30)]  # each once: the 3 before the crash not again
     done = await other.get(incident.id)

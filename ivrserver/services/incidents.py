@@ -55,7 +55,9 @@ MAX_SAMPLE_CALLERS = 10
 # more gain nothing, the Python work on this loop is the limit (bench/resolve_bench.py, quiet host:
 # 10,000 notices in 21.5 s one at a time, 12.5 s four at once, 12.5 s sixteen)
 NOTIFY_CONCURRENCY = 4
-RESOLVE_GRACE_SECONDS = 60   # an unfinished resolve younger than this is left to the instance doing it
+# an unfinished resolve whose mark is younger than this is left to the instance doing it (which
+# renews the mark every quarter of it while its notices go on)
+RESOLVE_GRACE_SECONDS = 60
 LANGUAGES = ("en", "zh")
 
 
@@ -576,10 +578,15 @@ class IncidentService:
         # each notice is a few Redis round trips and waits on nobody else's: several at once (the
         # message is synthesized once per language: the renderer shares a render in progress)
         waiting = iter(sorted(customers))
+        alive = {"at": self.clock()}
 
         async def worker() -> None:
             for who in waiting:
                 await tell(who)
+                if self.clock() - alive["at"] >= RESOLVE_GRACE_SECONDS / 4:
+                    # still at it: another instance's finishing leaves this one alone meanwhile
+                    alive["at"] = self.clock()
+                    await self.store.still_unfinished(incident.id, alive["at"])
 
         await asyncio.gather(*(worker() for _ in range(max(1, self.notify_concurrency))))
         return told["scheduled"], told["refused"]

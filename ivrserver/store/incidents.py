@@ -170,7 +170,7 @@ else
   redis.call('EXPIRE', KEYS[8], ARGV[6])
 end
 if ARGV[8] ~= '' then
-  redis.call('ZADD', KEYS[9], ARGV[8], ARGV[1])
+  redis.call('ZADD', KEYS[9], 'GT', ARGV[8], ARGV[1])  -- GT: a renewed mark stays renewed
 else
   redis.call('ZREM', KEYS[9], ARGV[1])
 end
@@ -248,9 +248,14 @@ class IncidentStore:
         return [i for i in (incident_from_json(r) for r in raws) if i is not None]
 
     async def unfinished(self, resolved_before: float) -> list[str]:
-        """Ids of resolved incidents not archived yet, resolved before `resolved_before`, oldest first."""
+        """Ids of resolved incidents not archived yet whose mark (the resolve's time, renewed while
+        an instance follows it through) is older than `resolved_before`, oldest first."""
         return list(await self.redis.zrangebyscore(self.keys.incidents_unfinished(), "-inf", resolved_before,
                                                    start=0, num=MAX_LIST))
+
+    async def still_unfinished(self, incident_id: str, now: float) -> None:
+        """Renew the mark of a resolve still being followed through (only while it is marked)."""
+        await self.redis.zadd(self.keys.incidents_unfinished(), {incident_id: now}, xx=True, gt=True)
 
     async def drop_unfinished(self, incident_id: str) -> None:
         """Forget the mark of an incident that is gone (expired) or no longer resolved."""

@@ -203,9 +203,10 @@ class Keys:
         return f"{self.prefix}:incidents:active"
 
     def incidents_unfinished(self) -> str:
-        """ZSET incident id → resolved at, of resolved incidents whose notices and figures are not
-        done yet (added and removed by the save that resolves or archives): the detector's lease
-        holder finishes a resolve an instance died in."""
+        """ZSET incident id → resolved at (renewed while an instance is scheduling its notices), of
+        resolved incidents whose notices and figures are not done yet (added and removed by the
+        save that resolves or archives): the detector's lease holder finishes a resolve an
+        instance died in."""
         return f"{self.prefix}:incidents:unfinished"
 
     def incident_pair(self, service: str, area: str) -> str:
