@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import zoneinfo
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 
 from ivrserver.domain import speech
@@ -371,14 +371,25 @@ class MenuRun:
         self._entry = entry
         self._record(PathKind.START, entry, detail=state)
         out: list[Command] = []
-        if context.announcement:
-            self._record(PathKind.ANNOUNCEMENT, entry, detail=str(len(context.announcement)))
-            keys = DTMF_KEYS if self.menu.announcement_interruptible else ""
-            out.append(Play(tuple(Sound(f) for f in context.announcement), interruptible_by=keys))
+        announcement = tuple(Sound(f) for f in context.announcement)
+        keys = DTMF_KEYS if self.menu.announcement_interruptible else ""
+        if announcement:
+            self._record(PathKind.ANNOUNCEMENT, entry, detail=str(len(announcement)))
         if context.incident is not None:
+            if announcement:
+                out.append(Play(announcement, interruptible_by=keys))
             self._offer(context.incident, out)
             return out
         self._enter(entry, out)
+        if not announcement:
+            return out
+        first = out[0] if out else None
+        if keys and isinstance(first, Collect) and self.menu.nodes[entry].kind is NodeKind.MENU:
+            # the announcement leads the entry menu's own prompts: a key during it is the menu's
+            # first choice (type-ahead, as during the menu's prompts), not lost
+            out[0] = replace(first, prompts=(*announcement, *first.prompts))
+        else:
+            out.insert(0, Play(announcement, interruptible_by=keys))
         return out
 
     def feed(self, event: Event) -> list[Command]:

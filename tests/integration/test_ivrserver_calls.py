@@ -189,6 +189,24 @@ async def test_unknown_caller_walks_the_menu_to_a_queue_and_the_call_is_recorded
     assert "ivr exit queue at faults" in contact.routing_reason
 
 
+async def test_keys_typed_over_the_entry_announcement_choose_in_the_menu(ivr: Ivr, phones: Phones) -> None:
+    """A supervisor's entry announcement (ss-noservice, ~5 s) is on; a caller who knows the menu
+    types 3 1 over it: the 3 stops it and is the main menu's choice (report a fault), the 1 the
+    next menu's (the faults team) — not lost, which would have made the 1 "balance"."""
+    await callpath.set_announcement(ivr.redis, ivr.keys, "hotline", ["ss-noservice"], 300)
+    agent = await phones.agent(1006, hold_ms=1000)
+    await ivr.agent_ready("agent1006")
+    result = await phones.call("31", number="15559998")
+    assert result.ok, result.describe()
+    assert (await agent.wait()).ok
+    [path] = await ivr.paths(1)
+    kinds = [p.kind.value for p in path.events]
+    assert kinds[:3] == ["start", "announcement", "enter"], kinds
+    assert [p.key for p in path.events if p.kind.value == "key"] == ["3", "1"]
+    exit_ = [p for p in path.events if p.kind.value == "exit"][-1]
+    assert (exit_.node, exit_.detail, exit_.target) == ("faults", "queue", "faults")
+
+
 async def test_self_service_balance_is_recorded_as_self_served(ivr: Ivr, phones: Phones) -> None:
     await add_customer(ivr, Customer(id="c-std-1", name="Li Lei", phones=("15550003",), attributes={"balance": "42"}))
     # 1 = balance, said from the caller's own data; the caller hangs up once they have heard it.

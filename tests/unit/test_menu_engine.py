@@ -222,10 +222,31 @@ def test_human_key_off_makes_0_invalid(menu: Menu) -> None:
     assert run.path[-1] == e.PathEvent(e.PathKind.INVALID, "closed", run.path[-1].at, key="0")
 
 
-def test_announcement_slot_plays_first_and_is_interruptible(menu: Menu) -> None:
+def test_announcement_slot_leads_the_entry_menu_and_a_key_during_it_is_the_first_choice(menu: Menu) -> None:
     run = e.MenuRun(menu)
     commands = run.start(e.StartContext(now=OPEN, announcement=("ss-noservice",)))
-    assert commands == [e.Play(S("ss-noservice"), interruptible_by="0123456789*#"), MAIN]
+    assert commands == [collect("ss-noservice", "hello")]  # one Collect: a key stops it and is the choice
+    assert [p.kind for p in run.path] == [e.PathKind.START, e.PathKind.ANNOUNCEMENT, e.PathKind.ENTER]
+    assert run.feed(D("2")) == [e.Transfer("billing", 3, reason="ivr:main:2")]  # typed ahead over it
+    again = e.MenuRun(menu)
+    again.start(e.StartContext(now=OPEN, announcement=("ss-noservice",)))
+    assert again.feed(D("9")) == [collect("pbx-invalid", "hello")]  # a retry does not repeat the announcement
+
+
+@pytest.mark.parametrize(("name", "interruptible", "now", "first"), [
+    ("not interruptible: played whole, then the menu", False, OPEN, e.Play(S("ss-noservice"))),
+    ("entry is a play node (holiday): a key stops it, nothing to choose", True, datetime(2025, 6, 9, 10, 0, tzinfo=UTC),
+     e.Play(S("ss-noservice"), interruptible_by="0123456789*#")),
+])
+def test_announcement_slot_as_its_own_playback(name: str, interruptible: bool, now: datetime,
+                                               first: e.Play) -> None:
+    slot = f"announcement: {{interruptible: {str(interruptible).lower()}}}"
+    built, issues = check_text(MENU.replace("announcement: {interruptible: true}", slot), "t.yaml", "t")
+    assert built is not None, [i.format() for i in issues]
+    commands = e.MenuRun(built).start(e.StartContext(now=now, announcement=("ss-noservice",)))
+    assert commands[0] == first and len(commands) > 1
+    if now == OPEN:
+        assert commands[1:] == [MAIN]
 
 
 def test_path_records_every_step_with_the_drivers_times(menu: Menu) -> None:
