@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,16 +40,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from ivrserver.devstack.ports import free_port  # noqa: E402,F401 - the benchmarks import it from here
 from ivrserver.devstack.process import DevStackError  # noqa: E402
 from ivrserver.devstack.redis import LocalRedis  # noqa: E402
 
 R = TypeVar("R")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
+
+from ivrserver.devstack.ports import free_port  # noqa: F401 - the CLI tests import it from here
 
 REPO = Path(__file__).resolve().parent.parent
 # The console script pip installed next to the interpreter that runs the tests (.venv/bin/ivrserver).
@@ -69,9 +70,3 @@ def assert_clean_failure(result: subprocess.CompletedProcess[str]) -> None:
     assert result.returncode != 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr + result.stdout, result.stderr
     assert (result.stderr + result.stdout).strip()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from ivrserver.devstack.ports import free_port
 from ivrserver.domain.hashing import Pepper
 from ivrserver.store.keys import Keys
 
@@ -27,13 +28,6 @@ pytest_plugins = ["tests.pg_fixtures"]
 TEST_PEPPER_TEXT = "ivrserver-test-pepper-" + "0123456789" * 4
 os.environ.setdefault("IVRSERVER_SECURITY__PEPPER", TEST_PEPPER_TEXT)
 TEST_PEPPER = Pepper(os.environ["IVRSERVER_SECURITY__PEPPER"].strip().encode())
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port that nothing listens on right now (TCP by default, UDP with SOCK_DGRAM)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

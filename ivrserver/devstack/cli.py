@@ -18,7 +18,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +27,7 @@ from ivrserver.devstack.asterisk import DEFAULT_AMI_SECRET, HOTLINE, LocalAsteri
 from ivrserver.devstack.calls import place_call
 from ivrserver.devstack.demo import demo_facts, seed_demo
 from ivrserver.devstack.pidfiles import PidFiles
-from ivrserver.devstack.ports import AGENT_NUMBERS, StackPorts, port_free
+from ivrserver.devstack.ports import AGENT_NUMBERS, StackPorts, free_port, port_free
 from ivrserver.devstack.postgres import DEFAULT_POSTGRES_PORT, DevPostgres
 from ivrserver.devstack.process import RUN_DIR, DevStackError
 from ivrserver.devstack.redis import LocalRedis
@@ -90,12 +89,6 @@ def _redis_port(args: argparse.Namespace) -> tuple[int, str]:
 def _postgres(args: argparse.Namespace, files: RunFiles, pids: PidFiles) -> DevPostgres:
     """make run's PostgreSQL: durable, in <run>/postgres, on --postgres-port (a free one if taken)."""
     return DevPostgres(files.postgres_data, None if args.free_ports else args.postgres_port, pids=pids)
-
-
-def _free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _claim(files: RunFiles) -> PidFiles:
@@ -229,7 +222,7 @@ async def _run_all(args: argparse.Namespace) -> int:
             settings = dataclasses.replace(settings, postgres=dataclasses.replace(settings.postgres,
                                                                                   dsn=postgres.dsn))
             if args.free_ports:     # the web port too: the block of StackPorts.free() holds the rest
-                settings = dataclasses.replace(settings, web=dataclasses.replace(settings.web, port=_free_tcp_port()))
+                settings = dataclasses.replace(settings, web=dataclasses.replace(settings.web, port=free_port()))
             await asyncio.to_thread(write_settings, settings, files.settings)
             await asyncio.to_thread(files.ports.write_text, json.dumps(dataclasses.asdict(ports)))
             print(await seed_demo(files.settings), flush=True)

@@ -18,6 +18,14 @@ FREE_BLOCK_RANGE = (30000, 32000)
 MEDIA_PORT_RANGE = (32000, 32760)
 
 
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    """A port nothing holds right now, as the kernel picks it (TCP by default, UDP with
+    SOCK_DGRAM): for a server of ours that is about to bind it."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
     """True when nothing holds `port` on `host`, for UDP and for TCP."""
     for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from ivrserver.config import PostgresSettings
 from ivrserver.devstack.pidfiles import PidFiles
+from ivrserver.devstack.ports import free_port
 from ivrserver.devstack.process import DevStackError
-from ivrserver.record.local_cluster import ClusterError, LocalPostgres, free_tcp_port
+from ivrserver.record.local_cluster import ClusterError, LocalPostgres
 from ivrserver.services import record_schema
 
 DEFAULT_POSTGRES_PORT = 5433    # never the machine's 5432
@@ -60,7 +61,7 @@ class DevPostgres:
 
         if self.cluster.port is not None and not tcp_listen_free(self.cluster.port):
             taken = self.cluster.port
-            self.cluster.port = free_tcp_port()
+            self.cluster.port = free_port()
             self.note = f" (port {taken} is taken by another program)"
         try:
             await asyncio.to_thread(self.data_dir.parent.mkdir, parents=True, exist_ok=True)

@@ -14,10 +14,11 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
+
+from ivrserver.devstack.ports import free_port
 
 DATABASE = "ivrserver"
 ROLE = "ivrserver"
@@ -34,12 +35,6 @@ def pg_bindir() -> Path:
     if not candidates:
         raise ClusterError("PostgreSQL is not installed (apt-get install postgresql; `make` does it)")
     return candidates[-1].parent
-
-
-def free_tcp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _as_postgres() -> tuple[int, int] | None:
@@ -93,7 +88,7 @@ class LocalPostgres:
         if not (self.data_dir / "PG_VERSION").exists():
             await self._initdb(bindir, owner)
         if self.port is None:
-            self.port = free_tcp_port(self.host)
+            self.port = free_port(host=self.host)
         options = ["-c", f"listen_addresses={self.host}", "-c", f"unix_socket_directories={self.data_dir}",
                    "-c", "max_connections=200", "-c", "log_min_messages=warning"]
         if not self.durable:
