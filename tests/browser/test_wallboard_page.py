@@ -3,6 +3,8 @@
 A supervisor signs in on /wallboard; a SIPp caller walks the menu into the faults queue (every agent
 paused: the caller waits) and the page shows one caller waiting, the longest wait ticking by itself;
 agent1006's SIPp phone answers and the page shows nobody waiting, one answered, agent1006 on call.
+The service level here is 2 s (wallboard and reports): the wait turns red once it passes 2 s, and
+the answer after ~4 s makes the queue's service level 0 %, red (below the 80 % target).
 In Chinese, an incident opened on the server shows by the names the incidents policy gives its
 service and area (移动数据 · 朝阳, not mobile_data · chaoyang-liaoning), the footer's service level
 and day read the Chinese way, and so does the page title.
@@ -13,7 +15,9 @@ This module starts its own Asterisk (the `pbx` fixture of tests/browser/conftest
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -31,6 +35,8 @@ from tests.integration.test_screen_pop_calls import server_settings
 pytestmark = pytest.mark.integration
 
 SCREENSHOT = Path("/tmp/reports/wallboard.png")
+BAD = re.compile(r"(^|\s)bad(\s|$)")
+RED = "rgb(255, 107, 107)"  # wallboard.css --bad
 
 
 @pytest.fixture
@@ -38,6 +44,9 @@ async def ivr(pbx: LocalAsterisk, phones: Phones, redis_url: str, redis_client: 
               tmp_path: Path) -> AsyncIterator[Ivr]:
     settings = server_settings(pbx, redis_url, tmp_path, prefix=f"wbp{free_port()}", instance="wallboard",
                                agi_port=pbx.ports.agi_port)
+    settings = dataclasses.replace(  # answered within 2 s, so that a few seconds' wait misses it
+        settings, wallboard=dataclasses.replace(settings.wallboard, service_level_seconds=2),
+        reports=dataclasses.replace(settings.reports, service_level_seconds=2))
     async with running(settings) as server:
         yield Ivr(server, redis_client, tmp_path / "menus")
 
@@ -61,6 +70,9 @@ async def test_the_board_follows_a_real_caller_into_a_queue_and_to_an_agent(
         # The longest wait ticks on the page by itself (no frame arrives while the caller waits).
         await expect(faults.locator(".longest")).to_have_text("0:02", timeout=5_000)
         await expect(faults.locator(".longest")).to_have_text("0:03", timeout=3_000)
+        # past the service level's 2 s: the longest wait is drawn red
+        await expect(faults.locator(".longest")).to_have_class(BAD)
+        await expect(faults.locator(".longest")).to_have_css("color", RED)
         await page.screenshot(path=str(SCREENSHOT.with_name("wallboard-waiting.png")), full_page=True)
 
         phone = await phones.agent(1006, ring_ms=500, hold_ms=3000)
@@ -68,15 +80,18 @@ async def test_the_board_follows_a_real_caller_into_a_queue_and_to_an_agent(
         await expect(agent.locator(".astate")).to_have_text("On call")
         await expect(faults.locator(".waiting")).to_have_text("0")
         await expect(faults.locator(".answered")).to_have_text("1")
-        await expect(faults.locator(".sl")).to_have_text("100%")
+        await expect(faults.locator(".sl")).to_have_text("0%")  # answered after more than 2 s
+        await expect(faults.locator(".sl")).to_have_class(BAD)  # below the 80 % target: red
+        await expect(faults.locator(".sl")).to_have_css("color", RED)
         await expect(faults.locator(".longest")).to_have_text("–")
+        await expect(faults.locator(".longest")).not_to_have_class(BAD)
         await expect(page.locator("#count-on_call")).to_have_text("1")
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(SCREENSHOT), full_page=True)
         assert "⟦" not in await page.inner_text("body")  # i18n.js marks a missing message so
         today = datetime.datetime.now(datetime.UTC).date()  # wallboard.timezone: UTC here
         await expect(page.locator("#sl-note")).to_have_text(
-            f"Service level: answered within 20 s, today ({today.day} {today:%b} {today.year}); target 80 %")
+            f"Service level: answered within 2 s, today ({today.day} {today:%b} {today.year}); target 80 %")
         assert await page.title() == "ivrserver · wallboard"
         # The same board in Chinese, from the shared catalogue; the choice is remembered.
         await page.select_option("#lang", "zh")
@@ -84,7 +99,7 @@ async def test_the_board_follows_a_real_caller_into_a_queue_and_to_an_agent(
         await expect(faults.locator('[data-i18n="wallboard.queue.waiting"]')).to_have_text("排队")
         await expect(page.locator("#refused h1")).to_have_text("仅限班长")
         await expect(page.locator("#sl-note")).to_have_text(
-            f"服务水平：20秒内接听（今日 {today.year}年{today.month}月{today.day}日）；目标 80%")
+            f"服务水平：2秒内接听（今日 {today.year}年{today.month}月{today.day}日）；目标 80%")
         assert await page.title() == "ivrserver · 实时监控大屏"
         # an incident, named as the incidents policy names its service and area, in the page's language
         assert ivr.server.incidents is not None
