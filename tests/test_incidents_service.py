@@ -303,6 +303,32 @@ async def test_a_resolve_an_instance_died_in_is_finished_by_the_lease_holder_onc
     assert again.notices_scheduled == 30 and len(await env.calls.list(limit=100)) == 30
 
 
+async def test_a_customer_whose_notices_are_locked_elsewhere_is_told_when_the_lock_goes(
+        redis_client: aioredis.Redis, keys: Keys, tmp_path: Path) -> None:
+    """An instance died holding one customer's notice lock (it goes after 15 s): the resolve tells
+    the others, answers pending and stays unfinished; the lease holder's finishing tells that one."""
+    from tests.test_notices import OPEN, Env
+
+    env = Env(redis_client, keys, tmp_path)
+    env.store.lock_wait = 0.2  # not the 10 s a live holder gets
+    svc = service(redis_client, keys, notices=env.notices)
+    incident = await svc.open("mobile_data", "Chaoyang, Liaoning", actor="supervisor:s1")
+    for n in range(5):
+        await env.customer(f"c-{n}", prefs=OPEN, phones=(CHAOYANG.format(n),))
+        assert await svc.subscribe(incident.id, CallerSnapshot(number=CHAOYANG.format(n)), f"c-{n}")
+    await redis_client.set(keys.notice_lock("c-2"), "an instance that died", px=15000)
+    report = await svc.resolve(incident.id, actor="backoffice:noc")
+    assert report.pending and not (await svc.get(incident.id)).figures
+    assert sorted(cb.customer_id for cb in await env.calls.list(limit=10)) == ["c-0", "c-1", "c-3", "c-4"]
+    mark = await redis_client.zscore(keys.incidents_unfinished(), incident.id)
+    assert mark is not None
+    assert await svc.finish_resolves(mark + 61) == []  # still locked: tried again next round
+    await redis_client.delete(keys.notice_lock("c-2"))  # its 15 s are over
+    assert await svc.finish_resolves(mark + 61) == [incident.id]
+    assert sorted(cb.customer_id for cb in await env.calls.list(limit=10)) == [f"c-{n}" for n in range(5)]
+    assert (await svc.get(incident.id)).figures["notices_scheduled"] == 5
+
+
 async def test_an_agents_fault_disposition_counts_once_per_contact_unless_the_ivr_did(
         redis_client: aioredis.Redis, keys: Keys) -> None:
     from ivrserver.domain.contact_notes import validate

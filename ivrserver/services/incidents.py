@@ -48,6 +48,7 @@ from ivrserver.store.incidents import (
     member,
     split_member,
 )
+from ivrserver.store.notices import LockBusy
 
 log = logging.getLogger("ivrserver.incidents")
 MAX_SAMPLE_CALLERS = 10
@@ -79,6 +80,11 @@ class IncidentError(ValueError):
 
 class IncidentNotFound(LookupError):
     pass
+
+
+class NoticesBusy(Exception):
+    """Some customers' notices were being changed elsewhere (their lock held past the wait, e.g. by
+    an instance that died holding it): the resolve stays unfinished, to be finished again."""
 
 
 class IncidentConflict(Exception):
@@ -420,7 +426,10 @@ class IncidentService:
             await asyncio.wait({task}, timeout=wait)
             if not task.done():
                 return ResolveReport(incident, None, None)
-        return await asyncio.shield(task)  # a request that goes away does not stop the notices
+        try:
+            return await asyncio.shield(task)  # a request that goes away does not stop the notices
+        except NoticesBusy:
+            return ResolveReport(incident, None, None)  # the lease holder finishes them
 
     def _follow(self, incident: inc.Incident) -> asyncio.Task[ResolveReport]:
         """The follow-through of a resolved incident, one at a time per incident on this instance (a
@@ -437,7 +446,9 @@ class IncidentService:
         if task.cancelled():
             log.warning("incident %s: resolve stopped before its notices were done; the lease holder "
                         "finishes it", incident_id)
-        elif (error := task.exception()) is not None:
+        elif isinstance(error := task.exception(), NoticesBusy):
+            log.warning("incident %s: %s; the lease holder tries again", incident_id, error)
+        elif error is not None:
             log.error("incident %s: resolve notices failed; the lease holder tries again", incident_id,
                       exc_info=error)
         else:
@@ -557,7 +568,7 @@ class IncidentService:
                 customers.setdefault(who, number)
         text = inc.resolved_text(incident, self.policy)
         notices = self.notices
-        told = {"scheduled": 0, "refused": 0}
+        told = {"scheduled": 0, "refused": 0, "busy": 0}
 
         async def tell(who: str) -> None:
             try:
@@ -568,6 +579,9 @@ class IncidentService:
             except ValueError as exc:  # NoticeInvalid: e.g. a caller id the notices cannot take
                 log.warning("incident notice refused", extra={"incident": incident.id, "error": str(exc)[:200]})
                 told["refused"] += 1
+                return
+            except LockBusy:  # the others go on; this one is tried again with the whole resolve
+                told["busy"] += 1
                 return
             status, state = str(getattr(result, "status", "")), str(getattr(result, "state", "") or "")
             if status == "refused" or (status == "existing" and state == "refused"):
@@ -589,6 +603,8 @@ class IncidentService:
                     await self.store.still_unfinished(incident.id, alive["at"])
 
         await asyncio.gather(*(worker() for _ in range(max(1, self.notify_concurrency))))
+        if told["busy"]:
+            raise NoticesBusy(f"{told['busy']} of {len(customers)} callers' notices were locked elsewhere")
         return told["scheduled"], told["refused"]
 
 

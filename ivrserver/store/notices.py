@@ -103,10 +103,11 @@ def _json(n: Notice) -> str:
 
 
 class NoticeStore:
-    def __init__(self, redis: aioredis.Redis, keys: Keys, *, hot_days: int = 30) -> None:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, *, hot_days: int = 30, lock_wait: float = 10.0) -> None:
         self.redis = redis
         self.keys = keys
         self.hot_seconds = hot_days * DAY
+        self.lock_wait = lock_wait  # how long `locked` waits for another holder before LockBusy
         self._unlock = redis.register_script(_UNLOCK)
         self._create_held = redis.register_script(_CREATE_HELD)
         self._claim_sms = redis.register_script(_CLAIM_SMS)
@@ -270,12 +271,13 @@ class NoticeStore:
 
     # ------------------------------------------------------------------ lock
     @contextlib.asynccontextmanager
-    async def locked(self, customer_id: str, *, hold_ms: int = 15000, wait: float = 10.0) -> AsyncIterator[None]:
-        """One scheduler/canceller of this customer's notices at a time, across instances."""
+    async def locked(self, customer_id: str, *, hold_ms: int = 15000, wait: float | None = None) -> AsyncIterator[None]:
+        """One scheduler/canceller of this customer's notices at a time, across instances (the lock
+        of an instance that died holding it goes after `hold_ms`)."""
         key = self.keys.notice_lock(customer_id)
         token = uuid.uuid4().hex
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
+        deadline = loop.time() + (self.lock_wait if wait is None else wait)
         delay = 0.005
         while not await self.redis.set(key, token, nx=True, px=hold_ms):
             if loop.time() > deadline:
