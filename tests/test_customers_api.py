@@ -190,6 +190,14 @@ async def test_history_and_cases(client: TestClient, redis_client: aioredis.Redi
 
     hist = await (await client.get("/api/v1/customers/c1/history?limit=5")).json()
     assert [c["id"] for c in hist["contacts"]] == ["k1"]
+    assert (hist["source"], hist["next_before"]) == ("redis", None)  # no system of record; not a full page
+    full = await (await client.get("/api/v1/customers/c1/history?limit=1")).json()
+    assert full["next_before"] == NOW - 60  # a full page: the next is ?before=<its last started_at>
+    older = await (await client.get(f"/api/v1/customers/c1/history?limit=1&before={NOW - 60}")).json()
+    assert older["contacts"] == [] and older["next_before"] is None
+    for bad in ("abc", "nan", "inf", "-5", "0", "1e400", "9" * 40):
+        resp = await client.get(f"/api/v1/customers/c1/history?before={bad}")
+        assert resp.status == 400 and [e["field"] for e in (await resp.json())["errors"]] == ["before"], bad
     assert hist["contacts"][0]["outcome"] == "answered" and hist["contacts"][0]["disposition"] == "resolved"
     assert [c["id"] for c in hist["open_cases"]] == ["1"]
 

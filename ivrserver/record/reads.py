@@ -8,10 +8,12 @@ A row the domain cannot read (a tier this code does not know) is skipped and cou
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ivrserver.domain.cases import checklist_item_from_dict
@@ -74,6 +76,16 @@ CROSS JOIN LATERAL (
     ORDER BY started_at DESC
     LIMIT $3
 ) AS k
+"""
+
+# one customer's contacts, newest first, up to a time: the (customer_id, started_at DESC) index
+_CONTACTS_BEFORE = """
+SELECT id, kind, number, started_at, customer_id, ended_at, ivr_path, routing_reason, queue, wait_seconds,
+       agents, outcome, talk_seconds, disposition, notes
+FROM contacts
+WHERE customer_id = $1 AND ($2::timestamptz IS NULL OR started_at <= $2)
+ORDER BY started_at DESC
+LIMIT $3
 """
 
 _MAX_CASE_ID = "SELECT max(id::numeric) FROM cases WHERE id ~ '^[0-9]{1,18}$'"
@@ -140,6 +152,39 @@ def _read(rows: list[Any], build: Any) -> tuple[list[Any], int]:
         except (ValueError, KeyError, TypeError, AttributeError):
             bad += 1
     return found, bad
+
+
+async def contacts_before(conn: asyncpg.Connection, customer_id: str, until: float | None,
+                          limit: int) -> list[Contact]:
+    """A customer's contacts that started at or before `until` (None: any), newest first."""
+    at = datetime.fromtimestamp(until, UTC) if until is not None else None
+    found, unreadable = _read(await conn.fetch(_CONTACTS_BEFORE, customer_id, at, limit), _contact)
+    if unreadable:
+        log.warning("customer %s: %d archived contact(s) unreadable, left out", customer_id, unreadable)
+    return found
+
+
+class ArchivedContacts:
+    """The customers' contacts in PostgreSQL, for the history beyond Redis's hot window
+    (services/customers.ContactArchive). `pool` gives the record's pool (None: not open)."""
+
+    def __init__(self, pool: Callable[[], asyncpg.Pool | None], *, timeout: float = 2.0) -> None:
+        self._pool = pool
+        self.timeout = timeout
+
+    async def contacts_before(self, customer_id: str, until: float | None, limit: int) -> list[Contact] | None:
+        """None when PostgreSQL does not answer within `timeout` (the history shows Redis's part)."""
+        import asyncpg
+
+        pool = self._pool()
+        if pool is None:
+            return None
+        try:
+            async with asyncio.timeout(self.timeout), pool.acquire() as conn:
+                return await contacts_before(conn, customer_id, until, limit)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            log.warning("customer %s: archived contacts not read (%s)", customer_id, type(exc).__name__)
+            return None
 
 
 async def max_case_id(conn: asyncpg.Connection) -> int:

@@ -103,10 +103,20 @@ class NoteRejected(ValueError):
     """The note is inconsistent (e.g. the case is another customer's)."""
 
 
+class ContactArchive(Protocol):
+    """The system of record's contacts (record/reads.ArchivedContacts)."""
+
+    async def contacts_before(self, customer_id: str, until: float | None, limit: int) -> list[Contact] | None: ...
+
+
 @dataclass(frozen=True)
 class Timeline:
     contacts: list[Contact]
     cases: list[Case]
+    # where the contacts come from: "redis" (no system of record: Redis keeps everything it
+    # keeps), "record" (Redis's hot window, then PostgreSQL beyond it), "redis only" (PostgreSQL
+    # did not answer: older contacts may be missing)
+    source: str = "redis"
 
     @property
     def open_cases(self) -> list[Case]:
@@ -197,6 +207,11 @@ class CustomerService:
         # raise (reminders: ReminderService.customer_changed queues the id).
         self.on_saved: list[Callable[[str], None]] = []
         self.faults: FaultComplaints | None = None  # services/incidents (a fault disposition counts)
+        self.archive: ContactArchive | None = None  # the system of record's contacts (postgres.dsn)
+
+    def attach_archive(self, archive: ContactArchive) -> None:
+        """The history reads PostgreSQL for what is older than Redis's hot window."""
+        self.archive = archive
 
     def attach_incidents(self, faults: FaultComplaints) -> None:
         """Mass-fault incidents: an agent's `fault:<service>` disposition counts as a complaint."""
@@ -258,14 +273,28 @@ class CustomerService:
     async def delete(self, customer_id: str) -> bool:
         return await store.delete_customer(self.redis, self.keys, customer_id)
 
-    async def timeline(self, customer_id: str, *, limit: int = 50) -> Timeline | None:
-        """Contacts (newest first) and cases of a customer; None if there is no such customer."""
+    async def timeline(self, customer_id: str, *, limit: int = 50, before: float | None = None) -> Timeline | None:
+        """Contacts (newest first; with `before`, those that started before it) and cases of a
+        customer; None if there is no such customer. Redis holds the hot window; with a system of
+        record, what it lacks comes from PostgreSQL (Redis's copy wins: notes added since)."""
         if await self.get(customer_id) is None:
             return None
         contacts = await contact_store.list_timeline(self.redis, self.keys, customer_id, limit=limit,
-                                                     now=self.clock(), retention_days=self.retention_days)
+                                                     now=self.clock(), retention_days=self.retention_days,
+                                                     before=before)
         cases = await case_store.list_cases(self.redis, self.keys, customer_id)
-        return Timeline(contacts=contacts, cases=cases)
+        if self.archive is None:
+            return Timeline(contacts=contacts, cases=cases)
+        if len(contacts) >= limit:
+            return Timeline(contacts=contacts, cases=cases, source="record")
+        # at or before the oldest Redis gave (ids dedupe a contact on the edge), else before `before`
+        until = contacts[-1].started_at if contacts else before
+        older = await self.archive.contacts_before(customer_id, until, limit - len(contacts) + 1)
+        if older is None:
+            return Timeline(contacts=contacts, cases=cases, source="redis only")
+        seen = {c.id for c in contacts}
+        more = [c for c in older if c.id not in seen and (before is None or c.started_at < before)]
+        return Timeline(contacts=(contacts + more)[:limit], cases=cases, source="record")
 
     async def recent(self, customer_id: str, *, limit: int = 10) -> tuple[list[Case], list[Contact]]:
         """Open cases and the latest contacts (`customers show`)."""

@@ -218,14 +218,17 @@ async def update_contact_notes(redis: aioredis.Redis, keys: Keys, contact_id: st
 
 
 async def list_timeline(redis: aioredis.Redis, keys: Keys, customer_id: str, *, limit: int = 50,
-                        now: float | None = None, retention_days: int | None = None) -> list[Contact]:
-    """The customer's contacts, newest first (expired records are skipped).
+                        now: float | None = None, retention_days: int | None = None,
+                        before: float | None = None) -> list[Contact]:
+    """The customer's contacts, newest first (expired records are skipped); with `before`, only
+    those that started before it.
 
     With `now` and `retention_days`, contacts older than the retention are left out too.
     """
     limit = max(1, min(limit, MAX_TIMELINE_LIMIT))
     low = "-inf" if now is None or retention_days is None else now - _retention_seconds(retention_days)
-    ids = await redis.zrevrangebyscore(keys.timeline(customer_id), "+inf", low, start=0, num=limit)
+    high = "+inf" if before is None else f"({before!r}"
+    ids = await redis.zrevrangebyscore(keys.timeline(customer_id), high, low, start=0, num=limit)
     if not ids:
         return []
     raws = await redis.mget([keys.contact(i) for i in ids])

@@ -6,7 +6,8 @@
     PUT    /api/v1/customers/{id}                  replace the profile; without `pin` the PIN is kept,
                                                    `pin: null` removes it
     DELETE /api/v1/customers/{id}                  delete with contacts and cases → 204
-    GET    /api/v1/customers/{id}/history?limit=50 contacts (newest first), open and all cases
+    GET    /api/v1/customers/{id}/history?limit=50&before=<epoch>  contacts (newest first; Redis's hot
+                                                   window, then PostgreSQL), open and all cases
     PUT    /api/v1/contacts/{id}                   set disposition / notes of a contact record (the rule
                                                    of domain/contact_notes.py, as the agent write-back)
 
@@ -22,6 +23,7 @@ without either act as `api`.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
 
@@ -55,6 +57,20 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not lo <= int(raw) <= hi:
         raise rest.invalid([FieldError(name, f"must be a whole number {lo}-{hi}")])
     return int(raw)
+
+
+def _epoch_param(request: web.Request, name: str) -> float | None:
+    """Epoch seconds (a contact's started_at, as `next_before` gives it); None when absent."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw) if raw.isascii() and len(raw) <= 32 else math.nan
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not 0 < value < 4_102_444_800:
+        raise rest.invalid([FieldError(name, "must be epoch seconds (a contact's started_at)")])
+    return value
 
 
 def _customer_id(request: web.Request) -> str:
@@ -151,15 +167,20 @@ class CustomerRoutes:
     async def customer_history(self, request: web.Request) -> web.Response:
         cid = _customer_id(request)
         limit = _int_param(request, "limit", 50, 1, customers.MAX_TIMELINE_LIMIT)
+        before = _epoch_param(request, "before")
         await self.authorize(request, cid, "history.read")
-        timeline = await self.service.timeline(cid, limit=limit)
+        timeline = await self.service.timeline(cid, limit=limit, before=before)
         if timeline is None:
             raise rest.not_found("customer")
+        contacts = timeline.contacts
         return rest.reply({
             "customer_id": cid,
-            "contacts": [customers.contact_to_dict(c) for c in timeline.contacts],
+            "contacts": [customers.contact_to_dict(c) for c in contacts],
             "open_cases": [customers.case_to_dict(c) for c in timeline.open_cases],
             "cases": [customers.case_to_dict(c) for c in timeline.cases],
+            "source": timeline.source,
+            # a full page: the next one is ?before=<this>
+            "next_before": contacts[-1].started_at if len(contacts) >= limit else None,
         })
 
     async def update_contact(self, request: web.Request) -> web.Response:

@@ -23,9 +23,11 @@ import redis.asyncio as aioredis
 
 from ivrserver import config
 from ivrserver.app import IvrServer, StartupError
+from ivrserver.domain.model import Contact, ContactKind, Customer, Outcome
 from ivrserver.record.local_cluster import LocalPostgres
-from ivrserver.record.rows import decode_path_events
+from ivrserver.record.rows import decode_path_events, upsert_contacts
 from ivrserver.store import callpath
+from ivrserver.store import customers as customer_store
 from tests.inprocess import (
     ScriptedCaller,
     agi_headers,
@@ -83,6 +85,16 @@ async def test_a_call_writes_its_contact_path_and_audit_rows_through_the_outbox(
         assert await pool.fetchval("SELECT actor FROM audit") == "agent1001"
         # the sink deleted what it wrote: nothing waits
         await eventually(lambda: _outbox_empty(redis_client, srv), what="outbox drained")
+        # the history goes on past Redis's hot window: a call of a year ago is only in PostgreSQL
+        await customer_store.save_customer(srv.redis, srv.keys, Customer(id="c-old", name="Li Lei", phones=()))
+        old = Contact(id="k-old", kind=ContactKind.INBOUND, number="+8613800000009",
+                      started_at=time.time() - 365 * 86400, customer_id="c-old", outcome=Outcome.ANSWERED,
+                      notes="SMS charge disputed")
+        async with pool.acquire() as conn:
+            await upsert_contacts(conn, [(old, 1)])
+        history = await srv.customers.timeline("c-old")
+        assert history is not None and history.source == "record"
+        assert [(c.id, c.notes) for c in history.contacts] == [("k-old", "SMS charge disputed")]
     finally:
         await stop(srv, task)
         await pool.close()
