@@ -36,7 +36,7 @@ from ivrserver.pbx.asterisk_conf import ivr_queue, queue_names
 from ivrserver.pbx.callback_dialer import AmiCallbackDialer, CallbackObserver
 from ivrserver.pbx.fastagi import FastAgiServer
 from ivrserver.pbx.messaging import AmiMessageSender
-from ivrserver.record.reads import ArchivedContacts
+from ivrserver.record.reads import RecordArchive
 from ivrserver.record.runtime import RecordRuntime, SchemaNotCurrent
 from ivrserver.services import pepper as pepper_source
 from ivrserver.services import work_calendar
@@ -177,8 +177,10 @@ class IvrServer:
         self.case_policy = self._load_case_policy()
         self.customers = CustomerService(self.redis, self.keys, pepper=self.pepper.pepper, case_policy=self.case_policy,
                                          retention_days=settings.redis_keep_days)
-        if settings.postgres.dsn:  # the history beyond Redis's hot window (the pool opens in run())
-            self.customers.attach_archive(ArchivedContacts(lambda: self.records.pool if self.records else None))
+        if settings.postgres.dsn:  # history and audit beyond Redis's hot window (the pool opens in run())
+            archive = RecordArchive(lambda: self.records.pool if self.records else None)
+            self.customers.attach_archive(archive)
+            self.privacy.attach_archive(archive)
         self.auth = Authenticator(self.redis, self.keys, agents.agents, agents.credentials, privacy=self.privacy,
                                   agents_file=settings.routing.agents_file,
                                   trusted_proxies=settings.security.trusted_proxies)

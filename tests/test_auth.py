@@ -305,8 +305,14 @@ async def test_unacked_and_audit_are_for_supervisors(desk: Desk, http: aiohttp.C
     async with http.get(desk.url + "/api/v1/customers/C5", headers=bearer(agent)) as r:
         assert r.status == 403
     async with http.get(desk.url + "/api/v1/audit?count=5", headers=bearer(sup)) as r:
-        entries = (await r.json())["entries"]
+        body = await r.json()
+        entries = body["entries"]
         assert entries[0]["target"] == "C5" and entries[0]["allowed"] is False
+        assert body["source"] == "redis"  # no system of record here
+        assert body["next_before"] == (entries[-1]["id"] if len(entries) == 5 else None)
+    async with http.get(desk.url + "/api/v1/audit?count=1", headers=bearer(sup)) as r:
+        body = await r.json()
+        assert len(body["entries"]) == 1 and body["next_before"] == body["entries"][0]["id"]  # a full page
     async with http.get(desk.url + "/api/v1/audit?count=5000", headers=bearer(sup)) as r:
         assert r.status == 400
     async with http.get(desk.url + "/api/v1/audit?before=1;DROP", headers=bearer(sup)) as r:

@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ivrserver.domain.cases import checklist_item_from_dict
 from ivrserver.domain.i18n import check_language
 from ivrserver.domain.model import (
+    AuditEntry,
     Case,
     CaseStatus,
     Contact,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     import asyncpg
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 
 @dataclass
@@ -87,6 +89,15 @@ WHERE customer_id = $1 AND ($2::timestamptz IS NULL OR started_at <= $2)
 ORDER BY started_at DESC
 LIMIT $3
 """
+
+# the audit log, newest first by the numbers of its stream ids (index audit_order): from the
+# newest, or from below one id (two statements: an "id IS NULL OR" would not seek in the index)
+_AUDIT_COLUMNS = "SELECT entry_id, at, actor, role, action, subject, allowed, reason, source FROM audit"
+_AUDIT_ORDER = "ORDER BY split_part(entry_id, '-', 1)::numeric DESC, split_part(entry_id, '-', 2)::numeric DESC"
+_AUDIT_NEWEST = f"{_AUDIT_COLUMNS} {_AUDIT_ORDER} LIMIT $1"
+_AUDIT_BEFORE = f"""{_AUDIT_COLUMNS}
+WHERE (split_part(entry_id, '-', 1)::numeric, split_part(entry_id, '-', 2)::numeric) < ($1::numeric, $2::numeric)
+{_AUDIT_ORDER} LIMIT $3"""
 
 _MAX_CASE_ID = "SELECT max(id::numeric) FROM cases WHERE id ~ '^[0-9]{1,18}$'"
 
@@ -164,16 +175,36 @@ async def contacts_before(conn: asyncpg.Connection, customer_id: str, until: flo
     return found
 
 
-class ArchivedContacts:
-    """The customers' contacts in PostgreSQL, for the history beyond Redis's hot window
-    (services/customers.ContactArchive). `pool` gives the record's pool (None: not open)."""
+async def audit_before(conn: asyncpg.Connection, before: str | None, count: int) -> list[AuditEntry]:
+    """Audit entries older than entry id `before` (`<ms>-<seq>`; None: the newest), newest first."""
+    if before:
+        ms, seq = before.split("-", 1)
+        rows = await conn.fetch(_AUDIT_BEFORE, int(ms), int(seq), count)
+    else:
+        rows = await conn.fetch(_AUDIT_NEWEST, count)
+    return [AuditEntry(id=r["entry_id"], at=r["at"].timestamp(), who=r["actor"], role=r["role"], what=r["action"],
+                       target=r["subject"], why=r["reason"], allowed=bool(r["allowed"]), source=r["source"])
+            for r in rows]
+
+
+class RecordArchive:
+    """What PostgreSQL keeps past Redis's hot window, read back for agents and supervisors: a
+    customer's contacts (services/customers.ContactArchive) and the audit log
+    (services/privacy.AuditArchive). `pool` gives the record's pool (None: not open yet); every
+    read answers None when PostgreSQL does not answer within `timeout` (the caller shows Redis's
+    part and says so)."""
 
     def __init__(self, pool: Callable[[], asyncpg.Pool | None], *, timeout: float = 2.0) -> None:
         self._pool = pool
         self.timeout = timeout
 
     async def contacts_before(self, customer_id: str, until: float | None, limit: int) -> list[Contact] | None:
-        """None when PostgreSQL does not answer within `timeout` (the history shows Redis's part)."""
+        return await self._read(contacts_before, customer_id, until, limit, what=f"customer {customer_id}'s contacts")
+
+    async def audit_before(self, before: str | None, count: int) -> list[AuditEntry] | None:
+        return await self._read(audit_before, before, count, what="audit entries")
+
+    async def _read(self, query: Callable[..., Awaitable[R]], *args: Any, what: str) -> R | None:
         import asyncpg
 
         pool = self._pool()
@@ -181,9 +212,9 @@ class ArchivedContacts:
             return None
         try:
             async with asyncio.timeout(self.timeout), pool.acquire() as conn:
-                return await contacts_before(conn, customer_id, until, limit)
+                return await query(conn, *args)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-            log.warning("customer %s: archived contacts not read (%s)", customer_id, type(exc).__name__)
+            log.warning("%s not read from PostgreSQL (%s)", what, type(exc).__name__)
             return None
 
 

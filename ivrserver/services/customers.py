@@ -104,7 +104,7 @@ class NoteRejected(ValueError):
 
 
 class ContactArchive(Protocol):
-    """The system of record's contacts (record/reads.ArchivedContacts)."""
+    """The system of record's contacts (record/reads.RecordArchive)."""
 
     async def contacts_before(self, customer_id: str, until: float | None, limit: int) -> list[Contact] | None: ...
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
 from ivrserver.domain import privacy
-from ivrserver.domain.model import Agent
+from ivrserver.domain.model import Agent, AuditEntry
 from ivrserver.store.audit import AuditLog
 from ivrserver.store.grants import AccessGrants, check_agent_id
 
@@ -27,11 +27,26 @@ def valid_agent_id(agent_id: object) -> bool:
     return True
 
 
+class AuditArchive(Protocol):
+    """The system of record's audit table (record/reads.RecordArchive)."""
+
+    async def audit_before(self, before: str | None, count: int) -> list[AuditEntry] | None: ...
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    entries: list[dict[str, Any]]  # newest first
+    # "redis" (no system of record), "record" (Redis's hot window, then PostgreSQL), "redis only"
+    # (PostgreSQL did not answer: older entries may be missing)
+    source: str
+
+
 class PrivacyService:
     def __init__(self, grants: AccessGrants, audit: AuditLog, *, clock: Callable[[], float] = time.time) -> None:
         self.grants = grants
         self.audit = audit
         self.clock = clock
+        self.archive: AuditArchive | None = None  # the audit table (postgres.dsn)
 
     async def may_access(self, agent: Agent, customer_id: str | None, purpose: str, *, reason: str = "",
                          source: str = "") -> bool:
@@ -67,10 +82,25 @@ class PrivacyService:
         """The customers the agent may read now, sorted."""
         return privacy.granted_customers(await self.granted(agent_id))
 
+    def attach_archive(self, archive: AuditArchive) -> None:
+        """The audit log reads PostgreSQL for what is older than Redis's hot window."""
+        self.archive = archive
+
     async def read_audit(self, supervisor: Agent, *, count: int, before: str | None,
-                         source: str = "") -> list[dict[str, Any]]:
-        """A page of the audit log, newest first; the read itself is audited."""
+                         source: str = "") -> AuditPage:
+        """A page of the audit log, newest first: Redis's stream, then (with a system of record)
+        PostgreSQL's entries older than its oldest. The read itself is audited."""
         entries = await self.audit.recent(count=count, before=before)
+        where = "redis"
+        if self.archive is not None:
+            where = "record"
+            if len(entries) < count:
+                older = await self.archive.audit_before(entries[-1].id if entries else before, count - len(entries))
+                if older is None:
+                    where = "redis only"
+                else:
+                    seen = {e.id for e in entries}
+                    entries = entries + [e for e in older if e.id not in seen]
         await self.audit.append(who=supervisor.id, role="supervisor", what="audit.read", target="audit",
                                 why="supervisor review", allowed=True, at=self.clock(), source=source)
-        return [asdict(e) for e in entries]
+        return AuditPage([asdict(e) for e in entries], where)

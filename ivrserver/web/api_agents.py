@@ -222,8 +222,10 @@ class AgentRoutes:
         before = request.query.get("before")
         if before is not None and not AUDIT_ID_RE.match(before):
             return _bad("before must be an audit entry id")
-        entries = await self.ctx.privacy.read_audit(sup, count=count, before=before, source=request.remote or "")
-        return _json({"entries": entries})
+        page = await self.ctx.privacy.read_audit(sup, count=count, before=before, source=request.remote or "")
+        entries = page.entries
+        return _json({"entries": entries, "source": page.source,
+                      "next_before": entries[-1]["id"] if len(entries) >= count else None})
 
 
 def routes(ctx: AgentApiContext) -> list[web.RouteDef]:

@@ -12,7 +12,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from ivrserver.domain.model import Contact, ContactKind, Outcome
-from ivrserver.record.reads import ArchivedContacts
+from ivrserver.record.reads import RecordArchive
 from ivrserver.record.rows import upsert_contacts
 from ivrserver.services.customers import CustomerService
 from ivrserver.store import contacts as contact_store
@@ -50,7 +50,7 @@ async def test_the_history_reads_redis_then_the_record_and_pages_back(
     hot = await svc.timeline("c1", limit=50)
     assert hot is not None and [c.id for c in hot.contacts] == ["k-0", "k-1", "k-2"] and hot.source == "redis"
 
-    svc.attach_archive(ArchivedContacts(lambda: pool))
+    svc.attach_archive(RecordArchive(lambda: pool))
     full = await svc.timeline("c1", limit=50)
     assert full is not None and full.source == "record"
     assert [c.id for c in full.contacts] == [c.id for c in calls]  # newest first, each once
@@ -76,11 +76,11 @@ async def test_without_postgresql_the_history_is_redis_s_part_and_says_so(
     nobody = await asyncpg.create_pool(f"postgresql://ivrserver@127.0.0.1:{free_port()}/none", min_size=0)
     try:
         svc = CustomerService(redis_client, keys, retention_days=30, clock=lambda: NOW)
-        svc.attach_archive(ArchivedContacts(lambda: nobody, timeout=1.0))
+        svc.attach_archive(RecordArchive(lambda: nobody, timeout=1.0))
         found = await svc.timeline("c1", limit=50)
         assert found is not None and found.source == "redis only"
         assert [c.id for c in found.contacts] == ["k-0", "k-1", "k-2"]
-        svc.attach_archive(ArchivedContacts(lambda: None))  # the record's pool not open yet
+        svc.attach_archive(RecordArchive(lambda: None))  # the record's pool not open yet
         assert (await svc.timeline("c1", limit=50)).source == "redis only"  # type: ignore[union-attr]
     finally:
         await nobody.close()
